@@ -1,0 +1,84 @@
+"""Model -> LayerGraph: the first stage of the pipeline.
+
+Front doors:
+
+- :func:`capture_model` (a torch model, spec or module) -> :class:`CapturedModel`
+  with the fx graph that runnable partitions are cut from;
+- :func:`extract_graph` (a torch model or an ``.onnx`` file) -> :class:`LayerGraph`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.graph.capture import CapturedModel, capture
+from tiercut.graph.models import ZOO, ModelSource, parse_shape, resolve_model
+from tiercut.graph.types import INPUT_OP, SCHEMA_VERSION, LayerGraph, Node
+
+GRANULARITIES = ("module", "block")
+
+
+def is_onnx_path(model: Any) -> bool:
+    return isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx")
+
+
+def capture_model(
+    model: Any,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    granularity: str = "module",
+    example_inputs: tuple[Any, ...] | None = None,
+    seed: int = 0,
+) -> CapturedModel:
+    """Capture a torch model: a zoo name, ``package.module:factory`` or an ``nn.Module``.
+
+    ``example_inputs`` wins over ``input_shape``; a zoo model without either is
+    evaluated at its documented size.
+    """
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            if input_shape is None:
+                raise TiercutError("an nn.Module needs example_inputs or input_shape to be traced")
+            example_inputs = (torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed)),)
+        source = ModelSource(model.eval(), tuple(example_inputs), type(model).__name__.lower())
+    elif is_onnx_path(model):
+        raise TiercutError(f"{model} is an ONNX file; it has a layer graph (extract_graph) but no torch fx graph")
+    else:
+        source = resolve_model(str(model), input_shape, seed)
+        if example_inputs is not None:
+            source.example_inputs = tuple(example_inputs)
+    return capture(source.module, source.example_inputs, source.label, granularity)
+
+
+def extract_graph(
+    model: Any,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    granularity: str = "module",
+    seed: int = 0,
+) -> LayerGraph:
+    """The layer graph of a torch model or an ``.onnx`` file."""
+    if is_onnx_path(model):
+        from tiercut.graph.onnx_import import onnx_graph
+
+        return onnx_graph(Path(model), input_shape, granularity=granularity)
+    return capture_model(model, input_shape, granularity=granularity, seed=seed).graph
+
+
+__all__ = [
+    "GRANULARITIES",
+    "INPUT_OP",
+    "SCHEMA_VERSION",
+    "ZOO",
+    "CapturedModel",
+    "LayerGraph",
+    "Node",
+    "capture_model",
+    "extract_graph",
+    "is_onnx_path",
+    "parse_shape",
+]

@@ -1,0 +1,386 @@
+"""Capture a PyTorch model as an fx graph and measure every node once.
+
+Capture order (documented fallback):
+
+1. ``torch.fx.symbolic_trace`` (module granularity: one node per leaf
+   module or function call). The traced module must reproduce the model's
+   output on the example input; otherwise, or if tracing fails,
+2. ``torch.export.export(model, inputs, strict=False).module()``: an fx graph
+   of ATen ops (``conv2d``, ``linear``, ``add``...) that handles data-dependent
+   Python the symbolic tracer cannot.
+3. If both fail, a :class:`TiercutError` names the module (innermost first)
+   where symbolic tracing stopped and the export error's first line.
+
+Each node is then executed once, in order, on the example input by an fx
+``Interpreter`` that records its output's bytes, shape and dtype and its
+FLOPs (:mod:`tiercut.graph.flops`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.graph.flops import formula_flops
+from tiercut.graph.types import INPUT_OP, LayerGraph, Node
+
+_INT_BYTES = 8  # a Python int/float crossing devices is sent as one 64-bit value
+
+
+@dataclass
+class CapturedModel:
+    """A model captured as an fx graph, with its layer graph.
+
+    Attributes:
+        graph_module: the fx ``GraphModule`` whose nodes the layer graph names.
+        example_inputs: the inputs the graph was measured on.
+        graph: the layer graph (module or block granularity).
+        method: ``"fx"`` (symbolic trace) or ``"export"`` (torch.export fallback).
+        owner: fx node name -> name of the layer-graph node that holds it
+            (every fx node but the output; ``get_attr`` nodes belong to
+            their first consumer).
+    """
+
+    graph_module: Any
+    example_inputs: tuple[Any, ...]
+    graph: LayerGraph
+    method: str
+    owner: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------- tracing
+def _path_tracer_class() -> type:
+    import torch.fx
+
+    class PathTracer(torch.fx.Tracer):
+        """Symbolic tracer that remembers in which module tracing failed."""
+
+        def call_module(self, m, forward, args, kwargs):  # noqa: ANN001 - fx signature
+            try:
+                return super().call_module(m, forward, args, kwargs)
+            except Exception as exc:
+                if not hasattr(exc, "tiercut_module_path"):
+                    try:
+                        exc.tiercut_module_path = self.path_of_module(m) or type(m).__name__
+                    except Exception:
+                        exc.tiercut_module_path = type(m).__name__
+                raise
+
+    return PathTracer
+
+
+def _outputs_equal(a: Any, b: Any) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_outputs_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_outputs_equal(a[k], b[k]) for k in a)
+    if hasattr(a, "_asdict") and hasattr(b, "_asdict"):  # namedtuples such as GoogLeNetOutputs
+        return _outputs_equal(tuple(a), tuple(b))
+    return a == b
+
+
+def _symbolic_trace(module: Any, example_inputs: tuple[Any, ...], expected: Any) -> Any:
+    import torch.fx
+
+    tracer = _path_tracer_class()()
+    graph = tracer.trace(module)
+    name = getattr(module, "__class__", type(module)).__name__
+    gm = torch.fx.GraphModule(tracer.root, graph, name)
+    got = gm(*example_inputs)
+    if not _outputs_equal(got, expected):
+        raise TiercutError(f"the symbolic trace of {name} does not reproduce its output")
+    return gm
+
+
+def _export(module: Any, example_inputs: tuple[Any, ...], expected: Any) -> Any:
+    import torch
+
+    exported = torch.export.export(module, example_inputs, strict=False)
+    gm = exported.module()
+    got = gm(*example_inputs)
+    if not _outputs_equal(got, expected):
+        raise TiercutError("the torch.export graph does not reproduce the model's output")
+    return gm
+
+
+def trace_module(module: Any, example_inputs: tuple[Any, ...]) -> tuple[Any, str]:
+    """The fx GraphModule of ``module`` and the method that made it."""
+    import torch
+
+    name = type(module).__name__
+    try:
+        with torch.no_grad():
+            expected = module(*example_inputs)
+    except Exception as exc:
+        raise TiercutError(
+            f"model {name} fails on the example input of shape "
+            f"{[tuple(getattr(x, 'shape', ())) for x in example_inputs]}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}; check --input-shape"
+        ) from None
+    try:
+        with torch.no_grad():
+            return _symbolic_trace(module, example_inputs, expected), "fx"
+    except Exception as fx_exc:
+        fx_error = fx_exc
+    try:
+        with torch.no_grad():
+            return _export(module, example_inputs, expected), "export"
+    except Exception as export_exc:
+        where = getattr(fx_error, "tiercut_module_path", name)
+        fx_line = (str(fx_error).strip().splitlines() or [type(fx_error).__name__])[0]
+        export_line = (str(export_exc).strip().splitlines() or [type(export_exc).__name__])[0]
+        raise TiercutError(
+            f"cannot capture {name}: torch.fx stopped in module {where!r} ({fx_line[:160]}) and "
+            f"torch.export failed ({export_line[:160]}); make that module traceable or register it as a leaf"
+        ) from None
+
+
+# --------------------------------------------------------------------- naming
+def op_kind(fx_node: Any, modules: dict[str, Any]) -> str:
+    """DESIGN.md's op kind: lower-case module class or function name."""
+    if fx_node.op == "placeholder":
+        return INPUT_OP
+    if fx_node.op == "call_module":
+        return type(modules[fx_node.target]).__name__.lower()
+    if fx_node.op == "call_method":
+        return str(fx_node.target).lower()
+    if fx_node.op == "get_attr":
+        return "get_attr"
+    target = fx_node.target
+    schema = getattr(target, "_schema", None)
+    if schema is not None:  # an ATen overload from torch.export: aten::conv2d -> conv2d
+        return schema.name.split("::")[-1].lower()
+    name = getattr(target, "__name__", str(target))
+    return name.lstrip("_").lower() if name not in ("_assert",) else "assert"
+
+
+def module_path(fx_node: Any) -> str:
+    """Qualified path of the module a node was called from ('' at the root)."""
+    if fx_node.op == "call_module":
+        return str(fx_node.target)
+    stack = fx_node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    # torch.export records paths like "L['self'].layer1" or "layer1"
+    return str(path).replace("L['self'].", "").replace("L__self__.", "")
+
+
+# --------------------------------------------------------------------- measurement
+def _value_bytes(value: Any) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_value_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_value_bytes(v) for v in value.values())
+    if isinstance(value, (bool, type(None))):
+        return 0
+    if isinstance(value, (int, float)):
+        return _INT_BYTES
+    return 0
+
+
+def _value_shape_dtype(value: Any) -> tuple[tuple[int, ...], str]:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape), str(value.dtype).replace("torch.", "")
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            if isinstance(v, torch.Tensor):
+                return _value_shape_dtype(v)
+        if isinstance(value, torch.Size):
+            return (len(value),), "int64"
+        return (), type(value).__name__
+    if isinstance(value, bool):
+        return (), "bool"
+    if isinstance(value, int):
+        return (), "int64"
+    if isinstance(value, float):
+        return (), "float64"
+    return (), type(value).__name__.lower()
+
+
+def _extra_flop_formulas() -> dict[Any, Any]:
+    """Formulas for ATen ops the flop counter leaves out (CPU fused attention)."""
+    import torch
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_flash_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):  # noqa: ANN001
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: cpu_flash_attention} if op is not None else {}
+
+
+@dataclass
+class _Measured:
+    out_bytes: int
+    out_shape: tuple[int, ...]
+    out_dtype: str
+    flops: int
+
+
+def _measure(gm: Any, example_inputs: tuple[Any, ...]) -> dict[str, _Measured]:
+    """Run every node once, recording its output and FLOPs."""
+    import torch
+    import torch.fx
+    from torch.utils.flop_counter import FlopCounterMode
+
+    modules = dict(gm.named_modules())
+    measured: dict[str, _Measured] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):  # noqa: ANN001 - fx signature
+            if n.op in ("placeholder", "get_attr", "output"):
+                out = super().run_node(n)
+                counted = 0
+            else:
+                counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
+                with counter:
+                    out = super().run_node(n)
+                counted = counter.get_total_flops()
+                if counted == 0:
+                    args, _ = self.fetch_args_kwargs_from_env(n)
+                    module = modules.get(n.target) if n.op == "call_module" else None
+                    counted = formula_flops(op_kind(n, modules), tuple(args), out, module)
+            shape, dtype = _value_shape_dtype(out)
+            measured[n.name] = _Measured(_value_bytes(out), shape, dtype, int(counted))
+            return out
+
+    # Grad mode stays on so nn.MultiheadAttention takes its decomposed path,
+    # whose matmuls the flop counter sees (the fused inference kernel hides them).
+    with torch.enable_grad():
+        Recorder(gm).run(*example_inputs)
+    return measured
+
+
+# --------------------------------------------------------------------- parameters
+def _tensors_of(fx_node: Any, gm: Any, modules: dict[str, Any]) -> list[Any]:
+    """Weights (parameters and buffers) a node needs where it runs."""
+    if fx_node.op == "call_module":
+        mod = modules[fx_node.target]
+        return list(mod.parameters()) + list(mod.buffers())
+    if fx_node.op == "get_attr":
+        value = gm
+        for part in str(fx_node.target).split("."):
+            value = getattr(value, part)
+        return [value] if hasattr(value, "numel") else []
+    return []
+
+
+def _param_totals(module: Any) -> tuple[int, int]:
+    """(parameter elements, bytes of parameters + buffers) of a module, shared counted once."""
+    import torch
+
+    count = 0
+    nbytes = 0
+    seen: set[int] = set()
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        nbytes += tensor.numel() * tensor.element_size()
+        if isinstance(tensor, torch.nn.Parameter):
+            count += tensor.numel()
+    return count, nbytes
+
+
+# --------------------------------------------------------------------- graph
+def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original: Any) -> tuple[LayerGraph, dict[str, str]]:
+    """The module-granularity layer graph and the fx-node -> node owner map."""
+    import torch
+
+    modules = dict(gm.named_modules())
+    fx_nodes = list(gm.graph.nodes)
+    output_node = next(n for n in fx_nodes if n.op == "output")
+    output_names = {a.name for a in output_node.all_input_nodes}
+
+    # get_attr nodes belong to their first consumer (tensor constants, class tokens, export weights).
+    owner: dict[str, str] = {}
+    for n in fx_nodes:
+        if n.op == "output":
+            continue
+        if n.op == "get_attr":
+            users = [u for u in n.users if u.op != "output"]
+            owner[n.name] = users[0].name if users else n.name
+        else:
+            owner[n.name] = n.name
+
+    weights: dict[str, list[Any]] = {}
+    for n in fx_nodes:
+        if n.op not in ("output", "placeholder"):
+            weights.setdefault(owner[n.name], []).extend(_tensors_of(n, gm, modules))
+
+    seen: set[int] = set()
+    nodes: list[Node] = []
+    for n in fx_nodes:
+        if n.op in ("output",) or (n.op == "get_attr" and owner[n.name] != n.name):
+            continue
+        param_bytes = 0
+        param_count = 0
+        for tensor in weights.get(n.name, []):
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            param_bytes += tensor.numel() * tensor.element_size()
+            if isinstance(tensor, torch.nn.Parameter):
+                param_count += tensor.numel()
+        m = measured[n.name]
+        inputs = tuple(dict.fromkeys(owner[a.name] for a in n.all_input_nodes if owner[a.name] != n.name))
+        nodes.append(
+            Node(
+                name=n.name,
+                op=op_kind(n, modules),
+                inputs=inputs,
+                flops=m.flops,
+                param_bytes=param_bytes,
+                param_count=param_count,
+                out_bytes=m.out_bytes,
+                out_shape=m.out_shape,
+                out_dtype=m.out_dtype,
+                is_output=n.name in output_names,
+                members=tuple(k for k, v in owner.items() if v == n.name),
+                module=module_path(n) if n.op != "placeholder" else "",
+            )
+        )
+    total_count, total_bytes = _param_totals(original)
+    graph = LayerGraph(
+        nodes=tuple(nodes),
+        model=label,
+        granularity="module",
+        unused_param_count=max(total_count - sum(x.param_count for x in nodes), 0),
+        unused_param_bytes=max(total_bytes - sum(x.param_bytes for x in nodes), 0),
+    )
+    return graph, owner
+
+
+def capture(module: Any, example_inputs: tuple[Any, ...], label: str = "", granularity: str = "module") -> CapturedModel:
+    """Trace ``module`` on ``example_inputs`` and build its layer graph.
+
+    Requires the model to run on the example inputs. Ensures the returned
+    ``graph_module`` reproduces the model's output and every fx node but the
+    output belongs to exactly one layer-graph node.
+    """
+    from tiercut.graph.blocks import collapse_blocks
+
+    if granularity not in ("module", "block"):
+        raise TiercutError(f"granularity {granularity!r} is not known; use 'module' or 'block'")
+    example_inputs = tuple(example_inputs)
+    gm, method = trace_module(module, example_inputs)
+    measured = _measure(gm, example_inputs)
+    graph, owner = _module_graph(gm, measured, label or type(module).__name__.lower(), module)
+    if granularity == "block":
+        graph, owner = collapse_blocks(graph, owner, module)
+    return CapturedModel(graph_module=gm, example_inputs=example_inputs, graph=graph, method=method, owner=owner)
+
+
+__all__ = ["CapturedModel", "capture", "trace_module", "op_kind", "module_path"]

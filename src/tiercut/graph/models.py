@@ -1,0 +1,150 @@
+"""Turn what a user names into a model and an example input.
+
+A model spec is one of:
+
+- a torchvision model name of the zoo (``resnet50``), built with random
+  weights in the same configuration as torchvision's published weights (so
+  parameter counts match the documentation) and evaluated at the documented
+  input size;
+- ``package.module:factory``: a callable returning a ``torch.nn.Module``
+  (imported from the user's own code, never from anything received);
+- a path to an ``.onnx`` file (handled by :mod:`tiercut.graph.onnx_import`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tiercut.errors import TiercutError
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A torchvision model of the zoo and its documented figures.
+
+    Attributes:
+        name: torchvision builder name.
+        weights_enum: name of torchvision's weights enum whose ``meta`` holds
+            the documented ``num_params`` and ``_ops`` (GFLOPS, multiply-adds).
+        input_size: documented evaluation resolution (square).
+        kwargs: builder keywords that reproduce the weights' configuration.
+        is_chain: the model is a plain chain of layers (no branches).
+    """
+
+    name: str
+    weights_enum: str
+    input_size: int
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    is_chain: bool = False
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return (batch, 3, self.input_size, self.input_size)
+
+    def documented(self) -> dict[str, float]:
+        """``num_params`` and ``gflops`` as torchvision documents them."""
+        import torchvision.models as tvm
+
+        meta = next(iter(getattr(tvm, self.weights_enum))).meta
+        return {"num_params": int(meta["num_params"]), "gflops": float(meta["_ops"])}
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry("alexnet", "AlexNet_Weights", 224, is_chain=True),
+        ZooEntry("vgg16", "VGG16_Weights", 224, is_chain=True),
+        ZooEntry("resnet18", "ResNet18_Weights", 224),
+        ZooEntry("resnet50", "ResNet50_Weights", 224),
+        # torchvision's GoogLeNet weights drop the auxiliary heads; Inception-v3's keep
+        # them (they are counted in num_params but never run in inference).
+        ZooEntry("googlenet", "GoogLeNet_Weights", 224, (("aux_logits", False), ("init_weights", True))),
+        ZooEntry("mobilenet_v2", "MobileNet_V2_Weights", 224),
+        ZooEntry("inception_v3", "Inception_V3_Weights", 299, (("aux_logits", True), ("init_weights", True))),
+        ZooEntry("densenet121", "DenseNet121_Weights", 224),
+        ZooEntry("efficientnet_b0", "EfficientNet_B0_Weights", 224),
+        ZooEntry("vit_b_16", "ViT_B_16_Weights", 224),
+    )
+}
+
+
+@dataclass
+class ModelSource:
+    """A model ready to capture: the module, its example inputs and a label."""
+
+    module: Any  # torch.nn.Module (kept Any so importing this file needs no torch)
+    example_inputs: tuple[Any, ...]
+    label: str
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise TiercutError(f"input shape {text!r} is not a comma-separated list of integers; write e.g. 1,3,224,224") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise TiercutError(f"input shape {text!r} has a non-positive size; every dimension must be >= 1")
+    return shape
+
+
+def build_zoo_model(name: str, seed: int = 0) -> Any:
+    """A torchvision zoo model with random weights, in eval mode."""
+    import torch
+    import torchvision.models as tvm
+
+    entry = ZOO[name]
+    torch.manual_seed(seed)
+    model = getattr(tvm, name)(weights=None, **dict(entry.kwargs))
+    return model.eval()
+
+
+def _import_factory(spec: str) -> Callable[[], Any]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TiercutError(f"cannot import {module_name!r} for model {spec!r} ({exc}); check PYTHONPATH") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise TiercutError(f"module {module_name!r} has no {attr!r}; model specs are package.module:factory")
+    if not callable(factory):
+        raise TiercutError(f"{spec!r} is not callable; it must name a function or class returning an nn.Module")
+    return factory
+
+
+def resolve_model(spec: str, input_shape: tuple[int, ...] | None = None, seed: int = 0) -> ModelSource:
+    """Build the module and example input a model spec names (not ONNX files)."""
+    import torch
+
+    if spec in ZOO:
+        module = build_zoo_model(spec, seed)
+        shape = input_shape or ZOO[spec].input_shape()
+        label = spec
+    elif ":" in spec and not Path(spec).exists():
+        factory = _import_factory(spec)
+        torch.manual_seed(seed)
+        try:
+            module = factory()
+        except Exception as exc:  # the user's factory failed: say so in one line
+            raise TiercutError(f"model factory {spec!r} raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(module, torch.nn.Module):
+            raise TiercutError(f"model factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
+        module = module.eval()
+        if input_shape is None:
+            raise TiercutError(f"model {spec!r} needs an input shape; pass --input-shape, e.g. 1,3,224,224")
+        shape = input_shape
+        label = spec
+    else:
+        known = ", ".join(ZOO)
+        raise TiercutError(
+            f"unknown model {spec!r}; use a zoo name ({known}), package.module:factory, or an .onnx file"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.randn(*shape, generator=generator)
+    return ModelSource(module=module, example_inputs=(example,), label=label)

@@ -1,0 +1,247 @@
+"""The layer graph every later stage works on.
+
+A :class:`LayerGraph` is a DAG of :class:`Node` in topological order. Each
+node is one leaf module or function call of the model (module granularity)
+or one collapsed block (block granularity). Graph inputs are nodes too, with
+``op == "input"`` and no inputs. Units are SI: FLOPs (one multiply-add = 2),
+bytes (``numel * element_size``).
+
+The JSON form is DESIGN.md's ``problem.nodes`` contract plus a header
+(``schema_version``, ``model``, ``granularity``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tiercut.errors import TiercutError
+
+SCHEMA_VERSION = 1
+
+INPUT_OP = "input"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer (or block) of the graph.
+
+    Attributes:
+        name: unique name; at module granularity the torch.fx node name.
+        op: lower-case module class or function name (``conv2d``, ``add``...);
+            ``"input"`` for graph inputs.
+        inputs: names of the nodes whose outputs this node reads (DAG edges).
+        flops: floating point operations of one forward pass (multiply-add = 2).
+        param_bytes: bytes of the weights this node needs on the device that
+            runs it (parameters and persistent buffers; a tensor shared by
+            several nodes is counted on the first one only).
+        param_count: number of trainable parameter elements (same sharing rule).
+        out_bytes: bytes of the output tensor(s).
+        out_shape: shape of the output (of the first output for tuples).
+        out_dtype: dtype name of the output, e.g. ``"float32"``.
+        is_output: the node's output is (part of) the model's output.
+        members: the fx node names this node stands for (itself at module
+            granularity; the block's nodes at block granularity).
+        module: the qualified module path it came from (``layer1.0.conv1``),
+            empty for function calls and inputs.
+    """
+
+    name: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    flops: int = 0
+    param_bytes: int = 0
+    param_count: int = 0
+    out_bytes: int = 0
+    out_shape: tuple[int, ...] = ()
+    out_dtype: str = "float32"
+    is_output: bool = False
+    members: tuple[str, ...] = ()
+    module: str = ""
+
+    @property
+    def is_input(self) -> bool:
+        return self.op == INPUT_OP
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "inputs": list(self.inputs),
+            "flops": self.flops,
+            "param_bytes": self.param_bytes,
+            "param_count": self.param_count,
+            "out_bytes": self.out_bytes,
+            "out_shape": list(self.out_shape),
+            "out_dtype": self.out_dtype,
+            "is_output": self.is_output,
+            "members": list(self.members),
+            "module": self.module,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Node:
+        try:
+            return cls(
+                name=str(data["name"]),
+                op=str(data["op"]),
+                inputs=tuple(str(i) for i in data.get("inputs", ())),
+                flops=int(data.get("flops", 0)),
+                param_bytes=int(data.get("param_bytes", 0)),
+                param_count=int(data.get("param_count", 0)),
+                out_bytes=int(data.get("out_bytes", 0)),
+                out_shape=tuple(int(s) for s in data.get("out_shape", ())),
+                out_dtype=str(data.get("out_dtype", "float32")),
+                is_output=bool(data.get("is_output", False)),
+                members=tuple(str(m) for m in data.get("members", ())),
+                module=str(data.get("module", "")),
+            )
+        except KeyError as exc:
+            raise TiercutError(f"graph node {dict(data)!r:.80} lacks the field {exc}; add it") from None
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    """A DAG of nodes in topological order.
+
+    Attributes:
+        nodes: the nodes, every node after all of its inputs.
+        model: a label of the model it came from (``"resnet18"``, a file name).
+        granularity: ``"module"`` or ``"block"``.
+        unused_param_count: parameters of the model that inference never
+            reaches (e.g. Inception-v3's auxiliary head in eval mode); they
+            are in no node and never uploaded.
+        unused_param_bytes: bytes of those parameters.
+    """
+
+    nodes: tuple[Node, ...]
+    model: str = ""
+    granularity: str = "module"
+    unused_param_count: int = 0
+    unused_param_bytes: int = 0
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, int] = {}
+        for i, node in enumerate(self.nodes):
+            if node.name in index:
+                raise TiercutError(f"graph has two nodes named {node.name!r}; node names must be unique")
+            for src in node.inputs:
+                if src not in index:
+                    raise TiercutError(
+                        f"graph node {node.name!r} reads {src!r}, which is not an earlier node; "
+                        "nodes must be listed in topological order"
+                    )
+            if node.is_input and node.inputs:
+                raise TiercutError(f"graph input {node.name!r} has inputs; inputs take none")
+            index[node.name] = i
+        self._index.update(index)
+
+    # ----------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self.nodes[self._index[name]]
+        except KeyError:
+            raise TiercutError(f"graph {self.model!r} has no node {name!r}") from None
+
+    def index(self, name: str) -> int:
+        """Position of ``name`` in the topological order."""
+        return self._index[name]
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    @property
+    def inputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.is_input]
+
+    @property
+    def outputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.is_output]
+
+    def consumers(self) -> dict[str, list[str]]:
+        """node name -> names of the nodes that read its output, in order."""
+        result: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for node in self.nodes:
+            for src in dict.fromkeys(node.inputs):
+                result[src].append(node.name)
+        return result
+
+    def edges(self) -> list[tuple[str, str]]:
+        """Distinct (producer, consumer) pairs."""
+        return [(src, n.name) for n in self.nodes for src in dict.fromkeys(n.inputs)]
+
+    def is_chain(self) -> bool:
+        """Every non-input node reads exactly the previous node (one input)."""
+        for i, node in enumerate(self.nodes):
+            if i == 0:
+                if not node.is_input:
+                    return False
+                continue
+            if node.is_input or tuple(dict.fromkeys(node.inputs)) != (self.nodes[i - 1].name,):
+                return False
+        return True
+
+    # ----------------------------------------------------------- totals
+    @property
+    def total_flops(self) -> int:
+        return sum(n.flops for n in self.nodes)
+
+    @property
+    def total_param_bytes(self) -> int:
+        return sum(n.param_bytes for n in self.nodes)
+
+    @property
+    def total_param_count(self) -> int:
+        return sum(n.param_count for n in self.nodes)
+
+    def flops_by_op(self) -> dict[str, int]:
+        """op kind -> summed FLOPs, largest first."""
+        totals: dict[str, int] = {}
+        for n in self.nodes:
+            totals[n.op] = totals.get(n.op, 0) + n.flops
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+    def with_nodes(self, nodes: tuple[Node, ...], **changes: Any) -> LayerGraph:
+        """A copy with other nodes (and optionally other header fields)."""
+        return replace(self, nodes=tuple(nodes), **changes)
+
+    # ----------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "granularity": self.granularity,
+            "unused_param_count": self.unused_param_count,
+            "unused_param_bytes": self.unused_param_bytes,
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerGraph:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise TiercutError(
+                f"layer graph has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}; "
+                "re-extract the graph with this version"
+            )
+        if "nodes" not in data:
+            raise TiercutError("layer graph JSON has no 'nodes' list; pass the output of 'tiercut graph --json'")
+        return cls(
+            nodes=tuple(Node.from_dict(n) for n in data["nodes"]),
+            model=str(data.get("model", "")),
+            granularity=str(data.get("granularity", "module")),
+            unused_param_count=int(data.get("unused_param_count", 0)),
+            unused_param_bytes=int(data.get("unused_param_bytes", 0)),
+        )
