@@ -109,7 +109,7 @@ def collapse_blocks(graph: LayerGraph, owner: dict[str, str], root: Any) -> tupl
                 Node(
                     name=node.name, op=node.op,
                     inputs=tuple(dict.fromkeys(group_of[i] for i in node.inputs)),
-                    flops=node.flops, param_bytes=node.param_bytes, param_count=node.param_count,
+                    flops=node.flops, matmul_flops=node.matmul_flops, param_bytes=node.param_bytes, param_count=node.param_count,
                     out_bytes=node.out_bytes, out_shape=node.out_shape, out_dtype=node.out_dtype,
                     is_output=node.is_output, members=node.members, module=node.module,
                 )
@@ -125,6 +125,7 @@ def collapse_blocks(graph: LayerGraph, owner: dict[str, str], root: Any) -> tupl
                 op=_block_op(key, root),
                 inputs=inputs,
                 flops=sum(n.flops for n in group),
+                matmul_flops=sum(n.matmul_flops for n in group),
                 param_bytes=sum(n.param_bytes for n in group),
                 param_count=sum(n.param_count for n in group),
                 out_bytes=sum(n.out_bytes for n in leaving),

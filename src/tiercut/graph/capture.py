@@ -227,6 +227,7 @@ class _Measured:
     out_shape: tuple[int, ...]
     out_dtype: str
     flops: int
+    matmul_flops: int
 
 
 def _measure(gm: Any, example_inputs: tuple[Any, ...]) -> dict[str, _Measured]:
@@ -242,18 +243,18 @@ def _measure(gm: Any, example_inputs: tuple[Any, ...]) -> dict[str, _Measured]:
         def run_node(self, n):  # noqa: ANN001 - fx signature
             if n.op in ("placeholder", "get_attr", "output"):
                 out = super().run_node(n)
-                counted = 0
+                counted = matmul = 0
             else:
                 counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
                 with counter:
                     out = super().run_node(n)
-                counted = counter.get_total_flops()
+                counted = matmul = counter.get_total_flops()
                 if counted == 0:
                     args, _ = self.fetch_args_kwargs_from_env(n)
                     module = modules.get(n.target) if n.op == "call_module" else None
                     counted = formula_flops(op_kind(n, modules), tuple(args), out, module)
             shape, dtype = _value_shape_dtype(out)
-            measured[n.name] = _Measured(_value_bytes(out), shape, dtype, int(counted))
+            measured[n.name] = _Measured(_value_bytes(out), shape, dtype, int(counted), int(matmul))
             return out
 
     # Grad mode stays on so nn.MultiheadAttention takes its decomposed path,
@@ -342,6 +343,7 @@ def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original:
                 op=op_kind(n, modules),
                 inputs=inputs,
                 flops=m.flops,
+                matmul_flops=m.matmul_flops,
                 param_bytes=param_bytes,
                 param_count=param_count,
                 out_bytes=m.out_bytes,

@@ -33,6 +33,9 @@ class Node:
             ``"input"`` for graph inputs.
         inputs: names of the nodes whose outputs this node reads (DAG edges).
         flops: floating point operations of one forward pass (multiply-add = 2).
+        matmul_flops: the part of ``flops`` in convolutions, matrix products and
+            attention (counted by torch's flop counter); the rest comes from
+            the project's formulas for norms, activations, pooling, arithmetic.
         param_bytes: bytes of the weights this node needs on the device that
             runs it (parameters and persistent buffers; a tensor shared by
             several nodes is counted on the first one only).
@@ -51,6 +54,7 @@ class Node:
     op: str
     inputs: tuple[str, ...] = ()
     flops: int = 0
+    matmul_flops: int = 0
     param_bytes: int = 0
     param_count: int = 0
     out_bytes: int = 0
@@ -70,6 +74,7 @@ class Node:
             "op": self.op,
             "inputs": list(self.inputs),
             "flops": self.flops,
+            "matmul_flops": self.matmul_flops,
             "param_bytes": self.param_bytes,
             "param_count": self.param_count,
             "out_bytes": self.out_bytes,
@@ -88,6 +93,7 @@ class Node:
                 op=str(data["op"]),
                 inputs=tuple(str(i) for i in data.get("inputs", ())),
                 flops=int(data.get("flops", 0)),
+                matmul_flops=int(data.get("matmul_flops", 0)),
                 param_bytes=int(data.get("param_bytes", 0)),
                 param_count=int(data.get("param_count", 0)),
                 out_bytes=int(data.get("out_bytes", 0)),
@@ -197,6 +203,10 @@ class LayerGraph:
     @property
     def total_flops(self) -> int:
         return sum(n.flops for n in self.nodes)
+
+    @property
+    def total_matmul_flops(self) -> int:
+        return sum(n.matmul_flops for n in self.nodes)
 
     @property
     def total_param_bytes(self) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from tiercut.cli import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""``tiercut graph``: the layer graph of a model as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from tiercut.errors import TiercutError
+from tiercut.graph import GRANULARITIES, LayerGraph, extract_graph, parse_shape
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def graph_table(graph: LayerGraph) -> None:
+    """Print the graph as a rich table with totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{graph.model} ({graph.granularity} granularity, {len(graph)} nodes)")
+    for column, justify in (("node", "left"), ("op", "left"), ("inputs", "left"), ("FLOPs", "right"),
+                            ("params", "right"), ("param bytes", "right"), ("out bytes", "right"),
+                            ("out shape", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for node in graph:
+        inputs = ", ".join(node.inputs)
+        table.add_row(
+            node.name + (" *" if node.is_output else ""), node.op, inputs if len(inputs) < 40 else inputs[:37] + "...",
+            _human(node.flops), _human(node.param_count), _human(node.param_bytes, "B"), _human(node.out_bytes, "B"),
+            "x".join(map(str, node.out_shape)),
+        )
+    matmul = graph.total_matmul_flops
+    console = Console(width=None if Console().is_terminal else 160)
+    console.print(table)
+    console.print(
+        f"total: {_human(graph.total_flops)}FLOPs ({_human(matmul)} conv/linear/matmul/attention, "
+        f"{_human(graph.total_flops - matmul)} other), {graph.total_param_count:,} parameters, "
+        f"{_human(graph.total_param_bytes, 'B')} of weights, {len(graph.edges())} edges; * = graph output"
+    )
+    if graph.unused_param_count:
+        console.print(
+            f"not in the inference graph: {graph.unused_param_count:,} parameters "
+            f"({_human(graph.unused_param_bytes, 'B')}), e.g. auxiliary heads"
+        )
+
+
+def graph(
+    model: Annotated[str, typer.Argument(help="zoo name (resnet50, vgg16, ...), package.module:factory, or a .onnx file")],
+    input_shape: Annotated[
+        str | None, typer.Option("--input-shape", help="input shape, e.g. 1,3,224,224 (zoo default: documented size)")
+    ] = None,
+    granularity: Annotated[
+        str, typer.Option(help="module: one node per leaf module or function call; block: one per residual/inception block")
+    ] = "module",
+    as_json: Annotated[bool, typer.Option("--json", help="print the LayerGraph JSON instead of a table")] = False,
+) -> None:
+    """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
+    if granularity not in GRANULARITIES:
+        raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
+    shape = parse_shape(input_shape) if input_shape else None
+    layer_graph = extract_graph(model, shape, granularity=granularity)
+    if as_json:
+        typer.echo(json.dumps(layer_graph.to_dict(), indent=1))
+    else:
+        graph_table(layer_graph)
