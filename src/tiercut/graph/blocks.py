@@ -1,13 +1,13 @@
 """Block granularity: collapse residual / inception / encoder blocks into one node.
 
-A node's *block* is found by walking its module path from the root: container
-modules (``Sequential``, ``ModuleList``, ``ModuleDict``) stacks of one block
-type (DenseNet's ``_DenseBlock``) and modules that hold such a stack (ViT's
-``Encoder``) are walked through; the
-first other module on the path is the block (``layer1.0`` of a ResNet,
-``inception3a`` of GoogLeNet, ``features.denseblock1.denselayer3`` of a
-DenseNet, ``encoder.layers.encoder_layer_0`` of a ViT). Nodes called at the
-root (``flatten`` in a ResNet's forward) stay single nodes.
+A node's *block* is found by walking its module path from the root. Plain
+containers (``Sequential``, ``ModuleList``, ``ModuleDict``), container
+subclasses holding a stack of at least three blocks of one type (DenseNet's
+``_DenseBlock``) and modules that hold such a stack (ViT's ``Encoder``) are
+walked through; the first other module on the path is the block (``layer1.0``
+of a ResNet, ``inception3a`` of GoogLeNet, ``features.denseblock1.denselayer3``
+of a DenseNet, ``encoder.layers.encoder_layer_0`` of a ViT). Nodes called at
+the root (``flatten`` in a ResNet's forward) stay single nodes.
 
 Consecutive nodes (in topological order) of the same block become one node.
 Grouping only runs of a topological order keeps the collapsed graph acyclic
@@ -22,6 +22,9 @@ from typing import Any
 from tiercut.graph.types import LayerGraph, Node
 
 
+MIN_STACK = 3  # a "stack of one block type" has at least this many (an Inception branch of 2 convs is not one)
+
+
 def _is_container(module: Any) -> bool:
     import torch.nn as nn
 
@@ -34,7 +37,7 @@ def _repeats(module: Any) -> bool:
     if not isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         return False
     kinds = [type(c) for c in module.children()]
-    return len(kinds) >= 2 and len(set(kinds)) == 1
+    return len(kinds) >= MIN_STACK and len(set(kinds)) == 1
 
 
 def _walk_through(module: Any) -> bool:

@@ -56,7 +56,7 @@ def _path_tracer_class() -> type:
     class PathTracer(torch.fx.Tracer):
         """Symbolic tracer that remembers in which module tracing failed."""
 
-        def call_module(self, m, forward, args, kwargs):  # noqa: ANN001 - fx signature
+        def call_module(self, m, forward, args, kwargs):
             try:
                 return super().call_module(m, forward, args, kwargs)
             except Exception as exc:
@@ -214,7 +214,7 @@ def _extra_flop_formulas() -> dict[Any, Any]:
     import torch
     from torch.utils.flop_counter import sdpa_flop_count
 
-    def cpu_flash_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):  # noqa: ANN001
+    def cpu_flash_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(query_shape, key_shape, value_shape)
 
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -240,7 +240,7 @@ def _measure(gm: Any, example_inputs: tuple[Any, ...]) -> dict[str, _Measured]:
     measured: dict[str, _Measured] = {}
 
     class Recorder(torch.fx.Interpreter):
-        def run_node(self, n):  # noqa: ANN001 - fx signature
+        def run_node(self, n):
             if n.op in ("placeholder", "get_attr", "output"):
                 out = super().run_node(n)
                 counted = matmul = 0
@@ -385,4 +385,4 @@ def capture(module: Any, example_inputs: tuple[Any, ...], label: str = "", granu
     return CapturedModel(graph_module=gm, example_inputs=example_inputs, graph=graph, method=method, owner=owner)
 
 
-__all__ = ["CapturedModel", "capture", "trace_module", "op_kind", "module_path"]
+__all__ = ["CapturedModel", "capture", "module_path", "op_kind", "trace_module"]

@@ -1,0 +1,232 @@
+"""Validation of environment files (YAML or JSON) with pydantic v2.
+
+The authoring form of an environment file::
+
+    schema_version: 1            # optional, 1 is the only version
+    name: three-tier
+    description: one end device, one edge server, one cloud
+    sources: ["where the figures come from"]
+    devices:
+      - name: phone
+        tier: end                # end | edge | cloud
+        spec: jetson-tx2         # a catalog entry, or explicit figures:
+        # spec: {peak_flops: 1.0e12, memory_bandwidth_bps: 2.5e10}
+        # spec: {cpu_ghz: 2.3, flops_per_cycle: 16}
+        # (no spec: this host)
+        memory_bytes: 4.0e9      # optional, default unlimited
+        power_compute_w: 5.0     # optional powers, default: the catalog's, else 0
+        power_tx_w: 1.8
+        power_rx_w: 1.0
+        power_idle_w: 0.3
+        price_per_s: 0.0
+    links:
+      - {a: phone, b: edge, bandwidth_bps: 1.25e6, latency_s: 0.01}
+      - {tiers: [edge, cloud], bandwidth_bps: 5.0e5}   # every edge-cloud pair
+    users:
+      - {name: alice, device: phone, model: vgg16, query_rate_hz: 1.0}
+
+``bandwidth_bps`` is BYTES per second. A tier-pair link expands to one link
+per device pair of those tiers (for one tier twice: every pair of distinct
+devices of that tier); a link naming the two devices explicitly wins over
+an expanded one. Every mistake becomes a one-line :class:`TiercutError`
+naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User
+from tiercut.errors import TiercutError
+
+Tier = Literal["end", "edge", "cloud"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpeedModel(_Strict):
+    peak_flops: float | None = Field(default=None, gt=0)
+    memory_bandwidth_bps: float | None = Field(default=None, gt=0)
+    cpu_ghz: float | None = Field(default=None, gt=0)
+    flops_per_cycle: float = Field(default=16.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_speed(self) -> SpeedModel:
+        if self.peak_flops is None and self.cpu_ghz is None:
+            raise ValueError("explicit speed needs peak_flops or cpu_ghz")
+        if self.peak_flops is not None and self.cpu_ghz is not None:
+            raise ValueError("give peak_flops or cpu_ghz, not both")
+        return self
+
+
+class DeviceModel(_Strict):
+    name: str = Field(min_length=1)
+    tier: Tier
+    spec: str | SpeedModel | None = None
+    memory_bytes: float | None = Field(default=None, ge=0)
+    power_compute_w: float | None = Field(default=None, ge=0)
+    power_tx_w: float | None = Field(default=None, ge=0)
+    power_rx_w: float | None = Field(default=None, ge=0)
+    power_idle_w: float | None = Field(default=None, ge=0)
+    price_per_s: float = Field(default=0.0, ge=0)
+
+
+class LinkModel(_Strict):
+    a: str | None = None
+    b: str | None = None
+    tiers: tuple[Tier, Tier] | None = None
+    bandwidth_bps: float = Field(gt=0)
+    latency_s: float = Field(default=0.0, ge=0)
+    price_per_byte: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _pair_or_tiers(self) -> LinkModel:
+        explicit = self.a is not None or self.b is not None
+        if explicit and self.tiers is not None:
+            raise ValueError("give either a/b (two devices) or tiers (two tiers), not both")
+        if not explicit and self.tiers is None:
+            raise ValueError("a link needs a and b (device names) or tiers: [tier, tier]")
+        if explicit and (self.a is None or self.b is None):
+            raise ValueError("a link needs both a and b")
+        if explicit and self.a == self.b:
+            raise ValueError(f"link from {self.a!r} to itself; a device needs no link to itself")
+        return self
+
+
+class UserModel(_Strict):
+    name: str = Field(min_length=1)
+    device: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    query_rate_hz: float = Field(default=1.0, gt=0)
+    input_shape: tuple[int, ...] | None = None
+
+
+class EnvironmentModel(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    name: str = ""
+    description: str = ""
+    sources: tuple[str, ...] = ()
+    devices: tuple[DeviceModel, ...] = Field(min_length=1)
+    links: tuple[LinkModel, ...] = ()
+    users: tuple[UserModel, ...] = ()
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    shown = f" (got {value!r:.60})" if not isinstance(value, Mapping) and err["type"] != "missing" else ""
+    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
+
+
+def environment_from_mapping(data: Any, *, name: str | None = None) -> Environment:
+    """Validate a parsed environment file and build the :class:`Environment`."""
+    label = name or (data.get("name") if isinstance(data, Mapping) else None) or "environment"
+    if not isinstance(data, Mapping):
+        raise TiercutError(f"environment {label!r} must be a mapping with devices/links/users, got {type(data).__name__}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise TiercutError(
+            f"environment {label!r} has schema_version {version!r}; this tiercut reads {SCHEMA_VERSION}"
+        )
+    try:
+        model = EnvironmentModel.model_validate(dict(data))
+    except ValidationError as exc:
+        raise TiercutError(f"environment {label!r}: {_first_error(exc)}; fix the file") from None
+    env_name = name or model.name or "environment"
+
+    devices: list[Device] = []
+    seen: set[str] = set()
+    for d in model.devices:
+        if d.name in seen:
+            raise TiercutError(f"environment {env_name!r} has two devices named {d.name!r}; rename one")
+        seen.add(d.name)
+        spec: str | DeviceSpeed | None
+        if isinstance(d.spec, SpeedModel):
+            spec = DeviceSpeed(
+                peak_flops=d.spec.peak_flops,
+                memory_bandwidth_bps=d.spec.memory_bandwidth_bps,
+                cpu_ghz=d.spec.cpu_ghz,
+                flops_per_cycle=d.spec.flops_per_cycle,
+            )
+        else:
+            spec = d.spec
+        devices.append(
+            Device(
+                name=d.name,
+                tier=d.tier,
+                spec=spec,
+                memory_bytes=None if d.memory_bytes is None else int(d.memory_bytes),
+                power_compute_w=d.power_compute_w,
+                power_tx_w=d.power_tx_w,
+                power_rx_w=d.power_rx_w,
+                power_idle_w=d.power_idle_w,
+                price_per_s=d.price_per_s,
+            )
+        )
+
+    by_tier: dict[str, list[str]] = {t: [d.name for d in devices if d.tier == t] for t in TIERS}
+    expanded: dict[frozenset[str], Link] = {}
+    explicit: dict[frozenset[str], Link] = {}
+    for i, spec_link in enumerate(model.links):
+        if spec_link.tiers is not None:
+            t1, t2 = spec_link.tiers
+            if not by_tier[t1] or not by_tier[t2]:
+                empty = t1 if not by_tier[t1] else t2
+                raise TiercutError(
+                    f"environment {env_name!r}: links.{i} joins tier {empty!r}, which has no device; "
+                    "add a device of that tier or drop the link"
+                )
+            pairs = (
+                [(x, y) for j, x in enumerate(by_tier[t1]) for y in by_tier[t1][j + 1 :]]
+                if t1 == t2
+                else [(x, y) for x in by_tier[t1] for y in by_tier[t2]]
+            )
+            for x, y in pairs:
+                expanded[frozenset((x, y))] = Link(x, y, spec_link.bandwidth_bps, spec_link.latency_s, spec_link.price_per_byte)
+        else:
+            a, b = str(spec_link.a), str(spec_link.b)
+            for end in (a, b):
+                if end not in seen:
+                    raise TiercutError(
+                        f"environment {env_name!r}: links.{i} names unknown device {end!r}; "
+                        f"devices are {', '.join(d.name for d in devices)}"
+                    )
+            key = frozenset((a, b))
+            if key in explicit:
+                raise TiercutError(f"environment {env_name!r} has two links between {a!r} and {b!r}; keep one")
+            explicit[key] = Link(a, b, spec_link.bandwidth_bps, spec_link.latency_s, spec_link.price_per_byte)
+    merged = {**expanded, **explicit}
+    order = {d.name: i for i, d in enumerate(devices)}
+    links = sorted(
+        merged.values(),
+        key=lambda link: tuple(sorted((order[link.a], order[link.b]))),
+    )
+
+    users: list[User] = []
+    user_names: set[str] = set()
+    for u in model.users:
+        if u.name in user_names:
+            raise TiercutError(f"environment {env_name!r} has two users named {u.name!r}; rename one")
+        user_names.add(u.name)
+        if u.device not in seen:
+            raise TiercutError(
+                f"environment {env_name!r}: user {u.name!r} is on unknown device {u.device!r}; "
+                f"devices are {', '.join(d.name for d in devices)}"
+            )
+        users.append(User(u.name, u.device, u.model, u.query_rate_hz, u.input_shape))
+
+    return Environment(
+        name=env_name,
+        devices=tuple(devices),
+        links=tuple(links),
+        users=tuple(users),
+        description=model.description,
+        sources=model.sources,
+    )

@@ -1,0 +1,295 @@
+"""Devices, links, users and the environment that holds them.
+
+An :class:`Environment` is the survey's "deployment locations" dimension: the
+end devices, edge servers and cloud servers a DNN can be split over, the
+links between them and the users whose queries run there. Units are SI
+(DESIGN.md): bytes, bytes per second (``bandwidth_bps`` is BYTES per second),
+seconds, watts, and a price per second / per byte in one currency unit.
+
+These are plain frozen dataclasses; YAML files are validated by
+:mod:`tiercut.env.schema` before they become these objects, so every value
+here is already checked (names unique, links between known devices,
+non-negative figures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiercut.errors import TiercutError
+
+SCHEMA_VERSION = 1
+
+TIERS = ("end", "edge", "cloud")
+
+
+@dataclass(frozen=True)
+class DeviceSpeed:
+    """Explicit speed figures of a device that is not in the device catalog.
+
+    Either a roofline pair (``peak_flops`` and ``memory_bandwidth_bps``) or a
+    CPU clock (``cpu_ghz`` times ``flops_per_cycle``, the migration seed's
+    way of stating capacity). See :meth:`tiercut.env.Device.profile_spec` for
+    how it becomes per-node seconds.
+
+    Attributes:
+        peak_flops: sustained floating point operations per second.
+        memory_bandwidth_bps: memory bandwidth in bytes per second (None: the
+            roofline's memory term is left out).
+        cpu_ghz: clock in GHz (alternative to ``peak_flops``).
+        flops_per_cycle: FLOPs retired per cycle at that clock (SIMD width x
+            FMA units); the default 16 is one AVX2 FMA port of fp32
+            (8 lanes x 2 FLOPs).
+    """
+
+    peak_flops: float | None = None
+    memory_bandwidth_bps: float | None = None
+    cpu_ghz: float | None = None
+    flops_per_cycle: float = 16.0
+
+    @property
+    def effective_flops(self) -> float:
+        """FLOP/s this speed stands for (``cpu_ghz * 1e9 * flops_per_cycle`` for a clock)."""
+        if self.peak_flops is not None:
+            return float(self.peak_flops)
+        if self.cpu_ghz is not None:
+            return float(self.cpu_ghz) * 1e9 * float(self.flops_per_cycle)
+        raise TiercutError("a device speed needs peak_flops or cpu_ghz; add one")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.peak_flops is not None:
+            data["peak_flops"] = self.peak_flops
+        if self.memory_bandwidth_bps is not None:
+            data["memory_bandwidth_bps"] = self.memory_bandwidth_bps
+        if self.cpu_ghz is not None:
+            data["cpu_ghz"] = self.cpu_ghz
+            data["flops_per_cycle"] = self.flops_per_cycle
+        return data
+
+
+@dataclass(frozen=True)
+class Device:
+    """One place a layer can run.
+
+    Attributes:
+        name: unique name in the environment.
+        tier: ``"end"``, ``"edge"`` or ``"cloud"``.
+        spec: how fast it is: the name of a device-catalog entry
+            (``tiercut.profile.get_device_spec``), explicit :class:`DeviceSpeed`
+            figures, or None for "this host" (times measured or predicted on
+            the machine tiercut runs on).
+        memory_bytes: memory for model weights; None = unlimited.
+        power_compute_w, power_tx_w, power_rx_w, power_idle_w: powers while
+            computing, sending, receiving, idle; None = the catalog entry's
+            figure where it has one, else 0.
+        price_per_s: money per second of compute on this device.
+    """
+
+    name: str
+    tier: str
+    spec: str | DeviceSpeed | None = None
+    memory_bytes: int | None = None
+    power_compute_w: float | None = None
+    power_tx_w: float | None = None
+    power_rx_w: float | None = None
+    power_idle_w: float | None = None
+    price_per_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "tier": self.tier}
+        if isinstance(self.spec, DeviceSpeed):
+            data["spec"] = self.spec.to_dict()
+        elif self.spec is not None:
+            data["spec"] = self.spec
+        for key in ("memory_bytes", "power_compute_w", "power_tx_w", "power_rx_w", "power_idle_w"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        data["price_per_s"] = self.price_per_s
+        return data
+
+
+@dataclass(frozen=True)
+class Link:
+    """A symmetric link between two devices.
+
+    Attributes:
+        a, b: device names (order does not matter).
+        bandwidth_bps: BYTES per second.
+        latency_s: one-way latency added to every transfer.
+        price_per_byte: money per byte sent over it.
+    """
+
+    a: str
+    b: str
+    bandwidth_bps: float
+    latency_s: float = 0.0
+    price_per_byte: float = 0.0
+
+    @property
+    def key(self) -> frozenset[str]:
+        return frozenset((self.a, self.b))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "bandwidth_bps": self.bandwidth_bps,
+            "latency_s": self.latency_s,
+            "price_per_byte": self.price_per_byte,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Link:
+        try:
+            return cls(
+                a=str(data["a"]),
+                b=str(data["b"]),
+                bandwidth_bps=float(data["bandwidth_bps"]),
+                latency_s=float(data.get("latency_s", 0.0)),
+                price_per_byte=float(data.get("price_per_byte", 0.0)),
+            )
+        except KeyError as exc:
+            raise TiercutError(f"link {dict(data)!r:.80} lacks the field {exc}; add it") from None
+
+
+@dataclass(frozen=True)
+class User:
+    """A user issuing queries from its own (source) device.
+
+    Attributes:
+        name: unique name.
+        device: the source device: inputs are produced and results needed there.
+        model: a model spec (zoo name, ``package.module:factory`` or ``.onnx``).
+        query_rate_hz: queries per second the user issues (the simulator's
+            arrival rate; the analytic model plans one query).
+        input_shape: input shape for the model, None = its documented size.
+    """
+
+    name: str
+    device: str
+    model: str
+    query_rate_hz: float = 1.0
+    input_shape: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "device": self.device,
+            "model": self.model,
+            "query_rate_hz": self.query_rate_hz,
+        }
+        if self.input_shape is not None:
+            data["input_shape"] = list(self.input_shape)
+        return data
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Devices, the links between them and the users.
+
+    Links are stored expanded to device pairs (a YAML tier-pair link becomes
+    one link per pair of devices). Two devices without a link cannot exchange
+    tensors. Build one from YAML with :func:`tiercut.env.load_environment` or
+    from a dict with :meth:`from_dict` (both validate).
+
+    Attributes:
+        name: a label (the preset name or the file stem).
+        description: one paragraph saying what it models.
+        devices, links, users: see the classes.
+        sources: where the figures come from (papers, data sheets).
+    """
+
+    name: str
+    devices: tuple[Device, ...]
+    links: tuple[Link, ...] = ()
+    users: tuple[User, ...] = ()
+    description: str = ""
+    sources: tuple[str, ...] = ()
+    _devices: dict[str, Device] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _links: dict[frozenset[str], Link] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for device in self.devices:
+            if device.name in self._devices:
+                raise TiercutError(f"environment {self.name!r} has two devices named {device.name!r}; rename one")
+            self._devices[device.name] = device
+        for link in self.links:
+            for end in (link.a, link.b):
+                if end not in self._devices:
+                    raise TiercutError(
+                        f"environment {self.name!r}: link {link.a}-{link.b} names unknown device {end!r}; "
+                        f"devices are {', '.join(self._devices)}"
+                    )
+            self._links[link.key] = link
+        names: set[str] = set()
+        for user in self.users:
+            if user.name in names:
+                raise TiercutError(f"environment {self.name!r} has two users named {user.name!r}; rename one")
+            names.add(user.name)
+            if user.device not in self._devices:
+                raise TiercutError(
+                    f"environment {self.name!r}: user {user.name!r} is on unknown device {user.device!r}; "
+                    f"devices are {', '.join(self._devices)}"
+                )
+
+    # ----------------------------------------------------------- access
+    def device(self, name: str) -> Device:
+        try:
+            return self._devices[name]
+        except KeyError:
+            raise TiercutError(
+                f"environment {self.name!r} has no device {name!r}; devices are {', '.join(self._devices)}"
+            ) from None
+
+    def link(self, a: str, b: str) -> Link | None:
+        """The link between ``a`` and ``b`` (either order), None if there is none."""
+        return self._links.get(frozenset((a, b)))
+
+    @property
+    def device_names(self) -> list[str]:
+        return [d.name for d in self.devices]
+
+    def devices_in_tier(self, tier: str) -> list[Device]:
+        return [d for d in self.devices if d.tier == tier]
+
+    def default_source(self) -> str:
+        """The first user's device, else the first end-tier device, else the first device."""
+        if self.users:
+            return self.users[0].device
+        ends = self.devices_in_tier("end")
+        return (ends[0] if ends else self.devices[0]).name
+
+    def user(self, name: str) -> User:
+        for user in self.users:
+            if user.name == name:
+                return user
+        raise TiercutError(
+            f"environment {self.name!r} has no user {name!r}; users are {', '.join(u.name for u in self.users) or 'none'}"
+        )
+
+    # ----------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "description": self.description,
+            "sources": list(self.sources),
+            "devices": [d.to_dict() for d in self.devices],
+            "links": [link.to_dict() for link in self.links],
+            "users": [u.to_dict() for u in self.users],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, name: str | None = None) -> Environment:
+        """Validate a dict (a parsed YAML or JSON file) and build the environment.
+
+        Accepts the YAML authoring form too (tier-pair links, ``schema_version``
+        optional); raises a one-line :class:`TiercutError` on any problem.
+        """
+        from tiercut.env.schema import environment_from_mapping
+
+        return environment_from_mapping(data, name=name)
