@@ -17,10 +17,11 @@ block becomes two nodes (``name`` and ``name#2``) rather than a cycle.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from tiercut.graph.types import LayerGraph, Node
-
 
 MIN_STACK = 3  # a "stack of one block type" has at least this many (an Inception branch of 2 convs is not one)
 
@@ -72,21 +73,28 @@ def _block_op(path: str, root: Any) -> str:
     return type(module).__name__.lower()
 
 
-def collapse_blocks(graph: LayerGraph, owner: dict[str, str], root: Any) -> tuple[LayerGraph, dict[str, str]]:
-    """Collapse a module-granularity graph into blocks; returns graph and new owner map."""
+def collapse_runs(graph: LayerGraph, block_key: Mapping[str, str], block_op: Callable[[str], str]) -> LayerGraph:
+    """Merge consecutive nodes (topological order) with the same non-empty block key.
+
+    A run of one node keeps it unchanged; a longer run becomes a node named
+    after its key (``key#2`` for a later run of the same key) with summed
+    FLOPs and weights, the outputs that leave the run as its out bytes, and
+    the last leaving node's shape and dtype. Input nodes are never merged.
+    Used by the torch path (:func:`collapse_blocks`) and the ONNX path.
+    """
     # 1. runs of consecutive nodes with the same block key
     groups: list[list[Node]] = []
     keys: list[str] = []
     for node in graph.nodes:
-        key = "" if node.is_input else block_path(node.module, root)
+        key = "" if node.is_input else block_key.get(node.name, "")
         if key and keys and keys[-1] == key:
             groups[-1].append(node)
         else:
             groups.append([node])
             keys.append(key)
 
-    # 2. names: single nodes keep theirs; blocks take their path (#2, #3 for later runs)
-    taken = {g[0].name for g, k in zip(groups, keys) if len(g) == 1}
+    # 2. names: single nodes keep theirs; blocks take their key (#2, #3 for later runs)
+    taken = {g[0].name for g in groups if len(g) == 1}
     names: list[str] = []
     runs: dict[str, int] = {}
     for group, key in zip(groups, keys):
@@ -108,25 +116,16 @@ def collapse_blocks(graph: LayerGraph, owner: dict[str, str], root: Any) -> tupl
     for name, group, key in zip(names, groups, keys):
         if len(group) == 1:
             node = group[0]
-            nodes.append(
-                Node(
-                    name=node.name, op=node.op,
-                    inputs=tuple(dict.fromkeys(group_of[i] for i in node.inputs)),
-                    flops=node.flops, matmul_flops=node.matmul_flops, param_bytes=node.param_bytes, param_count=node.param_count,
-                    out_bytes=node.out_bytes, out_shape=node.out_shape, out_dtype=node.out_dtype,
-                    is_output=node.is_output, members=node.members, module=node.module,
-                )
-            )
+            nodes.append(replace(node, inputs=tuple(dict.fromkeys(group_of[i] for i in node.inputs))))
             continue
         member_names = {n.name for n in group}
-        inputs = tuple(dict.fromkeys(group_of[i] for n in group for i in n.inputs if i not in member_names))
         leaving = [n for n in group if n.is_output or any(c not in member_names for c in consumers[n.name])]
         last = leaving[-1] if leaving else group[-1]
         nodes.append(
             Node(
                 name=name,
-                op=_block_op(key, root),
-                inputs=inputs,
+                op=block_op(key),
+                inputs=tuple(dict.fromkeys(group_of[i] for n in group for i in n.inputs if i not in member_names)),
                 flops=sum(n.flops for n in group),
                 matmul_flops=sum(n.matmul_flops for n in group),
                 param_bytes=sum(n.param_bytes for n in group),
@@ -139,6 +138,12 @@ def collapse_blocks(graph: LayerGraph, owner: dict[str, str], root: Any) -> tupl
                 module=key,
             )
         )
-    new_owner = {fx_name: group_of[node_name] for fx_name, node_name in owner.items()}
-    collapsed = graph.with_nodes(tuple(nodes), granularity="block")
-    return collapsed, new_owner
+    return graph.with_nodes(tuple(nodes), granularity="block")
+
+
+def collapse_blocks(graph: LayerGraph, owner: dict[str, str], root: Any) -> tuple[LayerGraph, dict[str, str]]:
+    """Collapse a module-granularity graph into blocks; returns graph and new owner map."""
+    keys = {node.name: block_path(node.module, root) for node in graph.nodes if not node.is_input}
+    collapsed = collapse_runs(graph, keys, lambda key: _block_op(key, root))
+    holder = {member: node.name for node in collapsed for member in node.members}
+    return collapsed, {fx_name: holder[fx_name] for fx_name in owner}

@@ -79,3 +79,44 @@ def formula_flops(op: str, args: tuple[Any, ...], output: Any, module: Any = Non
     if op in _POOL_OPS:
         return _kernel_area(module, args) * tensor_numel(output)
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape-only forms, for graphs known by tensor shapes rather than by execution (ONNX files).
+# They follow the conventions of ``torch.utils.flop_counter`` (one multiply-add = 2, bias not
+# counted) so a model counted from its shapes and by executing it gives the same figures.
+
+
+def size_formula_flops(op: str, input_numel: int, output_numel: int, kernel_area: int = 1) -> int:
+    """:func:`formula_flops` from element counts: ``op`` is the op kind, ``input_numel`` the
+    elements of its first input, ``output_numel`` of its output, ``kernel_area`` the pooling
+    window's elements (pooling ops only)."""
+    if op in _PER_OUTPUT_ELEMENT:
+        return _PER_OUTPUT_ELEMENT[op] * output_numel
+    if op in _PER_INPUT_ELEMENT:
+        return _PER_INPUT_ELEMENT[op] * input_numel
+    if op in _POOL_OPS:
+        return kernel_area * output_numel
+    return 0
+
+
+def conv_flops(
+    input_shape: tuple[int, ...], weight_shape: tuple[int, ...], output_shape: tuple[int, ...], transposed: bool = False
+) -> int:
+    """FLOPs of a (transposed) convolution, as ``torch.utils.flop_counter.conv_flop_count``:
+    ``2 * batch * prod(spatial) * prod(weight_shape)``, where ``spatial`` is the output's spatial
+    size (the input's for a transposed convolution) and the weight's shape already carries the
+    per-group channel count."""
+    spatial = (input_shape if transposed else output_shape)[2:]
+    return 2 * input_shape[0] * math.prod(spatial) * math.prod(weight_shape)
+
+
+def contraction_flops(output_numel: int, inner_size: int) -> int:
+    """FLOPs of a matrix product (``mm``/``bmm``/``matmul``/``linear``): ``2 * out elements * K``."""
+    return 2 * output_numel * inner_size
+
+
+def attention_flops(batch_heads: int, query_len: int, key_len: int, head_dim: int, value_dim: int) -> int:
+    """FLOPs of scaled dot-product attention, as ``torch.utils.flop_counter.sdpa_flop_count``:
+    the two products ``Q K^T`` and ``softmax(.) V`` (the softmax itself not counted)."""
+    return 2 * batch_heads * query_len * key_len * (head_dim + value_dim)
