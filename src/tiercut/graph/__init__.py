@@ -15,6 +15,7 @@ from typing import Any
 from tiercut.errors import TiercutError
 from tiercut.graph.capture import CapturedModel, capture
 from tiercut.graph.models import ZOO, ModelSource, parse_shape, resolve_model
+from tiercut.graph.split import Partition, SplitModel, split_by_placement
 from tiercut.graph.types import INPUT_OP, SCHEMA_VERSION, LayerGraph, Node
 
 GRANULARITIES = ("module", "block")
@@ -77,8 +78,11 @@ __all__ = [
     "CapturedModel",
     "LayerGraph",
     "Node",
+    "Partition",
+    "SplitModel",
     "capture_model",
     "extract_graph",
     "is_onnx_path",
     "parse_shape",
+    "split_by_placement",
 ]

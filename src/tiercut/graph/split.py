@@ -507,13 +507,10 @@ def assign_pieces(captured: CapturedModel, placement: Mapping[str, str]) -> Piec
     _check_placement(captured, placement)
     names = [n.name for n in captured.graph.nodes]
     deps = node_dependencies(captured)
-    best: Pieces | None = None
-    for seed in ("asap", "alap"):
-        pieces = _merge_until_maximal(names, deps, placement, _layers(names, deps, placement, seed), seed)
-        if best is None or len(pieces) < len(best):
-            best = pieces
-    assert best is not None
-    return best
+    candidates = [
+        _merge_until_maximal(names, deps, placement, _layers(names, deps, placement, seed), seed) for seed in ("asap", "alap")
+    ]
+    return min(candidates, key=len)  # the first (ASAP) on ties
 
 
 # --------------------------------------------------------------------- building
