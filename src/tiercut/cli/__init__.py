@@ -12,7 +12,17 @@ import sys
 
 import typer
 
-from tiercut.cli import demo_cmd, graph_cmd
+from tiercut.cli import (
+    demo_cmd,
+    env_cmd,
+    graph_cmd,
+    plan_cmd,
+    profile_cmd,
+    run_cmd,
+    serve_cmd,
+    simulate_cmd,
+    upload_cmd,
+)
 from tiercut.errors import TiercutError
 
 app = typer.Typer(
@@ -23,8 +33,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-app.command("graph")(graph_cmd.graph)
+env_app = typer.Typer(help="Environments: devices, links and users (presets and YAML files).", no_args_is_help=True)
+env_app.command("list")(env_cmd.env_list)
+env_app.command("show")(env_cmd.env_show)
+
 app.command("demo")(demo_cmd.demo)
+app.command("graph")(graph_cmd.graph)
+app.command("profile")(profile_cmd.profile)
+app.command("devices")(profile_cmd.devices)
+app.add_typer(env_app, name="env")
+app.command("plan")(plan_cmd.plan)
+app.command("compare")(plan_cmd.compare)
+app.command("upload")(upload_cmd.upload)
+app.command("simulate")(simulate_cmd.simulate)
+app.command("serve")(serve_cmd.serve)
+app.command("run")(run_cmd.run)
 
 
 def main(argv: list[str] | None = None) -> int:

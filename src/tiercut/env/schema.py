@@ -11,7 +11,7 @@ The authoring form of an environment file::
         tier: end                # end | edge | cloud
         spec: jetson-tx2         # a catalog entry, or explicit figures:
         # spec: {peak_flops: 1.0e12, memory_bandwidth_bps: 2.5e10}
-        # spec: {cpu_ghz: 2.3, flops_per_cycle: 16}
+        # spec: {cpu_ghz: 2.3}   (the migration seed's CPU capacity)
         # (no spec: this host)
         memory_bytes: 4.0e9      # optional, default unlimited
         power_compute_w: 5.0     # optional powers, default: the catalog's, else 0
@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User
 from tiercut.errors import TiercutError
@@ -53,27 +53,46 @@ class SpeedModel(_Strict):
     peak_flops: float | None = Field(default=None, gt=0)
     memory_bandwidth_bps: float | None = Field(default=None, gt=0)
     cpu_ghz: float | None = Field(default=None, gt=0)
-    flops_per_cycle: float = Field(default=16.0, gt=0)
 
     @model_validator(mode="after")
     def _one_speed(self) -> SpeedModel:
         if self.peak_flops is None and self.cpu_ghz is None:
-            raise ValueError("explicit speed needs peak_flops or cpu_ghz")
+            raise ValueError("explicit speed needs peak_flops (with memory_bandwidth_bps) or cpu_ghz")
         if self.peak_flops is not None and self.cpu_ghz is not None:
             raise ValueError("give peak_flops or cpu_ghz, not both")
+        if self.peak_flops is not None and self.memory_bandwidth_bps is None:
+            raise ValueError("peak_flops needs memory_bandwidth_bps too (bytes per second)")
+        if self.cpu_ghz is not None and self.memory_bandwidth_bps is not None:
+            raise ValueError("cpu_ghz scales the host's memory bandwidth itself; drop memory_bandwidth_bps")
         return self
 
 
 class DeviceModel(_Strict):
     name: str = Field(min_length=1)
     tier: Tier
-    spec: str | SpeedModel | None = None
+    spec: Any = None
     memory_bytes: float | None = Field(default=None, ge=0)
     power_compute_w: float | None = Field(default=None, ge=0)
     power_tx_w: float | None = Field(default=None, ge=0)
     power_rx_w: float | None = Field(default=None, ge=0)
     power_idle_w: float | None = Field(default=None, ge=0)
     price_per_s: float = Field(default=0.0, ge=0)
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _spec(cls, value: Any) -> str | SpeedModel | None:
+        if value is None or isinstance(value, SpeedModel):
+            return value
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("spec is empty; name a catalog entry or give peak_flops/cpu_ghz")
+            return value
+        if isinstance(value, Mapping):
+            try:
+                return SpeedModel.model_validate(dict(value))
+            except ValidationError as exc:
+                raise ValueError(_first_error(exc)) from None
+        raise ValueError("spec must be a catalog entry name or a mapping with peak_flops/memory_bandwidth_bps or cpu_ghz")
 
 
 class LinkModel(_Strict):
@@ -153,7 +172,6 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
                 peak_flops=d.spec.peak_flops,
                 memory_bandwidth_bps=d.spec.memory_bandwidth_bps,
                 cpu_ghz=d.spec.cpu_ghz,
-                flops_per_cycle=d.spec.flops_per_cycle,
             )
         else:
             spec = d.spec

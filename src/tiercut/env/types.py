@@ -29,34 +29,23 @@ TIERS = ("end", "edge", "cloud")
 class DeviceSpeed:
     """Explicit speed figures of a device that is not in the device catalog.
 
-    Either a roofline pair (``peak_flops`` and ``memory_bandwidth_bps``) or a
-    CPU clock (``cpu_ghz`` times ``flops_per_cycle``, the migration seed's
-    way of stating capacity). See :meth:`tiercut.env.Device.profile_spec` for
-    how it becomes per-node seconds.
+    Either a roofline pair (``peak_flops`` with ``memory_bandwidth_bps``), or
+    the migration seed's "CPU processing capacity" in GHz. A GHz figure
+    becomes node time through ``tiercut.profile.DeviceSpec.from_cpu_ghz``:
+    the device gets the reference host's measured FLOP/s and memory
+    bandwidth per aggregate GHz scaled to ``cpu_ghz``, so every node's time
+    is the host's time times ``reference_ghz / cpu_ghz`` (node time =
+    cycles / GHz, the seed's model).
 
     Attributes:
         peak_flops: sustained floating point operations per second.
-        memory_bandwidth_bps: memory bandwidth in bytes per second (None: the
-            roofline's memory term is left out).
-        cpu_ghz: clock in GHz (alternative to ``peak_flops``).
-        flops_per_cycle: FLOPs retired per cycle at that clock (SIMD width x
-            FMA units); the default 16 is one AVX2 FMA port of fp32
-            (8 lanes x 2 FLOPs).
+        memory_bandwidth_bps: memory bandwidth in bytes per second.
+        cpu_ghz: aggregate CPU capacity in GHz (clock x cores in use).
     """
 
     peak_flops: float | None = None
     memory_bandwidth_bps: float | None = None
     cpu_ghz: float | None = None
-    flops_per_cycle: float = 16.0
-
-    @property
-    def effective_flops(self) -> float:
-        """FLOP/s this speed stands for (``cpu_ghz * 1e9 * flops_per_cycle`` for a clock)."""
-        if self.peak_flops is not None:
-            return float(self.peak_flops)
-        if self.cpu_ghz is not None:
-            return float(self.cpu_ghz) * 1e9 * float(self.flops_per_cycle)
-        raise TiercutError("a device speed needs peak_flops or cpu_ghz; add one")
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -66,7 +55,6 @@ class DeviceSpeed:
             data["memory_bandwidth_bps"] = self.memory_bandwidth_bps
         if self.cpu_ghz is not None:
             data["cpu_ghz"] = self.cpu_ghz
-            data["flops_per_cycle"] = self.flops_per_cycle
         return data
 
 

@@ -1,0 +1,376 @@
+"""Partition planners: solve time vs graph size, the networkx baseline, plan quality, speed-ups.
+
+Run ``.venv/bin/python benchmarks/planners.py`` (``--quick`` for a short run).
+Writes ``benchmarks/results/planners.json`` and ``planners.png`` and prints
+short tables.
+
+Sections:
+
+1. ``solve_times``: wall-clock seconds of the exact planners on the zoo
+   models (module granularity) and on synthetic DNN-like DAGs of 1k, 10k and
+   100k nodes (:func:`tiercut.plan.synthetic.synthetic_dag`, roofline times
+   over a mobile / cloud / edge trio). The min-cut figure includes building
+   the flow network (targets: < 0.2 s at 10k, < 5 s at 100k nodes). On the
+   same flow networks, networkx's ``preflow_push`` (what the public DADS code
+   builds on) is timed as the baseline and the ratio stated.
+2. ``ilp_resnet50``: the ILP on ResNet-50 over three devices (target < 10 s).
+3. ``quality``: for each zoo model x preset x objective, each planner's
+   objective relative to the optimum (ILP). :func:`quality` takes the list
+   of planner names; the metaheuristics are added there by name (and
+   :func:`multi_user_spread` is the place for the migration-12 multi-user
+   spread over seeds).
+4. ``speedups``: per preset, the best plan's latency speed-up over
+   local-only and cloud-only and its source-energy saving over local-only,
+   next to the figures Neurosurgeon and DADS report.
+
+Sections 3 and 4 need per-node device times from :mod:`tiercut.profile`
+(``tiercut.problem.build_problem``); timings are noisy on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRESETS_2 = ("neurosurgeon-3g", "neurosurgeon-lte", "neurosurgeon-wifi")
+PRESETS = (*PRESETS_2, "three-tier", "migration-12")
+OBJECTIVES = ("latency", "energy_source")
+#: what the papers report, to state beside our figures
+REPORTED = {
+    "neurosurgeon_latency_speedup_avg": 3.1,
+    "neurosurgeon_mobile_energy_reduction_avg": 0.595,
+    "dads_latency_speedup_max_vs_edge_only": 6.45,
+    "sources": {
+        "neurosurgeon": "Kang et al., ASPLOS'17: 3.1x average latency speed-up, 59.5% average mobile energy reduction",
+        "dads": "Hu et al., INFOCOM'19: up to 6.45x latency speed-up (as the issue states it, vs edge-only)",
+    },
+}
+
+warnings.filterwarnings("ignore", message="The default weight initialization")
+
+
+def _time(fn: Any, repeat: int = 1) -> tuple[float, Any]:
+    best, out = math.inf, None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+# ---------------------------------------------------------------- 1. solve times
+def mincut_timings(problem: Any, networkx_limit: int) -> dict[str, Any]:
+    """Min-cut with igraph (flow network construction included) vs networkx preflow_push on the same network."""
+    import igraph
+    import networkx as nx
+    from networkx.algorithms.flow import preflow_push
+
+    from tiercut.cost import compile_problem, linear_form
+    from tiercut.plan import get_planner
+    from tiercut.plan.mincut import flow_network
+
+    comp = compile_problem(problem)
+    form = linear_form(comp, problem.objective)
+    src, srv = comp.source, 1 - comp.source
+
+    def igraph_cut() -> float:
+        network = flow_network(comp, form, src, srv)
+        edges = list(zip(network.tails.tolist(), network.heads.tolist(), strict=True))
+        graph = igraph.Graph(n=network.n_vertices, edges=edges, directed=True)
+        return graph.st_mincut(0, 1, capacity=network.capacities.tolist()).value
+
+    igraph_s, igraph_value = _time(igraph_cut, repeat=3)
+    planner_s, plan = _time(lambda: get_planner("mincut").solve(problem))
+    row: dict[str, Any] = {
+        "mincut_igraph_s": igraph_s,
+        "mincut_planner_s": planner_s,
+        "mincut_planner_solve_s": plan.solve_s,
+        "flow_vertices": flow_network(comp, form, src, srv).n_vertices,
+        "cut_value": igraph_value,
+        "plan_objective": plan.objective_value,
+    }
+    if len(problem.graph) - len(problem.graph.inputs) <= networkx_limit:
+
+        def networkx_cut() -> float:
+            network = flow_network(comp, form, src, srv)
+            graph = nx.DiGraph()
+            graph.add_nodes_from(range(network.n_vertices))
+            graph.add_edges_from(
+                (int(a), int(b), {"capacity": float(c)})
+                for a, b, c in zip(network.tails, network.heads, network.capacities, strict=True)
+            )
+            value, _ = nx.minimum_cut(graph, 0, 1, flow_func=preflow_push)
+            return value
+
+        nx_s, nx_value = _time(networkx_cut)
+        row.update(networkx_preflow_push_s=nx_s, networkx_over_igraph=nx_s / igraph_s,
+                   networkx_cut_value=nx_value)
+    return row
+
+
+def solve_times(sizes: list[int], zoo: list[str], networkx_limit: int) -> list[dict[str, Any]]:
+    from tiercut.graph import extract_graph
+    from tiercut.plan import get_planner
+    from tiercut.plan.synthetic import synthetic_dag, synthetic_problem
+
+    rows = []
+    graphs = [(f"synthetic-{n}", lambda n=n: synthetic_dag(n)) for n in sizes]
+    graphs += [(name, lambda name=name: extract_graph(name)) for name in zoo]
+    for label, make in graphs:
+        graph = make()
+        problem = synthetic_problem(graph, 2)
+        row: dict[str, Any] = {"graph": label, "nodes": len(graph), "edges": len(graph.edges())}
+        row.update(mincut_timings(problem, networkx_limit))
+        for name in ("dp", "shortest-path", "neurosurgeon", "ilp"):
+            if name == "neurosurgeon" and len(graph) > 20_000:
+                continue  # O(|V|^2): skipped at 100k
+            if name == "ilp" and len(graph) > 20_000:
+                continue
+            seconds, plan = _time(lambda name=name, problem=problem: get_planner(name).solve(problem))
+            row[f"{name}_s"] = seconds
+            row[f"{name}_objective"] = plan.objective_value
+        rows.append(row)
+        print(
+            f"  {label:>18} {len(graph):>7} nodes: mincut {row['mincut_planner_s']:.3f} s "
+            f"(igraph cut incl. network {row['mincut_igraph_s']:.3f} s)"
+            + (f", networkx {row['networkx_preflow_push_s']:.2f} s = {row['networkx_over_igraph']:.0f}x"
+               if "networkx_preflow_push_s" in row else "")
+            + "".join(f", {k[:-2]} {row[k]:.3f} s" for k in ("dp_s", "ilp_s") if k in row),
+            flush=True,
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- 2. ILP on ResNet-50, 3 devices
+def ilp_resnet50() -> dict[str, Any]:
+    """The ILP on ResNet-50 over mobile, cloud and edge (the synthetic trio's roofline times)."""
+    from tiercut.graph import extract_graph
+    from tiercut.plan import get_planner
+    from tiercut.plan.synthetic import synthetic_problem
+
+    graph = extract_graph("resnet50")
+    out = {}
+    for objective in OBJECTIVES:
+        problem = synthetic_problem(graph, 3, objective=objective)
+        seconds, plan = _time(lambda problem=problem: get_planner("ilp").solve(problem))
+        out[objective] = {"seconds": seconds, "optimal": plan.optimal, "gap": plan.gap, "note": plan.note,
+                          "devices_used": sorted(set(plan.placement.values()))}
+        print(f"  ilp resnet50 x 3 devices, {objective}: {seconds:.2f} s, optimal={plan.optimal}", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- problems from presets (profiler)
+_PROBLEMS: dict[tuple[str, str, str], Any] = {}
+_OPTIMA: dict[str, Any] = {}
+
+
+def preset_problem(graph: Any, preset: str, objective: str) -> Any:
+    """``graph`` in a preset, times from the profiler (build_problem); migration-12: source client1."""
+    from tiercut.env import load_environment
+    from tiercut.problem import build_problem
+
+    key = (graph.model, preset, objective)
+    if key not in _PROBLEMS:
+        env = load_environment(preset)
+        source = "client1" if preset == "migration-12" else None
+        _PROBLEMS[key] = build_problem(graph, env, source=source, objective=objective)
+    return _PROBLEMS[key]
+
+
+def optimum(problem: Any) -> Any:
+    """The proven optimum: dp where it proves it (chains, plain blocks), else the ILP (cached per problem)."""
+    from tiercut.plan import get_planner
+
+    key = f"{problem.name}|{problem.objective.describe()}"
+    if key not in _OPTIMA:
+        plan = get_planner("dp").solve(problem)
+        if not plan.optimal:
+            plan = get_planner("ilp", time_limit_s=120.0).solve(problem)
+        _OPTIMA[key] = plan
+    return _OPTIMA[key]
+
+
+# ---------------------------------------------------------------- 3. quality
+def quality(planner_names: list[str], zoo: list[str], presets: tuple[str, ...] = PRESETS) -> list[dict[str, Any]]:
+    """Each planner's objective / the optimum, per zoo model x preset x objective.
+
+    The metaheuristics join by name (``quality([..., "greedy", "pso", "ga", "sa"], ...)``).
+    """
+    from tiercut.graph import extract_graph
+    from tiercut.plan import get_planner
+
+    rows = []
+    for model in zoo:
+        graph = extract_graph(model)
+        for preset in presets:
+            for objective in OBJECTIVES:
+                problem = preset_problem(graph, preset, objective)
+                best = optimum(problem)
+                row: dict[str, Any] = {"model": model, "preset": preset, "objective": objective,
+                                       "optimum": best.objective_value, "optimum_by": best.algorithm,
+                                       "optimum_proven": best.optimal}
+                for name in planner_names:
+                    planner = get_planner(name)
+                    if not planner.applicable(problem):
+                        continue
+                    plan = planner.solve(problem)
+                    row[name] = {
+                        "ratio": plan.objective_value / best.objective_value if plan.feasible else None,
+                        "solve_s": plan.solve_s,
+                        "optimal": plan.optimal,
+                    }
+                rows.append(row)
+        print(f"  quality: {model} done", flush=True)
+    return rows
+
+
+def multi_user_spread(planner_names: list[str], seeds: int = 10) -> dict[str, Any]:
+    """The place for the migration-12 multi-user spread over seeds (metaheuristics, by name).
+
+    Runs every named planner that accepts multi-user problems with ``seed=0..seeds-1``
+    on the preset's two users and reports min / median / max of the objective.
+    """
+    from tiercut.env import load_environment
+    from tiercut.graph import extract_graph
+    from tiercut.plan import get_planner
+    from tiercut.problem import build_multi_user_problem
+
+    env = load_environment("migration-12")
+    graphs = {u.name: extract_graph(u.model) for u in env.users}
+    problem = build_multi_user_problem(env, graphs, objective="latency")
+    out = {}
+    for name in planner_names:
+        planner = get_planner(name)
+        if not planner.applicable(problem):
+            continue
+        values = []
+        for seed in range(seeds):
+            if "seed" in planner.get_params():
+                planner.set_params(seed=seed)
+            values.append(planner.solve_multi(problem).objective_value)
+        out[name] = {"min": min(values), "median": statistics.median(values), "max": max(values), "values": values}
+    return out
+
+
+# ---------------------------------------------------------------- 4. speed-ups
+def speedups(zoo: list[str], presets: tuple[str, ...] = PRESETS) -> dict[str, Any]:
+    from tiercut.graph import extract_graph
+    from tiercut.plan import get_planner
+
+    out: dict[str, Any] = {"reported": REPORTED, "presets": {}}
+    graphs = {m: extract_graph(m) for m in zoo}
+    for preset in presets:
+        rows = []
+        for model, graph in graphs.items():
+            lat = preset_problem(graph, preset, "latency")
+            best = optimum(lat)
+            local = get_planner("local").solve(lat)
+            cloud_devices = [d.name for d in lat.devices if d.tier == "cloud"]
+            edge_devices = [d.name for d in lat.devices if d.tier == "edge"]
+            cloud = get_planner("all-on", device=cloud_devices[-1]).solve(lat) if cloud_devices else None
+            edge = get_planner("all-on", device=edge_devices[-1]).solve(lat) if edge_devices else None
+            energy = optimum(preset_problem(graph, preset, "energy_source"))
+            local_energy = get_planner("local").solve(preset_problem(graph, preset, "energy_source"))
+            rows.append({
+                "model": model,
+                "best_latency_s": best.latency_s,
+                "best_by": best.algorithm,
+                "speedup_vs_local": local.latency_s / best.latency_s,
+                "speedup_vs_cloud": cloud.latency_s / best.latency_s if cloud else None,
+                "speedup_vs_edge": edge.latency_s / best.latency_s if edge else None,
+                "energy_reduction_vs_local": 1 - energy.energy_source_j / local_energy.energy_source_j,
+                "devices_used": sorted(set(best.placement.values())),
+            })
+        def mean(key: str, rows: list = rows) -> float | None:
+            values = [r[key] for r in rows if r[key] is not None]
+            return float(np.exp(np.mean(np.log(values)))) if values and key.startswith("speedup") else (
+                float(np.mean(values)) if values else None)
+        out["presets"][preset] = {
+            "models": rows,
+            "geomean_speedup_vs_local": mean("speedup_vs_local"),
+            "geomean_speedup_vs_cloud": mean("speedup_vs_cloud"),
+            "geomean_speedup_vs_edge": mean("speedup_vs_edge"),
+            "max_speedup_vs_edge": max((r["speedup_vs_edge"] for r in rows if r["speedup_vs_edge"]), default=None),
+            "mean_energy_reduction_vs_local": mean("energy_reduction_vs_local"),
+        }
+        p = out["presets"][preset]
+        print(f"  {preset:>18}: x{p['geomean_speedup_vs_local']:.2f} vs local, "
+              f"x{(p['geomean_speedup_vs_cloud'] or float('nan')):.2f} vs cloud, "
+              f"energy -{100 * p['mean_energy_reduction_vs_local']:.1f}% vs local", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- output
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = sorted(rows, key=lambda r: r["nodes"])
+    for key, label, marker in (("mincut_planner_s", "mincut planner (igraph)", "o"),
+                               ("networkx_preflow_push_s", "networkx preflow_push (same network)", "s"),
+                               ("dp_s", "dp", "^"), ("ilp_s", "ilp (HiGHS)", "v"), ("shortest-path_s", "shortest-path", "x")):
+        pts = [(r["nodes"], r[key]) for r in rows if key in r]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker=marker, linestyle="", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.axhline(0.2, color="grey", linewidth=0.5)
+    ax.axhline(5.0, color="grey", linewidth=0.5)
+    ax.set_xlabel("graph nodes")
+    ax.set_ylabel("solve time (s)")
+    ax.set_title("two-device partition solve time (2 cores, shared)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few models, no profiler sections")
+    parser.add_argument("--networkx-limit", type=int, default=100_000, help="largest graph cut with networkx too")
+    parser.add_argument("--skip-profiled", action="store_true", help="skip the sections that need tiercut.profile")
+    parser.add_argument("--planners", default="neurosurgeon,shortest-path,dp,mincut",
+                        help="comma-separated planners for the quality section")
+    args = parser.parse_args(argv)
+    from tiercut.graph.models import ZOO
+
+    zoo = sorted(ZOO)
+    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
+    zoo_times = ["resnet18", "googlenet"] if args.quick else zoo
+    result: dict[str, Any] = {
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "note": "2 shared cores; noisy"},
+    }
+    print("solve time vs graph size:")
+    result["solve_times"] = solve_times(sizes, zoo_times, args.networkx_limit)
+    print("ILP on ResNet-50 with 3 devices:")
+    result["ilp_resnet50"] = ilp_resnet50()
+    if not (args.quick or args.skip_profiled):
+        names = [n.strip() for n in args.planners.split(",") if n.strip()]
+        print("quality relative to the optimum:")
+        result["quality"] = quality(names, zoo)
+        print("speed-ups per preset:")
+        result["speedups"] = speedups(zoo)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "planners.json").write_text(json.dumps(result, indent=1, default=str))
+    plot(result["solve_times"], RESULTS / "planners.png")
+    print(f"wrote {RESULTS / 'planners.json'} and {RESULTS / 'planners.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Simulator speed: events per second, and a 1,000-user, 100-server, 10-minute scenario.
+
+The scenario: AlexNet users on phone-class clients (the ``migration-12``
+client1 figures, 1.1 GHz) each linked to one of 100 edge servers (edge3's
+figures, 10 MB/s links); every user joins in the first minute, uploads its
+partition P1 (the fully-connected tail, 230 MB) in the recursive-efficiency
+order while issuing Poisson queries (1 per second), and a fifth of them
+leave before the end; a tenth of the links follow a bandwidth trace
+(dropping to 2 MB/s for two minutes). Uploads share the links with query
+tensors; servers are processor-sharing. One plan is made for the template
+user and renamed for each user (:mod:`tiercut.sim.replicate`).
+
+Targets: >= 50,000 events/s, and the 1,000-user scenario under 60 s wall.
+
+    .venv/bin/python benchmarks/simulator.py [--users 1000] [--servers 100] [--duration 600] [--rate 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_result
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+TARGET_EVENTS_PER_S = 50_000
+TARGET_WALL_S = 60.0
+
+
+def template() -> tuple[Any, Any]:
+    """AlexNet from client1 to edge3 of migration-12, and its recursive-efficiency upload plan."""
+    from tiercut.env import load_environment
+    from tiercut.graph import extract_graph
+    from tiercut.problem import build_problem
+    from tiercut.upload import plan_upload, user_plan_from_upload
+
+    env = load_environment("migration-12")
+    problem = build_problem(extract_graph("alexnet"), env, source="client1", devices=["client1", "edge3"])
+    plan = plan_upload(problem, "recursive-efficiency")
+    return problem, user_plan_from_upload("template", plan)
+
+
+def scenario(problem: Any, plan: Any, users: int, servers: int, duration: float, rate: float, seed: int) -> tuple[list, Any]:
+    from tiercut.sim import BandwidthTrace, Poisson, SimConfig, SimUser
+    from tiercut.sim.replicate import rename_devices, rename_user_plan
+
+    rng = random.Random(seed)
+    bandwidth = problem.link("client1", "edge3").bandwidth_bps
+    out, traces = [], []
+    for i in range(users):
+        mapping = {"client1": f"phone{i}", "edge3": f"edge{i % servers}"}
+        leave = rng.uniform(0.5 * duration, duration) if rng.random() < 0.2 else None
+        out.append(
+            SimUser(
+                f"user{i}", rename_devices(problem, mapping, name=f"alexnet@phone{i}"),
+                plan=rename_user_plan(plan, mapping, f"user{i}"), arrivals=Poisson(rate),
+                join_s=rng.uniform(0.0, min(60.0, duration / 2)), leave_s=leave, seed=seed + i,
+            )
+        )
+        if i % 10 == 0:
+            start = rng.uniform(0.1, 0.6) * duration
+            traces.append(BandwidthTrace(f"phone{i}", f"edge{i % servers}",
+                                         ((start, 2e6), (start + min(120.0, duration / 5), bandwidth))))
+    return out, SimConfig(duration_s=duration, upload_shares_link=True, traces=tuple(traces))
+
+
+def run(problem: Any, plan: Any, users: int, servers: int, duration: float, rate: float, seed: int = 0) -> dict[str, Any]:
+    from tiercut.sim import Simulation
+
+    start = time.perf_counter()
+    sim_users, config = scenario(problem, plan, users, servers, duration, rate, seed)
+    build_s = time.perf_counter() - start
+    result = Simulation(sim_users, config).run()
+    latencies = sorted(q.latency_s for q in result.queries)
+    summaries = result.summaries()
+    return {
+        "users": users,
+        "servers": servers,
+        "duration_s": duration,
+        "query_rate_hz": rate,
+        "build_s": build_s,
+        "wall_s": result.wall_s,
+        "events": result.events,
+        "events_per_s": result.events_per_s,
+        "queries": len(result.queries),
+        "partitions_arrived": len(result.arrivals),
+        "uploads_finished": sum(1 for s in summaries if s.upload_end_s is not None),
+        "mean_latency_s": sum(latencies) / len(latencies),
+        "p95_latency_s": latencies[int(0.95 * (len(latencies) - 1))],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--servers", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=600.0)
+    parser.add_argument("--rate", type=float, default=1.0, help="Poisson queries per second per user")
+    args = parser.parse_args()
+
+    problem, plan = template()
+    small = run(problem, plan, 100, 10, 120.0, args.rate)
+    big = run(problem, plan, args.users, args.servers, args.duration, args.rate)
+    payload = {
+        "template": {
+            "model": "alexnet",
+            "client": "client1 of migration-12 (1.1 GHz)",
+            "server": "edge3 of migration-12",
+            "partitions": len(plan.servers["edge3"].partitions),
+            "upload_end_s_alone": plan.metrics.upload_end_s,
+            "latency_before_upload_s": plan.stages[0].latency_s,
+            "latency_after_upload_s": plan.stages[-1].latency_s,
+        },
+        "small": small,
+        "large": big,
+        "targets": {
+            "events_per_s": TARGET_EVENTS_PER_S,
+            "large_wall_s": TARGET_WALL_S,
+            "events_per_s_met": min(small["events_per_s"], big["events_per_s"]) >= TARGET_EVENTS_PER_S,
+            "large_wall_met": big["wall_s"] < TARGET_WALL_S,
+        },
+    }
+    path = write_result("simulator", payload)
+    print(f"{'scenario':34} {'events':>10} {'wall s':>8} {'events/s':>10} {'queries':>9} {'mean ms':>8} {'p95 ms':>8}")
+    big_label = f"{big['users']} users, {big['servers']} servers, {big['duration_s']:.0f} s"
+    rows = (("100 users, 10 servers, 120 s", small), (big_label, big))
+    for label, r in rows:
+        print(f"{label:34} {r['events']:10,d} {r['wall_s']:8.2f} {r['events_per_s']:10,.0f} {r['queries']:9,d} "
+              f"{r['mean_latency_s'] * 1e3:8.1f} {r['p95_latency_s'] * 1e3:8.1f}")
+    print(f"targets: >= {TARGET_EVENTS_PER_S:,} events/s: {payload['targets']['events_per_s_met']}; "
+          f"large scenario < {TARGET_WALL_S:.0f} s: {payload['targets']['large_wall_met']}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

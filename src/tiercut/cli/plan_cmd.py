@@ -1,0 +1,343 @@
+"""``tiercut plan`` and ``tiercut compare``: where every layer of a model should run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tiercut.errors import TiercutError
+from tiercut.problem import Constraints, Objective, Plan, Problem
+
+
+# ---------------------------------------------------------------- helpers
+def _human(value: float, unit: str) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        return "inf"
+    for scale, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n")):
+        if abs(value) >= scale or scale == 1e-9:
+            return f"{value / scale:.4g} {prefix}{unit}".strip()
+    return f"{value:.4g} {unit}"
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    key, eq, raw = text.partition("=")
+    if not eq or not key.strip():
+        raise TiercutError(f"planner setting {text!r} must look like name=value, e.g. server=cloud or seed=3")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _parse_pins(pins: list[str] | None) -> dict[str, str]:
+    out = {}
+    for text in pins or []:
+        node, eq, device = text.partition("=")
+        if not eq or not node or not device:
+            raise TiercutError(f"--pin {text!r} must look like NODE=DEVICE, e.g. conv1=mobile")
+        out[node.strip()] = device.strip()
+    return out
+
+
+def _load_compute_table(path: Path) -> dict[str, dict[str, float]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TiercutError(f"cannot read compute table {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise TiercutError(f"compute table {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if isinstance(data, dict) and "compute_s" in data:
+        data = data["compute_s"]
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise TiercutError(f"compute table {path} must map node -> device -> seconds")
+    try:
+        return {str(n): {str(d): float(s) for d, s in row.items()} for n, row in data.items()}
+    except (TypeError, ValueError):
+        raise TiercutError(f"compute table {path} holds a non-number; every entry must be seconds") from None
+
+
+def build_cli_problem(
+    model: str,
+    env: str,
+    *,
+    objective: str,
+    source: str | None,
+    input_shape: str | None,
+    granularity: str,
+    profile: Path | None,
+    compute_table: Path | None,
+    latency_budget: float | None,
+    energy_budget: float | None,
+    energy_total_budget: float | None,
+    cost_budget: float | None,
+    pins: list[str] | None,
+    private_layers: int,
+    memory: bool,
+) -> Problem:
+    """The problem the CLI options describe (shared by plan and compare)."""
+    from tiercut.env import load_environment
+    from tiercut.graph import GRANULARITIES, extract_graph, parse_shape
+    from tiercut.problem import build_problem, load_profile_file
+
+    if granularity not in GRANULARITIES:
+        raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
+    environment = load_environment(env)
+    graph = extract_graph(model, parse_shape(input_shape) if input_shape else None, granularity=granularity)
+    src = source or environment.default_source()
+    pinned = _parse_pins(pins)
+    if private_layers < 0:
+        raise TiercutError(f"--private-layers {private_layers} must be >= 0")
+    compute_nodes = [n.name for n in graph if not n.is_input]
+    if private_layers > len(compute_nodes):
+        raise TiercutError(f"--private-layers {private_layers} exceeds the model's {len(compute_nodes)} layers")
+    for name in compute_nodes[:private_layers]:
+        pinned.setdefault(name, src)
+    constraints = Constraints(
+        memory=memory,
+        latency_budget_s=latency_budget,
+        energy_source_budget_j=energy_budget,
+        energy_total_budget_j=energy_total_budget,
+        cost_budget=cost_budget,
+        pinned=pinned,
+    )
+    return build_problem(
+        graph,
+        environment,
+        source=src,
+        objective=Objective.parse(objective),
+        constraints=constraints,
+        compute_s=_load_compute_table(compute_table) if compute_table is not None else None,
+        profile=load_profile_file(profile) if profile is not None else None,
+    )
+
+
+def placement_segments(problem: Problem, plan: Plan) -> list[tuple[str, str, str, int]]:
+    """(first node, last node, device, count) for runs of consecutive non-input nodes on one device."""
+    segments: list[tuple[str, str, str, int]] = []
+    for node in problem.graph:
+        if node.is_input:
+            continue
+        device = plan.placement[node.name]
+        if segments and segments[-1][2] == device:
+            first, _, _, count = segments[-1]
+            segments[-1] = (first, node.name, device, count + 1)
+        else:
+            segments.append((node.name, node.name, device, 1))
+    return segments
+
+
+def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 160)
+    console.print(f"[bold]{problem.name}[/bold]: {plan.algorithm} placement (objective {problem.objective.describe()})")
+    where = Table()
+    for column in ("layers", "from", "to", "device", "tier"):
+        where.add_column(column)
+    for first, last, device, count in placement_segments(problem, plan):
+        where.add_row(str(count), first, last, device, problem.device(device).tier)
+    console.print(where)
+    console.print("predicted figures (DESIGN.md cost model):")
+    figures = Table()
+    for column in ("plan", "latency", "source energy", "total energy", "cost", "feasible", "optimal", "latency speed-up"):
+        figures.add_column(column, justify="left" if column == "plan" else "right")
+    rows = {plan.algorithm: plan, **baselines}
+    for label, p in rows.items():
+        speedup = "-" if label == plan.algorithm else (f"{p.latency_s / plan.latency_s:.2f}x" if plan.latency_s > 0 else "-")
+        figures.add_row(
+            label,
+            _human(p.latency_s, "s"),
+            _human(p.energy_source_j, "J"),
+            _human(p.energy_total_j, "J"),
+            f"{p.cost:.4g}",
+            "yes" if p.feasible else "NO",
+            "yes" if p.optimal else "-",
+            speedup,
+        )
+    console.print(figures)
+    console.print(f"solved in {plan.solve_s * 1e3:.1f} ms; settings {dict(plan.settings)}")
+    if plan.note:
+        console.print(f"note: {plan.note}")
+    for violation in plan.violations:
+        console.print(f"[red]violation:[/red] {violation}")
+    console.print("speed-up = baseline latency / plan latency")
+
+
+def _baselines(problem: Problem) -> dict[str, Plan]:
+    from tiercut.plan import get_planner
+
+    out: dict[str, Plan] = {}
+    local = get_planner("local")
+    if local.applicable(problem):
+        out["local"] = local.solve(problem)
+    planner = get_planner("all-on")  # the fastest cloud device (else edge)
+    if planner.applicable(problem) and planner.target(problem) != problem.source:
+        out[f"all on {planner.target(problem)}"] = planner.solve(problem)
+    return out
+
+
+def _list_planners() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tiercut.plan import PLANNERS
+
+    table = Table(title="planners (tiercut plan MODEL --algorithm NAME)")
+    for column in ("name", "what", "guarantee", "complexity", "paper", "settings"):
+        table.add_column(column)
+    for name, cls in PLANNERS.items():
+        settings = ", ".join(f"{k}={v!r}" for k, v in cls().get_params().items()) or "-"
+        table.add_row(name, cls.summary, cls.guarantee, cls.complexity, cls.reference, settings)
+    Console(width=None if Console().is_terminal else 200).print(table)
+
+
+# ---------------------------------------------------------------- commands
+ModelArg = Annotated[
+    str | None, typer.Argument(help="zoo name (vgg16, resnet50, ...), package.module:factory, or a .onnx file")
+]
+EnvOpt = Annotated[str, typer.Option("--env", help="environment preset (tiercut env list) or YAML/JSON file")]
+ObjectiveOpt = Annotated[
+    str,
+    typer.Option(help="latency | energy_source | energy_total | cost | weighted:latency=1,energy_source=0.1"),
+]
+SourceOpt = Annotated[str | None, typer.Option(help="source device (default: the environment's first user's device)")]
+ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="input shape, e.g. 1,3,224,224")]
+GranularityOpt = Annotated[str, typer.Option(help="module (one node per layer) or block")]
+ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node profile file of this host (tiercut profile)")]
+ComputeOpt = Annotated[
+    Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
+]
+LatencyBudgetOpt = Annotated[float | None, typer.Option("--latency-budget", help="upper bound on latency (s)")]
+EnergyBudgetOpt = Annotated[float | None, typer.Option("--energy-budget", help="upper bound on source-device energy (J)")]
+EnergyTotalBudgetOpt = Annotated[float | None, typer.Option("--energy-total-budget", help="upper bound on total energy (J)")]
+CostBudgetOpt = Annotated[float | None, typer.Option("--cost-budget", help="upper bound on monetary cost")]
+PinOpt = Annotated[list[str] | None, typer.Option("--pin", help="NODE=DEVICE: the node must run there (repeatable)")]
+PrivateOpt = Annotated[int, typer.Option("--private-layers", help="pin the first N layers to the source (privacy)")]
+MemoryOpt = Annotated[bool, typer.Option("--memory/--no-memory", help="enforce the devices' memory limits")]
+
+
+def plan(
+    model: ModelArg = None,
+    env: EnvOpt = "three-tier",
+    algorithm: Annotated[str, typer.Option(help="planner name (see --list)")] = "ilp",
+    objective: ObjectiveOpt = "latency",
+    source: SourceOpt = None,
+    input_shape: ShapeOpt = None,
+    granularity: GranularityOpt = "module",
+    profile: ProfileOpt = None,
+    compute_table: ComputeOpt = None,
+    latency_budget: LatencyBudgetOpt = None,
+    energy_budget: EnergyBudgetOpt = None,
+    energy_total_budget: EnergyTotalBudgetOpt = None,
+    cost_budget: CostBudgetOpt = None,
+    pin: PinOpt = None,
+    private_layers: PrivateOpt = 0,
+    memory: MemoryOpt = True,
+    setting: Annotated[
+        list[str] | None, typer.Option("--set", help="planner setting NAME=VALUE (repeatable), e.g. --set server=cloud")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print {problem, plan} JSON (DESIGN.md contract)")] = False,
+    list_planners: Annotated[bool, typer.Option("--list", help="list the planners and exit")] = False,
+) -> None:
+    """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost."""
+    from tiercut.plan import get_planner
+
+    if list_planners:
+        _list_planners()
+        return
+    if model is None:
+        raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), or --list")
+    settings = dict(_parse_setting(s) for s in setting or [])
+    planner = get_planner(algorithm, **settings)
+    problem = build_cli_problem(
+        model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
+        profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+        energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
+        memory=memory,
+    )
+    result = planner.solve(problem)
+    if as_json:
+        typer.echo(json.dumps({"problem": problem.to_dict(), "plan": result.to_dict()}, indent=1))
+        return
+    _print_plan(problem, result, _baselines(problem))
+
+
+def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str, Plan]:
+    """Every applicable registered planner (or ``names``) on ``problem``, with default settings."""
+    from tiercut.plan import PLANNERS, get_planner
+
+    out: dict[str, Plan] = {}
+    for name in names or list(PLANNERS):
+        planner = get_planner(name)
+        if planner.applicable(problem):
+            out[name] = planner.solve(problem)
+    return out
+
+
+def compare(
+    model: Annotated[str, typer.Argument(help="zoo name (vgg16, resnet50, ...), package.module:factory, or a .onnx file")],
+    env: EnvOpt = "three-tier",
+    objective: ObjectiveOpt = "latency",
+    source: SourceOpt = None,
+    input_shape: ShapeOpt = None,
+    granularity: GranularityOpt = "module",
+    profile: ProfileOpt = None,
+    compute_table: ComputeOpt = None,
+    latency_budget: LatencyBudgetOpt = None,
+    energy_budget: EnergyBudgetOpt = None,
+    energy_total_budget: EnergyTotalBudgetOpt = None,
+    cost_budget: CostBudgetOpt = None,
+    pin: PinOpt = None,
+    private_layers: PrivateOpt = 0,
+    memory: MemoryOpt = True,
+    algorithms: Annotated[
+        str | None, typer.Option("--algorithms", help="comma-separated planner names (default: every applicable one)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print {problem, plans} JSON")] = False,
+) -> None:
+    """Run every applicable planner on MODEL in an environment and compare their plans side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tiercut.plan import PLANNERS
+
+    names = None
+    if algorithms:
+        names = [a.strip() for a in algorithms.split(",") if a.strip()]
+        for name in names:
+            if name not in PLANNERS:
+                raise TiercutError(f"planner {name!r} is not known; use one of {', '.join(PLANNERS)}")
+    problem = build_cli_problem(
+        model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
+        profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+        energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
+        memory=memory,
+    )
+    plans = compare_plans(problem, names)
+    if as_json:
+        typer.echo(json.dumps({"problem": problem.to_dict(), "plans": {k: p.to_dict() for k, p in plans.items()}}, indent=1))
+        return
+    feasible = [p.objective_value for p in plans.values() if p.feasible]
+    best = min(feasible) if feasible else None
+    console = Console(width=None if Console().is_terminal else 200)
+    console.print(f"[bold]{problem.name}[/bold]: every applicable planner (objective {problem.objective.describe()})")
+    table = Table()
+    for column in ("planner", "objective", "vs best", "latency", "source energy", "total energy", "cost", "devices",
+                   "feasible", "optimal", "solve"):
+        table.add_column(column, justify="left" if column in ("planner", "devices") else "right")
+    for name, p in plans.items():
+        ratio = f"{p.objective_value / best:.3f}" if best and p.feasible else "-"
+        table.add_row(
+            name, f"{p.objective_value:.5g}", ratio, _human(p.latency_s, "s"), _human(p.energy_source_j, "J"),
+            _human(p.energy_total_j, "J"), f"{p.cost:.4g}", ",".join(sorted(set(p.placement.values()))),
+            "yes" if p.feasible else "NO", "yes" if p.optimal else "-", _human(p.solve_s, "s"),
+        )
+    console.print(table)
+    skipped = [n for n in (names or list(PLANNERS)) if n not in plans]
+    if skipped:
+        console.print(f"not applicable here: {', '.join(skipped)}")

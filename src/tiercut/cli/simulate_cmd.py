@@ -1,0 +1,90 @@
+"""``tiercut simulate``: run a scenario of users, uploads and queries through the discrete-event simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tiercut.errors import TiercutError
+
+
+def _fmt(value: float | None, unit: str = "s") -> str:
+    if value is None or value != value:
+        return "-"
+    if unit == "s" and abs(value) < 1:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.4g} {unit}"
+
+
+def simulate(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file (see tiercut.sim.scenario)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write each query's delay vs time (PNG/SVG)")] = None,
+    queries: Annotated[bool, typer.Option("--queries", help="with --json: include every query's trace")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar on stderr")] = True,
+) -> None:
+    """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tiercut.sim.scenario import build_scenario, load_scenario
+
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise TiercutError(f"plot file {plot} must end in .png, .svg or .pdf")
+    built = build_scenario(load_scenario(scenario))
+    err = Console(stderr=True)
+    if progress and built.simulation.config.duration_s is not None:
+        with Progress(
+            TextColumn("[bold]simulating[/bold] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(built.name, total=built.simulation.config.duration_s)
+
+            def tick(now: float, total: float) -> None:
+                bar.update(task, completed=now, total=total)
+
+            result = built.simulation.run(tick)
+    else:
+        result = built.simulation.run()
+    if plot is not None:
+        from tiercut.sim.plot import plot_delays
+
+        plot_delays(result, plot, title=f"{built.name}: query delay while partitions upload")
+    analytic = {
+        user: (None if plan is None else plan.metrics.to_dict()) for user, plan in built.plans.items()
+    }
+    if as_json:
+        payload: dict[str, Any] = {
+            "scenario": built.name,
+            "result": result.to_dict(include_queries=queries),
+            "analytic": analytic,
+        }
+        typer.echo(json.dumps(payload, indent=1))
+        return
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 160)
+    table = Table(title=f"{built.name}: {len(result.queries)} queries in {result.end_s:.4g} simulated s")
+    for column in ("user", "queries", "in flight", "mean delay", "p95 delay", "max delay", "partitions", "upload end",
+                   "client energy"):
+        table.add_column(column, justify="left" if column == "user" else "right")
+    for s in result.summaries():
+        table.add_row(
+            s.user, str(s.queries), str(s.in_flight), _fmt(s.mean_latency_s), _fmt(s.p95_latency_s), _fmt(s.max_latency_s),
+            f"{s.partitions_arrived}/{s.partitions_planned}", _fmt(s.upload_end_s), _fmt(s.energy_source_j, "J"),
+        )
+    console.print(table)
+    console.print(
+        f"{result.events:,} events in {result.wall_s:.2f} s wall ({result.events_per_s:,.0f} events/s)"
+        + (f"; plot: {plot}" if plot is not None else "")
+    )
+
+
+__all__ = ["simulate"]

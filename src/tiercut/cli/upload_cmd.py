@@ -1,0 +1,169 @@
+"""``tiercut upload``: in which pieces and order a model's server partition goes up while queries run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tiercut.cli.plan_cmd import (
+    ComputeOpt,
+    EnvOpt,
+    GranularityOpt,
+    ProfileOpt,
+    ShapeOpt,
+    SourceOpt,
+    _human,
+    _parse_setting,
+    build_cli_problem,
+)
+from tiercut.errors import TiercutError
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:.2f} MB"
+
+
+def _span(nodes: tuple[str, ...]) -> str:
+    if not nodes:
+        return "-"
+    return nodes[0] if len(nodes) == 1 else f"{nodes[0]} .. {nodes[-1]}"
+
+
+def _list_upload_planners() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tiercut.upload import UPLOAD_PLANNERS
+
+    table = Table(title="upload planners (tiercut upload MODEL --algorithm NAME)")
+    for column in ("name", "what", "paper", "settings"):
+        table.add_column(column)
+    for name, cls in UPLOAD_PLANNERS.items():
+        settings = ", ".join(f"{k}={v!r}" for k, v in cls().get_params().items())
+        table.add_row(name, cls.summary, cls.reference, settings)
+    Console(width=None if Console().is_terminal else 200).print(table)
+
+
+def _print_upload(problem: Any, plan: Any, others: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 160)
+    table = Table(title=f"{problem.name}: {plan.algorithm} upload to {plan.server} ({len(plan.partitions)} partitions)")
+    for column in ("#", "layers", "nodes", "size", "upload", "arrives", "query latency after"):
+        table.add_column(column, justify="left" if column in ("layers",) else "right")
+    table.add_row("0", "(nothing uploaded)", "-", "-", "-", "0 s", _human(plan.stages[0].latency_s, "s"))
+    for k, part in enumerate(plan.partitions, 1):
+        table.add_row(
+            str(k), _span(part.nodes), str(len(part.nodes)), _mb(part.param_bytes), _human(part.upload_s, "s"),
+            _human(part.arrives_s, "s"), _human(plan.stages[k].latency_s, "s"),
+        )
+    console.print(table)
+    m = plan.metrics
+    figures = Table(title=f"queries back to back from t = 0 (IONN model); n = {m.n}")
+    for column in ("upload plan", "upload end", f"time for {m.n} queries", "done by upload end", "mean latency while uploading"):
+        figures.add_column(column, justify="left" if column == "upload plan" else "right")
+    for name, p in {plan.algorithm: plan, **others}.items():
+        pm = p.metrics
+        figures.add_row(
+            name, _human(pm.upload_end_s, "s"), _human(pm.time_for_n_queries_s, "s"), str(pm.queries_done_by_upload_end),
+            _human(pm.mean_latency_during_upload_s, "s"),
+        )
+    console.print(figures)
+    if plan.note:
+        console.print(f"note: {plan.note}")
+
+
+def upload(
+    model: Annotated[
+        str | None, typer.Argument(help="zoo name (alexnet, vgg16, ...), package.module:factory, or a .onnx file")
+    ] = None,
+    env: EnvOpt = "three-tier",
+    algorithm: Annotated[str, typer.Option(help="upload planner (see --list)")] = "recursive-efficiency",
+    server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
+    offloading: Annotated[str, typer.Option(help="partition planner choosing the server partition P1")] = "mincut",
+    n_queries: Annotated[
+        int | None, typer.Option("--n-queries", help="n of 'time for n queries' (default: queries issued during a direct upload)")
+    ] = None,
+    objective: Annotated[str, typer.Option(help="objective of the offloading plan (queries are timed by latency)")] = "latency",
+    source: SourceOpt = None,
+    input_shape: ShapeOpt = None,
+    granularity: GranularityOpt = "module",
+    profile: ProfileOpt = None,
+    compute_table: ComputeOpt = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="upload planner setting NAME=VALUE (repeatable)")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="also show every other upload planner's figures")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print {problem, upload_plan} JSON (DESIGN.md contract)")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write the query latency vs time curve (PNG/SVG)")] = None,
+    list_planners: Annotated[bool, typer.Option("--list", help="list the upload planners and exit")] = False,
+) -> None:
+    """Plan how MODEL's server partition is uploaded in pieces while the client keeps answering queries."""
+    from tiercut.upload import UPLOAD_PLANNERS, get_upload_planner
+
+    if list_planners:
+        _list_upload_planners()
+        return
+    if model is None:
+        raise TiercutError("upload needs a MODEL (e.g. 'tiercut upload alexnet --env migration-12'), or --list")
+    settings = dict(_parse_setting(s) for s in setting or [])
+    planner = get_upload_planner(algorithm, server=server, offloading=offloading, n_queries=n_queries, **settings)
+    problem = build_cli_problem(
+        model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
+        profile=profile, compute_table=compute_table, latency_budget=None, energy_budget=None, energy_total_budget=None,
+        cost_budget=None, pins=None, private_layers=0, memory=True,
+    )
+    plan = planner.solve(problem)
+    pair = problem.restricted_to([problem.source, plan.server])
+    others: dict[str, Any] = {}
+    if compare:
+        target = {n: plan.server for n in plan.target_nodes}
+        for name in UPLOAD_PLANNERS:
+            if name in (algorithm, "exhaustive"):
+                continue
+            others[name] = get_upload_planner(name, n_queries=plan.metrics.n).solve(pair, target)
+    if plot is not None:
+        _plot_curves(pair, {plan.algorithm: plan, **others}, plot)
+    if as_json:
+        payload: dict[str, Any] = {"problem": pair.to_dict(), "upload_plan": plan.to_dict()}
+        if others:
+            payload["compare"] = {k: v.to_dict() for k, v in others.items()}
+        typer.echo(json.dumps(payload, indent=1))
+        return
+    _print_upload(pair, plan, others)
+    if plot is not None:
+        typer.echo(f"plot: {plot}")
+
+
+def _plot_curves(problem: Any, plans: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tiercut.upload import curve
+
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise TiercutError(f"plot file {path} must end in .png, .svg or .pdf")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    until = max(p.upload_end_s for p in plans.values())
+    for name, p in plans.items():
+        slots = curve(p.stages, until, p.metrics.n)
+        ax.plot([q.start_s for q in slots], [q.latency_s for q in slots], drawstyle="steps-post", label=name)
+    ax.set_xlabel("time since the upload started (s)")
+    ax.set_ylabel("query latency (s)")
+    ax.set_title(f"{problem.name}: query latency while uploading")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise TiercutError(f"cannot write plot {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
+__all__ = ["upload"]

@@ -1,0 +1,635 @@
+"""Shared machinery of the heuristic planners (greedy, PSO, GA, SA).
+
+A placement is a row of device indices (``problem.device_names`` order), one
+column per node in topological order; a multi-user *joint* placement is the
+users' rows side by side (:func:`tiercut.cost.compile_users`). Everything the
+heuristics need about a problem is a :class:`SearchSpace`:
+
+- ``allowed`` ``[n, D]``: the devices each column may take -- where the node
+  can run, its pinned device, the source for graph inputs. Every operator
+  here only ever writes allowed devices, so pins and "inputs on the source"
+  hold by construction (the *repair* of allowed devices);
+- ``score``: the vectorised cost model (:func:`tiercut.cost.evaluate_many`
+  or :func:`tiercut.cost.evaluate_users_many`) -> :class:`Scores`;
+- link repair data: a placement whose transfers need a missing link is not
+  evaluable; :meth:`SearchSpace.repair` walks the columns in topological
+  order and moves a node whose inputs (or, for an output, the source) are
+  on devices it has no link with onto a linked allowed device;
+- ``seeds``: the warm-start placements (:func:`single_user_seeds`).
+
+Constraints (memory, budgets) are handled by the feasibility rule of Deb
+("An efficient constraint handling method for genetic algorithms", CMAME
+2000), :func:`better`: a feasible placement beats an infeasible one, two
+feasible ones compare by objective, two infeasible ones by their constraint
+penalty (the cost model's summed relative excess), and a placement that is
+not evaluable loses to everything. So a heuristic returns a feasible
+placement whenever it met one, and otherwise the least-violating one, which
+the plan then reports as infeasible.
+
+No figure is computed here: every score comes from :mod:`tiercut.cost`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import cast
+
+import numpy as np
+
+from tiercut.cost import (
+    BatchEvaluation,
+    CompiledProblem,
+    MultiBatchEvaluation,
+    compile_problem,
+    compile_users,
+    decode,
+    evaluate_many,
+    evaluate_users_many,
+    linear_form,
+)
+from tiercut.plan.base import MultiPlacementResult, PlacementResult, Planner
+from tiercut.problem import MultiUserProblem, Problem
+
+#: rows per call of the vectorised cost model (its per-row cost is flat above ~64 rows)
+SCORE_CHUNK = 512
+#: at most this many split points per server are tried when seeding (evenly spaced)
+MAX_SEED_SPLITS = 128
+#: scores remembered per search (the memo is emptied when it would grow past this)
+MEMO_ROWS = 200_000
+
+
+# ---------------------------------------------------------------- scores
+@dataclass(frozen=True)
+class Scores:
+    """The cost model's verdict on a batch of placements, for Deb's rule.
+
+    Attributes:
+        objective: [P] objective values (inf where not evaluable).
+        penalty: [P] 0 when feasible, summed relative constraint excess
+            otherwise, inf when not evaluable.
+        feasible: [P] evaluable and breaking no constraint.
+    """
+
+    objective: np.ndarray
+    penalty: np.ndarray
+    feasible: np.ndarray
+
+    @classmethod
+    def of(cls, batch: BatchEvaluation | MultiBatchEvaluation) -> Scores:
+        return cls(np.asarray(batch.objective, dtype=float), np.asarray(batch.penalty, dtype=float),
+                   np.asarray(batch.feasible, dtype=bool))
+
+    @classmethod
+    def concat(cls, parts: list[Scores]) -> Scores:
+        return cls(
+            np.concatenate([p.objective for p in parts]),
+            np.concatenate([p.penalty for p in parts]),
+            np.concatenate([p.feasible for p in parts]),
+        )
+
+    def __len__(self) -> int:
+        return int(self.objective.shape[0])
+
+    @property
+    def tier(self) -> np.ndarray:
+        """0 feasible, 1 evaluable but breaking a constraint, 2 not evaluable."""
+        return np.where(self.feasible, 0, np.where(np.isfinite(self.penalty), 1, 2))
+
+    @property
+    def value(self) -> np.ndarray:
+        """What is compared within a tier: objective (tier 0), penalty (tier 1), 0 (tier 2)."""
+        return np.where(self.feasible, self.objective, np.where(np.isfinite(self.penalty), self.penalty, 0.0))
+
+    def updated(self, mask: np.ndarray, new: Scores) -> Scores:
+        """These scores with rows ``mask`` replaced by ``new``'s."""
+        return Scores(
+            np.where(mask, new.objective, self.objective),
+            np.where(mask, new.penalty, self.penalty),
+            np.where(mask, new.feasible, self.feasible),
+        )
+
+    def take(self, index: np.ndarray | int) -> Scores:
+        index = np.atleast_1d(np.asarray(index))
+        return Scores(self.objective[index], self.penalty[index], self.feasible[index])
+
+    def order(self) -> np.ndarray:
+        """Indices from best to worst by Deb's rule (stable: ties keep their order)."""
+        return np.lexsort((np.arange(len(self)), self.value, self.tier))
+
+    def best(self) -> int:
+        return int(self.order()[0])
+
+    def energy(self, scale: float, penalty_weight: float) -> np.ndarray:
+        """A scalar for annealing: objective + penalty_weight * scale * penalty (inf if not evaluable)."""
+        with np.errstate(invalid="ignore"):
+            out = self.objective + penalty_weight * scale * self.penalty
+        return np.where(np.isfinite(self.penalty), out, np.inf)
+
+
+def better(a: Scores, b: Scores) -> np.ndarray:
+    """Elementwise: ``a`` strictly better than ``b`` by Deb's feasibility rule."""
+    ta, tb = a.tier, b.tier
+    return (ta < tb) | ((ta == tb) & (a.value < b.value))
+
+
+# ---------------------------------------------------------------- search space
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a heuristic searches: columns, allowed devices, the scorer, seeds.
+
+    Attributes:
+        allowed: [n, D] bool, at least one True per column.
+        blocks: [U + 1] column offsets of each user's nodes (one user: [0, n]).
+        parents: per column, the columns of its inputs.
+        output_source: [n] the device an output column's tensor must reach
+            (its user's source), -1 for other columns.
+        has_link: [D, D] bool (True on the diagonal).
+        score_rows: placements [P, n] -> :class:`Scores` (the cost model).
+        decode_row: a row -> what the planner returns (placement or placements).
+        seeds: [k, n] warm-start rows (allowed, repaired), best first.
+        seed_names: what each seed is (for the plan's note).
+        local: [n] the all-on-source row (the first allowed device where the
+            source is not allowed).
+        column_source: [n] the source device of each column's user.
+    """
+
+    allowed: np.ndarray
+    blocks: np.ndarray
+    parents: tuple[np.ndarray, ...]
+    output_source: np.ndarray
+    has_link: np.ndarray
+    score_rows: Callable[[np.ndarray], Scores]
+    decode_row: Callable[[np.ndarray], object]
+    seeds: np.ndarray
+    seed_names: tuple[str, ...]
+    local: np.ndarray
+    column_source: np.ndarray
+    _choices: np.ndarray = field(init=False, repr=False, compare=False)
+    _counts: np.ndarray = field(init=False, repr=False, compare=False)
+    _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
+    _memo: dict[bytes, tuple[float, float, bool]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _counter: list[int] = field(default_factory=lambda: [0], init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        counts = self.allowed.sum(axis=1)
+        choices = np.zeros((self.n_columns, max(1, int(counts.max(initial=1)))), dtype=np.int64)
+        for j in range(self.n_columns):
+            row = np.flatnonzero(self.allowed[j])
+            choices[j, : len(row)] = row
+        object.__setattr__(self, "_choices", choices)
+        object.__setattr__(self, "_counts", counts.astype(np.int64))
+        edge_src = np.concatenate([*self.parents, np.empty(0, dtype=np.int64)]).astype(np.int64)
+        edge_dst = np.concatenate(
+            [*(np.full(len(p), j, dtype=np.int64) for j, p in enumerate(self.parents)), np.empty(0, dtype=np.int64)]
+        )
+        object.__setattr__(self, "_edges", (edge_src, edge_dst))
+
+    @property
+    def n_columns(self) -> int:
+        return int(self.allowed.shape[0])
+
+    @property
+    def n_devices(self) -> int:
+        return int(self.allowed.shape[1])
+
+    @property
+    def free(self) -> np.ndarray:
+        """Columns with more than one allowed device (the genes that can change)."""
+        return np.flatnonzero(self._counts > 1)
+
+    @property
+    def block_end(self) -> np.ndarray:
+        """[n] the end column (exclusive) of each column's user block."""
+        out = np.empty(self.n_columns, dtype=np.int64)
+        for start, stop in zip(self.blocks[:-1], self.blocks[1:], strict=True):
+            out[start:stop] = stop
+        return out
+
+    @property
+    def needs_link_repair(self) -> bool:
+        return not bool(self.has_link.all())
+
+    # ----------------------------------------------------------- scoring
+    def score(self, X: np.ndarray) -> Scores:
+        """The cost model's scores of every row.
+
+        Rows already scored during this search come from a memo (populations
+        converge, so many rows repeat); the others are scored by the cost
+        model once each, in chunks of :data:`SCORE_CHUNK` rows.
+        :attr:`evaluated` counts the placements the cost model scored.
+        """
+        X = np.atleast_2d(X)
+        keys = [row.tobytes() for row in X.astype(np.int16)]
+        memo = self._memo
+        todo: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            if key not in memo and key not in todo:
+                todo[key] = i
+        if todo:
+            if len(memo) + len(todo) > MEMO_ROWS:
+                memo.clear()
+            rows = np.fromiter(todo.values(), dtype=np.int64, count=len(todo))
+            fresh = [self.score_rows(X[rows[i : i + SCORE_CHUNK]]) for i in range(0, len(rows), SCORE_CHUNK)]
+            new = Scores.concat(fresh)
+            for j, key in enumerate(todo):
+                memo[key] = (float(new.objective[j]), float(new.penalty[j]), bool(new.feasible[j]))
+            self._counter[0] += len(todo)
+        triples = [memo[key] for key in keys]
+        return Scores(
+            np.array([t[0] for t in triples], dtype=float),
+            np.array([t[1] for t in triples], dtype=float),
+            np.array([t[2] for t in triples], dtype=bool),
+        )
+
+    @property
+    def evaluated(self) -> int:
+        """Placements the cost model scored so far (repeats come from the memo)."""
+        return int(self._counter[0])
+
+    # ----------------------------------------------------------- random rows
+    def random_allowed(self, rng: np.random.Generator, shape_rows: int) -> np.ndarray:
+        """[P, n] a uniformly random allowed device per column."""
+        r = np.floor(rng.random((shape_rows, self.n_columns)) * self._counts[None, :]).astype(np.int64)
+        return self._choices[np.arange(self.n_columns)[None, :], r]
+
+    def random_rows(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` random placements made of a few contiguous segments.
+
+        Each row cuts each user's columns (topological order) at random points
+        (on average 0-4 cuts per user) and puts each segment on a random
+        device; a column where that device is not allowed takes a random
+        allowed one. DNN partitions are contiguous runs of layers, so such
+        rows are far better starting points than independent random genes.
+        """
+        if count <= 0:
+            return np.empty((0, self.n_columns), dtype=np.int64)
+        sizes = np.diff(self.blocks)
+        per_col_size = np.repeat(sizes, sizes).astype(float)
+        cuts_per_user = rng.uniform(0.0, 4.0, size=(count, 1))
+        cut = rng.random((count, self.n_columns)) < cuts_per_user / np.maximum(per_col_size[None, :], 1.0)
+        cut[:, self.blocks[:-1][sizes > 0]] = True  # every user starts a new segment
+        segment = np.cumsum(cut, axis=1) - 1
+        seg_device = rng.integers(0, self.n_devices, size=(count, int(segment.max(initial=0)) + 1))
+        device = np.take_along_axis(seg_device, segment, axis=1)
+        fallback = self.random_allowed(rng, count)
+        X = np.where(self.allowed[np.arange(self.n_columns)[None, :], device], device, fallback)
+        return self.repair(X)
+
+    # ----------------------------------------------------------- operators
+    def segment_mutation(self, rng: np.random.Generator, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Move one random segment of each selected row to one random device.
+
+        For each row in ``rows``: a pivot column among the free columns and,
+        with equal chance, the pivot alone, the prefix of that user's columns
+        up to the pivot, the suffix from the pivot to the end of that user's
+        columns (both: a new cut point of the topological order), or a run of
+        random length from the pivot; the device is a random allowed device
+        of the pivot; columns of the segment that do not allow it keep their
+        device.
+        """
+        X = X.copy()
+        free = self.free
+        if not len(rows) or not len(free):
+            return X
+        k = len(rows)
+        pivot = free[rng.integers(0, len(free), size=k)]
+        end_block = self.block_end[pivot]
+        start_block = self.blocks[np.searchsorted(self.blocks, pivot, side="right") - 1]
+        kind = rng.integers(0, 4, size=k)
+        run = 1 + np.floor(rng.random(k) * (end_block - pivot)).astype(np.int64)
+        start = np.where(kind == 1, start_block, pivot)
+        stop = np.select([kind == 0, kind == 1, kind == 2], [pivot + 1, pivot + 1, end_block], pivot + run)
+        r = np.floor(rng.random(k) * self._counts[pivot]).astype(np.int64)
+        device = self._choices[pivot, r]
+        cols = np.arange(self.n_columns)[None, :]
+        mask = (cols >= start[:, None]) & (cols < stop[:, None]) & self.allowed[:, device].T
+        sub = X[rows]
+        X[rows] = np.where(mask, device[:, None], sub)
+        return X
+
+    def gene_mutation(self, rng: np.random.Generator, X: np.ndarray, rate: float) -> np.ndarray:
+        """Each free gene becomes a random allowed device with probability ``rate``."""
+        if rate <= 0:
+            return X
+        mask = rng.random(X.shape) < rate
+        return np.where(mask, self.random_allowed(rng, len(X)), X)
+
+    def two_point_crossover(self, rng: np.random.Generator, X: np.ndarray, donor: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Copy a random contiguous range of columns from ``donor`` into the selected rows of ``X``."""
+        X = X.copy()
+        if not len(rows):
+            return X
+        n = self.n_columns
+        a = rng.integers(0, n, size=len(rows))
+        b = rng.integers(0, n, size=len(rows))
+        lo, hi = np.minimum(a, b), np.maximum(a, b) + 1
+        cols = np.arange(n)[None, :]
+        mask = (cols >= lo[:, None]) & (cols < hi[:, None])
+        X[rows] = np.where(mask, donor[rows], X[rows])
+        return X
+
+    # ----------------------------------------------------------- link repair
+    def link_broken(self, X: np.ndarray) -> np.ndarray:
+        """[P] rows with a transfer over a missing link (between a node and an input, or an output and the source)."""
+        edge_src, edge_dst = self._edges
+        broken = (~self.has_link[X[:, edge_src], X[:, edge_dst]]).any(axis=1)
+        outputs = np.flatnonzero(self.output_source >= 0)
+        if len(outputs):
+            broken |= (~self.has_link[X[:, outputs], self.output_source[outputs][None, :]]).any(axis=1)
+        return broken
+
+    def repair(self, X: np.ndarray) -> np.ndarray:
+        """Rows whose transfers need a missing link, moved onto linked devices.
+
+        Columns are visited in topological order; a column whose device has
+        no link with one of its inputs' devices (or, for an output, with the
+        source) moves to the first of: its first input's device, its user's
+        source, the lowest-index allowed device linked to all of them. A
+        column with no such device is left as it is (the row stays not
+        evaluable and loses every comparison).
+        """
+        if not self.needs_link_repair or not len(X):
+            return X
+        broken = self.link_broken(X)
+        if not broken.any():
+            return X
+        X = X.copy()
+        Y = X[broken]
+        R = len(Y)
+        rows = np.arange(R)
+        for j in range(self.n_columns):
+            if self._counts[j] <= 1:
+                continue
+            ok = np.broadcast_to(self.allowed[j], (R, self.n_devices)).copy()
+            for p in self.parents[j]:
+                ok &= self.has_link[Y[:, p], :]
+            if self.output_source[j] >= 0:
+                ok &= self.has_link[:, self.output_source[j]][None, :]
+            need = ~ok[rows, Y[:, j]]
+            if not need.any():
+                continue
+            source = int(self.column_source[j])
+            first = Y[:, self.parents[j][0]] if len(self.parents[j]) else np.full(R, source)
+            choice = np.where(ok[rows, first], first, np.where(ok[:, source], source, np.argmax(ok, axis=1)))
+            possible = ok.any(axis=1)
+            fix = need & possible
+            Y[fix, j] = choice[fix]
+        X[broken] = Y
+        return X
+
+
+# ---------------------------------------------------------------- building spaces
+def _parents(comp: CompiledProblem, offset: int = 0) -> list[np.ndarray]:
+    parents: list[list[int]] = [[] for _ in range(comp.n_nodes)]
+    for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
+        parents[w].append(u + offset)
+    return [np.array(p, dtype=np.int64) for p in parents]
+
+
+def _local_row(comp: CompiledProblem) -> np.ndarray:
+    """The source wherever allowed, else the first allowed device."""
+    allowed = comp.allowed
+    return np.where(allowed[:, comp.source], comp.source, np.argmax(allowed, axis=1)).astype(np.int64)
+
+
+def single_user_seeds(problem: Problem, comp: CompiledProblem) -> tuple[list[np.ndarray], list[str]]:
+    """Warm-start placements of a single-user problem (cheap, not repaired).
+
+    - the all-local placement;
+    - every "all on device d" placement (inputs on the source);
+    - per other device d, the best single split of the topological order
+      between the source and d (Neurosurgeon, Kang et al. ASPLOS'17), over at
+      most :data:`MAX_SEED_SPLITS` evenly spaced split points, chosen by
+      Deb's rule (so budgets and memory count);
+    - per other device d, the minimum s-t cut between the source and d for
+      the objective (DADS, Hu et al. INFOCOM'19; :mod:`tiercut.plan.mincut`).
+    """
+    from tiercut.plan.mincut import mincut_two_devices
+
+    local = _local_row(comp)
+    rows: list[np.ndarray] = [local]
+    names: list[str] = ["local"]
+    D = comp.n_devices
+    src = comp.source
+    is_input = np.array([n.is_input for n in problem.graph])
+    order = np.cumsum(~is_input)
+    n_compute = int((~is_input).sum())
+    form = None
+    for d in range(D):
+        if d == src:
+            continue
+        on_d = np.where(comp.allowed[:, d], d, local)
+        rows.append(on_d)
+        names.append(f"all-on-{problem.device_names[d]}")
+        points = np.unique(np.linspace(0, n_compute, min(n_compute + 1, MAX_SEED_SPLITS)).round().astype(np.int64))
+        splits = np.where(order[None, :] <= points[:, None], local[None, :], on_d[None, :])
+        scores = Scores.of(evaluate_many(comp, splits))
+        rows.append(splits[scores.best()])
+        names.append(f"split-{problem.device_names[d]}")
+        if form is None:
+            form = linear_form(comp, problem.objective)
+        found = mincut_two_devices(comp, form, src, d)
+        if found is not None:
+            rows.append(found[0].astype(np.int64))
+            names.append(f"mincut-{problem.device_names[d]}")
+    return rows, names
+
+
+def _finish_seeds(space_args: dict, rows: list[np.ndarray], names: list[str]) -> SearchSpace:
+    """Repair, de-duplicate and rank the seeds (best first by Deb's rule)."""
+    draft = SearchSpace(**space_args, seeds=np.empty((0, len(space_args["allowed"])), dtype=np.int64), seed_names=())
+    if not rows:
+        return draft
+    X = draft.repair(np.stack(rows).astype(np.int64))
+    _, first = np.unique(X, axis=0, return_index=True)
+    first = np.sort(first)
+    X = X[first]
+    kept_names = [names[i] for i in first]
+    order = draft.score(X).order()
+    return SearchSpace(**space_args, seeds=X[order], seed_names=tuple(kept_names[i] for i in order))
+
+
+def single_user_space(problem: Problem, *, warm_start: bool) -> SearchSpace:
+    """The search space of a single-user problem (cost model: :func:`evaluate_many`)."""
+    comp = compile_problem(problem)
+    local = _local_row(comp)
+    output_source = np.where(comp.is_output, comp.source, -1).astype(np.int64)
+    args = {
+        "allowed": comp.allowed.copy(),
+        "blocks": np.array([0, comp.n_nodes], dtype=np.int64),
+        "parents": tuple(_parents(comp)),
+        "output_source": output_source,
+        "has_link": comp.has_link.copy(),
+        "score_rows": lambda X: Scores.of(evaluate_many(comp, X)),
+        "decode_row": lambda row: decode(comp, row),
+        "local": local,
+        "column_source": np.full(comp.n_nodes, comp.source, dtype=np.int64),
+    }
+    if warm_start:
+        rows, names = single_user_seeds(problem, comp)
+    else:
+        rows, names = [local], ["local"]
+    return _finish_seeds(args, rows, names)
+
+
+def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSpace:
+    """The joint search space of a multi-user problem (equal-share model, :func:`evaluate_users_many`).
+
+    Warm start: the joint all-local placement; each user's best solo seed
+    (:func:`single_user_seeds` on its own problem, as if alone) with the others
+    local; and every user on its best solo seed at once.
+    """
+    cm = compile_users(problem)
+    offsets = cm.offsets
+    solo = [compile_problem(u.problem) for u in problem.users]
+    allowed = np.concatenate([c.allowed for c in solo], axis=0)
+    parents: list[np.ndarray] = []
+    output_source = []
+    for c, off in zip(solo, offsets[:-1], strict=True):
+        parents.extend(_parents(c, int(off)))
+        output_source.append(np.where(c.is_output, c.source, -1))
+    local_parts = [_local_row(c) for c in solo]
+    local = np.concatenate(local_parts).astype(np.int64)
+    names_users = [u.name for u in problem.users]
+
+    def decode_joint(row: np.ndarray) -> dict[str, dict[str, str]]:
+        return {
+            name: decode(c, row[offsets[i] : offsets[i + 1]]) for i, (name, c) in enumerate(zip(names_users, solo, strict=True))
+        }
+
+    args = {
+        "allowed": allowed,
+        "blocks": offsets.astype(np.int64),
+        "parents": tuple(parents),
+        "output_source": np.concatenate(output_source).astype(np.int64),
+        "has_link": solo[0].has_link.copy(),
+        "score_rows": lambda X: Scores.of(evaluate_users_many(cm, X)),
+        "decode_row": decode_joint,
+        "local": local,
+        "column_source": np.concatenate([np.full(c.n_nodes, c.source, dtype=np.int64) for c in solo]),
+    }
+    rows: list[np.ndarray] = [local]
+    names: list[str] = ["local"]
+    if warm_start:
+        best_parts = []
+        for user, c in zip(problem.users, solo, strict=True):
+            seeds, _ = single_user_seeds(user.problem, c)
+            X = np.stack(seeds)
+            best_parts.append(X[Scores.of(evaluate_many(c, X)).best()])
+        for i, name in enumerate(names_users):
+            parts = list(local_parts)
+            parts[i] = best_parts[i]
+            rows.append(np.concatenate(parts))
+            names.append(f"solo-best-{name}")
+        rows.append(np.concatenate(best_parts))
+        names.append("solo-best-all")
+    return _finish_seeds(args, rows, names)
+
+
+# ---------------------------------------------------------------- the planner base
+def initial_population(space: SearchSpace, rng: np.random.Generator, size: int, max_seeds: int) -> np.ndarray:
+    """The best ``max_seeds`` seeds, then random segment rows up to ``size``."""
+    seeds = space.seeds[: max(0, min(max_seeds, size))]
+    return np.concatenate([seeds, space.random_rows(rng, size - len(seeds))], axis=0).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a heuristic's search returns: the best row and a line on how it went."""
+
+    row: np.ndarray
+    note: str
+
+
+class HeuristicPlanner(Planner, metaclass=ABCMeta):
+    """Base of the heuristics: builds the space, runs :meth:`search`, decodes the best row.
+
+    Subclasses set the class attributes and ``__init__`` keywords (a
+    randomised one has ``seed`` and ``warm_start``), override
+    :meth:`settings_problem` (a reason a setting is out of range, or None)
+    and :meth:`search`.
+    """
+
+    multi_user = True
+
+    def settings_problem(self) -> str | None:
+        return None
+
+    def wants_warm_start(self) -> bool:
+        """Build the warm-start seeds (default: the ``warm_start`` setting)."""
+        return bool(self.get_params().get("warm_start", False))
+
+    def random_seed(self) -> int | None:
+        """The ``seed`` setting (None for a deterministic planner)."""
+        seed = self.get_params().get("seed")
+        return None if seed is None else int(seed)
+
+    def check(self, problem: Problem) -> str | None:
+        return self.settings_problem()
+
+    def check_multi(self, problem: MultiUserProblem) -> str | None:
+        return self.settings_problem()
+
+    @abstractmethod
+    def search(self, space: SearchSpace, rng: np.random.Generator) -> SearchResult:
+        """The heuristic itself: the best row found in ``space`` using only ``rng`` for randomness."""
+
+    def _run(self, space: SearchSpace) -> SearchResult:
+        if not len(space.free):
+            return SearchResult(space.local, "every node is fixed (inputs, pins or a single allowed device)")
+        return self.search(space, np.random.default_rng(self.random_seed() or 0))
+
+    def _note(self, space: SearchSpace, result: SearchResult) -> str:
+        note = f"{result.note}; {space.evaluated:,} distinct placements scored"
+        if self.wants_warm_start():
+            names = ", ".join(space.seed_names[:4]) + (", ..." if len(space.seeds) > 4 else "")
+            note += f"; warm start: {len(space.seeds)} seeds ({names})"
+        seed = self.random_seed()
+        return note if seed is None else f"{note}; seed={seed}"
+
+    def _solve(self, problem: Problem) -> PlacementResult:
+        space = single_user_space(problem, warm_start=self.wants_warm_start())
+        result = self._run(space)
+        placement = cast(Mapping[str, str], space.decode_row(result.row))
+        return PlacementResult(placement, optimal=False, note=self._note(space, result))
+
+    def _solve_multi(self, problem: MultiUserProblem) -> MultiPlacementResult:
+        space = multi_user_space(problem, warm_start=self.wants_warm_start())
+        result = self._run(space)
+        placements = cast(Mapping[str, Mapping[str, str]], space.decode_row(result.row))
+        return MultiPlacementResult(placements, optimal=False, note=self._note(space, result))
+
+
+def probability_problem(**values: float) -> str | None:
+    """A reason when one of the named settings is not a probability in [0, 1]."""
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0 and math.isfinite(float(value))):
+            return f"setting {name}={value!r} must be a probability in [0, 1]"
+    return None
+
+
+def count_problem(**values: object) -> str | None:
+    """A reason when one of the named settings is not an integer >= its minimum (name=(value, minimum))."""
+    for name, pair in values.items():
+        value, minimum = pair  # type: ignore[misc]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            return f"setting {name}={value!r} must be an integer >= {minimum}"
+    return None
+
+
+__all__ = [
+    "HeuristicPlanner",
+    "Scores",
+    "SearchResult",
+    "SearchSpace",
+    "better",
+    "count_problem",
+    "initial_population",
+    "multi_user_space",
+    "probability_problem",
+    "single_user_seeds",
+    "single_user_space",
+]

@@ -1,0 +1,144 @@
+"""Discrete particle swarm optimisation with genetic operators (PSO-GA).
+
+The swarm-intelligence partition-offloading plan of the DNN-migration seed
+(its "Swarm Intelligence Optimization" and the multi-user experiment, where
+"we simply apply the PSO algorithm to obtain the offloading position of the
+DNN subtasks"), in the discrete form its reference [1] and the survey's
+PSO-GA entries use: Lin et al., "Cost-driven off-loading for DNN-based
+applications over cloud, edge, and end devices", IEEE TII 16(8), 2020
+(self-adaptive discrete PSO with GA operators); Chen et al., "Energy-efficient
+offloading for DNN-based smart IoT systems in cloud-edge environments",
+IEEE TPDS 33(3), 2021 (SPSO-GA); Huang et al., ISPA 2019 (DPSO-GO).
+
+A particle is a placement (one device index per node; a multi-user particle
+holds every user's row). There is no velocity: each iteration a particle
+``X`` becomes ``Cg(Cp(Mu(X, w), pBest, c1), gBest, c2)``:
+
+- ``Mu`` (inertia): with probability ``w`` one *segment move*: a random
+  start node and, with equal chance, that node alone, the suffix of its
+  topological order, or a random-length run, moved to a random allowed
+  device (PSO-GA mutates one gene; the suffix/run moves add the cut-point
+  moves that suit layer chains);
+- ``Cp`` / ``Cg`` (cognitive / social): with probability ``c1`` / ``c2`` a
+  two-point crossover copying a random contiguous range of nodes from the
+  particle's best / the swarm's best;
+- ``w`` is self-adaptive as in Lin et al.: ``w = w_max - (w_max - w_min) *
+  exp(d / (d - 1.01))`` with ``d`` the fraction of nodes where the particle
+  differs from the swarm's best (a particle far from it explores more);
+  ``c1`` falls linearly from ``c1_start`` to ``c1_end`` and ``c2`` rises from
+  ``c2_start`` to ``c2_end`` over the iterations.
+
+Every operator writes only allowed devices (pins and inputs on the source
+hold by construction); placements needing a missing link are repaired
+(:meth:`~tiercut.plan._population.SearchSpace.repair`); memory limits and
+budgets are handled by Deb's feasibility rule on the cost model's penalty.
+The swarm is scored by the vectorised cost model, ``population`` placements
+per call. With ``warm_start`` the initial swarm holds the all-local
+placement, the all-on-one-device placements, the best single split and the
+min cut per server (at most half the swarm); the rest are random
+few-segment placements.
+
+Guarantee: none (a heuristic); never worse than its best seed (the all-local
+placement at least), by Deb's rule. Seeded: the same ``seed`` gives the same
+plan. Complexity: O(iterations * population * cost of one evaluation),
+i.e. O(iterations * population * (|V| + |E|) * |D|).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tiercut.plan._population import (
+    HeuristicPlanner,
+    SearchResult,
+    SearchSpace,
+    better,
+    count_problem,
+    initial_population,
+    probability_problem,
+)
+
+
+class PSOPlanner(HeuristicPlanner):
+    """Self-adaptive discrete PSO with GA mutation/crossover operators, seeded and reproducible."""
+
+    name = "pso"
+    summary = "discrete particle swarm with GA operators (PSO-GA), single and multi-user, seeded"
+    reference = (
+        "Lin et al., Cost-driven off-loading for DNN-based applications over cloud, edge and end devices, IEEE TII 2020; "
+        "Chen et al., SPSO-GA, IEEE TPDS 2021; DNN-migration seed (multi-user PSO)"
+    )
+    guarantee = "none: a heuristic (never worse than its best warm-start seed)"
+    complexity = "O(iterations * population * (|V| + |E|) * |D|)"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        population: int = 48,
+        iterations: int = 300,
+        patience: int = 60,
+        w_max: float = 0.9,
+        w_min: float = 0.2,
+        c1_start: float = 0.9,
+        c1_end: float = 0.2,
+        c2_start: float = 0.4,
+        c2_end: float = 0.9,
+        warm_start: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.population = population
+        self.iterations = iterations
+        self.patience = patience
+        self.w_max = w_max
+        self.w_min = w_min
+        self.c1_start = c1_start
+        self.c1_end = c1_end
+        self.c2_start = c2_start
+        self.c2_end = c2_end
+        self.warm_start = warm_start
+
+    def settings_problem(self) -> str | None:
+        return count_problem(
+            seed=(self.seed, 0), population=(self.population, 2), iterations=(self.iterations, 1), patience=(self.patience, 1)
+        ) or probability_problem(
+            w_max=self.w_max, w_min=self.w_min, c1_start=self.c1_start, c1_end=self.c1_end, c2_start=self.c2_start,
+            c2_end=self.c2_end,
+        )
+
+    def search(self, space: SearchSpace, rng: np.random.Generator) -> SearchResult:
+        P = int(self.population)
+        X = initial_population(space, rng, P, max_seeds=max(1, P // 2))
+        scores = space.score(X)
+        pbest, pbest_scores = X.copy(), scores
+        g = scores.best()
+        gbest, gbest_scores = X[g].copy(), scores.take(g)
+        stall = 0
+        iteration = 0
+        n = space.n_columns
+        for iteration in range(1, int(self.iterations) + 1):
+            progress = (iteration - 1) / max(1, int(self.iterations) - 1)
+            c1 = self.c1_start + (self.c1_end - self.c1_start) * progress
+            c2 = self.c2_start + (self.c2_end - self.c2_start) * progress
+            d = (gbest[None, :] != X).sum(axis=1) / n
+            w = self.w_max - (self.w_max - self.w_min) * np.exp(d / (d - 1.01))
+            rows = np.flatnonzero(rng.random(P) < w)
+            X = space.segment_mutation(rng, X, rows)
+            X = space.two_point_crossover(rng, X, pbest, np.flatnonzero(rng.random(P) < c1))
+            X = space.two_point_crossover(rng, X, np.broadcast_to(gbest, X.shape), np.flatnonzero(rng.random(P) < c2))
+            X = space.repair(X)
+            scores = space.score(X)
+            improved = better(scores, pbest_scores)
+            pbest[improved] = X[improved]
+            pbest_scores = pbest_scores.updated(improved, scores)
+            b = scores.best()
+            if better(scores.take(b), gbest_scores)[0]:
+                gbest, gbest_scores = X[b].copy(), scores.take(b)
+                stall = 0
+            else:
+                stall += 1
+                if stall >= int(self.patience):
+                    break
+        how = f"PSO-GA: {P} particles, {iteration} iterations"
+        if stall >= int(self.patience):
+            how += f" (stopped: no improvement in {self.patience})"
+        return SearchResult(gbest, how)

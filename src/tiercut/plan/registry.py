@@ -1,0 +1,63 @@
+"""The one registry of planners: name -> Planner class, and the front door :func:`plan`.
+
+A new planner registers with ONE line in :data:`PLANNERS` (no registration by
+import side effect). ``tiercut plan --list`` and ``tiercut compare`` read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.plan.base import Planner
+from tiercut.plan.baselines import AllOnPlanner, LocalPlanner
+from tiercut.plan.brute_force import BruteForcePlanner
+from tiercut.plan.dp import DynamicProgrammingPlanner
+from tiercut.plan.ilp import ILPPlanner
+from tiercut.plan.mincut import MinCutPlanner
+from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
+from tiercut.plan.shortest_path import ShortestPathPlanner
+from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
+
+PLANNERS: dict[str, type[Planner]] = {
+    "local": LocalPlanner,
+    "all-on": AllOnPlanner,
+    "neurosurgeon": NeurosurgeonPlanner,
+    "mincut": MinCutPlanner,
+    "shortest-path": ShortestPathPlanner,
+    "dp": DynamicProgrammingPlanner,
+    "ilp": ILPPlanner,
+    "brute-force": BruteForcePlanner,
+}
+
+
+def get_planner(algorithm: str, **settings: Any) -> Planner:
+    """An instance of the planner registered as ``algorithm`` with ``settings``."""
+    try:
+        cls = PLANNERS[algorithm]
+    except KeyError:
+        raise TiercutError(
+            f"planner {algorithm!r} is not known; use one of {', '.join(PLANNERS)} (see 'tiercut plan --list')"
+        ) from None
+    planner = cls()
+    return planner.set_params(**settings)
+
+
+def plan(problem: Problem | MultiUserProblem, algorithm: str = "ilp", **settings: Any) -> Plan | MultiPlan:
+    """Solve ``problem`` with the planner ``algorithm`` (a single- or multi-user problem)."""
+    planner = get_planner(algorithm, **settings)
+    if isinstance(problem, MultiUserProblem):
+        return planner.solve_multi(problem)
+    return planner.solve(problem)
+
+
+def applicable_planners(problem: Problem | MultiUserProblem, names: list[str] | None = None) -> list[str]:
+    """Registry names (in registry order) whose default-settings planner accepts ``problem``."""
+    out = []
+    for name in names or list(PLANNERS):
+        if get_planner(name).applicable(problem):
+            out.append(name)
+    return out
+
+
+__all__ = ["PLANNERS", "applicable_planners", "get_planner", "plan"]

@@ -1,0 +1,81 @@
+"""Per-node seconds on each device: measured here, predicted elsewhere.
+
+The seed paper's installation phase (dnn-migration-in-iots): the client
+profiles each DNN subtask (:func:`measure_profile` -> :class:`Profile`,
+``file_1``); servers that cannot run the subtasks in advance get their
+times from regression on the DNN's and the server's parameters
+(:class:`Predictor` per op kind, :func:`transfer_seconds` by roofline to
+the devices of the catalog, ``file_2``); the two are combined into the
+``compute_s`` table the planners use (:func:`compute_table`).
+
+Modules: :mod:`.measure` (timing, stopping rule), :mod:`.host` (this
+machine), :mod:`.profile_file` (the profile JSON), :mod:`.features` and
+:mod:`.predict` (regression), :mod:`.catalog` (devices and their sources),
+:mod:`.transfer` (roofline scaling), :mod:`.table` (the ``compute_s`` table).
+"""
+
+from __future__ import annotations
+
+from tiercut.profile.catalog import (
+    DeviceSpec,
+    get_device_spec,
+    load_catalog,
+    load_catalog_file,
+    parse_catalog,
+)
+from tiercut.profile.features import NodeFeatures, graph_features, op_group
+from tiercut.profile.host import HostInfo, describe_host, measure_host
+from tiercut.profile.measure import (
+    StoppingRule,
+    TimingStats,
+    measure_profile,
+    median_confidence_interval,
+    repeat_until_stable,
+)
+from tiercut.profile.predict import (
+    FAMILIES,
+    ContextModel,
+    OpModel,
+    Predictor,
+    fit_predictor,
+    load_default_predictor,
+    load_predictor,
+)
+from tiercut.profile.profile_file import NodeProfile, Profile, load_profile, merge_profiles
+from tiercut.profile.table import ComputeTable, compute_table
+from tiercut.profile.transfer import bound_kinds, roofline_bound_s, transfer_seconds
+
+__all__ = [
+    "FAMILIES",
+    "ComputeTable",
+    "ContextModel",
+    "DeviceSpec",
+    "HostInfo",
+    "NodeFeatures",
+    "NodeProfile",
+    "OpModel",
+    "Predictor",
+    "Profile",
+    "StoppingRule",
+    "TimingStats",
+    "bound_kinds",
+    "compute_table",
+    "describe_host",
+    "fit_predictor",
+    "get_device_spec",
+    "graph_features",
+    "load_catalog",
+    "load_catalog_file",
+    "load_default_predictor",
+    "load_predictor",
+    "load_profile",
+    "measure_host",
+    "measure_profile",
+    "median_confidence_interval",
+    "merge_profiles",
+    "op_group",
+    "parse_catalog",
+    "repeat_until_stable",
+    "roofline_bound_s",
+    "transfer_seconds",
+]

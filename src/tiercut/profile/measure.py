@@ -1,0 +1,516 @@
+"""Per-node and whole-model latency on this host, measured honestly.
+
+The seed paper's installation phase (dnn-migration-in-iots, Program 1):
+"run each DNN subtask, and record the execution time and index of the DNN
+subtask". Here a subtask is a layer-graph node:
+
+1. The captured model runs once through a torch.fx ``Interpreter`` that
+   keeps every fx node's real output, so each node can later be fed the
+   exact tensors it sees in the model.
+2. Each layer-graph node becomes a small fx ``GraphModule`` holding the fx
+   nodes it owns (``CapturedModel.owner``: one fx node at module
+   granularity, the block's nodes at block granularity), with its external
+   inputs as placeholders. It is timed alone on (copies of) its recorded
+   input tensors, so an in-place op cannot corrupt another node's inputs.
+3. The whole ``GraphModule`` is timed the same way on the example input, so
+   the difference between the sum of the node medians and the whole-model
+   median (dispatch and cache effects of isolation) is known and reported.
+
+Everything runs under ``torch.no_grad()`` at a fixed thread count
+(``torch.set_num_threads``, recorded and restored).
+
+Repeat logic (:class:`StoppingRule`, the same for nodes and the whole model):
+
+- ``warmup`` untimed calls first; the last one calibrates ``number``, the
+  calls per sample, so that one sample lasts at least ``min_sample_s``
+  (short ops are timed in a loop, like ``timeit``, to rise above the
+  clock's resolution and call jitter);
+- then samples (seconds per call) are taken until, after at least
+  ``min_repeats`` samples, the distribution-free confidence interval of the
+  median (order statistics, binomial(n, 1/2); ``confidence`` = 95 %) has a
+  half-width within ``rel_tolerance`` of the median -- *stable*; or
+  ``max_repeats`` samples are taken; or the timed seconds exceed
+  ``max_seconds`` (the minimum repeats are always taken). The reason is
+  recorded with each timing.
+
+The median is the figure used everywhere (robust to a shared machine's
+spikes); the spread reported is the inter-quartile range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from tiercut.errors import TiercutError
+
+if TYPE_CHECKING:
+    from tiercut.graph.capture import CapturedModel
+    from tiercut.profile.profile_file import Profile
+
+#: progress callback: (done, total, what was just measured)
+Progress = Callable[[int, int, str], None]
+
+STOP_REASONS = ("stable", "max_repeats", "time_budget", "merged")
+
+
+def median_confidence_interval(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval of the median by order statistics.
+
+    For ``n`` sorted samples the interval is ``[x_(j), x_(n+1-j)]`` (1-based)
+    with the largest ``j`` such that ``P(Binomial(n, 1/2) <= j - 1) <= (1 -
+    confidence) / 2``. Returns ``None`` when ``n`` is too small for any
+    interval at that confidence (``n < 6`` at 95 %).
+    """
+    n = len(samples)
+    if n == 0:
+        return None
+    alpha_half = (1.0 - confidence) / 2.0
+    cumulative = 0.0
+    j = 0
+    for k in range(n + 1):
+        cumulative += math.comb(n, k) / 2.0**n
+        if cumulative > alpha_half:
+            break
+        j = k + 1
+    if j < 1:
+        return None
+    ordered = sorted(samples)
+    return ordered[j - 1], ordered[n - j]
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """When to stop repeating a timing (see the module docstring).
+
+    Attributes:
+        warmup: untimed calls before sampling (>= 1; the last calibrates ``number``).
+        min_repeats: samples always taken.
+        max_repeats: samples never exceeded.
+        rel_tolerance: stop when the median's CI half-width <= this x median.
+        confidence: confidence level of that interval.
+        max_seconds: timed seconds after which to stop (once ``min_repeats`` are in).
+        min_sample_s: a sample loops the call until it lasts at least this long.
+        max_number: cap on calls per sample.
+    """
+
+    warmup: int = 2
+    min_repeats: int = 5
+    max_repeats: int = 30
+    rel_tolerance: float = 0.05
+    confidence: float = 0.95
+    max_seconds: float = 1.0
+    min_sample_s: float = 2e-4
+    max_number: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.warmup < 1:
+            raise TiercutError(f"warm-up runs = {self.warmup}; at least 1 is needed to calibrate the timing loop")
+        if self.min_repeats < 1 or self.max_repeats < self.min_repeats:
+            raise TiercutError(
+                f"repeats must satisfy 1 <= min_repeats ({self.min_repeats}) <= max_repeats ({self.max_repeats}); "
+                "raise --repeats"
+            )
+        if not 0 < self.rel_tolerance < 1 or not 0 < self.confidence < 1:
+            raise TiercutError("rel_tolerance and confidence must lie strictly between 0 and 1")
+        if self.max_seconds <= 0 or self.min_sample_s < 0 or self.max_number < 1:
+            raise TiercutError("max_seconds must be > 0, min_sample_s >= 0 and max_number >= 1")
+
+    def with_max_repeats(self, repeats: int) -> StoppingRule:
+        """The same rule capped at ``repeats`` samples (min_repeats lowered if needed)."""
+        if repeats < 1:
+            raise TiercutError(f"--repeats {repeats} is not positive; use at least 1")
+        return replace(self, max_repeats=repeats, min_repeats=min(self.min_repeats, repeats))
+
+    def stop_reason(self, samples: Sequence[float], spent_s: float) -> str | None:
+        """Why to stop after these samples (``None``: take another)."""
+        n = len(samples)
+        if n < self.min_repeats:
+            return None
+        interval = median_confidence_interval(samples, self.confidence)
+        if interval is not None:
+            median = _median(samples)
+            if median <= 0 or (interval[1] - interval[0]) / 2.0 <= self.rel_tolerance * median:
+                return "stable"
+        if n >= self.max_repeats:
+            return "max_repeats"
+        if spent_s >= self.max_seconds:
+            return "time_budget"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoppingRule:
+        known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        return cls(**known)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return float(ordered[mid]) if n % 2 else float(ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default), without numpy."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Repeated timings of one thing, in seconds per call.
+
+    Attributes:
+        median_s: median of the samples (the figure used).
+        q25_s, q75_s: quartiles; ``spread_s`` is their difference (IQR).
+        ci_low_s, ci_high_s: the median's distribution-free confidence
+            interval (equal to the min/max when too few samples for one).
+        repeats: number of samples.
+        number: calls per sample (each sample is the mean of ``number`` calls).
+        stop_reason: ``stable``, ``max_repeats``, ``time_budget`` or ``merged``.
+        samples_s: the samples themselves.
+    """
+
+    median_s: float
+    q25_s: float
+    q75_s: float
+    ci_low_s: float
+    ci_high_s: float
+    repeats: int
+    number: int
+    stop_reason: str
+    samples_s: tuple[float, ...] = field(default=(), repr=False)
+
+    @property
+    def spread_s(self) -> float:
+        return self.q75_s - self.q25_s
+
+    @property
+    def rel_spread(self) -> float:
+        return self.spread_s / self.median_s if self.median_s > 0 else 0.0
+
+    @classmethod
+    def from_samples(
+        cls, samples: Sequence[float], number: int, stop_reason: str, confidence: float = 0.95
+    ) -> TimingStats:
+        if not samples:
+            raise TiercutError("a timing needs at least one sample")
+        values = tuple(float(s) for s in samples)
+        interval = median_confidence_interval(values, confidence) or (min(values), max(values))
+        return cls(
+            median_s=_median(values),
+            q25_s=_quantile(values, 0.25),
+            q75_s=_quantile(values, 0.75),
+            ci_low_s=float(interval[0]),
+            ci_high_s=float(interval[1]),
+            repeats=len(values),
+            number=int(number),
+            stop_reason=stop_reason,
+            samples_s=values,
+        )
+
+    def pooled(self, other: TimingStats) -> TimingStats:
+        """Statistics of both sample sets together (for merging profiles)."""
+        return TimingStats.from_samples(self.samples_s + other.samples_s, max(self.number, other.number), "merged")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["spread_s"] = self.spread_s
+        data["samples_s"] = list(self.samples_s)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "timing") -> TimingStats:
+        try:
+            stats = cls(
+                median_s=float(data["median_s"]),
+                q25_s=float(data.get("q25_s", data["median_s"])),
+                q75_s=float(data.get("q75_s", data["median_s"])),
+                ci_low_s=float(data.get("ci_low_s", data["median_s"])),
+                ci_high_s=float(data.get("ci_high_s", data["median_s"])),
+                repeats=int(data.get("repeats", 1)),
+                number=int(data.get("number", 1)),
+                stop_reason=str(data.get("stop_reason", "stable")),
+                samples_s=tuple(float(s) for s in data.get("samples_s", ())),
+            )
+        except KeyError as exc:
+            raise TiercutError(f"{where} lacks the field {exc}; re-profile with this tiercut") from None
+        except (TypeError, ValueError) as exc:
+            raise TiercutError(f"{where} has a non-numeric value ({exc}); fix or re-create the profile") from None
+        if not (math.isfinite(stats.median_s) and stats.median_s > 0):
+            raise TiercutError(f"{where} has median_s = {stats.median_s!r}; times must be positive seconds")
+        if stats.stop_reason not in STOP_REASONS:
+            raise TiercutError(f"{where} has stop_reason {stats.stop_reason!r}; expected one of {STOP_REASONS}")
+        return stats
+
+
+#: (callable, calls) -> seconds per call. The default reads the wall clock;
+#: tests pass synthetic sequences.
+Timer = Callable[[Callable[[], Any], int], float]
+
+
+def wall_timer(fn: Callable[[], Any], number: int) -> float:
+    """Seconds per call of ``fn`` over ``number`` back-to-back calls (``perf_counter``)."""
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def cpu_timer(fn: Callable[[], Any], number: int) -> float:
+    """CPU seconds of the calling thread per call (``thread_time``): blind to time spent descheduled."""
+    start = time.thread_time()
+    for _ in range(number):
+        fn()
+    return (time.thread_time() - start) / number
+
+
+#: clock name -> timer. ``wall`` is latency; ``cpu`` (one thread only) is the
+#: same on an idle machine and immune to other processes taking the core.
+CLOCKS: dict[str, Timer] = {"wall": wall_timer, "cpu": cpu_timer}
+
+
+def timer_for(clock: str, threads: int) -> Timer:
+    """The timer of ``clock``, checking that it measures latency at ``threads`` threads."""
+    if clock not in CLOCKS:
+        raise TiercutError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise TiercutError(
+            f"the cpu clock measures one thread's CPU time, but {threads} threads are in use; "
+            "use --threads 1 or the wall clock"
+        )
+    return CLOCKS[clock]
+
+
+def repeat_until_stable(fn: Callable[[], Any], rule: StoppingRule, timer: Timer | None = None) -> TimingStats:
+    """Warm up, calibrate the calls per sample, then sample until ``rule`` says stop."""
+    timer = timer or wall_timer
+    first = 0.0
+    for _ in range(rule.warmup):
+        first = timer(fn, 1)
+    if first >= rule.min_sample_s:
+        number = 1
+    else:
+        number = min(rule.max_number, max(1, math.ceil(rule.min_sample_s / max(first, 1e-9) - 1e-9)))
+    samples: list[float] = []
+    spent = 0.0
+    while True:
+        sample = timer(fn, number)
+        samples.append(sample)
+        spent += sample * number
+        reason = rule.stop_reason(samples, spent)
+        if reason is not None:
+            return TimingStats.from_samples(samples, number, reason, rule.confidence)
+
+
+@contextlib.contextmanager
+def thread_count(threads: int | None) -> Iterator[int]:
+    """Run the block at ``threads`` torch threads (``None``: as now); restores after. Yields the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise TiercutError(f"--threads {threads} is not positive; use at least 1")
+        torch.set_num_threads(int(threads))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------- node programs
+@dataclass
+class NodeProgram:
+    """One layer-graph node as a runnable fx ``GraphModule`` and its external inputs.
+
+    Attributes:
+        name: the layer-graph node.
+        module: GraphModule running the node's fx nodes.
+        input_fx_nodes: fx node names whose recorded values feed it, in placeholder order.
+    """
+
+    name: str
+    module: Any
+    input_fx_nodes: tuple[str, ...]
+
+
+def node_programs(captured: CapturedModel) -> dict[str, NodeProgram]:
+    """A runnable program per non-input layer-graph node, from the captured fx graph."""
+    import torch.fx
+
+    gm = captured.graph_module
+    fx_nodes = [n for n in gm.graph.nodes if n.op != "output"]
+    members: dict[str, list[Any]] = {}
+    for n in fx_nodes:
+        if n.op == "placeholder":
+            continue
+        owner = captured.owner.get(n.name)
+        if owner is None:
+            raise TiercutError(f"fx node {n.name!r} has no owner in the captured model; re-capture the model")
+        members.setdefault(owner, []).append(n)
+    programs: dict[str, NodeProgram] = {}
+    for node in captured.graph.nodes:
+        if node.is_input:
+            continue
+        own = members.get(node.name)
+        if not own:
+            raise TiercutError(f"layer-graph node {node.name!r} owns no fx node; re-capture the model")
+        own_set = set(own)
+        graph = torch.fx.Graph()
+        env: dict[Any, Any] = {}
+        inputs: list[str] = []
+        for fx_node in own:
+            for arg in fx_node.all_input_nodes:
+                if arg not in own_set and arg not in env:
+                    env[arg] = graph.placeholder(arg.name)
+                    inputs.append(arg.name)
+            env[fx_node] = graph.node_copy(fx_node, env.__getitem__)
+        outputs = [env[m] for m in own if any(u not in own_set for u in m.users)] or [env[own[-1]]]
+        graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+        programs[node.name] = NodeProgram(node.name, torch.fx.GraphModule(gm, graph), tuple(inputs))
+    return programs
+
+
+def record_values(captured: CapturedModel) -> dict[str, Any]:
+    """fx node name -> a copy of its value in one run of the captured model on its example input.
+
+    Values are copied as they are produced, so a later in-place op (``ReLU(inplace=True)``)
+    cannot change what an earlier node is recorded to have output.
+    """
+    import torch
+    import torch.fx
+
+    recorded: dict[str, Any] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            value = super().run_node(n)
+            recorded[n.name] = _private_copy(value)
+            return value
+
+    with torch.no_grad():
+        Recorder(captured.graph_module).run(*captured.example_inputs)
+    return recorded
+
+
+def _private_copy(value: Any) -> Any:
+    import torch
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
+
+
+def measure_profile(
+    captured: CapturedModel,
+    *,
+    repeats: int | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    rule: StoppingRule | None = None,
+    measure_host_roofline: bool = True,
+    clock: str = "wall",
+) -> Profile:
+    """Profile a captured model on this host: every node alone, and the whole model.
+
+    Args:
+        captured: a :class:`~tiercut.graph.capture.CapturedModel`.
+        repeats: cap on samples per timing (overrides ``rule.max_repeats``).
+        threads: torch threads to measure at (``None``: the current setting).
+        progress: called after each timing with (done, total, label).
+        rule: the stopping rule (default :class:`StoppingRule`).
+        measure_host_roofline: also measure the host's GEMM FLOP/s, copy
+            bandwidth and dispatch overhead (about a second), needed to
+            transfer the measured times to catalog devices.
+        clock: ``"wall"`` (latency, the default) or ``"cpu"`` (the calling
+            thread's CPU time; only with one thread -- on a machine shared
+            with other processes it keeps their time slices out of the
+            samples; on an idle machine both agree).
+
+    Returns:
+        a :class:`~tiercut.profile.profile_file.Profile`.
+    """
+    import torch
+
+    from tiercut.profile.features import graph_features
+    from tiercut.profile.host import describe_host, measure_host
+    from tiercut.profile.profile_file import NodeProfile, Profile
+
+    rule = rule or StoppingRule()
+    if repeats is not None:
+        rule = rule.with_max_repeats(repeats)
+    graph = captured.graph
+    features = graph_features(graph)
+    total = len(features) + 1 + int(measure_host_roofline)
+    done = 0
+
+    def tick(label: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, label)
+
+    with thread_count(threads) as used:
+        timer = timer_for(clock, used)
+        if measure_host_roofline:
+            host = measure_host(used, timer=timer)
+            tick("host roofline")
+        else:
+            host = describe_host(used)
+        programs = node_programs(captured)
+        values = record_values(captured)
+        nodes: dict[str, NodeProfile] = {}
+        with torch.no_grad():
+            for name, feats in features.items():
+                program = programs[name]
+                args = tuple(_private_copy(values[i]) for i in program.input_fx_nodes)
+                module = program.module
+                timing = repeat_until_stable(lambda m=module, a=args: m(*a), rule, timer)
+                nodes[name] = NodeProfile(name=name, features=feats, timing=timing)
+                tick(name)
+            del values
+            gm = captured.graph_module
+            inputs = tuple(captured.example_inputs)
+            whole = repeat_until_stable(lambda: gm(*inputs), rule, timer)
+            tick("whole model")
+    return Profile(
+        model=graph.model,
+        granularity=graph.granularity,
+        input_shapes=tuple(tuple(getattr(x, "shape", ())) for x in captured.example_inputs),
+        host=host,
+        rule=rule,
+        nodes=nodes,
+        whole_model=whole,
+        clock=clock,
+        created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
+__all__ = [
+    "CLOCKS",
+    "STOP_REASONS",
+    "NodeProgram",
+    "Progress",
+    "StoppingRule",
+    "TimingStats",
+    "cpu_timer",
+    "measure_profile",
+    "median_confidence_interval",
+    "node_programs",
+    "record_values",
+    "repeat_until_stable",
+    "thread_count",
+    "timer_for",
+    "wall_timer",
+]

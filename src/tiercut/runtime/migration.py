@@ -1,0 +1,468 @@
+"""From an upload plan to what the runtime sends and runs.
+
+The upload planners (:mod:`tiercut.upload`) decide, for one client and each
+server, the partitions P3 in upload order (node sets) and the placement
+queries use after each arrival (DESIGN.md's ``upload_plan`` contract:
+``partitions[].nodes``, ``stages[].placement``, ``stages[].arrived``). This
+module turns that into:
+
+* per server, the :class:`UploadItem` sequence: upload ``k`` is a
+  :class:`~tiercut.runtime.artifact.PartitionBundle` carrying the weights of
+  P3_k's nodes and the programs of the stages that become runnable with it
+  (each stage's pieces on that server, exported once and shared by the
+  stages that reuse them);
+* per stage, a :class:`RuntimeStage`: its split (runnable partitions, for the
+  client's own steps and for local fallback), its route template and what
+  it needs confirmed (``requires``: server -> number of uploads).
+
+A weight a program needs that no earlier upload to that server carried
+(a constant the exporter created, a tensor shared with a node uploaded
+later) rides with the upload that makes the program runnable and is
+counted in :attr:`UploadItem.extra_weight_bytes`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.runtime.artifact import DEFAULT_FORMAT, BuiltProgram, PartitionBundle, build_program, sha256_hex, tensor_digest
+from tiercut.runtime.route import Route, Step
+
+Progress = Callable[[str], None]
+
+
+@dataclass(eq=False)
+class UploadItem:
+    """One upload to one server.
+
+    Attributes:
+        server: the server it goes to.
+        position: 1-based position in that server's upload order.
+        partition_id: the name the worker stores it under.
+        nodes: the P3's layer-graph nodes.
+        bundle: the weights and programs it carries.
+        planned_param_bytes, planned_upload_s, planned_arrives_s: the plan's figures.
+        extra_weight_bytes: weights it carries beyond its nodes' parameters.
+    """
+
+    server: str
+    position: int
+    partition_id: str
+    nodes: tuple[str, ...]
+    bundle: PartitionBundle
+    planned_param_bytes: int = 0
+    planned_upload_s: float = 0.0
+    planned_arrives_s: float = 0.0
+    extra_weight_bytes: int = 0
+    _data: bytes | None = field(default=None, init=False, repr=False)
+    _sha256: str = field(default="", init=False, repr=False)
+
+    def data(self) -> tuple[bytes, str]:
+        """The bundle's bytes and their SHA-256 (encoded once)."""
+        if self._data is None:
+            self._data = self.bundle.to_bytes()
+            self._sha256 = sha256_hex(self._data)
+        return self._data, self._sha256
+
+    def to_dict(self) -> dict[str, Any]:
+        data, sha = self.data()
+        return {
+            "server": self.server,
+            "position": self.position,
+            "partition_id": self.partition_id,
+            "nodes": list(self.nodes),
+            "bytes": len(data),
+            "sha256": sha,
+            "weight_bytes": self.bundle.weight_bytes,
+            "extra_weight_bytes": self.extra_weight_bytes,
+            "programs": [p.manifest.program_id for p in self.bundle.programs],
+            "planned_param_bytes": self.planned_param_bytes,
+            "planned_upload_s": self.planned_upload_s,
+            "planned_arrives_s": self.planned_arrives_s,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class RuntimeStage:
+    """One stage of the plan as the runtime runs it.
+
+    Attributes:
+        index: position in the plan's stage list.
+        from_s: when the plan expects it to start.
+        latency_s: the cost model's latency of its placement.
+        placement: node -> device.
+        requires: server -> uploads that must be confirmed before it may be used.
+        split: the runnable partitions of the placement.
+        route: the steps of a query (program ids on server steps).
+    """
+
+    index: int
+    from_s: float
+    latency_s: float
+    placement: Mapping[str, str]
+    requires: Mapping[str, int]
+    split: Any
+    route: Route
+
+    @property
+    def devices(self) -> list[str]:
+        return self.route.devices()
+
+    def node_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for device in self.placement.values():
+            counts[device] = counts.get(device, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True, eq=False)
+class MigrationPlan:
+    """What the runtime needs to run an upload plan: uploads per server and stages.
+
+    Attributes:
+        model: label of the model.
+        source: the client device.
+        algorithm: the upload planner that made the plan.
+        captured: the captured model (the client holds the whole model).
+        uploads: server -> its uploads in order.
+        stages: the stages in plan order (stage 0 needs nothing).
+        artifact_format: the program format of the bundles.
+    """
+
+    model: str
+    source: str
+    algorithm: str
+    captured: Any
+    uploads: Mapping[str, tuple[UploadItem, ...]]
+    stages: tuple[RuntimeStage, ...]
+    artifact_format: str = DEFAULT_FORMAT
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self.uploads)
+
+    def best_stage(self, confirmed: Mapping[str, int], usable: set[str] | None = None) -> RuntimeStage:
+        """The stage of lowest predicted latency whose uploads are confirmed and whose servers are usable.
+
+        Ties go to the later stage. With nothing confirmed this is a stage
+        that needs nothing (the all-local one), which always exists.
+        """
+        best: RuntimeStage | None = None
+        for stage in self.stages:
+            if any(confirmed.get(server, 0) < count for server, count in stage.requires.items()):
+                continue
+            if usable is not None and any(d != self.source and d not in usable for d in stage.devices):
+                continue
+            if best is None or stage.latency_s <= best.latency_s or math.isnan(best.latency_s):
+                best = stage
+        if best is None:
+            return self.local_stage
+        return best
+
+    @property
+    def local_stage(self) -> RuntimeStage:
+        for stage in self.stages:
+            if stage.devices == [self.source]:
+                return stage
+        raise TiercutError("the plan has no all-local stage; this is a tiercut bug")
+
+
+# --------------------------------------------------------------------- plan normalisation
+@dataclass(frozen=True)
+class _PlanView:
+    algorithm: str
+    source: str
+    partitions: Mapping[str, list[Mapping[str, Any]]]
+    stages: list[Mapping[str, Any]]
+
+
+def _as_mapping(plan: Any) -> Mapping[str, Any]:
+    if hasattr(plan, "to_dict"):
+        plan = plan.to_dict()
+    if not isinstance(plan, Mapping):
+        raise TiercutError("the upload plan is not a JSON object; pass the 'upload_plan' of 'tiercut upload --json'")
+    if "upload_plan" in plan and isinstance(plan["upload_plan"], Mapping):
+        plan = plan["upload_plan"]
+    return plan
+
+
+def _view(plan: Any, source: str | None) -> _PlanView:
+    data = _as_mapping(plan)
+    try:
+        if "servers" in data:  # one user's plans to several servers, merged stages
+            partitions = {str(s): list(p["partitions"]) for s, p in dict(data["servers"]).items()}
+            stages = list(data["stages"])
+            algorithm = str(data.get("algorithm", ""))
+            plan_source = str(data.get("source", ""))
+        else:
+            server = str(data["server"])
+            partitions = {server: list(data["partitions"])}
+            stages = []
+            for i, stage in enumerate(data["stages"]):
+                stage = dict(stage)
+                if not stage.get("arrived"):
+                    stage["arrived"] = {server: i} if i else {}
+                stages.append(stage)
+            algorithm = str(data.get("algorithm", ""))
+            plan_source = str(data.get("source", ""))
+    except (KeyError, TypeError):
+        raise TiercutError(
+            "the upload plan lacks server/partitions/stages; pass the 'upload_plan' of 'tiercut upload --json'"
+        ) from None
+    chosen = source or plan_source
+    if not chosen:
+        raise TiercutError("the upload plan names no source device; pass the client device (--source)")
+    if not stages:
+        raise TiercutError("the upload plan has no stages; it must hold at least stage 0 (nothing uploaded)")
+    return _PlanView(algorithm, chosen, partitions, stages)
+
+
+# --------------------------------------------------------------------- weights of nodes
+def _node_tensors(captured: Any) -> dict[str, list[Any]]:
+    """layer-graph node -> tensors its fx nodes hold (module parameters and buffers, get_attr tensors)."""
+    import torch
+
+    gm = captured.graph_module
+    held: dict[str, list[Any]] = {}
+    for fx_node in gm.graph.nodes:
+        if fx_node.op == "output":
+            continue
+        owner = captured.owner.get(fx_node.name)
+        if owner is None:
+            continue
+        tensors = held.setdefault(owner, [])
+        if fx_node.op == "call_module":
+            module = gm.get_submodule(str(fx_node.target))
+            tensors.extend(t for _, t in module.named_parameters(remove_duplicate=False))
+            tensors.extend(t for _, t in module.named_buffers(remove_duplicate=False))
+        elif fx_node.op == "get_attr":
+            value: Any = gm
+            for part in str(fx_node.target).split("."):
+                value = getattr(value, part)
+            if isinstance(value, torch.Tensor):
+                tensors.append(value)
+    return held
+
+
+class _DigestCache:
+    """Content digests of tensors, computed once per tensor (keyed by storage, view and version)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], str] = {}
+
+    def __call__(self, tensor: Any) -> str:
+        key = (tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()),
+               str(tensor.dtype), tensor._version)
+        digest = self._cache.get(key)
+        if digest is None:
+            digest = self._cache[key] = tensor_digest(tensor)
+        return digest
+
+
+def record_values(captured: Any, inputs: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Every fx value of one forward pass (by fx node name), for exporting partitions."""
+    import torch
+    import torch.fx
+
+    values: dict[str, Any] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            result = super().run_node(n)
+            values[n.name] = result
+            return result
+
+    with torch.no_grad():
+        Recorder(captured.graph_module).run(*(inputs if inputs is not None else captured.example_inputs))
+    return values
+
+
+# --------------------------------------------------------------------- preparation
+def prepare_migration(
+    captured: Any,
+    plan: Any,
+    *,
+    source: str | None = None,
+    artifact_format: str = DEFAULT_FORMAT,
+    label: str | None = None,
+    progress: Progress | None = None,
+) -> MigrationPlan:
+    """Build the uploads and stages of an upload plan for a captured model.
+
+    ``plan`` is an ``upload_plan`` (one server) or a user's multi-server
+    plan (``servers`` and merged ``stages`` with ``arrived``), as a dict, a
+    JSON ``{"problem", "upload_plan"}`` object or an object with ``to_dict()``.
+    """
+    from tiercut.graph.split import split_by_placement
+
+    view = _view(plan, source)
+    graph = captured.graph
+    model = label or graph.model or "model"
+    note = progress or (lambda _: None)
+    servers = list(view.partitions)
+    if view.source in servers:
+        raise TiercutError(f"the source device {view.source!r} is also an upload target; the client uploads to servers")
+    for server, parts in view.partitions.items():
+        seen: set[str] = set()
+        for part in parts:
+            for node in part.get("nodes", []):
+                if node not in graph:
+                    raise TiercutError(f"upload partition for {server!r} names node {node!r}, which model {model!r} lacks")
+                if node in seen:
+                    raise TiercutError(f"node {node!r} is uploaded to {server!r} twice; each node goes up once")
+                seen.add(node)
+
+    # the stages' splits and programs
+    values = record_values(captured)
+    digest = _DigestCache()
+    programs: dict[tuple[Any, ...], BuiltProgram] = {}
+    stage_programs: list[dict[str, list[BuiltProgram]]] = []
+    runtime_stages: list[RuntimeStage] = []
+    splits: dict[tuple[tuple[str, str], ...], Any] = {}
+    for index, raw in enumerate(view.stages):
+        try:
+            placement = {str(k): str(v) for k, v in dict(raw["placement"]).items()}
+            requires = {str(k): int(v) for k, v in dict(raw.get("arrived", {})).items() if int(v) > 0}
+            latency = raw.get("latency_s")
+            latency_s = math.inf if latency is None else float(latency)
+            from_s = float(raw.get("from_s", 0.0))
+        except (KeyError, TypeError, ValueError):
+            raise TiercutError(f"upload plan stage {index} lacks a placement or holds a wrong type") from None
+        for node in graph.nodes:
+            if node.name not in placement and node.is_input:
+                placement[node.name] = view.source
+        for device in set(placement.values()):
+            if device != view.source and device not in view.partitions:
+                raise TiercutError(
+                    f"stage {index} places nodes on {device!r}, which is neither the source {view.source!r} nor a server "
+                    f"the plan uploads to ({', '.join(servers) or 'none'})"
+                )
+        for server, count in requires.items():
+            if server not in view.partitions or count > len(view.partitions[server]):
+                raise TiercutError(f"stage {index} needs {count} upload(s) to {server!r}, which the plan does not have")
+        key = tuple(sorted(placement.items()))
+        split = splits.get(key)
+        if split is None:
+            note(f"stage {index}: splitting the model")
+            split = splits[key] = split_by_placement(captured, placement)
+        built: dict[str, list[BuiltProgram]] = {}
+        steps: list[Step] = []
+        for partition in split.partitions:
+            program_id = None
+            if partition.device != view.source:
+                program_key = (partition.device, partition.nodes, partition.input_names, partition.output_names, artifact_format)
+                program = programs.get(program_key)
+                if program is None:
+                    note(f"stage {index}: exporting partition {partition.index} for {partition.device}")
+                    program = build_program(partition, {n: values[n] for n in partition.input_names}, format=artifact_format)
+                    programs[program_key] = program
+                built.setdefault(partition.device, []).append(program)
+                program_id = program.program.manifest.program_id
+            steps.append(Step(partition.index, partition.device, program_id, partition.input_names, partition.output_names))
+        stage_programs.append(built)
+        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source)
+        runtime_stages.append(RuntimeStage(index, from_s, latency_s, placement, requires, split, route))
+        for server in built:
+            if requires.get(server, 0) == 0:
+                raise TiercutError(
+                    f"stage {index} runs partitions on {server!r} before any upload to it is confirmed; the plan must "
+                    "say how many uploads each stage needs ('arrived')"
+                )
+
+    if not any(stage.devices == [view.source] for stage in runtime_stages):
+        placement = {node.name: view.source for node in graph.nodes}
+        split = split_by_placement(captured, placement)
+        steps = [Step(p.index, p.device, None, p.input_names, p.output_names) for p in split.partitions]
+        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source)
+        runtime_stages.append(RuntimeStage(len(runtime_stages), 0.0, math.inf, placement, {}, split, route))
+
+    # the uploads: P3 weights, plus the programs (and any weight they lack) of the stages each makes runnable
+    node_tensors = _node_tensors(captured)
+    uploads: dict[str, tuple[UploadItem, ...]] = {}
+    plan_tag = hashlib.sha256(repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()).hexdigest()[:10]
+    for server, parts in view.partitions.items():
+        carried: set[str] = set()
+        sent_programs: set[str] = set()
+        items: list[UploadItem] = []
+        for position, part in enumerate(parts, start=1):
+            weights: dict[str, Any] = {}
+            nodes = tuple(str(n) for n in part.get("nodes", []))
+            for node in nodes:
+                for tensor in node_tensors.get(node, []):
+                    key = digest(tensor)
+                    if key not in carried and key not in weights:
+                        weights[key] = tensor.detach()
+            own = set(weights)
+            new_programs = []
+            for stage, built in zip(runtime_stages, stage_programs):
+                if stage.requires.get(server, 0) != position:
+                    continue
+                for program in built.get(server, []):
+                    program_id = program.program.manifest.program_id
+                    if program_id in sent_programs:
+                        continue
+                    sent_programs.add(program_id)
+                    new_programs.append(program.program)
+                    for key, tensor in program.weights.items():
+                        if key not in carried and key not in weights:
+                            weights[key] = tensor.detach()
+            extra = sum(t.numel() * t.element_size() for k, t in weights.items() if k not in own)
+            requires = sorted({d for p in new_programs for d in p.manifest.weights.values()} & carried)
+            carried |= set(weights)
+            partition_id = f"{model}.{plan_tag}.{server}.{position}"
+            bundle = PartitionBundle(partition_id, nodes, weights, tuple(new_programs), tuple(requires))
+            items.append(
+                UploadItem(
+                    server=server,
+                    position=position,
+                    partition_id=partition_id,
+                    nodes=nodes,
+                    bundle=bundle,
+                    planned_param_bytes=int(part.get("param_bytes", 0) or 0),
+                    planned_upload_s=float(part.get("upload_s", 0.0) or 0.0),
+                    planned_arrives_s=float(part.get("arrives_s", 0.0) or 0.0),
+                    extra_weight_bytes=extra,
+                )
+            )
+        uploads[server] = tuple(items)
+    return MigrationPlan(
+        model=model,
+        source=view.source,
+        algorithm=view.algorithm,
+        captured=captured,
+        uploads=uploads,
+        stages=tuple(runtime_stages),
+        artifact_format=artifact_format,
+    )
+
+
+def placement_plan(placement: Mapping[str, str], source: str, *, latency_s: float = math.nan, algorithm: str = "placement") -> dict[str, Any]:
+    """An upload plan with one upload per server holding all its nodes (the ``direct`` shape).
+
+    Stage 0 is all-local, stage 1 (needing every server's upload) is
+    ``placement``. For running a partition-offloading plan as it is.
+    """
+    servers = [d for d in dict.fromkeys(placement.values()) if d != source]
+    stages = [
+        {"from_s": 0.0, "placement": {n: source for n in placement}, "latency_s": None, "arrived": {}},
+        {"from_s": 0.0, "placement": dict(placement), "latency_s": None if math.isnan(latency_s) else latency_s,
+         "arrived": {s: 1 for s in servers}},
+    ]
+    return {
+        "algorithm": algorithm,
+        "source": source,
+        "servers": {
+            s: {"partitions": [{"nodes": [n for n, d in placement.items() if d == s], "param_bytes": 0, "upload_s": 0.0,
+                                "arrives_s": 0.0}]}
+            for s in servers
+        },
+        "stages": stages,
+    }
+
+
+__all__ = ["MigrationPlan", "RuntimeStage", "UploadItem", "placement_plan", "prepare_migration", "record_values"]

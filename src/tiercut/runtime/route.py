@@ -1,0 +1,285 @@
+"""The route of one query: which device runs which partition, and what travels where.
+
+A query on a stage's placement runs that stage's partitions in their
+execution order (:mod:`tiercut.graph.split`). The client sends a worker the
+values and the *index of the next partition* (the migration seed's running
+phase); the worker runs its partitions and, when the next one is on another
+server, forwards the values and the index there itself (end -> edge ->
+cloud), the results coming back along the chain of calls.
+
+The rule every process applies (:func:`run_route`), with ``chain`` the
+devices that called it (the client first):
+
+* run the next step when it is its own;
+* stop and return when the next step belongs to a device in ``chain`` (the
+  caller continues);
+* otherwise forward to that device: the callee runs everything up to the
+  first step of a device in ``chain + [me]``, so the caller knows which
+  values to send (:meth:`Route.needed`) and which to ask back
+  (:meth:`Route.produced` of that span that later steps or the result read).
+
+Only values a later step or the model's output reads are kept or sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiercut.errors import TiercutError
+
+
+class RouteError(TiercutError):
+    """A route that is malformed or cannot be followed."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One partition of a query's route.
+
+    Attributes:
+        index: the partition's index in the stage's split (execution order).
+        device: the device that runs it.
+        program_id: the program a worker runs (None for the client's own steps).
+        input_names: values it reads.
+        output_names: values it produces.
+    """
+
+    index: int
+    device: str
+    program_id: str | None
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "device": self.device,
+            "program_id": self.program_id,
+            "input_names": list(self.input_names),
+            "output_names": list(self.output_names),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Step:
+        if not isinstance(data, Mapping):
+            raise RouteError("route step is not a mapping")
+        try:
+            program_id = data.get("program_id")
+            step = cls(
+                index=int(data["index"]),
+                device=str(data["device"]),
+                program_id=None if program_id is None else str(program_id),
+                input_names=tuple(str(n) for n in data["input_names"]),
+                output_names=tuple(str(n) for n in data["output_names"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise RouteError(f"route step {dict(data)!r:.80} lacks a field or holds a wrong type") from None
+        return step
+
+
+@dataclass(frozen=True)
+class Route:
+    """The steps of one query, in execution order, and the values its result reads.
+
+    Attributes:
+        steps: the partitions in execution order.
+        result_names: values the model's output is built from (they return to the source).
+        source: the device where the input is produced and the result needed.
+    """
+
+    steps: tuple[Step, ...]
+    result_names: tuple[str, ...]
+    source: str
+    _live_after: list[frozenset[str]] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        live: set[str] = set(self.result_names)
+        lives = [frozenset(live)]
+        for step in reversed(self.steps):
+            live |= set(step.input_names)
+            lives.append(frozenset(live))
+        self._live_after.extend(reversed(lives))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def live_after(self, position: int) -> frozenset[str]:
+        """Values read by the steps from ``position`` on, or by the result."""
+        return self._live_after[position]
+
+    def span_end(self, position: int, stop_devices: set[str] | frozenset[str]) -> int:
+        """First index >= ``position`` whose device is in ``stop_devices`` (``len`` if none)."""
+        for index in range(position, len(self.steps)):
+            if self.steps[index].device in stop_devices:
+                return index
+        return len(self.steps)
+
+    def needed(self, start: int, end: int) -> list[str]:
+        """Values steps ``start..end-1`` read that none of them produced before reading."""
+        produced: set[str] = set()
+        needed: dict[str, None] = {}
+        for step in self.steps[start:end]:
+            for name in step.input_names:
+                if name not in produced:
+                    needed[name] = None
+            produced.update(step.output_names)
+        return list(needed)
+
+    def produced(self, start: int, end: int) -> list[str]:
+        """Values steps ``start..end-1`` produce."""
+        out: dict[str, None] = {}
+        for step in self.steps[start:end]:
+            for name in step.output_names:
+                out[name] = None
+        return list(out)
+
+    def devices(self) -> list[str]:
+        return list(dict.fromkeys(step.device for step in self.steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [s.to_dict() for s in self.steps], "result_names": list(self.result_names), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Route:
+        if not isinstance(data, Mapping) or not isinstance(data.get("steps"), list):
+            raise RouteError("route is not a mapping with a list of steps")
+        try:
+            return cls(
+                steps=tuple(Step.from_dict(s) for s in data["steps"]),
+                result_names=tuple(str(n) for n in data["result_names"]),
+                source=str(data["source"]),
+            )
+        except (KeyError, TypeError):
+            raise RouteError("route lacks result_names or source") from None
+
+
+@dataclass
+class HopRecord:
+    """What one process did for a query: a step it ran or a forward it made.
+
+    Attributes:
+        kind: ``"run"`` (a partition ran here) or ``"forward"`` (values sent to ``peer``).
+        device: the device that did it.
+        index: the partition index (run) or the first index of the forwarded span.
+        start_s, end_s: ``time.time()`` bounds.
+        compute_s: seconds of the partition's execution (run).
+        peer: the device forwarded to (forward).
+        bytes_sent, bytes_received: frame bytes of the forward and its reply.
+    """
+
+    kind: str
+    device: str
+    index: int
+    start_s: float
+    end_s: float
+    compute_s: float = 0.0
+    peer: str = ""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "device": self.device,
+            "index": self.index,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "compute_s": self.compute_s,
+            "peer": self.peer,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HopRecord:
+        return cls(
+            kind=str(data.get("kind", "")),
+            device=str(data.get("device", "")),
+            index=int(data.get("index", 0)),
+            start_s=float(data.get("start_s", 0.0)),
+            end_s=float(data.get("end_s", 0.0)),
+            compute_s=float(data.get("compute_s", 0.0)),
+            peer=str(data.get("peer", "")),
+            bytes_sent=int(data.get("bytes_sent", 0)),
+            bytes_received=int(data.get("bytes_received", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """What a forward returns: the values asked for, the position reached, and the callee's records."""
+
+    values: Mapping[str, Any]
+    position: int
+    records: Sequence[HopRecord] = ()
+
+
+RunStep = Callable[[Step, Mapping[str, Any]], Awaitable[tuple[Mapping[str, Any], float]]]
+Forward = Callable[[str, int, Mapping[str, Any], list[str], list[str]], Awaitable[ForwardResult]]
+
+
+async def run_route(
+    route: Route,
+    me: str,
+    chain: Sequence[str],
+    position: int,
+    values: dict[str, Any],
+    run_step: RunStep,
+    forward: Forward,
+    records: list[HopRecord],
+) -> int:
+    """Follow ``route`` from ``position`` as device ``me`` called by ``chain``; returns the position reached.
+
+    ``values`` is updated in place with what was produced here or below (and
+    pruned to what is still needed). ``run_step(step, inputs)`` runs one of
+    ``me``'s steps and returns ``(outputs, compute_s)``;
+    ``forward(device, position, values, wanted, chain)`` sends a span to
+    another device.
+    """
+    import time
+
+    stop = set(chain)
+    if me in stop:
+        raise RouteError(f"device {me!r} appears twice in the call chain {list(chain)}; the route loops")
+    while position < len(route):
+        step = route.steps[position]
+        if step.device == me:
+            missing = [n for n in step.input_names if n not in values]
+            if missing:
+                raise RouteError(f"partition {step.index} on {me!r} needs value {missing[0]!r}, which did not arrive")
+            start = time.time()
+            outputs, compute_s = await run_step(step, {n: values[n] for n in step.input_names})
+            records.append(HopRecord("run", me, step.index, start, time.time(), compute_s=compute_s))
+            values.update(outputs)
+            position += 1
+        elif step.device in stop:
+            break
+        else:
+            end = route.span_end(position, stop | {me})
+            needed = route.needed(position, end)
+            missing = [n for n in needed if n not in values]
+            if missing:
+                raise RouteError(f"device {me!r} must send {missing[0]!r} to {step.device!r} but does not hold it")
+            live = route.live_after(end)
+            wanted = [n for n in route.produced(position, end) if n in live]
+            result = await forward(step.device, position, {n: values[n] for n in needed}, wanted, [*chain, me])
+            if result.position != end:
+                raise RouteError(
+                    f"device {step.device!r} stopped at partition position {result.position}, expected {end}; "
+                    "the devices disagree about the route"
+                )
+            absent = [n for n in wanted if n not in result.values]
+            if absent:
+                raise RouteError(f"device {step.device!r} did not return {absent[0]!r}")
+            values.update(result.values)
+            records.extend(result.records)
+            position = end
+        live = route.live_after(position)
+        for name in [n for n in values if n not in live]:
+            del values[name]
+    return position
+
+
+__all__ = ["ForwardResult", "HopRecord", "Route", "RouteError", "Step", "run_route"]

@@ -1,0 +1,303 @@
+"""What a worker holds: confirmed partitions, their weights and programs.
+
+A :class:`PartitionStore` keeps every *confirmed* partition bundle (one
+upload of :class:`~tiercut.runtime.artifact.PartitionBundle`): its weights,
+identified by content digest and kept once however many partitions or
+programs use them, and its programs (by program id). Only a bundle that
+arrived whole, hashed to the SHA-256 the client announced, parsed, and
+whose every program loaded against the weights held (its own and those of
+earlier partitions) is admitted (:meth:`PartitionStore.admit`); nothing of a
+failed upload is ever kept or executed.
+
+With a ``directory``, each admitted bundle is also written there (atomically:
+temporary file, fsync, rename) with an index in admission order, so a
+restarted worker reloads what it had (:meth:`PartitionStore.open`), checking
+every file's SHA-256 again; a file that fails the check is dropped and
+reported.
+
+Size bound: ``max_bytes`` caps the bytes of distinct weights plus program
+bytes held; a bundle that would exceed it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.runtime.artifact import ArtifactError, LoadedProgram, PartitionBundle, Program, load_program, sha256_hex
+
+INDEX_FILE = "index.json"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class StoreFull(TiercutError):
+    """Admitting a bundle would exceed the store's size bound."""
+
+
+class MissingWeights(TiercutError):
+    """A bundle's programs need weights the store does not hold (earlier partitions are missing)."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class StoredPartition:
+    """A confirmed partition: its id, SHA-256, size, programs and weights."""
+
+    partition_id: str
+    sha256: str
+    nbytes: int
+    nodes: tuple[str, ...]
+    program_ids: tuple[str, ...]
+    weight_digests: tuple[str, ...]
+    uses: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "partition_id": self.partition_id,
+            "sha256": self.sha256,
+            "nbytes": self.nbytes,
+            "nodes": list(self.nodes),
+            "program_ids": list(self.program_ids),
+            "weight_digests": list(self.weight_digests),
+            "uses": list(self.uses),
+        }
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    """What :meth:`PartitionStore.open` reloaded and what it had to drop."""
+
+    loaded: tuple[str, ...]
+    dropped: tuple[tuple[str, str], ...]
+
+
+@dataclass(eq=False)
+class PartitionStore:
+    """Confirmed partitions, their weights (by digest) and programs (by id).
+
+    Attributes:
+        directory: where admitted bundles are persisted (None: memory only).
+        max_bytes: bound on distinct weight bytes plus program bytes held.
+        max_loaded_programs: loaded programs kept ready (least recently used
+            ones are rebuilt on demand; bounds onnxruntime's per-session copies).
+        onnx_threads: intra-op threads of each onnxruntime session.
+    """
+
+    directory: Path | None = None
+    max_bytes: int = 8 * 1024**3
+    max_loaded_programs: int = 64
+    onnx_threads: int = 1
+    _partitions: dict[str, StoredPartition] = field(default_factory=dict, init=False, repr=False)
+    _weights: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _weight_refs: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _programs: dict[str, Program] = field(default_factory=dict, init=False, repr=False)
+    _program_owner: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _loaded: OrderedDict[str, LoadedProgram] = field(default_factory=OrderedDict, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+
+    # ----------------------------------------------------------- queries
+    @property
+    def held_bytes(self) -> int:
+        with self._lock:
+            weights = sum(t.numel() * t.element_size() for t in self._weights.values())
+            return weights + sum(len(p.data) for p in self._programs.values())
+
+    def partitions(self) -> list[StoredPartition]:
+        with self._lock:
+            return list(self._partitions.values())
+
+    def partition(self, partition_id: str) -> StoredPartition | None:
+        with self._lock:
+            return self._partitions.get(partition_id)
+
+    def has_program(self, program_id: str) -> bool:
+        with self._lock:
+            return program_id in self._programs
+
+    def weights_view(self) -> Mapping[str, Any]:
+        with self._lock:
+            return dict(self._weights)
+
+    def program(self, program_id: str) -> LoadedProgram | None:
+        """The loaded program, rebuilt from its stored bytes if it was evicted; None if unknown."""
+        with self._lock:
+            loaded = self._loaded.get(program_id)
+            if loaded is not None:
+                self._loaded.move_to_end(program_id)
+                return loaded
+            program = self._programs.get(program_id)
+            if program is None:
+                return None
+            loaded = load_program(program, self._weights, onnx_threads=self.onnx_threads)
+            self._remember(loaded)
+            return loaded
+
+    def _remember(self, loaded: LoadedProgram) -> None:
+        self._loaded[loaded.program_id] = loaded
+        self._loaded.move_to_end(loaded.program_id)
+        while len(self._loaded) > self.max_loaded_programs:
+            self._loaded.popitem(last=False)
+
+    # ----------------------------------------------------------- admission
+    def check_capacity(self, nbytes: int) -> None:
+        """Raise :class:`StoreFull` if ``nbytes`` more could not fit."""
+        held = self.held_bytes
+        if held + nbytes > self.max_bytes:
+            raise StoreFull(
+                f"storing {nbytes} more bytes would exceed the store bound of {self.max_bytes} bytes "
+                f"({held} held); drop partitions or raise --max-store-bytes"
+            )
+
+    def admit(self, bundle: PartitionBundle, data: bytes, sha256: str, *, persist: bool = True) -> StoredPartition:
+        """Admit a verified bundle: load its programs against the weights, then keep it.
+
+        ``data`` are the bundle's bytes (hashing to ``sha256``), written to the
+        directory when ``persist``. Raises :class:`MissingWeights`,
+        :class:`StoreFull` or :class:`~tiercut.runtime.artifact.ArtifactError`
+        and keeps nothing if anything fails.
+        """
+        with self._lock:
+            existing = self._partitions.get(bundle.partition_id)
+            if existing is not None:
+                if existing.sha256 == sha256:
+                    return existing
+                raise ArtifactError(
+                    f"partition {bundle.partition_id!r} is already held with other content; drop it before uploading it again"
+                )
+            new_weights = {d: t for d, t in bundle.weights.items() if d not in self._weights}
+            new_programs = [p for p in bundle.programs if p.manifest.program_id not in self._programs]
+            added = sum(t.numel() * t.element_size() for t in new_weights.values()) + sum(len(p.data) for p in new_programs)
+            self.check_capacity(added)
+            available = {**self._weights, **new_weights}
+            missing = sorted({d for p in bundle.programs for d in p.manifest.weights.values() if d not in available})
+            if missing:
+                raise MissingWeights(
+                    f"partition {bundle.partition_id!r} has programs that need {len(missing)} weight(s) of earlier "
+                    "partitions this worker does not hold; upload those first",
+                    missing,
+                )
+            loaded = [load_program(p, available, onnx_threads=self.onnx_threads) for p in bundle.programs]
+            uses = sorted({d for p in bundle.programs for d in p.manifest.weights.values()} - set(bundle.weights))
+            stored = StoredPartition(
+                partition_id=bundle.partition_id,
+                sha256=sha256,
+                nbytes=len(data),
+                nodes=tuple(bundle.nodes),
+                program_ids=tuple(p.manifest.program_id for p in bundle.programs),
+                weight_digests=tuple(sorted(bundle.weights)),
+                uses=tuple(uses),
+            )
+            if persist and self.directory is not None:
+                self._write(stored, data)
+            self._weights.update(new_weights)
+            for digest in set(stored.weight_digests) | set(stored.uses):
+                self._weight_refs[digest] = self._weight_refs.get(digest, 0) + 1
+            for program in bundle.programs:
+                if program.manifest.program_id not in self._programs:
+                    self._programs[program.manifest.program_id] = program
+                    self._program_owner[program.manifest.program_id] = bundle.partition_id
+            for program in loaded:
+                self._remember(program)
+            self._partitions[bundle.partition_id] = stored
+            return stored
+
+    def drop(self, partition_id: str) -> bool:
+        """Forget a partition (and its file); weights still used by others stay. False if unknown."""
+        with self._lock:
+            stored = self._partitions.pop(partition_id, None)
+            if stored is None:
+                return False
+            for digest in set(stored.weight_digests) | set(stored.uses):
+                count = self._weight_refs.get(digest, 0) - 1
+                if count <= 0:
+                    self._weight_refs.pop(digest, None)
+                    self._weights.pop(digest, None)
+                else:
+                    self._weight_refs[digest] = count
+            for program_id in stored.program_ids:
+                if self._program_owner.get(program_id) == partition_id:
+                    self._programs.pop(program_id, None)
+                    self._program_owner.pop(program_id, None)
+                    self._loaded.pop(program_id, None)
+            if self.directory is not None:
+                path = self._file(stored.partition_id, stored.sha256)
+                path.unlink(missing_ok=True)
+                self._write_index()
+            return True
+
+    # ----------------------------------------------------------- persistence
+    def _file(self, partition_id: str, sha256: str) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{_SAFE_NAME.sub('_', partition_id)[:80]}.{sha256[:16]}.safetensors"
+
+    def _write(self, stored: StoredPartition, data: bytes) -> None:
+        assert self.directory is not None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._file(stored.partition_id, stored.sha256)
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        self._write_index(extra=stored)
+
+    def _write_index(self, extra: StoredPartition | None = None) -> None:
+        assert self.directory is not None
+        entries = [p.to_dict() for p in self._partitions.values()]
+        if extra is not None and extra.partition_id not in self._partitions:
+            entries.append(extra.to_dict())
+        index = {"schema_version": 1, "partitions": entries}
+        temporary = self.directory / (INDEX_FILE + ".tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(index, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.directory / INDEX_FILE)
+
+    def open(self) -> OpenReport:
+        """Reload the partitions persisted in ``directory`` (in admission order), re-verifying each."""
+        if self.directory is None:
+            return OpenReport((), ())
+        index_path = self.directory / INDEX_FILE
+        if not index_path.exists():
+            return OpenReport((), ())
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            entries = list(index["partitions"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise TiercutError(f"store index {index_path} is unreadable; move the store folder away to start empty") from None
+        loaded: list[str] = []
+        dropped: list[tuple[str, str]] = []
+        for entry in entries:
+            partition_id = str(entry.get("partition_id", ""))
+            sha256 = str(entry.get("sha256", ""))
+            path = self._file(partition_id, sha256)
+            try:
+                data = path.read_bytes()
+                if sha256_hex(data) != sha256:
+                    raise ArtifactError(f"file {path.name} does not hash to its recorded SHA-256")
+                bundle = PartitionBundle.from_bytes(data)
+                if bundle.partition_id != partition_id:
+                    raise ArtifactError(f"file {path.name} holds partition {bundle.partition_id!r}")
+                self.admit(bundle, data, sha256, persist=False)
+                loaded.append(partition_id)
+            except (OSError, TiercutError) as exc:
+                dropped.append((partition_id, str(exc)))
+        with self._lock:
+            self._write_index()
+        return OpenReport(tuple(loaded), tuple(dropped))
+
+
+__all__ = ["INDEX_FILE", "MissingWeights", "OpenReport", "PartitionStore", "StoreFull", "StoredPartition"]

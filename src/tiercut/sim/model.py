@@ -1,0 +1,185 @@
+"""What a simulation is made of: users, their query arrivals, bandwidth traces, settings.
+
+All plain frozen dataclasses; :mod:`tiercut.sim.scenario` builds them from a
+validated YAML file, and Python code can build them directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tiercut.errors import TiercutError
+from tiercut.problem import Problem
+from tiercut.sim.core import DISCIPLINES
+from tiercut.upload.types import UserUploadPlan
+
+#: how a query's work is ordered.
+EXECUTIONS = ("sequential", "overlapped")
+
+
+@dataclass(frozen=True)
+class BackToBack:
+    """Closed loop: the next query is issued when the previous one completes (plus ``think_s``).
+
+    The IONN model's "queries back to back from t = 0" (migration seed,
+    "Query Thread": "immediately propose a new query after the previous
+    query is completed").
+    """
+
+    think_s: float = 0.0
+    kind: str = field(default="back-to-back", init=False)
+
+
+@dataclass(frozen=True)
+class Poisson:
+    """Open loop: queries arrive as a Poisson process of ``rate_hz`` (they may overlap)."""
+
+    rate_hz: float
+    kind: str = field(default="poisson", init=False)
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Open loop: a query every ``interval_s`` from the user's join time."""
+
+    interval_s: float
+    kind: str = field(default="periodic", init=False)
+
+
+@dataclass(frozen=True)
+class TraceArrivals:
+    """Open loop: queries at the given absolute times (seconds, increasing)."""
+
+    times_s: tuple[float, ...]
+    kind: str = field(default="trace", init=False)
+
+
+ArrivalProcess = BackToBack | Poisson | Periodic | TraceArrivals
+
+
+@dataclass(frozen=True)
+class SimUser:
+    """One user: its problem, its upload plan and how its queries arrive.
+
+    Attributes:
+        name: unique name.
+        problem: the user's single-user problem; its device names are the
+            simulation's (the source is the user's client).
+        plan: the user's uploads and stage placements (one server: wrap an
+            :class:`~tiercut.upload.UploadPlan` with
+            :func:`tiercut.upload.multi.user_plan_from_upload`). None: no
+            upload, every query runs with ``placement``.
+        placement: the fixed placement when ``plan`` is None (default: all
+            on the client); the servers are assumed to hold those weights.
+        arrivals: the query arrival process.
+        join_s: when the user appears (its uploads start then).
+        leave_s: when it stops issuing queries and uploading (None: never).
+        max_queries: stop issuing after this many queries (None: no limit).
+        seed: random seed of its arrival process.
+    """
+
+    name: str
+    problem: Problem
+    plan: UserUploadPlan | None = None
+    placement: Mapping[str, str] | None = None
+    arrivals: ArrivalProcess = field(default_factory=BackToBack)
+    join_s: float = 0.0
+    leave_s: float | None = None
+    max_queries: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        label = f"user {self.name!r}"
+        if not (math.isfinite(self.join_s) and self.join_s >= 0):
+            raise TiercutError(f"{label}: join_s {self.join_s!r} must be a finite number >= 0")
+        if self.leave_s is not None and not self.leave_s > self.join_s:
+            raise TiercutError(f"{label}: leave_s {self.leave_s!r} must be after join_s {self.join_s!r}")
+        if self.max_queries is not None and self.max_queries < 1:
+            raise TiercutError(f"{label}: max_queries {self.max_queries!r} must be >= 1")
+        arrivals = self.arrivals
+        if isinstance(arrivals, BackToBack) and not (math.isfinite(arrivals.think_s) and arrivals.think_s >= 0):
+            raise TiercutError(f"{label}: think_s {arrivals.think_s!r} must be >= 0")
+        if isinstance(arrivals, Poisson) and not (math.isfinite(arrivals.rate_hz) and arrivals.rate_hz > 0):
+            raise TiercutError(f"{label}: Poisson rate_hz {arrivals.rate_hz!r} must be > 0")
+        if isinstance(arrivals, Periodic) and not (math.isfinite(arrivals.interval_s) and arrivals.interval_s > 0):
+            raise TiercutError(f"{label}: interval_s {arrivals.interval_s!r} must be > 0")
+        if isinstance(arrivals, TraceArrivals):
+            times = arrivals.times_s
+            if any(not math.isfinite(t) or t < 0 for t in times) or any(b < a for a, b in itertools.pairwise(times)):
+                raise TiercutError(f"{label}: trace times must be finite, >= 0 and increasing")
+        if self.plan is not None and self.plan.source != self.problem.source:
+            raise TiercutError(
+                f"{label}: its upload plan is for client {self.plan.source!r}, its problem's is {self.problem.source!r}"
+            )
+
+
+@dataclass(frozen=True)
+class BandwidthTrace:
+    """A link's bandwidth over time: from ``points[i][0]`` seconds on it is ``points[i][1]`` bytes/s."""
+
+    a: str
+    b: str
+    points: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        times = [t for t, _ in self.points]
+        if not self.points:
+            raise TiercutError(f"bandwidth trace of link {self.a}-{self.b} has no points; give [[time_s, bandwidth_bps], ...]")
+        if any(not math.isfinite(t) or t < 0 for t in times) or any(b <= a for a, b in itertools.pairwise(times)):
+            raise TiercutError(f"bandwidth trace of link {self.a}-{self.b}: times must be >= 0 and strictly increasing")
+        if any(not (math.isfinite(bw) and bw >= 0) for _, bw in self.points):
+            raise TiercutError(f"bandwidth trace of link {self.a}-{self.b}: bandwidths must be finite and >= 0")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How to simulate.
+
+    Attributes:
+        duration_s: simulated seconds (None: until no user has anything left
+            to do, which needs ``max_queries``, ``leave_s`` or trace arrivals).
+        execution: ``sequential`` (one layer run or one transfer of a query at
+            a time: DESIGN.md's cost model, what the analytic model assumes)
+            or ``overlapped`` (a layer starts when its inputs are there;
+            branches on different devices run in parallel).
+        upload_shares_link: uploads share the client-server link with query
+            tensors (True) or have a channel of the link's bandwidth of their
+            own (False: the IONN model's assumption).
+        disciplines: device -> ``ps`` (processor sharing) or ``fifo``.
+        default_discipline: for devices not in ``disciplines``.
+        traces: bandwidth traces of links.
+        record_ops: keep every query's operations (where and when each ran).
+    """
+
+    duration_s: float | None = None
+    execution: str = "sequential"
+    upload_shares_link: bool = True
+    disciplines: Mapping[str, str] = field(default_factory=dict)
+    default_discipline: str = "ps"
+    traces: tuple[BandwidthTrace, ...] = ()
+    record_ops: bool = False
+
+    def __post_init__(self) -> None:
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise TiercutError(f"duration_s {self.duration_s!r} must be a finite number > 0")
+        if self.execution not in EXECUTIONS:
+            raise TiercutError(f"execution {self.execution!r} is not known; use {' or '.join(EXECUTIONS)}")
+        for device, discipline in {**self.disciplines, "default": self.default_discipline}.items():
+            if discipline not in DISCIPLINES:
+                raise TiercutError(f"discipline {discipline!r} of {device!r} is not known; use ps or fifo")
+
+
+__all__ = [
+    "EXECUTIONS",
+    "ArrivalProcess",
+    "BackToBack",
+    "BandwidthTrace",
+    "Periodic",
+    "Poisson",
+    "SimConfig",
+    "SimUser",
+    "TraceArrivals",
+]

@@ -1,0 +1,252 @@
+"""A query as a program of operations: layer runs on devices and tensor transfers over links.
+
+Built from a placement with DESIGN.md's cost model terms (``c(v, d)``,
+``out(u)``, each tensor sent once to each other device that needs it, graph
+outputs returned to the source), so that one query alone on idle resources
+takes exactly the cost model's ``T(x)`` in ``sequential`` execution:
+
+- ``sequential``: layers in topological order; before a layer runs, the
+  tensors it needs from other devices are sent; at the end the outputs go
+  back to the source. Consecutive layers on one device are one operation
+  (one job on that device), and consecutive transfers over one link in one
+  direction are one transfer -- the operations are strictly one after
+  another, so this changes no time, only the number of events;
+- ``overlapped``: a layer starts as soon as its inputs are on its device, so
+  parallel branches on different devices overlap; a chain of layers on one
+  device (each the only reader of the previous) is one operation.
+
+Energy coefficients follow the cost model: compute energy is the device's
+compute power times the work; a transfer costs the sender's tx power plus
+the receiver's rx power for as long as it takes; the source's energy is
+``P_compute * busy_compute + P_tx * busy_tx + P_rx * busy_rx + P_idle * rest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from tiercut.errors import TiercutError
+from tiercut.problem import Problem
+
+COMPUTE = 0
+TRANSFER = 1
+
+#: the source's role in an operation
+ROLE_NONE, ROLE_COMPUTE, ROLE_TX, ROLE_RX = 0, 1, 2, 3
+
+
+def link_key(a: str, b: str) -> str:
+    """The name of the (undirected) link between ``a`` and ``b``."""
+    return f"{a}|{b}" if a <= b else f"{b}|{a}"
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation of a query.
+
+    Attributes:
+        kind: :data:`COMPUTE` or :data:`TRANSFER`.
+        where: the device (compute) or the link key (transfer).
+        amount: work seconds (compute) or bytes (transfer).
+        latency_s: link latency paid before the bytes move (transfers).
+        src, dst: devices of a transfer (``src == dst == where`` for compute).
+        nodes: layers run, or tensors moved.
+        energy_j: fixed total energy (compute: power x work).
+        power_w: power drawn while a transfer lasts (sender tx + receiver rx).
+        role: the source device's part (:data:`ROLE_COMPUTE`, :data:`ROLE_TX`, :data:`ROLE_RX`).
+        deps: indices of the operations that must finish first (overlapped).
+    """
+
+    kind: int
+    where: str
+    amount: float
+    latency_s: float
+    src: str
+    dst: str
+    nodes: tuple[str, ...]
+    energy_j: float
+    power_w: float
+    role: int
+    deps: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Program:
+    """A query's operations for one placement.
+
+    Attributes:
+        placement: node -> device (the stage's, shared by reference).
+        ops: operations (sequential: in order; overlapped: with ``deps``).
+        execution: ``sequential`` or ``overlapped``.
+        bytes_moved: tensor bytes sent between devices.
+        source powers: the source device's compute, tx, rx and idle powers.
+    """
+
+    placement: Mapping[str, str]
+    ops: tuple[Op, ...]
+    execution: str
+    bytes_moved: int
+    power_compute_w: float
+    power_tx_w: float
+    power_rx_w: float
+    power_idle_w: float
+
+
+def _compute_op(problem: Problem, node: str, device: str, deps: tuple[int, ...] = ()) -> Op:
+    seconds = problem.compute_s[node].get(device)
+    if seconds is None:
+        raise TiercutError(f"placement runs {node!r} on {device!r}, where it cannot run")
+    dev = problem.device(device)
+    role = ROLE_COMPUTE if device == problem.source else ROLE_NONE
+    return Op(COMPUTE, device, seconds, 0.0, device, device, (node,), dev.power_compute_w * seconds, 0.0, role, deps)
+
+
+def _transfer_op(problem: Problem, node: str, a: str, b: str, deps: tuple[int, ...] = ()) -> Op:
+    link = problem.link(a, b)
+    if link is None:
+        raise TiercutError(f"placement sends {node!r} from {a!r} to {b!r}, which have no link")
+    role = ROLE_TX if a == problem.source else (ROLE_RX if b == problem.source else ROLE_NONE)
+    power = problem.device(a).power_tx_w + problem.device(b).power_rx_w
+    amount = float(problem.graph[node].out_bytes)
+    return Op(TRANSFER, link_key(a, b), amount, link.latency_s, a, b, (node,), 0.0, power, role, deps)
+
+
+def _merge(first: Op, second: Op) -> Op:
+    return Op(
+        first.kind,
+        first.where,
+        first.amount + second.amount,
+        first.latency_s + second.latency_s,
+        first.src,
+        first.dst,
+        first.nodes + second.nodes,
+        first.energy_j + second.energy_j,
+        first.power_w,
+        first.role,
+        first.deps,
+    )
+
+
+def compile_program(problem: Problem, placement: Mapping[str, str], execution: str = "sequential") -> Program:
+    """The operations of one query of ``problem`` with ``placement``."""
+    graph = problem.graph
+    place = {n.name: placement.get(n.name, problem.source if n.is_input else "") for n in graph}
+    for name, device in place.items():
+        if not device:
+            raise TiercutError(f"placement has no device for node {name!r}; place every node")
+    src = problem.device(problem.source)
+    ops = _sequential(problem, place) if execution == "sequential" else _overlapped(problem, place)
+    moved = sum(int(graph[n].out_bytes) for op in ops if op.kind == TRANSFER for n in op.nodes)
+    return Program(placement, tuple(ops), execution, moved, src.power_compute_w, src.power_tx_w, src.power_rx_w, src.power_idle_w)
+
+
+def _sequential(problem: Problem, place: Mapping[str, str]) -> list[Op]:
+    graph = problem.graph
+    ops: list[Op] = []
+    sent: set[tuple[str, str]] = set()
+
+    def push(op: Op) -> None:
+        if ops and ops[-1].kind == op.kind and ops[-1].src == op.src and ops[-1].dst == op.dst:
+            ops[-1] = _merge(ops[-1], op)
+        else:
+            ops.append(op)
+
+    for node in graph:
+        if node.is_input:
+            continue
+        device = place[node.name]
+        for u in dict.fromkeys(node.inputs):
+            here = place[u]
+            if here != device and (u, device) not in sent:
+                sent.add((u, device))
+                push(_transfer_op(problem, u, here, device))
+        push(_compute_op(problem, node.name, device))
+    for node in graph.outputs:
+        here = place[node.name]
+        if here != problem.source and (node.name, problem.source) not in sent:
+            sent.add((node.name, problem.source))
+            push(_transfer_op(problem, node.name, here, problem.source))
+    return ops
+
+
+def _overlapped(problem: Problem, place: Mapping[str, str]) -> list[Op]:
+    graph = problem.graph
+    raw: list[Op] = []
+    compute_of: dict[str, int] = {}
+    transfer_of: dict[tuple[str, str], int] = {}
+
+    def transfer(u: str, dst: str) -> int:
+        key = (u, dst)
+        if key not in transfer_of:
+            deps = () if graph[u].is_input else (compute_of[u],)
+            raw.append(_transfer_op(problem, u, place[u], dst, deps))
+            transfer_of[key] = len(raw) - 1
+        return transfer_of[key]
+
+    for node in graph:
+        if node.is_input:
+            continue
+        device = place[node.name]
+        deps = []
+        for u in dict.fromkeys(node.inputs):
+            if place[u] == device:
+                if not graph[u].is_input:
+                    deps.append(compute_of[u])
+            else:
+                deps.append(transfer(u, device))
+        raw.append(_compute_op(problem, node.name, device, tuple(deps)))
+        compute_of[node.name] = len(raw) - 1
+    for node in graph.outputs:
+        if place[node.name] != problem.source:
+            transfer(node.name, problem.source)
+    # merge chains: a compute op whose only dependant is a compute op on the same device depending on it alone
+    children: list[list[int]] = [[] for _ in raw]
+    for i, op in enumerate(raw):
+        for d in op.deps:
+            children[d].append(i)
+    outputs = {compute_of[n.name] for n in graph.outputs}
+    into = list(range(len(raw)))  # op index -> the op it was merged into
+
+    def root(i: int) -> int:
+        while into[i] != i:
+            i = into[i]
+        return i
+
+    merged: dict[int, Op] = {}
+    for i, op in enumerate(raw):
+        if op.kind == COMPUTE and len(op.deps) == 1:
+            parent = root(op.deps[0])
+            p_op = merged.get(parent, raw[parent])
+            if (
+                raw[op.deps[0]].kind == COMPUTE
+                and p_op.where == op.where
+                and len(children[op.deps[0]]) == 1
+                and op.deps[0] not in outputs
+            ):
+                merged[parent] = _merge(p_op, op)
+                into[i] = parent
+                continue
+        merged[i] = op
+    keep = [i for i in range(len(raw)) if into[i] == i]
+    position = {i: k for k, i in enumerate(keep)}
+    out = []
+    for i in keep:
+        op = merged[i]
+        deps = tuple(sorted({position[root(d)] for d in op.deps}))
+        out.append(replace(op, deps=deps))
+    return out
+
+
+__all__ = [
+    "COMPUTE",
+    "ROLE_COMPUTE",
+    "ROLE_NONE",
+    "ROLE_RX",
+    "ROLE_TX",
+    "TRANSFER",
+    "Op",
+    "Program",
+    "compile_program",
+    "link_key",
+]

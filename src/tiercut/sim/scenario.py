@@ -1,0 +1,415 @@
+"""Scenario files: a simulation described in YAML, validated with pydantic.
+
+A scenario names an environment (a preset or a file), the users (by
+default the environment's), how their uploads are planned, and the run's
+settings::
+
+    schema_version: 1
+    name: two-users
+    environment: migration-12          # preset or YAML/JSON file (relative to this file)
+    duration_s: 120                    # omit to run until every user is done
+    execution: sequential              # or overlapped
+    upload_shares_link: true           # uploads compete with query tensors
+    default_discipline: ps             # ps (processor sharing) or fifo
+    disciplines: {edge1: fifo}
+    upload:
+      algorithm: recursive-efficiency  # direct | ionn | efficiency | recursive-efficiency | exhaustive | none
+      offloading: mincut               # partition planner choosing each user's P1 (per user) ...
+      mode: per-user                   # ... or `joint` with a multi-user planner (pso, ga, ...)
+      settings: {}                     # upload planner settings
+      offloading_settings: {}
+    users:                             # omit to take the environment's users
+      - name: user1
+        device: client1
+        model: alexnet                 # zoo name, package.module:factory or .onnx
+        servers: [edge5]               # devices it may use besides its client (default: all)
+        arrivals: {kind: back-to-back} # | {kind: poisson, rate_hz: 2} | {kind: periodic, interval_s: 1}
+                                       # | {kind: trace, times_s: [0, 1.5, 2]}; default: Poisson at the
+                                       # environment user's query_rate_hz, else back to back
+        join_s: 0
+        leave_s: 300
+        max_queries: 1000
+      - name: user2
+        problem: user2_problem.json    # a problem JSON ('tiercut plan --json') instead of model + environment
+    bandwidth_traces:
+      - {a: client1, b: edge5, points: [[0, 10.0e+6], [30, 2.0e+6]]}   # time_s, bytes/s
+      - {a: client1, b: cloud1, file: uplink.csv}                       # CSV rows: time_s,bandwidth_bps
+
+Every mistake is one :class:`~tiercut.errors.TiercutError` line naming the
+field (``scenario s.yaml: users.0.arrivals.rate_hz: ...``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tiercut.errors import TiercutError
+from tiercut.problem import Problem
+from tiercut.sim.engine import Simulation
+from tiercut.sim.model import (
+    ArrivalProcess,
+    BackToBack,
+    BandwidthTrace,
+    Periodic,
+    Poisson,
+    SimConfig,
+    SimUser,
+    TraceArrivals,
+)
+from tiercut.upload.types import UserUploadPlan
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArrivalSpec(_Strict):
+    kind: Literal["back-to-back", "poisson", "periodic", "trace"] = "back-to-back"
+    think_s: float = Field(default=0.0, ge=0)
+    rate_hz: float | None = Field(default=None, gt=0)
+    interval_s: float | None = Field(default=None, gt=0)
+    times_s: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> ArrivalSpec:
+        need = {"poisson": "rate_hz", "periodic": "interval_s", "trace": "times_s"}.get(self.kind)
+        if need is not None and getattr(self, need) is None:
+            raise ValueError(f"arrivals of kind {self.kind!r} need {need}")
+        return self
+
+    def build(self) -> ArrivalProcess:
+        if self.kind == "poisson":
+            assert self.rate_hz is not None
+            return Poisson(self.rate_hz)
+        if self.kind == "periodic":
+            assert self.interval_s is not None
+            return Periodic(self.interval_s)
+        if self.kind == "trace":
+            return TraceArrivals(tuple(self.times_s or ()))
+        return BackToBack(self.think_s)
+
+
+class UploadSpec(_Strict):
+    algorithm: str = "recursive-efficiency"
+    offloading: str = "mincut"
+    mode: Literal["per-user", "joint"] = "per-user"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    offloading_settings: dict[str, Any] = Field(default_factory=dict)
+    n_queries: int | None = Field(default=None, ge=1)
+
+
+class UserUploadSpec(_Strict):
+    algorithm: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserSpec(_Strict):
+    name: str = Field(min_length=1)
+    device: str | None = None
+    model: str | None = None
+    input_shape: list[int] | None = None
+    granularity: str = "module"
+    problem: str | None = None
+    compute_table: str | None = None
+    servers: list[str] | None = None
+    arrivals: ArrivalSpec | None = None
+    join_s: float = Field(default=0.0, ge=0)
+    leave_s: float | None = Field(default=None, gt=0)
+    max_queries: int | None = Field(default=None, ge=1)
+    upload: UserUploadSpec | None = None
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> UserSpec:
+        if self.problem is not None and (self.model is not None or self.compute_table is not None):
+            raise ValueError("give either problem (a problem JSON) or model (with an environment), not both")
+        if self.leave_s is not None and self.leave_s <= self.join_s:
+            raise ValueError(f"leave_s {self.leave_s} must be after join_s {self.join_s}")
+        return self
+
+
+class TraceSpec(_Strict):
+    a: str
+    b: str
+    points: list[tuple[float, float]] | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TraceSpec:
+        if (self.points is None) == (self.file is None):
+            raise ValueError("give a bandwidth trace either points or file")
+        return self
+
+
+class ScenarioSpec(_Strict):
+    schema_version: Literal[1]
+    name: str = ""
+    description: str = ""
+    environment: str | None = None
+    duration_s: float | None = Field(default=None, gt=0)
+    execution: Literal["sequential", "overlapped"] = "sequential"
+    upload_shares_link: bool = True
+    default_discipline: Literal["ps", "fifo"] = "ps"
+    disciplines: dict[str, Literal["ps", "fifo"]] = Field(default_factory=dict)
+    record_ops: bool = False
+    seed: int = 0
+    upload: UploadSpec = Field(default_factory=UploadSpec)
+    users: list[UserSpec] | None = None
+    bandwidth_traces: list[TraceSpec] = Field(default_factory=list)
+
+
+def _one_line(exc: ValidationError, label: str) -> TiercutError:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return TiercutError(f"scenario {label}: {where}: {message}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario and the folder its relative paths are resolved from."""
+
+    spec: ScenarioSpec
+    base_dir: Path
+    label: str
+
+    def path(self, text: str) -> Path:
+        path = Path(text)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def parse_scenario(data: Any, label: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    """Validate a parsed YAML/JSON mapping as a scenario."""
+    if not isinstance(data, dict):
+        raise TiercutError(f"scenario {label} is not a mapping; start it with 'schema_version: 1'")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise TiercutError(f"scenario {label}: schema_version is {data.get('schema_version')!r}; this tiercut reads 1")
+    try:
+        spec = ScenarioSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _one_line(exc, label) from None
+    return Scenario(spec, base_dir or Path.cwd(), label)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML (or JSON) file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TiercutError(f"cannot read scenario {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise TiercutError(f"scenario {path} is not valid YAML{where}; fix the syntax") from None
+    return parse_scenario(data, str(path), path.parent)
+
+
+# ---------------------------------------------------------------- building
+@dataclass(frozen=True)
+class BuiltScenario:
+    """A scenario turned into a simulation, with the plans it made on the way.
+
+    Attributes:
+        name: the scenario's name.
+        simulation: ready to :meth:`~tiercut.sim.Simulation.run`.
+        problems: user -> its problem.
+        plans: user -> its upload plan (None when ``algorithm: none``).
+    """
+
+    name: str
+    simulation: Simulation
+    problems: dict[str, Problem]
+    plans: dict[str, UserUploadPlan | None]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TiercutError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise TiercutError(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def _read_trace_csv(path: Path) -> list[tuple[float, float]]:
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except OSError as exc:
+        raise TiercutError(f"cannot read bandwidth trace {path}: {exc.strerror or exc}") from None
+    points = []
+    for i, row in enumerate(rows, 1):
+        if not row or row[0].strip().startswith("#"):
+            continue
+        try:
+            points.append((float(row[0]), float(row[1])))
+        except (ValueError, IndexError):
+            if i == 1:
+                continue  # a header line
+            raise TiercutError(f"bandwidth trace {path} line {i}: want 'time_s,bandwidth_bps'") from None
+    return points
+
+
+def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tuple, Any], joint: bool) -> Problem:
+    """The user's problem: from its problem file, or its model over the environment (its client and
+    servers; every device in joint mode, where the multi-user planner needs one shared environment)."""
+    from tiercut.problem import build_problem
+
+    label = scenario.label
+    if joint and user.servers is not None:
+        raise TiercutError(
+            f"scenario {label}: user {user.name!r} lists servers, but in joint mode the multi-user planner chooses them; drop it"
+        )
+    if user.problem is not None:
+        data = _read_json(scenario.path(user.problem), f"problem of user {user.name!r}")
+        if isinstance(data, dict) and "problem" in data:
+            data = data["problem"]
+        problem = Problem.from_dict(data)
+        if user.device is not None and user.device != problem.source:
+            raise TiercutError(
+                f"scenario {label}: user {user.name!r} is on {user.device!r} but its problem's source is {problem.source!r}"
+            )
+        if user.servers is not None:
+            problem = problem.restricted_to([problem.source, *user.servers])
+        return problem
+    if env is None:
+        raise TiercutError(f"scenario {label}: user {user.name!r} has a model but the scenario names no environment")
+    model = user.model
+    device = user.device
+    if model is None or device is None:
+        known = {u.name: u for u in env.users}
+        if user.name not in known:
+            raise TiercutError(
+                f"scenario {label}: user {user.name!r} needs a model and a device (or a problem file), "
+                f"or must be a user of environment {env.name!r}"
+            )
+        model = model or known[user.name].model
+        device = device or known[user.name].device
+    env.device(device)
+    if joint:
+        servers = [d for d in env.device_names if d != device]
+    elif user.servers is not None:
+        servers = list(user.servers)
+    else:
+        servers = [d for d in env.device_names if d != device and env.link(device, d)]
+    for server in servers:
+        env.device(server)
+    key = (model, tuple(user.input_shape or ()), user.granularity)
+    if key not in graphs:
+        from tiercut.graph import extract_graph
+
+        graphs[key] = extract_graph(model, tuple(user.input_shape) if user.input_shape else None, granularity=user.granularity)
+    compute = None
+    if user.compute_table is not None:
+        data = _read_json(scenario.path(user.compute_table), f"compute table of user {user.name!r}")
+        compute = data.get("compute_s", data) if isinstance(data, dict) else data
+    return build_problem(graphs[key], env, source=device, devices=[device, *servers], compute_s=compute)
+
+
+def build_scenario(scenario: Scenario) -> BuiltScenario:
+    """Plan every user's uploads and assemble the :class:`~tiercut.sim.Simulation`."""
+    from tiercut.env import load_environment
+    from tiercut.plan import get_planner
+    from tiercut.problem import MultiUserProblem, UserProblem
+    from tiercut.upload.multi import plan_multi_upload, plan_user_upload
+
+    spec = scenario.spec
+    env = None
+    if spec.environment is not None:
+        candidate = scenario.path(spec.environment)
+        env = load_environment(str(candidate) if candidate.exists() else spec.environment)
+    user_specs = spec.users
+    if user_specs is None:
+        if env is None or not env.users:
+            raise TiercutError(f"scenario {scenario.label} has no users; list them, or name an environment with users")
+        user_specs = [UserSpec(name=u.name, device=u.device, model=u.model) for u in env.users]
+    names = [u.name for u in user_specs]
+    if len(set(names)) != len(names):
+        raise TiercutError(f"scenario {scenario.label}: two users share a name; rename one")
+    graphs: dict[tuple, Any] = {}
+    upload = spec.upload
+    joint = upload.mode == "joint"
+    problems = {u.name: _user_problem(scenario, u, env, graphs, joint) for u in user_specs}
+
+    plans: dict[str, UserUploadPlan | None] = {}
+    placements: dict[str, dict[str, str]] = {}
+    if joint:
+        multi = MultiUserProblem(tuple(UserProblem(n, problems[n]) for n in names), name=spec.name)
+        if upload.algorithm == "none":
+            offload = get_planner(upload.offloading, **upload.offloading_settings).solve_multi(multi)
+            placements = {u: dict(p) for u, p in offload.placements.items()}
+            plans = dict.fromkeys(names)
+        else:
+            multi_plan = plan_multi_upload(
+                multi, upload.algorithm, offloading=upload.offloading, offloading_settings=upload.offloading_settings,
+                n_queries=upload.n_queries, **upload.settings,
+            )
+            plans = dict(multi_plan.users)
+    else:
+        planner = get_planner(upload.offloading, **upload.offloading_settings)
+        for user in user_specs:
+            problem = problems[user.name]
+            placement = dict(planner.solve(problem).placement)
+            placements[user.name] = placement
+            algorithm = (user.upload.algorithm if user.upload and user.upload.algorithm else None) or upload.algorithm
+            if algorithm == "none":
+                plans[user.name] = None
+                continue
+            settings = {**upload.settings, **(user.upload.settings if user.upload else {})}
+            plans[user.name] = plan_user_upload(
+                user.name, problem, placement, algorithm, n_queries=upload.n_queries, settings=settings
+            )
+
+    traces = []
+    for trace in spec.bandwidth_traces:
+        points = trace.points if trace.points is not None else _read_trace_csv(scenario.path(trace.file or ""))
+        traces.append(BandwidthTrace(trace.a, trace.b, tuple((float(t), float(b)) for t, b in points)))
+    config = SimConfig(
+        duration_s=spec.duration_s,
+        execution=spec.execution,
+        upload_shares_link=spec.upload_shares_link,
+        disciplines=dict(spec.disciplines),
+        default_discipline=spec.default_discipline,
+        traces=tuple(traces),
+        record_ops=spec.record_ops,
+    )
+    env_rates = {u.name: u.query_rate_hz for u in env.users} if env is not None else {}
+
+    def arrivals(user: UserSpec) -> ArrivalProcess:
+        if user.arrivals is not None:
+            return user.arrivals.build()
+        if user.name in env_rates:
+            return Poisson(env_rates[user.name])
+        return BackToBack()
+
+    users = [
+        SimUser(
+            name=u.name,
+            problem=problems[u.name],
+            plan=plans.get(u.name),
+            placement=placements.get(u.name) if plans.get(u.name) is None else None,
+            arrivals=arrivals(u),
+            join_s=u.join_s,
+            leave_s=u.leave_s,
+            max_queries=u.max_queries,
+            seed=u.seed if u.seed is not None else spec.seed + i,
+        )
+        for i, u in enumerate(user_specs)
+    ]
+    simulation = Simulation(users, config)
+    simulation.check()
+    return BuiltScenario(spec.name or scenario.label, simulation, problems, plans)
+
+
+__all__ = ["SCHEMA_VERSION", "BuiltScenario", "Scenario", "ScenarioSpec", "build_scenario", "load_scenario", "parse_scenario"]

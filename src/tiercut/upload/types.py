@@ -1,0 +1,374 @@
+"""Typed results of partition uploading: partitions P3, stages, metrics, plans.
+
+The JSON form of :class:`UploadPlan` is DESIGN.md's ``upload_plan`` contract
+(``algorithm``, ``server``, ``partitions`` with ``nodes``, ``param_bytes``,
+``upload_s``, ``arrives_s``; ``stages`` with ``from_s``, ``placement``,
+``latency_s``; ``metrics`` with ``queries_done_by_upload_end``,
+``time_for_n_queries_s``, ``n``, ``mean_latency_during_upload_s``), plus
+``schema_version`` and a few fields for the reader (``source``,
+``settings``, ``solve_s``, ``note``, ``metrics.upload_end_s``).
+
+A :class:`UserUploadPlan` is one user's uploads to several servers at once
+(one :class:`UploadPlan` per server, the uploads running in parallel on
+their own links) with the merged stage timeline; a
+:class:`MultiUploadPlan` holds every user's and the partition-offloading
+plan that decided which server holds which node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.problem import MultiPlan
+
+SCHEMA_VERSION = 1
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _from_json_float(value: Any) -> float:
+    return math.inf if value is None else float(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+def _require(data: Mapping[str, Any], key: str, what: str) -> Any:
+    try:
+        return data[key]
+    except KeyError:
+        raise TiercutError(f"{what} lacks the field {key!r}; pass the 'upload_plan' object of 'tiercut upload --json'") from None
+    except TypeError:
+        raise TiercutError(f"{what} is not a JSON object; pass the 'upload_plan' object of 'tiercut upload --json'") from None
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One P3: a set of nodes whose parameters go up together.
+
+    Attributes:
+        nodes: node names in topological order (parameter-free nodes of the
+            target included: they ride along and cost nothing).
+        param_bytes: bytes of their parameters.
+        upload_s: ``param_bytes / bandwidth + latency`` of the client-server link.
+        arrives_s: when the partition has arrived (cumulative over the
+            partitions before it; uploads go one after another).
+    """
+
+    nodes: tuple[str, ...]
+    param_bytes: int
+    upload_s: float
+    arrives_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": list(self.nodes),
+            "param_bytes": int(self.param_bytes),
+            "upload_s": float(self.upload_s),
+            "arrives_s": float(self.arrives_s),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Partition:
+        what = "upload partition"
+        try:
+            return cls(
+                nodes=tuple(str(n) for n in _require(data, "nodes", what)),
+                param_bytes=int(_require(data, "param_bytes", what)),
+                upload_s=float(_require(data, "upload_s", what)),
+                arrives_s=float(_require(data, "arrives_s", what)),
+            )
+        except (TypeError, ValueError):
+            raise TiercutError(f"{what} {dict(data)!r:.80} holds a value of the wrong type") from None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The placement queries use from ``from_s`` until the next arrival.
+
+    Attributes:
+        from_s: time the stage starts (0, then each arrival).
+        placement: node -> device; a node with parameters is on a server
+            only once it has arrived there; parameter-free nodes anywhere.
+        latency_s: the cost model's latency of ``placement``.
+        arrived: server -> partitions arrived there when the stage starts.
+    """
+
+    from_s: float
+    placement: Mapping[str, str]
+    latency_s: float
+    arrived: Mapping[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from_s": float(self.from_s),
+            "placement": dict(self.placement),
+            "latency_s": _json_float(self.latency_s),
+            "arrived": dict(self.arrived),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stage:
+        what = "upload stage"
+        try:
+            return cls(
+                from_s=float(_require(data, "from_s", what)),
+                placement={str(k): str(v) for k, v in dict(_require(data, "placement", what)).items()},
+                latency_s=_from_json_float(_require(data, "latency_s", what)),
+                arrived={str(k): int(v) for k, v in dict(data.get("arrived", {})).items()},
+            )
+        except (TypeError, ValueError):
+            raise TiercutError(f"{what} holds a value of the wrong type") from None
+
+
+@dataclass(frozen=True)
+class UploadMetrics:
+    """The IONN model's figures: queries issued back to back from t = 0.
+
+    Attributes:
+        queries_done_by_upload_end: queries completed by the time the last
+            partition has arrived.
+        time_for_n_queries_s: when the ``n``-th query completes.
+        n: the number of queries of ``time_for_n_queries_s``.
+        mean_latency_during_upload_s: mean latency of the queries started
+            before the upload ends (the first query's if nothing is uploaded).
+        upload_end_s: when the last partition arrives (0 if none).
+    """
+
+    queries_done_by_upload_end: int
+    time_for_n_queries_s: float
+    n: int
+    mean_latency_during_upload_s: float
+    upload_end_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queries_done_by_upload_end": int(self.queries_done_by_upload_end),
+            "time_for_n_queries_s": _json_float(self.time_for_n_queries_s),
+            "n": int(self.n),
+            "mean_latency_during_upload_s": _json_float(self.mean_latency_during_upload_s),
+            "upload_end_s": float(self.upload_end_s),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UploadMetrics:
+        what = "upload metrics"
+        try:
+            return cls(
+                queries_done_by_upload_end=int(_require(data, "queries_done_by_upload_end", what)),
+                time_for_n_queries_s=_from_json_float(_require(data, "time_for_n_queries_s", what)),
+                n=int(_require(data, "n", what)),
+                mean_latency_during_upload_s=_from_json_float(_require(data, "mean_latency_during_upload_s", what)),
+                upload_end_s=float(data.get("upload_end_s", 0.0)),
+            )
+        except (TypeError, ValueError):
+            raise TiercutError(f"{what} hold a value of the wrong type") from None
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    """Partitions P3 of one client's target partition P1, in upload order, to one server.
+
+    Attributes:
+        algorithm: the upload planner's registry name.
+        server: the server the partitions go to.
+        source: the client (it holds the whole model from t = 0).
+        partitions: the P3 in upload order; together exactly the target's
+            server-side nodes, each once.
+        stages: stage 0 (nothing uploaded) then one after each arrival.
+        metrics: the IONN model's figures (:class:`UploadMetrics`).
+        settings: the planner's settings.
+        solve_s: wall-clock seconds the planner took.
+        note: anything the planner wants a reader to know.
+    """
+
+    algorithm: str
+    server: str
+    source: str
+    partitions: tuple[Partition, ...]
+    stages: tuple[Stage, ...]
+    metrics: UploadMetrics
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    solve_s: float = 0.0
+    note: str = ""
+
+    @property
+    def target_nodes(self) -> tuple[str, ...]:
+        """Every node of the partitions (the target's server side), in upload order."""
+        return tuple(n for p in self.partitions for n in p.nodes)
+
+    @property
+    def upload_end_s(self) -> float:
+        return self.partitions[-1].arrives_s if self.partitions else 0.0
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(p.param_bytes for p in self.partitions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "algorithm": self.algorithm,
+            "server": self.server,
+            "source": self.source,
+            "partitions": [p.to_dict() for p in self.partitions],
+            "stages": [s.to_dict() for s in self.stages],
+            "metrics": self.metrics.to_dict(),
+            "settings": {k: _jsonable(v) for k, v in self.settings.items()},
+            "solve_s": float(self.solve_s),
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UploadPlan:
+        what = "upload plan"
+        if not isinstance(data, Mapping):
+            raise TiercutError(f"{what} is not a JSON object; pass the 'upload_plan' object of 'tiercut upload --json'")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise TiercutError(f"upload plan has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}; re-plan it")
+        return cls(
+            algorithm=str(_require(data, "algorithm", what)),
+            server=str(_require(data, "server", what)),
+            source=str(data.get("source", "")),
+            partitions=tuple(Partition.from_dict(p) for p in _require(data, "partitions", what)),
+            stages=tuple(Stage.from_dict(s) for s in _require(data, "stages", what)),
+            metrics=UploadMetrics.from_dict(_require(data, "metrics", what)),
+            settings=dict(data.get("settings", {})),
+            solve_s=float(data.get("solve_s", 0.0)),
+            note=str(data.get("note", "")),
+        )
+
+
+@dataclass(frozen=True)
+class UserUploadPlan:
+    """One user's uploads to every server its target placement uses.
+
+    Each (user, server) pair has its own :class:`UploadPlan`; the uploads run
+    in parallel (one link per server). ``stages`` merges their arrivals: a
+    stage starts at time 0 and at every arrival on any server, and uses the
+    best placement of everything arrived so far anywhere.
+
+    Attributes:
+        user: the user's name.
+        source: the user's device.
+        algorithm: the upload planner.
+        target: node -> device of the partition-offloading plan (P1 per server).
+        servers: server -> its upload plan.
+        stages: the merged timeline (``arrived`` says how many partitions of
+            each server are in).
+        metrics: the IONN model's figures over the merged timeline.
+    """
+
+    user: str
+    source: str
+    algorithm: str
+    target: Mapping[str, str]
+    servers: Mapping[str, UploadPlan]
+    stages: tuple[Stage, ...]
+    metrics: UploadMetrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "source": self.source,
+            "algorithm": self.algorithm,
+            "target": dict(self.target),
+            "servers": {s: p.to_dict() for s, p in self.servers.items()},
+            "stages": [s.to_dict() for s in self.stages],
+            "metrics": self.metrics.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UserUploadPlan:
+        what = "user upload plan"
+        return cls(
+            user=str(_require(data, "user", what)),
+            source=str(_require(data, "source", what)),
+            algorithm=str(_require(data, "algorithm", what)),
+            target={str(k): str(v) for k, v in dict(_require(data, "target", what)).items()},
+            servers={str(s): UploadPlan.from_dict(p) for s, p in dict(_require(data, "servers", what)).items()},
+            stages=tuple(Stage.from_dict(s) for s in _require(data, "stages", what)),
+            metrics=UploadMetrics.from_dict(_require(data, "metrics", what)),
+        )
+
+
+@dataclass(frozen=True)
+class MultiUploadPlan:
+    """Every user's uploads over shared servers, after a multi-user offloading plan.
+
+    The migration seed's improvement: a partition-offloading plan over
+    several servers (PSO or any multi-user planner) decides which server
+    holds which of each user's nodes (P1 per server); then every (user,
+    server) pair gets an upload order. The analytic figures use the
+    equal-share model of DESIGN.md (a server or link used by ``n`` users gives
+    each ``1/n``); the simulator replaces it with real queueing.
+
+    Attributes:
+        algorithm: the upload planner.
+        offloading: the partition-offloading plan.
+        users: user -> its :class:`UserUploadPlan`.
+        settings: the upload planner's settings.
+        solve_s: wall-clock seconds of the upload planning (offloading excluded).
+    """
+
+    algorithm: str
+    offloading: MultiPlan
+    users: Mapping[str, UserUploadPlan]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    solve_s: float = 0.0
+
+    def mean_metric(self, name: str) -> float:
+        """Mean over users of one :class:`UploadMetrics` field."""
+        values = [float(getattr(u.metrics, name)) for u in self.users.values()]
+        return sum(values) / len(values) if values else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "algorithm": self.algorithm,
+            "offloading": self.offloading.to_dict(),
+            "users": {u: p.to_dict() for u, p in self.users.items()},
+            "settings": {k: _jsonable(v) for k, v in self.settings.items()},
+            "solve_s": float(self.solve_s),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MultiUploadPlan:
+        what = "multi-user upload plan"
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise TiercutError(f"{what} has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}; re-plan it")
+        return cls(
+            algorithm=str(_require(data, "algorithm", what)),
+            offloading=MultiPlan.from_dict(_require(data, "offloading", what)),
+            users={str(u): UserUploadPlan.from_dict(p) for u, p in dict(_require(data, "users", what)).items()},
+            settings=dict(data.get("settings", {})),
+            solve_s=float(data.get("solve_s", 0.0)),
+        )
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MultiUploadPlan",
+    "Partition",
+    "Stage",
+    "UploadMetrics",
+    "UploadPlan",
+    "UserUploadPlan",
+]

@@ -1,0 +1,115 @@
+"""The worker's store: only verified partitions, weights by content, a size bound, persistence."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tiercut.graph import capture_model
+from tiercut.graph.split import split_by_placement
+from tiercut.runtime.artifact import ArtifactError, PartitionBundle, build_program, sha256_hex
+from tiercut.runtime.migration import record_values
+from tiercut.runtime.store import INDEX_FILE, MissingWeights, PartitionStore, StoreFull
+
+
+@functools.cache
+def _two_bundles():
+    """Bundle 1 carries the first layer's weights and its program; bundle 2 the rest, whose program needs both."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    captured = capture_model(model, (2, 8))
+    values = record_values(captured)
+    names = [n.name for n in captured.graph.nodes]
+    first = split_by_placement(captured, {n: ("w" if n in names[1:2] else "c") for n in names})
+    both = split_by_placement(captured, {n: ("w" if n in names[1:] else "c") for n in names})
+    p1 = next(build_program(p, {n: values[n] for n in p.input_names}) for p in first.partitions if p.device == "w")
+    p2 = next(build_program(p, {n: values[n] for n in p.input_names}) for p in both.partitions if p.device == "w")
+    b1 = PartitionBundle("m.1", tuple(names[1:2]), dict(p1.weights), (p1.program,))
+    rest = {d: t for d, t in p2.weights.items() if d not in p1.weights}
+    b2 = PartitionBundle("m.2", tuple(names[2:]), rest, (p2.program,), tuple(sorted(set(p2.weights) - set(rest))))
+    return b1, b2, p2, values
+
+
+def _admit(store, bundle):
+    data = bundle.to_bytes()
+    return store.admit(bundle, data, sha256_hex(data))
+
+
+def test_partitions_build_on_each_other_and_weights_are_kept_once(tmp_path):
+    b1, b2, p2, values = _two_bundles()
+    store = PartitionStore()
+    with pytest.raises(MissingWeights) as info:
+        _admit(store, b2)
+    assert info.value.missing and store.partitions() == []
+    _admit(store, b1)
+    stored = _admit(store, b2)
+    assert stored.uses  # it reads weights bundle 1 brought
+    program = store.program(p2.program.manifest.program_id)
+    inputs = {n: values[n] for n in program.manifest.input_names}
+    assert program.run(inputs).keys() == set(program.manifest.output_names)
+    held = store.held_bytes
+    assert _admit(store, b1) is store.partition("m.1")  # same content again: idempotent
+    assert store.held_bytes == held
+    # dropping the first keeps the weights the second still uses
+    assert store.drop("m.1")
+    assert store.program(p2.program.manifest.program_id) is not None
+    assert not store.drop("m.1")
+    assert store.drop("m.2")
+    assert store.held_bytes == 0 and store.program(p2.program.manifest.program_id) is None
+
+
+def test_the_same_id_with_other_content_is_a_conflict():
+    b1, b2, _, _ = _two_bundles()
+    store = PartitionStore()
+    _admit(store, b1)
+    other = PartitionBundle("m.1", b1.nodes, {}, ())
+    with pytest.raises(ArtifactError, match="already held"):
+        _admit(store, other)
+
+
+def test_the_size_bound_refuses_what_does_not_fit():
+    b1, _, _, _ = _two_bundles()
+    store = PartitionStore(max_bytes=10)
+    with pytest.raises(StoreFull, match="max-store-bytes"):
+        _admit(store, b1)
+    assert store.partitions() == []
+
+
+def test_a_restarted_store_reloads_what_it_had_and_drops_damaged_files(tmp_path):
+    b1, b2, p2, values = _two_bundles()
+    store = PartitionStore(directory=tmp_path)
+    _admit(store, b1)
+    _admit(store, b2)
+    index = json.loads((tmp_path / INDEX_FILE).read_text())
+    assert [p["partition_id"] for p in index["partitions"]] == ["m.1", "m.2"]
+    again = PartitionStore(directory=tmp_path)
+    report = again.open()
+    assert report.loaded == ("m.1", "m.2") and report.dropped == ()
+    program = again.program(p2.program.manifest.program_id)
+    inputs = {n: values[n] for n in program.manifest.input_names}
+    expected = store.program(p2.program.manifest.program_id).run(inputs)
+    got = program.run(inputs)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    # damage the first file: it is dropped, and so is the second, which needs its weights
+    victim = next(p for p in tmp_path.iterdir() if p.name.startswith("m.1."))
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    third = PartitionStore(directory=tmp_path)
+    report = third.open()
+    assert report.loaded == () and {p for p, _ in report.dropped} == {"m.1", "m.2"}
+    assert "SHA-256" in report.dropped[0][1]
+
+
+def test_evicted_programs_are_rebuilt_on_demand():
+    b1, b2, p2, values = _two_bundles()
+    store = PartitionStore(max_loaded_programs=1)
+    _admit(store, b1)
+    _admit(store, b2)
+    first_id = b1.programs[0].manifest.program_id
+    assert store.program(first_id) is not None  # rebuilt after eviction by the second
+    assert store.program("no-such-program") is None
