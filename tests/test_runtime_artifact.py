@@ -113,7 +113,7 @@ def test_onnx_programs_run_in_onnxruntime_close_to_torch():
 
 def test_programs_check_what_they_receive():
     captured = _capture(ShapeGlue(), (2, 3, 6, 6))
-    split, values, built = _programs(captured, _alternating(captured, 1))
+    _, values, built = _programs(captured, _alternating(captured, 1))
     glue = next((p, b) for p, b in built if any(isinstance(values[n], int) for n in p.input_names))
     partition, program = glue
     loaded = load_program(program.program, program.weights)
@@ -122,7 +122,9 @@ def test_programs_check_what_they_receive():
     int_name = next(n for n in partition.input_names if isinstance(values[n], int))
     with pytest.raises(ArtifactError, match="structure or constants"):
         loaded.run({**good, int_name: values[int_name] + 1})
-    tensor_part, tensor_program = next((p, b) for p, b in built if any(isinstance(values[n], torch.Tensor) for n in p.input_names))
+    tensor_part, tensor_program = next(
+        (p, b) for p, b in built if any(isinstance(values[n], torch.Tensor) for n in p.input_names)
+    )
     loaded = load_program(tensor_program.program, tensor_program.weights)
     name = next(n for n in tensor_part.input_names if isinstance(values[n], torch.Tensor))
     inputs = {n: values[n] for n in tensor_part.input_names}
@@ -135,7 +137,7 @@ def test_programs_check_what_they_receive():
 # ----------------------------------------------------------------- what a worker refuses
 def _one_program():
     captured = _capture(ShapeGlue(), (2, 3, 6, 6))
-    split, values, built = _programs(captured, {n.name: "a" for n in captured.graph.nodes})
+    _, _, built = _programs(captured, {n.name: "a" for n in captured.graph.nodes})
     return built[0][1]
 
 
@@ -143,7 +145,9 @@ def _forge(program, mutate) -> Program:
     body = json.loads(program.program.data)
     mutate(body)
     data = json.dumps(body).encode()
-    manifest = ProgramManifest.from_dict({**program.program.manifest.to_dict(), "program_id": sha256_hex(data), "program_bytes": len(data)})
+    manifest = ProgramManifest.from_dict(
+        {**program.program.manifest.to_dict(), "program_id": sha256_hex(data), "program_bytes": len(data)}
+    )
     return Program(manifest, data)
 
 
@@ -265,7 +269,7 @@ def test_bundles_round_trip_and_refuse_tampering():
     damaged[-3] ^= 0x40
     with pytest.raises(ArtifactError):
         PartitionBundle.from_bytes(bytes(damaged))
-    with pytest.raises(ArtifactError, match="shorter|header|safetensors|manifest"):
+    with pytest.raises(ArtifactError, match=r"shorter|header|safetensors|manifest"):
         PartitionBundle.from_bytes(data[:50])
     with pytest.raises(TiercutError):
         PartitionBundle.from_bytes(b"\x80\x04\x95\x00\x00\x00\x00\x00junk")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 
@@ -21,7 +22,7 @@ def test_back_to_back_reservations_take_exactly_bytes_over_bandwidth(sizes, band
     shaper = LinkShaper(LinkSpec(bandwidth, 0.0))
     done = [shaper._reserve(n, start) for n in sizes]  # all asked at once
     assert done[-1] == pytest.approx(start + sum(sizes) / bandwidth, rel=1e-9)
-    assert all(b > a for a, b in zip(done, done[1:]))
+    assert all(b > a for a, b in itertools.pairwise(done))
     assert shaper.bytes_sent == sum(sizes)
 
 

@@ -13,7 +13,7 @@ from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
 from tiercut.runtime.artifact import ArtifactError, PartitionBundle, build_program, sha256_hex
 from tiercut.runtime.migration import record_values
-from tiercut.runtime.store import INDEX_FILE, MissingWeights, PartitionStore, StoreFull
+from tiercut.runtime.store import INDEX_FILE, MissingWeightsError, PartitionStore, StoreFullError
 
 
 @functools.cache
@@ -42,7 +42,7 @@ def _admit(store, bundle):
 def test_partitions_build_on_each_other_and_weights_are_kept_once(tmp_path):
     b1, b2, p2, values = _two_bundles()
     store = PartitionStore()
-    with pytest.raises(MissingWeights) as info:
+    with pytest.raises(MissingWeightsError) as info:
         _admit(store, b2)
     assert info.value.missing and store.partitions() == []
     _admit(store, b1)
@@ -63,7 +63,7 @@ def test_partitions_build_on_each_other_and_weights_are_kept_once(tmp_path):
 
 
 def test_the_same_id_with_other_content_is_a_conflict():
-    b1, b2, _, _ = _two_bundles()
+    b1, _, _, _ = _two_bundles()
     store = PartitionStore()
     _admit(store, b1)
     other = PartitionBundle("m.1", b1.nodes, {}, ())
@@ -74,7 +74,7 @@ def test_the_same_id_with_other_content_is_a_conflict():
 def test_the_size_bound_refuses_what_does_not_fit():
     b1, _, _, _ = _two_bundles()
     store = PartitionStore(max_bytes=10)
-    with pytest.raises(StoreFull, match="max-store-bytes"):
+    with pytest.raises(StoreFullError, match="max-store-bytes"):
         _admit(store, b1)
     assert store.partitions() == []
 
@@ -106,7 +106,7 @@ def test_a_restarted_store_reloads_what_it_had_and_drops_damaged_files(tmp_path)
 
 
 def test_evicted_programs_are_rebuilt_on_demand():
-    b1, b2, p2, values = _two_bundles()
+    b1, b2, _, _ = _two_bundles()
     store = PartitionStore(max_loaded_programs=1)
     _admit(store, b1)
     _admit(store, b2)

@@ -73,8 +73,9 @@ async def _query(route: Route, split, inputs, connections: dict[str, Connection]
         reply = await connections[device].execute(
             {"route": route.to_dict(), "position": at, "chain": chain, "wanted": wanted, "from": "end"}, sent
         )
-        return ForwardResult(reply.frame.values, int(reply.frame.meta["position"]),
-                             [HopRecord.from_dict(r) for r in reply.frame.meta["records"]])
+        return ForwardResult(
+            reply.frame.values, int(reply.frame.meta["position"]), [HopRecord.from_dict(r) for r in reply.frame.meta["records"]]
+        )
 
     end = await run_route(route, "end", [], 0, values, run_step, forward, records)
     assert end == len(route)
@@ -118,7 +119,7 @@ def test_a_query_goes_end_edge_cloud_and_back_with_equal_output():
 
 
 def test_damaged_chunks_get_a_failed_cr_listing_what_is_missing_and_the_resend_completes():
-    _, split, bundles, route = _setup()
+    _, _, bundles, _ = _setup()
     data, sha = _bytes(bundles["edge"])
 
     async def scenario():
@@ -177,7 +178,7 @@ def test_wrong_checksum_and_invalid_bundles_are_never_stored():
 
 
 def test_unknown_partitions_get_a_clear_not_found():
-    _, split, bundles, route = _setup(("end", "edge", "edge"))
+    _, split, _, route = _setup(("end", "edge", "edge"))
 
     async def scenario():
         worker, address = await _start("edge")
@@ -270,7 +271,7 @@ def test_clients_without_the_token_are_refused():
 
 
 def test_oversize_messages_and_a_full_store_are_refused():
-    _, split, bundles, route = _setup(("end", "edge", "edge"))
+    _, _, bundles, route = _setup(("end", "edge", "edge"))
     data, sha = _bytes(bundles["edge"])
 
     async def scenario():
@@ -313,11 +314,39 @@ def tls_files(tmp_path_factory):
     for name in ("server", "client", "stranger"):
         run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
     for name in ("server", "client"):
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        )
     run("req", "-x509", *key, "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=other CA")
-    run("x509", "-req", "-in", "stranger.csr", "-CA", "other-ca.pem", "-CAkey", "other-ca.key", "-CAcreateserial",
-        "-out", "stranger.pem", "-days", "2")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "stranger.csr",
+        "-CA",
+        "other-ca.pem",
+        "-CAkey",
+        "other-ca.key",
+        "-CAcreateserial",
+        "-out",
+        "stranger.pem",
+        "-days",
+        "2",
+    )
     return folder
 
 
@@ -386,8 +415,13 @@ def test_a_restarted_worker_with_a_store_keeps_and_runs_what_it_had(tmp_path):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("nohost", "host:port"), ("h:99999", "out of range"), ("edge=1.2.3.4", "host:port"), ("a=h:1,a=h:2", "two addresses"),
-     ("=h:1", "name=host:port")],
+    [
+        ("nohost", "host:port"),
+        ("h:99999", "out of range"),
+        ("edge=1.2.3.4", "host:port"),
+        ("a=h:1,a=h:2", "two addresses"),
+        ("=h:1", "name=host:port"),
+    ],
 )
 def test_bad_addresses_are_one_line_errors(text, message):
     with pytest.raises(TiercutError, match=message):

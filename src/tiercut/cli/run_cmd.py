@@ -129,6 +129,8 @@ def run(
         raise TiercutError(f"--bandwidth-scale {bandwidth_scale} must be > 0")
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
+    addresses = parse_peers(workers) if workers is not None else None
+    credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
     environment = load_environment(env)
     problem = None
     if upload_plan is not None:
@@ -137,9 +139,21 @@ def run(
         from tiercut.upload import get_upload_planner
 
         problem = build_cli_problem(
-            model, env, objective="latency", source=source, input_shape=input_shape, granularity=granularity,
-            profile=profile, compute_table=compute_table, latency_budget=None, energy_budget=None,
-            energy_total_budget=None, cost_budget=None, pins=None, private_layers=0, memory=True,
+            model,
+            env,
+            objective="latency",
+            source=source,
+            input_shape=input_shape,
+            granularity=granularity,
+            profile=profile,
+            compute_table=compute_table,
+            latency_budget=None,
+            energy_budget=None,
+            energy_total_budget=None,
+            cost_budget=None,
+            pins=None,
+            private_layers=0,
+            memory=True,
         )
         planned = get_upload_planner(upload, server=server, offloading=offloading).solve(problem)
         problem = problem.restricted_to([problem.source, planned.server])
@@ -147,23 +161,46 @@ def run(
     captured = capture_model(model, parse_shape(input_shape) if input_shape else None, granularity=granularity)
     plan_source = source or plan.get("source") or environment.default_source()
     log = (lambda line: typer.echo(line, err=True)) if not as_json else None
-    migration = prepare_migration(captured, plan, source=plan_source, artifact_format=artifact_format, label=model,
-                                  progress=log)
+    migration = prepare_migration(captured, plan, source=plan_source, artifact_format=artifact_format, label=model, progress=log)
     settings = RunSettings(
-        queries=queries, rate_hz=rate, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
+        queries=queries,
+        rate_hz=rate,
+        verify_outputs=verify,
+        fresh=not resume,
+        max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s,
     )
     link_env = environment if emulate_links else None
-    if workers is not None:
-        addresses = parse_peers(workers)
-        credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
-        result = run_migration(migration, addresses, credentials=credentials, settings=settings, environment=link_env,
-                               bandwidth_scale=bandwidth_scale, log=log)
+    if addresses is not None:
+        result = run_migration(
+            migration,
+            addresses,
+            credentials=credentials,
+            settings=settings,
+            environment=link_env,
+            bandwidth_scale=bandwidth_scale,
+            log=log,
+        )
     else:
+        import torch
+
         env_arg = env if emulate_links else None
-        with LocalCluster(migration.servers, env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir) as cluster:
-            result = run_migration(migration, cluster.addresses, credentials=cluster.credentials(), settings=settings,
-                                   environment=link_env, bandwidth_scale=bandwidth_scale, log=log)
+        cluster = LocalCluster(migration.servers, env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cluster.threads_per_process)  # the client shares the cores with its workers
+        try:
+            with cluster:
+                result = run_migration(
+                    migration,
+                    cluster.addresses,
+                    credentials=cluster.credentials(),
+                    settings=settings,
+                    environment=link_env,
+                    bandwidth_scale=bandwidth_scale,
+                    log=log,
+                )
+        finally:
+            torch.set_num_threads(threads)
     prediction = None
     if plot is not None:
         if problem is not None and emulate_links and bandwidth_scale == 1.0 and rate is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -12,11 +13,22 @@ from tiercut.errors import TiercutError
 
 def parse_bytes(text: str) -> int:
     """``"512MB"``, ``"4GiB"``, ``"1e9"`` -> bytes."""
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-    raw = text.strip().lower().replace(" ", "")
-    number = raw.rstrip("kmgtib")
-    unit = raw[len(number):]
+    units = {
+        "": 1,
+        "b": 1,
+        "kb": 10**3,
+        "mb": 10**6,
+        "gb": 10**9,
+        "tb": 10**12,
+        "kib": 2**10,
+        "mib": 2**20,
+        "gib": 2**30,
+        "tib": 2**40,
+    }
+    match = re.fullmatch(r"([0-9.]+(?:e[+-]?[0-9]+)?)([a-z]*)", text.strip().lower().replace(" ", ""))
+    if match is None:
+        raise TiercutError(f"size {text!r} is not a number of bytes; write e.g. 512MB, 4GiB or 1e9")
+    number, unit = match.groups()
     try:
         value = float(number)
     except ValueError:
@@ -38,7 +50,9 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate chain of this worker")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of this worker")] = None,
     tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="PEM CA that signs client certificates (mutual TLS)")] = None,
-    store: Annotated[Path | None, typer.Option("--store", help="folder where confirmed partitions persist across restarts")] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="folder where confirmed partitions persist across restarts")
+    ] = None,
     max_message_bytes: Annotated[str, typer.Option("--max-message-bytes", help="largest upload or query message")] = "1GiB",
     max_store_bytes: Annotated[str, typer.Option("--max-store-bytes", help="bound on the weights and programs held")] = "8GiB",
     peers: Annotated[

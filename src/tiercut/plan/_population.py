@@ -154,6 +154,11 @@ class SearchSpace:
         local: [n] the all-on-source row (the first allowed device where the
             source is not allowed).
         column_source: [n] the source device of each column's user.
+        cut_bytes: [n] bytes of the tensors crossing a cut of the user's
+            topological order just before this column (inf at a user's
+            first column). Small cuts are where DNN partitions split well
+            (Neurosurgeon's observation); the random moves draw half their
+            cut points with a bias towards them.
     """
 
     allowed: np.ndarray
@@ -167,11 +172,13 @@ class SearchSpace:
     seed_names: tuple[str, ...]
     local: np.ndarray
     column_source: np.ndarray
+    cut_bytes: np.ndarray
     _choices: np.ndarray = field(init=False, repr=False, compare=False)
     _counts: np.ndarray = field(init=False, repr=False, compare=False)
     _edges: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
     _memo: dict[bytes, tuple[float, float, bool]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _counter: list[int] = field(default_factory=lambda: [0], init=False, repr=False, compare=False)
+    _cut_cdf: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         counts = self.allowed.sum(axis=1)
@@ -186,6 +193,17 @@ class SearchSpace:
             [*(np.full(len(p), j, dtype=np.int64) for j, p in enumerate(self.parents)), np.empty(0, dtype=np.int64)]
         )
         object.__setattr__(self, "_edges", (edge_src, edge_dst))
+        # cut-point weights: within each user's block, 1 / (1 + rank of the cut size), summing to 1 per block
+        weight = np.zeros(self.n_columns)
+        for start, stop in zip(self.blocks[:-1], self.blocks[1:], strict=True):
+            if stop - start < 2:
+                continue
+            inner = np.arange(start + 1, stop)
+            rank = np.empty(len(inner))
+            rank[np.lexsort((inner, self.cut_bytes[inner]))] = np.arange(len(inner))
+            w = 1.0 / (1.0 + rank)
+            weight[inner] = w / w.sum()
+        object.__setattr__(self, "_cut_cdf", np.concatenate([[0.0], np.cumsum(weight)]))
 
     @property
     def n_columns(self) -> int:
@@ -258,20 +276,23 @@ class SearchSpace:
     def random_rows(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """``count`` random placements made of a few contiguous segments.
 
-        Each row cuts each user's columns (topological order) at random points
-        (on average 0-4 cuts per user) and puts each segment on a random
+        Each user's columns (topological order) are cut at 0 to 4 random
+        positions (:meth:`sample_cuts`) and each segment goes to a random
         device; a column where that device is not allowed takes a random
         allowed one. DNN partitions are contiguous runs of layers, so such
         rows are far better starting points than independent random genes.
         """
         if count <= 0:
             return np.empty((0, self.n_columns), dtype=np.int64)
-        sizes = np.diff(self.blocks)
-        per_col_size = np.repeat(sizes, sizes).astype(float)
-        cuts_per_user = rng.uniform(0.0, 4.0, size=(count, 1))
-        cut = rng.random((count, self.n_columns)) < cuts_per_user / np.maximum(per_col_size[None, :], 1.0)
-        cut[:, self.blocks[:-1][sizes > 0]] = True  # every user starts a new segment
-        segment = np.cumsum(cut, axis=1) - 1
+        cut = np.zeros((count, self.n_columns + 1), dtype=bool)
+        for start, stop in zip(self.blocks[:-1], self.blocks[1:], strict=True):
+            cut[:, start] = True
+            n_cuts = rng.integers(0, 5, size=count)
+            for slot in range(4):
+                rows = np.flatnonzero(n_cuts > slot)
+                where = self.sample_cuts(rng, np.full(len(rows), start), np.full(len(rows), stop))
+                cut[rows, where] = True
+        segment = np.cumsum(cut[:, : self.n_columns], axis=1) - 1
         seg_device = rng.integers(0, self.n_devices, size=(count, int(segment.max(initial=0)) + 1))
         device = np.take_along_axis(seg_device, segment, axis=1)
         fallback = self.random_allowed(rng, count)
@@ -279,35 +300,58 @@ class SearchSpace:
         return self.repair(X)
 
     # ----------------------------------------------------------- operators
+    def block_of(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first column, end column) of each column's user block."""
+        b = np.searchsorted(self.blocks, columns, side="right") - 1
+        return self.blocks[b], self.blocks[b + 1]
+
+    def sample_cuts(self, rng: np.random.Generator, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        """One cut position per entry in ``(start, stop)``: half uniform, half biased to small cuts.
+
+        The biased half draws from weights ``1 / (1 + rank)`` of the cut
+        sizes (:attr:`cut_bytes`) within the block; a position ``k`` means
+        "between columns ``k - 1`` and ``k``". Blocks of one column give ``stop``.
+        """
+        k = len(start)
+        span = np.maximum(stop - start - 1, 0)
+        uniform = start + 1 + np.floor(rng.random(k) * span).astype(np.int64)
+        lo, hi = self._cut_cdf[start + 1], self._cut_cdf[stop]
+        u = lo + rng.random(k) * (hi - lo)
+        biased = np.clip(np.searchsorted(self._cut_cdf, u, side="right") - 1, start + 1, np.maximum(stop - 1, start + 1))
+        out = np.where(rng.random(k) < 0.5, biased, uniform)
+        return np.where(span > 0, out, stop)
+
     def segment_mutation(self, rng: np.random.Generator, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Move one random segment of each selected row to one random device.
 
-        For each row in ``rows``: a pivot column among the free columns and,
-        with equal chance, the pivot alone, the prefix of that user's columns
-        up to the pivot, the suffix from the pivot to the end of that user's
-        columns (both: a new cut point of the topological order), or a run of
-        random length from the pivot; the device is a random allowed device
-        of the pivot; columns of the segment that do not allow it keep their
-        device.
+        For each row in ``rows``: a user block (in proportion to its free
+        columns), a cut position ``c`` in it (:meth:`sample_cuts`) and, with
+        equal chance, the column ``c`` alone, the prefix before ``c``, the
+        suffix from ``c`` (both: a new cut of the topological order), or the
+        run between ``c`` and a second cut position; the device is a random
+        allowed device of the segment's last (prefix) or first column;
+        columns of the segment that do not allow it keep their device.
         """
         X = X.copy()
         free = self.free
         if not len(rows) or not len(free):
             return X
         k = len(rows)
-        pivot = free[rng.integers(0, len(free), size=k)]
-        end_block = self.block_end[pivot]
-        start_block = self.blocks[np.searchsorted(self.blocks, pivot, side="right") - 1]
+        anchor = free[rng.integers(0, len(free), size=k)]
+        block_start, block_end = self.block_of(anchor)
+        cut = np.minimum(self.sample_cuts(rng, block_start, block_end), block_end - 1)
+        other = self.sample_cuts(rng, block_start, block_end)
         kind = rng.integers(0, 4, size=k)
-        run = 1 + np.floor(rng.random(k) * (end_block - pivot)).astype(np.int64)
-        start = np.where(kind == 1, start_block, pivot)
-        stop = np.select([kind == 0, kind == 1, kind == 2], [pivot + 1, pivot + 1, end_block], pivot + run)
-        r = np.floor(rng.random(k) * self._counts[pivot]).astype(np.int64)
-        device = self._choices[pivot, r]
+        lo_run, hi_run = np.minimum(cut, other), np.maximum(cut, other)
+        hi_run = np.where(hi_run == lo_run, lo_run + 1, hi_run)
+        start = np.select([kind == 0, kind == 1, kind == 2], [cut, block_start, cut], lo_run)
+        stop = np.select([kind == 0, kind == 1, kind == 2], [cut + 1, cut, block_end], hi_run)
+        ref = np.where(kind == 1, np.maximum(cut - 1, block_start), start)
+        r = np.floor(rng.random(k) * self._counts[ref]).astype(np.int64)
+        device = self._choices[ref, r]
         cols = np.arange(self.n_columns)[None, :]
         mask = (cols >= start[:, None]) & (cols < stop[:, None]) & self.allowed[:, device].T
-        sub = X[rows]
-        X[rows] = np.where(mask, device[:, None], sub)
+        X[rows] = np.where(mask, device[:, None], X[rows])
         return X
 
     def gene_mutation(self, rng: np.random.Generator, X: np.ndarray, rate: float) -> np.ndarray:
@@ -318,7 +362,12 @@ class SearchSpace:
         return np.where(mask, self.random_allowed(rng, len(X)), X)
 
     def two_point_crossover(self, rng: np.random.Generator, X: np.ndarray, donor: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Copy a random contiguous range of columns from ``donor`` into the selected rows of ``X``."""
+        """Two-point crossover of the selected rows of ``X`` with ``donor``'s rows.
+
+        Two random cut columns split a row into outside-inside-outside; the
+        result keeps one of the two children, with equal chance: the donor's
+        inside and the row's outside, or the other way round.
+        """
         X = X.copy()
         if not len(rows):
             return X
@@ -327,7 +376,8 @@ class SearchSpace:
         b = rng.integers(0, n, size=len(rows))
         lo, hi = np.minimum(a, b), np.maximum(a, b) + 1
         cols = np.arange(n)[None, :]
-        mask = (cols >= lo[:, None]) & (cols < hi[:, None])
+        inside = (cols >= lo[:, None]) & (cols < hi[:, None])
+        mask = inside ^ (rng.random(len(rows)) < 0.5)[:, None]
         X[rows] = np.where(mask, donor[rows], X[rows])
         return X
 
@@ -387,6 +437,21 @@ def _parents(comp: CompiledProblem, offset: int = 0) -> list[np.ndarray]:
     for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
         parents[w].append(u + offset)
     return [np.array(p, dtype=np.int64) for p in parents]
+
+
+def _cut_bytes(comp: CompiledProblem) -> np.ndarray:
+    """[n] bytes crossing a cut of the topological order just before each node (inf before the first)."""
+    n = comp.n_nodes
+    last = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last, comp.edge_src, comp.edge_dst)
+    diff = np.zeros(n + 1)
+    senders = np.flatnonzero(last >= 0)
+    np.add.at(diff, senders + 1, comp.out_bytes[senders])
+    np.add.at(diff, last[senders] + 1, -comp.out_bytes[senders])
+    out = np.cumsum(diff)[:n]
+    if n:
+        out[0] = np.inf
+    return out
 
 
 def _local_row(comp: CompiledProblem) -> np.ndarray:
@@ -467,6 +532,7 @@ def single_user_space(problem: Problem, *, warm_start: bool) -> SearchSpace:
         "decode_row": lambda row: decode(comp, row),
         "local": local,
         "column_source": np.full(comp.n_nodes, comp.source, dtype=np.int64),
+        "cut_bytes": _cut_bytes(comp),
     }
     if warm_start:
         rows, names = single_user_seeds(problem, comp)
@@ -510,6 +576,7 @@ def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSp
         "decode_row": decode_joint,
         "local": local,
         "column_source": np.concatenate([np.full(c.n_nodes, c.source, dtype=np.int64) for c in solo]),
+        "cut_bytes": np.concatenate([_cut_bytes(c) for c in solo]),
     }
     rows: list[np.ndarray] = [local]
     names: list[str] = ["local"]

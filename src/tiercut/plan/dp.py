@@ -84,6 +84,24 @@ def unit_table_enumerate(
     return table, place
 
 
+def unit_table_single(comp: CompiledProblem, form: LinearForm, unit: Unit) -> tuple[np.ndarray, np.ndarray]:
+    """Exact table of a one-node unit with an entry: the node's cost plus the entry's tensor sent to it
+    (and to the source if the entry is a graph output) -- each destination paid once."""
+    D = comp.n_devices
+    entry, v = unit.entry, unit.nodes[0]
+    assert entry is not None
+    node = np.where(comp.allowed[v], form.node[v], np.inf)  # [d]
+    send = form.transfer[entry]  # [e, d]; 0 on the diagonal
+    table = node[None, :] + send
+    if comp.is_output[entry]:
+        src = comp.source
+        back = send[:, src][:, None]  # the entry's tensor to the source, unless v already sits there
+        with np.errstate(invalid="ignore"):
+            table = table + np.where(np.arange(D)[None, :] == src, 0.0, back)
+    place = np.broadcast_to(np.arange(D)[None, :, None], (D, D, 1)).copy()
+    return table, place
+
+
 def unit_table_parallel(comp: CompiledProblem, form: LinearForm, unit: Unit) -> tuple[np.ndarray, np.ndarray]:
     """Exact table of a ``parallel`` unit: chain DPs coupled by the set of devices the entry's tensor reaches."""
     D = comp.n_devices
@@ -254,6 +272,8 @@ class DynamicProgrammingPlanner(Planner):
             solved = None
             if unit.shape == "parallel":
                 solved = unit_table_parallel(comp, form, unit)
+            elif unit.shape == "single" and unit.entry is not None and not unit.inputs:
+                solved = unit_table_single(comp, form, unit)
             else:
                 solved = unit_table_enumerate(comp, form, unit, self.enumeration_limit)
                 if solved is None:

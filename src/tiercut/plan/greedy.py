@@ -1,4 +1,4 @@
-"""Greedy steepest descent over node, prefix, suffix and segment moves.
+"""Greedy steepest descent over node, prefix, suffix, segment and range moves.
 
 The greedy family of the survey (§4.6: "approximate algorithms, including
 greedy algorithms"; its Table 3 lists greedy partitioners such as EPDNN,
@@ -21,6 +21,11 @@ Exactly:
    - *suffix*: node ``v`` and every later node to ``d`` (where allowed);
    - *segment*: the maximal run of consecutive nodes (topological order)
      that share ``v``'s device, to ``d`` (where allowed);
+   - *range*: every node between two of the ``range_cuts`` smallest cuts
+     of a user's topological order (cut size: bytes of the tensors
+     crossing it; the block's end counts as a cut), to ``d`` (where
+     allowed) -- e.g. a middle part of the network on a server reached
+     through another one;
 
    duplicates are removed; placements needing a missing link are repaired;
 3. score every move with the vectorised cost model and take the best by
@@ -32,7 +37,7 @@ Exactly:
 Deterministic: no random choice (ties go to the first move in the order
 above). Guarantee: none (a local optimum); never worse than its start.
 Complexity: O(steps * |V| * |D| * (|V| + |E|) * |D|) (each step scores
-about 4 |V| |D| placements).
+about (4 |V| + range_cuts^2 / 2) |D| placements).
 """
 
 from __future__ import annotations
@@ -44,8 +49,18 @@ from tiercut.plan._population import HeuristicPlanner, SearchResult, SearchSpace
 STARTS = ("local", "best-seed")
 
 
-def neighbourhood(space: SearchSpace, x: np.ndarray) -> np.ndarray:
-    """Every node, prefix, suffix and segment move of ``x`` (rows; duplicates and ``x`` itself removed)."""
+def range_cuts(space: SearchSpace, count: int) -> list[np.ndarray]:
+    """Per user block: its ``count`` smallest cuts (positions) and its end, sorted."""
+    out = []
+    for start, stop in zip(space.blocks[:-1], space.blocks[1:], strict=True):
+        inner = np.arange(start + 1, stop)
+        best = inner[np.lexsort((inner, space.cut_bytes[inner]))][:count]
+        out.append(np.unique(np.concatenate([best, [stop]])).astype(np.int64))
+    return out
+
+
+def neighbourhood(space: SearchSpace, x: np.ndarray, cuts: list[np.ndarray] | None = None) -> np.ndarray:
+    """Every node, prefix, suffix, segment and range move of ``x`` (rows; duplicates and ``x`` itself removed)."""
     n, D = space.n_columns, space.n_devices
     free = space.free
     cols = np.arange(n)
@@ -72,6 +87,13 @@ def neighbourhood(space: SearchSpace, x: np.ndarray) -> np.ndarray:
         segment_mask = (run[None, :] == runs[:, None]) & target
         segment = np.where(segment_mask, d, x[None, :])
         parts.extend([node, prefix, suffix, segment])
+        for block_cuts in cuts or []:
+            lo, hi = np.triu_indices(len(block_cuts), k=1)
+            if not len(lo):
+                continue
+            a, b = block_cuts[lo], block_cuts[hi]
+            range_mask = (cols[None, :] >= a[:, None]) & (cols[None, :] < b[:, None]) & target
+            parts.append(np.where(range_mask, d, x[None, :]))
     if not parts:
         return np.empty((0, n), dtype=np.int64)
     moves = np.concatenate(parts, axis=0)
@@ -81,10 +103,10 @@ def neighbourhood(space: SearchSpace, x: np.ndarray) -> np.ndarray:
 
 
 class GreedyPlanner(HeuristicPlanner):
-    """Steepest descent from the all-local placement over node, prefix, suffix and segment moves (deterministic)."""
+    """Steepest descent from the all-local placement over node, prefix, suffix, segment and range moves (deterministic)."""
 
     name = "greedy"
-    summary = "greedy steepest descent from all-local over node/prefix/suffix/segment moves, single and multi-user"
+    summary = "greedy steepest descent from all-local over node/prefix/suffix/segment/range moves, single and multi-user"
     reference = (
         "survey §4.6 greedy partitioners (EPDNN, Shin et al. EMDL'19; ADDA, Wang et al. ICPADS'19; "
         "GTDP, Mao et al. ICCAD'17)"
@@ -92,9 +114,10 @@ class GreedyPlanner(HeuristicPlanner):
     guarantee = "none: a local optimum for its moves (never worse than its start)"
     complexity = "O(steps * |V| |D| * (|V| + |E|) |D|)"
 
-    def __init__(self, start: str = "local", max_steps: int = 1000) -> None:
+    def __init__(self, start: str = "local", max_steps: int = 1000, range_cuts: int = 16) -> None:
         self.start = start
         self.max_steps = max_steps
+        self.range_cuts = range_cuts
 
     def wants_warm_start(self) -> bool:
         return self.start == "best-seed"
@@ -102,15 +125,16 @@ class GreedyPlanner(HeuristicPlanner):
     def settings_problem(self) -> str | None:
         if self.start not in STARTS:
             return f"setting start={self.start!r} is not one of {', '.join(STARTS)}"
-        return count_problem(max_steps=(self.max_steps, 0))
+        return count_problem(max_steps=(self.max_steps, 0), range_cuts=(self.range_cuts, 0))
 
     def search(self, space: SearchSpace, rng: np.random.Generator) -> SearchResult:
         x = space.repair(space.local[None, :])[0] if self.start == "local" else space.seeds[0].copy()
         current = space.score(x[None, :])
+        cuts = range_cuts(space, int(self.range_cuts))
         steps = 0
         converged = False
         while steps < int(self.max_steps):
-            moves = space.repair(neighbourhood(space, x))
+            moves = space.repair(neighbourhood(space, x, cuts))
             if not len(moves):
                 converged = True
                 break

@@ -75,10 +75,10 @@ class PSOPlanner(HeuristicPlanner):
         self,
         seed: int = 0,
         population: int = 48,
-        iterations: int = 300,
-        patience: int = 60,
-        w_max: float = 0.9,
-        w_min: float = 0.2,
+        iterations: int = 1000,
+        patience: int = 300,
+        w_max: float = 1.0,
+        w_min: float = 0.5,
         c1_start: float = 0.9,
         c1_end: float = 0.2,
         c2_start: float = 0.4,
@@ -122,9 +122,9 @@ class PSOPlanner(HeuristicPlanner):
             d = (gbest[None, :] != X).sum(axis=1) / n
             w = self.w_max - (self.w_max - self.w_min) * np.exp(d / (d - 1.01))
             rows = np.flatnonzero(rng.random(P) < w)
-            X = space.segment_mutation(rng, X, rows)
             X = space.two_point_crossover(rng, X, pbest, np.flatnonzero(rng.random(P) < c1))
             X = space.two_point_crossover(rng, X, np.broadcast_to(gbest, X.shape), np.flatnonzero(rng.random(P) < c2))
+            X = space.segment_mutation(rng, X, rows)
             X = space.repair(X)
             scores = space.score(X)
             improved = better(scores, pbest_scores)

@@ -43,6 +43,7 @@ class Unit:
         shape: ``single``, ``parallel`` or ``general``.
         chains: for ``parallel``: the chains (node indices, head first).
         skip: for ``parallel``: the exit reads the entry directly.
+        edges: the DAG edges (producer, consumer) into the unit's nodes.
     """
 
     entry: int | None
@@ -52,6 +53,7 @@ class Unit:
     shape: str
     chains: tuple[tuple[int, ...], ...] = ()
     skip: bool = False
+    edges: tuple[tuple[int, int], ...] = ()
 
 
 def separators(comp: CompiledProblem) -> list[int]:
@@ -84,7 +86,8 @@ def units(comp: CompiledProblem) -> list[Unit]:
         members = tuple(i for i in range(start, sep + 1) if not is_input[i])
         inputs = tuple(sorted({p for i in members for p in preds[i] if is_input[p]}))
         shape, chains, skip = _shape(entry, members, sep, preds, succs, comp.is_output, is_input)
-        result.append(Unit(entry, members, sep, inputs, shape, chains, skip))
+        edges = tuple((u, w) for w in members for u in preds[w])
+        result.append(Unit(entry, members, sep, inputs, shape, chains, skip, edges))
         entry = sep
         start = sep + 1
     return result
@@ -152,10 +155,9 @@ class UnitEvaluator:
         self.columns = np.array(boundary + list(unit.nodes), dtype=np.int64)
         self.n_boundary = len(boundary)
         local = {int(v): i for i, v in enumerate(self.columns)}
-        members = set(unit.nodes)
         src, dst = [], []
-        for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
-            if w in members and u in local:
+        for u, w in unit.edges:
+            if u in local:
                 src.append(local[u])
                 dst.append(local[w])
         self.edge_src = np.array(src, dtype=np.int64)

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.runtime.codec import CodecError, dtype_name, flatten_value, same_constant, torch_dtype, unflatten_value
+from tiercut.runtime.codec import dtype_name, flatten_value, same_constant, tensor_bytes_view, torch_dtype, unflatten_value
 
 ARTIFACT_FORMATS = ("aten-json", "onnx")
 DEFAULT_FORMAT = "aten-json"
@@ -78,8 +78,25 @@ BUNDLE_SCHEMA_VERSION = 1
 
 #: string arguments an ATen operator may take in a program (options, never paths or code)
 SAFE_STRING_ARGUMENTS = frozenset(
-    {"approximate", "rounding_mode", "reduce", "padding", "indexing", "equation", "side", "mode",
-     "interpolation", "assert_msg", "msg", "norm", "UPLO", "driver", "activation", "padding_side", "pad_mode"}
+    {
+        "approximate",
+        "rounding_mode",
+        "reduce",
+        "padding",
+        "indexing",
+        "equation",
+        "side",
+        "mode",
+        "interpolation",
+        "assert_msg",
+        "msg",
+        "norm",
+        "UPLO",
+        "driver",
+        "activation",
+        "padding_side",
+        "pad_mode",
+    }
 )
 #: ATen operators refused whatever their arguments
 DENIED_OPERATORS = frozenset({"from_file", "_print", "save", "_assert_async"})
@@ -121,19 +138,6 @@ class TensorSpec:
 
     def matches(self, tensor: Any) -> bool:
         return dtype_name(tensor.dtype) == self.dtype and tuple(tensor.shape) == self.shape
-
-
-def tensor_bytes_view(tensor: Any) -> memoryview:
-    """The raw bytes of a CPU tensor (contiguous copy if needed), as a memoryview."""
-    import torch
-
-    flat = tensor.detach()
-    if flat.device.type != "cpu":
-        flat = flat.cpu()
-    flat = flat.contiguous().reshape(-1)
-    if flat.dtype == torch.bool or flat.element_size() > 1 or flat.is_complex():
-        flat = flat.view(torch.uint8)
-    return memoryview(flat.numpy()).cast("B")
 
 
 def tensor_digest(tensor: Any) -> str:
@@ -284,7 +288,9 @@ def _leaves_by_structure(structure: Mapping[str, Any], value: Any, leaves: list[
             _leaves_by_structure(item, sub, leaves)
 
 
-def _flat_module(graph_module: Any, input_structures: Sequence[Mapping[str, Any]], output_structures: Sequence[Mapping[str, Any]]) -> Any:
+def _flat_module(
+    graph_module: Any, input_structures: Sequence[Mapping[str, Any]], output_structures: Sequence[Mapping[str, Any]]
+) -> Any:
     """An ``nn.Module`` that takes a partition's tensor leaves and returns its output tensor leaves."""
     import torch
 
@@ -398,7 +404,9 @@ def _operator_name(target: Any) -> str:
     )
 
 
-def _export_aten_json(module: Any, leaves: tuple[Any, ...], index: int) -> tuple[bytes, dict[str, tuple[str, Any]], dict[str, str], dict[str, TensorSpec]]:
+def _export_aten_json(
+    module: Any, leaves: tuple[Any, ...], index: int
+) -> tuple[bytes, dict[str, tuple[str, Any]], dict[str, str], dict[str, TensorSpec]]:
     import torch
     from torch.export.graph_signature import InputKind, OutputKind
 
@@ -456,7 +464,9 @@ def _export_aten_json(module: Any, leaves: tuple[Any, ...], index: int) -> tuple
             result = node.args[0]
             outputs = [_encode_arg(a, names) for a in (result if isinstance(result, (list, tuple)) else [result])]
         else:
-            raise ArtifactError(f"the exported partition {index} has a {node.op} node ({node.name}); only operator calls are shipped")
+            raise ArtifactError(
+                f"the exported partition {index} has a {node.op} node ({node.name}); only operator calls are shipped"
+            )
     program = {
         "schema_version": PROGRAM_SCHEMA_VERSION,
         "inputs": user_inputs,
@@ -471,7 +481,9 @@ def _export_aten_json(module: Any, leaves: tuple[Any, ...], index: int) -> tuple
 
 
 # ----- onnx
-def _export_onnx(module: Any, leaves: tuple[Any, ...], n_outputs: int, index: int) -> tuple[bytes, dict[str, tuple[str, Any]], dict[str, str], dict[str, TensorSpec]]:
+def _export_onnx(
+    module: Any, leaves: tuple[Any, ...], n_outputs: int, index: int
+) -> tuple[bytes, dict[str, tuple[str, Any]], dict[str, str], dict[str, TensorSpec]]:
     import onnx
     import torch
     from onnx import numpy_helper
@@ -483,8 +495,14 @@ def _export_onnx(module: Any, leaves: tuple[Any, ...], n_outputs: int, index: in
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, leaves, buffer, dynamo=False, do_constant_folding=False,
-                input_names=input_names, output_names=output_names, opset_version=17,
+                module,
+                leaves,
+                buffer,
+                dynamo=False,
+                do_constant_folding=False,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=17,
             )
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -544,9 +562,8 @@ def check_operator(name: str) -> Any:
     target = getattr(packet, overload)
     for argument in target._schema.arguments:
         type_text = str(argument.type)
-        if re.search(r"\bstr\b", type_text):
-            if argument.name not in SAFE_STRING_ARGUMENTS:
-                raise ArtifactError(f"program calls {name}, whose string argument {argument.name!r} a worker refuses")
+        if re.search(r"\bstr\b", type_text) and argument.name not in SAFE_STRING_ARGUMENTS:
+            raise ArtifactError(f"program calls {name}, whose string argument {argument.name!r} a worker refuses")
         if "Storage" in type_text:
             raise ArtifactError(f"program calls {name}, which takes a storage; a worker refuses it")
     return target
@@ -687,7 +704,9 @@ class _AtenProgram:
         return any(r.alias_info is not None for r in target._schema.returns)
 
     @staticmethod
-    def _check_writes(name: str, target: Any, args: list[Any], kwargs: dict[str, Any], may_alias: set[str], weights: set[str]) -> None:
+    def _check_writes(
+        name: str, target: Any, args: list[Any], kwargs: dict[str, Any], may_alias: set[str], weights: set[str]
+    ) -> None:
         import operator
 
         if target is operator.getitem:
@@ -751,7 +770,7 @@ def _check_onnx(model: Any, weight_names: set[str]) -> None:
         return found
 
     top_level = {init.name for init in model.graph.initializer}
-    nested = tensors_of_graph(model.graph)[len(model.graph.initializer):]  # everything but the initializers
+    nested = tensors_of_graph(model.graph)[len(model.graph.initializer) :]  # everything but the initializers
     for function in model.functions:
         for node in function.node:
             nested += tensors_of_node(node)
@@ -828,7 +847,10 @@ class LoadedProgram:
                 feeds = {f"input_{i}": leaf.numpy() for i, leaf in enumerate(leaves) if f"input_{i}" in wanted}
                 outputs = [torch.from_numpy(array) for array in self._session.run(None, feeds)]
         if len(outputs) != len(self.manifest.tensor_outputs):
-            raise ArtifactError(f"partition program {self.program_id[:12]} returned {len(outputs)} tensors, not {len(self.manifest.tensor_outputs)}")
+            raise ArtifactError(
+                f"partition program {self.program_id[:12]} returned {len(outputs)} tensors, "
+                f"not {len(self.manifest.tensor_outputs)}"
+            )
         return {
             name: unflatten_value(structure, outputs)
             for name, structure in zip(self.manifest.output_names, self.manifest.output_structures)
@@ -848,16 +870,22 @@ def load_program(program: Program, weights: Mapping[str, Any], *, onnx_threads: 
     for name, digest in manifest.weights.items():
         tensor = weights.get(digest)
         if tensor is None:
-            raise ArtifactError(f"program {manifest.program_id[:12]} needs weight {name!r} ({digest[:12]}), which the worker does not hold")
+            raise ArtifactError(
+                f"program {manifest.program_id[:12]} needs weight {name!r} ({digest[:12]}), which the worker does not hold"
+            )
         if not manifest.weight_specs[name].matches(tensor):
-            raise ArtifactError(f"weight {name!r} of program {manifest.program_id[:12]} has another dtype or shape than its manifest says")
+            raise ArtifactError(
+                f"weight {name!r} of program {manifest.program_id[:12]} has another dtype or shape than its manifest says"
+            )
         bound[name] = tensor
     if manifest.format == "aten-json":
         aten = _AtenProgram.parse(program.data)
         if set(aten.weights) != set(manifest.weights):
             raise ArtifactError(f"program {manifest.program_id[:12]} names other weights than its manifest")
         if len(aten.inputs) != len(manifest.tensor_inputs) or len(aten.outputs) != len(manifest.tensor_outputs):
-            raise ArtifactError(f"program {manifest.program_id[:12]} takes or returns another number of tensors than its manifest says")
+            raise ArtifactError(
+                f"program {manifest.program_id[:12]} takes or returns another number of tensors than its manifest says"
+            )
         return LoadedProgram(manifest, bound, _aten=aten)
     import onnx
     import onnxruntime as ort

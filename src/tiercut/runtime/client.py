@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import threading
 import time
@@ -42,8 +43,9 @@ from tiercut.runtime.protocol import ConfirmationResult, Connection, RemoteError
 from tiercut.runtime.route import ForwardResult, HopRecord, RouteError, run_route
 
 #: worker failures after which queries avoid the worker for a while
-_SUSPECT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "UNKNOWN", "CANCELLED", "INTERNAL",
-                            "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"})
+_SUSPECT_CODES = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "UNKNOWN", "CANCELLED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"}
+)
 
 
 # --------------------------------------------------------------------- records
@@ -178,17 +180,24 @@ class RunResult:
 
     def summary_lines(self) -> list[str]:
         """A short timeline summary for a person."""
-        lines = [f"{self.model}: {len(self.queries)} queries in {self.duration_s:.2f} s "
-                 f"({self.algorithm or 'plan'}, source {self.source})"]
+        lines = [
+            f"{self.model}: {len(self.queries)} queries in {self.duration_s:.2f} s "
+            f"({self.algorithm or 'plan'}, source {self.source})"
+        ]
         for upload in self.uploads:
             server, position = upload["server"], upload["position"]
             tries = [a for a in self.attempts if a.server == server and a.position == position]
             times = self.confirmed_s.get(server, ())
-            confirmed = f"confirmed at {times[position - 1]:.2f} s" if len(times) >= position and times[position - 1] >= 0 else "never confirmed"
+            confirmed = (
+                f"confirmed at {times[position - 1]:.2f} s"
+                if len(times) >= position and times[position - 1] >= 0
+                else "never confirmed"
+            )
             planned = upload.get("planned_arrives_s")
             planned_text = f" (plan {planned:.2f} s)" if planned else ""
             lines.append(
-                f"  upload {server}#{position}: {upload['bytes'] / 1e6:.2f} MB, {len(tries)} attempt(s), {confirmed}{planned_text}"
+                f"  upload {server}#{position}: {upload['bytes'] / 1e6:.2f} MB, {len(tries)} attempt(s), "
+                f"{confirmed}{planned_text}"
             )
         for server, reason in self.abandoned.items():
             lines.append(f"  gave up on {server}: {reason}")
@@ -274,7 +283,9 @@ def default_query_inputs(captured: Any) -> Callable[[int], tuple[Any, ...]]:
     def inputs(i: int) -> tuple[Any, ...]:
         generator = torch.Generator().manual_seed(1_000_003 + i)
         return tuple(
-            torch.randn(x.shape, generator=generator, dtype=x.dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+            torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            if isinstance(x, torch.Tensor) and x.is_floating_point()
+            else x
             for x in examples
         )
 
@@ -426,10 +437,8 @@ class MigrationClient:
         finally:
             state.stop.set()
             for connection in self.connections.values():
-                try:
+                with contextlib.suppress(Exception):  # closing is best effort
                     loop.submit(connection.close()).result(timeout=5)
-                except Exception:  # closing is best effort
-                    pass
             loop.stop()
         if settings.verify_outputs:
             queries = self._verify(queries, outputs, inputs_of)
@@ -522,14 +531,22 @@ class MigrationClient:
             start = time.monotonic()
             try:
                 cr = loop.submit(
-                    connection.upload(item.partition_id, data, sha, chunks=to_send.get(item.position), sender=self.plan.source,
-                                      timeout_s=timeout)
+                    connection.upload(
+                        item.partition_id,
+                        data,
+                        sha,
+                        chunks=to_send.get(item.position),
+                        sender=self.plan.source,
+                        timeout_s=timeout,
+                    )
                 ).result(timeout=timeout + 10.0)
             except (concurrent.futures.TimeoutError, RemoteError) as exc:
                 cr = ConfirmationResult(False, item.partition_id, "timeout", str(exc))
             end = time.monotonic()
             attempts.append(
-                UploadAttempt(server, item.partition_id, item.position, attempt, start - t0, end - t0, cr.ok, cr.code, cr.reason, len(data))
+                UploadAttempt(
+                    server, item.partition_id, item.position, attempt, start - t0, end - t0, cr.ok, cr.code, cr.reason, len(data)
+                )
             )
             if cr.ok:
                 failures = 0
@@ -566,8 +583,9 @@ class MigrationClient:
         delay = min(self.settings.backoff_max_s, self.settings.backoff_s * (2 ** max(0, failures - 1)))
         state.stop.wait(delay)
 
-    def _resync(self, loop: _LoopThread, state: _State, server: str, items: Sequence[UploadItem],
-                confirmed_s: dict[str, list[float]]) -> int | None:
+    def _resync(
+        self, loop: _LoopThread, state: _State, server: str, items: Sequence[UploadItem], confirmed_s: dict[str, list[float]]
+    ) -> int | None:
         """After a loss: ask the worker what it holds; returns the next upload position (None: unreachable)."""
         try:
             status = loop.submit(self.connections[server].status()).result(timeout=15)
@@ -605,9 +623,10 @@ class MigrationClient:
             for index in range(limit):
                 if state.stop.is_set() or time.monotonic() >= deadline:
                     break
-                if index >= settings.queries:
-                    if settings.queries_after_upload == 0 or after_upload >= settings.queries_after_upload:
-                        break
+                if index >= settings.queries and (
+                    settings.queries_after_upload == 0 or after_upload >= settings.queries_after_upload
+                ):
+                    break
                 if state.uploads_settled():
                     after_upload += 1
                 if settings.rate_hz is not None:
@@ -625,7 +644,9 @@ class MigrationClient:
             with state.lock:
                 state.lock.notify_all()
 
-    def _one_query(self, loop: _LoopThread, state: _State, index: int, inputs: tuple[Any, ...], t0: float) -> tuple[QueryRecord, Any]:
+    def _one_query(
+        self, loop: _LoopThread, state: _State, index: int, inputs: tuple[Any, ...], t0: float
+    ) -> tuple[QueryRecord, Any]:
         plan, settings = self.plan, self.settings
         confirmed, usable = state.snapshot()
         stage = plan.best_stage(confirmed, usable)
@@ -679,8 +700,14 @@ class MigrationClient:
         )
         return record, output
 
-    async def _run_remote(self, stage: RuntimeStage, values: dict[str, Any], records: list[HopRecord],
-                          counters: dict[str, int], failed_at: list[int]) -> None:
+    async def _run_remote(
+        self,
+        stage: RuntimeStage,
+        values: dict[str, Any],
+        records: list[HopRecord],
+        counters: dict[str, int],
+        failed_at: list[int],
+    ) -> None:
         plan = self.plan
         route = stage.route
 
@@ -699,8 +726,18 @@ class MigrationClient:
             counters["sent"] += reply.bytes_sent
             counters["received"] += reply.bytes_received
             hops = [HopRecord.from_dict(r) for r in reply.frame.meta.get("records", [])]
-            hops.append(HopRecord("forward", plan.source, at, begin, time.time(), peer=device,
-                                  bytes_sent=reply.bytes_sent, bytes_received=reply.bytes_received))
+            hops.append(
+                HopRecord(
+                    "forward",
+                    plan.source,
+                    at,
+                    begin,
+                    time.time(),
+                    peer=device,
+                    bytes_sent=reply.bytes_sent,
+                    bytes_received=reply.bytes_received,
+                )
+            )
             position = int(reply.frame.meta.get("position", -1))
             failed_at.pop()
             return ForwardResult(reply.frame.values, position, hops)
@@ -717,7 +754,9 @@ class MigrationClient:
             values.update(partition.run({n: values[n] for n in partition.input_names}))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))
 
-    def _verify(self, queries: list[QueryRecord], outputs: Mapping[int, Any], inputs_of: Callable[[int], tuple[Any, ...]]) -> list[QueryRecord]:
+    def _verify(
+        self, queries: list[QueryRecord], outputs: Mapping[int, Any], inputs_of: Callable[[int], tuple[Any, ...]]
+    ) -> list[QueryRecord]:
         import dataclasses
 
         import torch
@@ -738,9 +777,15 @@ def _outputs_close(got: Any, expected: Any) -> bool:
     if isinstance(expected, torch.Tensor):
         return isinstance(got, torch.Tensor) and got.shape == expected.shape and bool(torch.allclose(got, expected, atol=1e-5))
     if isinstance(expected, (tuple, list)):
-        return isinstance(got, (tuple, list)) and len(got) == len(expected) and all(_outputs_close(a, b) for a, b in zip(got, expected))
+        return (
+            isinstance(got, (tuple, list))
+            and len(got) == len(expected)
+            and all(_outputs_close(a, b) for a, b in zip(got, expected))
+        )
     if isinstance(expected, dict):
-        return isinstance(got, dict) and got.keys() == expected.keys() and all(_outputs_close(got[k], expected[k]) for k in expected)
+        return (
+            isinstance(got, dict) and got.keys() == expected.keys() and all(_outputs_close(got[k], expected[k]) for k in expected)
+        )
     return bool(got == expected)
 
 

@@ -11,9 +11,19 @@ Layout (little endian)::
     magic  b"TCF1"        4 bytes
     header_len            u32
     payload_len           u64
-    crc32                 u32   zlib.crc32 of header + payload
+    crc32                 u32   zlib.crc32 of the header
     header                header_len bytes of UTF-8 JSON
     payload               payload_len bytes: tensor bytes, each at an 8-aligned offset
+
+Integrity: the header carries, for each tensor, a 64-bit checksum of its
+bytes (:func:`word_sum`: the wrapping sum of its 64-bit little-endian words,
+of its trailing bytes and of its length), and the prefix the header's CRC-32.
+A changed byte changes its word by a non-zero amount below 2**64, so any
+single damaged byte, or any damage confined to one word, is detected, as is
+a lost or added chunk (the lengths). The word sum runs at memory speed (a
+CRC-32 of every byte would triple a 1 MB hop's overhead here); it is not
+meant against an adversary: mutual TLS authenticates every byte on a real
+network.
 
 The header is ``{"meta": {...}, "values": {name: spec}}`` with ``spec``:
 
@@ -108,6 +118,30 @@ def _item_size(name: str) -> int:
 
 
 # --------------------------------------------------------------------- encoding
+def word_sum(data: memoryview | bytes) -> int:
+    """64-bit checksum of bytes: wrapping sum of the little-endian u64 words, the trailing bytes and the length."""
+    import numpy as np
+
+    view = memoryview(data).cast("B")
+    words = len(view) // 8
+    total = int(np.frombuffer(view, dtype="<u8", count=words).sum(dtype=np.uint64)) if words else 0
+    tail = int.from_bytes(bytes(view[words * 8 :]), "little")
+    return (total + tail + len(view)) & 0xFFFFFFFFFFFFFFFF
+
+
+def tensor_bytes_view(tensor: Any) -> memoryview:
+    """The raw bytes of a tensor (on the CPU, contiguous; copied only if it is not), as a memoryview."""
+    import torch
+
+    flat = tensor.detach()
+    if flat.device.type != "cpu":
+        flat = flat.cpu()
+    flat = flat.contiguous().reshape(-1)
+    if flat.dtype == torch.bool or flat.element_size() > 1 or flat.is_complex():
+        flat = flat.view(torch.uint8)
+    return memoryview(flat.numpy()).cast("B")
+
+
 def _float_json(value: float) -> Any:
     if math.isfinite(value):
         return value
@@ -119,19 +153,6 @@ class _Encoder:
         self.buffers: list[memoryview] = []
         self.offset = 0
 
-    def tensor_bytes(self, tensor: Any) -> memoryview:
-        import torch
-
-        flat = tensor.detach()
-        if flat.device.type != "cpu":
-            flat = flat.cpu()
-        flat = flat.contiguous().reshape(-1)
-        if flat.dtype == torch.bool:
-            flat = flat.view(torch.uint8)
-        elif flat.element_size() > 1 or flat.is_complex():
-            flat = flat.view(torch.uint8)
-        return memoryview(flat.numpy()).cast("B")
-
     def spec(self, value: Any, depth: int = 0) -> dict[str, Any]:
         import torch
 
@@ -139,8 +160,15 @@ class _Encoder:
             raise CodecError(f"value nests deeper than {_MAX_DEPTH} levels; flatten it")
         if isinstance(value, torch.Tensor):
             name = dtype_name(value.dtype)
-            data = self.tensor_bytes(value)
-            spec = {"kind": "tensor", "dtype": name, "shape": list(value.shape), "offset": self.offset, "nbytes": len(data)}
+            data = tensor_bytes_view(value)
+            spec = {
+                "kind": "tensor",
+                "dtype": name,
+                "shape": list(value.shape),
+                "offset": self.offset,
+                "nbytes": len(data),
+                "sum": word_sum(data),
+            }
             self.buffers.append(data)
             self.offset += len(data)
             pad = (-self.offset) % _ALIGN
@@ -187,8 +215,6 @@ def encode_chunks(
     except (TypeError, ValueError) as exc:
         raise CodecError(f"frame metadata is not plain JSON data: {exc}") from None
     crc = zlib.crc32(header)
-    for buffer in encoder.buffers:
-        crc = zlib.crc32(buffer, crc)
     parts: list[memoryview] = [memoryview(_PREFIX.pack(MAGIC, len(header), encoder.offset, crc)), memoryview(header)]
     parts.extend(encoder.buffers)
     return _rechunk(parts, chunk_bytes)
@@ -276,6 +302,7 @@ class _Decoder:
         self.chunks = chunks
         self.payload_start = payload_start
         self.payload_len = payload_len
+        self.covered = 0
 
     def value(self, spec: Any, depth: int = 0) -> Any:
         import torch
@@ -296,12 +323,24 @@ class _Decoder:
             if offset + nbytes > self.payload_len:
                 raise CodecError("frame tensor lies outside the payload; the frame is truncated or corrupt")
             tensor = torch.empty(shape, dtype=dtype)
+            checksum = spec.get("sum")
             if nbytes:
                 target = tensor.reshape(-1).view(torch.uint8).numpy()
                 position = 0
                 for piece in self.chunks.pieces(self.payload_start + offset, nbytes):
                     target[position : position + len(piece)] = piece
                     position += len(piece)
+                got = word_sum(memoryview(target))
+            else:
+                got = word_sum(memoryview(b""))
+            if got != checksum:
+                raise CodecError("frame tensor checksum does not match; the message was corrupted in transit")
+            pad = (-nbytes) % _ALIGN
+            if pad and offset + nbytes + pad <= self.payload_len:
+                if any(self.chunks.read(self.payload_start + offset + nbytes, pad)):
+                    raise CodecError("frame padding is not zero; the message was corrupted in transit")
+                self.covered += pad
+            self.covered += nbytes
             return tensor
         if kind == "int":
             value = spec.get("value")
@@ -354,11 +393,8 @@ def decode_chunks(chunks: Sequence[bytes | bytearray | memoryview], *, max_bytes
     if data.total != expected:
         raise CodecError(f"frame has {data.total} bytes but its prefix says {expected}; it is truncated or corrupt")
     header_bytes = data.read(PREFIX_BYTES, header_len)
-    got = zlib.crc32(header_bytes)
-    for piece in data.pieces(PREFIX_BYTES + header_len, payload_len):
-        got = zlib.crc32(piece, got)
-    if got != crc:
-        raise CodecError("frame checksum (CRC-32) does not match; the message was corrupted in transit")
+    if zlib.crc32(header_bytes) != crc:
+        raise CodecError("frame header checksum (CRC-32) does not match; the message was corrupted in transit")
     try:
         header = json.loads(header_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -367,6 +403,8 @@ def decode_chunks(chunks: Sequence[bytes | bytearray | memoryview], *, max_bytes
         raise CodecError("frame header lacks its meta and values mappings")
     decoder = _Decoder(data, PREFIX_BYTES + header_len, payload_len)
     values = {str(name): decoder.value(spec) for name, spec in header["values"].items()}
+    if decoder.covered != payload_len:
+        raise CodecError("frame payload holds bytes its header does not describe; the message is corrupt")
     return Frame(meta=header["meta"], values=values)
 
 
@@ -462,7 +500,9 @@ __all__ = [
     "flatten_value",
     "frame_length",
     "same_constant",
+    "tensor_bytes_view",
     "torch_dtype",
     "unflatten_value",
     "value_nbytes",
+    "word_sum",
 ]

@@ -256,8 +256,14 @@ class _DigestCache:
         self._cache: dict[tuple[Any, ...], str] = {}
 
     def __call__(self, tensor: Any) -> str:
-        key = (tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()),
-               str(tensor.dtype), tensor._version)
+        key = (
+            tensor.data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tuple(tensor.stride()),
+            str(tensor.dtype),
+            tensor._version,
+        )
         digest = self._cache.get(key)
         if digest is None:
             digest = self._cache[key] = tensor_digest(tensor)
@@ -384,7 +390,9 @@ def prepare_migration(
     # the uploads: P3 weights, plus the programs (and any weight they lack) of the stages each makes runnable
     node_tensors = _node_tensors(captured)
     uploads: dict[str, tuple[UploadItem, ...]] = {}
-    plan_tag = hashlib.sha256(repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()).hexdigest()[:10]
+    plan_tag = hashlib.sha256(
+        repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()
+    ).hexdigest()[:10]
     for server, parts in view.partitions.items():
         carried: set[str] = set()
         sent_programs: set[str] = set()
@@ -441,7 +449,9 @@ def prepare_migration(
     )
 
 
-def placement_plan(placement: Mapping[str, str], source: str, *, latency_s: float = math.nan, algorithm: str = "placement") -> dict[str, Any]:
+def placement_plan(
+    placement: Mapping[str, str], source: str, *, latency_s: float = math.nan, algorithm: str = "placement"
+) -> dict[str, Any]:
     """An upload plan with one upload per server holding all its nodes (the ``direct`` shape).
 
     Stage 0 is all-local, stage 1 (needing every server's upload) is
@@ -450,15 +460,22 @@ def placement_plan(placement: Mapping[str, str], source: str, *, latency_s: floa
     servers = [d for d in dict.fromkeys(placement.values()) if d != source]
     stages = [
         {"from_s": 0.0, "placement": {n: source for n in placement}, "latency_s": None, "arrived": {}},
-        {"from_s": 0.0, "placement": dict(placement), "latency_s": None if math.isnan(latency_s) else latency_s,
-         "arrived": {s: 1 for s in servers}},
+        {
+            "from_s": 0.0,
+            "placement": dict(placement),
+            "latency_s": None if math.isnan(latency_s) else latency_s,
+            "arrived": {s: 1 for s in servers},
+        },
     ]
     return {
         "algorithm": algorithm,
         "source": source,
         "servers": {
-            s: {"partitions": [{"nodes": [n for n, d in placement.items() if d == s], "param_bytes": 0, "upload_s": 0.0,
-                                "arrives_s": 0.0}]}
+            s: {
+                "partitions": [
+                    {"nodes": [n for n, d in placement.items() if d == s], "param_bytes": 0, "upload_s": 0.0, "arrives_s": 0.0}
+                ]
+            }
             for s in servers
         },
         "stages": stages,

@@ -68,8 +68,19 @@ AUTH_METADATA_KEY = "authorization"
 MESSAGE_MARGIN_BYTES = 64 * 1024
 #: CR codes after which resending the same bundle may succeed
 RETRYABLE_CODES = frozenset({"incomplete", "corrupt", "missing_weights", "unavailable", "timeout"})
-CR_CODES = ("ok", "incomplete", "corrupt", "invalid", "missing_weights", "conflict", "store_full", "too_large",
-            "unavailable", "timeout", "refused")
+CR_CODES = (
+    "ok",
+    "incomplete",
+    "corrupt",
+    "invalid",
+    "missing_weights",
+    "conflict",
+    "store_full",
+    "too_large",
+    "unavailable",
+    "timeout",
+    "refused",
+)
 
 
 class RemoteError(TiercutError):
@@ -101,8 +112,13 @@ class UploadHeader:
         return start, min(self.chunk_bytes, self.total_bytes - start)
 
     def to_bytes(self) -> bytes:
-        body = {"partition_id": self.partition_id, "total_bytes": self.total_bytes, "sha256": self.sha256,
-                "chunk_bytes": self.chunk_bytes, "sender": self.sender}
+        body = {
+            "partition_id": self.partition_id,
+            "total_bytes": self.total_bytes,
+            "sha256": self.sha256,
+            "chunk_bytes": self.chunk_bytes,
+            "sender": self.sender,
+        }
         return UPLOAD_MAGIC + json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -110,9 +126,14 @@ class UploadHeader:
         if not data.startswith(UPLOAD_MAGIC):
             raise CodecError("upload does not start with an upload header; the first message was lost or corrupted")
         try:
-            body = json.loads(data[len(UPLOAD_MAGIC):])
-            header = cls(str(body["partition_id"]), int(body["total_bytes"]), str(body["sha256"]),
-                         int(body["chunk_bytes"]), str(body.get("sender", "")))
+            body = json.loads(data[len(UPLOAD_MAGIC) :])
+            header = cls(
+                str(body["partition_id"]),
+                int(body["total_bytes"]),
+                str(body["sha256"]),
+                int(body["chunk_bytes"]),
+                str(body.get("sender", "")),
+            )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError):
             raise CodecError("upload header is not valid; the first message was corrupted") from None
         if header.total_bytes < 0 or len(header.sha256) != 64 or not header.partition_id or header.chunk_bytes <= 0:
@@ -339,16 +360,18 @@ class Connection:
         details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
         return RemoteError(_status_name(exc), f"{what} on worker {self.device!r} ({self.address}) failed: {details}")
 
-    async def execute(self, meta: Mapping[str, Any], values: Mapping[str, Any], *, timeout_s: float | None = None) -> ExecuteReply:
+    async def execute(
+        self, meta: Mapping[str, Any], values: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> ExecuteReply:
         """Send one frame to ``Execute`` and decode the reply frame."""
         import grpc
 
         start = time.perf_counter()
         chunks = encode_chunks(meta, values, chunk_bytes=self.chunk_bytes)
         sent = sum(len(c) for c in chunks)
-        call = self._open().stream_stream(METHOD_EXECUTE)(
-            shaped(chunks, self.shaper, self.faults), metadata=self.credentials.metadata(), timeout=timeout_s
-        )
+        plain = self.shaper is None and (self.faults is None or not self.faults.active)
+        requests = iter(chunks) if plain else shaped(chunks, self.shaper, self.faults)
+        call = self._open().stream_stream(METHOD_EXECUTE)(requests, metadata=self.credentials.metadata(), timeout=timeout_s)
         received: list[bytes] = []
         total = 0
         try:
@@ -360,7 +383,9 @@ class Connection:
                 total += len(chunk)
                 if total > self.max_message_bytes:
                     call.cancel()
-                    raise RemoteError("RESOURCE_EXHAUSTED", f"reply of worker {self.device!r} exceeds {self.max_message_bytes} bytes")
+                    raise RemoteError(
+                        "RESOURCE_EXHAUSTED", f"reply of worker {self.device!r} exceeds {self.max_message_bytes} bytes"
+                    )
                 received.append(chunk)
         except grpc.aio.AioRpcError as exc:
             raise self._wrap(exc, "execute") from None
@@ -398,11 +423,17 @@ class Connection:
 
         call = self._open().stream_unary(METHOD_UPLOAD)
         try:
-            reply = await call(shaped(messages(), self.shaper, self.faults), metadata=self.credentials.metadata(), timeout=timeout_s)
+            reply = await call(
+                shaped(messages(), self.shaper, self.faults), metadata=self.credentials.metadata(), timeout=timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
             code = _status_name(exc)
-            mapped = {"DEADLINE_EXCEEDED": "timeout", "RESOURCE_EXHAUSTED": "too_large", "UNAUTHENTICATED": "refused",
-                      "PERMISSION_DENIED": "refused"}.get(code, "unavailable")
+            mapped = {
+                "DEADLINE_EXCEEDED": "timeout",
+                "RESOURCE_EXHAUSTED": "too_large",
+                "UNAUTHENTICATED": "refused",
+                "PERMISSION_DENIED": "refused",
+            }.get(code, "unavailable")
             details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
             return ConfirmationResult(False, partition_id, mapped, f"{code}: {details}")
         try:

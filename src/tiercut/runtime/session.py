@@ -9,6 +9,7 @@ remote) with the client's emulated links and runs the plan.
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,9 @@ class LocalCluster:
         log_dir: where each worker's stderr goes (default: a temporary folder).
         host: address to bind (loopback).
         extra_args: more worker options (e.g. ``["--max-store-bytes", "1GiB"]``).
+        torch_threads: intra-op threads of each worker (default: this machine's
+            cores shared between the workers and the client, at least 1; several
+            processes each using every core slow each other down several-fold).
     """
 
     devices: Sequence[str]
@@ -48,6 +52,7 @@ class LocalCluster:
     log_dir: Path | None = None
     host: str = "127.0.0.1"
     extra_args: Sequence[str] = ()
+    torch_threads: int | None = None
     processes: dict[str, WorkerProcess] = field(default_factory=dict, init=False)
     _tmp: Any = field(default=None, init=False, repr=False)
 
@@ -57,6 +62,16 @@ class LocalCluster:
 
     def credentials(self) -> Credentials:
         return Credentials(token=self.token)
+
+    @property
+    def threads_per_process(self) -> int:
+        """Cores per process when the workers and the client share this machine."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // (len(self.devices) + 1))
+
+    def _args(self) -> list[str]:
+        return [*self.extra_args, "--torch-threads", str(self.threads_per_process)]
 
     def start(self) -> LocalCluster:
         if self.token is None:
@@ -77,7 +92,7 @@ class LocalCluster:
                     bandwidth_scale=self.bandwidth_scale,
                     peers={d: a for d, a in addresses.items() if d != device},
                     store=None if self.store_root is None else self.store_root / device,
-                    extra_args=self.extra_args,
+                    extra_args=self._args(),
                     log_path=self.log_dir / f"{device}.log",
                 )
         except BaseException:
@@ -99,7 +114,7 @@ class LocalCluster:
             bandwidth_scale=self.bandwidth_scale,
             peers=peers,
             store=None if self.store_root is None else self.store_root / device,
-            extra_args=self.extra_args,
+            extra_args=self._args(),
             log_path=self.log_dir / f"{device}.log",
         )
         self.processes[device] = process
@@ -134,7 +149,9 @@ def connections_for(
     missing = [s for s in plan.servers if s not in addresses]
     if missing:
         raise TiercutError(f"no worker address for server {missing[0]!r}; pass --workers {missing[0]}=HOST:PORT")
-    links = LinkTable.from_environment(environment, plan.source, bandwidth_scale=bandwidth_scale) if environment is not None else None
+    links = (
+        LinkTable.from_environment(environment, plan.source, bandwidth_scale=bandwidth_scale) if environment is not None else None
+    )
     if environment is not None:
         for server in plan.servers:
             if links is not None and links.shaper(server) is None:
@@ -172,8 +189,14 @@ def run_migration(
 ) -> RunResult:
     """Run ``plan`` against the workers at ``addresses`` (see :class:`~tiercut.runtime.client.MigrationClient`)."""
     connections = connections_for(
-        plan, addresses, credentials=credentials, environment=environment, bandwidth_scale=bandwidth_scale,
-        faults=faults, reply_faults=reply_faults, chunk_bytes=chunk_bytes,
+        plan,
+        addresses,
+        credentials=credentials,
+        environment=environment,
+        bandwidth_scale=bandwidth_scale,
+        faults=faults,
+        reply_faults=reply_faults,
+        chunk_bytes=chunk_bytes,
     )
     client = MigrationClient(plan, connections, settings, query_inputs=query_inputs, log=log)
     return client.run()

@@ -38,11 +38,11 @@ INDEX_FILE = "index.json"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-class StoreFull(TiercutError):
+class StoreFullError(TiercutError):
     """Admitting a bundle would exceed the store's size bound."""
 
 
-class MissingWeights(TiercutError):
+class MissingWeightsError(TiercutError):
     """A bundle's programs need weights the store does not hold (earlier partitions are missing)."""
 
     def __init__(self, message: str, missing: list[str]) -> None:
@@ -151,10 +151,10 @@ class PartitionStore:
 
     # ----------------------------------------------------------- admission
     def check_capacity(self, nbytes: int) -> None:
-        """Raise :class:`StoreFull` if ``nbytes`` more could not fit."""
+        """Raise :class:`StoreFullError` if ``nbytes`` more could not fit."""
         held = self.held_bytes
         if held + nbytes > self.max_bytes:
-            raise StoreFull(
+            raise StoreFullError(
                 f"storing {nbytes} more bytes would exceed the store bound of {self.max_bytes} bytes "
                 f"({held} held); drop partitions or raise --max-store-bytes"
             )
@@ -163,8 +163,8 @@ class PartitionStore:
         """Admit a verified bundle: load its programs against the weights, then keep it.
 
         ``data`` are the bundle's bytes (hashing to ``sha256``), written to the
-        directory when ``persist``. Raises :class:`MissingWeights`,
-        :class:`StoreFull` or :class:`~tiercut.runtime.artifact.ArtifactError`
+        directory when ``persist``. Raises :class:`MissingWeightsError`,
+        :class:`StoreFullError` or :class:`~tiercut.runtime.artifact.ArtifactError`
         and keeps nothing if anything fails.
         """
         with self._lock:
@@ -182,7 +182,7 @@ class PartitionStore:
             available = {**self._weights, **new_weights}
             missing = sorted({d for p in bundle.programs for d in p.manifest.weights.values() if d not in available})
             if missing:
-                raise MissingWeights(
+                raise MissingWeightsError(
                     f"partition {bundle.partition_id!r} has programs that need {len(missing)} weight(s) of earlier "
                     "partitions this worker does not hold; upload those first",
                     missing,
@@ -300,4 +300,4 @@ class PartitionStore:
         return OpenReport(tuple(loaded), tuple(dropped))
 
 
-__all__ = ["INDEX_FILE", "MissingWeights", "OpenReport", "PartitionStore", "StoreFull", "StoredPartition"]
+__all__ = ["INDEX_FILE", "MissingWeightsError", "OpenReport", "PartitionStore", "StoreFullError", "StoredPartition"]

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import hmac
 import json
+import math
 import os
 import signal
 import sys
@@ -47,10 +50,15 @@ from tiercut.runtime.protocol import (
     grpc_options,
 )
 from tiercut.runtime.route import ForwardResult, HopRecord, Route, RouteError, Step, run_route
-from tiercut.runtime.store import MissingWeights, PartitionStore, StoreFull
+from tiercut.runtime.store import MissingWeightsError, PartitionStore, StoreFullError
+
+#: programs whose last run took less than this run on the event loop itself (no thread handoff)
+INLINE_RUN_S = 0.0005
+#: query frames smaller than this are decoded on the event loop (a copy at memory speed)
+INLINE_DECODE_BYTES = 8 << 20
 
 
-class UnknownPartition(TiercutError):
+class UnknownPartitionError(TiercutError):
     """A route names a partition program this worker does not hold."""
 
 
@@ -144,8 +152,12 @@ class WorkerConfig:
         if not self.device:
             raise TiercutError("a worker needs a device name; pass --device")
         parse_address(self.listen)
-        for name, value in (("max_message_bytes", self.max_message_bytes), ("max_store_bytes", self.max_store_bytes),
-                            ("chunk_bytes", self.chunk_bytes), ("threads", self.threads)):
+        for name, value in (
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_store_bytes", self.max_store_bytes),
+            ("chunk_bytes", self.chunk_bytes),
+            ("threads", self.threads),
+        ):
             if value <= 0:
                 raise TiercutError(f"worker setting {name} is {value}; it must be > 0")
         if self.device in self.peers:
@@ -165,6 +177,7 @@ class Worker:
     _executor: Any = field(default=None, init=False, repr=False)
     _peers: dict[str, Connection] = field(default_factory=dict, init=False, repr=False)
     _pending: dict[str, _PartialUpload] = field(default_factory=dict, init=False, repr=False)
+    _last_run_s: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _started_s: float = field(default=0.0, init=False, repr=False)
 
     # ----------------------------------------------------------- lifecycle
@@ -197,7 +210,9 @@ class Worker:
         else:
             port = self._server.add_insecure_port(config.listen)
         if not port:
-            raise TiercutError(f"worker {config.device!r} cannot listen on {config.listen}; is the port free and the address local?")
+            raise TiercutError(
+                f"worker {config.device!r} cannot listen on {config.listen}; is the port free and the address local?"
+            )
         await self._server.start()
         self.port = port
         self._started_s = time.time()
@@ -293,7 +308,7 @@ class Worker:
         if partial is None or partial.header != header:
             try:
                 self.store.check_capacity(header.total_bytes + self._pending_bytes(header.partition_id))
-            except StoreFull as exc:
+            except StoreFullError as exc:
                 self._count("uploads_refused")
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             partial = _PartialUpload(header, bytearray(header.total_bytes), bytearray(header.chunk_count))
@@ -323,8 +338,7 @@ class Worker:
         if missing:
             return failure(
                 "incomplete",
-                f"{len(missing)} of {header.chunk_count} chunk(s) missing ({damaged} damaged message(s) ignored); "
-                "resend them",
+                f"{len(missing)} of {header.chunk_count} chunk(s) missing ({damaged} damaged message(s) ignored); resend them",
                 missing_chunks=tuple(missing),
             )
         if self._pending.get(header.partition_id) is partial:
@@ -338,17 +352,25 @@ class Worker:
             if bundle.partition_id != header.partition_id:
                 return failure("invalid", f"the bundle holds partition {bundle.partition_id!r}, not {header.partition_id!r}")
             stored = await self._in_thread(self.store.admit, bundle, data, digest)
-        except MissingWeights as exc:
+        except MissingWeightsError as exc:
             return failure("missing_weights", str(exc), missing=tuple(exc.missing))
-        except StoreFull as exc:
+        except StoreFullError as exc:
             return failure("store_full", str(exc))
         except ArtifactError as exc:
             code = "conflict" if "already held" in str(exc) else "invalid"
             return failure(code, str(exc))
         self._count("uploads_ok")
-        self.log(f"[{config.device}] {time.time():.3f} CR ok {header.partition_id} ({received} bytes, {len(stored.program_ids)} program(s))")
+        self.log(
+            f"[{config.device}] {time.time():.3f} CR ok {header.partition_id} ({received} bytes, "
+            f"{len(stored.program_ids)} program(s))"
+        )
         return ConfirmationResult(
-            True, header.partition_id, "ok", "stored and verified", sha256=digest, received_bytes=received,
+            True,
+            header.partition_id,
+            "ok",
+            "stored and verified",
+            sha256=digest,
+            received_bytes=received,
             programs=stored.program_ids,
         ).to_bytes()
 
@@ -359,7 +381,7 @@ class Worker:
             raise RouteError(f"partition {step.index} is routed to worker {self.config.device!r} without a program id")
         program = self.store.program(step.program_id) if self.store.has_program(step.program_id) else None
         if program is None:
-            raise UnknownPartition(
+            raise UnknownPartitionError(
                 f"partition {step.index} (program {step.program_id[:12]}) is not on device {self.config.device!r}; "
                 "upload it before querying it"
             )
@@ -367,9 +389,13 @@ class Worker:
         def timed() -> tuple[Mapping[str, Any], float]:
             start = time.perf_counter()
             outputs = program.run(inputs)
-            return outputs, time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self._last_run_s[program.program_id] = seconds
+            return outputs, seconds
 
         self._count("steps_run")
+        if self._last_run_s.get(program.program_id, math.inf) < INLINE_RUN_S:
+            return timed()  # a handoff to a thread would cost more than the run itself
         return await self._in_thread(timed)
 
     async def _execute(self, request_iterator: Any, context: Any) -> Any:
@@ -389,13 +415,14 @@ class Worker:
                 )
             chunks.append(chunk)
         try:
-            frame = decode_chunks(chunks, max_bytes=config.max_message_bytes) if total < (1 << 20) else await self._in_thread(
-                lambda: decode_chunks(chunks, max_bytes=config.max_message_bytes)
-            )
+            if total < INLINE_DECODE_BYTES:
+                frame = decode_chunks(chunks, max_bytes=config.max_message_bytes)
+            else:
+                frame = await self._in_thread(functools.partial(decode_chunks, chunks, max_bytes=config.max_message_bytes))
         except CodecError as exc:
             self._count("queries_damaged")
             await context.abort(grpc.StatusCode.DATA_LOSS, f"query message is damaged: {exc}")
-        del chunks
+        chunks = []
         meta = frame.meta
         try:
             route = Route.from_dict(meta.get("route"))
@@ -414,20 +441,36 @@ class Worker:
 
         async def forward(device: str, at: int, values: Mapping[str, Any], want: list[str], calls: list[str]) -> ForwardResult:
             peer = self._peer(device)
-            out_meta = {"route": route.to_dict(), "position": at, "chain": calls, "wanted": want,
-                        "from": config.device, "query_id": query_id}
+            out_meta = {
+                "route": route.to_dict(),
+                "position": at,
+                "chain": calls,
+                "wanted": want,
+                "from": config.device,
+                "query_id": query_id,
+            }
             start = time.time()
             reply = await peer.execute(out_meta, values, timeout_s=config.peer_timeout_s)
             records = [HopRecord.from_dict(r) for r in reply.frame.meta.get("records", [])]
-            records.append(HopRecord("forward", config.device, at, start, time.time(), peer=device,
-                                     bytes_sent=reply.bytes_sent, bytes_received=reply.bytes_received))
+            records.append(
+                HopRecord(
+                    "forward",
+                    config.device,
+                    at,
+                    start,
+                    time.time(),
+                    peer=device,
+                    bytes_sent=reply.bytes_sent,
+                    bytes_received=reply.bytes_received,
+                )
+            )
             return ForwardResult(reply.frame.values, int(reply.frame.meta.get("position", -1)), records)
 
         values = dict(frame.values)
         records: list[HopRecord] = []
         try:
             end = await run_route(route, config.device, chain, position, values, self._run_step, forward, records)
-        except UnknownPartition as exc:
+        except UnknownPartitionError as exc:
             self._count("queries_unknown")
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except RemoteError as exc:
@@ -445,8 +488,12 @@ class Worker:
         )
         self._count("queries_ok")
         shaper = config.links.shaper(sender) if config.links is not None and sender else None
-        async for chunk in shaped(reply_chunks, shaper):
-            yield chunk
+        if shaper is None:
+            for chunk in reply_chunks:
+                yield chunk
+        else:
+            async for chunk in shaped(reply_chunks, shaper):
+                yield chunk
 
     # ----------------------------------------------------------- Status / Drop
     async def _status(self, request: bytes, context: Any) -> bytes:
@@ -500,14 +547,12 @@ def run_worker(config: WorkerConfig, *, announce: Callable[[str], None] | None =
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
         await stop.wait()
         await worker.stop()
 
     asyncio.run(main())
 
 
-__all__ = ["UnknownPartition", "Worker", "WorkerConfig", "memory_usage", "parse_address", "parse_peers", "run_worker"]
+__all__ = ["UnknownPartitionError", "Worker", "WorkerConfig", "memory_usage", "parse_address", "parse_peers", "run_worker"]
