@@ -102,6 +102,9 @@ def run(
     ] = True,
     bandwidth_scale: Annotated[float, typer.Option("--bandwidth-scale", help="multiply emulated bandwidths")] = 1.0,
     verify: Annotated[bool, typer.Option("--verify", help="check every output against the whole model afterwards")] = False,
+    source_slowdown: Annotated[
+        float, typer.Option("--source-slowdown", help="emulate a client this many times slower than this host (>= 1)")
+    ] = 1.0,
     resume: Annotated[
         bool, typer.Option("--resume", help="count partitions the workers already hold instead of uploading afresh")
     ] = False,
@@ -169,6 +172,7 @@ def run(
         fresh=not resume,
         max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s,
+        source_slowdown=source_slowdown,
     )
     link_env = environment if emulate_links else None
     if addresses is not None:

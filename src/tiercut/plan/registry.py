@@ -13,9 +13,14 @@ from tiercut.plan.base import Planner
 from tiercut.plan.baselines import AllOnPlanner, LocalPlanner
 from tiercut.plan.brute_force import BruteForcePlanner
 from tiercut.plan.dp import DynamicProgrammingPlanner
+from tiercut.plan.ga import GAPlanner
+from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
 from tiercut.plan.mincut import MinCutPlanner
+from tiercut.plan.multiuser import BestResponsePlanner
 from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
+from tiercut.plan.pso import PSOPlanner
+from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 
@@ -28,6 +33,11 @@ PLANNERS: dict[str, type[Planner]] = {
     "dp": DynamicProgrammingPlanner,
     "ilp": ILPPlanner,
     "brute-force": BruteForcePlanner,
+    "greedy": GreedyPlanner,
+    "pso": PSOPlanner,
+    "ga": GAPlanner,
+    "sa": SAPlanner,
+    "best-response": BestResponsePlanner,
 }
 
 

@@ -37,12 +37,16 @@ rebuilt with ``sympy.sympify`` (``eval`` of strings from the file) and guard
 code that ``ExportedProgram.module()`` passes to ``exec``. None of that may
 run on a worker, hence the re-encoding above.
 
-Which is faster (``benchmarks/runtime_fidelity.py``, ``formats`` section):
-onnxruntime runs the zoo's partitions about 1.5-4x faster on this CPU than
-the ATen interpreter (eager kernels), but its results differ from PyTorch's
-(ResNet-50 and Inception-v3 with random weights by more than the 1e-5
-tolerance the runtime guarantees), so ``aten-json`` is the default and
-``onnx`` an option for speed.
+Which is faster (``benchmarks/runtime_fidelity.py``, ``formats`` section,
+one thread, each model cut in three): onnxruntime runs the partitions 1.3x
+(AlexNet), 1.9x (ResNet-18), 3.3x (MobileNet-v2) and 3.6x (GoogLeNet)
+faster than the ATen interpreter (eager kernels) on this CPU. But its
+results differ from PyTorch's (up to 5e-6 on those, and by more than the
+1e-5 tolerance the runtime guarantees on ResNet-50 and Inception-v3 with
+random weights, whose activations grow large), while ``aten-json``
+reproduces the whole model bit for bit on the zoo (ViT within 6e-8: eager
+PyTorch takes a fused attention path export does not). So ``aten-json`` is
+the default and ``onnx`` an option for speed.
 
 Weights are identified by content: :func:`tensor_digest` is the SHA-256 of
 dtype, shape and bytes. A worker keeps each distinct tensor once, whichever

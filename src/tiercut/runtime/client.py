@@ -248,6 +248,11 @@ class RunSettings:
             0: stop after ``queries``.
         max_extra_queries: bound on the queries issued past ``queries`` while
             waiting for the uploads.
+        source_slowdown: compute emulation of a client slower than this host:
+            after each of its partitions the client idles ``(slowdown - 1)``
+            times the partition's measured time (1: this host's speed). For
+            experiments on one machine where the described client is slower
+            than the servers (the migration seed's 1.1 GHz clients).
     """
 
     queries: int = 10
@@ -264,6 +269,7 @@ class RunSettings:
     keep_uploading_s: float = 0.0
     queries_after_upload: int = 0
     max_extra_queries: int = 100_000
+    source_slowdown: float = 1.0
 
     def __post_init__(self) -> None:
         if self.queries < 0:
@@ -272,6 +278,8 @@ class RunSettings:
             raise TiercutError(f"query rate {self.rate_hz} Hz must be > 0 (or none: back to back)")
         if self.max_attempts < 1:
             raise TiercutError(f"max_attempts {self.max_attempts} must be >= 1")
+        if not (math.isfinite(self.source_slowdown) and self.source_slowdown >= 1.0):
+            raise TiercutError(f"source slowdown {self.source_slowdown} must be a finite number >= 1 (1: this host's speed)")
 
 
 def default_query_inputs(captured: Any) -> Callable[[int], tuple[Any, ...]]:
@@ -715,6 +723,9 @@ class MigrationClient:
             partition = stage.split.partitions[step.index]
             begin = time.perf_counter()
             outputs = await asyncio.get_running_loop().run_in_executor(None, partition.run, inputs)
+            seconds = time.perf_counter() - begin
+            if self.settings.source_slowdown > 1.0:
+                await asyncio.sleep(seconds * (self.settings.source_slowdown - 1.0))
             return outputs, time.perf_counter() - begin
 
         async def forward(device: str, at: int, sent: Mapping[str, Any], wanted: list[str], chain: list[str]) -> ForwardResult:
@@ -752,6 +763,8 @@ class MigrationClient:
             partition = stage.split.partitions[step.index]
             begin = time.time()
             values.update(partition.run({n: values[n] for n in partition.input_names}))
+            if self.settings.source_slowdown > 1.0:
+                time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))
 
     def _verify(
