@@ -14,6 +14,7 @@ import typer
 
 from tiercut.cli import (
     demo_cmd,
+    deploy_cmd,
     env_cmd,
     graph_cmd,
     plan_cmd,
@@ -48,6 +49,7 @@ app.command("upload")(upload_cmd.upload)
 app.command("simulate")(simulate_cmd.simulate)
 app.command("serve")(serve_cmd.serve)
 app.command("run")(run_cmd.run)
+app.command("deploy")(deploy_cmd.deploy)
 
 
 def main(argv: list[str] | None = None) -> int:

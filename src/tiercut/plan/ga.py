@@ -14,8 +14,10 @@ Goldberg 1989) with Deb's feasibility rule for constraints (Deb, CMAME 2000):
   the parents' rows (a contiguous range of the topological order is
   swapped, so runs of layers -- partitions -- are inherited whole);
 - mutation: with probability ``segment_mutation_rate`` a child gets one
-  segment move (a node alone, a prefix or a suffix of its topological
-  order -- a new cut point -- or a random run, moved to one device); the
+  segment move (:meth:`~tiercut.plan._population.SearchSpace.segment_mutation`:
+  a node alone, the prefix or the suffix of its topological order at a cut
+  point, or the run between two cut points, moved to one device; half the
+  cut points biased towards cuts that few bytes cross); the
   classic per-gene mutation (each node to a random allowed device with
   probability ``gene_mutation_rate``) is off by default: a random lone node
   on another device adds transfers and almost always hurts, and on the zoo

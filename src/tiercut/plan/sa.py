@@ -8,9 +8,12 @@ heuristic algorithms (§4.6.7).
 
 ``chains`` Markov chains run side by side (their proposals are scored in one
 call of the vectorised cost model). Each step, each chain proposes one
-*segment move* of its placement: a random start node and, with equal chance,
-that node alone, the suffix of its topological order, or a random-length
-run, moved to a random allowed device. With the energy
+*segment move* of its placement
+(:meth:`~tiercut.plan._population.SearchSpace.segment_mutation`): a node
+alone, the prefix or the suffix of the topological order at a cut point,
+or the run between two cut points, moved to a random allowed device (half
+the cut points drawn with a bias towards cuts that few bytes cross). With
+the energy
 ``E = objective + penalty_weight * scale * penalty`` (``penalty``: the cost
 model's relative constraint excess, ``scale``: the median objective of the
 initial chains, so temperatures are relative), a proposal is accepted when
