@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/graph_extraction.py
+	$(PY) benchmarks/prediction_accuracy.py
+	$(PY) benchmarks/planners.py
+	$(PY) benchmarks/migration_experiment.py
+	$(PY) benchmarks/simulator.py
+	$(PY) benchmarks/runtime_fidelity.py
 
 clean:
 	rm -rf $(VENV) report
