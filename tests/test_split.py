@@ -147,7 +147,7 @@ def test_random_placements_on_dag_models_reproduce_the_model(name, capture_zoo):
     expected = expected_output(cap)
 
     @settings(
-        max_examples=25,
+        max_examples=12,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
     )
