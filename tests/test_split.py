@@ -406,41 +406,41 @@ def cycle_case():
     return capture_model(CycleCase(), (2, 4))
 
 
-def one_line_error(call, match):
+def check_one_line_error(call, match):
     with pytest.raises(TiercutError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
 
 
 def test_a_node_missing_from_the_placement_is_named(cycle_case):
-    one_line_error(lambda: split_by_placement(cycle_case, {"x": "A", "f": "B", "cat": "A"}), "no device for node 'g'")
-    one_line_error(lambda: split_by_placement(cycle_case, {}), r"no device for node 'x' \(and 3 more\)")
+    check_one_line_error(lambda: split_by_placement(cycle_case, {"x": "A", "f": "B", "cat": "A"}), "no device for node 'g'")
+    check_one_line_error(lambda: split_by_placement(cycle_case, {}), r"no device for node 'x' \(and 3 more\)")
 
 
 def test_an_unknown_node_in_the_placement_is_named(cycle_case):
     placement = {"x": "A", "f": "B", "cat": "A", "g": "A", "conv9": "A"}
-    one_line_error(lambda: split_by_placement(cycle_case, placement), "'conv9', which is not a node")
+    check_one_line_error(lambda: split_by_placement(cycle_case, placement), "'conv9', which is not a node")
 
 
 def test_a_device_that_is_not_a_name_is_rejected(cycle_case):
-    one_line_error(lambda: split_by_placement(cycle_case, {"x": "A", "f": 3, "cat": "A", "g": "A"}), "node 'f' to 3")
-    one_line_error(lambda: split_by_placement(cycle_case, {"x": "A", "f": "", "cat": "A", "g": "A"}), "non-empty")
+    check_one_line_error(lambda: split_by_placement(cycle_case, {"x": "A", "f": 3, "cat": "A", "g": "A"}), "node 'f' to 3")
+    check_one_line_error(lambda: split_by_placement(cycle_case, {"x": "A", "f": "", "cat": "A", "g": "A"}), "non-empty")
 
 
 def test_a_value_no_partition_can_produce_is_named(cycle_case):
     placement = {"x": "A", "f": "B", "cat": "A", "g": "A"}
     orphan = dataclasses.replace(cycle_case, owner={k: v for k, v in cycle_case.owner.items() if k != "f"})
-    one_line_error(lambda: split_by_placement(orphan, placement), "fx node 'f' belongs to no layer-graph node")
+    check_one_line_error(lambda: split_by_placement(orphan, placement), "fx node 'f' belongs to no layer-graph node")
     stranger = dataclasses.replace(cycle_case, owner={**cycle_case.owner, "f": "ghost"})
-    one_line_error(lambda: split_by_placement(stranger, placement), "belongs to 'ghost', which is not in the layer graph")
+    check_one_line_error(lambda: split_by_placement(stranger, placement), "belongs to 'ghost', which is not in the layer graph")
     # f's value held by g, which runs after cat reads it: it cannot be made in time
     late = dataclasses.replace(cycle_case, owner={**cycle_case.owner, "f": "g"})
-    one_line_error(lambda: assign_pieces(late, placement), "'cat' reads 'g', which comes later")
+    check_one_line_error(lambda: assign_pieces(late, placement), "'cat' reads 'g', which comes later")
 
 
 def test_running_with_wrong_inputs_is_an_error(cycle_case):
     split = split_by_placement(cycle_case, dict.fromkeys(cycle_case.graph.names, "A"))
     x = cycle_case.example_inputs[0]
-    one_line_error(lambda: split.run(x, x), r"takes 1 input\(s\) \(x\), got 2")
-    one_line_error(lambda: split.run(), "needs input 'x'")
-    one_line_error(lambda: split.partitions[0].run({}), "partition 0 on 'A' needs value 'x'")
+    check_one_line_error(lambda: split.run(x, x), r"takes 1 input\(s\) \(x\), got 2")
+    check_one_line_error(lambda: split.run(), "needs input 'x'")
+    check_one_line_error(lambda: split.partitions[0].run({}), "partition 0 on 'A' needs value 'x'")

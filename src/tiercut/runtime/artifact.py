@@ -31,7 +31,7 @@ Two program formats, both data-only:
     than the standard ones.
 
 Why not ``torch.export.save``/``load``: ``torch.export.load`` unpickles
-(``torch.load(..., weights_only=False)`` for weights and constants,
+(torch's loader with ``weights_only=False`` for weights and constants,
 ``pickle.loads`` for custom objects), and even its JSON program part is
 rebuilt with ``sympy.sympify`` (``eval`` of strings from the file) and guard
 code that ``ExportedProgram.module()`` passes to ``exec``. None of that may
@@ -963,7 +963,7 @@ class PartitionBundle:
     @classmethod
     def from_bytes(cls, data: bytes, *, verify_weights: bool = True) -> PartitionBundle:
         """Parse a received bundle, checking every weight digest and program hash."""
-        import safetensors.torch
+        from safetensors.torch import load as load_safetensors
 
         if len(data) < 8:
             raise ArtifactError("partition bundle is shorter than a safetensors header")
@@ -978,7 +978,7 @@ class PartitionBundle:
         if not isinstance(manifest, dict) or manifest.get("schema_version") != BUNDLE_SCHEMA_VERSION:
             raise ArtifactError(f"partition bundle is not schema version {BUNDLE_SCHEMA_VERSION}")
         try:
-            tensors = safetensors.torch.load(bytes(data))
+            tensors = load_safetensors(bytes(data))  # safetensors: a header and raw buffers, no pickle
         except Exception as exc:
             raise ArtifactError(f"partition bundle is not a valid safetensors file ({str(exc)[:120]})") from None
         weights: dict[str, Any] = {}
