@@ -30,7 +30,6 @@ handle at all (wrong number of devices, a brute force too large) is a
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any, ClassVar
 from tiercut.cost import evaluate, evaluate_users
 from tiercut.errors import TiercutError
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem, UserFigures
+from tiercut.settings import Configurable
 
 
 @dataclass(frozen=True)
@@ -70,45 +70,17 @@ class MultiPlacementResult:
     note: str = ""
 
 
-class Planner:
+class Planner(Configurable):
     """Base class of every planner: settings in ``__init__``, work in :meth:`solve`."""
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "planner"
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     guarantee: ClassVar[str] = ""
     complexity: ClassVar[str] = ""
     single_user: ClassVar[bool] = True
     multi_user: ClassVar[bool] = False
-
-    # ----------------------------------------------------------- settings
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in signature.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor keywords and their current values."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> Planner:
-        """Change settings (unknown names are a :class:`TiercutError`)."""
-        known = set(self._param_names())
-        for key, value in params.items():
-            if key not in known:
-                raise TiercutError(
-                    f"planner {self.name!r} has no setting {key!r}; its settings are {', '.join(sorted(known)) or 'none'}"
-                )
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
     # ----------------------------------------------------------- applicability
     def check(self, problem: Problem) -> str | None:

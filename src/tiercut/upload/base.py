@@ -30,14 +30,14 @@ it cannot handle some problems), and add ONE line to
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tiercut.errors import TiercutError
 from tiercut.problem import Plan, Problem
+from tiercut.settings import Configurable
 from tiercut.upload.analytic import evaluate_upload
 from tiercut.upload.context import UploadContext, build_context
 from tiercut.upload.types import UploadPlan
@@ -163,7 +163,7 @@ def normalise_groups(problem: Problem, target: frozenset[str], groups: Sequence[
     return [sorted(g, key=order.__getitem__) for g in merged], "; ".join(notes)
 
 
-class UploadPlanner:
+class UploadPlanner(Configurable):
     """Base class of every upload planner: settings in ``__init__``, work in :meth:`solve`.
 
     Common settings (every planner has them):
@@ -176,6 +176,7 @@ class UploadPlanner:
     """
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "upload planner"
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
 
@@ -183,35 +184,6 @@ class UploadPlanner:
         self.server = server
         self.offloading = offloading
         self.n_queries = n_queries
-
-    # ----------------------------------------------------------- settings
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in signature.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor keywords and their current values."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> UploadPlanner:
-        """Change settings (unknown names are a :class:`TiercutError`)."""
-        known = set(self._param_names())
-        for key, value in params.items():
-            if key not in known:
-                raise TiercutError(
-                    f"upload planner {self.name!r} has no setting {key!r}; its settings are {', '.join(sorted(known))}"
-                )
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
     # ----------------------------------------------------------- solving
     def check(self, problem: Problem) -> str | None:
