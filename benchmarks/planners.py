@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, few models, no profiler sections")
     parser.add_argument("--networkx-limit", type=int, default=100_000, help="largest graph cut with networkx too")
     parser.add_argument("--skip-profiled", action="store_true", help="skip the sections that need tiercut.profile")
-    parser.add_argument("--planners", default="neurosurgeon,shortest-path,dp,mincut",
+    parser.add_argument("--planners", default="neurosurgeon,shortest-path,dp,mincut,greedy,pso,ga,sa",
                         help="comma-separated planners for the quality section")
     args = parser.parse_args(argv)
     from tiercut.graph.models import ZOO
@@ -507,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [n.strip() for n in args.planners.split(",") if n.strip()]
         print("quality relative to the optimum:")
         result["quality"] = quality(names, zoo)
+        print("heuristics:")
+        result["heuristics"] = heuristics_report(result["quality"], zoo)
         print("speed-ups per preset:")
         result["speedups"] = speedups(zoo)
     RESULTS.mkdir(parents=True, exist_ok=True)

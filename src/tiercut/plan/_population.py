@@ -460,7 +460,15 @@ def _local_row(comp: CompiledProblem) -> np.ndarray:
     return np.where(allowed[:, comp.source], comp.source, np.argmax(allowed, axis=1)).astype(np.int64)
 
 
-def single_user_seeds(problem: Problem, comp: CompiledProblem) -> tuple[list[np.ndarray], list[str]]:
+@dataclass(frozen=True)
+class SeedSet:
+    """Warm-start placements (rows of device indices, not yet repaired) and what each one is."""
+
+    rows: list[np.ndarray]
+    names: list[str]
+
+
+def single_user_seeds(problem: Problem, comp: CompiledProblem) -> SeedSet:
     """Warm-start placements of a single-user problem (cheap, not repaired).
 
     - the all-local placement;
@@ -500,15 +508,16 @@ def single_user_seeds(problem: Problem, comp: CompiledProblem) -> tuple[list[np.
         if found is not None:
             rows.append(found[0].astype(np.int64))
             names.append(f"mincut-{problem.device_names[d]}")
-    return rows, names
+    return SeedSet(rows, names)
 
 
-def _finish_seeds(space_args: dict, rows: list[np.ndarray], names: list[str]) -> SearchSpace:
+def _finish_seeds(space_args: dict, seeds: SeedSet) -> SearchSpace:
     """Repair, de-duplicate and rank the seeds (best first by Deb's rule)."""
     draft = SearchSpace(**space_args, seeds=np.empty((0, len(space_args["allowed"])), dtype=np.int64), seed_names=())
-    if not rows:
+    if not seeds.rows:
         return draft
-    X = draft.repair(np.stack(rows).astype(np.int64))
+    names = seeds.names
+    X = draft.repair(np.stack(seeds.rows).astype(np.int64))
     _, first = np.unique(X, axis=0, return_index=True)
     first = np.sort(first)
     X = X[first]
@@ -534,11 +543,8 @@ def single_user_space(problem: Problem, *, warm_start: bool) -> SearchSpace:
         "column_source": np.full(comp.n_nodes, comp.source, dtype=np.int64),
         "cut_bytes": _cut_bytes(comp),
     }
-    if warm_start:
-        rows, names = single_user_seeds(problem, comp)
-    else:
-        rows, names = [local], ["local"]
-    return _finish_seeds(args, rows, names)
+    seeds = single_user_seeds(problem, comp) if warm_start else SeedSet([local], ["local"])
+    return _finish_seeds(args, seeds)
 
 
 def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSpace:
@@ -583,8 +589,7 @@ def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSp
     if warm_start:
         best_parts = []
         for user, c in zip(problem.users, solo, strict=True):
-            seeds, _ = single_user_seeds(user.problem, c)
-            X = np.stack(seeds)
+            X = np.stack(single_user_seeds(user.problem, c).rows)
             best_parts.append(X[Scores.of(evaluate_many(c, X)).best()])
         for i, name in enumerate(names_users):
             parts = list(local_parts)
@@ -593,7 +598,7 @@ def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSp
             names.append(f"solo-best-{name}")
         rows.append(np.concatenate(best_parts))
         names.append("solo-best-all")
-    return _finish_seeds(args, rows, names)
+    return _finish_seeds(args, SeedSet(rows, names))
 
 
 # ---------------------------------------------------------------- the planner base
@@ -692,6 +697,7 @@ __all__ = [
     "Scores",
     "SearchResult",
     "SearchSpace",
+    "SeedSet",
     "better",
     "count_problem",
     "initial_population",

@@ -34,8 +34,9 @@ Exactly:
    and step 2 repeats, else ``x`` is a local optimum for these moves and is
    returned (or after ``max_steps`` moves).
 
-Deterministic: no random choice (ties go to the first move in the order
-above). Guarantee: none (a local optimum); never worse than its start.
+Deterministic: no random choice (ties go to the move generated first:
+devices in index order and, for each, the node, prefix, suffix, segment and
+range moves in that order). Guarantee: none (a local optimum); never worse than its start.
 Complexity: O(steps * |V| * |D| * (|V| + |E|) * |D|) (each step scores
 about (4 |V| + range_cuts^2 / 2) |D| placements).
 """
