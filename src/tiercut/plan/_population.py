@@ -616,6 +616,37 @@ class SearchResult:
     note: str
 
 
+@dataclass
+class Incumbent:
+    """The best row a search has seen, and the rounds since it last improved (for ``patience``)."""
+
+    row: np.ndarray
+    scores: Scores
+    patience: int
+    stall: int = 0
+
+    @classmethod
+    def first(cls, X: np.ndarray, scores: Scores, patience: int, index: int | None = None) -> Incumbent:
+        """Row ``index`` of ``X`` (default: the best-scored one)."""
+        i = scores.best() if index is None else int(index)
+        return cls(X[i].copy(), scores.take(i), int(patience))
+
+    def offer(self, X: np.ndarray, scores: Scores, index: int | None = None) -> bool:
+        """Keep row ``index`` (default: the best) if it beats the incumbent; True once patience runs out."""
+        i = scores.best() if index is None else int(index)
+        if better(scores.take(i), self.scores)[0]:
+            self.row, self.scores, self.stall = X[i].copy(), scores.take(i), 0
+        else:
+            self.stall += 1
+        return self.stall >= self.patience
+
+    def result(self, how: str) -> SearchResult:
+        """The search's answer, saying whether it stopped early."""
+        if self.stall >= self.patience:
+            how += f" (stopped: no improvement in {self.patience})"
+        return SearchResult(self.row, how)
+
+
 class HeuristicPlanner(Planner, metaclass=ABCMeta):
     """Base of the heuristics: builds the space, runs :meth:`search`, decodes the best row.
 

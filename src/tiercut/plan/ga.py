@@ -46,10 +46,10 @@ import numpy as np
 
 from tiercut.plan._population import (
     HeuristicPlanner,
+    Incumbent,
     Scores,
     SearchResult,
     SearchSpace,
-    better,
     count_problem,
     initial_population,
     probability_problem,
@@ -114,11 +114,10 @@ class GAPlanner(HeuristicPlanner):
         X = initial_population(space, rng, P, max_seeds=max(1, P // 2))
         scores = space.score(X)
         order = scores.order()
-        best, best_scores = X[order[0]].copy(), scores.take(order[0])
+        incumbent = Incumbent.first(X, scores, self.patience, order[0])
         rate = float(self.gene_mutation_rate)
         n_children = P - E
         n_pairs = (n_children + 1) // 2
-        stall = 0
         done = 0
         for done in range(1, int(self.generations) + 1):  # noqa: B007 - reported after the loop
             rank = np.empty(P, dtype=np.int64)
@@ -147,14 +146,6 @@ class GAPlanner(HeuristicPlanner):
             X = np.concatenate([X[elites], children], axis=0)
             scores = Scores.concat([scores.take(elites), child_scores]) if E else child_scores
             order = scores.order()
-            if better(scores.take(order[0]), best_scores)[0]:
-                best, best_scores = X[order[0]].copy(), scores.take(order[0])
-                stall = 0
-            else:
-                stall += 1
-                if stall >= int(self.patience):
-                    break
-        how = f"GA: population {P}, {done} generations"
-        if stall >= int(self.patience):
-            how += f" (stopped: no improvement in {self.patience})"
-        return SearchResult(best, how)
+            if incumbent.offer(X, scores, order[0]):
+                break
+        return incumbent.result(f"GA: population {P}, {done} generations")

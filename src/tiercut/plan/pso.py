@@ -61,6 +61,7 @@ import numpy as np
 
 from tiercut.plan._population import (
     HeuristicPlanner,
+    Incumbent,
     SearchResult,
     SearchSpace,
     better,
@@ -121,15 +122,14 @@ class PSOPlanner(HeuristicPlanner):
         X = initial_population(space, rng, P, max_seeds=max(1, P // 2))
         scores = space.score(X)
         pbest, pbest_scores = X.copy(), scores
-        g = scores.best()
-        gbest, gbest_scores = X[g].copy(), scores.take(g)
-        stall = 0
+        incumbent = Incumbent.first(X, scores, self.patience)
         iteration = 0
         n = space.n_columns
         for iteration in range(1, int(self.iterations) + 1):
             progress = (iteration - 1) / max(1, int(self.iterations) - 1)
             c1 = self.c1_start + (self.c1_end - self.c1_start) * progress
             c2 = self.c2_start + (self.c2_end - self.c2_start) * progress
+            gbest = incumbent.row
             d = (gbest[None, :] != X).sum(axis=1) / n
             w = self.w_max - (self.w_max - self.w_min) * np.exp(d / (d - 1.01))
             rows = np.flatnonzero(rng.random(P) < w)
@@ -141,15 +141,6 @@ class PSOPlanner(HeuristicPlanner):
             improved = better(scores, pbest_scores)
             pbest[improved] = X[improved]
             pbest_scores = pbest_scores.updated(improved, scores)
-            b = scores.best()
-            if better(scores.take(b), gbest_scores)[0]:
-                gbest, gbest_scores = X[b].copy(), scores.take(b)
-                stall = 0
-            else:
-                stall += 1
-                if stall >= int(self.patience):
-                    break
-        how = f"PSO-GA: {P} particles, {iteration} iterations"
-        if stall >= int(self.patience):
-            how += f" (stopped: no improvement in {self.patience})"
-        return SearchResult(gbest, how)
+            if incumbent.offer(X, scores):
+                break
+        return incumbent.result(f"PSO-GA: {P} particles, {iteration} iterations")

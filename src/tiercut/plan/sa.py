@@ -42,9 +42,9 @@ import numpy as np
 
 from tiercut.plan._population import (
     HeuristicPlanner,
+    Incumbent,
     SearchResult,
     SearchSpace,
-    better,
     count_problem,
     initial_population,
 )
@@ -99,10 +99,8 @@ class SAPlanner(HeuristicPlanner):
         finite = scores.objective[np.isfinite(scores.objective) & (scores.objective > 0)]
         scale = float(np.median(finite)) if len(finite) else 1.0
         energy = scores.energy(scale, self.penalty_weight)
-        b = scores.best()
-        best, best_scores = X[b].copy(), scores.take(b)
+        incumbent = Incumbent.first(X, scores, self.patience)
         ratio = self.t_end / self.t_start
-        stall = 0
         step = 0
         for step in range(1, steps + 1):
             temperature = self.t_start * ratio ** ((step - 1) / max(1, steps - 1))
@@ -116,15 +114,6 @@ class SAPlanner(HeuristicPlanner):
             X = np.where(accept[:, None], proposal, X)
             energy = np.where(accept, new_energy, energy)
             scores = scores.updated(accept, proposal_scores)
-            k = proposal_scores.best()
-            if better(proposal_scores.take(k), best_scores)[0]:
-                best, best_scores = proposal[k].copy(), proposal_scores.take(k)
-                stall = 0
-            else:
-                stall += 1
-                if stall >= int(self.patience):
-                    break
-        how = f"SA: {C} chains, {step} steps, T {self.t_start:g} -> {temperature:.3g}"
-        if stall >= int(self.patience):
-            how += f" (stopped: no improvement in {self.patience})"
-        return SearchResult(best, how)
+            if incumbent.offer(proposal, proposal_scores):
+                break
+        return incumbent.result(f"SA: {C} chains, {step} steps, T {self.t_start:g} -> {temperature:.3g}")
