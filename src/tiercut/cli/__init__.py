@@ -52,10 +52,10 @@ app.command("run")(run_cmd.run)
 app.command("deploy")(deploy_cmd.deploy)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning user errors into one line and exit 2."""
+def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
+    """Run a typer app, turning user errors into one line on stderr and a non-zero status."""
     try:
-        app(args=argv, prog_name="tiercut", standalone_mode=False)
+        typer_app(args=argv, prog_name=prog_name, standalone_mode=False)
     except TiercutError as exc:
         print(f"tiercut: error: {exc}", file=sys.stderr)
         return 2
@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tiercut``."""
+    return run_app(app, argv, "tiercut")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,25 +8,14 @@ import sys
 
 import typer
 
+from tiercut.cli import run_app
 from tiercut.cli.serve_cmd import serve
-from tiercut.errors import TiercutError
 
 
-def main() -> int:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(serve)
-    try:
-        app(prog_name="tiercut-worker", standalone_mode=False)
-    except TiercutError as exc:
-        print(f"tiercut: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # click usage errors carry their own exit code
-        code = getattr(exc, "exit_code", None)
-        if code is not None and hasattr(exc, "format_message"):
-            print(f"tiercut: error: {exc.format_message()}", file=sys.stderr)
-            return int(code)
-        raise
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    worker_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    worker_app.command()(serve)
+    return run_app(worker_app, argv, "tiercut-worker")
 
 
 if __name__ == "__main__":
