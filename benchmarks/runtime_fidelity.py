@@ -452,7 +452,7 @@ def migration(quick: bool, scale: float) -> dict[str, Any]:
 
     base = load_environment("migration-12").to_dict()
     for link in base["links"]:
-        link["bandwidth_bps"] *= scale
+        link["bandwidth_bytes_per_s"] *= scale
     base["name"] = f"migration-12-x{scale:g}"
     base["users"] = [u for u in base["users"] if u["model"] == "alexnet"]
     environment = environment_from_mapping(base)

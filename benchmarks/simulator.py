@@ -53,7 +53,7 @@ def scenario(problem: Any, plan: Any, users: int, servers: int, duration: float,
     from tiercut.sim.replicate import rename_devices, rename_user_plan
 
     rng = random.Random(seed)
-    bandwidth = problem.link("client1", "edge3").bandwidth_bps
+    bandwidth = problem.link("client1", "edge3").bandwidth_bytes_per_s
     out, traces = [], []
     for i in range(users):
         mapping = {"client1": f"phone{i}", "edge3": f"edge{i % servers}"}

@@ -44,7 +44,7 @@ def small_problem(objective: str = "latency", constraints: Constraints | None = 
         ProblemDevice("m", "end", power_compute_w=2.0, power_tx_w=1.0, power_rx_w=0.5, power_idle_w=0.1, memory_bytes=100),
         ProblemDevice("c", "cloud", power_compute_w=10.0, power_tx_w=3.0, power_rx_w=4.0, price_per_s=1.0),
     )
-    links = (Link("m", "c", bandwidth_bps=1e4, latency_s=0.01, price_per_byte=1e-6),)
+    links = (Link("m", "c", bandwidth_bytes_per_s=1e4, latency_s=0.01, price_per_byte=1e-6),)
     compute = {"a": {"m": 0.1, "c": 0.01}, "b": {"m": 0.05, "c": 0.005}, "c": {"m": 0.2, "c": 0.001}}
     return Problem(graph, devices, links, "m", compute, Objective.parse(objective), constraints or Constraints())
 
@@ -85,7 +85,7 @@ def test_invalid_placements_are_inf_and_listed():
     assert not ev.valid and any("cannot run" in v for v in ev.violations)
     no_link = Problem(p.graph, p.devices, (), "m", p.compute_s)
     ev = evaluate(no_link, {"a": "m", "b": "c", "c": "m"})
-    assert not ev.valid and any("no link" in v for v in ev.violations)
+    assert not ev.valid and any("no path of links" in v for v in ev.violations)
     assert evaluate(no_link, {"a": "m", "b": "m", "c": "m"}).feasible
 
 

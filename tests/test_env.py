@@ -21,7 +21,7 @@ def minimal(**changes) -> dict:
     data = {
         "name": "t",
         "devices": [{"name": "phone", "tier": "end"}, {"name": "edge", "tier": "edge"}, {"name": "cloud", "tier": "cloud"}],
-        "links": [{"a": "phone", "b": "edge", "bandwidth_bps": 1.0e6}],
+        "links": [{"a": "phone", "b": "edge", "bandwidth_bytes_per_s": 1.0e6}],
         "users": [{"name": "alice", "device": "phone", "model": "vgg16"}],
     }
     data.update(changes)
@@ -44,7 +44,7 @@ def test_neurosurgeon_uplink_rates():
         env = load_environment(name)
         assert [d.tier for d in env.devices] == ["end", "cloud"]
         link = env.link("mobile", "cloud")
-        assert link is not None and link.bandwidth_bps == pytest.approx(mbit * 1e6 / 8)
+        assert link is not None and link.bandwidth_bytes_per_s == pytest.approx(mbit * 1e6 / 8)
 
 
 def test_migration_12_matches_the_seed():
@@ -57,7 +57,7 @@ def test_migration_12_matches_the_seed():
     seen = set()
     for link in env.links:
         pair = tuple(sorted((tier[link.a], tier[link.b]), key=("end", "edge", "cloud").index))
-        assert link.bandwidth_bps == expected[pair]
+        assert link.bandwidth_bytes_per_s == expected[pair]
         seen.add(pair)
     assert seen == set(expected)
     assert env.link("client1", "client2") is None
@@ -79,15 +79,15 @@ def test_three_tier():
 def test_tier_links_expand_and_explicit_links_win():
     data = minimal(
         devices=[{"name": f"e{i}", "tier": "edge"} for i in range(3)] + [{"name": "p", "tier": "end"}],
-        links=[{"tiers": ["edge", "edge"], "bandwidth_bps": 5.0}, {"a": "e1", "b": "e0", "bandwidth_bps": 7.0},
-               {"tiers": ["end", "edge"], "bandwidth_bps": 1.0}],
+        links=[{"tiers": ["edge", "edge"], "bandwidth_bytes_per_s": 5.0}, {"a": "e1", "b": "e0", "bandwidth_bytes_per_s": 7.0},
+               {"tiers": ["end", "edge"], "bandwidth_bytes_per_s": 1.0}],
         users=[],
     )
     env = Environment.from_dict(data)
     assert len(env.links) == 3 + 3
-    assert env.link("e0", "e1").bandwidth_bps == 7.0
-    assert env.link("e2", "e1").bandwidth_bps == 5.0
-    assert env.link("p", "e2").bandwidth_bps == 1.0
+    assert env.link("e0", "e1").bandwidth_bytes_per_s == 7.0
+    assert env.link("e2", "e1").bandwidth_bytes_per_s == 5.0
+    assert env.link("p", "e2").bandwidth_bytes_per_s == 1.0
 
 
 def test_round_trip_dict_and_files(tmp_path: Path):
@@ -107,23 +107,23 @@ def test_numbers_written_without_exponent_sign_are_accepted(tmp_path: Path):
     # YAML 1.1 reads 1.0e6 (no sign) as a string; the schema still takes it as a number
     path = tmp_path / "e.yaml"
     path.write_text("devices:\n  - {name: a, tier: end, memory_bytes: 4.0e9}\n  - {name: b, tier: cloud}\n"
-                    "links:\n  - {a: a, b: b, bandwidth_bps: 1.0e6}\n")
+                    "links:\n  - {a: a, b: b, bandwidth_bytes_per_s: 1.0e6}\n")
     env = load_environment(path)
-    assert env.devices[0].memory_bytes == 4_000_000_000 and env.links[0].bandwidth_bps == 1e6
+    assert env.devices[0].memory_bytes == 4_000_000_000 and env.links[0].bandwidth_bytes_per_s == 1e6
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"links": [{"a": "phone", "b": "gpu", "bandwidth_bps": 1.0}]}, "unknown device 'gpu'"),
-        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bps": -1.0}]}, "bandwidth_bps: Input should be greater than 0"),
-        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bps": 1.0, "latency_s": -0.1}]}, "latency_s"),
-        ({"links": [{"a": "phone", "b": "phone", "bandwidth_bps": 1.0}]}, "to itself"),
-        ({"links": [{"a": "phone", "bandwidth_bps": 1.0}]}, "both a and b"),
-        ({"links": [{"bandwidth_bps": 1.0}]}, "needs a and b"),
-        ({"links": [{"a": "phone", "b": "edge", "tiers": ["end", "edge"], "bandwidth_bps": 1.0}]}, "not both"),
-        ({"links": [{"tiers": ["end", "moon"], "bandwidth_bps": 1.0}]}, "links.0.tiers.1"),
-        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bps": 1.0}, {"a": "edge", "b": "phone", "bandwidth_bps": 2.0}]},
+        ({"links": [{"a": "phone", "b": "gpu", "bandwidth_bytes_per_s": 1.0}]}, "unknown device 'gpu'"),
+        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bytes_per_s": -1.0}]}, "bandwidth_bytes_per_s is -1.0; a bandwidth must be a finite number of bytes per second > 0"),
+        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bytes_per_s": 1.0, "latency_s": -0.1}]}, "latency_s"),
+        ({"links": [{"a": "phone", "b": "phone", "bandwidth_bytes_per_s": 1.0}]}, "to itself"),
+        ({"links": [{"a": "phone", "bandwidth_bytes_per_s": 1.0}]}, "both a and b"),
+        ({"links": [{"bandwidth_bytes_per_s": 1.0}]}, "needs a and b"),
+        ({"links": [{"a": "phone", "b": "edge", "tiers": ["end", "edge"], "bandwidth_bytes_per_s": 1.0}]}, "not both"),
+        ({"links": [{"tiers": ["end", "moon"], "bandwidth_bytes_per_s": 1.0}]}, "links.0.tiers.1"),
+        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bytes_per_s": 1.0}, {"a": "edge", "b": "phone", "bandwidth_bytes_per_s": 2.0}]},
          "two links between"),
         ({"users": [{"name": "bob", "device": "watch", "model": "vgg16"}]}, "user 'bob' is on unknown device 'watch'"),
         ({"users": [{"name": "bob", "device": "phone", "model": "vgg16"}] * 2}, "two users named 'bob'"),
@@ -138,7 +138,7 @@ def test_numbers_written_without_exponent_sign_are_accepted(tmp_path: Path):
         ({"devices": [{"name": "a", "tier": "end", "spec": {"cpu_ghz": 2, "peak_flops": 1e9}}], "links": [], "users": []},
          "not both"),
         ({"devices": [], "links": [], "users": []}, "devices"),
-        ({"devices": [{"name": "a", "tier": "end"}], "links": [{"tiers": ["end", "cloud"], "bandwidth_bps": 1.0}],
+        ({"devices": [{"name": "a", "tier": "end"}], "links": [{"tiers": ["end", "cloud"], "bandwidth_bytes_per_s": 1.0}],
           "users": []}, "tier 'cloud', which has no device"),
         ({"schema_version": 7}, "schema_version 7"),
     ],

@@ -38,9 +38,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
             {"name": "edge", "tier": "edge", "power_compute_w": 30.0, "price_per_s": 1e-4},
             {"name": "cloud", "tier": "cloud", "power_compute_w": 100.0, "price_per_s": 1e-3},
         ],
-        "links": [{"tiers": ["end", "edge"], "bandwidth_bps": 2.0e6, "latency_s": 0.002},
-                  {"tiers": ["end", "cloud"], "bandwidth_bps": 5.0e5, "latency_s": 0.03},
-                  {"tiers": ["edge", "cloud"], "bandwidth_bps": 1.0e7, "latency_s": 0.01}],
+        "links": [{"tiers": ["end", "edge"], "bandwidth_bytes_per_s": 2.0e6, "latency_s": 0.002},
+                  {"tiers": ["end", "cloud"], "bandwidth_bytes_per_s": 5.0e5, "latency_s": 0.03},
+                  {"tiers": ["edge", "cloud"], "bandwidth_bytes_per_s": 1.0e7, "latency_s": 0.01}],
         "users": [{"name": "me", "device": "phone", "model": MODEL}],
     }
     env_path = tmp_path / "lab.yaml"

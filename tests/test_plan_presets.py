@@ -33,7 +33,7 @@ def test_two_device_preset_takes_powers_from_env_and_catalog():
     assert mobile.power_tx_w == pytest.approx(5.479)  # the preset's radio power
     assert mobile.power_compute_w > mobile.power_idle_w > 0  # the catalog's Jetson TX2 figures
     assert problem.source == "mobile"
-    assert problem.link("mobile", "cloud").bandwidth_bps == pytest.approx(2.36e6)
+    assert problem.link("mobile", "cloud").bandwidth_bytes_per_s == pytest.approx(2.36e6)
     assert problem.provenance["mobile"] == "given compute table"
     result = plan(problem, "mincut")
     assert result.optimal and result.placement["fc"] == "cloud"

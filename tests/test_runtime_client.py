@@ -27,9 +27,9 @@ ENVIRONMENT = {
     "name": "test-links",
     "devices": [{"name": "end", "tier": "end"}, {"name": "edge", "tier": "edge"}, {"name": "cloud", "tier": "cloud"}],
     "links": [
-        {"a": "end", "b": "edge", "bandwidth_bps": 2.0e7, "latency_s": 0.002},
-        {"a": "edge", "b": "cloud", "bandwidth_bps": 5.0e7, "latency_s": 0.002},
-        {"a": "end", "b": "cloud", "bandwidth_bps": 1.0e7, "latency_s": 0.005},
+        {"a": "end", "b": "edge", "bandwidth_bytes_per_s": 2.0e7, "latency_s": 0.002},
+        {"a": "edge", "b": "cloud", "bandwidth_bytes_per_s": 5.0e7, "latency_s": 0.002},
+        {"a": "end", "b": "cloud", "bandwidth_bytes_per_s": 1.0e7, "latency_s": 0.005},
     ],
 }
 

@@ -101,7 +101,7 @@ def test_link_table_follows_the_environment_both_ways():
     env = load_environment("three-tier")
     end = LinkTable.from_environment(env, "end", bandwidth_scale=2.0)
     link = env.link("end", "edge")
-    assert end.specs["edge"] == LinkSpec(link.bandwidth_bps * 2.0, link.latency_s)
+    assert end.specs["edge"] == LinkSpec(link.bandwidth_bytes_per_s * 2.0, link.latency_s)
     assert end.shaper("edge") is end.shaper("edge")  # one bucket per direction
     assert end.shaper("nowhere") is None
     cloud = LinkTable.from_environment(env, "cloud")

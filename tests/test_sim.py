@@ -185,7 +185,7 @@ def test_bandwidth_trace_slows_an_upload():
     plan = plan_upload(problem, "direct")
     assert len(plan.partitions) == 1
     end = plan.partitions[0].arrives_s
-    bandwidth = problem.link("d0", "d1").bandwidth_bps
+    bandwidth = problem.link("d0", "d1").bandwidth_bytes_per_s
     trace = BandwidthTrace("d0", "d1", ((0.0, bandwidth), (end / 2, bandwidth / 4)))
     user = SimUser("u", problem, plan=user_plan_from_upload("u", plan), max_queries=1)
     result = simulate([user], SimConfig(traces=(trace,), upload_shares_link=False))
@@ -254,7 +254,7 @@ def _with_both_clients(problem: Problem) -> Problem:
     added = []
     for server in ("d1", "d2"):
         link = problem.link(problem.source, server)
-        added.append(Link(other, server, link.bandwidth_bps, link.latency_s, link.price_per_byte))
+        added.append(Link(other, server, link.bandwidth_bytes_per_s, link.latency_s, link.price_per_byte))
     order = ["c0", "c1", "d1", "d2"]
     return replace(problem, devices=tuple(sorted(devices, key=lambda d: order.index(d.name))), links=(*problem.links, *added))
 

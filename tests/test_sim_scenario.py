@@ -133,7 +133,7 @@ def test_environment_users_arrive_at_their_query_rate(tmp_path, problem_file):
         "schema_version": 1,
         "name": "pair",
         "devices": [{"name": "d0", "tier": "end"}, {"name": "d1", "tier": "edge"}],
-        "links": [{"a": "d0", "b": "d1", "bandwidth_bps": 1.0e4}],
+        "links": [{"a": "d0", "b": "d1", "bandwidth_bytes_per_s": 1.0e4}],
         "users": [{"name": "u", "device": "d0", "model": "alexnet", "query_rate_hz": 4.0}],
     }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
@@ -193,7 +193,7 @@ def test_upload_command_prints_the_contract(tmp_path, capsys):
         "schema_version": 1,
         "name": "pair",
         "devices": [{"name": "phone", "tier": "end"}, {"name": "box", "tier": "edge"}],
-        "links": [{"a": "phone", "b": "box", "bandwidth_bps": 2.0e4}],
+        "links": [{"a": "phone", "b": "box", "bandwidth_bytes_per_s": 2.0e4}],
     }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
     args = dict(model="fixtures_models:tiny_net", env=str(tmp_path / "env.yaml"), input_shape="1,3,8,8",

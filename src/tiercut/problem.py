@@ -245,7 +245,9 @@ class Problem:
     Attributes:
         graph: the layer graph (``problem.nodes``).
         devices: the devices (``problem.devices``).
-        links: symmetric links between devices (``problem.links``).
+        links: links between devices (``problem.links``; symmetric unless a
+            link gives its ``b -> a`` figures); devices without a direct link
+            reach each other through relays (:attr:`routing`).
         source: the device where the input is produced and the result needed.
         compute_s: node -> device -> seconds, for every non-input node and
             only the devices where it can run.
@@ -266,6 +268,7 @@ class Problem:
     name: str = ""
     _device_index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _links: dict[frozenset[str], Link] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         label = self.name or self.graph.model or "problem"
@@ -285,10 +288,14 @@ class Problem:
                     raise TiercutError(f"problem {label!r}: link {link.a}-{link.b} names unknown device {end!r}")
             if link.a == link.b:
                 raise TiercutError(f"problem {label!r}: link from {link.a!r} to itself; drop it")
-            if not (link.bandwidth_bps > 0 and math.isfinite(link.bandwidth_bps)):
-                raise TiercutError(f"problem {label!r}: link {link.a}-{link.b} has bandwidth {link.bandwidth_bps!r}; use > 0")
-            _finite_nonneg(link.latency_s, f"latency_s of link {link.a}-{link.b}")
-            _finite_nonneg(link.price_per_byte, f"price_per_byte of link {link.a}-{link.b}")
+            for hop in link.directions():
+                rate = hop.bandwidth_bytes_per_s
+                if not (isinstance(rate, (int, float)) and rate > 0 and math.isfinite(rate)):
+                    raise TiercutError(
+                        f"problem {label!r}: link {hop.src}->{hop.dst} has bandwidth {rate!r} B/s; use a number > 0"
+                    )
+                _finite_nonneg(hop.latency_s, f"latency_s of link {hop.src}->{hop.dst}")
+                _finite_nonneg(hop.price_per_byte, f"price_per_byte of link {hop.src}->{hop.dst}")
             if link.key in self._links:
                 raise TiercutError(f"problem {label!r} has two links between {link.a!r} and {link.b!r}; keep one")
             self._links[link.key] = link
@@ -340,8 +347,23 @@ class Problem:
         return self.devices[self.device_index(name)]
 
     def link(self, a: str, b: str) -> Link | None:
-        """The link between ``a`` and ``b`` (either order), None if there is none."""
+        """The direct link between ``a`` and ``b`` (either order), None if there is none."""
         return self._links.get(frozenset((a, b)))
+
+    @property
+    def routing(self) -> Any:
+        """The :class:`tiercut.cost.routing.Routing` of the links: which path a tensor takes between two devices
+        (built once per problem)."""
+        routing = self._derived.get("routing")
+        if routing is None:
+            from tiercut.cost.routing import build_routing
+
+            routing = self._derived["routing"] = build_routing(self.device_names, self.links)
+        return routing
+
+    def reachable(self, a: str, b: str) -> bool:
+        """A tensor can travel from ``a`` to ``b`` (same device, a link, or a path of links)."""
+        return bool(self.routing.reachable(a, b))
 
     def allowed_devices(self, node_name: str) -> list[str]:
         """Devices ``node_name`` may be placed on: the source for inputs, the pinned
@@ -394,6 +416,7 @@ class Problem:
             "model": self.graph.model,
             "granularity": self.graph.granularity,
             "nodes": graph["nodes"],
+            "params": graph["params"],
             "devices": [d.to_dict() for d in self.devices],
             "links": [link.to_dict() for link in self.links],
             "source": self.source,
@@ -419,6 +442,7 @@ class Problem:
                 "model": data.get("model", ""),
                 "granularity": data.get("granularity", "module"),
                 "nodes": data["nodes"],
+                "params": data.get("params", {}),
             }
         )
         return cls(

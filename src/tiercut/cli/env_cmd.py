@@ -57,11 +57,22 @@ def env_table(env: Environment) -> None:
         memory = "unlimited" if d.memory_bytes is None else f"{d.memory_bytes / 1e9:.3g} GB"
         devices.add_row(d.name, d.tier, speed, memory, powers, f"{d.price_per_s:g}")
     console.print(devices)
-    links = Table(title="links (symmetric)")
+    links = Table(title="links (a -> b / b -> a where a link's directions differ; devices without one are reached via relays)")
     for column in ("a", "b", "bandwidth", "latency (ms)", "price/byte"):
         links.add_column(column)
     for link in env.links:
-        links.add_row(link.a, link.b, _bytes_per_s(link.bandwidth_bps), f"{link.latency_s * 1e3:g}", f"{link.price_per_byte:g}")
+        ab, ba = link.directions()
+
+        def both(x: str, y: str) -> str:
+            return x if x == y else f"{x} / {y}"
+
+        links.add_row(
+            link.a,
+            link.b,
+            both(_bytes_per_s(ab.bandwidth_bytes_per_s), _bytes_per_s(ba.bandwidth_bytes_per_s)),
+            both(f"{ab.latency_s * 1e3:g}", f"{ba.latency_s * 1e3:g}"),
+            both(f"{ab.price_per_byte:g}", f"{ba.price_per_byte:g}"),
+        )
     console.print(links)
     if env.users:
         users = Table(title="users")

@@ -1,6 +1,8 @@
 """The cost model of DESIGN.md: the one place latency, energy, cost and memory are computed.
 
 - :func:`evaluate` (one placement dict -> :class:`Evaluation`), the reference;
+- :mod:`tiercut.cost.routing`: the path a tensor takes between two devices
+  (store-and-forward over the fastest path of links, directional figures);
 - :func:`compile_problem` + :func:`evaluate_many` (an int array of placements ->
   :class:`BatchEvaluation`), vectorised, identical figures;
 - :func:`linear_form`: each metric as per-node plus per-transfer terms, what
@@ -18,10 +20,12 @@ from tiercut.cost.model import (
     Transfer,
     constraint_violations,
     evaluate,
+    memory_bytes,
     metric_values,
     objective_value,
     transfer_seconds,
 )
+from tiercut.cost.routing import Path, Routing, build_routing
 from tiercut.cost.multiuser import (
     CompiledMultiUser,
     MultiBatchEvaluation,
@@ -32,7 +36,16 @@ from tiercut.cost.multiuser import (
     multi_objective_value,
     shared_problem,
 )
-from tiercut.cost.vector import BatchEvaluation, CompiledProblem, compile_problem, decode, encode, evaluate_many
+from tiercut.cost.vector import (
+    BatchEvaluation,
+    CompiledProblem,
+    PathTable,
+    compile_problem,
+    decode,
+    encode,
+    evaluate_many,
+    memory_many,
+)
 
 __all__ = [
     "BUDGET_RTOL",
@@ -43,7 +56,11 @@ __all__ = [
     "LinearForm",
     "MultiBatchEvaluation",
     "MultiEvaluation",
+    "Path",
+    "PathTable",
+    "Routing",
     "Transfer",
+    "build_routing",
     "compile_problem",
     "compile_users",
     "constraint_violations",
@@ -55,6 +72,8 @@ __all__ = [
     "evaluate_users_many",
     "linear_form",
     "linear_value",
+    "memory_bytes",
+    "memory_many",
     "metric_values",
     "multi_objective_value",
     "objective_value",

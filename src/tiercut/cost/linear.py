@@ -4,13 +4,18 @@ Each metric of DESIGN.md's single-user model is separable::
 
     metric(x) = sum_v node[v, x(v)] + sum_{(u, a, b) in transfers(x)} transfer[u, a, b]
 
-- latency: ``node = c(v, d)``, ``transfer = tau(u, a, b)``;
+- latency: ``node = c(v, d)``, ``transfer = tau(u, a, b)`` (along its routed path);
 - source energy (source ``s`` with powers ``P_*``): ``node[v, s] = P_compute c(v, s)``,
-  ``node[v, d != s] = P_idle c(v, d)``; ``transfer[u, s, b] = P_tx tau``,
-  ``transfer[u, a, s] = P_rx tau``, other transfers ``P_idle tau`` (the idle
-  term of ``E_source`` is ``P_idle`` times the time the source is not busy);
-- total energy: ``node = P_compute(d) c(v, d)``, ``transfer = (P_tx(a) + P_rx(b)) tau``;
-- cost: ``node = price_per_s(d) c(v, d)``, ``transfer = out(u) price_per_byte(a, b)``.
+  ``node[v, d != s] = P_idle c(v, d)``; ``transfer = P_tx tx + P_rx rx +
+  P_idle (tau - tx - rx)`` with ``tx`` / ``rx`` the time of the path's hops the
+  source sends / receives (the idle term of ``E_source`` is ``P_idle`` times
+  the time the source is not busy);
+- total energy: ``node = P_compute(d) c(v, d)``, ``transfer = sum_hops (P_tx(sender) + P_rx(receiver)) t_hop``;
+- cost: ``node = price_per_s(d) c(v, d)``, ``transfer = out(u) sum_hops price_per_byte(hop)``.
+
+Routed transfers keep the form separable: the path a tensor takes between
+two devices depends only on its own size (:mod:`tiercut.cost.routing`), so
+each ``(u, a, b)`` has one fixed coefficient per metric.
 
 The exact planners (min-cut, DP, shortest path, ILP) build their models from
 these arrays, so no planner re-derives the cost model; tests check the forms
@@ -53,12 +58,8 @@ class LinearForm:
 
 
 def transfer_seconds_array(comp: CompiledProblem) -> np.ndarray:
-    """[n, D, D] tau(u, a, b): 0 on the diagonal, inf without a link."""
-    tau = comp.latency[None, :, :] + comp.out_bytes[:, None, None] * comp.inv_bandwidth[None, :, :]
-    tau = np.where(comp.has_link[None, :, :], tau, np.inf)
-    D = comp.n_devices
-    tau[:, np.arange(D), np.arange(D)] = 0.0
-    return tau
+    """[n, D, D] tau(u, a, b) along the routed path: 0 on the diagonal, inf where unreachable."""
+    return comp.transfer_arrays()["seconds"]
 
 
 def linear_form(problem: Problem | CompiledProblem, what: str | Objective | Mapping[str, float]) -> LinearForm:
@@ -74,42 +75,40 @@ def linear_form(problem: Problem | CompiledProblem, what: str | Objective | Mapp
         weights = {str(k): float(v) for k, v in what.items() if v}
     n, D = comp.compute.shape
     total = LinearForm(np.zeros((n, D)), np.zeros((n, D, D)))
-    tau = transfer_seconds_array(comp)
+    arrays = comp.transfer_arrays()
+    tau = arrays["seconds"]
     for name, weight in weights.items():
-        total = total + _metric_form(comp, name, tau).scaled(weight)
+        total = total + _metric_form(comp, name, arrays).scaled(weight)
     # inf where a node cannot run / a pair has no link, whatever the weights
     node = np.where(np.isfinite(comp.compute), total.node, np.inf)
     transfer = np.where(np.isfinite(tau), total.transfer, np.inf)
     return LinearForm(node, transfer)
 
 
-def _metric_form(comp: CompiledProblem, name: str, tau: np.ndarray) -> LinearForm:
+def _metric_form(comp: CompiledProblem, name: str, arrays: Mapping[str, np.ndarray]) -> LinearForm:
     c = np.where(np.isfinite(comp.compute), comp.compute, 0.0)
-    t = np.where(np.isfinite(tau), tau, 0.0)
-    D = comp.n_devices
+    tau = arrays["seconds"]
+    reach = np.isfinite(tau)
+    t = np.where(reach, tau, 0.0)
     s = comp.source
     if name == "latency":
         return LinearForm(c, t)
     if name == "energy_total":
         node = c * comp.power_compute[None, :]
-        transfer = t * (comp.power_tx[None, :, None] + comp.power_rx[None, None, :])
-        return LinearForm(node, transfer)
+        return LinearForm(node, np.where(reach, arrays["energy_total"], 0.0))
     if name == "cost":
         node = c * comp.price_per_s[None, :]
-        transfer = comp.out_bytes[:, None, None] * comp.price_per_byte[None, :, :]
-        transfer = transfer.copy()
-        transfer[:, np.arange(D), np.arange(D)] = 0.0
-        return LinearForm(node, transfer)
+        return LinearForm(node, np.where(reach, arrays["price"], 0.0))
     if name == "energy_source":
         src = comp.problem.devices[s]
+        D = comp.n_devices
         weight_node = np.full(D, src.power_idle_w)
         weight_node[s] = src.power_compute_w
         node = c * weight_node[None, :]
-        weight_tr = np.full((D, D), src.power_idle_w)
-        weight_tr[s, :] = src.power_tx_w
-        weight_tr[:, s] = src.power_rx_w
-        weight_tr[np.arange(D), np.arange(D)] = 0.0
-        return LinearForm(node, t * weight_tr[None, :, :])
+        tx = np.where(reach, arrays["tx_source"], 0.0)
+        rx = np.where(reach, arrays["rx_source"], 0.0)
+        transfer = src.power_tx_w * tx + src.power_rx_w * rx + src.power_idle_w * np.maximum(t - tx - rx, 0.0)
+        return LinearForm(node, transfer)
     raise TiercutError(f"metric {name!r} is not known; use one of {', '.join(METRICS)}")
 
 

@@ -5,17 +5,31 @@ For a placement ``x: V -> D`` (graph inputs on the source):
 - ``dest(u) = {x(w) : u -> w} ∪ ({source} if u is a graph output)``;
 - ``transfers(x) = {(u, x(u), d) : d in dest(u), d != x(u)}`` (a tensor is sent
   once to each other device that needs it);
-- ``tau(u, a, b) = latency(a, b) + out(u) / bandwidth(a, b)``;
+- routing (:mod:`tiercut.cost.routing`): a transfer follows the path of links
+  that minimises its own time, store-and-forward through relays that only
+  forward; each hop in its own direction's figures (a link may give its two
+  directions different ones); ``tau(u, a, b)`` is the sum of the hop times
+  ``latency + out(u) / bandwidth``; a pair without a path is unreachable;
 - ``T(x) = sum_v c(v, x(v)) + sum_transfers tau`` (sequential: one node or one
   transfer at a time, as in Neurosurgeon and DADS);
 - source energy ``P_compute*busy_compute + P_tx*busy_tx + P_rx*busy_rx +
   P_idle*(T - busy_compute - busy_tx - busy_rx)`` with the source's powers;
-- total energy: every device's compute energy plus the tx energy of the
-  sender and the rx energy of the receiver of every transfer (idle power
-  is not part of it);
+  on a multi-hop transfer the source accrues only the hops it is an end of:
+  ``busy_tx`` the hops it sends, ``busy_rx`` the hops it receives (both when
+  it relays a tensor of the graph), idle power during the other hops;
+- total energy: every device's compute energy plus, for every hop of every
+  transfer, the tx energy of the hop's sender and the rx energy of its
+  receiver for the hop's time (idle power is not part of it);
 - cost: ``sum_v price_per_s(x(v)) * c(v, x(v)) + sum_transfers out(u) *
-  price_per_byte(a, b)``;
-- memory: parameter bytes per device.
+  sum_hops price_per_byte(hop)``;
+- memory: per device, the bytes of the distinct parameters its nodes use (a
+  parameter shared by several nodes is counted once per device that runs one
+  of them; :meth:`tiercut.graph.LayerGraph.param_table`).
+
+The multi-user equal-share model reuses :func:`evaluate` with share
+multipliers: compute times on a device times its ``device_share`` and each
+hop's ``out / bandwidth`` term times its link's ``link_share`` (the paths stay
+the problem's own routes).
 
 This module is the reference transcription of those formulas; the
 vectorised evaluator (:mod:`tiercut.cost.vector`) is tested against it.
@@ -37,13 +51,25 @@ BUDGET_RTOL = 1e-9
 
 @dataclass(frozen=True)
 class Transfer:
-    """One tensor sent from one device to another."""
+    """One tensor sent from one device to another.
+
+    Attributes:
+        node: the tensor's producer.
+        src, dst: where it is and where it is needed.
+        out_bytes: its bytes.
+        seconds: tau, the sum of ``hop_seconds``.
+        path: the devices it travels through, ``src`` first and ``dst`` last
+            (relays in between).
+        hop_seconds: each hop's time.
+    """
 
     node: str
     src: str
     dst: str
     out_bytes: int
     seconds: float
+    path: tuple[str, ...] = ()
+    hop_seconds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,13 +137,19 @@ def objective_value(objective: Objective, metrics: Mapping[str, float]) -> float
 
 
 def transfer_seconds(problem: Problem, out_bytes: int, a: str, b: str) -> float:
-    """tau for ``out_bytes`` from ``a`` to ``b``: 0 on one device, inf without a link."""
-    if a == b:
-        return 0.0
-    link = problem.link(a, b)
-    if link is None:
-        return math.inf
-    return link.latency_s + out_bytes / link.bandwidth_bps
+    """tau for ``out_bytes`` from ``a`` to ``b`` along its best path: 0 on one device, inf when unreachable."""
+    return float(problem.routing.seconds(a, b, out_bytes))
+
+
+def memory_bytes(problem: Problem, placement: Mapping[str, str]) -> dict[str, int]:
+    """Device -> bytes of the distinct parameters the nodes placed on it use (every device)."""
+    names, uses = problem.graph.param_table()
+    held: dict[str, set[str]] = {d: set() for d in problem.device_names}
+    for node in problem.graph:
+        device = placement.get(node.name, problem.source if node.is_input else None)
+        if device is not None and device in held:
+            held[device].update(uses[node.name])
+    return {d: sum(names[p] for p in params) for d, params in held.items()}
 
 
 def _invalid(problem: Problem, placement: Mapping[str, str], memory: dict[str, int], violations: list[str]) -> Evaluation:
@@ -141,14 +173,23 @@ def _invalid(problem: Problem, placement: Mapping[str, str], memory: dict[str, i
     )
 
 
-def evaluate(problem: Problem, placement: Mapping[str, str]) -> Evaluation:
+def evaluate(
+    problem: Problem,
+    placement: Mapping[str, str],
+    *,
+    device_share: Mapping[str, float] | None = None,
+    link_share: Mapping[frozenset[str], float] | None = None,
+) -> Evaluation:
     """Every figure of ``placement`` under ``problem``'s cost model and constraints.
 
     ``placement`` maps every node (inputs may be left out: they are on the
     source) to a device name. A node missing from it, or an unknown device,
     is a :class:`TiercutError`; a placement that breaks the model (a node on
     a device where it cannot run, an input off the source, a transfer
-    without a link) is evaluated as invalid with inf figures.
+    between devices no path of links joins) is evaluated as invalid with inf
+    figures. ``device_share`` (device -> factor on its compute times) and
+    ``link_share`` (link key -> factor on the ``out / bandwidth`` term of
+    every hop over it) are the multi-user equal-share multipliers (default 1).
     """
     graph = problem.graph
     device_names = problem.device_names
@@ -169,9 +210,9 @@ def evaluate(problem: Problem, placement: Mapping[str, str]) -> Evaluation:
     if extra:
         raise TiercutError(f"placement names unknown node {sorted(extra)[0]!r}")
 
-    memory = {d: 0 for d in device_names}
-    for node in graph:
-        memory[full[node.name]] += node.param_bytes
+    memory = memory_bytes(problem, full)
+    dshare = device_share or {}
+    lshare = link_share or {}
 
     violations: list[str] = []
     compute = 0.0
@@ -188,6 +229,7 @@ def evaluate(problem: Problem, placement: Mapping[str, str]) -> Evaluation:
         if seconds is None:
             violations.append(f"node {node.name!r} cannot run on {device!r}")
             continue
+        seconds *= dshare.get(device, 1.0)
         compute += seconds
         dev = devices[device]
         energy_total += dev.power_compute_w * seconds
@@ -196,36 +238,45 @@ def evaluate(problem: Problem, placement: Mapping[str, str]) -> Evaluation:
             busy_compute += seconds
 
     consumers = graph.consumers()
+    routing = problem.routing
+    source = problem.source
     transfers: list[Transfer] = []
+    transfer_total = 0.0
+    busy_tx = busy_rx = 0.0
     for node in graph:
         here = full[node.name]
         dest = {full[w] for w in consumers[node.name]}
         if node.is_output:
-            dest.add(problem.source)
+            dest.add(source)
         for device in device_names:  # deterministic order
             if device not in dest or device == here:
                 continue
-            if problem.link(here, device) is None:
-                violations.append(f"{node.name!r} must go from {here!r} to {device!r}, which have no link")
+            path = routing.path(here, device, node.out_bytes)
+            if path is None:
+                violations.append(f"{node.name!r} must go from {here!r} to {device!r}, which no path of links joins")
                 continue
-            seconds = transfer_seconds(problem, node.out_bytes, here, device)
-            transfers.append(Transfer(node.name, here, device, node.out_bytes, seconds))
+            if lshare:
+                hops = tuple(
+                    h.latency_s + node.out_bytes / h.bandwidth_bytes_per_s * lshare.get(frozenset((h.src, h.dst)), 1.0)
+                    for h in path.hops
+                )
+                seconds = sum(hops)
+            else:
+                hops = path.hop_seconds(node.out_bytes)
+                seconds = path.seconds(node.out_bytes)
+            transfers.append(Transfer(node.name, here, device, node.out_bytes, seconds, path.devices, hops))
+            transfer_total += seconds
+            cost += node.out_bytes * path.price_per_byte
+            for hop, t in zip(path.hops, hops, strict=True):
+                energy_total += (devices[hop.src].power_tx_w + devices[hop.dst].power_rx_w) * t
+                if hop.src == source:
+                    busy_tx += t
+                if hop.dst == source:
+                    busy_rx += t
     if violations:
         return _invalid(problem, full, memory, violations)
 
-    src = problem.device(problem.source)
-    transfer_total = 0.0
-    busy_tx = busy_rx = 0.0
-    for t in transfers:
-        transfer_total += t.seconds
-        link = problem.link(t.src, t.dst)
-        assert link is not None
-        energy_total += (devices[t.src].power_tx_w + devices[t.dst].power_rx_w) * t.seconds
-        cost += t.out_bytes * link.price_per_byte
-        if t.src == problem.source:
-            busy_tx += t.seconds
-        if t.dst == problem.source:
-            busy_rx += t.seconds
+    src = problem.device(source)
     latency = compute + transfer_total
     idle = latency - busy_compute - busy_tx - busy_rx
     energy_source = (
@@ -281,6 +332,7 @@ __all__ = [
     "Transfer",
     "constraint_violations",
     "evaluate",
+    "memory_bytes",
     "metric_values",
     "objective_value",
     "transfer_seconds",

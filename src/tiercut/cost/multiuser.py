@@ -4,10 +4,12 @@ Each user has its own graph and source device. A device used by ``n_d``
 users (a user uses a device when at least one of its non-input nodes runs
 there) gives each of them ``1/n_d`` of its speed: their compute times on it
 are multiplied by ``n_d``. A link used by ``n_l`` users (a user uses a link
-when at least one of its transfers goes over it, either direction) gives each
-``1/n_l`` of its bandwidth: the ``out/bandwidth`` term of their transfers is
-multiplied by ``n_l`` (the link latency is not shared). Each user's figures
-are then its single-user figures (:func:`tiercut.cost.evaluate`) with those
+when at least one hop of one of its transfers goes over it, either direction)
+gives each ``1/n_l`` of its bandwidth: the ``out/bandwidth`` term of every hop
+over it is multiplied by ``n_l`` (the link latency is not shared). Transfers
+keep the paths of the problem's own routing (chosen on the links' nominal
+figures). Each user's figures are then its single-user figures
+(:func:`tiercut.cost.evaluate` with the share multipliers) with those
 stretched times; energies therefore charge a shared server's power for the
 user's stretched time (an upper bound of its real energy).
 
@@ -28,7 +30,6 @@ import numpy as np
 
 from tiercut.cost.model import Evaluation, evaluate, objective_value
 from tiercut.cost.vector import CompiledProblem, compile_problem, evaluate_many, transfer_mask
-from tiercut.env import Link
 from tiercut.errors import TiercutError
 from tiercut.problem import MultiUserProblem, Problem
 
@@ -78,30 +79,38 @@ def _full(problem: Problem, placement: Mapping[str, str]) -> dict[str, str]:
 
 
 def usage(problem: Problem, placement: Mapping[str, str]) -> tuple[set[str], set[frozenset[str]]]:
-    """Devices a user computes on and links it sends over, for ``placement``."""
+    """Devices a user computes on and links its transfers' hops go over, for ``placement``."""
     full = _full(problem, placement)
     devices = {full[n.name] for n in problem.graph if not n.is_input}
     links: set[frozenset[str]] = set()
     consumers = problem.graph.consumers()
+    routing = problem.routing
     for node in problem.graph:
         here = full[node.name]
         dest = {full[w] for w in consumers[node.name]}
         if node.is_output:
             dest.add(problem.source)
-        links.update(frozenset((here, d)) for d in dest if d != here)
+        for d in dest:
+            if d == here:
+                continue
+            path = routing.path(here, d, node.out_bytes)
+            if path is not None:
+                links.update(frozenset((h.src, h.dst)) for h in path.hops)
     return devices, links
 
 
 def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users: Mapping[frozenset[str], int]) -> Problem:
     """``problem`` with compute times stretched by the device's user count and
-    bandwidths divided by the link's user count (memory checked jointly, so off)."""
+    bandwidths divided by the link's user count (memory checked jointly, so off).
+
+    For planning a user alone against the others' load (the upload planners
+    of several users): its routing is recomputed on the shared figures, an
+    approximation of :func:`evaluate_users`, which keeps the nominal paths.
+    """
     compute = {
         n: {d: s * max(1, device_users.get(d, 0)) for d, s in row.items()} for n, row in problem.compute_s.items()
     }
-    links = tuple(
-        Link(link.a, link.b, link.bandwidth_bps / max(1, link_users.get(link.key, 0)), link.latency_s, link.price_per_byte)
-        for link in problem.links
-    )
+    links = tuple(link.scaled(1.0 / max(1, link_users.get(link.key, 0))) for link in problem.links)
     return replace(problem, compute_s=compute, links=links, constraints=replace(problem.constraints, memory=False))
 
 
@@ -124,8 +133,11 @@ def evaluate_users(problem: MultiUserProblem, placements: Mapping[str, Mapping[s
     evaluations: dict[str, Evaluation] = {}
     violations: list[str] = []
     memory = {d: 0 for d in problem.device_names}
+    device_share = {d: float(max(1, n)) for d, n in device_users.items()}
+    link_share = {k: float(max(1, n)) for k, n in link_users.items()}
     for user in problem.users:
-        ev = evaluate(shared_problem(user.problem, device_users, link_users), fulls[user.name])
+        unshared = replace(user.problem, constraints=replace(user.problem.constraints, memory=False))
+        ev = evaluate(unshared, fulls[user.name], device_share=device_share, link_share=link_share)
         evaluations[user.name] = ev
         violations.extend(f"user {user.name!r}: {v}" for v in ev.violations)
         for d, b in ev.memory_bytes.items():
@@ -250,11 +262,13 @@ def evaluate_users_many(problem: MultiUserProblem | CompiledMultiUser, placement
         if len(cu.senders):
             mask = transfer_mask(cu, Xu)  # [P, S, D]
             a = Xu[:, cu.senders]
-            pairs = np.zeros((P, D, D), dtype=bool)
             pp, ss, dd = np.nonzero(mask)
-            pairs[pp, a[pp, ss], dd] = True
-            pairs |= pairs.transpose(0, 2, 1)
-            link_count += pairs
+            k = cu.route[cu.senders[ss], a[pp, ss], dd]
+            used = np.zeros((P, len(cu.paths.latency)), dtype=bool)
+            used[pp, k] = True
+            hops = (used.astype(np.float64) @ (cu.paths.hop_spb > 0)).reshape(P, D, D) > 0
+            hops |= hops.transpose(0, 2, 1)
+            link_count += hops
     device_share = np.maximum(dev_count, 1.0)
     link_share = np.maximum(link_count, 1.0)
     U = len(mp.users)

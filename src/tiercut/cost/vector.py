@@ -5,17 +5,23 @@ Placements are an int array ``[n_placements, n_nodes]`` of device indices
 figures equal :func:`tiercut.cost.evaluate`'s (tested with hypothesis); this
 is what the metaheuristics score their populations with.
 
+Transfers follow the problem's routing (:mod:`tiercut.cost.routing`): the
+path each tensor takes between two devices is precomputed per node
+(:attr:`CompiledProblem.route`) from the candidate paths
+(:class:`PathTable`), so routed and directional links cost no more here
+than direct ones.
+
 The multi-user equal-share model reuses the same kernel with per-placement
 speed shares: ``device_share[p, d]`` multiplies compute times on ``d`` (the
 number of users sharing it) and ``link_share[p, a, b]`` multiplies the
-bandwidth term of transfers over ``(a, b)``.
+bandwidth term of every hop over the link ``(a, b)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +34,50 @@ CHUNK_ELEMENTS = 4_000_000
 
 
 @dataclass(frozen=True)
+class PathTable:
+    """Every candidate path of a problem's routing as arrays (row ``K`` is the empty path).
+
+    The time of a path for ``s`` bytes is ``latency[k] + s * seconds_per_byte[k]``; with
+    equal-share multipliers ``m`` on the links (flattened ``[D * D]``, directed pairs)
+    the byte term becomes ``s * hop_spb[k] @ m``. Energy and the source's busy
+    times split the same way (a latency part and per-hop byte weights).
+
+    Attributes:
+        latency, seconds_per_byte, price_per_byte: [K + 1].
+        hop_spb: [K + 1, D * D] seconds per byte of each directed hop the path takes.
+        energy_latency, hop_energy_spb: total-energy parts ((P_tx(sender) + P_rx(receiver)) per hop).
+        tx_latency, hop_tx_spb: the hops the source sends.
+        rx_latency, hop_rx_spb: the hops the source receives.
+        devices: each path's devices (``()`` for the empty row).
+    """
+
+    latency: np.ndarray
+    seconds_per_byte: np.ndarray
+    price_per_byte: np.ndarray
+    hop_spb: np.ndarray
+    energy_latency: np.ndarray
+    hop_energy_spb: np.ndarray
+    tx_latency: np.ndarray
+    hop_tx_spb: np.ndarray
+    rx_latency: np.ndarray
+    hop_rx_spb: np.ndarray
+    devices: tuple[tuple[str, ...], ...]
+    energy_spb: np.ndarray = field(init=False, repr=False)
+    tx_spb: np.ndarray = field(init=False, repr=False)
+    rx_spb: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "energy_spb", self.hop_energy_spb.sum(axis=1))
+        object.__setattr__(self, "tx_spb", self.hop_tx_spb.sum(axis=1))
+        object.__setattr__(self, "rx_spb", self.hop_rx_spb.sum(axis=1))
+
+    @property
+    def empty(self) -> int:
+        """Index of the empty path (same device, or unreachable)."""
+        return len(self.latency) - 1
+
+
+@dataclass(frozen=True)
 class CompiledProblem:
     """A problem as arrays (built once by :func:`compile_problem`).
 
@@ -36,14 +86,18 @@ class CompiledProblem:
         compute: [n, D] seconds; inf where a node cannot run (inputs: 0 on the
             source, inf elsewhere).
         allowed: [n, D] bool: device allowed for the node (can run, pins, inputs).
-        param_bytes, out_bytes: [n].
+        param_bytes: [n] the nodes' ``param_bytes`` (shared weights on their first user).
+        private_param_bytes: [n] bytes of the parameters only this node uses.
+        shared_params: (bytes, node indices) of each parameter several nodes use.
+        out_bytes: [n].
         is_output: [n] bool.
         edge_src, edge_dst: [E] node indices of the distinct DAG edges.
         senders: node indices whose output goes somewhere (consumers or output).
-        latency, inv_bandwidth: [D, D] link latency and 1/bandwidth (0 on the
-            diagonal; inf latency where there is no link).
-        has_link: [D, D] bool, True on the diagonal.
-        price_per_byte: [D, D].
+        has_link: [D, D] bool: a direct link (True on the diagonal).
+        reachable: [D, D] bool: a path of links (True on the diagonal).
+        paths: the routing's candidate paths (:class:`PathTable`).
+        route: [n, D, D] the path node ``v``'s tensor takes from ``a`` to ``b``
+            (``paths.empty`` on the diagonal and for unreachable pairs).
         power_compute, power_tx, power_rx, power_idle, price_per_s: [D].
         memory_limit: [D] bytes (inf: unlimited or memory not enforced).
         source: index of the source device.
@@ -54,15 +108,17 @@ class CompiledProblem:
     compute: np.ndarray
     allowed: np.ndarray
     param_bytes: np.ndarray
+    private_param_bytes: np.ndarray
+    shared_params: tuple[tuple[float, np.ndarray], ...]
     out_bytes: np.ndarray
     is_output: np.ndarray
     edge_src: np.ndarray
     edge_dst: np.ndarray
     senders: np.ndarray
-    latency: np.ndarray
-    inv_bandwidth: np.ndarray
     has_link: np.ndarray
-    price_per_byte: np.ndarray
+    reachable: np.ndarray
+    paths: PathTable
+    route: np.ndarray
     power_compute: np.ndarray
     power_tx: np.ndarray
     power_rx: np.ndarray
@@ -81,9 +137,76 @@ class CompiledProblem:
     def n_devices(self) -> int:
         return int(self.compute.shape[1])
 
+    def transfer_arrays(self) -> dict[str, np.ndarray]:
+        """[n, D, D] per-transfer figures of node ``v``'s tensor from ``a`` to ``b`` (0 on the diagonal,
+        inf seconds where unreachable): ``seconds``, ``energy_total`` (tx/rx of every hop), ``tx_source`` and
+        ``rx_source`` (the source's busy seconds), ``price`` (money)."""
+        t = self.paths
+        r = self.route
+        out = self.out_bytes[:, None, None]
+        seconds = t.latency[r] + out * t.seconds_per_byte[r]
+        seconds = np.where(self.reachable[None, :, :], seconds, np.inf)
+        return {
+            "seconds": seconds,
+            "energy_total": t.energy_latency[r] + out * t.energy_spb[r],
+            "tx_source": t.tx_latency[r] + out * t.tx_spb[r],
+            "rx_source": t.rx_latency[r] + out * t.rx_spb[r],
+            "price": out * t.price_per_byte[r],
+        }
+
+
+def _path_table(problem: Problem, index: dict[str, int]) -> tuple[PathTable, dict[tuple[str, str], list[int]]]:
+    routing = problem.routing
+    D = len(index)
+    devs = problem.devices
+    src = problem.source
+    rows: list[tuple] = []
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    for a in problem.device_names:
+        for b in problem.device_names:
+            for path in routing.candidates.get((a, b), ()):
+                by_pair.setdefault((a, b), []).append(len(rows))
+                rows.append(path)
+    K = len(rows)
+    latency = np.zeros(K + 1)
+    spb = np.zeros(K + 1)
+    price = np.zeros(K + 1)
+    hop_spb = np.zeros((K + 1, D * D))
+    e_lat = np.zeros(K + 1)
+    e_spb = np.zeros((K + 1, D * D))
+    tx_lat = np.zeros(K + 1)
+    tx_spb = np.zeros((K + 1, D * D))
+    rx_lat = np.zeros(K + 1)
+    rx_spb = np.zeros((K + 1, D * D))
+    for k, path in enumerate(rows):
+        latency[k] = path.latency_s
+        spb[k] = path.seconds_per_byte
+        price[k] = path.price_per_byte
+        for hop in path.hops:
+            flat = index[hop.src] * D + index[hop.dst]
+            w = 1.0 / hop.bandwidth_bytes_per_s
+            power = devs[index[hop.src]].power_tx_w + devs[index[hop.dst]].power_rx_w
+            hop_spb[k, flat] += w
+            e_lat[k] += power * hop.latency_s
+            e_spb[k, flat] += power * w
+            if hop.src == src:
+                tx_lat[k] += hop.latency_s
+                tx_spb[k, flat] += w
+            if hop.dst == src:
+                rx_lat[k] += hop.latency_s
+                rx_spb[k, flat] += w
+    table = PathTable(
+        latency, spb, price, hop_spb, e_lat, e_spb, tx_lat, tx_spb, rx_lat, rx_spb,
+        tuple(p.devices for p in rows) + ((),),
+    )
+    return table, by_pair
+
 
 def compile_problem(problem: Problem) -> CompiledProblem:
-    """The arrays of ``problem`` for :func:`evaluate_many`."""
+    """The arrays of ``problem`` for :func:`evaluate_many` (built once per problem and cached on it)."""
+    cached = problem._derived.get("compiled")
+    if cached is not None:
+        return cached
     graph = problem.graph
     names = problem.device_names
     n, D = len(graph), len(names)
@@ -112,37 +235,54 @@ def compile_problem(problem: Problem) -> CompiledProblem:
     has_consumer = np.zeros(n, dtype=bool)
     has_consumer[edge_src] = True
     senders = np.flatnonzero(has_consumer | is_output)
+    out_bytes = np.array([node.out_bytes for node in graph], dtype=np.float64)
 
-    latency = np.full((D, D), np.inf)
-    inv_bw = np.zeros((D, D))
     has_link = np.eye(D, dtype=bool)
-    ppb = np.zeros((D, D))
-    np.fill_diagonal(latency, 0.0)
     for link in problem.links:
-        a, b = index[link.a], index[link.b]
-        for x, y in ((a, b), (b, a)):
-            latency[x, y] = link.latency_s
-            inv_bw[x, y] = 1.0 / link.bandwidth_bps
-            has_link[x, y] = True
-            ppb[x, y] = link.price_per_byte
+        has_link[index[link.a], index[link.b]] = has_link[index[link.b], index[link.a]] = True
+    table, by_pair = _path_table(problem, index)
+    reachable = np.eye(D, dtype=bool)
+    route = np.full((n, D, D), table.empty, dtype=np.int64)
+    for (a, b), ks in by_pair.items():
+        ia, ib = index[a], index[b]
+        reachable[ia, ib] = True
+        ks_arr = np.array(ks, dtype=np.int64)
+        times = table.latency[ks_arr][None, :] + out_bytes[:, None] * table.seconds_per_byte[ks_arr][None, :]
+        route[:, ia, ib] = ks_arr[np.argmin(times, axis=1)]
+
+    weight_names, uses = graph.param_table()
+    users: dict[str, list[int]] = {}
+    for i, node in enumerate(graph):
+        for param in uses[node.name]:
+            users.setdefault(param, []).append(i)
+    private = np.zeros(n)
+    shared = []
+    for param, nodes_using in users.items():
+        if len(nodes_using) == 1:
+            private[nodes_using[0]] += weight_names[param]
+        else:
+            shared.append((float(weight_names[param]), np.array(nodes_using, dtype=np.int64)))
+
     devs = problem.devices
     memory_limit = np.array(
         [np.inf if (d.memory_bytes is None or not problem.constraints.memory) else float(d.memory_bytes) for d in devs]
     )
-    return CompiledProblem(
+    comp = CompiledProblem(
         problem=problem,
         compute=compute,
         allowed=allowed,
         param_bytes=np.array([node.param_bytes for node in graph], dtype=np.float64),
-        out_bytes=np.array([node.out_bytes for node in graph], dtype=np.float64),
+        private_param_bytes=private,
+        shared_params=tuple(shared),
+        out_bytes=out_bytes,
         is_output=is_output,
         edge_src=edge_src,
         edge_dst=edge_dst,
         senders=senders,
-        latency=latency,
-        inv_bandwidth=inv_bw,
         has_link=has_link,
-        price_per_byte=ppb,
+        reachable=reachable,
+        paths=table,
+        route=route,
         power_compute=np.array([d.power_compute_w for d in devs]),
         power_tx=np.array([d.power_tx_w for d in devs]),
         power_rx=np.array([d.power_rx_w for d in devs]),
@@ -153,6 +293,21 @@ def compile_problem(problem: Problem) -> CompiledProblem:
         pinned_nodes=np.array(pinned_nodes, dtype=np.int64),
         pinned_devices=np.array(pinned_devices, dtype=np.int64),
     )
+    problem._derived["compiled"] = comp
+    return comp
+
+
+def memory_many(comp: CompiledProblem, X: np.ndarray) -> np.ndarray:
+    """[P, D] bytes of the distinct parameters each device's nodes use, per placement row."""
+    P = X.shape[0]
+    D = comp.n_devices
+    memory = np.empty((P, D))
+    for d in range(D):
+        on = d == X
+        memory[:, d] = (comp.private_param_bytes[None, :] * on).sum(axis=1)
+        for nbytes, nodes in comp.shared_params:
+            memory[:, d] += nbytes * on[:, nodes].any(axis=1)
+    return memory
 
 
 @dataclass(frozen=True)
@@ -335,23 +490,30 @@ def _kernel(
     if len(comp.senders):
         mask = transfer_mask(comp, X)  # [P, S, D]
         a = X[:, comp.senders]  # [P, S]
-        pair = a[:, :, None] * D + np.arange(D)[None, None, :]  # flat (sender device, destination) index
-        if not comp.has_link.all():
-            ok &= ~(mask & ~comp.has_link.ravel()[pair]).any(axis=(1, 2))
-        latency_flat = np.where(comp.has_link, comp.latency, 0.0).ravel()
-        inv_bw = comp.inv_bandwidth.ravel()[pair]
-        if link_share is not None:
-            inv_bw = inv_bw * link_share.reshape(P, D * D)[rows[:, :, None], pair]
+        dev = np.arange(D)[None, None, :]
+        if not comp.reachable.all():
+            ok &= ~(mask & ~comp.reachable[a[:, :, None], dev]).any(axis=(1, 2))
+        t = comp.paths
+        k = np.where(mask, comp.route[comp.senders[None, :, None], a[:, :, None], dev], t.empty)  # [P, S, D]
         out_bytes = comp.out_bytes[comp.senders][None, :, None]
-        tau = (latency_flat[pair] + out_bytes * inv_bw) * mask
-        per_sender = tau.sum(axis=2)  # [P, S]
-        transfer_total = per_sender.sum(axis=1)
-        busy_tx = (per_sender * (a == s)).sum(axis=1)
-        busy_rx = tau[:, :, s].sum(axis=1)
-        received = tau.sum(axis=1)  # [P, D] seconds of transfers into each device
-        energy_total = energy_total + (per_sender * comp.power_tx[a]).sum(axis=1) + received @ comp.power_rx
-        if comp.price_per_byte.any():
-            cost = cost + (comp.price_per_byte.ravel()[pair] * mask * out_bytes).sum(axis=(1, 2))
+        if link_share is None:
+            tau = t.latency[k] + out_bytes * t.seconds_per_byte[k]
+            energy_tr = t.energy_latency[k] + out_bytes * t.energy_spb[k]
+            tx = t.tx_latency[k] + out_bytes * t.tx_spb[k]
+            rx = t.rx_latency[k] + out_bytes * t.rx_spb[k]
+        else:
+            share = link_share.reshape(P, D * D)
+            prow = rows[:, :, None]
+            tau = t.latency[k] + out_bytes * (share @ t.hop_spb.T)[prow, k]
+            energy_tr = t.energy_latency[k] + out_bytes * (share @ t.hop_energy_spb.T)[prow, k]
+            tx = t.tx_latency[k] + out_bytes * (share @ t.hop_tx_spb.T)[prow, k]
+            rx = t.rx_latency[k] + out_bytes * (share @ t.hop_rx_spb.T)[prow, k]
+        transfer_total = tau.sum(axis=(1, 2))
+        busy_tx = tx.sum(axis=(1, 2))
+        busy_rx = rx.sum(axis=(1, 2))
+        energy_total = energy_total + energy_tr.sum(axis=(1, 2))
+        if t.price_per_byte.any():
+            cost = cost + (out_bytes * t.price_per_byte[k]).sum(axis=(1, 2))
     else:
         transfer_total = busy_tx = busy_rx = np.zeros(P)
 
@@ -369,8 +531,7 @@ def _kernel(
     out["energy_source"][sl] = np.where(ok, energy_source, inf)
     out["energy_total"][sl] = np.where(ok, energy_total, inf)
     out["cost"][sl] = np.where(ok, cost, inf)
-    for d in range(D):
-        memory[sl, d] = (comp.param_bytes[None, :] * (d == X)).sum(axis=1)
+    memory[sl] = memory_many(comp, X)
     valid[sl] = ok
 
 
@@ -378,9 +539,11 @@ __all__ = [
     "METRICS",
     "BatchEvaluation",
     "CompiledProblem",
+    "PathTable",
     "compile_problem",
     "decode",
     "encode",
     "evaluate_many",
+    "memory_many",
     "transfer_mask",
 ]

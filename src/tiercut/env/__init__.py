@@ -20,7 +20,17 @@ from typing import Any
 import yaml
 
 from tiercut.env.schema import environment_from_mapping
-from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User
+from tiercut.env.types import (
+    SCHEMA_VERSION,
+    TIERS,
+    Device,
+    DeviceSpeed,
+    Environment,
+    LegacyFieldWarning,
+    Link,
+    LinkDirection,
+    User,
+)
 from tiercut.errors import TiercutError
 
 __all__ = [
@@ -29,7 +39,9 @@ __all__ = [
     "Device",
     "DeviceSpeed",
     "Environment",
+    "LegacyFieldWarning",
     "Link",
+    "LinkDirection",
     "PresetInfo",
     "User",
     "environment_from_mapping",

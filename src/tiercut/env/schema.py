@@ -20,12 +20,19 @@ The authoring form of an environment file::
         power_idle_w: 0.3
         price_per_s: 0.0
     links:
-      - {a: phone, b: edge, bandwidth_bps: 1.25e6, latency_s: 0.01}
-      - {tiers: [edge, cloud], bandwidth_bps: 5.0e5}   # every edge-cloud pair
+      - {a: phone, b: edge, bandwidth_bytes_per_s: 1.25e6, latency_s: 0.01}
+      - {a: phone, b: cloud, up: 731250, down: 1.6e6}   # up: phone -> cloud, down: cloud -> phone
+      - {tiers: [edge, cloud], bandwidth_bytes_per_s: 5.0e5}   # every edge-cloud pair
     users:
       - {name: alice, device: phone, model: vgg16, query_rate_hz: 1.0}
 
-``bandwidth_bps`` is BYTES per second. A tier-pair link expands to one link
+Rates are BYTES per second. A link is symmetric unless it gives its
+``b -> a`` figures: ``up`` is the ``a -> b`` bandwidth (for a tier pair, from
+the first tier's device to the second's) and ``down`` the ``b -> a`` one;
+``latency_s_ba`` and ``price_per_byte_ba`` likewise (see :class:`LinkModel`).
+Numbers only here: :func:`parse_bandwidth` is the one place a rate is read.
+The older field ``bandwidth_bps`` (also bytes per second) is read with a
+:class:`~tiercut.env.types.LegacyFieldWarning`. A tier-pair link expands to one link
 per device pair of those tiers (for one tier twice: every pair of distinct
 devices of that tier); a link naming the two devices explicitly wins over
 an expanded one. Every mistake becomes a one-line :class:`TiercutError`
@@ -34,12 +41,13 @@ naming the field and the fix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User
+from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User, warn_legacy_bandwidth
 from tiercut.errors import TiercutError
 
 Tier = Literal["end", "edge", "cloud"]
@@ -95,13 +103,52 @@ class DeviceModel(_Strict):
         raise ValueError("spec must be a catalog entry name or a mapping with peak_flops/memory_bandwidth_bps or cpu_ghz")
 
 
+def parse_bandwidth(value: Any, where: str) -> float:
+    """A link rate in BYTES per second from an environment file: the one place rates are parsed.
+
+    A number (int or float, > 0 and finite) is bytes per second, and so is
+    the text of one (YAML reads ``1.0e6`` without an exponent sign as text).
+    ``where`` names the field for the error message.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{where} is the text {value!r}; give bytes per second as a number (e.g. 731250 for 5.85 Mbit/s)"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} must be a number of bytes per second, got {type(value).__name__}")
+    rate = float(value)
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ValueError(f"{where} is {value!r}; a bandwidth must be a finite number of bytes per second > 0")
+    return rate
+
+
 class LinkModel(_Strict):
+    """One entry of ``links:``.
+
+    Rates are BYTES per second. Either ``bandwidth_bytes_per_s`` (both
+    directions, or ``a -> b`` when ``bandwidth_bytes_per_s_ba`` gives
+    ``b -> a``), or ``up`` (``a -> b``; for ``tiers: [t1, t2]``, from the
+    ``t1`` device to the ``t2`` device) with an optional ``down`` (the other
+    way; default: as ``up``). ``latency_s_ba`` and ``price_per_byte_ba`` give
+    the ``b -> a`` latency and price (default: as ``a -> b``). The old field
+    ``bandwidth_bps`` (bytes per second too) is read with a warning.
+    """
+
     a: str | None = None
     b: str | None = None
     tiers: tuple[Tier, Tier] | None = None
-    bandwidth_bps: float = Field(gt=0)
-    latency_s: float = Field(default=0.0, ge=0)
-    price_per_byte: float = Field(default=0.0, ge=0)
+    bandwidth_bytes_per_s: Any = None
+    bandwidth_bps: Any = None
+    up: Any = None
+    down: Any = None
+    bandwidth_bytes_per_s_ba: Any = None
+    latency_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    price_per_byte: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    latency_s_ba: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    price_per_byte_ba: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _pair_or_tiers(self) -> LinkModel:
@@ -114,7 +161,47 @@ class LinkModel(_Strict):
             raise ValueError("a link needs both a and b")
         if explicit and self.a == self.b:
             raise ValueError(f"link from {self.a!r} to itself; a device needs no link to itself")
+        forward = [k for k in ("bandwidth_bytes_per_s", "bandwidth_bps", "up") if getattr(self, k) is not None]
+        if not forward:
+            raise ValueError("a link needs a rate: bandwidth_bytes_per_s (bytes per second), or up (and down)")
+        if len(forward) > 1:
+            raise ValueError(f"give one of {' / '.join(forward)}, not several (up is the a -> b bandwidth)")
+        if self.down is not None and self.bandwidth_bytes_per_s_ba is not None:
+            raise ValueError("give down or bandwidth_bytes_per_s_ba (both are the b -> a bandwidth), not both")
+        for key in (*forward, "down", "bandwidth_bytes_per_s_ba"):
+            value = getattr(self, key)
+            if value is not None:
+                parse_bandwidth(value, key)
+        if self.tiers is not None and self.tiers[0] == self.tiers[1] and self.directional_figures():
+            raise ValueError(
+                f"a link within tier {self.tiers[0]!r} has no up or down direction; "
+                "give its two devices (a, b) for a directional link"
+            )
         return self
+
+    def rate_ab(self) -> float:
+        value = next(getattr(self, k) for k in ("bandwidth_bytes_per_s", "bandwidth_bps", "up") if getattr(self, k) is not None)
+        return parse_bandwidth(value, "bandwidth")
+
+    def rate_ba(self) -> float | None:
+        value = self.down if self.down is not None else self.bandwidth_bytes_per_s_ba
+        return None if value is None else parse_bandwidth(value, "down")
+
+    def directional_figures(self) -> bool:
+        return any(v is not None for v in (self.down, self.bandwidth_bytes_per_s_ba, self.latency_s_ba, self.price_per_byte_ba))
+
+    def link(self, a: str, b: str) -> Link:
+        """The :class:`Link` from ``a`` (the up side) to ``b``."""
+        return Link(
+            a,
+            b,
+            self.rate_ab(),
+            self.latency_s,
+            self.price_per_byte,
+            bandwidth_bytes_per_s_ba=self.rate_ba(),
+            latency_s_ba=self.latency_s_ba,
+            price_per_byte_ba=self.price_per_byte_ba,
+        )
 
 
 class UserModel(_Strict):
@@ -159,6 +246,9 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
     except ValidationError as exc:
         raise TiercutError(f"environment {label!r}: {_first_error(exc)}; fix the file") from None
     env_name = name or model.name or "environment"
+    for i, spec_link in enumerate(model.links):
+        if spec_link.bandwidth_bps is not None:
+            warn_legacy_bandwidth(f"environment {env_name!r}: links.{i}")
 
     devices: list[Device] = []
     seen: set[str] = set()
@@ -207,7 +297,7 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
                 else [(x, y) for x in by_tier[t1] for y in by_tier[t2]]
             )
             for x, y in pairs:
-                expanded[frozenset((x, y))] = Link(x, y, spec_link.bandwidth_bps, spec_link.latency_s, spec_link.price_per_byte)
+                expanded[frozenset((x, y))] = spec_link.link(x, y)
         else:
             a, b = str(spec_link.a), str(spec_link.b)
             for end in (a, b):
@@ -219,7 +309,7 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
             key = frozenset((a, b))
             if key in explicit:
                 raise TiercutError(f"environment {env_name!r} has two links between {a!r} and {b!r}; keep one")
-            explicit[key] = Link(a, b, spec_link.bandwidth_bps, spec_link.latency_s, spec_link.price_per_byte)
+            explicit[key] = spec_link.link(a, b)
     merged = {**expanded, **explicit}
     order = {d.name: i for i, d in enumerate(devices)}
     links = sorted(

@@ -3,8 +3,8 @@
 An :class:`Environment` is the survey's "deployment locations" dimension: the
 end devices, edge servers and cloud servers a DNN can be split over, the
 links between them and the users whose queries run there. Units are SI
-(DESIGN.md): bytes, bytes per second (``bandwidth_bps`` is BYTES per second),
-seconds, watts, and a price per second / per byte in one currency unit.
+(DESIGN.md): bytes, bytes per second (``bandwidth_bytes_per_s``), seconds,
+watts, and a price per second / per byte in one currency unit.
 
 These are plain frozen dataclasses; YAML files are validated by
 :mod:`tiercut.env.schema` before they become these objects, so every value
@@ -14,8 +14,9 @@ non-negative figures).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tiercut.errors import TiercutError
@@ -100,48 +101,156 @@ class Device:
         return data
 
 
+class LegacyFieldWarning(UserWarning):
+    """An environment or problem file uses an older field name; it is read, and should be renamed."""
+
+
 @dataclass(frozen=True)
-class Link:
-    """A symmetric link between two devices.
+class LinkDirection:
+    """The figures of one direction of a link (what a transfer from ``src`` to ``dst`` pays).
 
     Attributes:
-        a, b: device names (order does not matter).
-        bandwidth_bps: BYTES per second.
+        src, dst: the sending and the receiving device.
+        bandwidth_bytes_per_s: BYTES per second.
         latency_s: one-way latency added to every transfer.
-        price_per_byte: money per byte sent over it.
+        price_per_byte: money per byte sent this way.
+    """
+
+    src: str
+    dst: str
+    bandwidth_bytes_per_s: float
+    latency_s: float
+    price_per_byte: float
+
+    def seconds(self, nbytes: float) -> float:
+        """``latency_s + nbytes / bandwidth_bytes_per_s``: one tensor over this hop."""
+        return self.latency_s + nbytes / self.bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link between two devices, symmetric unless its ``b -> a`` figures are given.
+
+    ``bandwidth_bytes_per_s``, ``latency_s`` and ``price_per_byte`` are the
+    ``a -> b`` figures (for a YAML link, ``up``); the ``_ba`` fields are the
+    ``b -> a`` figures (``down``), None meaning "the same as ``a -> b``". So
+    an uplink slower than the downlink is ``Link(phone, edge, up, ...,
+    bandwidth_bytes_per_s_ba=down)``. :meth:`direction` gives the figures a
+    transfer from one end to the other pays.
+
+    Attributes:
+        a, b: device names.
+        bandwidth_bytes_per_s: BYTES per second from ``a`` to ``b``.
+        latency_s: one-way latency from ``a`` to ``b``, added to every transfer.
+        price_per_byte: money per byte sent from ``a`` to ``b``.
+        bandwidth_bytes_per_s_ba, latency_s_ba, price_per_byte_ba: the same
+            from ``b`` to ``a`` (None: as from ``a`` to ``b``).
     """
 
     a: str
     b: str
-    bandwidth_bps: float
+    bandwidth_bytes_per_s: float
     latency_s: float = 0.0
     price_per_byte: float = 0.0
+    bandwidth_bytes_per_s_ba: float | None = None
+    latency_s_ba: float | None = None
+    price_per_byte_ba: float | None = None
 
     @property
     def key(self) -> frozenset[str]:
         return frozenset((self.a, self.b))
 
+    @property
+    def directional(self) -> bool:
+        """Its two directions have different figures."""
+        ab, ba = self.directions()
+        return (ab.bandwidth_bytes_per_s, ab.latency_s, ab.price_per_byte) != (
+            ba.bandwidth_bytes_per_s,
+            ba.latency_s,
+            ba.price_per_byte,
+        )
+
+    def direction(self, src: str, dst: str) -> LinkDirection:
+        """The figures of a transfer from ``src`` to ``dst`` (the link's two ends, either order)."""
+        if (src, dst) == (self.a, self.b):
+            return LinkDirection(src, dst, self.bandwidth_bytes_per_s, self.latency_s, self.price_per_byte)
+        if (src, dst) == (self.b, self.a):
+            return LinkDirection(
+                src,
+                dst,
+                self.bandwidth_bytes_per_s if self.bandwidth_bytes_per_s_ba is None else self.bandwidth_bytes_per_s_ba,
+                self.latency_s if self.latency_s_ba is None else self.latency_s_ba,
+                self.price_per_byte if self.price_per_byte_ba is None else self.price_per_byte_ba,
+            )
+        raise TiercutError(f"link {self.a}-{self.b} does not join {src!r} and {dst!r}")
+
+    def directions(self) -> tuple[LinkDirection, LinkDirection]:
+        """``a -> b`` and ``b -> a``."""
+        return self.direction(self.a, self.b), self.direction(self.b, self.a)
+
+    def scaled(self, bandwidth_factor: float) -> Link:
+        """This link with both directions' bandwidths multiplied by ``bandwidth_factor``."""
+        ba = self.bandwidth_bytes_per_s_ba
+        return replace(
+            self,
+            bandwidth_bytes_per_s=self.bandwidth_bytes_per_s * bandwidth_factor,
+            bandwidth_bytes_per_s_ba=None if ba is None else ba * bandwidth_factor,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "a": self.a,
             "b": self.b,
-            "bandwidth_bps": self.bandwidth_bps,
+            "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
             "latency_s": self.latency_s,
             "price_per_byte": self.price_per_byte,
         }
+        for key in ("bandwidth_bytes_per_s_ba", "latency_s_ba", "price_per_byte_ba"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Link:
+        """A link from its JSON form; the older ``bandwidth_bps`` (bytes per second too) is read with a warning."""
+        data = dict(data)
+        label = f"link {data.get('a', '?')}-{data.get('b', '?')}"
+        if "bandwidth_bps" in data:
+            if "bandwidth_bytes_per_s" in data:
+                raise TiercutError(f"{label} gives both bandwidth_bps and bandwidth_bytes_per_s; keep bandwidth_bytes_per_s")
+            warn_legacy_bandwidth(label)
+            data["bandwidth_bytes_per_s"] = data.pop("bandwidth_bps")
+
+        def optional(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(value)
+
         try:
             return cls(
                 a=str(data["a"]),
                 b=str(data["b"]),
-                bandwidth_bps=float(data["bandwidth_bps"]),
+                bandwidth_bytes_per_s=float(data["bandwidth_bytes_per_s"]),
                 latency_s=float(data.get("latency_s", 0.0)),
                 price_per_byte=float(data.get("price_per_byte", 0.0)),
+                bandwidth_bytes_per_s_ba=optional("bandwidth_bytes_per_s_ba"),
+                latency_s_ba=optional("latency_s_ba"),
+                price_per_byte_ba=optional("price_per_byte_ba"),
             )
         except KeyError as exc:
-            raise TiercutError(f"link {dict(data)!r:.80} lacks the field {exc}; add it") from None
+            raise TiercutError(f"{label} lacks the field {exc}; add it") from None
+        except (TypeError, ValueError):
+            raise TiercutError(f"{label} holds a figure that is not a number; give numbers (bytes/s, s, money/byte)") from None
+
+
+def warn_legacy_bandwidth(label: str) -> None:
+    """The one warning for the old field name ``bandwidth_bps``."""
+    warnings.warn(
+        f"{label}: 'bandwidth_bps' is the old name of 'bandwidth_bytes_per_s' (bytes per second, not bits); "
+        "it is read as bytes per second -- rename the field",
+        LegacyFieldWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)

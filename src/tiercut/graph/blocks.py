@@ -136,6 +136,7 @@ def collapse_runs(graph: LayerGraph, block_key: Mapping[str, str], block_op: Cal
                 is_output=any(n.is_output for n in group),
                 members=tuple(m for n in group for m in n.members),
                 module=key,
+                params=tuple(dict.fromkeys(p for n in group for p in n.params)),
             )
         )
     return graph.with_nodes(tuple(nodes), granularity="block")

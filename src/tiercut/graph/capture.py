@@ -265,17 +265,28 @@ def _measure(gm: Any, example_inputs: tuple[Any, ...]) -> dict[str, _Measured]:
 
 
 # --------------------------------------------------------------------- parameters
-def _tensors_of(fx_node: Any, gm: Any, modules: dict[str, Any]) -> list[Any]:
-    """Weights (parameters and buffers) a node needs where it runs."""
+def _tensors_of(fx_node: Any, gm: Any, modules: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Weights (parameters and buffers) a node needs where it runs, with their qualified names here."""
     if fx_node.op == "call_module":
         mod = modules[fx_node.target]
-        return list(mod.parameters()) + list(mod.buffers())
+        prefix = f"{fx_node.target}."
+        return [(prefix + n, t) for n, t in mod.named_parameters(remove_duplicate=False)] + [
+            (prefix + n, t) for n, t in mod.named_buffers(remove_duplicate=False)
+        ]
     if fx_node.op == "get_attr":
         value = gm
         for part in str(fx_node.target).split("."):
             value = getattr(value, part)
-        return [value] if hasattr(value, "numel") else []
+        return [(str(fx_node.target), value)] if hasattr(value, "numel") else []
     return []
+
+
+def _canonical_names(gm: Any) -> dict[int, str]:
+    """id(tensor) -> the first name the model gives it (a weight shared by two modules has one name)."""
+    names: dict[int, str] = {}
+    for name, tensor in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), name)
+    return names
 
 
 def _param_totals(module: Any) -> tuple[int, int]:
@@ -316,11 +327,13 @@ def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original:
         else:
             owner[n.name] = n.name
 
-    weights: dict[str, list[Any]] = {}
+    weights: dict[str, list[tuple[str, Any]]] = {}
     for n in fx_nodes:
         if n.op not in ("output", "placeholder"):
             weights.setdefault(owner[n.name], []).extend(_tensors_of(n, gm, modules))
 
+    canonical = _canonical_names(gm)
+    table: dict[str, int] = {}
     seen: set[int] = set()
     nodes: list[Node] = []
     for n in fx_nodes:
@@ -328,11 +341,16 @@ def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original:
             continue
         param_bytes = 0
         param_count = 0
-        for tensor in weights.get(n.name, []):
+        params: dict[str, None] = {}
+        for local_name, tensor in weights.get(n.name, []):
+            name = canonical.get(id(tensor), local_name)
+            nbytes = tensor.numel() * tensor.element_size()
+            table.setdefault(name, nbytes)
+            params[name] = None
             if id(tensor) in seen:
                 continue
             seen.add(id(tensor))
-            param_bytes += tensor.numel() * tensor.element_size()
+            param_bytes += nbytes
             if isinstance(tensor, torch.nn.Parameter):
                 param_count += tensor.numel()
         m = measured[n.name]
@@ -352,6 +370,7 @@ def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original:
                 is_output=n.name in output_names,
                 members=tuple(k for k, v in owner.items() if v == n.name),
                 module=module_path(n) if n.op != "placeholder" else "",
+                params=tuple(params),
             )
         )
     total_count, total_bytes = _param_totals(original)
@@ -361,6 +380,7 @@ def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original:
         granularity="module",
         unused_param_count=max(total_count - sum(x.param_count for x in nodes), 0),
         unused_param_bytes=max(total_bytes - sum(x.param_bytes for x in nodes), 0),
+        params=table,
     )
     return graph, owner
 

@@ -1027,6 +1027,7 @@ def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granul
                 stack.extend(source for source in analysis.nodes[j].input if source)
 
     counted: set[str] = set()  # constant tensors already charged to a node
+    param_table: dict[str, int] = {}  # every constant tensor a node reads -> bytes (shared ones once)
     node_name: dict[int, str] = {}
     for i in kept_index:
         node, key = analysis.nodes[i], analysis.keys[i]
@@ -1038,16 +1039,20 @@ def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granul
 
         inputs: list[str] = []
         param_bytes = param_count = 0
+        params: dict[str, None] = {}
         data_slots = _DATA_SLOTS.get(node.op_type)
         for slot, tensor in enumerate(analysis.reads(i)):
             if not tensor:
                 continue
             if analysis.is_folded_tensor(tensor):
                 claim(tensor, i)
+                info = ctx.info(tensor)
+                if info.nbytes > 0:
+                    params[tensor] = None
+                    param_table.setdefault(tensor, int(info.nbytes))
                 if tensor in counted:
                     continue
                 counted.add(tensor)
-                info = ctx.info(tensor)
                 param_bytes += info.nbytes
                 is_data = data_slots is None or slot in data_slots
                 if is_data and tensor in analysis.from_weights and info.is_weight_dtype:
@@ -1077,6 +1082,7 @@ def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granul
                 is_output=any(o in analysis.outputs for o in node.output),
                 members=(key,),
                 module=chain[-1] if chain else "",
+                params=tuple(params),
             )
         )
 
@@ -1096,6 +1102,7 @@ def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granul
         granularity="module",
         unused_param_count=sum(t.numel for t in unused if t.is_weight_dtype),
         unused_param_bytes=sum(t.nbytes for t in unused),
+        params=param_table,
     )
     if granularity == "block":
         block_key = {node_name[i]: scopes.block_of(analysis.keys[i]) for i in kept_index}

@@ -12,7 +12,7 @@ The JSON form is DESIGN.md's ``problem.nodes`` contract plus a header
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,8 +38,13 @@ class Node:
             the project's formulas for norms, activations, pooling, arithmetic.
         param_bytes: bytes of the weights this node needs on the device that
             runs it (parameters and persistent buffers; a tensor shared by
-            several nodes is counted on the first one only).
+            several nodes is counted on the first one only, so the sum over
+            nodes is the model's weight bytes).
         param_count: number of trainable parameter elements (same sharing rule).
+        params: names of every weight tensor the node uses (shared ones
+            included), keys of :attr:`LayerGraph.params`; empty when the
+            graph does not name its weights (then the node's own
+            ``param_bytes`` is its private weights).
         out_bytes: bytes of the output tensor(s).
         out_shape: shape of the output (of the first output for tuples).
         out_dtype: dtype name of the output, e.g. ``"float32"``.
@@ -63,6 +68,7 @@ class Node:
     is_output: bool = False
     members: tuple[str, ...] = ()
     module: str = ""
+    params: tuple[str, ...] = ()
 
     @property
     def is_input(self) -> bool:
@@ -83,6 +89,7 @@ class Node:
             "is_output": self.is_output,
             "members": list(self.members),
             "module": self.module,
+            "params": list(self.params),
         }
 
     @classmethod
@@ -102,6 +109,7 @@ class Node:
                 is_output=bool(data.get("is_output", False)),
                 members=tuple(str(m) for m in data.get("members", ())),
                 module=str(data.get("module", "")),
+                params=tuple(dict.fromkeys(str(p) for p in data.get("params", ()))),
             )
         except KeyError as exc:
             raise TiercutError(f"graph node {dict(data)!r:.80} lacks the field {exc}; add it") from None
@@ -119,6 +127,9 @@ class LayerGraph:
             reaches (e.g. Inception-v3's auxiliary head in eval mode); they
             are in no node and never uploaded.
         unused_param_bytes: bytes of those parameters.
+        params: weight tensor name -> bytes, for the names nodes list in
+            their ``params`` (DESIGN.md: memory per device counts each
+            distinct parameter of its nodes once).
     """
 
     nodes: tuple[Node, ...]
@@ -126,7 +137,9 @@ class LayerGraph:
     granularity: str = "module"
     unused_param_count: int = 0
     unused_param_bytes: int = 0
+    params: Mapping[str, int] = field(default_factory=dict)
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _tables: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, int] = {}
@@ -141,7 +154,16 @@ class LayerGraph:
                     )
             if node.is_input and node.inputs:
                 raise TiercutError(f"graph input {node.name!r} has inputs; inputs take none")
+            for param in node.params:
+                if param not in self.params:
+                    raise TiercutError(
+                        f"graph node {node.name!r} uses parameter {param!r}, which the graph's params table lacks; "
+                        "give its bytes in params"
+                    )
             index[node.name] = i
+        for param, nbytes in self.params.items():
+            if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+                raise TiercutError(f"parameter {param!r} has {nbytes!r} bytes; give an integer >= 0")
         self._index.update(index)
 
     # ----------------------------------------------------------- access
@@ -212,6 +234,36 @@ class LayerGraph:
     def total_param_bytes(self) -> int:
         return sum(n.param_bytes for n in self.nodes)
 
+    def param_table(self) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+        """(parameter name -> bytes, node name -> the parameters it uses).
+
+        A node that lists no ``params`` but has ``param_bytes`` gets a private
+        parameter ``"<node>:weights"`` of that size, so graphs that do not
+        name their weights keep their per-node memory.
+        """
+        if self._tables:
+            return self._tables[0]
+        names: dict[str, int] = {k: int(v) for k, v in self.params.items()}
+        uses: dict[str, tuple[str, ...]] = {}
+        for node in self.nodes:
+            if node.params:
+                uses[node.name] = node.params
+            elif node.param_bytes > 0:
+                private = f"{node.name}:weights"
+                names[private] = int(node.param_bytes)
+                uses[node.name] = (private,)
+            else:
+                uses[node.name] = ()
+        self._tables.append((names, uses))
+        return names, uses
+
+    def weight_bytes(self, node_names: Iterable[str], held: Iterable[str] = ()) -> int:
+        """Bytes of the distinct parameters ``node_names`` use, leaving out the parameter names in ``held``."""
+        names, uses = self.param_table()
+        skip = set(held)
+        wanted = {p for n in node_names for p in uses[n]} - skip
+        return sum(names[p] for p in wanted)
+
     @property
     def total_param_count(self) -> int:
         return sum(n.param_count for n in self.nodes)
@@ -235,6 +287,7 @@ class LayerGraph:
             "granularity": self.granularity,
             "unused_param_count": self.unused_param_count,
             "unused_param_bytes": self.unused_param_bytes,
+            "params": dict(self.params),
             "nodes": [n.to_dict() for n in self.nodes],
         }
 
@@ -254,4 +307,17 @@ class LayerGraph:
             granularity=str(data.get("granularity", "module")),
             unused_param_count=int(data.get("unused_param_count", 0)),
             unused_param_bytes=int(data.get("unused_param_bytes", 0)),
+            params=_params_table(data.get("params", {})),
         )
+
+
+def _params_table(data: Any) -> dict[str, int]:
+    """The ``params`` object of a graph or problem JSON: name -> bytes (integers >= 0)."""
+    if not isinstance(data, Mapping):
+        raise TiercutError("the graph's params must be an object of parameter name -> bytes")
+    out: dict[str, int] = {}
+    for name, nbytes in data.items():
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or nbytes < 0 or int(nbytes) != nbytes:
+            raise TiercutError(f"parameter {name!r} has {nbytes!r} bytes; give an integer >= 0")
+        out[str(name)] = int(nbytes)
+    return out

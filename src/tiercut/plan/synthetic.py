@@ -73,15 +73,25 @@ def random_problem(
     missing_link: float = 0.0,
     constraints: bool = False,
     extra_outputs: float = 0.1,
+    missing_source_link: float = 0.0,
+    directional: float = 0.0,
+    shared_params: float = 0.0,
 ) -> Problem:
     """A small random problem; device ``d0`` is the source.
 
     ``missing_compute`` is the chance a node cannot run on a non-source
     device, ``missing_link`` the chance a link between two non-source devices
     is absent; ``constraints`` draws memory limits, budgets and a pinned node
-    (some of them infeasible on purpose).
+    (some of them infeasible on purpose). ``missing_source_link`` is the
+    chance a link from the source is absent (that device is then reached
+    through relays, or not at all); ``directional`` the chance a link gets
+    other ``b -> a`` figures; ``shared_params`` the chance a node with
+    weights also uses the weights of an earlier node (the graph then names
+    every node's weights, DESIGN.md's shared parameters).
     """
     graph = _random_graph(rng, n_nodes, shape, extra_outputs)
+    if shared_params > 0:
+        graph = _share_params(rng, graph, shared_params)
     devices = []
     for j in range(n_devices):
         compute_w = rng.uniform(0.5, 5.0)
@@ -102,7 +112,17 @@ def random_problem(
         for b in range(a + 1, n_devices):
             if a != 0 and rng.random() < missing_link:
                 continue
-            links.append(Link(f"d{a}", f"d{b}", rng.uniform(1e3, 1e5), rng.uniform(0.0, 0.01), rng.uniform(0.0, 1e-5)))
+            if a == 0 and missing_source_link > 0 and rng.random() < missing_source_link:
+                continue
+            link = Link(f"d{a}", f"d{b}", rng.uniform(1e3, 1e5), rng.uniform(0.0, 0.01), rng.uniform(0.0, 1e-5))
+            if directional > 0 and rng.random() < directional:
+                link = Link(
+                    link.a, link.b, link.bandwidth_bytes_per_s, link.latency_s, link.price_per_byte,
+                    bandwidth_bytes_per_s_ba=rng.uniform(1e3, 1e5),
+                    latency_s_ba=rng.uniform(0.0, 0.01) if rng.random() < 0.5 else None,
+                    price_per_byte_ba=rng.uniform(0.0, 1e-5) if rng.random() < 0.5 else None,
+                )
+            links.append(link)
     compute = {}
     for node in graph:
         if node.is_input:
@@ -128,6 +148,25 @@ def random_problem(
         )
     obj = objective if isinstance(objective, Objective) else Objective.parse(objective)
     return Problem(graph, tuple(devices), tuple(links), "d0", compute, obj, cons, name=f"random-{shape}")
+
+
+def _share_params(rng: random.Random, graph: LayerGraph, chance: float) -> LayerGraph:
+    """Name every node's weights ``w.<node>``; with ``chance`` a node with weights also uses an earlier one's."""
+    table: dict[str, int] = {}
+    nodes = []
+    owners: list[str] = []
+    for node in graph:
+        params: list[str] = []
+        if node.param_bytes > 0:
+            own = f"w.{node.name}"
+            table[own] = node.param_bytes
+            if owners and rng.random() < chance:
+                params.append(rng.choice(owners))
+            params.append(own)
+            owners.append(own)
+        nodes.append(Node(node.name, node.op, node.inputs, flops=node.flops, param_bytes=node.param_bytes,
+                          out_bytes=node.out_bytes, is_output=node.is_output, params=tuple(params)))
+    return LayerGraph(tuple(nodes), model=graph.model, params=table)
 
 
 def synthetic_dag(n_nodes: int, *, seed: int = 0, skip_every: int = 3, branch_every: int = 50) -> LayerGraph:

@@ -233,13 +233,15 @@ class LinkTable:
 
     @classmethod
     def from_environment(cls, environment: object, device: str, *, bandwidth_scale: float = 1.0) -> LinkTable:
-        """Outgoing links of ``device`` in a :class:`~tiercut.env.Environment` (bandwidths times ``bandwidth_scale``)."""
+        """Outgoing links of ``device`` in a :class:`~tiercut.env.Environment` (bandwidths times ``bandwidth_scale``),
+        each in its ``device -> peer`` direction's figures (a directional link sends slower one way)."""
         specs: dict[str, LinkSpec] = {}
         for link in getattr(environment, "links", ()):
             if device not in (link.a, link.b):
                 continue
             peer = link.b if link.a == device else link.a
-            specs[peer] = LinkSpec(float(link.bandwidth_bps) * bandwidth_scale, float(link.latency_s))
+            hop = link.direction(device, peer)
+            specs[peer] = LinkSpec(float(hop.bandwidth_bytes_per_s) * bandwidth_scale, float(hop.latency_s))
         return cls(device, specs)
 
     def shaper(self, peer: str) -> LinkShaper | None:
