@@ -482,6 +482,9 @@ class Plan:
         feasible: the placement is evaluable and breaks no constraint.
         optimal: the planner proved the placement optimal for the problem.
         gap: relative optimality gap where the planner reports one (ILP).
+        bound: a proven lower bound of the objective where the planner has
+            one (ILP; after a time-out the optimum lies between it and
+            ``objective_value``).
         settings: the planner's constructor keywords (``get_params()``).
         violations: one line per broken constraint (empty when feasible).
         memory_bytes: device -> parameter bytes placed on it.
@@ -504,6 +507,7 @@ class Plan:
     violations: tuple[str, ...] = ()
     memory_bytes: Mapping[str, int] = field(default_factory=dict)
     note: str = ""
+    bound: float | None = None
 
     def metric(self, name: str) -> float:
         """A figure by metric name (``latency``, ``energy_source``, ``energy_total``, ``cost``)."""
@@ -531,6 +535,7 @@ class Plan:
             "feasible": self.feasible,
             "optimal": self.optimal,
             "gap": None if self.gap is None else _json_float(self.gap),
+            "bound": None if self.bound is None else _json_float(self.bound),
             "settings": {k: _jsonable(v) for k, v in self.settings.items()},
             "violations": list(self.violations),
             "memory_bytes": dict(self.memory_bytes),
@@ -559,6 +564,7 @@ class Plan:
                 violations=tuple(str(v) for v in data.get("violations", ())),
                 memory_bytes={str(k): int(v) for k, v in dict(data.get("memory_bytes", {})).items()},
                 note=str(data.get("note", "")),
+                bound=None if data.get("bound") is None else float(data["bound"]),
             )
         except KeyError as exc:
             raise TiercutError(f"plan JSON lacks the field {exc}; pass the 'plan' object of 'tiercut plan --json'") from None

@@ -11,6 +11,7 @@ case to recompute from).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,8 +68,11 @@ def _case(model: str, env_name: str, out: Path, echo: Any) -> list[str]:
         used = ",".join(sorted({p.placement[n.name] for n in graph if not n.is_input}))
         lines.append(f"| {name} | {_ms(p.latency_s)} | {p.energy_source_j:.3f} J | {p.energy_total_j:.3f} J | {p.cost:.3g} | "
                      f"{used} | {'yes' if p.optimal else '-'} | {p.solve_s * 1e3:.1f} ms |")
-    speedup = local.latency_s / best.latency_s if local and best.latency_s > 0 else float("nan")
-    lines += ["", f"Best: **{best_name}**, {_ms(best.latency_s)}, {speedup:.2f}x faster than local-only."]
+    if local is None or not math.isfinite(local.latency_s):
+        versus = "local-only is not possible here (a layer cannot run on the source)"
+    else:
+        versus = f"{local.latency_s / best.latency_s:.2f}x faster than local-only"
+    lines += ["", f"Best: **{best_name}**, {_ms(best.latency_s)}, {versus}."]
     if upload_plans:
         lines += ["", f"Uploading the server side to `{servers[0]}` while queries run (IONN model, queries back to back):", "",
                   "| upload plan | partitions | upload ends | queries done by then | mean latency during upload |",
@@ -77,7 +81,7 @@ def _case(model: str, env_name: str, out: Path, echo: Any) -> list[str]:
             ends = u.partitions[-1].arrives_s if u.partitions else 0.0
             lines.append(f"| {name} | {len(u.partitions)} | {ends:.2f} s | {u.metrics.queries_done_by_upload_end} | "
                          f"{_ms(u.metrics.mean_latency_during_upload_s)} |")
-    echo(f"{model} on {env_name}: best {best_name} {_ms(best.latency_s)} ({speedup:.2f}x vs local); wrote {path}")
+    echo(f"{model} on {env_name}: best {best_name} {_ms(best.latency_s)} ({versus}); wrote {path}")
     return [*lines, ""]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -148,7 +149,7 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
         figures.add_column(column, justify="left" if column == "plan" else "right")
     rows = {plan.algorithm: plan, **baselines}
     for label, p in rows.items():
-        speedup = "-" if label == plan.algorithm else (f"{p.latency_s / plan.latency_s:.2f}x" if plan.latency_s > 0 else "-")
+        speedup = "-" if label == plan.algorithm else speedup_text(p, plan)
         figures.add_row(
             label,
             _human(p.latency_s, "s"),
@@ -168,6 +169,17 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     console.print("speed-up = baseline latency / plan latency")
 
 
+def speedup_text(baseline: Plan, plan: Plan) -> str:
+    """``baseline latency / plan latency`` as ``1.23x``, or why there is no finite figure."""
+    if not math.isfinite(baseline.latency_s):
+        return "- (baseline not evaluable)"
+    if not math.isfinite(plan.latency_s):
+        return "- (plan not evaluable)"
+    if plan.latency_s <= 0:
+        return "- (plan latency 0)"
+    return f"{baseline.latency_s / plan.latency_s:.2f}x"
+
+
 def _baselines(problem: Problem) -> dict[str, Plan]:
     from tiercut.plan import get_planner
 
@@ -175,8 +187,8 @@ def _baselines(problem: Problem) -> dict[str, Plan]:
     local = get_planner("local")
     if local.applicable(problem):
         out["local"] = local.solve(problem)
-    planner = get_planner("all-on")  # the fastest cloud device (else edge)
-    if planner.applicable(problem) and planner.target(problem) != problem.source:
+    planner = get_planner("all-on")  # the best server the source can reach, for the objective
+    if planner.applicable(problem):
         out[f"all on {planner.target(problem)}"] = planner.solve(problem)
     return out
 

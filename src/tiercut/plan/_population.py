@@ -11,10 +11,11 @@ heuristics need about a problem is a :class:`SearchSpace`:
   hold by construction (the *repair* of allowed devices);
 - ``score``: the vectorised cost model (:func:`tiercut.cost.evaluate_many`
   or :func:`tiercut.cost.evaluate_users_many`) -> :class:`Scores`;
-- link repair data: a placement whose transfers need a missing link is not
+- link repair data: a placement whose transfers join devices no path of
+  links connects (relays forward tensors, :mod:`tiercut.cost.routing`) is not
   evaluable; :meth:`SearchSpace.repair` walks the columns in topological
-  order and moves a node whose inputs (or, for an output, the source) are
-  on devices it has no link with onto a linked allowed device;
+  order and moves a node whose inputs (or, for an output, the source)
+  cannot reach it onto a reachable allowed device;
 - ``seeds``: the warm-start placements (:func:`single_user_seeds`).
 
 Constraints (memory, budgets) are handled by the feasibility rule of Deb
@@ -146,7 +147,8 @@ class SearchSpace:
         parents: per column, the columns of its inputs.
         output_source: [n] the device an output column's tensor must reach
             (its user's source), -1 for other columns.
-        has_link: [D, D] bool (True on the diagonal).
+        has_link: [D, D] bool: a tensor can go from one device to the other
+            (directly or through relays; True on the diagonal).
         score_rows: placements [P, n] -> :class:`Scores` (the cost model).
         decode_row: a row -> what the planner returns (placement or placements).
         seeds: [k, n] warm-start rows (allowed, repaired), best first.
@@ -536,7 +538,7 @@ def single_user_space(problem: Problem, *, warm_start: bool) -> SearchSpace:
         "blocks": np.array([0, comp.n_nodes], dtype=np.int64),
         "parents": tuple(_parents(comp)),
         "output_source": output_source,
-        "has_link": comp.has_link.copy(),
+        "has_link": comp.reachable.copy(),
         "score_rows": lambda X: Scores.of(evaluate_many(comp, X)),
         "decode_row": lambda row: decode(comp, row),
         "local": local,
@@ -577,7 +579,7 @@ def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSp
         "blocks": offsets.astype(np.int64),
         "parents": tuple(parents),
         "output_source": np.concatenate(output_source).astype(np.int64),
-        "has_link": solo[0].has_link.copy(),
+        "has_link": solo[0].reachable.copy(),
         "score_rows": lambda X: Scores.of(evaluate_users_many(cm, X)),
         "decode_row": decode_joint,
         "local": local,

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from tiercut.cost import evaluate, evaluate_users
 from tiercut.errors import TiercutError
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem, UserFigures
@@ -52,12 +54,14 @@ class PlacementResult:
             placement is also feasible.
         gap: relative optimality gap, if the planner has one.
         note: one line for the reader (e.g. what was ignored).
+        bound: a proven lower bound of the objective, if the planner has one.
     """
 
     placement: Mapping[str, str]
     optimal: bool = False
     gap: float | None = None
     note: str = ""
+    bound: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ class Planner(Configurable):
     complexity: ClassVar[str] = ""
     single_user: ClassVar[bool] = True
     multi_user: ClassVar[bool] = False
+    #: compare the answer with the cheap candidates (all-local, every all-on placement) and keep the best;
+    #: off for the baselines, which must return exactly their placement
+    cheap_fallback: ClassVar[bool] = True
 
     # ----------------------------------------------------------- applicability
     def check(self, problem: Problem) -> str | None:
@@ -98,6 +105,11 @@ class Planner(Configurable):
             return self.check_multi(problem) is None
         return self.single_user and self.check(problem) is None
 
+    def scope(self, problem: Problem) -> list[str] | None:
+        """The devices this planner's settings let it use (None: every device); the cheap candidates it is
+        checked against stay within them."""
+        return None
+
     # ----------------------------------------------------------- solving
     def solve(self, problem: Problem) -> Plan:
         """Plan ``problem``: the placement from :meth:`_solve`, the figures from the cost model."""
@@ -110,6 +122,8 @@ class Planner(Configurable):
             raise TiercutError(f"planner {self.name!r} cannot solve {problem.name or 'this problem'}: {reason}")
         start = time.perf_counter()
         result = self._solve(problem)
+        if self.cheap_fallback:
+            result = no_worse_than_cheap(problem, result, self.scope(problem))
         solve_s = time.perf_counter() - start
         return make_plan(problem, self.name, result, solve_s, self.get_params())
 
@@ -120,6 +134,8 @@ class Planner(Configurable):
             raise TiercutError(f"planner {self.name!r} cannot solve multi-user {problem.name or 'problem'}: {reason}")
         start = time.perf_counter()
         result = self._solve_multi(problem)
+        if self.cheap_fallback:
+            result = no_worse_than_cheap_multi(problem, result)
         solve_s = time.perf_counter() - start
         return make_multi_plan(problem, self.name, result, solve_s, self.get_params())
 
@@ -128,6 +144,87 @@ class Planner(Configurable):
 
     def _solve_multi(self, problem: MultiUserProblem) -> MultiPlacementResult:
         raise TiercutError(f"planner {self.name!r} plans single-user problems only")
+
+
+def cheap_rows(problem: Problem, scope: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """The cheap candidates every planner is checked against: all-local (where the source can run a node)
+    and every all-on-one-device placement (inputs on the source; only devices in ``scope`` when given), as
+    names and placement rows."""
+    from tiercut.cost import compile_problem
+
+    comp = compile_problem(problem)
+    src = comp.source
+    local = np.where(comp.allowed[:, src], src, np.argmax(comp.allowed, axis=1)).astype(np.int64)
+    names, rows = ["local"], [local]
+    is_input = np.array([n.is_input for n in problem.graph])
+    for d, name in enumerate(problem.device_names):
+        if d != src and (scope is None or name in scope):
+            names.append(f"all-on-{name}")
+            rows.append(np.where(is_input, src, d).astype(np.int64))
+    return names, np.stack(rows)
+
+
+def _deb_key(feasible: bool, valid: bool, objective: float, penalty: float) -> tuple[int, float]:
+    return (0, objective) if feasible else ((1, penalty) if valid else (2, 0.0))
+
+
+def no_worse_than_cheap(problem: Problem, result: PlacementResult, scope: list[str] | None = None) -> PlacementResult:
+    """``result``, or the best cheap candidate (:func:`cheap_rows` within ``scope``) when that is strictly better
+    by Deb's rule (feasible first, then the objective; infeasible ones by their constraint excess)."""
+    from tiercut.cost import compile_problem, decode, encode, evaluate_many
+
+    comp = compile_problem(problem)
+    names, rows = cheap_rows(problem, scope)
+    try:
+        own = encode(comp, result.placement)
+    except TiercutError:
+        own = None
+    X = rows if own is None else np.concatenate([own[None, :], rows])
+    batch = evaluate_many(comp, X)
+    keys = [_deb_key(bool(batch.feasible[i]), bool(batch.valid[i]), float(batch.objective[i]), float(batch.penalty[i]))
+            for i in range(len(X))]
+    best = min(range(len(X)), key=lambda i: keys[i])
+    if own is not None:
+        mine = keys[0]
+        strictly = keys[best][0] < mine[0] or (
+            keys[best][0] == mine[0] and keys[best][1] < mine[1] - 1e-12 * max(1.0, abs(mine[1]))
+        )
+        if best == 0 or not strictly:
+            return result
+        label = names[best - 1]
+    else:
+        label = names[best]
+    why = f"the planner's placement was worse than the cheap candidate {label}, returned instead"
+    return PlacementResult(
+        decode(comp, X[best]), optimal=False, gap=None, note="; ".join(filter(None, [result.note, why])), bound=result.bound
+    )
+
+
+def no_worse_than_cheap_multi(problem: MultiUserProblem, result: MultiPlacementResult) -> MultiPlacementResult:
+    """The multi-user :func:`no_worse_than_cheap`: every user local, or every user all on one device."""
+    from tiercut.cost import compile_problem, compile_users, decode, encode, evaluate_users_many
+
+    cm = compile_users(problem)
+    per_user = [cheap_rows(u.problem) for u in problem.users]
+    names = per_user[0][0]
+    joint = np.concatenate([rows for _, rows in per_user], axis=1)
+    try:
+        own = np.concatenate([encode(compile_problem(u.problem), result.placements[u.name]) for u in problem.users])
+    except (TiercutError, KeyError):
+        return result
+    X = np.concatenate([own[None, :], joint])
+    batch = evaluate_users_many(cm, X)
+    keys = [_deb_key(bool(batch.feasible[i]), bool(batch.valid[i]), float(batch.objective[i]), float(batch.penalty[i]))
+            for i in range(len(X))]
+    best = min(range(len(X)), key=lambda i: keys[i])
+    mine = keys[0]
+    if best == 0 or not (keys[best][0] < mine[0] or (keys[best][0] == mine[0]
+                                                      and keys[best][1] < mine[1] - 1e-12 * max(1.0, abs(mine[1])))):
+        return result
+    parts = cm.split(X[best][None, :])
+    placements = {u.name: decode(compile_problem(u.problem), part[0]) for u, part in zip(problem.users, parts, strict=True)}
+    why = f"the planner's placements were worse than every user on the cheap candidate {names[best - 1]}, returned instead"
+    return MultiPlacementResult(placements, optimal=False, note="; ".join(filter(None, [result.note, why])))
 
 
 def make_plan(
@@ -151,6 +248,7 @@ def make_plan(
         violations=ev.violations,
         memory_bytes=dict(ev.memory_bytes),
         note=result.note,
+        bound=result.bound,
     )
 
 
@@ -181,4 +279,13 @@ def make_multi_plan(
     )
 
 
-__all__ = ["MultiPlacementResult", "PlacementResult", "Planner", "make_multi_plan", "make_plan"]
+__all__ = [
+    "MultiPlacementResult",
+    "PlacementResult",
+    "Planner",
+    "cheap_rows",
+    "make_multi_plan",
+    "make_plan",
+    "no_worse_than_cheap",
+    "no_worse_than_cheap_multi",
+]

@@ -21,6 +21,13 @@ from tiercut.plan.base import PlacementResult, Planner
 from tiercut.problem import Problem
 
 
+def count_text(count: int) -> str:
+    """A count of any size in short form: ``1.23e+45`` below float range, ``about 10^1234`` beyond it."""
+    if count.bit_length() <= 1000:  # well inside float range
+        return f"{float(count):.3g}"
+    return f"about 10^{int((count.bit_length() - 1) * math.log10(2))}"
+
+
 class BruteForcePlanner(Planner):
     """Try every placement (``max_placements`` caps the search)."""
 
@@ -35,13 +42,18 @@ class BruteForcePlanner(Planner):
         self.chunk = chunk
 
     def count(self, problem: Problem) -> int:
+        """The number of placements (an exact integer, however large)."""
         return math.prod(len(problem.allowed_devices(n.name)) for n in problem.graph)
 
     def check(self, problem: Problem) -> str | None:
+        if isinstance(self.max_placements, bool) or not isinstance(self.max_placements, int) or self.max_placements < 1:
+            return f"setting max_placements={self.max_placements!r} must be an integer >= 1"
+        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
+            return f"setting chunk={self.chunk!r} must be an integer >= 1"
         total = self.count(problem)
         if total > self.max_placements:
             return (
-                f"{total:.3g} placements exceed max_placements={self.max_placements:,}; "
+                f"{count_text(total)} placements exceed max_placements={self.max_placements:,}; "
                 "use an exact planner (mincut, dp, ilp) or raise max_placements"
             )
         return None

@@ -4,249 +4,653 @@ The integer-programming formulation of DNN partition is the survey's
 general model (its Eq. 3-5: minimise one objective with the others as
 constraints); JointDNN (Eshratifar et al., IEEE TMC 2019) and the
 multi-device placements the survey lists formulate it as an ILP. Here it is
-DESIGN.md's cost model exactly, solved by HiGHS through
-``scipy.optimize.milp``:
+DESIGN.md's cost model exactly (routed and directional transfers included:
+the coefficients are the cost model's linear forms,
+:func:`tiercut.cost.linear_form`), solved by HiGHS:
 
 - ``x[v, d]`` binary: node ``v`` runs on device ``d`` (only allowed devices:
   where it can run, its pinned device; graph inputs fixed on the source);
   ``sum_d x[v, d] = 1``;
-- ``y[u, d]`` binary: ``u``'s tensor is needed on ``d``: ``y[u, d] >= x[w, d]``
-  for every consumer ``w``; fixed to 1 on the source for graph outputs;
 - ``z[u, a, d]`` (continuous in [0, 1], integral at any vertex with binary
-  x, y): the tensor goes from ``a`` to ``d``: ``z >= x[u, a] + y[u, d] - 1``.
-  This is the transfer-once-per-destination rule: one transfer per device
-  that needs the tensor, however many consumers it has there. Without a link
-  between ``a`` and ``d``: ``x[u, a] + y[u, d] <= 1``;
-- objective and budgets: the linear forms of the metrics
-  (:func:`tiercut.cost.linear_form`) over ``x`` and ``z``;
-- memory: ``sum_v param_bytes(v) x[v, d] <= memory(d)``.
+  ``x``): ``u``'s tensor goes from ``a`` to ``d``, created only where it can
+  matter: ``a`` allowed for ``u``, ``d`` allowed for one of its consumers
+  (or the source, for a graph output), ``d`` reachable from ``a`` and the
+  transfer charged by the objective or a budget;
+- *arrival* rows, one per consumer ``w`` and device ``d``: a tensor needed on
+  ``d`` is there or arrives from some device,
+  ``x[u, d] + sum_a z[u, a, d] + sum_{a: free} x[u, a] >= x[w, d]`` (``>= 1``
+  on the source for a graph output), where a *free* transfer (charged by no
+  metric) stands in with its upper bound ``x[u, a]``, and an unreachable
+  ``a`` contributes nothing; and ``z[u, a, d] <= x[u, a]``. A tensor is sent
+  once to each device that needs it, however many consumers it has there.
+  These rows make the LP relaxation tight where the textbook
+  ``z >= x[u, a] + y[u, d] - 1`` makes transfers almost free;
+- objective and budgets: the linear forms over ``x`` and ``z``;
+- memory: ``sum_p bytes(p) m[p, d] <= memory(d)`` with ``m[p, d] >= x[v, d]``
+  for each node ``v`` using parameter ``p`` (a shared parameter counted once
+  per device; a parameter of one node is its ``x``).
 
-All coefficients are non-negative, so at an optimum ``y`` and ``z`` are as
-small as the constraints allow and the objective equals the cost model's;
-the plan's figures are recomputed by the cost model anyway.
+Presolve (``reduce_devices``): a device ``d2`` is dropped when another
+device ``d1`` *dominates* it: every node that can run on ``d2`` can run on
+``d1`` at no higher cost in the objective and every budget, every transfer
+to or from ``d1`` costs no more than the same transfer to or from ``d2``,
+no node is pinned to ``d2``, and ``d1`` has no memory limit (or memory is
+not enforced). Moving every node from ``d2`` to ``d1`` then never raises a
+metric (transfers between them vanish, all coefficients being >= 0), so an
+optimum over the remaining devices is an optimum over all. On
+``migration-12`` this leaves the source, the other client, the fastest edge
+server and the fastest cloud server. Relays are unaffected: routing still
+uses every device.
+
+Warm start (``warm_start``): the best by Deb's rule of the cheap
+candidates -- all-local, every all-on-one-device placement, the best
+single split per server (Neurosurgeon), the minimum cut per server
+(DADS), and the chain DP (:mod:`tiercut.plan.dp`) -- is handed to HiGHS as
+its first incumbent (``setSolution``) and as an objective cutoff. The
+objective is scaled so that this incumbent's value is 1, so HiGHS's
+absolute tolerances (``mip_abs_gap``, ``mip_feasibility_tolerance``) are
+relative ones; budget and memory rows are normalised by their bounds.
 
 Guarantee: optimal for every objective and every constraint when HiGHS
-reports optimality (within ``mip_rel_gap``); with a time limit it returns
-the incumbent with the gap (``optimal=False``); a problem HiGHS proves
-infeasible returns the all-local placement marked infeasible.
-Complexity: NP-hard in general; O(|V| |D|^2) variables and rows; seconds for
-the zoo models on 2-3 devices.
+proves it (relative gap ``mip_rel_gap``); on a time-out the result is the
+better of HiGHS's incumbent and the warm start, never worse than any cheap
+candidate, with HiGHS's proven lower bound and the gap (``bound``, ``gap``);
+a problem HiGHS proves infeasible returns the least-violating candidate,
+marked infeasible.
+Complexity: NP-hard in general; O(|V| |D|^2) variables and rows before the
+presolve; the zoo models on migration-12 (12 devices) are proven optimal in
+seconds (``benchmarks/planners.py``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 
-from tiercut.cost import CompiledProblem, LinearForm, compile_problem, decode, linear_form
+from tiercut.cost import CompiledProblem, LinearForm, compile_problem, decode, encode, evaluate_many, linear_form
 from tiercut.plan.base import PlacementResult, Planner
 from tiercut.problem import Problem
 
+#: solvers: HiGHS through the API scipy bundles (MIP start, cutoff, tolerances), or scipy.optimize.milp (neither)
+SOLVERS = ("auto", "highs", "scipy")
 
+
+# ---------------------------------------------------------------- the model
 @dataclass
-class _Model:
-    """Variable layout and sparse rows of the MILP, built incrementally."""
+class MILP:
+    """A mixed-integer program ``min c x`` s.t. ``row_lo <= A x <= row_hi``, ``lb <= x <= ub``, some x integer.
 
-    n_vars: int = 0
+    Columns are named by :attr:`x` ((node, device) -> column), :attr:`z`
+    ((node, from, to) -> column) and :attr:`m` ((parameter, device) -> column).
+    """
 
-    def __post_init__(self) -> None:
-        self.rows: list[int] = []
-        self.cols: list[int] = []
-        self.vals: list[float] = []
-        self.lower: list[float] = []
-        self.upper: list[float] = []
-        self.integrality: list[int] = []
-        self.var_lo: list[float] = []
-        self.var_hi: list[float] = []
+    c: list[float] = field(default_factory=list)
+    lb: list[float] = field(default_factory=list)
+    ub: list[float] = field(default_factory=list)
+    integer: list[bool] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    cols: list[int] = field(default_factory=list)
+    vals: list[float] = field(default_factory=list)
+    row_lo: list[float] = field(default_factory=list)
+    row_hi: list[float] = field(default_factory=list)
+    offset: float = 0.0
+    x: dict[tuple[int, int], int] = field(default_factory=dict)
+    z: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    m: dict[tuple[int, int], int] = field(default_factory=dict)
 
-    def add_vars(self, count: int, integer: bool, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
-        first = self.n_vars
-        self.n_vars += count
-        self.integrality.extend([1 if integer else 0] * count)
-        self.var_lo.extend([lo] * count)
-        self.var_hi.extend([hi] * count)
-        return np.arange(first, first + count)
+    @property
+    def n_vars(self) -> int:
+        return len(self.c)
 
-    def add_row(self, cols: list[int] | np.ndarray, vals: list[float] | np.ndarray, lo: float, hi: float) -> None:
-        r = len(self.lower)
-        cols = list(cols)
-        self.rows.extend([r] * len(cols))
-        self.cols.extend(int(c) for c in cols)
-        self.vals.extend(float(v) for v in vals)
-        self.lower.append(lo)
-        self.upper.append(hi)
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_lo)
+
+    def var(self, cost: float, integer: bool, lo: float = 0.0, hi: float = 1.0) -> int:
+        self.c.append(float(cost))
+        self.lb.append(lo)
+        self.ub.append(hi)
+        self.integer.append(integer)
+        return len(self.c) - 1
+
+    def row(self, terms: dict[int, float], lo: float, hi: float) -> None:
+        r = len(self.row_lo)
+        for col, val in terms.items():
+            if val:
+                self.rows.append(r)
+                self.cols.append(col)
+                self.vals.append(float(val))
+        self.row_lo.append(lo)
+        self.row_hi.append(hi)
+
+    def matrix(self) -> csr_matrix:
+        return csr_matrix((self.vals, (self.rows, self.cols)), shape=(self.n_rows, self.n_vars))
+
+    def column_values(self, comp: CompiledProblem, row: np.ndarray) -> np.ndarray:
+        """The model's variables for a placement row (for a MIP start): x, then z and m at their least values."""
+        values = np.zeros(self.n_vars)
+        for (v, d), col in self.x.items():
+            values[col] = 1.0 if row[v] == d else 0.0
+        needed = _needed(comp, row)
+        for (u, a, d), col in self.z.items():
+            values[col] = 1.0 if (row[u] == a and (u, d) in needed) else 0.0
+        for (p, d), col in self.m.items():
+            values[col] = 1.0 if any(row[v] == d for v in comp.shared_params[p][1]) else 0.0
+        return values
 
 
+def _needed(comp: CompiledProblem, row: np.ndarray) -> set[tuple[int, int]]:
+    """(node, device) pairs where the node's tensor is needed on another device than its own."""
+    out = set()
+    for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
+        if row[w] != row[u]:
+            out.add((u, int(row[w])))
+    for u in np.flatnonzero(comp.is_output):
+        if row[u] != comp.source:
+            out.add((int(u), comp.source))
+    return out
+
+
+# ---------------------------------------------------------------- presolve
+def dominated_devices(comp: CompiledProblem, forms: list[LinearForm]) -> dict[int, int]:
+    """device -> the device it merges into (see the module docstring), following chains to a kept device."""
+    problem = comp.problem
+    D = comp.n_devices
+    pinned = set(problem.constraints.pinned.values())
+    memory_on = problem.constraints.memory
+    allowed = comp.allowed
+
+    def dominates(d1: int, d2: int) -> bool:
+        if memory_on and problem.devices[d1].memory_bytes is not None:
+            return False
+        if not np.all(allowed[:, d1] | ~allowed[:, d2]):
+            return False
+        others = np.array([x for x in range(D) if x not in (d1, d2)], dtype=np.int64)
+        runs = allowed[:, d2]
+        for form in forms:
+            if not np.all(form.node[runs, d1] <= form.node[runs, d2]):
+                return False
+            if len(others):
+                out1, out2 = form.transfer[:, d1, others], form.transfer[:, d2, others]
+                in1, in2 = form.transfer[:, others, d1], form.transfer[:, others, d2]
+                if not (np.all(out1 <= out2) and np.all(in1 <= in2)):
+                    return False
+        return True
+
+    removed: dict[int, int] = {}
+    names = problem.device_names
+    for d2 in range(D):
+        if d2 == comp.source or names[d2] in pinned:
+            continue
+        for d1 in range(D):
+            if d1 == d2 or d1 in removed:
+                continue
+            if dominates(d1, d2) and (d1 < d2 or not dominates(d2, d1)):
+                removed[d2] = d1
+                break
+
+    def final(d: int) -> int:
+        seen = set()
+        while d in removed and d not in seen:
+            seen.add(d)
+            d = removed[d]
+        return d
+
+    return {d: final(d) for d in removed}
+
+
+# ---------------------------------------------------------------- warm start
 @dataclass(frozen=True)
-class ILPLayout:
-    """Where each variable is: x[(v, d)], y[(u, d)], z[(u, a, d)] -> column."""
+class Candidate:
+    """A cheap placement the ILP starts from, and what it is."""
 
-    x: dict[tuple[int, int], int]
-    y: dict[tuple[int, int], int]
-    z: dict[tuple[int, int, int], int]
+    row: np.ndarray
+    name: str
+    objective: float
+    feasible: bool
+    penalty: float
 
 
-def _linear_terms(
-    comp: CompiledProblem, form: LinearForm, layout: ILPLayout, fixed_x: dict[tuple[int, int], float]
-) -> tuple[dict[int, float], float]:
-    """Column -> coefficient of a linear form, and its constant part (fixed inputs)."""
-    coef: dict[int, float] = {}
-    const = 0.0
-    for (v, d), col in layout.x.items():
-        c = float(form.node[v, d])
-        if c:
-            coef[col] = coef.get(col, 0.0) + c
-    for (v, d), val in fixed_x.items():
-        const += float(form.node[v, d]) * val
-    for (u, a, d), col in layout.z.items():
-        c = float(form.transfer[u, a, d])
-        if c:
-            coef[col] = coef.get(col, 0.0) + c
-    return coef, const
+def reduced_problem(problem: Problem, merge: dict[int, int]) -> Problem:
+    """``problem`` where the dominated devices run nothing (they still relay: the links are unchanged)."""
+    if not merge:
+        return problem
+    names = problem.device_names
+    gone = {names[d] for d in merge}
+    compute = {n: {d: s for d, s in row.items() if d not in gone} for n, row in problem.compute_s.items()}
+    return replace(problem, compute_s=compute)
+
+
+def cheap_candidates(problem: Problem, comp: CompiledProblem, *, with_dp: bool = True) -> list[Candidate]:
+    """The warm-start placements, best first by Deb's rule: all-local, all-on, best split and min cut per server,
+    and the chain DP, each computed on ``problem`` (possibly a :func:`reduced_problem`) and scored with ``comp``
+    (the full problem's arrays; the placements are valid there)."""
+    from tiercut.plan._population import single_user_seeds
+
+    seeds = single_user_seeds(problem, compile_problem(problem))
+    rows, names = list(seeds.rows), list(seeds.names)
+    if with_dp and len(problem.devices) <= 16:
+        from tiercut.plan.dp import DynamicProgrammingPlanner
+
+        dp = DynamicProgrammingPlanner(enumeration_limit=2_000, local_search_rounds=3)
+        rows.append(encode(comp, dp._solve(problem).placement))
+        names.append("dp")
+    X = np.stack(rows).astype(np.int64)
+    batch = evaluate_many(comp, X)
+    out = [
+        Candidate(X[i], names[i], float(batch.objective[i]), bool(batch.feasible[i]), float(batch.penalty[i]))
+        for i in range(len(X))
+    ]
+    return sorted(out, key=lambda c: (0 if c.feasible else 1, c.objective if c.feasible else c.penalty))
+
+
+def _better(a: Candidate, b: Candidate) -> bool:
+    """``a`` strictly better than ``b`` by Deb's rule."""
+    ka = (0 if a.feasible else 1, a.objective if a.feasible else a.penalty)
+    kb = (0 if b.feasible else 1, b.objective if b.feasible else b.penalty)
+    return ka < kb
+
+
+# ---------------------------------------------------------------- building the program
+def build_milp(
+    comp: CompiledProblem, objective: LinearForm, budgets: dict[str, tuple[LinearForm, float]], kept: list[int]
+) -> MILP:
+    """The tight MILP over the devices ``kept`` (module docstring)."""
+    problem = comp.problem
+    n = comp.n_nodes
+    src = comp.source
+    is_input = np.array([node.is_input for node in problem.graph])
+    kept_set = set(kept)
+    allowed = [[d for d in np.flatnonzero(comp.allowed[v]).tolist() if d in kept_set] for v in range(n)]
+    consumers: list[list[int]] = [[] for _ in range(n)]
+    for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
+        consumers[u].append(w)
+    forms = [objective, *(f for f, _ in budgets.values())]
+    model = MILP()
+
+    for v in range(n):
+        if is_input[v]:
+            model.offset += float(objective.node[v, src])
+            continue
+        cols = [model.var(float(objective.node[v, d]), True) for d in allowed[v]]
+        for d, col in zip(allowed[v], cols, strict=True):
+            model.x[(v, d)] = col
+        model.row(dict.fromkeys(cols, 1.0), 1.0, 1.0)
+
+    def charged(u: int, a: int, d: int) -> bool:
+        return any(float(f.transfer[u, a, d]) > 0.0 for f in forms)
+
+    def reach(a: int, d: int) -> bool:
+        return bool(comp.reachable[a, d])
+
+    for u in range(n):
+        sources = [src] if is_input[u] else allowed[u]
+        targets: dict[int, list[int]] = {}
+        for w in consumers[u]:
+            for d in allowed[w]:
+                targets.setdefault(d, []).append(w)
+        if comp.is_output[u]:
+            targets.setdefault(src, [])
+        for d in sorted(targets):
+            need_output = bool(comp.is_output[u]) and d == src
+            arrival: dict[int, float] = {}
+            constant = 0.0
+            if is_input[u]:
+                constant = 1.0 if d == src else 0.0
+            elif (u, d) in model.x:
+                arrival[model.x[(u, d)]] = 1.0
+            for a in sources:
+                if a == d or not reach(a, d):
+                    continue
+                x_col = None if is_input[u] else model.x[(u, a)]
+                if not charged(u, a, d):
+                    if x_col is None:
+                        constant = 1.0  # a free transfer of a graph input
+                    else:
+                        arrival[x_col] = arrival.get(x_col, 0.0) + 1.0
+                    continue
+                z_col = model.var(float(objective.transfer[u, a, d]), False)
+                model.z[(u, a, d)] = z_col
+                arrival[z_col] = 1.0
+                if x_col is not None:
+                    model.row({z_col: 1.0, x_col: -1.0}, -math.inf, 0.0)  # z <= x[u, a]
+            if constant >= 1.0:
+                continue  # always there
+            if need_output:
+                model.row(arrival, 1.0, math.inf)
+            for w in targets[d]:
+                terms = dict(arrival)
+                col = model.x[(w, d)]
+                terms[col] = terms.get(col, 0.0) - 1.0
+                model.row(terms, 0.0, math.inf)
+
+    for metric, (form, budget) in budgets.items():
+        norm = max(abs(budget), 1e-300)
+        terms: dict[int, float] = {}
+        fixed = 0.0
+        for v in range(n):
+            if is_input[v]:
+                fixed += float(form.node[v, src])
+        for (v, d), col in model.x.items():
+            terms[col] = terms.get(col, 0.0) + float(form.node[v, d]) / norm
+        for (u, a, d), col in model.z.items():
+            terms[col] = terms.get(col, 0.0) + float(form.transfer[u, a, d]) / norm
+        model.row(terms, -math.inf, (budget - fixed) / norm)
+        del metric
+
+    if problem.constraints.memory:
+        shared_of: dict[int, list[int]] = {}
+        for p, (_, nodes) in enumerate(comp.shared_params):
+            for v in nodes.tolist():
+                shared_of.setdefault(v, []).append(p)
+        for d in kept:
+            limit = problem.devices[d].memory_bytes
+            if limit is None:
+                continue
+            norm = max(float(limit), 1.0)
+            terms = {}
+            fixed = 0.0
+            for v in range(n):
+                private = float(comp.private_param_bytes[v])
+                if is_input[v]:
+                    fixed += private if d == src else 0.0
+                elif private > 0 and (v, d) in model.x:
+                    terms[model.x[(v, d)]] = private / norm
+            for p, (nbytes, nodes) in enumerate(comp.shared_params):
+                users = [int(v) for v in nodes if (int(v), d) in model.x or (is_input[v] and d == src)]
+                if not users or nbytes <= 0:
+                    continue
+                if any(is_input[v] for v in users):
+                    fixed += nbytes
+                    continue
+                m_col = model.var(0.0, False)
+                model.m[(p, d)] = m_col
+                terms[m_col] = nbytes / norm
+                for v in users:
+                    model.row({m_col: 1.0, model.x[(v, d)]: -1.0}, 0.0, math.inf)  # m >= x[v, d]
+            model.row(terms, -math.inf, (float(limit) - fixed) / norm)
+    return model
+
+
+# ---------------------------------------------------------------- solving
+@dataclass(frozen=True)
+class Solution:
+    """What a solver run gives back (in the model's scaled objective units)."""
+
+    values: np.ndarray | None
+    status: str  # optimal | time_limit | infeasible | other
+    bound: float | None
+    gap: float | None
+    message: str
+
+
+def _highs_class():  # noqa: ANN202 - a pybind class
+    """HiGHS's model class as scipy bundles it (scipy >= 1.15 ships the ``highspy`` bindings it runs ``milp`` with);
+    (None, None) when this scipy lacks it."""
+    try:
+        from scipy.optimize._highspy import _core as core  # type: ignore[import-not-found]
+    except ImportError:
+        return None, None
+    cls = getattr(core, "_Highs", None)
+    if cls is None or not all(hasattr(cls, m) for m in ("setSolution", "passModel", "setOptionValue")):
+        return None, None
+    return cls, core
+
+
+def solve_highs(
+    model: MILP, scale: float, start: np.ndarray | None, cutoff: float | None, time_limit_s: float, mip_rel_gap: float
+) -> Solution:
+    """Solve with the HiGHS API: MIP start (``setSolution``), objective cutoff (``objective_bound``), and
+    absolute tolerances of 1e-9 (objective units: the warm start is 1)."""
+    cls, core = _highs_class()
+    assert cls is not None and core is not None
+    h = cls()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    h.setOptionValue("mip_abs_gap", 1e-12)
+    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+    h.setOptionValue("primal_feasibility_tolerance", 1e-9)
+    h.setOptionValue("threads", 1)
+    if cutoff is not None and math.isfinite(cutoff):
+        h.setOptionValue("objective_bound", float(cutoff) * scale * (1 + 1e-9) + 1e-12)
+    A = model.matrix().tocsc()
+    inf = core.kHighsInf
+    lp = core.HighsLp()
+    lp.num_col_ = model.n_vars
+    lp.num_row_ = model.n_rows
+    lp.col_cost_ = np.asarray(model.c) * scale
+    lp.offset_ = model.offset * scale
+    lp.col_lower_ = np.asarray(model.lb, dtype=float)
+    lp.col_upper_ = np.asarray(model.ub, dtype=float)
+    lp.row_lower_ = np.where(np.isinf(model.row_lo), -inf, model.row_lo)
+    lp.row_upper_ = np.where(np.isinf(model.row_hi), inf, model.row_hi)
+    lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = A.indptr
+    lp.a_matrix_.index_ = A.indices
+    lp.a_matrix_.value_ = A.data
+    lp.integrality_ = [core.HighsVarType.kInteger if i else core.HighsVarType.kContinuous for i in model.integer]
+    h.passModel(lp)
+    if start is not None:
+        sol = core.HighsSolution()
+        sol.col_value = list(map(float, start))
+        sol.value_valid = True
+        h.setSolution(sol)
+    h.run()
+    status = h.getModelStatus()
+    info = h.getInfo()
+    text = h.modelStatusToString(status)
+    solution = h.getSolution()
+    values = np.asarray(solution.col_value) if solution.value_valid else None
+    bound = float(info.mip_dual_bound) / scale if math.isfinite(info.mip_dual_bound) else None
+    gap = float(info.mip_gap) if math.isfinite(info.mip_gap) else None
+    kinds = {
+        core.HighsModelStatus.kOptimal: "optimal",
+        core.HighsModelStatus.kTimeLimit: "time_limit",
+        core.HighsModelStatus.kInfeasible: "infeasible",
+    }
+    kind = kinds.get(status, "other")
+    if kind == "infeasible" and cutoff is not None:
+        kind = "cut_off"  # nothing better than the cutoff (the warm start): it is optimal
+    if status == getattr(core.HighsModelStatus, "kObjectiveBound", None):
+        kind = "cut_off"
+    return Solution(values, kind, bound, gap, text)
+
+
+def solve_scipy(
+    model: MILP, scale: float, cutoff: float | None, time_limit_s: float, mip_rel_gap: float, cutoff_row: bool = False
+) -> Solution:
+    """Solve with ``scipy.optimize.milp``: no MIP start, HiGHS's default tolerances (1e-6); with ``cutoff_row`` the
+    warm start's value bounds the objective by an extra row."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    constraints = []
+    if model.n_rows:
+        constraints.append(LinearConstraint(model.matrix(), np.array(model.row_lo), np.array(model.row_hi)))
+    if cutoff_row and cutoff is not None:
+        c = np.asarray(model.c) * scale
+        constraints.append(LinearConstraint(c[None, :], -np.inf, (cutoff - model.offset) * scale * (1 + 1e-9) + 1e-12))
+    result = milp(
+        np.asarray(model.c) * scale,
+        integrality=np.array(model.integer, dtype=int),
+        bounds=Bounds(np.array(model.lb), np.array(model.ub)),
+        constraints=constraints,
+        options={"disp": False, "time_limit": float(time_limit_s), "mip_rel_gap": float(mip_rel_gap)},
+    )
+    kind = {0: "optimal", 1: "time_limit", 2: "infeasible"}.get(result.status, "other")
+    bound = getattr(result, "mip_dual_bound", None)
+    gap = getattr(result, "mip_gap", None)
+    return Solution(
+        result.x,
+        kind,
+        None if bound is None or not math.isfinite(bound) else float(bound) / scale,
+        None if gap is None or not math.isfinite(gap) else float(gap),
+        str(result.message),
+    )
+
+
+def estimate_size(comp: CompiledProblem) -> int:
+    """An upper bound of the variables of the model before the presolve (x and z)."""
+    counts = comp.allowed.sum(axis=1)
+    dest = np.zeros(comp.n_nodes)
+    for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
+        dest[u] += counts[w]
+    dest += comp.is_output
+    return int(counts.sum() + (counts * np.minimum(dest, comp.n_devices)).sum())
 
 
 class ILPPlanner(Planner):
-    """Exact placement over any number of devices with every constraint (HiGHS MILP)."""
+    """Exact placement over any number of devices with every constraint (HiGHS MILP, tight formulation)."""
 
     name = "ilp"
-    summary = "exact multi-device DAG placement with every constraint (scipy milp / HiGHS)"
+    summary = "exact multi-device DAG placement with every constraint (HiGHS MILP, warm-started)"
     reference = "survey Eq. 3-5; JointDNN (Eshratifar et al., TMC'19) ILP formulation; DESIGN.md cost model"
-    guarantee = "optimal for every objective and constraint when HiGHS proves it (else gap reported)"
-    complexity = "NP-hard; O(|V| |D|^2) variables"
+    guarantee = (
+        "optimal for every objective and constraint when HiGHS proves it; on a time-out never worse than the "
+        "warm start, with the proven bound and gap"
+    )
+    complexity = "NP-hard; O(|V| |D|^2) variables before the dominated-device presolve"
 
-    def __init__(self, time_limit_s: float = 60.0, mip_rel_gap: float = 1e-9) -> None:
+    def __init__(
+        self,
+        time_limit_s: float = 60.0,
+        mip_rel_gap: float = 1e-9,
+        warm_start: bool = True,
+        reduce_devices: bool = True,
+        solver: str = "auto",
+        max_variables: int = 2_000_000,
+    ) -> None:
         self.time_limit_s = time_limit_s
         self.mip_rel_gap = mip_rel_gap
+        self.warm_start = warm_start
+        self.reduce_devices = reduce_devices
+        self.solver = solver
+        self.max_variables = max_variables
+
+    def check(self, problem: Problem) -> str | None:
+        if self.solver not in SOLVERS:
+            return f"setting solver={self.solver!r} is not one of {', '.join(SOLVERS)}"
+        if self.solver == "highs" and _highs_class()[0] is None:
+            return "solver='highs' needs the HiGHS bindings scipy >= 1.15 bundles; use solver='scipy'"
+        if not (isinstance(self.time_limit_s, (int, float)) and self.time_limit_s > 0):
+            return f"setting time_limit_s={self.time_limit_s!r} must be a number of seconds > 0"
+        if not (isinstance(self.mip_rel_gap, (int, float)) and 0 <= self.mip_rel_gap < 1):
+            return f"setting mip_rel_gap={self.mip_rel_gap!r} must be in [0, 1)"
+        size = estimate_size(compile_problem(problem))
+        if size > self.max_variables:
+            return (
+                f"the program would have up to {size:,} variables, over max_variables={self.max_variables:,}; "
+                "use dp, mincut or a heuristic, or raise max_variables"
+            )
+        return None
+
+    def backend(self) -> str:
+        if self.solver == "auto":
+            return "highs" if _highs_class()[0] is not None else "scipy"
+        return self.solver
 
     def _solve(self, problem: Problem) -> PlacementResult:
+        start_time = time.perf_counter()
         comp = compile_problem(problem)
-        n, D = comp.n_nodes, comp.n_devices
-        src = comp.source
-        objective_form = linear_form(comp, problem.objective)
-        budgets = problem.constraints.budgets()
-        budget_forms = {m: linear_form(comp, m) for m in budgets}
-        graph = problem.graph
-        consumers: list[list[int]] = [[] for _ in range(n)]
-        for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
-            consumers[u].append(w)
-        is_input = np.array([node.is_input for node in graph])
+        objective = linear_form(comp, problem.objective)
+        budgets = {m: (linear_form(comp, m), b) for m, b in problem.constraints.budgets().items()}
+        forms = [objective, *(f for f, _ in budgets.values())]
 
-        model = _Model()
-        x: dict[tuple[int, int], int] = {}
-        fixed_x: dict[tuple[int, int], float] = {}
-        allowed = [np.flatnonzero(comp.allowed[v]).tolist() for v in range(n)]
-        for v in range(n):
-            if is_input[v]:
-                fixed_x[(v, src)] = 1.0
-                continue
-            cols = model.add_vars(len(allowed[v]), integer=True)
-            for d, col in zip(allowed[v], cols, strict=True):
-                x[(v, d)] = int(col)
-            model.add_row(cols, np.ones(len(cols)), 1.0, 1.0)
+        merge = dominated_devices(comp, forms) if self.reduce_devices else {}
+        kept = [d for d in range(comp.n_devices) if d not in merge]
+        candidates = cheap_candidates(reduced_problem(problem, merge), comp, with_dp=True) if self.warm_start else []
+        local = problem.local_placement()
+        local_row = np.array([problem.device_index(local[n.name]) for n in problem.graph], dtype=np.int64)
+        if not candidates:
+            batch = evaluate_many(comp, local_row[None, :])
+            candidates = [Candidate(local_row, "local", float(batch.objective[0]), bool(batch.feasible[0]),
+                                    float(batch.penalty[0]))]
+        best = candidates[0]
+        model = build_milp(comp, objective, budgets, kept)
 
-        def x_terms(v: int, d: int) -> tuple[list[int], float]:
-            """(columns, constant) of x[v, d]."""
-            if is_input[v]:
-                return [], 1.0 if d == src else 0.0
-            col = x.get((v, d))
-            return ([col] if col is not None else []), 0.0
+        start_values = None
+        cutoff = None
+        if self.warm_start and best.feasible and math.isfinite(best.objective):
+            merged = np.array([merge.get(int(d), int(d)) for d in best.row], dtype=np.int64)
+            start_values = model.column_values(comp, merged)
+            cutoff = best.objective
+        scale = 1.0 / best.objective if best.feasible and best.objective > 0 and math.isfinite(best.objective) else 1.0
+        if scale == 1.0:
+            positive = np.abs(np.asarray(model.c))
+            positive = positive[positive > 0]
+            if len(positive):
+                scale = 1.0 / float(np.median(positive)) / max(1, len(positive))
+        backend = self.backend()
+        # HiGHS' own tolerances where milp cannot set them: its mip_abs_gap is 1e-6 in objective units (the
+        # warm start is 1), so a proof through milp holds to a relative 1e-6 at best
+        tolerance = max(float(self.mip_rel_gap), 1e-9 if backend == "highs" else 1e-6)
 
-        y: dict[tuple[int, int], int] = {}
-        z: dict[tuple[int, int, int], int] = {}
-        needs_z = np.zeros((n, D, D), dtype=bool)
-        for form in (objective_form, *budget_forms.values()):
-            needs_z |= np.isfinite(form.transfer) & (form.transfer > 0)
-        for u in range(n):
-            dest_devices = sorted({d for w in consumers[u] for d in allowed[w]} | ({src} if comp.is_output[u] else set()))
-            for d in dest_devices:
-                sources = [a for a in (allowed[u] if not is_input[u] else [src]) if a != d]
-                if not sources:
-                    continue
-                if comp.is_output[u] and d == src:
-                    y_col, y_const = None, 1.0
-                else:
-                    y_col = int(model.add_vars(1, integer=True)[0])
-                    y_const = 0.0
-                    y[(u, d)] = y_col
-                    for w in consumers[u]:
-                        xc, _ = x_terms(w, d)
-                        if xc:
-                            model.add_row([y_col, xc[0]], [1.0, -1.0], 0.0, math.inf)
-                for a in sources:
-                    xc, xk = x_terms(u, a)
-                    if not xc and xk == 0.0:
-                        continue
-                    if not comp.has_link[a, d]:
-                        # x[u,a] + y[u,d] <= 1
-                        cols = xc + ([y_col] if y_col is not None else [])
-                        const = xk + y_const
-                        if cols:
-                            model.add_row(cols, np.ones(len(cols)), -math.inf, 1.0 - const)
-                        elif const > 1.0:
-                            return PlacementResult(problem.local_placement(), note="an input must cross a missing link")
-                        continue
-                    if not needs_z[u, a, d]:
-                        continue
-                    z_col = int(model.add_vars(1, integer=False)[0])
-                    z[(u, a, d)] = z_col
-                    # z - x[u,a] - y[u,d] >= xk + y_const - 1
-                    cols = [z_col, *xc] + ([y_col] if y_col is not None else [])
-                    vals = [1.0] + [-1.0] * len(xc) + ([-1.0] if y_col is not None else [])
-                    model.add_row(cols, vals, xk + y_const - 1.0, math.inf)
-        layout = ILPLayout(x, y, z)
+        def run(with_start: bool) -> Solution:
+            remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
+            if backend == "highs":
+                return solve_highs(
+                    model, scale, start_values if with_start else None, cutoff, remaining, float(self.mip_rel_gap)
+                )
+            return solve_scipy(model, scale, cutoff, remaining, float(self.mip_rel_gap), cutoff_row=False)
 
-        objective = np.zeros(model.n_vars)
-        coef, _ = _linear_terms(comp, objective_form, layout, fixed_x)
-        for col, c in coef.items():
-            objective[col] = c
-        positive = objective[objective > 0]
-        if len(positive):
-            # bring typical coefficients near 1 (HiGHS' tolerances are absolute), ignoring denormal crumbs
-            typical = max(float(np.median(positive)), 1e-9 * float(positive.max()))
-            objective *= min(1.0 / typical, 1e12)
-        objective[np.abs(objective) < 1e-12 * max(float(np.abs(objective).max(initial=0.0)), 1e-300)] = 0.0
+        def decoded(solution: Solution) -> Candidate | None:
+            if solution.values is None:
+                return None
+            row = np.full(comp.n_nodes, comp.source, dtype=np.int64)
+            for (v, d), col in model.x.items():
+                if solution.values[col] > 0.5:
+                    row[v] = d
+            batch = evaluate_many(comp, row[None, :])
+            return Candidate(row, "ilp", float(batch.objective[0]), bool(batch.feasible[0]), float(batch.penalty[0]))
 
-        for metric, budget in budgets.items():
-            coef_b, const_b = _linear_terms(comp, budget_forms[metric], layout, fixed_x)
-            norm = max(budget, 1e-12)
-            cols_b = list(coef_b)
-            model.add_row(cols_b, [coef_b[c] / norm for c in cols_b], -math.inf, (budget - const_b) / norm)
-        if problem.constraints.memory:
-            for d, device in enumerate(problem.devices):
-                if device.memory_bytes is None:
-                    continue
-                terms = [(col, float(comp.param_bytes[v])) for (v, dd), col in x.items() if dd == d and comp.param_bytes[v] > 0]
-                fixed_m = sum(float(comp.param_bytes[v]) for (v, dd) in fixed_x if dd == d)
-                norm = max(float(device.memory_bytes), 1.0)
-                upper = (device.memory_bytes - fixed_m) / norm
-                model.add_row([c for c, _ in terms], [b / norm for _, b in terms], -math.inf, upper)
+        def consistent(solution: Solution, found: Candidate | None) -> bool:
+            """An "optimal" answer whose placement the cost model finds feasible and within the gap of the bound."""
+            if solution.status != "optimal" or found is None or not found.feasible or solution.bound is None:
+                return solution.status != "optimal"
+            return found.objective <= solution.bound + tolerance * max(abs(found.objective), 1e-300)
 
-        constraints = []
-        if model.lower:
-            matrix = coo_matrix((model.vals, (model.rows, model.cols)), shape=(len(model.lower), model.n_vars)).tocsr()
-            constraints.append(LinearConstraint(matrix, np.array(model.lower), np.array(model.upper)))
-        result = milp(
-            objective,
-            integrality=np.array(model.integrality),
-            bounds=Bounds(np.array(model.var_lo), np.array(model.var_hi)),
-            constraints=constraints,
-            options={"disp": False, "time_limit": float(self.time_limit_s), "mip_rel_gap": float(self.mip_rel_gap)},
+        solution = run(with_start=True)
+        found = decoded(solution)
+        if not consistent(solution, found) and start_values is not None:
+            solution = run(with_start=False)  # a MIP start has been seen to stall a HiGHS release on its incumbent
+            found = decoded(solution)
+
+        note = (
+            f"{backend}: {model.n_vars:,} variables, {model.n_rows:,} rows over {len(kept)} of {comp.n_devices} devices"
+            + (f" ({len(merge)} dominated)" if merge else "")
         )
-        if result.x is None:
-            why = "HiGHS proved the problem infeasible" if result.status == 2 else f"HiGHS stopped: {result.message}"
-            return PlacementResult(problem.local_placement(), note=f"{why}; returning the all-local placement")
-        row = np.full(n, src, dtype=np.int64)
-        for (v, d), col in x.items():
-            if result.x[col] > 0.5:
-                row[v] = d
-        gap = getattr(result, "mip_gap", None)
-        gap = None if gap is None or not math.isfinite(gap) else float(gap)
-        optimal = result.status == 0
-        note = f"{model.n_vars} variables, {len(model.lower)} rows"
-        if not optimal:
-            note += f"; HiGHS stopped before proving optimality ({result.message})"
-        return PlacementResult(decode(comp, row), optimal=optimal, gap=gap, note=note)
+        if self.warm_start:
+            note += f"; warm start {best.name} ({best.objective:.6g})" if best.feasible else f"; warm start {best.name}"
+        bound = solution.bound
+        if solution.status == "cut_off":
+            proven = True
+            bound = best.objective
+            note += "; HiGHS proved nothing beats the warm start"
+        else:
+            proven = solution.status == "optimal" and consistent(solution, found)
+        chosen = found if found is not None and not _better(best, found) else best
+        if not proven:
+            elapsed = time.perf_counter() - start_time
+            if solution.status == "time_limit":
+                note += f"; time limit {self.time_limit_s:g} s reached after {elapsed:.1f} s"
+            elif solution.status == "infeasible":
+                note += "; HiGHS proved the problem infeasible (no placement satisfies every constraint)"
+            elif solution.status == "optimal":
+                note += "; HiGHS's answer failed the cost model's check"
+            else:
+                note += f"; HiGHS stopped: {solution.message}"
+            if chosen is best:
+                note += f"; returning the best cheap candidate ({best.name})"
+        gap = solution.gap
+        if bound is not None and chosen.feasible and math.isfinite(chosen.objective):
+            gap = max(0.0, (chosen.objective - bound) / max(abs(chosen.objective), 1e-300))
+            note += f"; bound {bound:.6g}, gap {100 * gap:.3g}%"
+        optimal = proven and chosen.feasible
+        return PlacementResult(decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note)
+
+
+__all__ = ["MILP", "SOLVERS", "ILPPlanner", "build_milp", "cheap_candidates", "dominated_devices", "estimate_size"]

@@ -168,6 +168,9 @@ class MinCutPlanner(Planner):
             return [self.server]
         return [d for d in problem.device_names if d != problem.source]
 
+    def scope(self, problem: Problem) -> list[str] | None:
+        return None if self.server is None else [problem.source, self.server]
+
     def check(self, problem: Problem) -> str | None:
         if self.server is not None:
             if self.server not in problem.device_names:

@@ -46,7 +46,14 @@ class NeurosurgeonPlanner(Planner):
     def servers(self, problem: Problem) -> list[str]:
         if self.server is not None:
             return [self.server]
-        return [d for d in problem.device_names if d != problem.source and problem.link(problem.source, d) is not None]
+        return [
+            d
+            for d in problem.device_names
+            if d != problem.source and problem.reachable(problem.source, d) and problem.reachable(d, problem.source)
+        ]
+
+    def scope(self, problem: Problem) -> list[str] | None:
+        return None if self.server is None else [problem.source, self.server]
 
     def check(self, problem: Problem) -> str | None:
         if self.server is not None:
@@ -55,7 +62,7 @@ class NeurosurgeonPlanner(Planner):
             if self.server == problem.source:
                 return "the server must not be the source device"
         if not self.servers(problem):
-            return "no other device is linked to the source"
+            return "no other device exchanges tensors with the source (no path of links)"
         return None
 
     def splits(self, problem: Problem, server: str, start: int = 0, stop: int | None = None) -> np.ndarray:
