@@ -255,6 +255,10 @@ class Problem:
         provenance: device -> how its times were obtained (measured here,
             predicted from the catalog, given explicitly...).
         name: a label (model @ environment).
+        routing_links: the links whose figures choose the transfers' paths,
+            when they are not ``links`` (the same device pairs; the
+            multi-user equal-share model keeps each user's nominal routes
+            over shared, slower links); None: ``links``.
     """
 
     graph: LayerGraph
@@ -266,6 +270,7 @@ class Problem:
     constraints: Constraints = field(default_factory=Constraints)
     provenance: Mapping[str, str] = field(default_factory=dict)
     name: str = ""
+    routing_links: tuple[Link, ...] | None = None
     _device_index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _links: dict[frozenset[str], Link] = field(default_factory=dict, init=False, repr=False, compare=False)
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -299,6 +304,8 @@ class Problem:
             if link.key in self._links:
                 raise TiercutError(f"problem {label!r} has two links between {link.a!r} and {link.b!r}; keep one")
             self._links[link.key] = link
+        if self.routing_links is not None and {k.key for k in self.routing_links} != set(self._links):
+            raise TiercutError(f"problem {label!r}: routing_links must join the same device pairs as links")
         for node_name, row in self.compute_s.items():
             if node_name not in self.graph:
                 raise TiercutError(f"problem {label!r}: compute_s names unknown node {node_name!r}")
@@ -358,7 +365,7 @@ class Problem:
         if routing is None:
             from tiercut.cost.routing import build_routing
 
-            routing = self._derived["routing"] = build_routing(self.device_names, self.links)
+            routing = self._derived["routing"] = build_routing(self.device_names, self.links, self.routing_links)
         return routing
 
     def reachable(self, a: str, b: str) -> bool:
@@ -424,6 +431,7 @@ class Problem:
             "objective": self.objective.to_dict(),
             "constraints": self.constraints.to_dict(),
             "provenance": dict(self.provenance),
+            **({} if self.routing_links is None else {"routing_links": [k.to_dict() for k in self.routing_links]}),
         }
 
     @classmethod
@@ -455,6 +463,9 @@ class Problem:
             constraints=Constraints.from_dict(data.get("constraints", {})),
             provenance={str(k): str(v) for k, v in dict(data.get("provenance", {})).items()},
             name=str(data.get("name", "")),
+            routing_links=None
+            if data.get("routing_links") is None
+            else tuple(Link.from_dict(k) for k in data["routing_links"]),
         )
 
 

@@ -103,15 +103,18 @@ def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users
     """``problem`` with compute times stretched by the device's user count and
     bandwidths divided by the link's user count (memory checked jointly, so off).
 
-    For planning a user alone against the others' load (the upload planners
-    of several users): its routing is recomputed on the shared figures, an
-    approximation of :func:`evaluate_users`, which keeps the nominal paths.
+    The transfers keep the paths the nominal links choose (``routing_links``),
+    as in :func:`evaluate_users`, so a placement's figures here are the
+    user's equal-share figures.
     """
     compute = {
         n: {d: s * max(1, device_users.get(d, 0)) for d, s in row.items()} for n, row in problem.compute_s.items()
     }
     links = tuple(link.scaled(1.0 / max(1, link_users.get(link.key, 0))) for link in problem.links)
-    return replace(problem, compute_s=compute, links=links, constraints=replace(problem.constraints, memory=False))
+    nominal = problem.routing_links if problem.routing_links is not None else problem.links
+    return replace(
+        problem, compute_s=compute, links=links, routing_links=nominal, constraints=replace(problem.constraints, memory=False)
+    )
 
 
 def evaluate_users(problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]]) -> MultiEvaluation:

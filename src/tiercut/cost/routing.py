@@ -62,6 +62,20 @@ class Path:
     latency_s: float
     seconds_per_byte: float
     price_per_byte: float
+    select_latency_s: float | None = None
+    select_seconds_per_byte: float | None = None
+
+    @property
+    def selection(self) -> tuple[float, float]:
+        """(latency, seconds per byte) the path is chosen by: its own, or the nominal links' (:func:`build_routing`)."""
+        return (
+            self.latency_s if self.select_latency_s is None else self.select_latency_s,
+            self.seconds_per_byte if self.select_seconds_per_byte is None else self.select_seconds_per_byte,
+        )
+
+    def select_seconds(self, nbytes: float) -> float:
+        latency, spb = self.selection
+        return latency + nbytes * spb
 
     @property
     def src(self) -> str:
@@ -168,9 +182,9 @@ class Routing:
         if not options:
             return None
         best = options[0]
-        best_t = best.seconds(nbytes)
+        best_t = best.select_seconds(nbytes)
         for p in options[1:]:
-            t = p.seconds(nbytes)
+            t = p.select_seconds(nbytes)
             if t < best_t:
                 best, best_t = p, t
         return best
@@ -191,8 +205,21 @@ class Routing:
         return out
 
 
-def build_routing(device_names: Iterable[str], links: Iterable[Link]) -> Routing:
-    """The envelope paths of every ordered pair (label setting with envelope pruning, one search per source)."""
+def build_routing(device_names: Iterable[str], links: Iterable[Link], select_on: Iterable[Link] | None = None) -> Routing:
+    """The envelope paths of every ordered pair (label setting with envelope pruning, one search per source).
+
+    With ``select_on`` (the same device pairs as ``links``, other figures),
+    the paths are found and chosen on those links' figures while their costs
+    are ``links``'; the multi-user equal-share model uses this to keep each
+    user's nominal routes on links whose bandwidth it shares.
+    """
+    if select_on is not None:
+        actual = {link.key: link for link in links}
+        nominal = build_routing(device_names, select_on)
+        candidates = {}
+        for pair, paths in nominal.candidates.items():
+            candidates[pair] = tuple(_recost(p, actual) for p in paths)
+        return Routing(nominal.devices, candidates)
     names = tuple(device_names)
     order = {d: i for i, d in enumerate(names)}
     out_hops: dict[str, list[LinkDirection]] = {d: [] for d in names}
@@ -245,6 +272,20 @@ def build_routing(device_names: Iterable[str], links: Iterable[Link]) -> Routing
             if b != a and labels[b]:
                 candidates[(a, b)] = tuple(sorted(labels[b], key=lambda p: _key(p, order)))
     return Routing(names, candidates)
+
+
+def _recost(path: Path, links: dict[frozenset[str], Link]) -> Path:
+    """``path`` with its hops' figures from ``links``, chosen still by its own figures."""
+    hops = tuple(links[frozenset((h.src, h.dst))].direction(h.src, h.dst) for h in path.hops)
+    return Path(
+        path.devices,
+        hops,
+        sum(h.latency_s for h in hops),
+        sum(1.0 / h.bandwidth_bytes_per_s for h in hops),
+        sum(h.price_per_byte for h in hops),
+        select_latency_s=path.selection[0],
+        select_seconds_per_byte=path.selection[1],
+    )
 
 
 __all__ = ["ENVELOPE_RTOL", "Path", "Routing", "build_routing"]

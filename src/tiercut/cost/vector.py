@@ -155,7 +155,9 @@ class CompiledProblem:
         }
 
 
-def _path_table(problem: Problem, index: dict[str, int]) -> tuple[PathTable, dict[tuple[str, str], list[int]]]:
+def _path_table(
+    problem: Problem, index: dict[str, int]
+) -> tuple[PathTable, dict[tuple[str, str], list[int]], np.ndarray]:
     routing = problem.routing
     D = len(index)
     devs = problem.devices
@@ -199,7 +201,8 @@ def _path_table(problem: Problem, index: dict[str, int]) -> tuple[PathTable, dic
         latency, spb, price, hop_spb, e_lat, e_spb, tx_lat, tx_spb, rx_lat, rx_spb,
         tuple(p.devices for p in rows) + ((),),
     )
-    return table, by_pair
+    selection = np.array([p.selection for p in rows] + [(0.0, 0.0)], dtype=np.float64).reshape(K + 1, 2)
+    return table, by_pair, selection
 
 
 def compile_problem(problem: Problem) -> CompiledProblem:
@@ -240,14 +243,14 @@ def compile_problem(problem: Problem) -> CompiledProblem:
     has_link = np.eye(D, dtype=bool)
     for link in problem.links:
         has_link[index[link.a], index[link.b]] = has_link[index[link.b], index[link.a]] = True
-    table, by_pair = _path_table(problem, index)
+    table, by_pair, selection = _path_table(problem, index)
     reachable = np.eye(D, dtype=bool)
     route = np.full((n, D, D), table.empty, dtype=np.int64)
     for (a, b), ks in by_pair.items():
         ia, ib = index[a], index[b]
         reachable[ia, ib] = True
         ks_arr = np.array(ks, dtype=np.int64)
-        times = table.latency[ks_arr][None, :] + out_bytes[:, None] * table.seconds_per_byte[ks_arr][None, :]
+        times = selection[ks_arr, 0][None, :] + out_bytes[:, None] * selection[ks_arr, 1][None, :]
         route[:, ia, ib] = ks_arr[np.argmin(times, axis=1)]
 
     weight_names, uses = graph.param_table()

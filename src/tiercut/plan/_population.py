@@ -35,8 +35,8 @@ from __future__ import annotations
 import math
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import cast
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, cast
 
 import numpy as np
 
@@ -210,6 +210,19 @@ class SearchSpace:
     @property
     def n_columns(self) -> int:
         return int(self.allowed.shape[0])
+
+    def with_seed(self, row: np.ndarray, name: str) -> SearchSpace:
+        """This space with ``row`` among its seeds (re-ranked by Deb's rule); scores seen so far are kept."""
+        X = np.concatenate([row[None, :].astype(np.int64), self.seeds], axis=0)
+        names = (name, *self.seed_names)
+        _, first = np.unique(X, axis=0, return_index=True)
+        first = np.sort(first)
+        X = X[first]
+        order = self.score(X).order()
+        new = replace(self, seeds=X[order], seed_names=tuple(names[first[i]] for i in order))
+        new._memo.update(self._memo)
+        new._counter[0] = self._counter[0]
+        return new
 
     @property
     def n_devices(self) -> int:
@@ -480,7 +493,10 @@ def single_user_seeds(problem: Problem, comp: CompiledProblem) -> SeedSet:
       most :data:`MAX_SEED_SPLITS` evenly spaced split points, chosen by
       Deb's rule (so budgets and memory count);
     - per other device d, the minimum s-t cut between the source and d for
-      the objective (DADS, Hu et al. INFOCOM'19; :mod:`tiercut.plan.mincut`).
+      the objective (DADS, Hu et al. INFOCOM'19; :mod:`tiercut.plan.mincut`);
+    - per budgeted metric and other device d, the minimum cut for that metric
+      alone (the placement that keeps the budget best; a budget none of them
+      keeps is often unkeepable).
     """
     from tiercut.plan.mincut import mincut_two_devices
 
@@ -510,6 +526,11 @@ def single_user_seeds(problem: Problem, comp: CompiledProblem) -> SeedSet:
         if found is not None:
             rows.append(found[0].astype(np.int64))
             names.append(f"mincut-{problem.device_names[d]}")
+        for metric in problem.constraints.budgets():
+            found = mincut_two_devices(comp, linear_form(comp, metric), src, d)
+            if found is not None:
+                rows.append(found[0].astype(np.int64))
+                names.append(f"mincut-{metric}-{problem.device_names[d]}")
     return SeedSet(rows, names)
 
 
@@ -603,6 +624,45 @@ def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSp
     return _finish_seeds(args, SeedSet(rows, names))
 
 
+# ---------------------------------------------------------------- feasibility repair
+def repair_feasibility(space: SearchSpace, row: np.ndarray, steps: int) -> tuple[np.ndarray, str]:
+    """``row``, or a better placement by Deb's rule when ``row`` breaks a constraint.
+
+    First every warm-start placement (including the budget metrics' minimum
+    cuts) competes with it; then steepest descent over the greedy planner's
+    moves (node, prefix, suffix, segment, range; :func:`tiercut.plan.greedy.neighbourhood`)
+    by Deb's rule -- a move that lowers the constraint excess wins until a
+    feasible placement is reached, after which moves must lower the
+    objective -- for at most ``steps`` moves. Returns the row and a note
+    (empty when ``row`` was feasible).
+    """
+    from tiercut.plan.greedy import neighbourhood, range_cuts
+
+    current = space.score(row[None, :])
+    if current.feasible[0]:
+        return row, ""
+    if len(space.seeds):
+        pool = np.concatenate([row[None, :], space.seeds], axis=0)
+        scores = space.score(pool)
+        b = scores.best()
+        row, current = pool[b].copy(), scores.take(b)
+    moves_made = 0
+    cuts = range_cuts(space, 8)
+    while moves_made < steps:
+        moves = space.repair(neighbourhood(space, row, cuts))
+        if not len(moves):
+            break
+        scores = space.score(moves)
+        b = scores.best()
+        if not better(scores.take(b), current)[0]:
+            break
+        row, current = moves[b].copy(), scores.take(b)
+        moves_made += 1
+    if current.feasible[0]:
+        return row, f"; repaired to feasibility ({moves_made} descent moves)"
+    return row, f"; no feasible placement found (repair: {moves_made} descent moves)"
+
+
 # ---------------------------------------------------------------- the planner base
 def initial_population(space: SearchSpace, rng: np.random.Generator, size: int, max_seeds: int) -> np.ndarray:
     """The best ``max_seeds`` seeds, then random segment rows up to ``size``."""
@@ -682,10 +742,39 @@ class HeuristicPlanner(Planner, metaclass=ABCMeta):
     def search(self, space: SearchSpace, rng: np.random.Generator) -> SearchResult:
         """The heuristic itself: the best row found in ``space`` using only ``rng`` for randomness."""
 
+    #: randomised searches with a ``warm_start`` setting run the cold search too (see :meth:`_search`)
+    cold_and_warm: ClassVar[bool] = True
+    #: steepest-descent steps of the feasibility repair (:func:`repair_feasibility`)
+    repair_steps: ClassVar[int] = 50
+
     def _run(self, space: SearchSpace) -> SearchResult:
         if not len(space.free):
             return SearchResult(space.local, "every node is fixed (inputs, pins or a single allowed device)")
         return self.search(space, np.random.default_rng(self.random_seed() or 0))
+
+    def _search(self, space: SearchSpace, cold_space: Callable[[], SearchSpace]) -> SearchResult:
+        """The search, warm-started never worse than cold, then repaired towards feasibility.
+
+        With ``warm_start`` on a randomised planner, the cold search (the
+        same seed and budget, ``warm_start=False``) runs first; the
+        warm-started search then starts from the warm-start placements plus
+        the cold result, and the better of the two by Deb's rule is kept --
+        so a warm start is never worse than the cold run of the same seed
+        and budget (it costs one more search). The answer then goes through
+        :func:`repair_feasibility` when it breaks a constraint.
+        """
+        cold_note = ""
+        if self.cold_and_warm and self.wants_warm_start() and "warm_start" in self.get_params() and len(space.free):
+            cold = self._run(cold_space())
+            space = space.with_seed(cold.row, "cold-result")
+            warm = self._run(space)
+            pair = space.score(np.stack([warm.row, cold.row]))
+            result = warm if not better(pair.take(1), pair.take(0))[0] else cold
+            cold_note = "; " + ("warm-started search" if result is warm else "cold search") + " kept (both ran)"
+        else:
+            result = self._run(space)
+        row, repair_note = repair_feasibility(space, result.row, self.repair_steps)
+        return SearchResult(row, result.note + cold_note + repair_note)
 
     def _note(self, space: SearchSpace, result: SearchResult) -> str:
         note = f"{result.note}; {space.evaluated:,} distinct placements scored"
@@ -697,13 +786,13 @@ class HeuristicPlanner(Planner, metaclass=ABCMeta):
 
     def _solve(self, problem: Problem) -> PlacementResult:
         space = single_user_space(problem, warm_start=self.wants_warm_start())
-        result = self._run(space)
+        result = self._search(space, lambda: single_user_space(problem, warm_start=False))
         placement = cast(Mapping[str, str], space.decode_row(result.row))
         return PlacementResult(placement, optimal=False, note=self._note(space, result))
 
     def _solve_multi(self, problem: MultiUserProblem) -> MultiPlacementResult:
         space = multi_user_space(problem, warm_start=self.wants_warm_start())
-        result = self._run(space)
+        result = self._search(space, lambda: multi_user_space(problem, warm_start=False))
         placements = cast(Mapping[str, Mapping[str, str]], space.decode_row(result.row))
         return MultiPlacementResult(placements, optimal=False, note=self._note(space, result))
 

@@ -148,8 +148,8 @@ class Planner(Configurable):
 
 def cheap_rows(problem: Problem, scope: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """The cheap candidates every planner is checked against: all-local (where the source can run a node)
-    and every all-on-one-device placement (inputs on the source; only devices in ``scope`` when given), as
-    names and placement rows."""
+    and every all-on-one-device placement (inputs on the source; only devices in ``scope`` when given),
+    pinned nodes on their devices, as names and placement rows."""
     from tiercut.cost import compile_problem
 
     comp = compile_problem(problem)
@@ -161,7 +161,9 @@ def cheap_rows(problem: Problem, scope: list[str] | None = None) -> tuple[list[s
         if d != src and (scope is None or name in scope):
             names.append(f"all-on-{name}")
             rows.append(np.where(is_input, src, d).astype(np.int64))
-    return names, np.stack(rows)
+    X = np.stack(rows)
+    X[:, comp.pinned_nodes] = comp.pinned_devices[None, :]  # pinned nodes stay where they are pinned
+    return names, X
 
 
 def _deb_key(feasible: bool, valid: bool, objective: float, penalty: float) -> tuple[int, float]:
