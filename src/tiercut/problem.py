@@ -395,21 +395,37 @@ class Problem:
     def with_constraints(self, constraints: Constraints) -> Problem:
         return replace(self, constraints=constraints)
 
-    def restricted_to(self, device_names: list[str] | tuple[str, ...]) -> Problem:
-        """The same problem over a subset of the devices (which must contain the source).
+    def restricted_to(self, device_names: list[str] | tuple[str, ...], *, keep_relays: bool = True) -> Problem:
+        """The same problem computing on a subset of the devices (which must contain the source).
 
         Nodes keep only the devices in the subset; a node left with none, or
-        pinned outside the subset, is a :class:`TiercutError`.
+        pinned outside the subset, is a :class:`TiercutError`. With
+        ``keep_relays`` the devices on the candidate paths between kept
+        devices stay too, computing nothing, so every transfer between kept
+        devices costs what it costs in this problem (its routing is
+        unchanged); without, only the subset and its links remain.
         """
         keep = [d for d in self.device_names if d in set(device_names)]
         if self.source not in keep:
             raise TiercutError(f"a restricted problem must keep the source {self.source!r}")
         keep_set = set(keep)
         compute = {n: {d: s for d, s in row.items() if d in keep_set} for n, row in self.compute_s.items()}
+        present = set(keep_set)
+        if keep_relays:
+            routing = self.routing
+            for a in keep:
+                for b in keep:
+                    for path in routing.candidates.get((a, b), ()):
+                        present.update(path.devices)
+        links = tuple(link for link in self.links if link.a in present and link.b in present)
+        routing_links = (
+            None if self.routing_links is None else tuple(k for k in self.routing_links if k.a in present and k.b in present)
+        )
         return replace(
             self,
-            devices=tuple(d for d in self.devices if d.name in keep_set),
-            links=tuple(link for link in self.links if link.a in keep_set and link.b in keep_set),
+            devices=tuple(d for d in self.devices if d.name in present),
+            links=links,
+            routing_links=routing_links,
             compute_s=compute,
             provenance={d: p for d, p in self.provenance.items() if d in keep_set},
         )

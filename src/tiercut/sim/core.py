@@ -15,7 +15,8 @@ made dynamic; a link shares its bandwidth equally among the transfers on it
 
 Units: a compute resource serves seconds of work at rate 1 (a job of
 ``c(v, d)`` seconds alone takes ``c(v, d)``); a link serves bytes at
-``bandwidth_bps``.
+its bandwidth (bytes per second); a symmetric link is one resource both directions share, a
+directional link one resource per direction (:func:`tiercut.sim.program.channel_key`).
 """
 
 from __future__ import annotations

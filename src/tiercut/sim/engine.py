@@ -35,7 +35,17 @@ from tiercut.errors import TiercutError
 from tiercut.problem import ProblemDevice
 from tiercut.sim.core import SharedResource, SimEnvironment, delay
 from tiercut.sim.model import BackToBack, BandwidthTrace, Periodic, Poisson, SimConfig, SimUser, TraceArrivals
-from tiercut.sim.program import COMPUTE, ROLE_COMPUTE, ROLE_RX, ROLE_TX, Op, Program, compile_program, link_key
+from tiercut.sim.program import (
+    COMPUTE,
+    ROLE_COMPUTE,
+    ROLE_RX,
+    ROLE_TX,
+    Op,
+    Program,
+    channel_key,
+    compile_program,
+    link_key,
+)
 from tiercut.sim.results import ArrivalRecord, OpRecord, QueryRecord, ResourceSummary, SimResult
 from tiercut.upload.analytic import StageSolver
 from tiercut.upload.types import Partition
@@ -209,6 +219,7 @@ class _Run:
         self.compute: dict[str, SharedResource] = {}
         self.links: dict[str, SharedResource] = {}
         self.link_latency: dict[str, float] = {}
+        self.link_of: dict[str, Any] = {}
         self.upload_channels: dict[str, SharedResource] = {}
         self.states = [_UserState(u) for u in users]
         self._build(users)
@@ -224,18 +235,22 @@ class _Run:
             for device in user.problem.devices:
                 self.devices.setdefault(device.name, device)
             for link in user.problem.links:
-                key = link_key(link.a, link.b)
-                known = self.links.get(key)
-                if known is None:
-                    self.links[key] = SharedResource(env, key, link.bandwidth_bps, "ps")
-                    self.link_latency[key] = link.latency_s
-                    if not config.upload_shares_link:
-                        self.upload_channels[key] = SharedResource(env, f"{key} (uploads)", link.bandwidth_bps, "ps")
-                elif known.rate != link.bandwidth_bps or self.link_latency[key] != link.latency_s:
-                    raise TiercutError(
-                        f"user {user.name!r} sees link {key} with {link.bandwidth_bps:g} B/s, another user with "
-                        f"{known.rate:g} B/s; give every user the same environment"
-                    )
+                for hop in link.directions() if link.directional else link.directions()[:1]:
+                    key = channel_key(link, hop.src, hop.dst)
+                    known = self.links.get(key)
+                    if known is None:
+                        self.links[key] = SharedResource(env, key, hop.bandwidth_bytes_per_s, "ps")
+                        self.link_latency[key] = hop.latency_s
+                        if not config.upload_shares_link:
+                            self.upload_channels[key] = SharedResource(
+                                env, f"{key} (uploads)", hop.bandwidth_bytes_per_s, "ps"
+                            )
+                    elif known.rate != hop.bandwidth_bytes_per_s or self.link_latency[key] != hop.latency_s:
+                        raise TiercutError(
+                            f"user {user.name!r} sees link {key} with {hop.bandwidth_bytes_per_s:g} B/s, another user "
+                            f"with {known.rate:g} B/s; give every user the same environment"
+                        )
+                    self.link_of[key] = link
         for device in config.disciplines:
             if device not in self.devices:
                 known = ", ".join(sorted(self.devices))
@@ -244,9 +259,15 @@ class _Run:
             discipline = config.disciplines.get(name, config.default_discipline)
             self.compute[name] = SharedResource(env, name, 1.0, discipline)
         for trace in config.traces:
-            key = link_key(trace.a, trace.b)
-            if key not in self.links:
+            if self._trace_channel(trace) not in self.links:
                 raise TiercutError(f"bandwidth trace for link {trace.a}-{trace.b}, which no user's problem has")
+
+    def _trace_channel(self, trace: BandwidthTrace) -> str:
+        """The channel a trace sets: the link's shared one, or its ``a -> b`` direction's when the link is directional."""
+        symmetric = link_key(trace.a, trace.b)
+        if symmetric in self.links:
+            return symmetric
+        return f"{trace.a}>{trace.b}"
 
     def bind(self, state: _UserState, program: Program, stage: int) -> _Bound:
         resources = [self.compute[op.where] if op.kind == COMPUTE else self.links[op.where] for op in program.ops]
@@ -260,7 +281,7 @@ class _Run:
             self.env.process(self._user_process(state))
 
     def _trace_process(self, trace: BandwidthTrace) -> Any:
-        key = link_key(trace.a, trace.b)
+        key = self._trace_channel(trace)
         link = self.links[key]
         channel = self.upload_channels.get(key)
         for t, bandwidth in trace.points:
@@ -314,19 +335,21 @@ class _Run:
 
     def _upload_process(self, state: _UserState, k: int, server: str) -> Any:
         env = self.env
-        source = state.user.problem.source
-        key = link_key(source, server)
-        if key not in self.links:
-            raise TiercutError(f"user {state.user.name!r} uploads to {server!r}, which has no link to {source!r}")
-        channel = self.upload_channels.get(key, self.links[key])
-        latency = self.link_latency[key]
+        problem = state.user.problem
+        source = problem.source
+        if not problem.reachable(source, server):
+            raise TiercutError(f"user {state.user.name!r} uploads to {server!r}, which no path of links joins to {source!r}")
         for i, part in enumerate(state.uploads[k]):
             if not state.active:
                 return
             started = env.now
-            if latency > 0:
-                yield env.timeout(latency)
-            yield channel.event(float(part.param_bytes))
+            path = problem.routing.path(source, server, float(part.param_bytes))
+            for hop in path.hops:  # store-and-forward through the relays, as the cost model's routing
+                key = channel_key(problem.link(hop.src, hop.dst), hop.src, hop.dst)
+                channel = self.upload_channels.get(key, self.links[key])
+                if hop.latency_s > 0:
+                    yield env.timeout(hop.latency_s)
+                yield channel.event(float(part.param_bytes))
             state.arrived[k] = i + 1
             self.arrivals.append(
                 ArrivalRecord(state.user.name, server, i, part.nodes, part.param_bytes, started, env.now)

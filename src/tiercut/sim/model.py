@@ -127,7 +127,7 @@ class BandwidthTrace:
     def __post_init__(self) -> None:
         times = [t for t, _ in self.points]
         if not self.points:
-            raise TiercutError(f"bandwidth trace of link {self.a}-{self.b} has no points; give [[time_s, bandwidth_bps], ...]")
+            raise TiercutError(f"bandwidth trace of link {self.a}-{self.b} has no points; give [[time_s, bytes_per_s], ...]")
         if any(not math.isfinite(t) or t < 0 for t in times) or any(b <= a for a, b in itertools.pairwise(times)):
             raise TiercutError(f"bandwidth trace of link {self.a}-{self.b}: times must be >= 0 and strictly increasing")
         if any(not (math.isfinite(bw) and bw >= 0) for _, bw in self.points):

@@ -15,16 +15,26 @@ takes exactly the cost model's ``T(x)`` in ``sequential`` execution:
   parallel branches on different devices overlap; a chain of layers on one
   device (each the only reader of the previous) is one operation.
 
+A transfer follows the cost model's routing (:mod:`tiercut.cost.routing`):
+the path of links its size travels fastest, one operation per hop (the
+hop's latency, then its bytes on that link's channel), store-and-forward:
+a hop starts when the previous one has ended. A symmetric link is one
+channel that both directions share; a link with different figures per
+direction (an uplink slower than the downlink) is two channels, one per
+direction (:func:`channel_key`).
+
 Energy coefficients follow the cost model: compute energy is the device's
-compute power times the work; a transfer costs the sender's tx power plus
-the receiver's rx power for as long as it takes; the source's energy is
-``P_compute * busy_compute + P_tx * busy_tx + P_rx * busy_rx + P_idle * rest``.
+compute power times the work; a hop costs its sender's tx power plus its
+receiver's rx power for as long as it takes; the source's energy is
+``P_compute * busy_compute + P_tx * busy_tx + P_rx * busy_rx + P_idle * rest``
+(busy transmitting or receiving on the hops it is an end of).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.problem import Problem
@@ -41,16 +51,22 @@ def link_key(a: str, b: str) -> str:
     return f"{a}|{b}" if a <= b else f"{b}|{a}"
 
 
+def channel_key(link: Any, src: str, dst: str) -> str:
+    """The channel a hop from ``src`` to ``dst`` occupies: the link's one shared channel (``a|b``) when it is
+    symmetric, its ``src>dst`` direction's own channel when the directions differ."""
+    return f"{src}>{dst}" if link.directional else link_key(src, dst)
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One operation of a query.
 
     Attributes:
         kind: :data:`COMPUTE` or :data:`TRANSFER`.
-        where: the device (compute) or the link key (transfer).
+        where: the device (compute) or the channel key of the hop's link (transfer, :func:`channel_key`).
         amount: work seconds (compute) or bytes (transfer).
         latency_s: link latency paid before the bytes move (transfers).
-        src, dst: devices of a transfer (``src == dst == where`` for compute).
+        src, dst: the two ends of a transfer's hop (``src == dst == where`` for compute).
         nodes: layers run, or tensors moved.
         energy_j: fixed total energy (compute: power x work).
         power_w: power drawn while a transfer lasts (sender tx + receiver rx).
@@ -102,14 +118,21 @@ def _compute_op(problem: Problem, node: str, device: str, deps: tuple[int, ...] 
     return Op(COMPUTE, device, seconds, 0.0, device, device, (node,), dev.power_compute_w * seconds, 0.0, role, deps)
 
 
-def _transfer_op(problem: Problem, node: str, a: str, b: str, deps: tuple[int, ...] = ()) -> Op:
-    link = problem.link(a, b)
-    if link is None:
-        raise TiercutError(f"placement sends {node!r} from {a!r} to {b!r}, which have no link")
-    role = ROLE_TX if a == problem.source else (ROLE_RX if b == problem.source else ROLE_NONE)
-    power = problem.device(a).power_tx_w + problem.device(b).power_rx_w
+def _transfer_ops(problem: Problem, node: str, a: str, b: str) -> list[Op]:
+    """One operation per hop of the path ``node``'s tensor takes from ``a`` to ``b`` (deps left to the caller)."""
     amount = float(problem.graph[node].out_bytes)
-    return Op(TRANSFER, link_key(a, b), amount, link.latency_s, a, b, (node,), 0.0, power, role, deps)
+    path = problem.routing.path(a, b, amount)
+    if path is None:
+        raise TiercutError(f"placement sends {node!r} from {a!r} to {b!r}, which no path of links joins")
+    ops = []
+    for hop in path.hops:
+        link = problem.link(hop.src, hop.dst)
+        assert link is not None
+        role = ROLE_TX if hop.src == problem.source else (ROLE_RX if hop.dst == problem.source else ROLE_NONE)
+        power = problem.device(hop.src).power_tx_w + problem.device(hop.dst).power_rx_w
+        where = channel_key(link, hop.src, hop.dst)
+        ops.append(Op(TRANSFER, where, amount, hop.latency_s, hop.src, hop.dst, (node,), 0.0, power, role))
+    return ops
 
 
 def _merge(first: Op, second: Op) -> Op:
@@ -160,13 +183,15 @@ def _sequential(problem: Problem, place: Mapping[str, str]) -> list[Op]:
             here = place[u]
             if here != device and (u, device) not in sent:
                 sent.add((u, device))
-                push(_transfer_op(problem, u, here, device))
+                for hop in _transfer_ops(problem, u, here, device):
+                    push(hop)
         push(_compute_op(problem, node.name, device))
     for node in graph.outputs:
         here = place[node.name]
         if here != problem.source and (node.name, problem.source) not in sent:
             sent.add((node.name, problem.source))
-            push(_transfer_op(problem, node.name, here, problem.source))
+            for hop in _transfer_ops(problem, node.name, here, problem.source):
+                push(hop)
     return ops
 
 
@@ -177,10 +202,13 @@ def _overlapped(problem: Problem, place: Mapping[str, str]) -> list[Op]:
     transfer_of: dict[tuple[str, str], int] = {}
 
     def transfer(u: str, dst: str) -> int:
+        """The index of the last hop of ``u``'s tensor to ``dst`` (hops chained store-and-forward)."""
         key = (u, dst)
         if key not in transfer_of:
             deps = () if graph[u].is_input else (compute_of[u],)
-            raw.append(_transfer_op(problem, u, place[u], dst, deps))
+            for hop in _transfer_ops(problem, u, place[u], dst):
+                raw.append(replace(hop, deps=deps))
+                deps = (len(raw) - 1,)
             transfer_of[key] = len(raw) - 1
         return transfer_of[key]
 
@@ -247,6 +275,7 @@ __all__ = [
     "TRANSFER",
     "Op",
     "Program",
+    "channel_key",
     "compile_program",
     "link_key",
 ]

@@ -33,7 +33,7 @@ settings::
         problem: user2_problem.json    # a problem JSON ('tiercut plan --json') instead of model + environment
     bandwidth_traces:
       - {a: client1, b: edge5, points: [[0, 10.0e+6], [30, 2.0e+6]]}   # time_s, bytes/s
-      - {a: client1, b: cloud1, file: uplink.csv}                       # CSV rows: time_s,bandwidth_bps
+      - {a: client1, b: cloud1, file: uplink.csv}                       # CSV rows: time_s,bytes_per_s (a directional link: its a -> b direction)
 
 Every mistake is one :class:`~tiercut.errors.TiercutError` line naming the
 field (``scenario s.yaml: users.0.arrivals.rate_hz: ...``).
@@ -257,7 +257,7 @@ def _read_trace_csv(path: Path) -> list[tuple[float, float]]:
         except (ValueError, IndexError):
             if i == 1:
                 continue  # a header line
-            raise TiercutError(f"bandwidth trace {path} line {i}: want 'time_s,bandwidth_bps'") from None
+            raise TiercutError(f"bandwidth trace {path} line {i}: want 'time_s,bandwidth_bytes_per_s'") from None
     return points
 
 

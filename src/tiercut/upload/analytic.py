@@ -4,11 +4,15 @@ Jeong et al., "IONN: Incremental Offloading of Neural Network Computations
 from Mobile Devices to Edge Servers", SoCC'18, and the migration seed
 (dnn-migration-in-iots, "Running Phase"): the client holds the whole model;
 a server holds none of its parameters at first. Partitions P3 go up one
-after another over the client-server link, each taking
-``param_bytes / bandwidth + latency``. Queries are issued back to back from
-t = 0; a query that starts at ``t`` runs with the best placement among those
-whose server-side nodes have all arrived by ``t`` (a node without
-parameters is available everywhere; arrival at exactly ``t`` counts).
+after another from the client to the server, each along the path of links
+that minimises its own time (:mod:`tiercut.cost.routing`: the direct link,
+or relays that forward it), taking ``latency + param_bytes / bandwidth`` per
+hop. A partition carries the parameters its nodes use that no earlier
+partition carried to that server (a parameter shared by several nodes goes
+up once). Queries are issued back to back from t = 0; a query that starts at
+``t`` runs with the best placement among those whose server-side nodes have
+all their parameters on that server by ``t`` (a node without parameters is
+available everywhere; arrival at exactly ``t`` counts).
 
 - :func:`best_placement`: the lowest-latency placement given what has
   arrived where (exact: min-cut with two devices, the chain DP otherwise),
@@ -42,34 +46,49 @@ CHECK_RTOL = 1e-9
 Availability = Mapping[str, AbstractSet[str]]
 
 
+def held_params(problem: Problem, nodes: Iterable[str]) -> frozenset[str]:
+    """The parameter names uploading ``nodes`` puts on a server."""
+    _, uses = problem.graph.param_table()
+    return frozenset(p for n in nodes if n in uses for p in uses[n])
+
+
+def runnable(problem: Problem, available: Availability) -> dict[str, frozenset[str]]:
+    """server -> the nodes with parameters whose every parameter is there (uploaded with them or another node)."""
+    _, uses = problem.graph.param_table()
+    out = {}
+    for server, nodes in available.items():
+        held = held_params(problem, nodes)
+        out[server] = frozenset(n for n, params in uses.items() if params and set(params) <= held)
+    return out
+
+
 def availability_key(problem: Problem, available: Availability) -> tuple[tuple[str, frozenset[str]], ...]:
-    """A hashable key of what matters in ``available``: the nodes with parameters per server."""
-    graph = problem.graph
+    """A hashable key of what matters in ``available``: the nodes with parameters runnable on each server."""
     key = []
-    for server in sorted(available):
-        nodes = frozenset(n for n in available[server] if n in graph and graph[n].param_bytes > 0)
+    for server, nodes in sorted(runnable(problem, available).items()):
         if nodes:
             key.append((server, nodes))
     return tuple(key)
 
 
 def stage_problem(problem: Problem, available: Availability) -> Problem:
-    """``problem`` where a node with parameters may run only on the source or where it has arrived.
+    """``problem`` where a node with parameters may run only on the source or where its parameters have arrived.
 
     The objective becomes latency (queries are what the IONN model times);
     pinned nodes stay pinned; memory and budgets are dropped (the uploaded
     nodes are the plan's target, which the offloading plan checked).
     """
     where: dict[str, set[str]] = {}
-    for server, nodes in available.items():
+    for server, nodes in runnable(problem, available).items():
         for node in nodes:
             where.setdefault(node, set()).add(server)
+    _, uses = problem.graph.param_table()
     compute: dict[str, dict[str, float]] = {}
     for node in problem.graph:
         if node.is_input:
             continue
         row = problem.compute_s[node.name]
-        if node.param_bytes > 0:
+        if uses[node.name]:
             allowed = where.get(node.name, set()) | {problem.source}
             compute[node.name] = {d: s for d, s in row.items() if d in allowed}
         else:
@@ -91,15 +110,22 @@ def best_placement(problem: Problem, available: Availability) -> dict[str, str]:
     from tiercut.plan import get_planner
 
     restricted = stage_problem(problem, available)
-    planner = get_planner("mincut" if len(problem.devices) == 2 else "dp")
+    computing = [d for d in problem.device_names if d != problem.source and any(d in r for r in problem.compute_s.values())]
+    if len(computing) <= 1:
+        # the client and one server (other devices only relay): the min cut is exact over every placement
+        planner = get_planner("mincut", server=computing[0]) if computing else get_planner("local")
+    else:
+        planner = get_planner("dp")
     return dict(planner.solve(restricted).placement)
 
 
 def placement_violation(problem: Problem, placement: Mapping[str, str], available: Availability) -> str | None:
     """Why ``placement`` uses a node on a server before its parameters arrived (None if it does not)."""
+    ready = runnable(problem, {d: available.get(d, ()) for d in problem.device_names})
+    _, uses = problem.graph.param_table()
     for node in problem.graph:
         device = placement.get(node.name, problem.source)
-        if node.param_bytes > 0 and device != problem.source and node.name not in available.get(device, ()):
+        if uses[node.name] and device != problem.source and node.name not in ready.get(device, ()):
             return f"node {node.name!r} runs on {device!r} before its parameters arrived there"
     return None
 
@@ -126,22 +152,41 @@ class StageSolver:
         return self.solve(available)[1]
 
 
+def upload_seconds(problem: Problem, server: str, nbytes: float) -> float:
+    """Seconds to send ``nbytes`` of parameters from the client to ``server`` along their best path of links."""
+    if not problem.reachable(problem.source, server):
+        raise TiercutError(
+            f"no path of links from the client {problem.source!r} to server {server!r}; nothing can be uploaded there"
+        )
+    return float(problem.routing.seconds(problem.source, server, nbytes))
+
+
+def upload_rate(problem: Problem, server: str) -> tuple[float, float]:
+    """(bytes per second, latency s) of the path large uploads to ``server`` take (the planners' ``B``)."""
+    upload_seconds(problem, server, 0.0)
+    paths = problem.routing.candidates[(problem.source, server)]
+    large = min(paths, key=lambda p: (p.selection[1], p.selection[0]))
+    return 1.0 / large.seconds_per_byte, large.latency_s
+
+
 def link_figures(problem: Problem, server: str) -> tuple[float, float]:
-    """(bandwidth_bps, latency_s) of the link between the source and ``server``."""
-    link = problem.link(problem.source, server)
-    if link is None:
-        raise TiercutError(f"no link between the client {problem.source!r} and server {server!r}; nothing can be uploaded there")
-    return link.bandwidth_bps, link.latency_s
+    """(bandwidth_bytes_per_s, latency_s) of uploads to ``server`` (:func:`upload_rate`)."""
+    return upload_rate(problem, server)
 
 
 def timeline(problem: Problem, server: str, groups: Sequence[Sequence[str]], start_s: float = 0.0) -> tuple[Partition, ...]:
-    """Partitions of ``groups`` (node names) with bytes, upload and arrival times, in order."""
-    bandwidth, latency = link_figures(problem, server)
+    """Partitions of ``groups`` (node names) with bytes, upload and arrival times, in order.
+
+    A partition's bytes are those of the parameters its nodes use that no
+    earlier partition carried (:meth:`tiercut.graph.LayerGraph.weight_bytes`).
+    """
     out = []
     t = start_s
+    held: set[str] = set()
     for group in groups:
-        nbytes = sum(problem.graph[n].param_bytes for n in group)
-        upload = nbytes / bandwidth + latency
+        nbytes = problem.graph.weight_bytes(group, held)
+        held |= held_params(problem, group)
+        upload = upload_seconds(problem, server, nbytes)
         t = t + upload
         out.append(Partition(tuple(group), int(nbytes), upload, t))
     return tuple(out)
@@ -233,7 +278,7 @@ def direct_upload_s(problem: Problem, targets: Mapping[str, Iterable[str]]) -> f
     end = 0.0
     for server, nodes in targets.items():
         nodes = list(nodes)
-        if not any(problem.graph[n].param_bytes > 0 for n in nodes):
+        if not held_params(problem, nodes):
             continue
         end = max(end, timeline(problem, server, [nodes])[0].arrives_s)
     return end
@@ -373,11 +418,15 @@ __all__ = [
     "default_query_count",
     "direct_upload_s",
     "evaluate_upload",
+    "held_params",
     "link_figures",
     "metrics_of",
     "placement_violation",
     "query_schedule",
+    "runnable",
     "stage_problem",
     "timeline",
     "upload_metrics",
+    "upload_rate",
+    "upload_seconds",
 ]

@@ -132,11 +132,12 @@ def normalise_groups(problem: Problem, target: frozenset[str], groups: Sequence[
             out.append(kept)
     notes = []
     leftover = sorted(target - seen, key=order.__getitem__)
-    heavy = [n for n in leftover if graph[n].param_bytes > 0]
+    _, uses = graph.param_table()
+    heavy = [n for n in leftover if uses[n]]
     if heavy:
         out.append(heavy)
         notes.append(f"{len(heavy)} target node(s) the method did not upload go up last")
-    light = [n for n in leftover if graph[n].param_bytes == 0]
+    light = [n for n in leftover if not uses[n]]
     if light:
         if not out:
             out.append(light)
@@ -152,7 +153,7 @@ def normalise_groups(problem: Problem, target: frozenset[str], groups: Sequence[
     carry: list[str] = []
     for group in out:
         carry.extend(group)
-        if any(graph[n].param_bytes > 0 for n in carry):
+        if any(uses[n] for n in carry):
             merged.append(carry)
             carry = []
     if carry:

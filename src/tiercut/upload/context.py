@@ -42,7 +42,7 @@ class ChainUnit:
         index: position in the chain.
         nodes: every node of the unit (topological order).
         server_nodes: its nodes in the target P1.
-        param_bytes: parameter bytes of ``server_nodes``.
+        param_bytes: bytes of the distinct parameters ``server_nodes`` use.
         structure: the unit's node indices (:class:`tiercut.plan.structure.Unit`).
     """
 
@@ -76,7 +76,7 @@ class UploadContext:
         self.comp = comp
         self.chain = chain
         self.solver = solver
-        self.bandwidth_bps, self.latency_s = link_figures(problem, server)
+        self.bandwidth_bytes_per_s, self.latency_s = link_figures(problem, server)
         self.server_index = problem.device_index(server)
         self._form: LinearForm | None = None
         self._target_mask = np.array([node.name in target for node in problem.graph], dtype=bool)
@@ -100,7 +100,7 @@ class UploadContext:
 
     def weight_upload_s(self, unit_ids: Iterable[int]) -> float:
         """Upload time of the units' own weights, ``sum m_i / B`` (Shin et al.'s denominator)."""
-        return self.param_bytes(unit_ids) / self.bandwidth_bps
+        return self.param_bytes(unit_ids) / self.bandwidth_bytes_per_s
 
     def nodes_of(self, unit_ids: Iterable[int]) -> list[str]:
         """The target nodes of these units, in topological order."""
@@ -142,7 +142,7 @@ class UploadContext:
         comp = self.comp
         form = self._latency_form()
         node = form.node.copy()
-        extra = penalty * comp.param_bytes / self.bandwidth_bps
+        extra = penalty * comp.param_bytes / self.bandwidth_bytes_per_s
         node[self._target_mask, self.server_index] += extra[self._target_mask]
         pen = LinearForm(node, form.transfer)
         src, srv = comp.source, self.server_index
@@ -190,7 +190,7 @@ class UploadContext:
 def build_context(problem: Problem, server: str, target: Iterable[str], n_queries: int | None = None) -> UploadContext:
     """The context of uploading ``target`` (node names) from ``problem.source`` to ``server``.
 
-    ``problem`` must hold exactly the source and ``server``.
+    ``problem`` must compute only on the source and ``server`` (other devices may relay).
     """
     target_set = frozenset(target)
     comp = compile_problem(problem)
@@ -200,7 +200,7 @@ def build_context(problem: Problem, server: str, target: Iterable[str], n_querie
         names = tuple(graph.nodes[v].name for v in unit.nodes)
         server_nodes = tuple(n for n in names if n in target_set)
         chain.append(
-            ChainUnit(i, names, server_nodes, sum(graph[n].param_bytes for n in server_nodes), unit)
+            ChainUnit(i, names, server_nodes, graph.weight_bytes(server_nodes), unit)
         )
     return UploadContext(problem, server, target_set, n_queries, comp, tuple(chain), StageSolver(problem))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from tiercut.errors import TiercutError
-from tiercut.upload.analytic import default_query_count, direct_upload_s, metrics_of
+from tiercut.upload.analytic import default_query_count, direct_upload_s, held_params, metrics_of, upload_seconds
 from tiercut.upload.base import GroupResult, UploadPlanner
 from tiercut.upload.context import UploadContext
 
@@ -91,8 +91,11 @@ class ExhaustiveUploadPlanner(UploadPlanner):
             t = 0.0
             from_s, lat = [0.0], [stage0]
             have: frozenset[int] = frozenset()
+            held: set[str] = set()
             for group in order:
-                t = t + ctx.param_bytes(group) / ctx.bandwidth_bps + ctx.latency_s
+                nodes = ctx.nodes_of(group)
+                t = t + upload_seconds(ctx.problem, server, ctx.problem.graph.weight_bytes(nodes, held))
+                held |= held_params(ctx.problem, nodes)
                 have = have | frozenset(group)
                 from_s.append(t)
                 lat.append(latency(have))
