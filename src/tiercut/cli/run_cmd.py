@@ -164,7 +164,9 @@ def run(
     captured = capture_model(model, parse_shape(input_shape) if input_shape else None, granularity=granularity)
     plan_source = source or plan.get("source") or environment.default_source()
     log = (lambda line: typer.echo(line, err=True)) if not as_json else None
-    migration = prepare_migration(captured, plan, source=plan_source, artifact_format=artifact_format, label=model, progress=log)
+    migration = prepare_migration(
+        captured, plan, source=plan_source, artifact_format=artifact_format, label=model, progress=log, problem=problem
+    )
     settings = RunSettings(
         queries=queries,
         rate_hz=rate,
@@ -189,7 +191,9 @@ def run(
         import torch
 
         env_arg = env if emulate_links else None
-        cluster = LocalCluster(migration.servers, env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir)
+        cluster = LocalCluster(
+            [*migration.servers, *migration.relays], env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir
+        )
         threads = torch.get_num_threads()
         torch.set_num_threads(cluster.threads_per_process)  # the client shares the cores with its workers
         try:

@@ -734,8 +734,13 @@ class MigrationClient:
 
         async def forward(device: str, at: int, sent: Mapping[str, Any], wanted: list[str], chain: list[str]) -> ForwardResult:
             failed_at.append(at)
-            connection = self.connections[device]
+            hop, rest = route.next_hop(plan.source, device)
+            connection = self.connections.get(hop)
+            if connection is None:
+                raise RouteError(f"the route relays through {hop!r}, which the client has no connection to")
             meta = {"route": route.to_dict(), "position": at, "chain": chain, "wanted": wanted, "from": plan.source}
+            if rest:
+                meta["via"] = rest
             begin = time.time()
             reply = await connection.execute(meta, sent, timeout_s=self.settings.query_timeout_s)
             counters["sent"] += reply.bytes_sent

@@ -146,6 +146,11 @@ class MigrationPlan:
     def servers(self) -> list[str]:
         return list(self.uploads)
 
+    @property
+    def relays(self) -> list[str]:
+        """Devices the stages' routes forward through that are not servers of the plan (they compute nothing)."""
+        return [d for d in dict.fromkeys(r for s in self.stages for r in s.route.relay_devices()) if d not in self.uploads]
+
     def best_stage(self, confirmed: Mapping[str, int], usable: set[str] | None = None) -> RuntimeStage:
         """The stage of lowest predicted latency whose uploads are confirmed and whose servers are usable.
 
@@ -297,12 +302,16 @@ def prepare_migration(
     artifact_format: str = DEFAULT_FORMAT,
     label: str | None = None,
     progress: Progress | None = None,
+    problem: Any = None,
 ) -> MigrationPlan:
     """Build the uploads and stages of an upload plan for a captured model.
 
     ``plan`` is an ``upload_plan`` (one server) or a user's multi-server
     plan (``servers`` and merged ``stages`` with ``arrived``), as a dict, a
     JSON ``{"problem", "upload_plan"}`` object or an object with ``to_dict()``.
+    With ``problem`` (the plan's :class:`~tiercut.problem.Problem`), each
+    stage's route forwards through the relays the cost model's routing
+    chooses (:func:`route_relays`).
     """
     from tiercut.graph.split import split_by_placement
 
@@ -371,7 +380,8 @@ def prepare_migration(
                 program_id = program.program.manifest.program_id
             steps.append(Step(partition.index, partition.device, program_id, partition.input_names, partition.output_names))
         stage_programs.append(built)
-        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source)
+        relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
+        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays)
         runtime_stages.append(RuntimeStage(index, from_s, latency_s, placement, requires, split, route))
         for server in built:
             if requires.get(server, 0) == 0:
@@ -449,6 +459,33 @@ def prepare_migration(
     )
 
 
+def route_relays(problem: Any, placement: Mapping[str, str], devices: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``"a>b"`` -> the relays between route devices ``a`` and ``b`` where the cost model's routing forwards
+    through other devices, for the bytes ``a`` sends ``b`` under ``placement`` (empty without ``problem``)."""
+    if problem is None:
+        return {}
+    graph = problem.graph
+    consumers = graph.consumers()
+    sent: dict[tuple[str, str], int] = {}
+    for node in graph:
+        here = placement.get(node.name, problem.source)
+        targets = {placement.get(w, problem.source) for w in consumers[node.name]}
+        if node.is_output:
+            targets.add(problem.source)
+        for there in targets - {here}:
+            sent[(here, there)] = sent.get((here, there), 0) + int(node.out_bytes)
+    out: dict[str, tuple[str, ...]] = {}
+    names = list(dict.fromkeys(devices))
+    for a in names:
+        for b in names:
+            if a == b or a not in problem.device_names or b not in problem.device_names:
+                continue
+            path = problem.routing.path(a, b, float(sent.get((a, b), 0)))
+            if path is not None and path.relays:
+                out[f"{a}>{b}"] = tuple(path.relays)
+    return out
+
+
 def placement_plan(
     placement: Mapping[str, str], source: str, *, latency_s: float = math.nan, algorithm: str = "placement"
 ) -> dict[str, Any]:
@@ -482,4 +519,12 @@ def placement_plan(
     }
 
 
-__all__ = ["MigrationPlan", "RuntimeStage", "UploadItem", "placement_plan", "prepare_migration", "record_values"]
+__all__ = [
+    "MigrationPlan",
+    "RuntimeStage",
+    "UploadItem",
+    "placement_plan",
+    "prepare_migration",
+    "record_values",
+    "route_relays",
+]

@@ -19,6 +19,13 @@ devices that called it (the client first):
   (:meth:`Route.produced` of that span that later steps or the result read).
 
 Only values a later step or the model's output reads are kept or sent.
+
+Relays (:attr:`Route.relays`): when the cost model routes the tensors
+between two devices through others (no direct link, or a faster path of
+links), a forward goes to the first relay with the rest of the path in the
+message (``via``); each relay forwards the message unchanged to the next
+device and the reply back, computing nothing (store-and-forward, as
+:mod:`tiercut.cost.routing`); :meth:`Route.next_hop` is the one rule.
 """
 
 from __future__ import annotations
@@ -28,6 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiercut.errors import TiercutError
+
+
+#: at most this many relays on one forward, and relay entries in one route (bounds what a message can ask)
+MAX_RELAYS = 8
+MAX_RELAY_PAIRS = 256
 
 
 class RouteError(TiercutError):
@@ -92,9 +104,14 @@ class Route:
     steps: tuple[Step, ...]
     result_names: tuple[str, ...]
     source: str
+    relays: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _live_after: list[frozenset[str]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for key, path in self.relays.items():
+            a, sep, b = key.partition(">")
+            if not sep or not a or not b or len(path) > MAX_RELAYS or len(set(path)) != len(path) or a in path or b in path:
+                raise RouteError(f"route relay entry {key!r} -> {list(path)!r:.80} is malformed")
         live: set[str] = set(self.result_names)
         lives = [frozenset(live)]
         for step in reversed(self.steps):
@@ -138,18 +155,42 @@ class Route:
     def devices(self) -> list[str]:
         return list(dict.fromkeys(step.device for step in self.steps))
 
+    def next_hop(self, me: str, target: str) -> tuple[str, list[str]]:
+        """Where ``me`` sends a forward meant for ``target``: (the device to call, the rest of the path after it)."""
+        path = self.relays.get(f"{me}>{target}", ())
+        if not path:
+            return target, []
+        return path[0], [*path[1:], target]
+
+    def relay_devices(self) -> list[str]:
+        """Devices that only forward for this route."""
+        return list(dict.fromkeys(d for path in self.relays.values() for d in path))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": [s.to_dict() for s in self.steps], "result_names": list(self.result_names), "source": self.source}
+        data: dict[str, Any] = {
+            "steps": [s.to_dict() for s in self.steps],
+            "result_names": list(self.result_names),
+            "source": self.source,
+        }
+        if self.relays:
+            data["relays"] = {k: list(v) for k, v in self.relays.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Route:
         if not isinstance(data, Mapping) or not isinstance(data.get("steps"), list):
             raise RouteError("route is not a mapping with a list of steps")
+        relays = data.get("relays", {})
+        if not isinstance(relays, Mapping) or len(relays) > MAX_RELAY_PAIRS or not all(
+            isinstance(v, list) and all(isinstance(d, str) for d in v) for v in relays.values()
+        ):
+            raise RouteError("route relays are not a small mapping of device pairs to device lists")
         try:
             return cls(
                 steps=tuple(Step.from_dict(s) for s in data["steps"]),
                 result_names=tuple(str(n) for n in data["result_names"]),
                 source=str(data["source"]),
+                relays={str(k): tuple(v) for k, v in relays.items()},
             )
         except (KeyError, TypeError):
             raise RouteError("route lacks result_names or source") from None
@@ -160,7 +201,8 @@ class HopRecord:
     """What one process did for a query: a step it ran or a forward it made.
 
     Attributes:
-        kind: ``"run"`` (a partition ran here) or ``"forward"`` (values sent to ``peer``).
+        kind: ``"run"`` (a partition ran here), ``"forward"`` (values sent to ``peer``) or ``"relay"``
+            (a message passed on to ``peer`` and its reply back, nothing computed).
         device: the device that did it.
         index: the partition index (run) or the first index of the forwarded span.
         start_s, end_s: ``time.time()`` bounds.
@@ -282,4 +324,4 @@ async def run_route(
     return position
 
 
-__all__ = ["ForwardResult", "HopRecord", "Route", "RouteError", "Step", "run_route"]
+__all__ = ["MAX_RELAYS", "ForwardResult", "HopRecord", "Route", "RouteError", "Step", "run_route"]

@@ -145,19 +145,26 @@ def connections_for(
     reply_faults: Mapping[str, FaultPlan] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> dict[str, Connection]:
-    """A connection per server of ``plan``, shaped by the client's links in ``environment``."""
-    missing = [s for s in plan.servers if s not in addresses]
+    """A connection per server and per relay of ``plan``, shaped by the client's links in ``environment``.
+
+    A server the client has no link to is reached through relays for queries
+    (:attr:`MigrationPlan.relays`); its uploads still go straight to it,
+    unshaped (the runtime does not relay uploads).
+    """
+    devices = [*plan.servers, *plan.relays]
+    missing = [s for s in devices if s not in addresses]
     if missing:
-        raise TiercutError(f"no worker address for server {missing[0]!r}; pass --workers {missing[0]}=HOST:PORT")
+        raise TiercutError(f"no worker address for device {missing[0]!r}; pass --workers {missing[0]}=HOST:PORT")
     links = (
         LinkTable.from_environment(environment, plan.source, bandwidth_scale=bandwidth_scale) if environment is not None else None
     )
     if environment is not None:
-        for server in plan.servers:
-            if links is not None and links.shaper(server) is None:
+        relayed = {d for s in plan.stages for key, path in s.route.relays.items() for d in (key.partition(">")[2],)}
+        for server in devices:
+            if links is not None and links.shaper(server) is None and server not in relayed:
                 raise TiercutError(
-                    f"environment {getattr(environment, 'name', '')!r} has no link between {plan.source!r} and {server!r}; "
-                    "the client cannot reach that server"
+                    f"environment {getattr(environment, 'name', '')!r} has no link between {plan.source!r} and {server!r} "
+                    "and the plan routes nothing there through relays; the client cannot reach that server"
                 )
     return {
         server: Connection(
@@ -169,7 +176,7 @@ def connections_for(
             reply_faults=(reply_faults or {}).get(server),
             chunk_bytes=chunk_bytes,
         )
-        for server in plan.servers
+        for server in devices
     }
 
 

@@ -49,7 +49,7 @@ from tiercut.runtime.protocol import (
     decode_chunk,
     grpc_options,
 )
-from tiercut.runtime.route import ForwardResult, HopRecord, Route, RouteError, Step, run_route
+from tiercut.runtime.route import MAX_RELAYS, ForwardResult, HopRecord, Route, RouteError, Step, run_route
 from tiercut.runtime.store import MissingWeightsError, PartitionStore, StoreFullError
 
 #: programs whose last run took less than this run on the event loop itself (no thread handoff)
@@ -433,6 +433,11 @@ class Worker:
             query_id = str(meta.get("query_id", ""))
         except (RouteError, TypeError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"query message has no valid route: {exc}")
+        via = meta.get("via")
+        if via:
+            async for chunk in self._relay(context, frame, via, sender):
+                yield chunk
+            return
         if not 0 <= position < len(route) or route.steps[position].device != config.device:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -440,7 +445,8 @@ class Worker:
             )
 
         async def forward(device: str, at: int, values: Mapping[str, Any], want: list[str], calls: list[str]) -> ForwardResult:
-            peer = self._peer(device)
+            hop, rest = route.next_hop(config.device, device)
+            peer = self._peer(hop)
             out_meta = {
                 "route": route.to_dict(),
                 "position": at,
@@ -449,6 +455,8 @@ class Worker:
                 "from": config.device,
                 "query_id": query_id,
             }
+            if rest:
+                out_meta["via"] = rest
             start = time.time()
             reply = await peer.execute(out_meta, values, timeout_s=config.peer_timeout_s)
             records = [HopRecord.from_dict(r) for r in reply.frame.meta.get("records", [])]
@@ -487,6 +495,60 @@ class Worker:
             chunk_bytes=config.chunk_bytes,
         )
         self._count("queries_ok")
+        shaper = config.links.shaper(sender) if config.links is not None and sender else None
+        if shaper is None:
+            for chunk in reply_chunks:
+                yield chunk
+        else:
+            async for chunk in shaped(reply_chunks, shaper):
+                yield chunk
+
+    async def _relay(self, context: Any, frame: Any, via: Any, sender: str) -> Any:
+        """Pass a query message on to the next device of its path and its reply back, computing nothing.
+
+        The path (``via``: the devices after this one, the last the
+        destination) is bounded and must not loop; the next device must be
+        one of this worker's peers (the allow-list of where it may send).
+        """
+        import grpc
+
+        config = self.config
+        if (
+            not isinstance(via, list)
+            or not all(isinstance(d, str) and d for d in via)
+            or len(via) > MAX_RELAYS
+            or len(set(via)) != len(via)
+            or config.device in via
+        ):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "query message has a malformed relay path")
+        try:
+            peer = self._peer(via[0])
+        except RouteError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        out_meta = {**frame.meta, "from": config.device}
+        if len(via) > 1:
+            out_meta["via"] = via[1:]
+        else:
+            out_meta.pop("via", None)
+        start = time.time()
+        try:
+            reply = await peer.execute(out_meta, frame.values, timeout_s=config.peer_timeout_s)
+        except RemoteError as exc:
+            code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNAVAILABLE)
+            await context.abort(code, str(exc))
+        records = [r for r in reply.frame.meta.get("records", []) if isinstance(r, dict)]
+        records.append(
+            HopRecord(
+                "relay", config.device, int(frame.meta.get("position", 0) or 0), start, time.time(), peer=via[0],
+                bytes_sent=reply.bytes_sent, bytes_received=reply.bytes_received,
+            ).to_dict()
+        )
+        self._count("queries_relayed")
+        reply_chunks = encode_chunks(
+            {**reply.frame.meta, "records": records, "device": config.device},
+            dict(reply.frame.values),
+            chunk_bytes=config.chunk_bytes,
+        )
         shaper = config.links.shaper(sender) if config.links is not None and sender else None
         if shaper is None:
             for chunk in reply_chunks:
