@@ -25,7 +25,6 @@ from tiercut.cost.model import (
     objective_value,
     transfer_seconds,
 )
-from tiercut.cost.routing import Path, Routing, build_routing
 from tiercut.cost.multiuser import (
     CompiledMultiUser,
     MultiBatchEvaluation,
@@ -36,6 +35,7 @@ from tiercut.cost.multiuser import (
     multi_objective_value,
     shared_problem,
 )
+from tiercut.cost.routing import Path, Routing, build_routing
 from tiercut.cost.vector import (
     BatchEvaluation,
     CompiledProblem,

@@ -245,8 +245,8 @@ def build_routing(device_names: Iterable[str], links: Iterable[Link], select_on:
                 if w in here.devices:
                     continue  # a loop never helps: every hop adds time
                 new = Path(
-                    here.devices + (w,),
-                    here.hops + (hop,),
+                    (*here.devices, w),
+                    (*here.hops, hop),
                     here.latency_s + hop.latency_s,
                     here.seconds_per_byte + 1.0 / hop.bandwidth_bytes_per_s,
                     here.price_per_byte + hop.price_per_byte,

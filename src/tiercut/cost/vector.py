@@ -199,7 +199,7 @@ def _path_table(
                 rx_spb[k, flat] += w
     table = PathTable(
         latency, spb, price, hop_spb, e_lat, e_spb, tx_lat, tx_spb, rx_lat, rx_spb,
-        tuple(p.devices for p in rows) + ((),),
+        (*tuple(p.devices for p in rows), ()),
     )
     selection = np.array([p.selection for p in rows] + [(0.0, 0.0)], dtype=np.float64).reshape(K + 1, 2)
     return table, by_pair, selection

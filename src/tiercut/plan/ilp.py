@@ -388,7 +388,7 @@ class Solution:
     message: str
 
 
-def _highs_class():  # noqa: ANN202 - a pybind class
+def _highs_class():
     """HiGHS's model class as scipy bundles it (scipy >= 1.15 ships the ``highspy`` bindings it runs ``milp`` with);
     (None, None) when this scipy lacks it."""
     try:

@@ -36,7 +36,6 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 
-
 #: at most this many relays on one forward, and relay entries in one route (bounds what a message can ask)
 MAX_RELAYS = 8
 MAX_RELAY_PAIRS = 256

@@ -33,7 +33,10 @@ settings::
         problem: user2_problem.json    # a problem JSON ('tiercut plan --json') instead of model + environment
     bandwidth_traces:
       - {a: client1, b: edge5, points: [[0, 10.0e+6], [30, 2.0e+6]]}   # time_s, bytes/s
-      - {a: client1, b: cloud1, file: uplink.csv}                       # CSV rows: time_s,bytes_per_s (a directional link: its a -> b direction)
+      - {a: client1, b: cloud1, file: uplink.csv}                       # CSV rows: time_s,bytes_per_s
+
+A trace sets a symmetric link's one channel, or the ``a -> b`` direction of
+a directional link.
 
 Every mistake is one :class:`~tiercut.errors.TiercutError` line naming the
 field (``scenario s.yaml: users.0.arrivals.rate_hz: ...``).
