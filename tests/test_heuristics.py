@@ -516,3 +516,50 @@ def test_best_response_bad_settings(settings_, message):
 def test_best_response_plans_multi_user_problems_only():
     with pytest.raises(TiercutError, match="multi-user problems only"):
         BestResponsePlanner().solve(chain())
+
+
+# ---------------------------------------------------------------- repair and warm start (issue 10)
+def _hard(rng: random.Random, n_nodes: int, n_devices: int, objective: str) -> Problem:
+    return random_problem(
+        rng, n_nodes=n_nodes, n_devices=n_devices, shape=rng.choice(["dag", "chain", "series-parallel"]),
+        objective=objective, missing_compute=0.25, missing_link=0.4, constraints=True, missing_source_link=0.4,
+        directional=0.5, shared_params=0.5,
+    )
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(2, 8), n_devices=st.integers(2, 4), objective=OBJECTIVES)
+def test_heuristics_are_feasible_whenever_a_feasible_plan_exists(rng, n_nodes, n_devices, objective):
+    problem = _hard(rng, n_nodes, n_devices, objective)
+    truth = plan(problem, "ilp")
+    for name in HEURISTICS:
+        result = small(name).solve(problem)
+        assert result.feasible == truth.feasible, (name, result.violations, result.note)
+        for node, device in problem.constraints.pinned.items():
+            assert result.placement[node] == device
+
+
+def _deb(p) -> tuple[int, float]:
+    return (0, p.objective_value) if p.feasible else (1, float(len(p.violations)))
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(6, 14), n_devices=st.integers(3, 4),
+       objective=OBJECTIVES, seed=st.integers(0, 50))
+def test_warm_start_is_never_worse_than_cold_on_the_same_seed_and_budget(rng, n_nodes, n_devices, objective, seed):
+    problem = _hard(rng, n_nodes, n_devices, objective)
+    for name in METAHEURISTICS:
+        warm = small(name, seed=seed).solve(problem)
+        cold = small(name, seed=seed, warm_start=False).solve(problem)
+        assert _deb(warm) <= (_deb(cold)[0], _deb(cold)[1] * (1 + 1e-12)), (name, warm.note, cold.note)
+        assert "both ran" in warm.note or "every node is fixed" in warm.note
+
+
+def test_warm_start_keeps_the_better_of_warm_and_cold_on_the_relay_setting():
+    problem = relay_problem(40, "latency")
+    for name in METAHEURISTICS:
+        budget = {"pso": {"iterations": 30}, "ga": {"generations": 30}, "sa": {"steps": 100}}[name]
+        for seed in range(3):
+            warm = get_planner(name, seed=seed, **budget).solve(problem)
+            cold = get_planner(name, seed=seed, warm_start=False, **budget).solve(problem)
+            assert warm.objective_value <= cold.objective_value * (1 + 1e-12)

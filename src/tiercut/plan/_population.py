@@ -18,14 +18,28 @@ heuristics need about a problem is a :class:`SearchSpace`:
   cannot reach it onto a reachable allowed device;
 - ``seeds``: the warm-start placements (:func:`single_user_seeds`).
 
+Devices without a direct link exchange tensors through relays
+(:mod:`tiercut.cost.routing`); only a pair no path of links joins breaks a
+placement.
+
 Constraints (memory, budgets) are handled by the feasibility rule of Deb
 ("An efficient constraint handling method for genetic algorithms", CMAME
 2000), :func:`better`: a feasible placement beats an infeasible one, two
 feasible ones compare by objective, two infeasible ones by their constraint
 penalty (the cost model's summed relative excess), and a placement that is
 not evaluable loses to everything. So a heuristic returns a feasible
-placement whenever it met one, and otherwise the least-violating one, which
-the plan then reports as infeasible.
+placement whenever it met one. When its answer breaks a constraint, it is
+repaired (:meth:`HeuristicPlanner._finish`): a Deb-rule steepest descent
+from the answer and the best warm-start placements, then from each
+budgeted metric's own optimum; if that finds nothing feasible (single
+user), the exact program decides within ``repair_ilp_s`` seconds whether a
+feasible placement exists and gives one. Only when none exists (or the
+exact program ran out of time) is the least-violating placement returned,
+which the plan reports as infeasible.
+
+Warm start: a randomised search with ``warm_start`` runs the cold search
+(same seed and budget) as well and keeps the better answer, so a warm start
+is never worse than cold (:meth:`HeuristicPlanner._search`).
 
 No figure is computed here: every score comes from :mod:`tiercut.cost`.
 """
@@ -60,6 +74,8 @@ SCORE_CHUNK = 512
 MAX_SEED_SPLITS = 128
 #: scores remembered per search (the memo is emptied when it would grow past this)
 MEMO_ROWS = 200_000
+#: warm-start placements the feasibility repair also descends from
+REPAIR_STARTS = 4
 
 
 # ---------------------------------------------------------------- scores
@@ -628,39 +644,71 @@ def multi_user_space(problem: MultiUserProblem, *, warm_start: bool) -> SearchSp
 def repair_feasibility(space: SearchSpace, row: np.ndarray, steps: int) -> tuple[np.ndarray, str]:
     """``row``, or a better placement by Deb's rule when ``row`` breaks a constraint.
 
-    First every warm-start placement (including the budget metrics' minimum
-    cuts) competes with it; then steepest descent over the greedy planner's
-    moves (node, prefix, suffix, segment, range; :func:`tiercut.plan.greedy.neighbourhood`)
-    by Deb's rule -- a move that lowers the constraint excess wins until a
-    feasible placement is reached, after which moves must lower the
-    objective -- for at most ``steps`` moves. Returns the row and a note
-    (empty when ``row`` was feasible).
+    Steepest descent over the greedy planner's moves (node, prefix, suffix,
+    segment, range; :func:`tiercut.plan.greedy.neighbourhood`) by Deb's rule
+    -- a move that lowers the constraint excess wins until a feasible
+    placement is reached, after which moves must lower the objective -- for
+    at most ``steps`` moves, from ``row`` and then from each of the best
+    :data:`REPAIR_STARTS` warm-start placements (which include the budget
+    metrics' minimum cuts) until one ends feasible; the best by Deb's rule
+    is kept. Returns the row and a note (empty when ``row`` was feasible).
     """
     from tiercut.plan.greedy import neighbourhood, range_cuts
 
     current = space.score(row[None, :])
     if current.feasible[0]:
         return row, ""
-    if len(space.seeds):
-        pool = np.concatenate([row[None, :], space.seeds], axis=0)
-        scores = space.score(pool)
-        b = scores.best()
-        row, current = pool[b].copy(), scores.take(b)
-    moves_made = 0
     cuts = range_cuts(space, 8)
-    while moves_made < steps:
-        moves = space.repair(neighbourhood(space, row, cuts))
-        if not len(moves):
+
+    def descend(start: np.ndarray, budget: int) -> tuple[np.ndarray, Scores, int]:
+        x, score = start.copy(), space.score(start[None, :])
+        made = 0
+        while made < budget:
+            moves = space.repair(neighbourhood(space, x, cuts))
+            if not len(moves):
+                break
+            scores = space.score(moves)
+            b = scores.best()
+            if not better(scores.take(b), score)[0]:
+                break
+            x, score = moves[b].copy(), scores.take(b)
+            made += 1
+        return x, score, made
+
+    # the answer itself, then the best few warm-start placements: each a start of a Deb-rule descent
+    starts = [row] + [space.seeds[i] for i in range(min(REPAIR_STARTS, len(space.seeds)))]
+    moves_made = 0
+    for start in starts:
+        x, score, made = descend(start, steps)
+        moves_made += made
+        if better(score, current)[0]:
+            row, current = x, score
+        if current.feasible[0]:
             break
-        scores = space.score(moves)
-        b = scores.best()
-        if not better(scores.take(b), current)[0]:
-            break
-        row, current = moves[b].copy(), scores.take(b)
-        moves_made += 1
     if current.feasible[0]:
-        return row, f"; repaired to feasibility ({moves_made} descent moves)"
-    return row, f"; no feasible placement found (repair: {moves_made} descent moves)"
+        return row, f"; repaired to feasibility ({moves_made} descent moves from {len(starts)} starts at most)"
+    return row, f"; no feasible placement found (repair: {moves_made} descent moves from {len(starts)} starts)"
+
+
+def budget_optima(problem: Problem) -> list[np.ndarray]:
+    """Each budgeted metric's own optimum with the pins, by the chain DP (exact on chains and plain blocks):
+    when a budget can be kept, its metric's optimum keeps it (when the DP is exact)."""
+    from tiercut.cost import encode
+    from tiercut.plan.dp import DynamicProgrammingPlanner
+    from tiercut.problem import Constraints, Objective
+
+    if len(problem.devices) > 16:
+        return []
+    rows = []
+    comp = compile_problem(problem)
+    pins = Constraints(memory=False, pinned=dict(problem.constraints.pinned))
+    for metric in problem.constraints.budgets():
+        alone = problem.with_objective(Objective(metric)).with_constraints(pins)
+        found = DynamicProgrammingPlanner(enumeration_limit=2_000, local_search_rounds=3)._solve(alone)
+        row = encode(comp, found.placement)
+        if comp.allowed[np.arange(comp.n_nodes), row].all():  # not the DP's fallback when nothing was possible
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- the planner base
@@ -746,35 +794,80 @@ class HeuristicPlanner(Planner, metaclass=ABCMeta):
     cold_and_warm: ClassVar[bool] = True
     #: steepest-descent steps of the feasibility repair (:func:`repair_feasibility`)
     repair_steps: ClassVar[int] = 50
+    #: seconds the exact program may take when the repair finds no feasible placement (single user)
+    repair_ilp_s: ClassVar[float] = 10.0
 
     def _run(self, space: SearchSpace) -> SearchResult:
         if not len(space.free):
             return SearchResult(space.local, "every node is fixed (inputs, pins or a single allowed device)")
         return self.search(space, np.random.default_rng(self.random_seed() or 0))
 
-    def _search(self, space: SearchSpace, cold_space: Callable[[], SearchSpace]) -> SearchResult:
-        """The search, warm-started never worse than cold, then repaired towards feasibility.
+    def _search(
+        self,
+        space: SearchSpace,
+        cold_space: Callable[[], SearchSpace],
+        warm_space: Callable[[], SearchSpace],
+        budget_seeds: Callable[[], list[np.ndarray]],
+    ) -> SearchResult:
+        """The search, then :meth:`_finish`; warm-started never worse than cold.
 
-        With ``warm_start`` on a randomised planner, the cold search (the
-        same seed and budget, ``warm_start=False``) runs first; the
-        warm-started search then starts from the warm-start placements plus
-        the cold result, and the better of the two by Deb's rule is kept --
-        so a warm start is never worse than the cold run of the same seed
-        and budget (it costs one more search). The answer then goes through
-        :func:`repair_feasibility` when it breaks a constraint.
+        With ``warm_start`` on a randomised planner, the cold planner's whole
+        work (the same seed and budget with ``warm_start=False``, its repair
+        included) runs first; the warm-started search then starts from the
+        warm-start placements plus the cold answer, and the better of the two
+        answers by Deb's rule is kept -- so a warm start is never worse than
+        the cold run of the same seed and budget (it costs one more search).
         """
-        cold_note = ""
         if self.cold_and_warm and self.wants_warm_start() and "warm_start" in self.get_params() and len(space.free):
-            cold = self._run(cold_space())
-            space = space.with_seed(cold.row, "cold-result")
-            warm = self._run(space)
+            first = cold_space()
+            cold = self._finish(first, self._run(first), cold=True, warm_space=warm_space, budget_seeds=budget_seeds)
+            space = space.with_seed(cold.row, "cold-answer")
+            warm = self._finish(space, self._run(space), cold=False, warm_space=warm_space, budget_seeds=budget_seeds)
             pair = space.score(np.stack([warm.row, cold.row]))
-            result = warm if not better(pair.take(1), pair.take(0))[0] else cold
-            cold_note = "; " + ("warm-started search" if result is warm else "cold search") + " kept (both ran)"
-        else:
-            result = self._run(space)
-        row, repair_note = repair_feasibility(space, result.row, self.repair_steps)
-        return SearchResult(row, result.note + cold_note + repair_note)
+            if better(pair.take(1), pair.take(0))[0]:
+                return SearchResult(cold.row, cold.note + "; the cold search's answer kept (warm and cold both ran)")
+            return SearchResult(warm.row, warm.note + "; the warm-started answer kept (warm and cold both ran)")
+        return self._finish(
+            space, self._run(space), cold=not self.wants_warm_start(), warm_space=warm_space, budget_seeds=budget_seeds
+        )
+
+    def _finish(
+        self,
+        space: SearchSpace,
+        result: SearchResult,
+        *,
+        cold: bool,
+        warm_space: Callable[[], SearchSpace],
+        budget_seeds: Callable[[], list[np.ndarray]],
+    ) -> SearchResult:
+        """The answer repaired towards feasibility when it breaks a constraint (:func:`repair_feasibility`):
+        from the space's own seeds, then (a cold search) from the warm-start placements, then from each
+        budgeted metric's own optimum by the chain DP."""
+        row, note = repair_feasibility(space, result.row, self.repair_steps)
+        if note.startswith("; no feasible") and cold:
+            seeded = warm_space().with_seed(row, "search-answer")
+            row, note = repair_feasibility(seeded, row, self.repair_steps)
+            space = seeded
+        if note.startswith("; no feasible"):
+            extra = space
+            for k, seed_row in enumerate(budget_seeds()):
+                extra = extra.with_seed(seed_row, f"budget-optimum-{k}")
+            row, note = repair_feasibility(extra.with_seed(row, "search-answer"), row, self.repair_steps)
+        return SearchResult(row, result.note + note)
+
+    def _last_resort(self, problem: Problem, placement: Mapping[str, str], note: str) -> tuple[Mapping[str, str], str]:
+        """When the repair found nothing feasible: the exact program, for at most :attr:`repair_ilp_s` seconds,
+        decides whether a feasible placement exists and gives one (kept only if it is feasible)."""
+        from tiercut.cost import evaluate
+        from tiercut.plan.ilp import ILPPlanner
+
+        planner = ILPPlanner(time_limit_s=self.repair_ilp_s)
+        if evaluate(problem, placement).feasible or self.repair_ilp_s <= 0 or planner.check(problem) is not None:
+            return placement, note
+        exact = planner._solve(problem)
+        if evaluate(problem, exact.placement).feasible:
+            return exact.placement, note + "; repaired by the exact program (a feasible placement exists)"
+        return placement, note + "; the exact program found none either"
 
     def _note(self, space: SearchSpace, result: SearchResult) -> str:
         note = f"{result.note}; {space.evaluated:,} distinct placements scored"
@@ -786,13 +879,24 @@ class HeuristicPlanner(Planner, metaclass=ABCMeta):
 
     def _solve(self, problem: Problem) -> PlacementResult:
         space = single_user_space(problem, warm_start=self.wants_warm_start())
-        result = self._search(space, lambda: single_user_space(problem, warm_start=False))
+        result = self._search(
+            space,
+            lambda: single_user_space(problem, warm_start=False),
+            lambda: single_user_space(problem, warm_start=True),
+            lambda: budget_optima(problem),
+        )
         placement = cast(Mapping[str, str], space.decode_row(result.row))
-        return PlacementResult(placement, optimal=False, note=self._note(space, result))
+        placement, note = self._last_resort(problem, placement, self._note(space, result))
+        return PlacementResult(placement, optimal=False, note=note)
 
     def _solve_multi(self, problem: MultiUserProblem) -> MultiPlacementResult:
         space = multi_user_space(problem, warm_start=self.wants_warm_start())
-        result = self._search(space, lambda: multi_user_space(problem, warm_start=False))
+        result = self._search(
+            space,
+            lambda: multi_user_space(problem, warm_start=False),
+            lambda: multi_user_space(problem, warm_start=True),
+            list,
+        )
         placements = cast(Mapping[str, Mapping[str, str]], space.decode_row(result.row))
         return MultiPlacementResult(placements, optimal=False, note=self._note(space, result))
 

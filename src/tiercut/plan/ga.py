@@ -35,7 +35,8 @@ population holds the all-local, all-on-one-device, best-single-split and
 min-cut placements (at most half of it); the rest are random few-segment
 placements.
 
-Guarantee: none (a heuristic); never worse than its best warm-start seed.
+Guarantee: none (a heuristic); never worse than its best warm-start seed, nor,
+warm-started, than its cold run of the same seed and budget (both run).
 Seeded: the same ``seed`` gives the same plan. Complexity:
 O(generations * population * (|V| + |E|) * |D|).
 """
@@ -65,7 +66,7 @@ class GAPlanner(HeuristicPlanner):
         "survey §4.6 (genetic algorithms); GA operators of PSO-GA (Lin et al., IEEE TII 2020; Chen et al., IEEE TPDS 2021); "
         "Deb, CMAME 2000 (constraints)"
     )
-    guarantee = "none: a heuristic (never worse than its best warm-start seed)"
+    guarantee = "none: a heuristic (never worse than its best warm-start seed, nor than its cold run of the same seed)"
     complexity = "O(generations * population * (|V| + |E|) * |D|)"
 
     def __init__(

@@ -49,7 +49,8 @@ placement, the all-on-one-device placements, the best single split and the
 min cut per server (at most half the swarm); the rest are random
 few-segment placements.
 
-Guarantee: none (a heuristic); never worse than its best seed (the all-local
+Guarantee: none (a heuristic); warm-started, never worse than its cold run of
+the same seed and budget (both run); never worse than its best seed (the all-local
 placement at least), by Deb's rule. Seeded: the same ``seed`` gives the same
 plan. Complexity: O(iterations * population * cost of one evaluation),
 i.e. O(iterations * population * (|V| + |E|) * |D|).
@@ -80,7 +81,7 @@ class PSOPlanner(HeuristicPlanner):
         "Lin et al., Cost-driven off-loading for DNN-based applications over cloud, edge and end devices, IEEE TII 2020; "
         "Chen et al., SPSO-GA, IEEE TPDS 2021; DNN-migration seed (multi-user PSO)"
     )
-    guarantee = "none: a heuristic (never worse than its best warm-start seed)"
+    guarantee = "none: a heuristic (never worse than its best warm-start seed, nor than its cold run of the same seed)"
     complexity = "O(iterations * population * (|V| + |E|) * |D|)"
 
     def __init__(

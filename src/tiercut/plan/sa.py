@@ -29,7 +29,8 @@ With ``warm_start``, half the chains start from the warm-start placements
 others from random few-segment placements. Pins and inputs on the source
 hold by construction; placements needing a missing link are repaired.
 
-Guarantee: none (a heuristic); never worse than its best warm-start seed.
+Guarantee: none (a heuristic); never worse than its best warm-start seed, nor,
+warm-started, than its cold run of the same seed and budget (both run).
 Seeded: the same ``seed`` gives the same plan. Complexity:
 O(steps * chains * (|V| + |E|) * |D|).
 """
@@ -56,7 +57,7 @@ class SAPlanner(HeuristicPlanner):
     name = "sa"
     summary = "simulated annealing (parallel chains, segment moves, geometric cooling), single and multi-user, seeded"
     reference = "Kirkpatrick et al., Science 1983; DNN-migration seed and survey §4.6.7 (swarm intelligence / heuristics)"
-    guarantee = "none: a heuristic (never worse than its best warm-start seed)"
+    guarantee = "none: a heuristic (never worse than its best warm-start seed, nor than its cold run of the same seed)"
     complexity = "O(steps * chains * (|V| + |E|) * |D|)"
 
     def __init__(
