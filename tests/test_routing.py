@@ -249,3 +249,21 @@ def test_vectorised_and_linear_forms_equal_the_scalar_model_with_routes_and_shar
             a, b = float(batch.metric(metric)[i]), ev.metric(metric)
             assert (math.isinf(a) and math.isinf(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
         assert list(batch.memory_bytes[i]) == [ev.memory_bytes[d] for d in problem.device_names]
+
+
+def test_uploads_to_a_server_behind_a_relay_take_the_routed_time():
+    from tiercut.upload import check_upload_plan, plan_upload
+
+    problem = chain_problem()
+    placement = {"x": "end", "a": "cloud", "b": "cloud"}
+    upload = plan_upload(problem, algorithm="direct", target=placement)
+    assert upload.server == "cloud"
+    part = upload.partitions[0]
+    assert part.param_bytes == 3_000
+    hops = [0.002 + 3_000 / 1.0e6, 0.01 + 3_000 / 1.0e7]  # end -> edge -> cloud
+    assert part.upload_s == pytest.approx(sum(hops))
+    pair = problem.restricted_to([problem.source, "cloud"])
+    assert pair.device_names == ["end", "edge", "cloud"]  # the relay stays, computing nothing
+    assert all("edge" not in row for row in pair.compute_s.values())
+    check_upload_plan(pair, upload)
+    assert upload.stages[-1].latency_s == pytest.approx(evaluate(problem, placement).latency_s)
