@@ -1,0 +1,26 @@
+"""``tiercut report``: one self-contained HTML page from result files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def report(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="result JSON files: plan/compare/upload/simulate/run/graph --json output or demo case files"),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")] = Path("report.html"),
+    title: Annotated[str | None, typer.Option(help="page title (default: the first result's name)")] = None,
+) -> None:
+    """Write one offline HTML report of RESULTS: layer graph by device, one query's timeline, links, comparisons, curves."""
+    from tiercut.report import write_report
+
+    path = write_report(results, out, title=title)
+    typer.echo(f"report: {path.resolve()}")
+
+
+__all__ = ["report"]
