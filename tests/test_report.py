@@ -379,3 +379,44 @@ def test_best_plan_prefers_a_proven_optimum_among_ties_and_skips_infeasible():
     cheat = replace(plans["local"], feasible=False, objective_value=0.0)
     assert best_plan_name({"cheat": cheat, "local": plans["local"]}) == "local"
     assert best_plan_name({"cheat": cheat}) == "cheat"  # nothing feasible: the first, shown as infeasible
+
+
+# ---------------------------------------------------------------- the commands that feed it
+@pytest.mark.slow
+def test_demo_writes_the_html_report_and_prints_its_path(tmp_path, monkeypatch, capsys):
+    from tiercut.cli import demo_cmd
+
+    monkeypatch.setattr(demo_cmd, "DEMO_MODELS", ("alexnet",))
+    monkeypatch.setattr(demo_cmd, "DEMO_ENVS", ("migration-12",))
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    page = tmp_path / "report.html"
+    assert f"HTML report: {page.resolve()}" in out
+    text = page.read_text()
+    case = json.loads((tmp_path / "alexnet@migration-12.json").read_text())
+    assert _count(r'<g class="node[ "]', text) == len(case["problem"]["nodes"])
+    assert _count(r'<tr data-plan="plan:', text) == len(case["plans"])
+    assert "upload-metrics" in text and len(case["upload_plans"]) >= 3
+
+
+@pytest.mark.slow
+def test_a_real_run_trace_is_reported(tmp_path, capsys):
+    """``tiercut run --json`` with real local workers, then ``tiercut report`` on what it printed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        code = main(["run", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--env", "migration-12",
+                     "--upload", "direct", "--queries", "5", "--bandwidth-scale", "100", "--keep-uploading-s", "60",
+                     "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    captured_run = capsys.readouterr()
+    assert code == 0, captured_run.err
+    path = _write(tmp_path, "run.json", json.loads(captured_run.out))
+    result = load_result(path)
+    assert result.kind == "run" and len(result.run.queries) >= 5 and result.run.attempts
+    assert main(["report", str(path), "-o", str(tmp_path / "run.html")]) == 0
+    page = (tmp_path / "run.html").read_text()
+    assert 'id="c0-run-curve"' in page
+    assert _count(r'class="bar attempt', page) == len(result.run.attempts)
