@@ -98,8 +98,8 @@ def test_every_result_kind_is_recognised(tmp_path):
     problem = _problem()
     compare = _compare_payload(problem)
     plan = {"problem": compare["problem"], "plan": compare["plans"]["dp"]}
-    _, upload = _upload_payload()
-    demo = {**compare, "upload_plans": {"direct": upload["upload_plan"]}}
+    upload_problem, upload = _upload_payload()
+    demo = {**_compare_payload(upload_problem, ("local", "dp")), "upload_plans": {"direct": upload["upload_plan"]}}
     cases = {
         "plan": plan, "compare": compare, "demo": demo, "upload": upload, "simulate": _simulate_payload(),
         "run": _run_payload(), "graph": problem.graph.to_dict(),
@@ -134,12 +134,24 @@ def test_a_file_that_is_no_result_is_one_line_naming_what_is_accepted(tmp_path, 
     assert "\n" not in text and str(path) in text
 
 
-def test_a_plan_for_another_problem_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda placement, last: placement.pop(last), "places no device for node"),
+        (lambda placement, last: placement.__setitem__(last, "mars"), "uses device 'mars'"),
+        (lambda placement, last: placement.__setitem__("ghost", "d0"), "places node 'ghost'"),
+    ],
+)
+def test_a_plan_for_another_problem_is_refused(change, message):
     problem = _problem()
     payload = _compare_payload(problem, ("local",))
-    payload["plans"]["local"]["placement"].pop(problem.graph.nodes[-1].name)
-    with pytest.raises(TiercutError, match="places no device for node"):
+    change(payload["plans"]["local"]["placement"], problem.graph.nodes[-1].name)
+    with pytest.raises(TiercutError, match=message):
         read_result(payload)
+    _, upload = _upload_payload()
+    change(upload["upload_plan"]["stages"][0]["placement"], upload["problem"]["nodes"][-1]["name"])
+    with pytest.raises(TiercutError, match="upload plan 'recursive-efficiency' stage 0"):
+        read_result(upload)
 
 
 def test_unknown_files_exit_2_with_one_line_on_the_command_line(tmp_path, capsys):
@@ -401,7 +413,10 @@ def test_demo_writes_the_html_report_and_prints_its_path(tmp_path, monkeypatch, 
 
 @pytest.mark.slow
 def test_a_real_run_trace_is_reported(tmp_path, capsys):
-    """``tiercut run --json`` with real local workers, then ``tiercut report`` on what it printed."""
+    """``tiercut run --json`` with real local workers, then ``tiercut report`` on what it printed.
+
+    On ``migration-12`` the plan offloads the tiny model, so there is an upload to draw.
+    """
     import torch
 
     threads = torch.get_num_threads()
@@ -420,3 +435,19 @@ def test_a_real_run_trace_is_reported(tmp_path, capsys):
     page = (tmp_path / "run.html").read_text()
     assert 'id="c0-run-curve"' in page
     assert _count(r'class="bar attempt', page) == len(result.run.attempts)
+
+
+def test_link_figures_read_either_rate_name_and_the_reverse_direction():
+    from types import SimpleNamespace
+
+    from tiercut.report.html import link_figures
+
+    old = SimpleNamespace(a="phone", b="edge", bandwidth_bps=2e6, latency_s=0.01)
+    assert link_figures(old, "phone", "edge") == (2e6, 0.01) == link_figures(old, "edge", "phone")
+    directional = SimpleNamespace(a="phone", b="edge", bandwidth_bytes_per_s=5e6, latency_s=0.01,
+                                  bandwidth_bytes_per_s_ba=20e6, latency_s_ba=0.002)
+    assert link_figures(directional, "phone", "edge") == (5e6, 0.01)
+    assert link_figures(directional, "edge", "phone") == (20e6, 0.002)
+    symmetric = SimpleNamespace(a="phone", b="edge", bandwidth_bytes_per_s=5e6, latency_s=0.01,
+                                bandwidth_bytes_per_s_ba=None, latency_s_ba=None)
+    assert link_figures(symmetric, "edge", "phone") == (5e6, 0.01)

@@ -69,13 +69,28 @@ def _e(value: object) -> str:
     return escape(str(value))
 
 
-def _bandwidth(link: object) -> float | None:
-    """A link's rate in bytes per second, whichever name the link type gives it."""
-    for name in ("bandwidth_bytes_per_s", "bandwidth_bps"):
+def link_figures(link: object, src: str, dst: str) -> tuple[float | None, float | None]:
+    """``(bytes per second, latency s)`` of ``link`` from ``src`` to ``dst``.
+
+    DESIGN.md names a link's rate ``bandwidth_bytes_per_s`` (older code:
+    ``bandwidth_bps``, also bytes per second) and lets a directional link give
+    its ``b -> a`` figures as ``bandwidth_bytes_per_s_ba`` and ``latency_s_ba``;
+    whichever the link type has is read.
+    """
+    reverse = getattr(link, "a", None) == dst and getattr(link, "b", None) == src
+    bandwidth = latency = None
+    names = ("bandwidth_bytes_per_s_ba",) if reverse else ()
+    for name in (*names, "bandwidth_bytes_per_s", "bandwidth_bps"):
         value = getattr(link, name, None)
         if value is not None:
-            return float(value)
-    return None
+            bandwidth = float(value)
+            break
+    for name in (*(("latency_s_ba",) if reverse else ()), "latency_s"):
+        value = getattr(link, name, None)
+        if value is not None:
+            latency = float(value)
+            break
+    return bandwidth, latency
 
 
 # ---------------------------------------------------------------- what the selector offers
@@ -407,8 +422,7 @@ class _Case:
         for row, (count, nbytes, seconds) in totals.items():
             src, _, dst = row.partition(" → ")
             link = p.link(src, dst)
-            bandwidth = _bandwidth(link) if link is not None else None
-            latency = getattr(link, "latency_s", None) if link is not None else None
+            bandwidth, latency = link_figures(link, src, dst) if link is not None else (None, None)
             summary.append([_e(row), fmt.rate(bandwidth), fmt.seconds(latency), str(int(count)), fmt.size(nbytes),
                             fmt.seconds(seconds)])
         return ("<h4>Tensors crossing links</h4>"
@@ -680,4 +694,4 @@ def render_html(results: Sequence[ReportInput], *, title: str | None = None) -> 
     )
 
 
-__all__ = ["MAX_STAGE_VIEWS", "PlacementView", "best_plan_name", "placement_views", "render_html"]
+__all__ = ["MAX_STAGE_VIEWS", "PlacementView", "best_plan_name", "link_figures", "placement_views", "render_html"]

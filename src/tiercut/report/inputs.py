@@ -259,10 +259,20 @@ def read_result(data: Any, *, path: str = "") -> ReportInput:
             uploads[first.algorithm] = first
             for name, upload in dict(data.get("compare") or {}).items():
                 uploads.setdefault(str(name), _upload_plan(upload))
-        for name, plan in plans.items():
-            missing = [n.name for n in problem.graph if n.name not in plan.placement and not n.is_input]
+        devices = set(problem.device_names)
+        placements = [(f"plan {name!r}", plan.placement) for name, plan in plans.items()]
+        placements += [(f"upload plan {name!r} stage {k}", stage.placement)
+                       for name, upload in uploads.items() for k, stage in enumerate(upload.stages)]
+        for what, placement in placements:
+            missing = [n.name for n in problem.graph if n.name not in placement and not n.is_input]
             if missing:
-                raise TiercutError(f"plan {name!r} places no device for node {missing[0]!r} of its problem")
+                raise TiercutError(f"{what} places no device for node {missing[0]!r} of its problem")
+            unknown = sorted(set(placement.values()) - devices)
+            if unknown:
+                raise TiercutError(f"{what} uses device {unknown[0]!r}, which its problem does not have")
+            extra = sorted(set(placement) - set(problem.graph.names))
+            if extra:
+                raise TiercutError(f"{what} places node {extra[0]!r}, which its problem does not have")
         return ReportInput(kind, problem.name or problem.graph.model or kind, path, problem.graph, problem, plans, uploads)
     except TiercutError as exc:
         raise TiercutError(f"{where}: {exc}") from None
