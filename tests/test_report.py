@@ -440,7 +440,7 @@ def test_a_real_run_trace_is_reported(tmp_path, capsys):
 def test_link_figures_read_either_rate_name_and_the_reverse_direction():
     from types import SimpleNamespace
 
-    from tiercut.report.html import link_figures
+    from tiercut.report.plans import link_figures
 
     old = SimpleNamespace(a="phone", b="edge", bandwidth_bps=2e6, latency_s=0.01)
     assert link_figures(old, "phone", "edge") == (2e6, 0.01) == link_figures(old, "edge", "phone")

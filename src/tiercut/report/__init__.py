@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tiercut.errors import TiercutError
-from tiercut.report.html import best_plan_name, placement_views, render_html
+from tiercut.report.html import render_html
 from tiercut.report.inputs import ACCEPTED, KINDS, ReportInput, RunTrace, SimulationTrace, load_result, read_result
 from tiercut.report.layout import GraphLayout, layered_layout
+from tiercut.report.plans import best_plan_name, placement_views
 from tiercut.report.timeline import Bar, QueryTimeline, query_timeline
 
 #: suffixes a report file may have.
