@@ -351,6 +351,9 @@ def test_upload_stages_become_options_with_their_own_timeline():
     plan = read_result(upload).upload_plans["recursive-efficiency"]
     for k in range(len(plan.stages)):
         assert f'value="upload:recursive-efficiency:{k}"' in page
+    last = f"upload:recursive-efficiency:{len(plan.stages) - 1}"  # shown first: the split once all has arrived
+    assert json.loads(re.search(r'class="case-data">(.*?)</script>', page).group(1))["default"] == last
+    assert f'<div class="per-plan" data-plan="{last}">' in page
     assert _count(r'class="bar partition', page) == sum(len(u["partitions"]) for u in
                                                           [upload["upload_plan"], *upload["compare"].values()])
     assert 'class="chart"' in page and "upload-metrics" in page

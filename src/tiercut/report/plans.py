@@ -189,7 +189,13 @@ def problem_section(case: Case) -> str:
     r = case.result
     views = placement_views(p, r.plans, r.upload_plans)
     chosen = best_plan_name(r.plans)
-    default = f"plan:{chosen}" if chosen is not None else (views[0].key if views else "")
+    if chosen is not None:
+        default = f"plan:{chosen}"
+    elif r.upload_plans:  # an upload result: first show where everything runs once it is all uploaded
+        name, upload = next(iter(r.upload_plans.items()))
+        default = f"upload:{name}:{len(upload.stages) - 1}"
+    else:
+        default = ""
     for view in views:
         plan = view.plan
         if plan is None or not view.evaluation.valid or not math.isfinite(plan.latency_s):
