@@ -35,7 +35,7 @@ from tiercut.report import (
 from tiercut.report.layout import _isotonic
 from tiercut.runtime.client import QueryRecord, RunResult, UploadAttempt
 from tiercut.sim import SimConfig, SimUser, simulate
-from tiercut.upload import plan_upload, user_plan_from_upload
+from tiercut.upload import get_upload_planner, plan_upload, user_plan_from_upload
 from tiercut.upload.synthetic import random_upload_problem
 
 
@@ -454,3 +454,14 @@ def test_link_figures_read_either_rate_name_and_the_reverse_direction():
     symmetric = SimpleNamespace(a="phone", b="edge", bandwidth_bytes_per_s=5e6, latency_s=0.01,
                                 bandwidth_bytes_per_s_ba=None, latency_s_ba=None)
     assert link_figures(symmetric, "edge", "phone") == (5e6, 0.01)
+
+
+def test_an_upload_with_nothing_to_send_says_so():
+    problem = _problem()
+    local = get_planner("local").solve(problem)
+    server = problem.device_names[1]
+    nothing = get_upload_planner("direct").solve(problem.restricted_to([problem.source, server]),
+                                                 {n: problem.source for n in local.placement})
+    assert not nothing.partitions
+    page = render_html([read_result({"problem": problem.to_dict(), "upload_plan": nothing.to_dict()})])
+    assert "Nothing to upload" in page and "bar partition" not in page

@@ -96,7 +96,8 @@ def run_section(case: Case, run: RunTrace) -> str:
 
     figures = [f"{len(queries)} queries in {fmt.seconds(run.duration_s)}",
                f"median {fmt.seconds(pct(0.5))}", f"p95 {fmt.seconds(pct(0.95))}",
-               f"uploads confirmed by {fmt.seconds(run.upload_end_s)}" if run.upload_end_s is not None
+               "nothing to upload" if not run.uploads
+               else f"uploads confirmed by {fmt.seconds(run.upload_end_s)}" if run.upload_end_s is not None
                else "<b class=bad>uploads never all confirmed</b>",
                f"{fallbacks} fallback(s) to local", f"{len(errors)} error(s)"]
     parts = ['<div class="block run"><h3>Measured run</h3>',

@@ -9,6 +9,7 @@ from tiercut.upload.types import UserUploadPlan
 
 
 def upload_section(case: Case) -> str:
+    """Each upload plan's figures, its partitions on the wire, its stages and the query latency while uploading."""
     from tiercut.upload import curve
 
     uploads = case.result.upload_plans
@@ -47,20 +48,22 @@ def upload_section(case: Case) -> str:
         stage_tables.append(f"<details><summary>{text(name)}: {len(upload.stages)} stages</summary>"
                             + table(["stage", "from", "nodes on servers", "query latency"], stage_rows,
                                      cls="stages") + "</details>")
+    heading = ("The upload plan it ran, as planned (IONN model)" if case.result.kind == "run"
+               else "Uploading the server side (IONN model)")
+    metrics = table(["upload plan", "servers", "partitions", "bytes", "upload ends", "queries done by then",
+                     "time for n queries", "mean latency while uploading"], metric_rows, cls="upload-metrics", numeric_from=2)
+    if not strip_bars:
+        return (f'<div class="block uploads"><h3>{heading}</h3>{metrics}<p class="note">Nothing to upload: the plan '
+                "leaves every layer with parameters on the client.</p></div>")
     strip = timeline_svg(f"{case.cid}-uploads", strip_rows, strip_bars, total=until or 1.0,
                          axis_label="time since the upload started", label_width=200.0)
     chart = line_chart(f"{case.cid}-upload-curve", series, x_label="query start (s since the upload started)",
                        y_label="query latency") if series else ""
     pick = (" Pick a stage in the selector above the graph to see where each layer runs during it."
             if case.problem is not None else "")
-    heading = ("The upload plan it ran, as planned (IONN model)" if case.result.kind == "run"
-               else "Uploading the server side (IONN model)")
     return (f'<div class="block uploads"><h3>{heading}</h3>'
             '<p class="hint">Partitions go up one after another while queries run back to back from t = 0 on the '
-            f"best placement of what has arrived.{pick}</p>"
-            + table(["upload plan", "servers", "partitions", "bytes", "upload ends", "queries done by then",
-                      "time for n queries", "mean latency while uploading"], metric_rows, cls="upload-metrics",
-                     numeric_from=2)
+            f"best placement of what has arrived.{pick}</p>" + metrics
             + f'<h4>Partitions on the wire</h4><div class="timeline-view">{strip}</div>'
             + "<h4>Query latency while uploading</h4>" + chart + "".join(stage_tables) + "</div>")
 
