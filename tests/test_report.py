@@ -465,3 +465,17 @@ def test_an_upload_with_nothing_to_send_says_so():
     assert not nothing.partitions
     page = render_html([read_result({"problem": problem.to_dict(), "upload_plan": nothing.to_dict()})])
     assert "Nothing to upload" in page and "bar partition" not in page
+
+
+def test_a_routed_transfer_is_drawn_hop_by_hop():
+    from types import SimpleNamespace
+
+    from tiercut.cost.model import Transfer
+    from tiercut.report.timeline import transfer_hops
+
+    assert transfer_hops(Transfer("x", "end", "cloud", 100, 0.5)) == [("end", "cloud", 0.5)]
+    hops = (SimpleNamespace(src="end", dst="edge", seconds=0.2), SimpleNamespace(src="edge", dst="cloud", seconds=0.1))
+    routed = SimpleNamespace(node="x", src="end", dst="cloud", out_bytes=100, seconds=0.3, hops=hops)
+    assert transfer_hops(routed) == [("end", "edge", 0.2), ("edge", "cloud", 0.1)]
+    as_dicts = SimpleNamespace(hops=[{"src": "end", "dst": "edge", "seconds": 0.2}])
+    assert transfer_hops(as_dicts) == [("end", "edge", 0.2)]
