@@ -50,6 +50,15 @@ BUDGET_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One hop of a transfer: from ``src`` to ``dst`` over their link, taking ``seconds``."""
+
+    src: str
+    dst: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Transfer:
     """One tensor sent from one device to another.
 
@@ -70,6 +79,13 @@ class Transfer:
     seconds: float
     path: tuple[str, ...] = ()
     hop_seconds: tuple[float, ...] = ()
+
+    @property
+    def hops(self) -> tuple[Hop, ...]:
+        """Each hop (a direct transfer is one hop)."""
+        if not self.path:
+            return (Hop(self.src, self.dst, self.seconds),)
+        return tuple(Hop(a, b, t) for (a, b), t in zip(zip(self.path, self.path[1:]), self.hop_seconds, strict=True))
 
 
 @dataclass(frozen=True)
@@ -329,6 +345,7 @@ __all__ = [
     "BUDGET_RTOL",
     "METRICS",
     "Evaluation",
+    "Hop",
     "Transfer",
     "constraint_violations",
     "evaluate",
