@@ -52,7 +52,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from tiercut.cost import compile_problem, compile_users, decode, encode, evaluate, evaluate_users_many
+from tiercut.cost import compile_problem, compile_users, decode, encode, evaluate, evaluate_users_many, memory_bytes
 from tiercut.cost.multiuser import shared_problem, usage
 from tiercut.plan._population import Scores, better
 from tiercut.plan.base import MultiPlacementResult, Planner
@@ -84,8 +84,8 @@ def response_problem(problem: MultiUserProblem, placements: dict[str, dict[str, 
             device_users[d] += 1
         for key in links:
             link_users[key] = link_users.get(key, 1) + 1
-        for node in other.problem.graph:
-            others_bytes[placements[other.name].get(node.name, other.problem.source)] += node.param_bytes
+        for device, nbytes in memory_bytes(other.problem, placements[other.name]).items():
+            others_bytes[device] += nbytes  # its distinct parameters per device (shared weights once)
     shared = shared_problem(me.problem, device_users, link_users)
     memory = any(u.problem.constraints.memory for u in problem.users)
     devices = tuple(
