@@ -546,9 +546,10 @@ def speedups(zoo: list[str], presets: tuple[str, ...] = PRESETS) -> dict[str, An
             "mean_energy_reduction_vs_local": mean("energy_reduction_vs_local"),
         }
         p = out["presets"][preset]
-        print(f"  {preset:>18}: latency x{p['geomean_speedup_vs_local']:.2f} vs local, "
-              f"x{(p['geomean_speedup_vs_cloud'] or float('nan')):.2f} vs cloud (geomean), "
-              f"max x{(p['max_speedup_vs_edge'] or float('nan')):.2f} vs edge; source energy "
+        vs_cloud = f"x{p['geomean_speedup_vs_cloud']:.2f}" if p["geomean_speedup_vs_cloud"] else "n/a (no cloud device)"
+        vs_edge = f"x{p['max_speedup_vs_edge']:.2f}" if p["max_speedup_vs_edge"] else "n/a (no edge device)"
+        print(f"  {preset:>18}: latency x{p['geomean_speedup_vs_local']:.2f} vs local, {vs_cloud} vs cloud (geomean), "
+              f"max {vs_edge} vs edge; source energy "
               f"{100 * p['mean_energy_reduction_vs_local']:.1f}% below local (mean)", flush=True)
     print("  reported: Neurosurgeon x3.1 vs cloud-only and 59.5% less mobile energy (averages); DADS up to x6.45")
     return out
