@@ -20,12 +20,13 @@ from typing import Any
 import yaml
 
 from tiercut.env.schema import environment_from_mapping
-from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User
+from tiercut.env.types import SCHEMA_VERSION, TIERS, CatalogRef, Device, DeviceSpeed, Environment, Link, User
 from tiercut.errors import TiercutError
 
 __all__ = [
     "SCHEMA_VERSION",
     "TIERS",
+    "CatalogRef",
     "Device",
     "DeviceSpeed",
     "Environment",
@@ -84,7 +85,7 @@ def load_environment(preset_or_path: str | Path) -> Environment:
     data = _parse(text, text_name, json_file=path.suffix.lower() == ".json")
     if isinstance(data, dict) and not data.get("name"):
         data = {**data, "name": path.stem}
-    return environment_from_mapping(data)
+    return environment_from_mapping(data, base_dir=path.resolve().parent)
 
 
 def list_presets() -> list[PresetInfo]:

@@ -12,6 +12,8 @@ The authoring form of an environment file::
         spec: jetson-tx2         # a catalog entry, or explicit figures:
         # spec: {peak_flops: 1.0e12, memory_bandwidth_bps: 2.5e10}
         # spec: {cpu_ghz: 2.3}   (the migration seed's CPU capacity)
+        # spec: {catalog: my-devices.yaml, entry: my_board}  (tiercut devices calibrate)
+        precision: fp16          # optional: fp32 | fp16 | int8 (catalog devices)
         # (no spec: this host)
         memory_bytes: 4.0e9      # optional, default unlimited
         power_compute_w: 5.0     # optional powers, default: the catalog's, else 0
@@ -39,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User
+from tiercut.env.types import SCHEMA_VERSION, TIERS, CatalogRef, Device, DeviceSpeed, Environment, Link, User
 from tiercut.errors import TiercutError
 
 Tier = Literal["end", "edge", "cloud"]
@@ -67,10 +69,16 @@ class SpeedModel(_Strict):
         return self
 
 
+class CatalogRefModel(_Strict):
+    catalog: str = Field(min_length=1)
+    entry: str = Field(min_length=1)
+
+
 class DeviceModel(_Strict):
     name: str = Field(min_length=1)
     tier: Tier
     spec: Any = None
+    precision: Literal["fp32", "fp16", "int8"] | None = None
     memory_bytes: float | None = Field(default=None, ge=0)
     power_compute_w: float | None = Field(default=None, ge=0)
     power_tx_w: float | None = Field(default=None, ge=0)
@@ -80,19 +88,28 @@ class DeviceModel(_Strict):
 
     @field_validator("spec", mode="before")
     @classmethod
-    def _spec(cls, value: Any) -> str | SpeedModel | None:
-        if value is None or isinstance(value, SpeedModel):
+    def _spec(cls, value: Any) -> str | SpeedModel | CatalogRefModel | None:
+        if value is None or isinstance(value, (SpeedModel, CatalogRefModel)):
             return value
         if isinstance(value, str):
             if not value.strip():
                 raise ValueError("spec is empty; name a catalog entry or give peak_flops/cpu_ghz")
             return value
+        if isinstance(value, Mapping) and ("catalog" in value or "entry" in value):
+            try:
+                return CatalogRefModel.model_validate(dict(value))
+            except ValidationError as exc:
+                raise ValueError("a catalog spec needs catalog (a YAML file) and entry (a device in it): "
+                                 + _first_error(exc)) from None
         if isinstance(value, Mapping):
             try:
                 return SpeedModel.model_validate(dict(value))
             except ValidationError as exc:
                 raise ValueError(_first_error(exc)) from None
-        raise ValueError("spec must be a catalog entry name or a mapping with peak_flops/memory_bandwidth_bps or cpu_ghz")
+        raise ValueError(
+            "spec must be a catalog entry name, {catalog: FILE, entry: NAME}, or a mapping with "
+            "peak_flops/memory_bandwidth_bps or cpu_ghz"
+        )
 
 
 class LinkModel(_Strict):
@@ -144,8 +161,11 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
-def environment_from_mapping(data: Any, *, name: str | None = None) -> Environment:
-    """Validate a parsed environment file and build the :class:`Environment`."""
+def environment_from_mapping(data: Any, *, name: str | None = None, base_dir: Any = None) -> Environment:
+    """Validate a parsed environment file and build the :class:`Environment`.
+
+    ``base_dir``: the folder relative catalog paths (``spec: {catalog: ...}``) are resolved against.
+    """
     label = name or (data.get("name") if isinstance(data, Mapping) else None) or "environment"
     if not isinstance(data, Mapping):
         raise TiercutError(f"environment {label!r} must be a mapping with devices/links/users, got {type(data).__name__}")
@@ -166,8 +186,15 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
         if d.name in seen:
             raise TiercutError(f"environment {env_name!r} has two devices named {d.name!r}; rename one")
         seen.add(d.name)
-        spec: str | DeviceSpeed | None
-        if isinstance(d.spec, SpeedModel):
+        spec: str | DeviceSpeed | CatalogRef | None
+        if isinstance(d.spec, CatalogRefModel):
+            from pathlib import Path
+
+            path = Path(d.spec.catalog)
+            if not path.is_absolute() and base_dir is not None:
+                path = Path(base_dir) / path
+            spec = CatalogRef(catalog=str(path), entry=d.spec.entry)
+        elif isinstance(d.spec, SpeedModel):
             spec = DeviceSpeed(
                 peak_flops=d.spec.peak_flops,
                 memory_bandwidth_bps=d.spec.memory_bandwidth_bps,
@@ -186,6 +213,7 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
                 power_rx_w=d.power_rx_w,
                 power_idle_w=d.power_idle_w,
                 price_per_s=d.price_per_s,
+                precision=d.precision,
             )
         )
 
