@@ -86,10 +86,10 @@ class FitResult:
 
 
 def _complete(efficiency: Mapping[str, float], memory: float) -> dict[str, float]:
-    conv = efficiency["conv"]
-    out = {"conv": conv, "memory": efficiency.get("memory", memory)}
+    conv = float(efficiency["conv"])
+    out = {"conv": conv, "memory": float(efficiency.get("memory", memory))}
     for cls, ratio in DEFAULT_RATIOS.items():
-        out[cls] = efficiency.get(cls, min(conv * ratio, MAX_EFFICIENCY))
+        out[cls] = float(efficiency.get(cls, min(conv * ratio, MAX_EFFICIENCY)))
     return out
 
 
@@ -278,29 +278,22 @@ def calibrate_from_profile(
     }
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     if base is not None:
-        if precision == "fp32":
-            spec = replace(
-                base, name=name, efficiency=fit.efficiency, dispatch_overhead_s=fit.dispatch_overhead_s,
-                stack=f"as profiled ({profile.clock} clock, {host.threads} threads)",
-            )
-        else:
-            own = base.precisions[precision]
-            precisions = {**base.precisions, precision: replace(
-                own, efficiency=dict(fit.efficiency), dispatch_overhead_s=fit.dispatch_overhead_s,
-                stack=f"as profiled ({profile.clock} clock)",
-            )}
-            spec = replace(base, name=name, precisions=precisions, efficiency=dict(base.efficiency or fit.efficiency))
-        keep = {k: v for k, v in base.sources.items() if not (k.startswith("efficiency.") or k == "dispatch_overhead_s")}
-        if precision != "fp32":
-            keep[f"precisions.{precision}"] = f"{base.sources.get(f'precisions.{precision}', '')}; efficiency {fitted_note}"
-            sources = {k: v for k, v in sources.items() if k.startswith("efficiency.")} | {
-                "dispatch_overhead_s": base.sources.get("dispatch_overhead_s", fitted_note)
-            }
-            if base.efficiency is not None:
-                sources = {k: v for k, v in base.sources.items() if k.startswith("efficiency.")} | {
-                    "dispatch_overhead_s": base.sources.get("dispatch_overhead_s", fitted_note)
-                }
-        return replace(spec, description=description or f"{base.description} (calibrated {stamp})", sources={**keep, **sources})
+        stack = f"as profiled ({profile.clock} clock, {host.threads} threads)"
+        keep = {k: v for k, v in base.sources.items() if not k.startswith("efficiency.")}
+        description = description or f"{base.description} (calibrated {stamp})"
+        if precision == "fp32" or base.efficiency is None:
+            spec = replace(base, name=name, efficiency=dict(fit.efficiency), dispatch_overhead_s=fit.dispatch_overhead_s,
+                           stack=stack, description=description, default_precision=precision)
+            return replace(spec, sources={**keep, **sources})
+        own = base.precisions[precision]
+        precisions = {**base.precisions, precision: replace(
+            own, efficiency=dict(fit.efficiency), dispatch_overhead_s=fit.dispatch_overhead_s, stack=stack)}
+        keep[f"precisions.{precision}"] = (
+            f"{base.sources.get(f'precisions.{precision}', 'peak from the base entry')}; efficiency and overhead {fitted_note}"
+        )
+        keep.update({k: v for k, v in base.sources.items() if k.startswith("efficiency.")})
+        return replace(base, name=name, precisions=precisions, description=description, default_precision=precision,
+                       sources=keep)
     kind = "gpu" if getattr(host, "torch_device", "cpu").startswith("cuda") else "cpu"
     return DeviceSpec(
         name=name,
