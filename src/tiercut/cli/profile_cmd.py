@@ -33,7 +33,7 @@ def profile(
     ] = "module",
     clock: Annotated[
         str | None,
-        typer.Option(help="wall: latency (CPU default); cpu: the thread's CPU time (--threads 1, busy machine); cuda: CUDA events"),
+        typer.Option(help="wall: latency (CPU default); cpu: the thread's CPU time (--threads 1); cuda: CUDA events"),
     ] = None,
     torch_device: Annotated[
         str, typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto (CUDA when present): where the model runs")
@@ -143,15 +143,19 @@ def devices(
 
 
 def calibrate(
-    profile_path: Annotated[Path, typer.Argument(metavar="PROFILE", help="a profile JSON written by 'tiercut profile' on the device")],
+    profile_path: Annotated[
+        Path, typer.Argument(metavar="PROFILE", help="a profile JSON written by 'tiercut profile' on the device")
+    ],
     name: Annotated[str, typer.Option("--name", help="the device entry's name (letters, digits, _ and -)")],
     base: Annotated[
         str | None, typer.Option("--base", help="catalog entry of the same hardware: keep its peaks and powers, refit the rest")
     ] = None,
-    precision: Annotated[str, typer.Option("--precision", help="precision the profile was measured at: fp32, fp16, int8")] = "fp32",
-    out: Annotated[Path, typer.Option("--out", help="catalog YAML to write (an existing one gets the entry added or replaced)")] = Path(
-        "devices.yaml"
-    ),
+    precision: Annotated[
+        str, typer.Option("--precision", help="precision the profile was measured at: fp32, fp16, int8")
+    ] = "fp32",
+    out: Annotated[
+        Path, typer.Option("--out", help="catalog YAML to write (an existing one gets the entry added or replaced)")
+    ] = Path("devices.yaml"),
     description: Annotated[str, typer.Option(help="one line naming the hardware")] = "",
 ) -> None:
     """Fit a device's per-node overhead and per-class efficiencies to a profile taken on it; write a catalog entry.
@@ -162,7 +166,14 @@ def calibrate(
 
     import yaml
 
-    from tiercut.profile import calibrate_from_profile, catalog_document, device_seconds, get_device_spec, load_catalog_file, load_profile
+    from tiercut.profile import (
+        calibrate_from_profile,
+        catalog_document,
+        device_seconds,
+        get_device_spec,
+        load_catalog_file,
+        load_profile,
+    )
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", name):
         raise TiercutError(f"device name {name!r} must be letters, digits, _ or -; e.g. my_board")

@@ -308,7 +308,9 @@ def timer_for(clock: str, threads: int, torch_device: str = "cpu") -> Timer:
         raise TiercutError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
     on_gpu = torch_device.startswith("cuda")
     if on_gpu and clock != "cuda":
-        raise TiercutError(f"a CUDA profile is timed with CUDA events, not the {clock} clock; use --clock cuda (the default on CUDA)")
+        raise TiercutError(
+            f"a CUDA profile is timed with CUDA events, not the {clock} clock; use --clock cuda (the default on CUDA)"
+        )
     if clock == "cuda" and not on_gpu:
         raise TiercutError("the cuda clock times GPU work; use --torch-device cuda, or the wall or cpu clock on the CPU")
     if clock == "cpu" and threads != 1:
@@ -594,10 +596,8 @@ def measure_profile(
 
     import torch
 
-    from tiercut.profile.host import load_average
-
     from tiercut.profile.features import graph_features
-    from tiercut.profile.host import describe_host, measure_host
+    from tiercut.profile.host import describe_host, load_average, measure_host
     from tiercut.profile.profile_file import NodeProfile, Profile
 
     rule = rule or StoppingRule()
@@ -695,21 +695,21 @@ __all__ = [
     "BUSY_NODE_SUM_EXCESS",
     "BUSY_UNSTABLE_FRACTION",
     "CLOCKS",
-    "ProfileQuality",
-    "assess_quality",
-    "cuda_timer",
-    "resolve_torch_device",
     "STOP_REASONS",
     "NodeProgram",
+    "ProfileQuality",
     "Progress",
     "StoppingRule",
     "TimingStats",
+    "assess_quality",
     "cpu_timer",
+    "cuda_timer",
     "measure_profile",
     "median_confidence_interval",
     "node_programs",
     "record_values",
     "repeat_until_stable",
+    "resolve_torch_device",
     "thread_count",
     "timer_for",
     "wall_timer",
