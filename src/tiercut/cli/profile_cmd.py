@@ -55,6 +55,12 @@ def profile(
         raise TiercutError(f"--threads {threads} is not positive; use at least 1")
     if out.parent and not out.parent.exists():
         raise TiercutError(f"folder {out.parent} for --out does not exist; create it first")
+    from tiercut.profile.measure import resolve_torch_device, timer_for
+
+    torch_device = resolve_torch_device(torch_device)  # a missing GPU is a one-line error before any work
+    import torch
+
+    timer_for(clock or ("cuda" if torch_device.startswith("cuda") else "wall"), threads or torch.get_num_threads(), torch_device)
     shape = parse_shape(input_shape) if input_shape else None
     captured = capture_model(model, shape, granularity=granularity)
 
