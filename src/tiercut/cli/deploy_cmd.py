@@ -17,6 +17,9 @@ def deploy(
     env: Annotated[str, typer.Option("--env", help="environment preset or YAML/JSON file whose edge/cloud devices get workers")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write the YAML here (default: standard output)")] = None,
     image: Annotated[str, typer.Option("--image", help="worker image built from the Dockerfile")] = "tiercut-worker:0.1.0",
+    gpu_image: Annotated[
+        str, typer.Option("--gpu-image", help="image of workers on GPU devices, built from Dockerfile.cuda")
+    ] = "tiercut-worker:0.1.0-cuda",
     namespace: Annotated[str, typer.Option("--namespace", help="namespace of every object")] = "tiercut",
     port: Annotated[int, typer.Option("--port", help="gRPC port of the workers")] = 50051,
     secret_name: Annotated[str, typer.Option("--secret-name", help="Secret holding the token (key 'token')")] = "tiercut-token",
@@ -39,6 +42,7 @@ def deploy(
     environment = load_environment(env)
     settings = K8sSettings(
         image=image,
+        gpu_image=gpu_image,
         namespace=namespace,
         port=port,
         secret_name=secret_name,
