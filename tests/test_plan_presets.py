@@ -118,3 +118,16 @@ def test_alexnet_on_neurosurgeon_wifi_is_split_and_the_exact_planners_agree(obje
         local = plan(problem, "local")
         cloud = plan(problem, "all-on", device="cloud")
         assert best.latency_s < local.latency_s and best.latency_s < cloud.latency_s
+
+
+@pytest.mark.slow
+def test_the_demo_shows_a_split_that_beats_local_only_and_cloud_only_with_numbers(tmp_path):
+    from tiercut.cli.demo_cmd import DEMO_CASES, _case
+
+    assert DEMO_CASES[0] == ("alexnet", "neurosurgeon-wifi")
+    echoed: list[str] = []
+    lines = _case("alexnet", "neurosurgeon-wifi", tmp_path, echoed.append)
+    best = next(line for line in lines if line.startswith("Best:"))
+    assert "splits the model over mobile, cloud and beats both local-only (" in best and "cloud-only (" in best
+    assert "x)" in best and "beats both" in echoed[0]
+    assert (tmp_path / "alexnet@neurosurgeon-wifi.json").exists()
