@@ -333,7 +333,11 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
     if user_specs is None:
         if env is None or not env.users:
             raise TiercutError(f"scenario {scenario.label} has no users; list them, or name an environment with users")
-        user_specs = [UserSpec(name=u.name, device=u.device, model=u.model) for u in env.users]
+        user_specs = [
+            UserSpec(name=u.name, device=u.device, model=u.model,
+                     input_shape=list(u.input_shape) if u.input_shape else None)
+            for u in env.users
+        ]
     names = [u.name for u in user_specs]
     if len(set(names)) != len(names):
         raise TiercutError(f"scenario {scenario.label}: two users share a name; rename one")
