@@ -40,6 +40,7 @@ migration_figure5_simulated.png.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -288,11 +289,18 @@ def main() -> int:
                 "fails_on_seeds": [s for s, o in zip(seeds, per_seed, strict=True) if not o["holds"]],
                 "ionn_over_recursive": [o["ionn_over_recursive"] for o in per_seed],
                 "direct_over_ionn": [o["direct_over_ionn"] for o in per_seed],
+                "efficiency_over_recursive": [o["efficiency_over_recursive"] for o in per_seed],
                 "min_direct_over_recursive": min(o["direct_over_recursive"] for o in per_seed),
                 "median_direct_over_recursive": statistics.median(o["direct_over_recursive"] for o in per_seed),
             }
+    placements = [json.dumps(r["offloading"]["placements"], sort_keys=True) for r in runs]
+    offloading_summary = {
+        "latency_mean_s_per_seed": {r["seed"]: r["offloading"]["latency_mean_s"] for r in runs},
+        "distinct_placements": len(set(placements)),
+    }
     payload = {
         "environment": "migration-12",
+        "offloading_across_seeds": offloading_summary,
         "settings": {"iterations": args.iterations, "seeds": seeds},
         "models": {
             short(models[u]): {
@@ -322,12 +330,16 @@ def main() -> int:
                 parts = sum(m["partitions"].values())
                 print(f"{r['seed']:4d} {user:6} {row['model']:8} {method:21} {parts:6d} {m['upload_end_s']:9.2f} {m['n']:5d} "
                       f"{m['time_for_n_queries_s']:9.2f} {m['simulated']['time_for_n_queries_s']:9.2f}")
+    print(f"PSO offloading over seeds {seeds}: {offloading_summary['distinct_placements']} distinct placement(s), mean "
+          "latency " + ", ".join(f"{v * 1e3:.1f}" for v in offloading_summary["latency_mean_s_per_seed"].values()) + " ms")
     for user, by_label in summary.items():
         for label, s in by_label.items():
             margins = ", ".join(f"seed {sd}: ionn +{a:.1%} over rec., direct +{b:.1%} over ionn"
                                 for sd, a, b in zip(s["seeds"], s["ionn_over_recursive"], s["direct_over_ionn"], strict=True))
+            effs = ", ".join(f"{v:+.1%}" for v in s["efficiency_over_recursive"])
             print(f"{user} {label}: recursive-efficiency <= ionn <= direct on {s['holds']}/{len(seeds)} seeds "
-                  f"(strict {s['holds_strict']}); fails on {s['fails_on_seeds'] or 'none'}; {margins}")
+                  f"(strict {s['holds_strict']}); fails on {s['fails_on_seeds'] or 'none'}; {margins}; "
+                  f"efficiency vs recursive-efficiency {effs}")
     for user, row in first["users"].items():
         for note in row["notes"]:
             print(f"  note ({user}): {note}")
