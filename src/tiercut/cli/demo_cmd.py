@@ -118,3 +118,8 @@ def demo(
     tmp.write_text("\n".join(summary) + "\n")
     tmp.replace(report)
     typer.echo(f"report: {report.resolve()}")
+    from tiercut.report import write_report
+
+    cases = [out / f"{model}@{env_name}.json" for model in DEMO_MODELS for env_name in DEMO_ENVS]
+    html = write_report(cases, out / "report.html", title="tiercut demo")
+    typer.echo(f"HTML report: {html.resolve()}")
