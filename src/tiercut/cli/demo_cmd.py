@@ -120,6 +120,6 @@ def demo(
     typer.echo(f"report: {report.resolve()}")
     from tiercut.report import write_report
 
-    cases = [out / f"{model}@{env_name}.json" for model in DEMO_MODELS for env_name in DEMO_ENVS]
+    cases = [out / f"{model}@{env_name}.json" for model, env_name in DEMO_CASES]
     html = write_report(cases, out / "report.html", title="tiercut demo")
     typer.echo(f"HTML report: {html.resolve()}")
