@@ -870,6 +870,7 @@ def build_problem(
     compute_s: Mapping[str, Mapping[str, float]] | None = None,
     profile: Any = None,
     devices: list[str] | None = None,
+    compute_provenance: Mapping[str, str] | None = None,
 ) -> Problem:
     """A :class:`Problem` for ``graph`` over ``env``.
 
@@ -887,6 +888,8 @@ def build_problem(
         profile: a per-node profile of this host, passed to
             ``tiercut.profile.compute_table``.
         devices: keep only these devices (default: all).
+        compute_provenance: with ``compute_s``, device -> how its column was
+            obtained (default: "given compute table").
     """
     specs, problem_devices, provenance = resolve_devices(env, speeds=compute_s is None)
     if devices is not None:
@@ -901,7 +904,7 @@ def build_problem(
         provenance.update({k: v for k, v in table_provenance.items() if k in names})
     else:
         compute = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in compute_s.items()}
-        provenance = {d: "given compute table" for d in names}
+        provenance = {d: (compute_provenance or {}).get(d, "given compute table") for d in names}
     compute = {
         node.name: {d: s for d, s in compute.get(node.name, {}).items() if d in names}
         for node in graph

@@ -77,6 +77,7 @@ def build_cli_problem(
     pins: list[str] | None,
     private_layers: int,
     memory: bool,
+    measure_on: Path | None = None,
 ) -> Problem:
     """The problem the CLI options describe (shared by plan and compare)."""
     from tiercut.env import load_environment
@@ -104,14 +105,27 @@ def build_cli_problem(
         cost_budget=cost_budget,
         pinned=pinned,
     )
+    compute_s = _load_compute_table(compute_table) if compute_table is not None else None
+    provenance = None
+    local = load_profile_file(profile) if profile is not None else None
+    if measure_on is not None:
+        if compute_table is not None:
+            raise TiercutError("--measure-on measures the compute table; drop --compute-table")
+        from tiercut.runtime.profiling import WorkersFile, measure_on_workers
+
+        compute_s, provenance = measure_on_workers(
+            model, graph, environment, WorkersFile.load(measure_on), source=src,
+            input_shape=parse_shape(input_shape) if input_shape else None, local_profile=local,
+        )
     return build_problem(
         graph,
         environment,
         source=src,
         objective=Objective.parse(objective),
         constraints=constraints,
-        compute_s=_load_compute_table(compute_table) if compute_table is not None else None,
-        profile=load_profile_file(profile) if profile is not None else None,
+        compute_s=compute_s,
+        profile=local,
+        compute_provenance=provenance,
     )
 
 
@@ -212,6 +226,10 @@ ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node p
 ComputeOpt = Annotated[
     Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
 ]
+MeasureOnOpt = Annotated[
+    Path | None,
+    typer.Option("--measure-on", help="workers.yaml: measure the model on these running workers (and the client here)"),
+]
 LatencyBudgetOpt = Annotated[float | None, typer.Option("--latency-budget", help="upper bound on latency (s)")]
 EnergyBudgetOpt = Annotated[float | None, typer.Option("--energy-budget", help="upper bound on source-device energy (J)")]
 EnergyTotalBudgetOpt = Annotated[float | None, typer.Option("--energy-total-budget", help="upper bound on total energy (J)")]
@@ -231,6 +249,7 @@ def plan(
     granularity: GranularityOpt = "module",
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
+    measure_on: MeasureOnOpt = None,
     latency_budget: LatencyBudgetOpt = None,
     energy_budget: EnergyBudgetOpt = None,
     energy_total_budget: EnergyTotalBudgetOpt = None,
@@ -258,7 +277,7 @@ def plan(
         model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
         profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
         energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-        memory=memory,
+        memory=memory, measure_on=measure_on,
     )
     result = planner.solve(problem)
     if as_json:
@@ -288,6 +307,7 @@ def compare(
     granularity: GranularityOpt = "module",
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
+    measure_on: MeasureOnOpt = None,
     latency_budget: LatencyBudgetOpt = None,
     energy_budget: EnergyBudgetOpt = None,
     energy_total_budget: EnergyTotalBudgetOpt = None,
@@ -316,7 +336,7 @@ def compare(
         model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
         profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
         energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-        memory=memory,
+        memory=memory, measure_on=measure_on,
     )
     plans = compare_plans(problem, names)
     if as_json:

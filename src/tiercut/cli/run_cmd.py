@@ -105,6 +105,10 @@ def run(
     source_slowdown: Annotated[
         float, typer.Option("--source-slowdown", help="emulate a client this many times slower than this host (>= 1)")
     ] = 1.0,
+    torch_device: Annotated[
+        str,
+        typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where the local workers run their partitions"),
+    ] = "cpu",
     resume: Annotated[
         bool, typer.Option("--resume", help="count partitions the workers already hold instead of uploading afresh")
     ] = False,
@@ -132,6 +136,11 @@ def run(
         raise TiercutError(f"--bandwidth-scale {bandwidth_scale} must be > 0")
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
+    from tiercut.profile.measure import resolve_torch_device
+
+    torch_device = resolve_torch_device(torch_device)
+    if torch_device != "cpu" and workers is not None:
+        raise TiercutError("--torch-device applies to the local workers; start remote ones with 'tiercut serve --torch-device'")
     addresses = parse_peers(workers) if workers is not None else None
     credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
     environment = load_environment(env)
@@ -189,7 +198,8 @@ def run(
         import torch
 
         env_arg = env if emulate_links else None
-        cluster = LocalCluster(migration.servers, env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir)
+        cluster = LocalCluster(migration.servers, env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir,
+                               extra_args=("--torch-device", torch_device) if torch_device != "cpu" else ())
         threads = torch.get_num_threads()
         torch.set_num_threads(cluster.threads_per_process)  # the client shares the cores with its workers
         try:

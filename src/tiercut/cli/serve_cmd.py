@@ -64,11 +64,19 @@ def serve(
     bandwidth_scale: Annotated[float, typer.Option("--bandwidth-scale", help="multiply emulated bandwidths by this")] = 1.0,
     threads: Annotated[int, typer.Option("--threads", help="partitions executed concurrently")] = 4,
     torch_threads: Annotated[int | None, typer.Option("--torch-threads", help="intra-op threads of torch")] = None,
+    compute_slowdown: Annotated[
+        float,
+        typer.Option("--compute-slowdown", help="emulate a device this many times slower than this host (>= 1; tests)"),
+    ] = 1.0,
+    torch_device: Annotated[
+        str, typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where partitions and profiles run")
+    ] = "cpu",
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow serving without a token or TLS on a non-loopback address")
     ] = False,
 ) -> None:
-    """Serve partitions of one device over gRPC: uploads with confirmations, queries, forwarding."""
+    """Serve partitions of one device over gRPC: uploads with confirmations, queries, forwarding, profiling."""
+    from tiercut.profile.measure import resolve_torch_device
     from tiercut.runtime.links import LinkTable
     from tiercut.runtime.protocol import Credentials
     from tiercut.runtime.worker import WorkerConfig, parse_address, parse_peers, run_worker
@@ -101,5 +109,7 @@ def serve(
         links=links,
         threads=threads,
         torch_threads=torch_threads,
+        compute_slowdown=compute_slowdown,
+        torch_device=resolve_torch_device(torch_device),
     )
     run_worker(config)

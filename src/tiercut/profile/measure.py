@@ -567,6 +567,7 @@ def measure_profile(
     measure_host_roofline: bool = True,
     clock: str | None = None,
     torch_device: str = "cpu",
+    timer: Timer | None = None,
 ) -> Profile:
     """Profile a captured model on this host: every node alone, and the whole model.
 
@@ -586,6 +587,8 @@ def measure_profile(
             events, the default and only clock on a GPU).
         torch_device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when
             available): where the model runs while it is timed.
+        timer: time with this instead of ``clock``'s timer (e.g. a worker
+            emulating a slower device); ``clock`` still names what it measures.
 
     Returns:
         a :class:`~tiercut.profile.profile_file.Profile` with its
@@ -620,7 +623,7 @@ def measure_profile(
         captured = _on_device(captured, device, copy)
     load_before = load_average()
     with thread_count(threads) as used:
-        timer = timer_for(clock, used, device)
+        timer = timer or timer_for(clock, used, device)
         if measure_host_roofline:
             host = measure_host(used, timer=timer, torch_device=device, timer_name=clock)
             tick("host roofline")

@@ -38,6 +38,7 @@ from tiercut.errors import TiercutError
 from tiercut.runtime.artifact import ArtifactError, PartitionBundle, sha256_hex
 from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks, encode_chunks
 from tiercut.runtime.links import LinkTable, shaped
+from tiercut.runtime.profiling import ProfileService, on_device, pause
 from tiercut.runtime.protocol import (
     AUTH_METADATA_KEY,
     SERVICE,
@@ -132,6 +133,10 @@ class WorkerConfig:
         torch_threads: intra-op threads of torch (None: torch's default).
         peer_timeout_s: deadline of a forward to a peer.
         pending_ttl_s: how long the chunks of an incomplete upload are kept for a resend.
+        compute_slowdown: emulate a device this many times slower than this
+            host: every partition run and every profiled call waits ``k - 1``
+            times its own duration (:mod:`tiercut.runtime.profiling`); 1: off.
+        torch_device: where partitions and profiles run (``cpu`` or ``cuda[:N]``).
     """
 
     device: str
@@ -147,6 +152,8 @@ class WorkerConfig:
     torch_threads: int | None = None
     peer_timeout_s: float = 600.0
     pending_ttl_s: float = 600.0
+    compute_slowdown: float = 1.0
+    torch_device: str = "cpu"
 
     def __post_init__(self) -> None:
         if not self.device:
@@ -162,6 +169,8 @@ class WorkerConfig:
                 raise TiercutError(f"worker setting {name} is {value}; it must be > 0")
         if self.device in self.peers:
             raise TiercutError(f"worker {self.device!r} lists itself among its peers; drop that entry")
+        if not (math.isfinite(self.compute_slowdown) and 1.0 <= self.compute_slowdown <= 1000.0):
+            raise TiercutError(f"compute slowdown {self.compute_slowdown} must be a number in [1, 1000] (1: this host's speed)")
 
 
 @dataclass(eq=False)
@@ -178,6 +187,7 @@ class Worker:
     _peers: dict[str, Connection] = field(default_factory=dict, init=False, repr=False)
     _pending: dict[str, _PartialUpload] = field(default_factory=dict, init=False, repr=False)
     _last_run_s: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _device_programs: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _started_s: float = field(default=0.0, init=False, repr=False)
 
     # ----------------------------------------------------------- lifecycle
@@ -203,6 +213,7 @@ class Worker:
             "Execute": grpc.stream_stream_rpc_method_handler(self._execute),
             "Status": grpc.unary_unary_rpc_method_handler(self._status),
             "Drop": grpc.unary_unary_rpc_method_handler(self._drop),
+            "Profile": grpc.unary_unary_rpc_method_handler(ProfileService(self).handle),
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         if config.credentials.uses_tls:
@@ -386,9 +397,15 @@ class Worker:
                 "upload it before querying it"
             )
 
+        slowdown = self.config.compute_slowdown
+        if self.config.torch_device != "cpu":
+            program = self._device_programs.setdefault(program.program_id, on_device(program, self.config.torch_device))
+
         def timed() -> tuple[Mapping[str, Any], float]:
             start = time.perf_counter()
             outputs = program.run(inputs)
+            if slowdown > 1.0:
+                pause((slowdown - 1.0) * (time.perf_counter() - start))
             seconds = time.perf_counter() - start
             self._last_run_s[program.program_id] = seconds
             return outputs, seconds
@@ -529,6 +546,7 @@ class Worker:
         except (UnicodeDecodeError, ValueError, AttributeError, TypeError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "drop request is not JSON with partition_ids or all")
         dropped = [p for p in reversed(ids) if self.store.drop(p)]
+        self._device_programs.clear()  # device copies of dropped programs must not outlive them
         if dropped:
             self.log(f"[{self.config.device}] dropped {len(dropped)} partition(s)")
         return json.dumps({"dropped": dropped}).encode()
