@@ -25,7 +25,7 @@ efficiency and precision.
 
 Writes benchmarks/results/device_transfer.json and device_transfer.png.
 
-    PYTHONPATH=src python benchmarks/device_transfer.py [--fit]
+    PYTHONPATH=src python benchmarks/device_transfer.py [--fit | --calibrate-host]
 """
 
 from __future__ import annotations
@@ -158,6 +158,38 @@ def fit_catalog(figures: list[Figure]) -> list[dict[str, Any]]:
     return rows
 
 
+HOST_PROFILES = Path(__file__).resolve().parent / "results" / "prediction_accuracy.profiles"
+HOST_MODELS = ("resnet50", "vgg16", "mobilenet_v2", "densenet121", "vit_b_16")
+
+
+def calibrate_host(folder: Path = HOST_PROFILES) -> dict[str, Any]:
+    """The per-class efficiencies of this project's host (its prediction-accuracy profiles), as the catalog's Xeon uses.
+
+    Fits :func:`tiercut.profile.fit_profile` on each model's module-level profile (peak = the host's measured
+    GEMM) and prints the medians; the matrix-product efficiency comes from vit_b_16 alone (the other models'
+    linear layers are memory-bound vectors).
+    """
+    from tiercut.profile import fit_profile, load_profile
+
+    fits = {}
+    for model in HOST_MODELS:
+        profile = load_profile(folder / f"{model}.module.json")
+        host = profile.host
+        fits[model] = fit_profile(profile, peak_flops=host.peak_flops, memory_bandwidth_bps=host.memory_bandwidth_bps)
+        fit = fits[model]
+        print(f"{model:14s} on {host.name} at {host.cpu_mhz:.0f} MHz: overhead {fit.dispatch_overhead_s * 1e6:5.1f} us, "
+              + ", ".join(f"{c} {fit.efficiency[c]:.3f}" for c in ("conv", "depthwise", "matmul", "memory"))
+              + f" (node MdAPE {fit.node_mdape:.0%})")
+    medians = {
+        "dispatch_overhead_s": statistics.median(f.dispatch_overhead_s for f in fits.values()),
+        "conv": statistics.median(f.efficiency["conv"] for f in fits.values()),
+        "depthwise": statistics.median(f.efficiency["depthwise"] for f in fits.values()),
+        "matmul": fits["vit_b_16"].efficiency["matmul"],
+    }
+    print("medians: " + ", ".join(f"{k} {v:.4g}" for k, v in medians.items()))
+    return medians
+
+
 def summarise(rows: list[dict[str, Any]], role: str) -> dict[str, Any]:
     chosen = [r for r in rows if r["role"] == role]
     if not chosen:
@@ -211,10 +243,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="print the per-device fit on the 'fit' figures and exit")
+    parser.add_argument("--calibrate-host", action="store_true",
+                        help="print this host's per-class efficiencies from its prediction-accuracy profiles and exit")
     args = parser.parse_args()
     figures = load_figures()
     if args.fit:
         fit_catalog(figures)
+        return 0
+    if args.calibrate_host:
+        calibrate_host()
         return 0
     rows = []
     for f in figures:
