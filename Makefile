@@ -37,6 +37,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/graph_extraction.py
 	$(PY) benchmarks/prediction_accuracy.py
+	$(PY) benchmarks/device_transfer.py
+	$(PY) benchmarks/host_calibration.py
 	$(PY) benchmarks/planners.py
 	$(PY) benchmarks/migration_experiment.py
 	$(PY) benchmarks/simulator.py
