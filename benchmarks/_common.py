@@ -12,7 +12,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def host_description() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads of this machine."""
+    """CPU model, cores, load average (when written), torch version and threads of this machine."""
     import torch
 
     cpu = platform.processor() or ""
@@ -23,9 +23,14 @@ def host_description() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    try:
+        load = list(os.getloadavg())
+    except (OSError, AttributeError):
+        load = None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "load_avg_1_5_15m": load,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
