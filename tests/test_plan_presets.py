@@ -122,9 +122,9 @@ def test_alexnet_on_neurosurgeon_wifi_is_split_and_the_exact_planners_agree(obje
 
 @pytest.mark.slow
 def test_the_demo_shows_a_split_that_beats_local_only_and_cloud_only_with_numbers(tmp_path):
-    from tiercut.cli.demo_cmd import DEMO_CASES, _case
+    from tiercut.cli.demo_cmd import _case, demo_cases
 
-    assert DEMO_CASES[0] == ("alexnet", "neurosurgeon-wifi")
+    assert demo_cases()[0] == ("alexnet", "neurosurgeon-wifi")
     echoed: list[str] = []
     lines = _case("alexnet", "neurosurgeon-wifi", tmp_path, echoed.append)
     best = next(line for line in lines if line.startswith("Best:"))
