@@ -234,6 +234,7 @@ def test_a_worker_gone_for_good_leaves_every_query_local_and_correct(env_file):
         max_attempts=3,
         upload_timeout_floor_s=2.0,
         keep_uploading_s=10.0,
+        give_up_unreachable_s=1.0,
     )
     with LocalCluster(["edge"], env=str(env_file)) as cluster:
         addresses = cluster.addresses
@@ -243,8 +244,10 @@ def test_a_worker_gone_for_good_leaves_every_query_local_and_correct(env_file):
         )
     assert result.failed_queries == 0 and all(q.output_matches for q in result.queries)
     assert all(q.stage == 0 for q in result.queries) and len(result.queries) == 12
-    assert "edge" in result.abandoned and result.upload_end_s is None
-    assert len(result.attempts) == settings.max_attempts and not any(a.ok for a in result.attempts)
+    assert "unreachable" in result.abandoned["edge"] and result.upload_end_s is None
+    # an unreachable worker is probed (with a capped backoff) until give_up_unreachable_s, not max_attempts times
+    assert len(result.attempts) > settings.max_attempts and not any(a.ok for a in result.attempts)
+    assert all(a.code == "unavailable" for a in result.attempts)
 
 
 def test_a_worker_with_a_store_keeps_its_partitions_for_the_next_run(env_file, tmp_path):
