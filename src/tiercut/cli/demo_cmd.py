@@ -17,6 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.checks import write_text_output
+from tiercut.errors import TiercutError
+
 DEMO_MODELS = ("vgg16", "googlenet")
 DEMO_ENVS = ("three-tier", "migration-12")
 
@@ -52,7 +55,7 @@ def _case(model: str, env_name: str, out: Path, echo: Any) -> list[str]:
             upload_plans[name] = plan_upload(problem, algorithm=name, server=servers[0])
 
     path = out / f"{model}@{env_name}.json"
-    path.write_text(json.dumps({
+    write_text_output(path, "--out", json.dumps({
         "problem": problem.to_dict(),
         "plans": {k: p.to_dict() for k, p in plans.items()},
         "upload_plans": {k: u.to_dict() for k, u in upload_plans.items()},
@@ -86,7 +89,14 @@ def demo(
 ) -> None:
     """Plan VGG16 and GoogLeNet on three-tier and migration-12, compare every planner, write a report."""
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    if not out.parent.is_dir():
+        raise TiercutError(f"folder {out.parent} for --out {out} does not exist; create it first")
+    if out.exists() and not out.is_dir():
+        raise TiercutError(f"--out {out} is not a folder; give the folder the report goes to")
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise TiercutError(f"cannot create --out {out}: {exc.strerror}") from None
     summary = ["# tiercut demo", "",
                "Every applicable planner on each model and environment; times are predicted by the shipped "
                "latency predictor transferred to each device (see `tiercut devices`).", ""]
@@ -95,7 +105,5 @@ def demo(
             summary += _case(model, env_name, out, typer.echo)
     summary.append(f"Made in {time.perf_counter() - start:.1f} s by `tiercut demo`.")
     report = out / "summary.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(summary) + "\n")
-    tmp.replace(report)
+    write_text_output(report, "--out", "\n".join(summary) + "\n")
     typer.echo(f"report: {report.resolve()}")

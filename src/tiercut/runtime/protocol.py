@@ -275,13 +275,44 @@ class Credentials:
     def _read(self, path: Path | None, what: str) -> bytes:
         assert path is not None
         try:
-            return Path(path).read_bytes()
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise TiercutError(f"cannot read the TLS {what} {path}: {exc.strerror}; check --tls-{what}") from None
+        if b"-----BEGIN " not in data:
+            raise TiercutError(f"the TLS {what} {path} is not a PEM file; check --tls-{what}")
+        return data
+
+    def check_readable(self) -> None:
+        """Raise a :class:`TiercutError` naming the file if a TLS file is unreadable or not the PEM it should be.
+
+        ``--tls-cert`` and ``--tls-key`` must be a certificate chain and its
+        (unencrypted) private key, ``--tls-ca`` a certificate; checked with
+        Python's ``ssl`` (OpenSSL), before gRPC sees them (it would refuse
+        them with a bare "failed to bind").
+        """
+        if not self.uses_tls:
+            return
+        import ssl
+
+        for path, what in ((self.tls_cert, "cert"), (self.tls_key, "key"), (self.tls_ca, "ca")):
+            self._read(path, what)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_cert_chain(str(self.tls_cert), str(self.tls_key), password=lambda: b"")
+        except (ssl.SSLError, OSError, ValueError):
+            raise TiercutError(
+                f"--tls-cert {self.tls_cert} and --tls-key {self.tls_key} are not a PEM certificate chain and its "
+                "unencrypted private key; check the files"
+            ) from None
+        try:
+            context.load_verify_locations(cafile=str(self.tls_ca))
+        except (ssl.SSLError, OSError, ValueError):
+            raise TiercutError(f"--tls-ca {self.tls_ca} holds no PEM certificate; check the file") from None
 
     def server_credentials(self) -> Any:
         import grpc
 
+        self.check_readable()
         return grpc.ssl_server_credentials(
             [(self._read(self.tls_key, "key"), self._read(self.tls_cert, "cert"))],
             root_certificates=self._read(self.tls_ca, "ca"),
@@ -291,6 +322,7 @@ class Credentials:
     def channel_credentials(self) -> Any:
         import grpc
 
+        self.check_readable()
         return grpc.ssl_channel_credentials(
             root_certificates=self._read(self.tls_ca, "ca"),
             private_key=self._read(self.tls_key, "key"),

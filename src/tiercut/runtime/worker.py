@@ -288,6 +288,8 @@ class WorkerConfig:
             value = getattr(self, name)
             if value <= 0:
                 raise TiercutError(f"worker setting {name} is {value}; it must be > 0")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise TiercutError(f"worker setting torch_threads is {self.torch_threads}; it must be >= 1")
         if self.max_queued_runs < 0:
             raise TiercutError(f"worker setting max_queued_runs is {self.max_queued_runs}; it must be >= 0")
         for name in ("peer_timeout_s", "pending_ttl_s", "max_query_s", "idle_s"):
