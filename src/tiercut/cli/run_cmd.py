@@ -205,7 +205,10 @@ def run(
         import torch
 
         env_arg = env if emulate_links else None
-        cluster = LocalCluster(migration.servers, env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir)
+        extra = ["--allow-onnx"] if artifact_format == "onnx" else []
+        cluster = LocalCluster(
+            migration.servers, env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir, extra_args=extra
+        )
         threads = torch.get_num_threads()
         torch.set_num_threads(cluster.threads_per_process)  # the client shares the cores with its workers
         try:

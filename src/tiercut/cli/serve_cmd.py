@@ -81,6 +81,9 @@ def serve(
     bandwidth_scale: Annotated[float, typer.Option("--bandwidth-scale", help="multiply emulated bandwidths by this")] = 1.0,
     threads: Annotated[int, typer.Option("--threads", help="partitions executed concurrently")] = 4,
     torch_threads: Annotated[int | None, typer.Option("--torch-threads", help="intra-op threads of torch")] = None,
+    allow_onnx: Annotated[
+        bool, typer.Option("--allow-onnx", help="also run onnx programs (onnxruntime; op-type allow-list, static shapes)")
+    ] = False,
     insecure: Annotated[
         bool,
         typer.Option(
@@ -135,5 +138,6 @@ def serve(
         links=links,
         threads=threads,
         torch_threads=torch_threads,
+        allow_onnx=allow_onnx,
     )
     run_worker(config)

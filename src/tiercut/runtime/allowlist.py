@@ -290,11 +290,33 @@ EXPORT_REWRITES: Mapping[str, str] = {"aten._unsafe_view.default": "aten.view.de
 #: operators the exporter leaves out of a program (checks whose result nothing reads)
 EXPORT_DROPPED = frozenset({"aten._assert_tensor_metadata.default"})
 
+#: ONNX operator types (default domain) an ``onnx`` program may use, on workers started with ``--allow-onnx``.
+#: Made like the ATen list: ``tools/aten_op_candidates.py --onnx`` exports the zoo and the corpus with
+#: the TorchScript-based ONNX exporter (opset 17) and lists the op types; reviewed by hand. Left out:
+#: ``If``, ``Loop``, ``Scan`` (sub-graphs), random operators, and anything outside the default domain.
+#: An ONNX program must also have every intermediate shape known statically (ONNX shape inference with
+#: data propagation), so its memory is bounded before it runs.
+ONNX_ALLOWED_OPS: frozenset[str] = frozenset(
+    {
+        "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Celu", "Clip",
+        "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "DepthToSpace", "Div", "Einsum", "Elu",
+        "Equal", "Erf", "Expand", "Flatten", "GRU", "Gather", "GatherElements", "Gemm", "GlobalAveragePool",
+        "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "InstanceNormalization", "IsInf",
+        "IsNaN", "LSTM", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul",
+        "Max", "MaxPool", "Mod", "Mul", "Neg", "Not", "OneHot", "Or", "PRelu", "Pad", "Pow", "RNN", "Range",
+        "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+        "ReduceProd", "ReduceSum", "Relu", "Reshape", "Resize", "Selu", "Shape", "Sigmoid", "Sign", "Size",
+        "Slice", "Softmax", "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "TopK", "Transpose",
+        "Trilu", "Unsqueeze", "Where", "Xor",
+    }
+)  # fmt: skip
+
 __all__ = [
     "ALLOWED_OPERATORS",
     "ARGUMENT_CONSTRAINTS",
     "COMMON_CONSTRAINTS",
     "EXPORT_DROPPED",
     "EXPORT_REWRITES",
+    "ONNX_ALLOWED_OPS",
     "SAFE_STRING_ARGUMENTS",
 ]

@@ -29,8 +29,13 @@ Two program formats, both data-only:
     (``torch.onnx.export(..., dynamo=False)``) and executed by onnxruntime.
     Its initializers are moved out of the graph to the weight store (marked
     as external data that only the worker's store can satisfy); the worker
-    refuses any other external-data reference and any operator domain other
-    than the standard ones.
+    refuses any other external-data reference, any operator type not on its
+    ONNX allow-list (:data:`~tiercut.runtime.allowlist.ONNX_ALLOWED_OPS`:
+    standard domain, no sub-graphs or functions), and any program whose
+    intermediate shapes ONNX shape inference cannot fix before it runs
+    (ViT's shape arithmetic, for one) or whose intermediates exceed its
+    bound. A worker runs ``onnx`` programs only when started with
+    ``--allow-onnx``: by default it runs the allow-listed ATen programs only.
 
 Why not ``torch.export.save``/``load``: ``torch.export.load`` unpickles
 (torch's loader with ``weights_only=False`` for weights and constants,
@@ -78,7 +83,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tiercut.runtime.allowlist import EXPORT_DROPPED, EXPORT_REWRITES
+from tiercut.runtime.allowlist import EXPORT_DROPPED, EXPORT_REWRITES, ONNX_ALLOWED_OPS
 from tiercut.runtime.codec import (
     CodecError,
     dtype_name,
@@ -678,6 +683,73 @@ def _check_onnx(model: Any, weight_names: set[str]) -> None:
         raise ArtifactError(f"ONNX program has no initializer {sorted(missing)[0]!r} that its manifest lists")
 
 
+def _check_onnx_operators_and_shapes(model: Any, manifest: ProgramManifest, max_run_bytes: int) -> None:
+    """Allow-listed op types only, no sub-graphs or functions, every shape static, intermediates within the bound."""
+    import numpy as np
+    import onnx
+    from onnx import helper, shape_inference
+
+    name = manifest.program_id[:12]
+    if len(model.functions):
+        raise ArtifactError(f"ONNX program {name} defines functions; a worker runs allow-listed operators only")
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_ALLOWED_OPS:
+            raise ArtifactError(
+                f"ONNX program {name} uses operator {node.domain or 'ai.onnx'}.{node.op_type}, which is not on this "
+                "worker's allow-list of ONNX operators"
+            )
+        if any(a.HasField("g") or len(a.graphs) for a in node.attribute):
+            raise ArtifactError(f"ONNX program {name} holds a sub-graph in {node.op_type}; a worker refuses them")
+    inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx's checker refuses the graph: refuse the program
+        raise ArtifactError(f"ONNX program {name} fails shape inference: {str(exc).strip().splitlines()[0][:160]}") from None
+
+    def static(value: Any) -> tuple[tuple[int, ...], int] | None:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+            return None
+        if not all(d.HasField("dim_value") and d.dim_value >= 0 for d in tensor.shape.dim):
+            return None
+        if tensor.elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+            return None
+        return tuple(d.dim_value for d in tensor.shape.dim), np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+
+    known = {v.name: static(v) for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
+    for value, spec in zip(inputs, manifest.tensor_inputs):
+        shape = known.get(value.name)
+        if shape is None or shape[0] != spec.shape:
+            raise ArtifactError(f"ONNX program {name} takes input {value.name!r:.60} of another shape than its manifest declares")
+    last_use: dict[str, int] = {}
+    for index, node in enumerate(inferred.graph.node):
+        for value in node.input:
+            last_use[value] = index
+    outputs = {o.name for o in inferred.graph.output}
+    produced = {value for node in inferred.graph.node for value in node.output}
+    live = 0
+    for index, node in enumerate(inferred.graph.node):
+        for value in node.output:
+            if not value:
+                continue
+            shape = known.get(value)
+            if shape is None:
+                raise ArtifactError(
+                    f"ONNX program {name}: the shape of {value!r:.60} ({node.op_type}) is not known before it runs; "
+                    "a worker runs only programs whose shapes it can check (export this partition as aten-json)"
+                )
+            live += math.prod(shape[0]) * shape[1]
+        if live > max_run_bytes:
+            raise ArtifactError(
+                f"ONNX program {name} needs {live} bytes of intermediates at {node.op_type}, more than this worker's "
+                f"bound of {max_run_bytes} bytes (--max-run-bytes)"
+            )
+        for value in dict.fromkeys(node.input):  # free what no later node reads (inputs and weights are not counted)
+            shape = known.get(value)
+            if last_use.get(value) == index and value in produced and value not in outputs and shape is not None:
+                live -= math.prod(shape[0]) * shape[1]
+
+
 @dataclass(eq=False)
 class LoadedProgram:
     """A program rebuilt on a worker, checked and ready to run on received values.
@@ -768,15 +840,23 @@ def load_program(
     *,
     max_run_bytes: int = DEFAULT_MAX_RUN_BYTES,
     onnx_threads: int = 1,
+    formats: Sequence[str] = ARTIFACT_FORMATS,
 ) -> LoadedProgram:
     """Rebuild a received program: check it, bind its weights (digest -> tensor) and prepare it to run.
 
-    Raises :class:`ArtifactError` if the manifest and bytes do not hash to
-    the program id, an operator is not on the allow-list, the program does
-    not propagate on the meta device within ``max_run_bytes`` to its
-    declared outputs, or a weight is missing or has another shape.
+    Raises :class:`ArtifactError` if the program's format is not in
+    ``formats``, the manifest and bytes do not hash to the program id, an
+    operator is not on the allow-list, the program does not propagate (on
+    fake tensors; for ONNX, by static shape inference) within
+    ``max_run_bytes`` to its declared outputs, or a weight is missing or has
+    another shape.
     """
     manifest = program.manifest
+    if manifest.format not in formats:
+        raise ArtifactError(
+            f"program {manifest.program_id[:12]} is in the {manifest.format} format, which this worker does not run "
+            f"(it runs {', '.join(formats)}; start it with --allow-onnx for onnx programs)"
+        )
     if manifest.program_bytes != len(program.data) or program_id(manifest, program.data) != manifest.program_id:
         raise ArtifactError(f"program {manifest.program_id[:12]} does not hash to its id; it is corrupt or forged")
     bound: dict[str, Any] = {}
@@ -815,6 +895,7 @@ def _load_onnx(program: Program, bound: dict[str, Any], *, max_run_bytes: int, o
     except Exception:
         raise ArtifactError(f"ONNX program {manifest.program_id[:12]} is not a valid ONNX model") from None
     _check_onnx(model, set(manifest.weights))
+    _check_onnx_operators_and_shapes(model, manifest, max_run_bytes)
     if not manifest.tensor_outputs:  # only constants (shape glue) come out: nothing to run
         return LoadedProgram(manifest, bound, _session=None)
     options = ort.SessionOptions()

@@ -113,6 +113,8 @@ class PartitionStore:
         onnx_threads: intra-op threads of each onnxruntime session.
         max_run_bytes: bound on the intermediates one run of a program holds
             (checked when the program is loaded).
+        formats: program formats admitted (``onnx`` only when the worker
+            allows it: it runs in onnxruntime, outside the ATen allow-list).
     """
 
     directory: Path | None = None
@@ -120,6 +122,7 @@ class PartitionStore:
     max_loaded_programs: int = 64
     onnx_threads: int = 1
     max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
+    formats: tuple[str, ...] = ("aten-json",)
     _partitions: dict[str, StoredPartition] = field(default_factory=dict, init=False, repr=False)
     _weights: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _weight_refs: dict[str, int] = field(default_factory=dict, init=False, repr=False)
@@ -169,7 +172,9 @@ class PartitionStore:
         return loaded
 
     def _load(self, program: Program, weights: Mapping[str, Any]) -> LoadedProgram:
-        return load_program(program, weights, max_run_bytes=self.max_run_bytes, onnx_threads=self.onnx_threads)
+        return load_program(
+            program, weights, max_run_bytes=self.max_run_bytes, onnx_threads=self.onnx_threads, formats=self.formats
+        )
 
     def _remember(self, loaded: LoadedProgram) -> None:
         self._loaded[loaded.program_id] = loaded

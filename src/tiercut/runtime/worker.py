@@ -242,6 +242,9 @@ class WorkerConfig:
         max_query_s: the longest a query may run here (a client's shorter
             deadline wins).
         idle_s: a call that sends no message for this long is ended.
+        allow_onnx: also run ``onnx`` programs (in onnxruntime, under their own
+            op-type allow-list and static shape check); off by default, so
+            a worker runs allow-listed ATen programs only.
     """
 
     device: str
@@ -267,6 +270,7 @@ class WorkerConfig:
     max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
     max_query_s: float = 600.0
     idle_s: float = 60.0
+    allow_onnx: bool = False
 
     def __post_init__(self) -> None:
         if not self.device:
@@ -338,7 +342,10 @@ class Worker:
 
             torch.set_num_threads(config.torch_threads)
         self.store = PartitionStore(
-            directory=config.store_dir, max_bytes=config.max_store_bytes, max_run_bytes=config.max_run_bytes
+            directory=config.store_dir,
+            max_bytes=config.max_store_bytes,
+            max_run_bytes=config.max_run_bytes,
+            formats=("aten-json", "onnx") if config.allow_onnx else ("aten-json",),
         )
         report = self.store.open()
         if report.removed:
