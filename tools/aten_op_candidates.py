@@ -15,8 +15,10 @@ the layers that produced it.
 This is the *candidate* list. The allow-list itself
 (:mod:`tiercut.runtime.allowlist`) is written and reviewed by hand from it:
 a new torch version or a new layer in the corpus shows up here first.
+With ``--onnx`` it lists the ONNX op types of the TorchScript-based ONNX
+exporter instead (the candidates of ``ONNX_ALLOWED_OPS``).
 
-    PYTHONPATH=src python tools/aten_op_candidates.py [--out candidates.json] [--no-zoo]
+    PYTHONPATH=src python tools/aten_op_candidates.py [--out candidates.json] [--no-zoo] [--onnx]
 
 Prints one line per overload (``aten.conv2d.default  conv2d, resnet18, ...``)
 and, with ``--out``, writes the same as JSON. Overloads not yet on the
@@ -330,16 +332,48 @@ def _ops_of(module: Any, inputs: tuple[Any, ...]) -> list[str]:
     return [operator_name(node.target) for node in exported.graph.nodes if node.op == "call_function"]
 
 
+def _onnx_ops_of(module: Any, inputs: tuple[Any, ...]) -> list[str]:
+    """Op types (``domain.Op``, default domain written bare) of the TorchScript-based ONNX export, sub-graphs included."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), inputs, buffer, dynamo=False, do_constant_folding=False, opset_version=17)
+    model = onnx.load_from_string(buffer.getvalue())
+    ops: list[str] = []
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            ops.append(f"{node.domain}.{node.op_type}" if node.domain else node.op_type)
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    walk(attribute.g)
+                for sub in attribute.graphs:
+                    walk(sub)
+
+    walk(model.graph)
+    return ops
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the candidates as JSON here")
     parser.add_argument("--no-zoo", action="store_true", help="only the layer corpus (faster)")
+    parser.add_argument("--onnx", action="store_true", help="ONNX op types of the ONNX exporter instead of ATen overloads")
     args = parser.parse_args()
 
     import torch
 
     from tiercut.graph.models import ZOO, build_zoo_model
-    from tiercut.runtime.allowlist import ALLOWED_OPERATORS
+    from tiercut.runtime.allowlist import ALLOWED_OPERATORS, ONNX_ALLOWED_OPS
+
+    listed = ONNX_ALLOWED_OPS if args.onnx else ALLOWED_OPERATORS
+    ops_of = _onnx_ops_of if args.onnx else _ops_of
 
     torch.manual_seed(0)
     sources: dict[str, list[str]] = {}
@@ -353,7 +387,7 @@ def main() -> int:
     cases += [(name, make, inputs) for name, (make, inputs) in corpus().items()]
     for name, make, inputs in cases:
         try:
-            ops = _ops_of(make(), inputs())
+            ops = ops_of(make(), inputs())
         except Exception as exc:  # a layer the exporter cannot handle is reported, not fatal
             failures[name] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             print(f"  cannot export {name}: {failures[name]}", file=sys.stderr)
@@ -361,9 +395,9 @@ def main() -> int:
         for op in dict.fromkeys(ops):
             sources.setdefault(op, []).append(name)
     for op in sorted(sources):
-        mark = "    " if op in ALLOWED_OPERATORS else "NEW "
+        mark = "    " if op in listed else "NEW "
         print(f"{mark}{op:<56} {', '.join(sources[op][:6])}{' ...' if len(sources[op]) > 6 else ''}")
-    unused = sorted(ALLOWED_OPERATORS - set(sources))
+    unused = sorted(listed - set(sources))
     if unused:
         print(f"on the allow-list but not produced by this corpus: {', '.join(unused)}")
     if args.out is not None:

@@ -27,6 +27,7 @@ A worker trusts nothing in it:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import operator
 import threading
@@ -62,6 +63,17 @@ class RunStoppedError(ArtifactError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class _RefusedMetaFilter(logging.Filter):
+    """Drop fake-tensor's own report of a meta kernel refusing its arguments: here that is a refused program."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("failed while attempting to run meta")
+
+
+_FAKE_TENSOR_LOG = logging.getLogger("torch._subclasses.fake_tensor")
+_FAKE_TENSOR_FILTER = _RefusedMetaFilter()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -400,6 +412,8 @@ class AtenProgram:
             raise ArtifactError(f"program takes {len(self.inputs)} tensors but {len(input_specs)} are declared")
         if set(weight_specs) != set(self.weights):
             raise ArtifactError("program names other weights than its manifest declares")
+        if _FAKE_TENSOR_FILTER not in _FAKE_TENSOR_LOG.filters:  # a hostile program must not flood the worker's log
+            _FAKE_TENSOR_LOG.addFilter(_FAKE_TENSOR_FILTER)
         mode = FakeTensorMode(allow_fallback_kernels=False, allow_non_fake_inputs=False)
         env: dict[str, Any] = {}
         storage_bytes: dict[int, int] = {}  # nbytes of every storage when first seen (a kernel may not grow it later)
