@@ -653,14 +653,22 @@ class Worker:
             future = asyncio.get_running_loop().run_in_executor(self._executor, timed)
             try:
                 return await asyncio.shield(future)
+            except RunStoppedError:
+                self._count_stopped(control)
+                raise
             except asyncio.CancelledError:
-                control.cancelled.set()  # the caller went away: the run stops at its next step
+                control.cancelled.set()  # the caller went away (or its deadline passed): the run stops at its next step
                 with contextlib.suppress(BaseException):
                     await future  # hold the slot until the thread is free again
+                self._count_stopped(control)
                 raise
         finally:
             self._runs_active -= 1
             self._run_slots.release()
+
+    def _count_stopped(self, control: RunControl) -> None:
+        self._count("runs_stopped")
+        self._count("stopped_runs_steps_done", control.steps_done)
 
     async def _receive_query(self, request_iterator: Any, context: Any, grpc: Any) -> list[bytes]:
         """The chunks of a query message, charged to the connection's budget while they arrive."""
@@ -779,7 +787,6 @@ class Worker:
         except WorkerBusyError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except RunStoppedError as exc:
-            self._count("runs_stopped")
             code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.reason == "deadline" else grpc.StatusCode.CANCELLED
             await context.abort(code, str(exc))
         except RemoteError as exc:
