@@ -23,8 +23,8 @@ import os
 
 import pytest
 import torch
-from runtime_programs import bundle_of, hand_program, node, ref
 
+from runtime_programs import bundle_of, hand_program, node, ref
 from tiercut.runtime.artifact import sha256_hex
 from tiercut.runtime.codec import encode_chunks
 from tiercut.runtime.processes import spawn_worker

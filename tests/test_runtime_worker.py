@@ -468,7 +468,8 @@ def _long_program(seconds: float = 5.0):
 
 def _program_route(program) -> Route:
     manifest = program.manifest
-    return Route((Step(0, "edge", manifest.program_id, manifest.input_names, manifest.output_names),), manifest.output_names, "end")
+    step = Step(0, "edge", manifest.program_id, manifest.input_names, manifest.output_names)
+    return Route((step,), manifest.output_names, "end")
 
 
 async def _until(predicate, connection, limit_s: float = 60.0) -> dict:
