@@ -26,6 +26,7 @@ def host_description() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()),  # 1, 5, 15 min: other work sharing the machine
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),

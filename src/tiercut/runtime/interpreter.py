@@ -214,9 +214,7 @@ class TensorSignature:
     dtype: Any
 
     def conforms(self, value: Any) -> bool:
-        import torch
-
-        return isinstance(value, torch.Tensor) and value.dtype == self.dtype and value.shape == self.shape
+        return getattr(value, "dtype", None) == self.dtype and getattr(value, "shape", None) == self.shape
 
 
 @dataclass(frozen=True)

@@ -424,7 +424,8 @@ class Worker:
     async def _next(self, iterator: Any) -> Any:
         """The next message of a client stream, or None when it ends; TimeoutError after ``idle_s`` of silence."""
         try:
-            return await asyncio.wait_for(iterator.__anext__(), timeout=self.config.idle_s)
+            async with asyncio.timeout(self.config.idle_s):  # a timer on this task: no task per message
+                return await iterator.__anext__()
         except StopAsyncIteration:
             return None
 
