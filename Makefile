@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tiercut demo
 
-test: $(STAMP)
+# The HTML report test (tests/test_report_browser.py) drives Debian's Chromium headless.
+# Install it from Debian's packages when missing; where apt-get cannot (no apt, not root,
+# no network) say so and go on: that test is then skipped with the same message.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the HTML report test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed with apt-get: the HTML report test will be skipped"; \
+	else echo "chromium is missing and apt-get is unavailable (or not root): the HTML report test will be skipped"; fi
+
+test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest
 

@@ -19,6 +19,7 @@ from tiercut.cli import (
     graph_cmd,
     plan_cmd,
     profile_cmd,
+    report_cmd,
     run_cmd,
     serve_cmd,
     simulate_cmd,
@@ -50,6 +51,7 @@ app.command("simulate")(simulate_cmd.simulate)
 app.command("serve")(serve_cmd.serve)
 app.command("run")(run_cmd.run)
 app.command("deploy")(deploy_cmd.deploy)
+app.command("report")(report_cmd.report)
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:

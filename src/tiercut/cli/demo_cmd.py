@@ -107,3 +107,8 @@ def demo(
     report = out / "summary.md"
     write_text_output(report, "--out", "\n".join(summary) + "\n")
     typer.echo(f"report: {report.resolve()}")
+    from tiercut.report import write_report
+
+    cases = [out / f"{model}@{env_name}.json" for model in DEMO_MODELS for env_name in DEMO_ENVS]
+    html = write_report(cases, out / "report.html", title="tiercut demo")
+    typer.echo(f"HTML report: {html.resolve()}")
