@@ -223,7 +223,9 @@ def test_an_environment_user_model_that_is_no_model_is_refused(tmp_path, capsys)
 def outputs(tmp_path: Path) -> dict[str, Path]:
     folder = tmp_path / "a-folder.png"
     folder.mkdir()
-    return {"device": Path("/dev/null"), "folder": folder, "missing-parent": tmp_path / "no" / "such" / "out.png"}
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    return {"device": Path("/dev/null"), "folder": folder, "parent-is-a-file": a_file / "out.png"}
 
 
 def _output_commands(path: Path) -> list[list[str]]:
@@ -232,24 +234,36 @@ def _output_commands(path: Path) -> list[list[str]]:
         ["deploy", "k8s", "--env", "three-tier", "--output", str(path)],
         ["run", UNTOUCHABLE, "--plot", str(path)],
         ["upload", UNTOUCHABLE, "--plot", str(path)],
+        ["report", "no-such-result.json", "--out", str(path)],
     ]
 
 
 @pytest.mark.parametrize(
     "kind, message",
-    [("device", "is not a regular file"), ("folder", "is a folder"), ("missing-parent", "does not exist; create it first")],
+    [("device", "is not a regular file"), ("folder", "is a folder"), ("parent-is-a-file", "is not a folder")],
 )
-def test_outputs_never_replace_a_non_regular_file_and_missing_folders_are_one_error(outputs, kind, message, capsys):
+def test_outputs_never_replace_a_non_regular_file_and_every_command_checks_them_first(outputs, kind, message, capsys):
     path = outputs[kind]
     for command in _output_commands(path):
         if kind == "device" and command[0] in ("run", "upload"):
-            command[-1] = "/dev/null"  # a plot keeps its suffix check first; /dev/null has none
-            _fails(command, capsys, "must end in")
+            _fails(command, capsys, "must end in")  # a plot's suffix says its format: checked first
             continue
         _fails(command, capsys, message)
+    if kind == "parent-is-a-file":
+        _fails(["demo", "--out", str(path.parent / "report")], capsys, message)
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
-    if kind == "missing-parent":
-        _fails(["demo", "--out", str(path.parent)], capsys, message)
+
+
+def test_missing_output_folders_are_created_by_every_command_but_only_when_it_writes(tmp_path, capsys):
+    for command in _output_commands(tmp_path / "new" / "deeper" / "out.png"):
+        if command[0] == "deploy":
+            continue
+        main(command)  # fails on its model or result, before writing anything
+        capsys.readouterr()
+        assert not (tmp_path / "new").exists()
+    out = tmp_path / "new" / "deeper" / "workers.yaml"
+    assert main(["deploy", "k8s", "--env", "three-tier", "-o", str(out)]) == 0
+    assert out.is_file() and [p.name for p in out.parent.iterdir()] == ["workers.yaml"]
 
 
 def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path):

@@ -4,10 +4,13 @@
   reads ``nan`` and ``inf`` as floats);
 * :func:`check_output_path` and :func:`write_output`: an output file
   (``--out``, ``--output``, ``--plot``) must be a regular file or not exist
-  yet, in a folder that exists; it is written to a temporary file in the
-  same folder and renamed over the target, so a failure leaves neither a
-  half-written file nor a ``.tmp`` behind, and a device node, a folder or a
-  symbolic link to one is never replaced.
+  yet; missing parent folders are created (as ``mkdir -p``, and only when
+  the file is written, so a command that fails creates nothing), but a
+  parent that exists must be a folder. The file is written to a temporary
+  file in the same folder and renamed over the target, so a failure leaves
+  neither a half-written file nor a ``.tmp`` behind, and a device node, a
+  folder or a symbolic link to one is never replaced. Every command checks
+  its outputs this way before any model work.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ def check_finite(option: str, value: float | None, *, positive: bool = False, mi
 
 
 def check_output_path(path: Path, option: str) -> Path:
-    """``path`` if it can be written as an output file: its folder exists and it is a regular file or absent."""
+    """``path`` if it can be written as an output file: a regular file or absent, under folders (or none yet)."""
     path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise TiercutError(f"folder {parent} for {option} {path} does not exist; create it first")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise TiercutError(f"{ancestor} in {option} {path} is not a folder; give a path under folders")
     try:
         mode = os.stat(path).st_mode  # follows a symbolic link: its target must be a regular file too
     except FileNotFoundError:
@@ -72,6 +77,10 @@ def write_output(path: Path, option: str, write: Callable[[Path], None], *, mode
     """
     path = check_output_path(path, option)
     target = path.resolve() if path.is_symlink() else path
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TiercutError(f"cannot create the folder of {option} {path}: {exc.strerror or exc}") from None
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
     temporary = Path(name)
     try:

@@ -17,8 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tiercut.cli.checks import write_text_output
-from tiercut.errors import TiercutError
+from tiercut.cli.checks import check_output_path, write_text_output
 
 DEMO_MODELS = ("vgg16", "googlenet")
 DEMO_ENVS = ("three-tier", "migration-12")
@@ -89,14 +88,7 @@ def demo(
 ) -> None:
     """Plan VGG16 and GoogLeNet on three-tier and migration-12, compare every planner, write a report."""
     start = time.perf_counter()
-    if not out.parent.is_dir():
-        raise TiercutError(f"folder {out.parent} for --out {out} does not exist; create it first")
-    if out.exists() and not out.is_dir():
-        raise TiercutError(f"--out {out} is not a folder; give the folder the report goes to")
-    try:
-        out.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise TiercutError(f"cannot create --out {out}: {exc.strerror}") from None
+    check_output_path(out / "summary.md", "--out")  # the folder and its parents may be created, never replaced
     summary = ["# tiercut demo", "",
                "Every applicable planner on each model and environment; times are predicted by the shipped "
                "latency predictor transferred to each device (see `tiercut devices`).", ""]
