@@ -306,3 +306,18 @@ def test_deploy_writes_its_token_only_into_private_files_and_a_secret(tmp_path, 
     assert token in text and "--insecure" not in text and "/etc/tiercut-tls/tls.crt" in text
     os.chmod(token_file, 0o644)
     _fails(["deploy", "k8s", "--env", "three-tier", "--token-file", str(token_file)], capsys, "readable by others")
+
+
+def test_outputs_get_the_usual_mode_and_keep_a_replaced_file_s(tmp_path):
+    from tiercut.cli.checks import write_text_output
+
+    fresh = tmp_path / "fresh.json"
+    write_text_output(fresh, "--out", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o666 & ~umask
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    os.chmod(kept, 0o640)
+    write_text_output(kept, "--out", "new")
+    assert kept.read_text() == "new" and stat.S_IMODE(os.stat(kept).st_mode) == 0o640

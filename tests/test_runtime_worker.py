@@ -547,3 +547,28 @@ def test_a_query_whose_deadline_passes_stops_at_the_next_step_and_frees_its_thre
     assert stopped["counters"]["stopped_runs_steps_done"] < steps  # it did not run to the end
     with torch.no_grad():
         assert torch.equal(output, split.run(x_small))
+
+
+def test_onnx_programs_run_only_on_workers_that_allow_them():
+    captured, split, _, _ = _setup(("end", "edge", "edge"))
+    values = record_values(captured)
+    partition = next(p for p in split.partitions if p.device == "edge")
+    built = build_program(partition, {n: values[n] for n in partition.input_names}, format="onnx")
+    bundle = PartitionBundle("", partition.nodes, dict(built.weights), (built.program,)).named("mlp-onnx")
+    data, sha = _bytes(bundle)
+
+    async def scenario():
+        results = []
+        for allow in (False, True):
+            worker, address = await _start("edge", allow_onnx=allow)
+            connection = Connection("edge", address, Credentials(token=TOKEN))
+            try:
+                results.append(await connection.upload(bundle.partition_id, data, sha))
+            finally:
+                await connection.close()
+                await worker.stop()
+        return results
+
+    refused, accepted = _run(scenario())
+    assert not refused.ok and refused.code == "invalid" and "--allow-onnx" in refused.reason
+    assert accepted.ok

@@ -85,14 +85,23 @@ def write_output(path: Path, option: str, write: Callable[[Path], None], *, mode
     temporary = Path(name)
     try:
         os.close(handle)
-        if mode is not None:
-            os.chmod(temporary, mode)
+        os.chmod(temporary, mode if mode is not None else _default_mode(target))
         write(temporary)
         os.replace(temporary, target)
     except OSError as exc:
         raise TiercutError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _default_mode(target: Path) -> int:
+    """The mode a replaced file had, or what the umask gives a new file (``mkstemp`` alone would make it 0600)."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_text_output(path: Path, option: str, text: str, *, mode: int | None = None) -> None:

@@ -582,13 +582,12 @@ class Worker:
             return failure(code, reason, missing_chunks=tuple(missing))
         data = b"".join(partial.chunks[i] for i in range(header.chunk_count))
         if self._pending.get(header.partition_id) is partial:
-            self._forget_pending(header.partition_id)
-        else:
-            partial.release(self._budget)
-        digest = await self._in_aux(sha256_hex, data)
-        if digest != header.sha256:
-            return failure("corrupt", "the bytes received do not hash to the announced SHA-256", sha256=digest)
+            del self._pending[header.partition_id]
+        partial.chunks.clear()  # ``data`` holds the bytes now; the budget stays charged until they are processed
         try:
+            digest = await self._in_aux(sha256_hex, data)
+            if digest != header.sha256:
+                return failure("corrupt", "the bytes received do not hash to the announced SHA-256", sha256=digest)
             bundle = await self._in_aux(PartitionBundle.from_bytes, data)
             if bundle.partition_id != header.partition_id:
                 return failure("invalid", f"the bundle holds partition {bundle.partition_id!r}, not {header.partition_id!r}")
@@ -600,6 +599,8 @@ class Worker:
         except ArtifactError as exc:
             code = "conflict" if "already held" in str(exc) else "invalid"
             return failure(code, str(exc))
+        finally:
+            partial.release(self._budget)
         self._count("uploads_ok")
         self.log(
             f"[{config.device}] {time.time():.3f} CR ok {header.partition_id} ({received} bytes, "
@@ -671,49 +672,60 @@ class Worker:
         self._count("runs_stopped")
         self._count("stopped_runs_steps_done", control.steps_done)
 
-    async def _receive_query(self, request_iterator: Any, context: Any, grpc: Any) -> list[bytes]:
-        """The chunks of a query message, charged to the connection's budget while they arrive."""
+    async def _receive_query(self, request_iterator: Any, context: Any, grpc: Any, charged: list[int]) -> list[bytes]:
+        """The chunks of a query message, charged to the connection's budget as they arrive (``charged[0]``).
+
+        The caller releases the charge when the query ends: its decoded values
+        take as many bytes while it runs.
+        """
         assert self._budget is not None
         config = self.config
         peer = str(context.peer() or "")
         chunks: list[bytes] = []
         total = 0
         iterator = request_iterator.__aiter__()
-        try:
-            while True:
-                try:
-                    chunk = await self._next(iterator)
-                except TimeoutError:
-                    await context.abort(
-                        grpc.StatusCode.DEADLINE_EXCEEDED, f"the query sent nothing for {config.idle_s:g} s; the worker ended it"
-                    )
-                if chunk is None:
-                    return chunks
-                if total + len(chunk) > config.max_message_bytes:
-                    self._count("queries_refused")
-                    await context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"query message exceeds this worker's --max-message-bytes {config.max_message_bytes}",
-                    )
-                try:
-                    self._budget.reserve(peer, len(chunk))
-                except BudgetExceededError as exc:
-                    self._count("queries_busy")
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {config.device!r} is busy: {exc}")
-                total += len(chunk)
-                chunks.append(chunk)
-        finally:
-            self._budget.release(peer, total)
+        while True:
+            try:
+                chunk = await self._next(iterator)
+            except TimeoutError:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"the query sent nothing for {config.idle_s:g} s; the worker ended it"
+                )
+            if chunk is None:
+                return chunks
+            if total + len(chunk) > config.max_message_bytes:
+                self._count("queries_refused")
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"query message exceeds this worker's --max-message-bytes {config.max_message_bytes}",
+                )
+            try:
+                self._budget.reserve(peer, len(chunk))
+            except BudgetExceededError as exc:
+                self._count("queries_busy")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {config.device!r} is busy: {exc}")
+            charged[0] += len(chunk)
+            total += len(chunk)
+            chunks.append(chunk)
 
     async def _execute(self, request_iterator: Any, context: Any) -> Any:
+        await self._authorize(context)
+        assert self._budget is not None
+        charged = [0]
+        try:
+            async for chunk in self._serve_query(request_iterator, context, charged):
+                yield chunk
+        finally:  # the query's bytes (its message, then its values) are held until it ends
+            self._budget.release(str(context.peer() or ""), charged[0])
+
+    async def _serve_query(self, request_iterator: Any, context: Any, charged: list[int]) -> Any:
         import grpc
 
-        await self._authorize(context)
         config = self.config
         remaining = context.time_remaining()
         limit_s = config.max_query_s if remaining is None else min(config.max_query_s, max(0.0, remaining))
         control = RunControl(deadline_s=time.monotonic() + limit_s)
-        chunks = await self._receive_query(request_iterator, context, grpc)
+        chunks = await self._receive_query(request_iterator, context, grpc, charged)
         total = sum(len(c) for c in chunks)
         try:
             if total < INLINE_DECODE_BYTES:
