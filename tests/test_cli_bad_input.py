@@ -127,7 +127,7 @@ def test_binary_files_given_as_an_upload_plan_or_a_scenario_are_named_as_such(tm
     binary.write_bytes(bytes(range(256)) * 16)
     _fails(["run", *TINY, "--upload-plan", str(binary)], capsys, "is a binary file")
     scenario = tmp_path / "scenario.yaml"
-    scenario.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(512))
+    scenario.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     _fails(["simulate", str(scenario)], capsys, "binary file")
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
