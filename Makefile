@@ -28,11 +28,11 @@ chromium:
 	else echo "chromium is missing and apt-get is unavailable (or not root): the HTML report test will be skipped"; fi
 
 test: $(STAMP) chromium
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools
 
 bench: $(STAMP)
 	$(PY) benchmarks/graph_extraction.py

@@ -23,14 +23,10 @@ def host_description() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        load = list(os.getloadavg())
-    except (OSError, AttributeError):
-        load = None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "load_avg_1_5_15m": load,
+        "load_average": list(os.getloadavg()),  # 1, 5, 15 min: other work sharing the machine
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),

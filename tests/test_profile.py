@@ -366,7 +366,7 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
 @pytest.mark.parametrize(
     "args",
     [["--repeats", "0"], ["--threads", "0"], ["--granularity", "layer"], ["--clock", "cpu", "--threads", "2"],
-     ["--out", "/no/such/folder/p.json"]],
+     ["--out", "/dev/null"]],
 )
 def test_profile_command_rejects_bad_options_in_one_line(args):
     result = CliRunner().invoke(

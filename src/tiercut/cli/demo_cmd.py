@@ -20,6 +20,8 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.checks import check_output_path, write_text_output
+
 DEMO_MODELS = ("vgg16", "googlenet")
 DEMO_ENVS = ("three-tier", "migration-12")
 #: cases on presets faithful to their paper, shown first: the split beats local-only and cloud-only
@@ -66,7 +68,7 @@ def _case(model: str, env_name: str, out: Path, echo: Any) -> list[str]:
             upload_plans[name] = plan_upload(problem, algorithm=name, server=servers[0])
 
     path = out / f"{model}@{env_name}.json"
-    path.write_text(json.dumps({
+    write_text_output(path, "--out", json.dumps({
         "problem": problem.to_dict(),
         "plans": {k: p.to_dict() for k, p in plans.items()},
         "upload_plans": {k: u.to_dict() for k, u in upload_plans.items()},
@@ -110,7 +112,7 @@ def demo(
 ) -> None:
     """Plan AlexNet on neurosurgeon-wifi, VGG16 and GoogLeNet on three-tier and migration-12; compare every planner."""
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_path(out / "summary.md", "--out")  # the folder and its parents may be created, never replaced
     summary = ["# tiercut demo", "",
                "Every applicable planner on each model and environment; catalog devices' times come from their "
                "achieved per-class efficiencies (`tiercut devices`), the migration seed's GHz devices from this "
@@ -120,9 +122,7 @@ def demo(
         summary += _case(model, env_name, out, typer.echo)
     summary.append(f"Made in {time.perf_counter() - start:.1f} s by `tiercut demo`.")
     report = out / "summary.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(summary) + "\n")
-    tmp.replace(report)
+    write_text_output(report, "--out", "\n".join(summary) + "\n")
     typer.echo(f"report: {report.resolve()}")
     from tiercut.report import write_report
 

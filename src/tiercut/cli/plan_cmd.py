@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.checks import check_finite
 from tiercut.errors import TiercutError
 from tiercut.problem import Constraints, Objective, Plan, Problem
 
@@ -44,12 +45,9 @@ def _parse_pins(pins: list[str] | None) -> dict[str, str]:
 
 
 def _load_compute_table(path: Path) -> dict[str, dict[str, float]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TiercutError(f"cannot read compute table {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise TiercutError(f"compute table {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    from tiercut.datafiles import read_json_file
+
+    data = read_json_file(path, "compute table")
     if isinstance(data, dict) and "compute_s" in data:
         data = data["compute_s"]
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
@@ -86,8 +84,16 @@ def build_cli_problem(
 
     if granularity not in GRANULARITIES:
         raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
+    for option, value in (
+        ("--latency-budget", latency_budget),
+        ("--energy-budget", energy_budget),
+        ("--energy-total-budget", energy_total_budget),
+        ("--cost-budget", cost_budget),
+    ):
+        check_finite(option, value)  # the range is the constraints' to check
+    shape = parse_shape(input_shape) if input_shape is not None else None
     environment = load_environment(env)
-    graph = extract_graph(model, parse_shape(input_shape) if input_shape else None, granularity=granularity)
+    graph = extract_graph(model, shape, granularity=granularity)
     src = source or environment.default_source()
     pinned = _parse_pins(pins)
     if private_layers < 0:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tiercut.cli.checks import check_output_path, write_text_output
 from tiercut.errors import TiercutError
 from tiercut.graph import GRANULARITIES, capture_model, parse_shape
 
@@ -53,15 +54,14 @@ def profile(
         raise TiercutError(f"--repeats {repeats} is not positive; use at least 1")
     if threads is not None and threads < 1:
         raise TiercutError(f"--threads {threads} is not positive; use at least 1")
-    if out.parent and not out.parent.exists():
-        raise TiercutError(f"folder {out.parent} for --out does not exist; create it first")
+    check_output_path(out, "--out")
     from tiercut.profile.measure import resolve_torch_device, timer_for
 
     torch_device = resolve_torch_device(torch_device)  # a missing GPU is a one-line error before any work
     import torch
 
     timer_for(clock or ("cuda" if torch_device.startswith("cuda") else "wall"), threads or torch.get_num_threads(), torch_device)
-    shape = parse_shape(input_shape) if input_shape else None
+    shape = parse_shape(input_shape) if input_shape is not None else None
     captured = capture_model(model, shape, granularity=granularity)
 
     console = Console(stderr=True)
@@ -81,7 +81,7 @@ def profile(
         result = measure_profile(
             captured, repeats=repeats, threads=threads, progress=progress, clock=clock, torch_device=torch_device
         )
-    result.save(out)
+    write_text_output(out, "--out", json.dumps(result.to_dict(), indent=1))
 
     table = Table(title=f"{result.model}: slowest nodes ({len(result.nodes)} timed, {result.granularity} granularity)")
     for column, justify in (("node", "left"), ("op", "left"), ("median ms", "right"), ("IQR ms", "right"),

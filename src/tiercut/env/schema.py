@@ -141,6 +141,28 @@ class UserModel(_Strict):
     query_rate_hz: float = Field(default=1.0, gt=0)
     input_shape: tuple[int, ...] | None = None
 
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        """Data only: a zoo name or an .onnx / graph JSON path (a package.module:factory is run only with --allow-code)."""
+        from tiercut.graph.models import ZOO, is_factory_spec
+
+        if value in ZOO or value.lower().endswith((".onnx", ".json")) or is_factory_spec(value):
+            return value
+        raise ValueError(f"model {value!r} is not a zoo model ({', '.join(ZOO)}), an .onnx file or a graph JSON file")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        from tiercut.graph.models import check_input_shape
+
+        if value is not None:
+            try:
+                check_input_shape(value, str(list(value)))
+            except TiercutError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
 
 class EnvironmentModel(_Strict):
     schema_version: int = SCHEMA_VERSION

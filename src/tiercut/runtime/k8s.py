@@ -11,6 +11,12 @@ A device whose catalog entry is a GPU (``kind: gpu``) runs the CUDA image
 plugin's extended resource; a limit, which Kubernetes also uses as the
 request) and serves with ``--torch-device cuda``.
 
+The token travels only as a Kubernetes Secret (never in the Deployment's
+arguments or environment literals). With ``tls_secret``, the workers serve
+mutual TLS from a Secret of the ``kubernetes.io/tls`` kind plus ``ca.crt``
+mounted read-only; without it they pass ``--insecure`` (the token then
+crosses the cluster network in clear, which ``tiercut deploy`` warns about).
+
 :func:`validate_manifest` checks a manifest against the Kubernetes object
 schema offline, with the official ``kubernetes`` Python client's models
 (pydantic models generated from the Kubernetes OpenAPI document, version
@@ -33,6 +39,9 @@ TOKEN_KEY = "token"
 ENVIRONMENT_KEY = "environment.yaml"
 STORE_PATH = "/var/lib/tiercut"
 CONFIG_PATH = "/etc/tiercut"
+TLS_PATH = "/etc/tiercut-tls"
+#: keys of the TLS Secret (``kubectl create secret tls NAME --cert --key``, plus ``ca.crt``)
+TLS_KEYS = {"cert": "tls.crt", "key": "tls.key", "ca": "ca.crt"}
 SERVER_TIERS = ("edge", "cloud")
 #: the extended resource the NVIDIA device plugin advertises
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -76,6 +85,8 @@ class K8sSettings:
         image_pull_policy: ``IfNotPresent``, ``Always`` or ``Never``.
         gpu_image: the image of workers on GPU devices (``Dockerfile.cuda``).
         gpus_per_worker: ``nvidia.com/gpu`` each GPU worker requests.
+        tls_secret: a Secret with ``tls.crt``, ``tls.key`` and ``ca.crt``: the
+            workers serve mutual TLS with it (None: plaintext, ``--insecure``).
     """
 
     image: str = "tiercut-worker:0.1.0"
@@ -89,12 +100,15 @@ class K8sSettings:
     image_pull_policy: str = "IfNotPresent"
     gpu_image: str = "tiercut-worker:0.1.0-cuda"
     gpus_per_worker: int = 1
+    tls_secret: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise TiercutError(f"port {self.port} is out of range 1..65535")
         dns_label(self.namespace)
         dns_label(self.secret_name)
+        if self.tls_secret is not None:
+            dns_label(self.tls_secret)
         if self.image_pull_policy not in ("IfNotPresent", "Always", "Never"):
             raise TiercutError(f"image pull policy {self.image_pull_policy!r} is not IfNotPresent, Always or Never")
         for image in (self.image, self.gpu_image):
@@ -209,6 +223,14 @@ def _device_objects(device: Any, names: Mapping[str, str], settings: K8sSettings
         {"name": "store", "emptyDir": {"sizeLimit": _quantity(store_bytes + 2**26)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
+    if settings.tls_secret is not None:
+        for what, key in TLS_KEYS.items():
+            args += [f"--tls-{what}", f"{TLS_PATH}/{key}"]
+        mounts.append({"name": "tls", "mountPath": TLS_PATH, "readOnly": True})
+        # owned by root, group fsGroup: the non-root worker reads them through its group
+        volumes.append({"name": "tls", "secret": {"secretName": settings.tls_secret, "defaultMode": 0o440}})
+    else:
+        args.append("--insecure")  # plaintext inside the cluster: the token crosses its network in clear
     if settings.emulate_links:
         mounts.append({"name": "environment", "mountPath": CONFIG_PATH, "readOnly": True})
         volumes.append({"name": "environment", "configMap": {"name": "tiercut-environment"}})

@@ -111,12 +111,14 @@ class DeviceProgram:
     def manifest(self) -> Any:
         return self.inner.manifest
 
-    def run(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        from torch.utils._pytree import tree_map
+    def run(self, values: Mapping[str, Any], control: Any = None) -> dict[str, Any]:
+        from tiercut.runtime.codec import unflatten_value
 
-        moved = tree_map(lambda v: v.to(self.device) if hasattr(v, "to") and hasattr(v, "device") else v, dict(values))
-        outputs = self.inner.run(moved)
-        return tree_map(lambda v: v.cpu() if hasattr(v, "cpu") else v, outputs)
+        leaves = [leaf.to(self.device) for leaf in self.inner.check_inputs(values)]  # checked on the CPU, as received
+        outputs = [t.cpu() for t in self.inner.run_leaves(leaves, control)]
+        manifest = self.inner.manifest
+        return {name: unflatten_value(structure, outputs)
+                for name, structure in zip(manifest.output_names, manifest.output_structures, strict=True)}
 
 
 def on_device(program: Any, device: str) -> Any:
