@@ -29,6 +29,7 @@ USER 10001:10001
 WORKDIR /var/lib/tiercut
 VOLUME ["/var/lib/tiercut"]
 EXPOSE 50051
-# the same options as `tiercut serve`; the token comes from $TIERCUT_TOKEN
+# the same options as `tiercut serve`; the token comes from $TIERCUT_TOKEN. On 0.0.0.0 a token needs
+# TLS (--tls-cert/--tls-key/--tls-ca, e.g. a mounted Secret) or an explicit --insecure on a trusted network.
 ENTRYPOINT ["python", "-m", "tiercut.runtime"]
 CMD ["--device", "edge", "--listen", "0.0.0.0:50051", "--store", "/var/lib/tiercut"]

@@ -28,15 +28,17 @@ chromium:
 	else echo "chromium is missing and apt-get is unavailable (or not root): the HTML report test will be skipped"; fi
 
 test: $(STAMP) chromium
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools
 
 bench: $(STAMP)
 	$(PY) benchmarks/graph_extraction.py
 	$(PY) benchmarks/prediction_accuracy.py
+	$(PY) benchmarks/device_transfer.py
+	$(PY) benchmarks/host_calibration.py
 	$(PY) benchmarks/planners.py
 	$(PY) benchmarks/migration_experiment.py
 	$(PY) benchmarks/simulator.py

@@ -12,7 +12,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def host_description() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads of this machine."""
+    """CPU model, cores, load average (when written), torch version and threads of this machine."""
     import torch
 
     cpu = platform.processor() or ""
@@ -26,6 +26,7 @@ def host_description() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()),  # 1, 5, 15 min: other work sharing the machine
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),

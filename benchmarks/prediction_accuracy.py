@@ -144,6 +144,7 @@ def leave_one_model_out(
                 "context_measured_s": held.whole_model.median_s - held.sum_of_nodes_s,
                 "node_mdape": float(np.median(ape)),
                 "node_mdape_over_100us": float(np.median(ape[big])) if big.any() else None,
+                "profile_quality": held.quality.to_dict() if held.quality is not None else None,
                 "nodes": [
                     {"name": n, "op": f.op, "measured_s": float(m), "predicted_s": float(p), "model": u}
                     for n, f, m, p, u in zip(held.nodes, features, measured, predicted, used, strict=True)
@@ -274,7 +275,10 @@ def main() -> int:
             "profiled_host": host.to_dict() if host is not None else None,
             "summary": summary,
             "rows": rows_by_gran,
-            "note": "timings from a machine shared with other processes are noisy; re-run on a quiet machine",
+            "note": "timings from a machine shared with other processes are noisy; each row's profile_quality says "
+            "whether its host was busy (load, spread, node-sum gap) -- re-run with --clock cpu or on a quiet machine",
+            "busy_profiles": [r["model"] for rows in rows_by_gran.values() for r in rows
+                              if r.get("profile_quality") and r["profile_quality"]["verdict"] != "stable"],
         },
     )
     print(f"wrote {path} and {png}")

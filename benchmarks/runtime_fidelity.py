@@ -6,7 +6,11 @@ Sections (``--sections``, all by default):
   64 KiB .. 16 MiB, and of partition bundles (safetensors + digests);
 - ``transport``: one hop to a worker process on loopback with unlimited
   emulated bandwidth, a 1 MiB tensor each way: round trip minus the
-  worker's compute, halved = overhead per hop (target < 2 ms);
+  worker's compute, halved = overhead per hop (target < 2 ms), with every
+  check of the worker on (frame checksums, the run's input and per-step
+  checks, budgets, the execution thread); also a plain grpc.aio echo of
+  1 MiB, the floor under any gRPC runtime on this machine, and what tiercut
+  adds above it;
 - ``formats``: the zoo's partitions (each model cut in three) as
   ``aten-json`` programs (ATen interpreter) and ``onnx`` programs
   (onnxruntime): run time on this CPU, max deviation from PyTorch;
@@ -34,6 +38,7 @@ import argparse
 import asyncio
 import itertools
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -161,6 +166,8 @@ def transport(quick: bool) -> dict[str, Any]:
         "round_trip_median_s": statistics.median(s[0] for s in samples),
         "worker_compute_median_s": statistics.median(s[1] for s in samples),
         "overhead_per_hop_median_s": per_hop,
+        # what tiercut adds to gRPC itself (frames, checks, thread handoff): steadier than the total on a loaded machine
+        "overhead_above_grpc_floor_per_hop_s": per_hop - floor / 2,
         "overhead_per_hop_p90_s": sorted(overhead)[int(0.9 * len(overhead))],
         "frame_bytes_per_round_trip": samples[0][2],
         "target_s": TARGET_HOP_S,
@@ -591,7 +598,9 @@ def main() -> int:
         t = out["transport"]
         print(
             f"{'transport':<14} {t['overhead_per_hop_median_s'] * 1e3:.2f} ms per hop for 1 MiB (target < 2 ms); "
-            f"plain gRPC echo on this machine {t['grpc_floor_per_hop_s'] * 1e3:.2f} ms per hop"
+            f"plain gRPC echo on this machine {t['grpc_floor_per_hop_s'] * 1e3:.2f} ms per hop "
+            f"(+{t.get('overhead_above_grpc_floor_per_hop_s', math.nan) * 1e3:.2f} ms above it; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
     if "formats" in out:
         print(f"{'formats':<14} " + ", ".join(f"{r['model']} onnx x{r['onnx_speedup']:.2f}" for r in out["formats"]["rows"]))

@@ -67,3 +67,8 @@ def not_a_module() -> str:
 
 def raises() -> nn.Module:
     raise RuntimeError("factory exploded")
+
+
+def exits() -> nn.Module:
+    """A factory that tries to end the process (tiercut must turn it into a one-line error)."""
+    raise SystemExit(0)

@@ -31,7 +31,7 @@ def test_two_device_preset_takes_powers_from_env_and_catalog():
     problem = build_problem(tiny_graph(), env, compute_s=table(["mobile", "cloud"], "mobile"), objective="energy_source")
     mobile = problem.device("mobile")
     assert mobile.power_tx_w == pytest.approx(5.479)  # the preset's radio power
-    assert mobile.power_compute_w > mobile.power_idle_w > 0  # the catalog's Jetson TX2 figures
+    assert mobile.power_compute_w > mobile.power_idle_w > 0  # the catalog's Jetson TK1 figures
     assert problem.source == "mobile"
     assert problem.link("mobile", "cloud").bandwidth_bytes_per_s == pytest.approx(2.36e6)
     assert problem.provenance["mobile"] == "given compute table"
@@ -96,3 +96,38 @@ def test_profiler_times_for_every_preset(preset):
     assert set(problem.provenance) == set(problem.device_names)
     result = plan(problem, "ilp")
     assert result.optimal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["latency", "energy_source"])
+def test_alexnet_on_neurosurgeon_wifi_is_split_and_the_exact_planners_agree(objective):
+    """Neurosurgeon partitions AlexNet on Wi-Fi (Kang et al., ASPLOS'17); with the paper's devices
+    (Jetson TK1, Tesla K40) and the catalog's figures tiercut's planners split it too."""
+    from tiercut.graph import extract_graph
+
+    problem = build_problem(extract_graph("alexnet"), load_environment("neurosurgeon-wifi"), objective=objective)
+    assert problem.provenance["mobile"].startswith("jetson_tk1") and "device model" in problem.provenance["mobile"]
+    exact = {name: plan(problem, name) for name in ("ilp", "mincut", "dp", "shortest-path", "neurosurgeon")}
+    best = exact["ilp"]
+    for name, result in exact.items():
+        assert result.feasible and result.objective_value == pytest.approx(best.objective_value, rel=1e-9), name
+    if objective == "latency":
+        compute_nodes = [n.name for n in problem.graph if not n.is_input]
+        used = {best.placement[n] for n in compute_nodes}
+        assert used == {"mobile", "cloud"}  # neither all-local nor all-server
+        local = plan(problem, "local")
+        cloud = plan(problem, "all-on", device="cloud")
+        assert best.latency_s < local.latency_s and best.latency_s < cloud.latency_s
+
+
+@pytest.mark.slow
+def test_the_demo_shows_a_split_that_beats_local_only_and_cloud_only_with_numbers(tmp_path):
+    from tiercut.cli.demo_cmd import _case, demo_cases
+
+    assert demo_cases()[0] == ("alexnet", "neurosurgeon-wifi")
+    echoed: list[str] = []
+    lines = _case("alexnet", "neurosurgeon-wifi", tmp_path, echoed.append)
+    best = next(line for line in lines if line.startswith("Best:"))
+    assert "splits the model over mobile, cloud and beats both local-only (" in best and "cloud-only (" in best
+    assert "x)" in best and "beats both" in echoed[0]
+    assert (tmp_path / "alexnet@neurosurgeon-wifi.json").exists()

@@ -93,7 +93,7 @@ def test_a_valid_user_catalog_loads_and_yaml_exponents_without_sign_are_numbers(
     assert load_catalog_file(path)["dev"].peak_flops == 4.5e9
 
 
-@pytest.mark.parametrize("text", ["devices: [1, 2", "schema_version: 2\ndevices: {}", "- a list"])
+@pytest.mark.parametrize("text", ["devices: [1, 2", "schema_version: 3\ndevices: {}", "- a list"])
 def test_bad_catalog_files_are_one_line_errors(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)

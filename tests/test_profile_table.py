@@ -41,8 +41,10 @@ def test_a_full_profile_makes_the_host_column_measured_and_devices_predicted():
     assert table.count("measured") == len(names) and table.count("predicted", "edge") == len(names)
     # in context, the host column adds up to the measured whole-model time
     assert table.total_s("client") == pytest.approx(_profile().whole_model.median_s, rel=1e-9)
-    # an A100 is faster than the Jetson Nano on every node
-    assert all(table.seconds[n]["cloud"] < table.seconds[n]["edge"] for n in names)
+    # an A100 is faster than the Jetson Nano on every node that does work (views cost nothing on either)
+    working = [n for n in names if graph[n].flops > 0]
+    assert working and all(table.seconds[n]["cloud"] < table.seconds[n]["edge"] for n in working)
+    assert all(table.seconds[n]["cloud"] <= table.seconds[n]["edge"] for n in names)
 
 
 def test_without_context_the_host_column_is_the_raw_medians():

@@ -403,6 +403,7 @@ def test_demo_writes_the_html_report_and_prints_its_path(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(demo_cmd, "DEMO_MODELS", ("alexnet",))
     monkeypatch.setattr(demo_cmd, "DEMO_ENVS", ("migration-12",))
+    monkeypatch.setattr(demo_cmd, "FAITHFUL_CASES", ())
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     page = tmp_path / "report.html"

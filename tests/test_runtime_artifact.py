@@ -17,11 +17,11 @@ from tiercut.runtime.artifact import (
     ArtifactError,
     PartitionBundle,
     Program,
-    ProgramManifest,
     build_program,
     check_operator,
     load_program,
-    sha256_hex,
+    make_program,
+    program_id,
     tensor_digest,
 )
 from tiercut.runtime.migration import record_values
@@ -93,7 +93,7 @@ def test_resnet_partitions_are_exact_and_carry_their_weights_by_digest(capture_z
     assert torch.equal(_run_remote(split, built, (x,)), expected)
     for partition, program in built:
         manifest = program.program.manifest
-        assert manifest.program_id == sha256_hex(program.program.data)
+        assert manifest.program_id == program_id(manifest, program.program.data)
         assert set(manifest.weights.values()) == set(program.weights)
         for digest, tensor in program.weights.items():
             assert tensor_digest(tensor) == digest
@@ -144,37 +144,33 @@ def _one_program():
 def _forge(program, mutate) -> Program:
     body = json.loads(program.program.data)
     mutate(body)
-    data = json.dumps(body).encode()
-    manifest = ProgramManifest.from_dict(
-        {**program.program.manifest.to_dict(), "program_id": sha256_hex(data), "program_bytes": len(data)}
-    )
-    return Program(manifest, data)
+    return make_program(program.program.manifest, json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(
-    "op, message",
+    "op",
     [
-        ("aten.from_file.default", "never runs"),
-        ("aten._print.default", "never runs"),
-        ("prims.add.default", "only ATen"),
-        ("builtins.eval", "only ATen"),
-        ("os.system", "only ATen"),
-        ("aten.__class__.default", "does not have"),
-        ("aten.no_such_op.default", "does not have"),
-        ("aten.add.no_such_overload", "overload"),
+        "aten.from_file.default",
+        "aten._print.default",
+        "aten.as_strided.default",
+        "aten.set_.source_Storage",
+        "aten.resize_.default",
+        "aten._unsafe_view.default",
+        "aten.empty.memory_format",
+        "aten.relu_.default",
+        "aten.add.out",
+        "prims.add.default",
+        "builtins.eval",
+        "os.system",
+        "aten.__class__.default",
+        "aten.no_such_op.default",
+        "aten.add.no_such_overload",
     ],
 )
-def test_operators_outside_the_allowed_set_are_refused(op, message):
-    with pytest.raises(ArtifactError, match=message):
+def test_operators_outside_the_allow_list_are_refused_by_name(op):
+    with pytest.raises(ArtifactError, match=r"not on this worker's allow-list") as info:
         check_operator(op)
-
-
-def test_string_arguments_that_are_not_options_are_refused():
-    assert check_operator("aten.gelu.default")  # approximate="none" is an option
-    assert check_operator("aten.div.Tensor_mode")  # rounding_mode
-    assert check_operator("aten.fft_fft.default")  # norm="backward"
-    with pytest.raises(ArtifactError, match="string argument 'a'"):
-        check_operator("aten.add.str")  # strings that are data, not options
+    assert op in str(info.value)
 
 
 def test_a_program_calling_a_forbidden_operator_is_refused_at_load():
@@ -184,7 +180,7 @@ def test_a_program_calling_a_forbidden_operator_is_refused_at_load():
         body["nodes"][0]["op"] = "aten.from_file.default"
         body["nodes"][0]["args"] = ["/etc/passwd"]
 
-    with pytest.raises(ArtifactError, match="never runs"):
+    with pytest.raises(ArtifactError, match=r"aten\.from_file\.default.*allow-list"):
         load_program(_forge(program, to_from_file), program.weights)
 
 
@@ -196,7 +192,7 @@ def test_a_program_writing_into_a_weight_is_refused():
         body["nodes"].insert(0, {"name": "poison", "op": "aten.t.default", "args": [{"ref": weight}], "kwargs": {}})
         body["nodes"].insert(1, {"name": "poison2", "op": "aten.mul_.Scalar", "args": [{"ref": "poison"}, 0.0], "kwargs": {}})
 
-    with pytest.raises(ArtifactError, match="writes in place"):
+    with pytest.raises(ArtifactError, match=r"aten\.mul_\.Scalar.*allow-list"):
         load_program(_forge(program, write_weight), program.weights)
 
 
@@ -205,7 +201,7 @@ def test_a_program_writing_into_a_weight_is_refused():
     [
         (lambda b: b["nodes"][0].update(args=[{"ref": "later_node"}]), "before it is defined"),
         (lambda b: b["nodes"][0].update(args=[{"pickle": "x"}]), "not a known kind"),
-        (lambda b: b["nodes"][0].update(args=[{"device": "file:///etc"}]), "only cpu and cuda"),
+        (lambda b: b["nodes"][0].update(args=[{"device": "file:///etc"}]), "runs programs on cpu"),
         (lambda b: b.update(schema_version=99), "schema version"),
         (lambda b: b["nodes"].append(dict(b["nodes"][0])), "twice"),
     ],
@@ -237,8 +233,7 @@ def test_onnx_programs_reading_files_or_custom_domains_are_refused():
         model = onnx.load_from_string(program.program.data)
         edit(model)
         data = model.SerializeToString()
-        manifest = ProgramManifest.from_dict({**program.program.manifest.to_dict(), "program_id": sha256_hex(data)})
-        return Program(manifest, data)
+        return make_program(program.program.manifest, data)
 
     def read_passwd(model):
         init = model.graph.initializer[0]

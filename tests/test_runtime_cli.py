@@ -73,17 +73,18 @@ def test_sizes_read_like_people_write_them():
 def test_deploy_writes_manifests_for_every_server_device(tmp_path, capsys):
     out = tmp_path / "workers.yaml"
     code, stdout, err = invoke(
-        deploy, ["k8s", "--env", "three-tier", "-o", str(out), "--image", "registry.example/tiercut:1"], capsys
+        deploy, ["k8s", "--env", "three-tier", "-o", str(out), "--image", "registry.example/tiercut:1",
+                 "--gpu-image", "registry.example/tiercut:1-cuda"], capsys
     )
     assert code == 0 and "kubectl apply -f" in stdout and "keep it private" in err
     docs = list(yaml.safe_load_all(out.read_text()))
     kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert ("Deployment", "tiercut-worker-edge") in kinds and ("Service", "tiercut-worker-cloud") in kinds
-    assert all(
-        d["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/tiercut:1"
-        for d in docs
-        if d["kind"] == "Deployment"
-    )
+    images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for d in docs if d["kind"] == "Deployment"}
+    # the Xeon edge runs the CPU image, the A100 cloud the CUDA one
+    assert images == {"tiercut-worker-edge": "registry.example/tiercut:1",
+                      "tiercut-worker-cloud": "registry.example/tiercut:1-cuda"}
     code, stdout, _ = invoke(deploy, ["k8s", "--env", "three-tier", "--existing-secret"], capsys)
     assert code == 0 and "kind: Deployment" in stdout and "kind: Secret" not in stdout
 

@@ -234,6 +234,7 @@ def test_a_worker_gone_for_good_leaves_every_query_local_and_correct(env_file):
         max_attempts=3,
         upload_timeout_floor_s=2.0,
         keep_uploading_s=10.0,
+        give_up_unreachable_s=1.0,
     )
     with LocalCluster(["edge"], env=str(env_file)) as cluster:
         addresses = cluster.addresses
@@ -243,8 +244,10 @@ def test_a_worker_gone_for_good_leaves_every_query_local_and_correct(env_file):
         )
     assert result.failed_queries == 0 and all(q.output_matches for q in result.queries)
     assert all(q.stage == 0 for q in result.queries) and len(result.queries) == 12
-    assert "edge" in result.abandoned and result.upload_end_s is None
-    assert len(result.attempts) == settings.max_attempts and not any(a.ok for a in result.attempts)
+    assert "unreachable" in result.abandoned["edge"] and result.upload_end_s is None
+    # an unreachable worker is probed (with a capped backoff) until give_up_unreachable_s, not max_attempts times
+    assert len(result.attempts) > settings.max_attempts and not any(a.ok for a in result.attempts)
+    assert all(a.code == "unavailable" for a in result.attempts)
 
 
 def test_a_worker_with_a_store_keeps_its_partitions_for_the_next_run(env_file, tmp_path):
@@ -267,3 +270,76 @@ def test_a_worker_with_a_store_keeps_its_partitions_for_the_next_run(env_file, t
     assert second.attempts == () and second.upload_end_s == 0.0
     final = max(s.index for s in migration.stages)
     assert [q.stage for q in second.queries] == [final] * 3 and all(q.output_matches for q in second.queries)
+
+
+def _same_architecture(seed: int):
+    """TinyNet with its own random weights: two users, one architecture."""
+    import torch
+
+    from fixtures_models import tiny_net
+    from tiercut.graph import capture_model
+
+    torch.manual_seed(seed)
+    captured = capture_model(tiny_net(), (1, 3, 8, 8))
+    nodes = [n.name for n in captured.graph.nodes]
+    return prepare_migration(captured, staged_plan(captured, [nodes[1:-1]]), label="tiny")
+
+
+@pytest.mark.slow
+def test_two_users_with_one_architecture_and_other_weights_share_a_worker_and_get_their_own_answers():
+    alice, bob = _same_architecture(1), _same_architecture(2)
+    ids = {m: [i.partition_id for i in m.uploads["edge"]] for m in (alice, bob)}
+    assert ids[alice] != ids[bob] and all(i.startswith("tiny.") and "@" in i for i in ids[alice])
+    settings = RunSettings(queries=3, queries_after_upload=2, verify_outputs=True, max_run_s=120)
+    with LocalCluster(["edge"]) as cluster:
+        runs = [
+            run_migration(m, cluster.addresses, credentials=cluster.credentials(), settings=settings) for m in (alice, bob)
+        ]
+        # alice again without uploading: her partitions are still there, untouched by bob's
+        again = run_migration(
+            alice,
+            cluster.addresses,
+            credentials=cluster.credentials(),
+            settings=RunSettings(queries=3, fresh=False, verify_outputs=True, max_run_s=120),
+        )
+    for result in [*runs, again]:
+        assert result.failed_queries == 0 and all(q.output_matches for q in result.queries)
+        assert not any(q.fallback for q in result.queries if q.stage > 0)
+    assert again.attempts == () and [q.stage for q in again.queries] == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_upload_and_back_with_its_store_10_s_later_gets_the_rest(env_file, tmp_path):
+    migration = _migration("resnet18")
+    settings = RunSettings(
+        queries=40,
+        rate_hz=2.0,
+        verify_outputs=True,
+        queries_after_upload=3,
+        max_run_s=300,
+        backoff_s=0.2,
+        backoff_max_s=1.0,
+        max_attempts=3,  # a worker that answers may refuse 3 times; an unreachable one is probed, not counted
+        suspect_s=0.5,
+    )
+    environment = load_environment(env_file)
+    with LocalCluster(["edge"], env=str(env_file), bandwidth_scale=0.2, store_root=tmp_path) as cluster:
+        thread, box, confirmed = _run_in_background(migration, cluster, settings, environment=environment, bandwidth_scale=0.2)
+        assert confirmed.wait(timeout=120), "no upload was confirmed"
+        cluster.processes["edge"].kill()  # mid-upload: the first partition is in (and in the store), the rest is not
+        killed_at = time.time()
+        time.sleep(10.0)
+        cluster.restart("edge")  # with its store: it still holds what it confirmed
+        thread.join(timeout=280)
+        log = (cluster.log_dir / "edge.log").read_text()
+    assert "error" not in box, box.get("error")
+    result = box["result"]
+    _check_outputs_and_order(result, migration)
+    assert "reloaded 1 partition(s)" in log
+    first_ok = [a for a in result.attempts if a.position == 1 and a.ok]
+    assert len(first_ok) == 1  # the store kept it: it was not uploaded again
+    probes = [a for a in result.attempts if not a.ok and a.code == "unavailable"]
+    assert len(probes) > settings.max_attempts  # probed with a capped backoff all along, never given up
+    assert result.started_at + result.upload_end_s > killed_at + 10.0  # the rest went up after the restart
+    final = max(s.index for s in migration.stages)
+    assert any(q.stage == final and not q.fallback for q in result.queries)

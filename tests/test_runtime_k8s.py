@@ -101,3 +101,42 @@ def test_environments_without_servers_or_with_clashing_names_are_refused():
     assert dns_label("Edge_Server #1", prefix="tiercut-worker-") == "tiercut-worker-edge-server-1"
     with pytest.raises(TiercutError, match="image"):
         K8sSettings(image="bad image")
+
+
+def test_gpu_devices_request_an_nvidia_gpu_and_run_the_cuda_image(kubernetes_schema):
+    """three-tier's cloud is an A100 (a GPU entry); its edge a Xeon (a CPU entry)."""
+    environment = load_environment("three-tier")
+    docs = worker_manifests(environment, K8sSettings(gpu_image="reg/tiercut:cuda"))
+    for doc in docs:
+        validate_manifest(doc)
+    by_device = {d["metadata"]["labels"]["tiercut.io/device"]: d for d in docs if d["kind"] == "Deployment"}
+    cloud = by_device["cloud"]["spec"]["template"]["spec"]["containers"][0]
+    edge = by_device["edge"]["spec"]["template"]["spec"]["containers"][0]
+    assert cloud["resources"]["limits"]["nvidia.com/gpu"] == "1" and cloud["image"] == "reg/tiercut:cuda"
+    assert cloud["args"][cloud["args"].index("--torch-device") + 1] == "cuda"
+    assert "nvidia.com/gpu" not in edge["resources"].get("limits", {}) and "--torch-device" not in edge["args"]
+    assert edge["image"] == K8sSettings().image
+    with pytest.raises(TiercutError, match="GPUs per worker"):
+        K8sSettings(gpus_per_worker=0)
+
+
+def test_the_cuda_dockerfile_is_a_build_variant_of_the_worker_image():
+    """docker cannot run here: the CUDA variant is checked by reading it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cpu, cuda = (root / "Dockerfile").read_text(), (root / "Dockerfile.cuda").read_text()
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cu" in cuda and "--index-url ${TORCH_INDEX}" in cuda
+    assert "NVIDIA_VISIBLE_DEVICES" in cuda and '"--torch-device", "cuda"' in cuda
+    for line in ("USER 10001:10001", 'ENTRYPOINT ["python", "-m", "tiercut.runtime"]', "EXPOSE 50051"):
+        assert line in cpu and line in cuda  # same non-root worker, same entry point
+    statements = [ln for ln in cuda.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    joined, current = [], ""
+    for line in statements:  # join backslash continuations into one instruction each
+        current += line.rstrip("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            joined.append(current.split()[0])
+            current = ""
+    assert joined and not current
+    assert set(joined) <= {"ARG", "FROM", "ENV", "WORKDIR", "RUN", "COPY", "USER", "VOLUME", "EXPOSE", "ENTRYPOINT", "CMD"}
+    assert joined[0] == "ARG" and joined.count("FROM") == 2  # a two-stage build like ./Dockerfile

@@ -135,7 +135,7 @@ def scenario(out_path: str) -> None:
                     listen=f"0.0.0.0:{PORT}",
                     token=token,
                     peers=peers[device],
-                    extra_args=["--torch-threads", "1"],
+                    extra_args=["--torch-threads", "1", "--insecure"],  # the namespaces' veths are the trusted network
                     command_prefix=inside[device],
                     log_path=Path(out_path).with_suffix(f".{device}.log"),
                 )

@@ -113,3 +113,49 @@ def test_evicted_programs_are_rebuilt_on_demand():
     first_id = b1.programs[0].manifest.program_id
     assert store.program(first_id) is not None  # rebuilt after eviction by the second
     assert store.program("no-such-program") is None
+
+
+def test_leftover_temporary_files_are_removed_at_start(tmp_path):
+    b1, _, _, _ = _two_bundles()
+    store = PartitionStore(directory=tmp_path)
+    _admit(store, b1)
+    (tmp_path / "m.1.0123456789abcdef.safetensors.tmp").write_bytes(b"half a bundle")  # a crash mid-write
+    (tmp_path / (INDEX_FILE + ".tmp")).write_text("{")
+    report = PartitionStore(directory=tmp_path).open()
+    assert report.loaded == ("m.1",) and sorted(report.removed) == ["index.json.tmp", "m.1.0123456789abcdef.safetensors.tmp"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_bundle_named_for_other_content_is_refused_and_content_names_never_clash():
+    b1, _, _, _ = _two_bundles()
+    store = PartitionStore()
+    named = b1.named("m")
+    assert named.partition_id == f"m@{b1.content_digest()}"
+    _admit(store, named)
+    lying = PartitionBundle(f"m@{'f' * 64}", b1.nodes, b1.weights, b1.programs)
+    with pytest.raises(ArtifactError, match="does not hold the content"):
+        _admit(store, lying)
+    for bad in ("", "x" * 201, "a/b", "a\nb", "ünïcode"):
+        with pytest.raises(ArtifactError, match="partition id"):
+            _admit(store, PartitionBundle(bad, (), {}, ()))
+
+
+def test_programs_with_the_same_bytes_and_other_weights_are_two_programs():
+    import dataclasses
+
+    from tiercut.runtime.artifact import make_program, tensor_digest
+
+    b1, _, _, values = _two_bundles()
+    program = b1.programs[0]
+    name, digest = next(iter(program.manifest.weights.items()))
+    other = torch.ones_like(b1.weights[digest])
+    manifest = dataclasses.replace(program.manifest, weights={**program.manifest.weights, name: tensor_digest(other)})
+    twin = make_program(manifest, program.data)
+    assert twin.data == program.data and twin.manifest.program_id != program.manifest.program_id
+    store = PartitionStore()
+    _admit(store, b1)
+    _admit(store, PartitionBundle("twin", b1.nodes, {tensor_digest(other): other}, (twin,), tuple(sorted(b1.weights))))
+    inputs = {n: values[n] for n in program.manifest.input_names}
+    first = store.program(program.manifest.program_id).run(inputs)
+    second = store.program(twin.manifest.program_id).run(inputs)
+    assert not all(torch.equal(first[k], second[k]) for k in first)

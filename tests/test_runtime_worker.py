@@ -437,3 +437,138 @@ def test_worker_settings_are_checked():
         WorkerConfig(device="edge", max_store_bytes=0)
     with pytest.raises(TiercutError, match="together"):
         Credentials(tls_cert=Path("a.pem"))
+
+
+# ----------------------------------------------------------------- execution off the event loop
+def _long_program(seconds: float = 5.0):
+    """A chain of identity matrix products taking at least about ``seconds`` here (its output is its input, exactly).
+
+    Few heavy steps (1024 x 1024 products): checking the program at upload costs per step, running it per FLOP.
+    """
+    import time
+
+    from runtime_programs import hand_program, node, ref
+
+    size = 1024
+    eye, x = torch.eye(size), torch.randn(size, size)
+    for _ in range(2):  # warm up
+        torch.mm(x, eye)
+    times = []
+    for _ in range(8):
+        start = time.perf_counter()
+        torch.mm(x, eye)
+        times.append(time.perf_counter() - start)
+    per_step = sorted(times)[len(times) // 4]  # a fast step: the chain takes at least about ``seconds``
+    steps = int(min(20_000, max(20, seconds / per_step)))
+    nodes = [node("m0", "aten.mm.default", ref("x"), ref("eye"))]
+    nodes += [node(f"m{i}", "aten.mm.default", ref(f"m{i - 1}"), ref("eye")) for i in range(1, steps)]
+    program, weights = hand_program(nodes, {"x": x}, {"eye": eye}, [f"m{steps - 1}"], [((size, size), torch.float32)])
+    return program, weights, x, steps
+
+
+def _program_route(program) -> Route:
+    manifest = program.manifest
+    step = Step(0, "edge", manifest.program_id, manifest.input_names, manifest.output_names)
+    return Route((step,), manifest.output_names, "end")
+
+
+async def _until(predicate, connection, limit_s: float = 60.0) -> dict:
+    """Poll the worker's status until ``predicate`` holds (a bound on the wait, not a timing assertion)."""
+    for _ in range(int(limit_s / 0.02)):
+        status = await connection.status()
+        if predicate(status):
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the worker never reached the expected state: {status}")
+
+
+@pytest.mark.slow
+def test_status_and_an_upload_are_answered_while_a_long_query_runs():
+    from runtime_programs import bundle_of
+
+    program, weights, x, _ = _long_program(5.0)
+    long_bundle = bundle_of("long", program, weights)
+    _, _, bundles, _ = _setup(("end", "edge", "edge"))
+    other = bundles["edge"]
+    route = _program_route(program)
+
+    async def scenario():
+        worker, address = await _start("edge", threads=1)
+        connection = Connection("edge", address, Credentials(token=TOKEN))
+        try:
+            data, sha = _bytes(long_bundle)
+            assert (await connection.upload(long_bundle.partition_id, data, sha)).ok
+            meta = {"route": route.to_dict(), "position": 0, "chain": ["end"], "wanted": list(route.result_names)}
+            query = asyncio.ensure_future(connection.execute(meta, {"x": x}))
+            running = await _until(lambda s: s["runs_active"] == 1, connection)
+            answered_while_running = not query.done()
+            data, sha = _bytes(other)
+            cr = await connection.upload(other.partition_id, data, sha)
+            uploaded_while_running = not query.done()
+            reply = await query
+            return running, answered_while_running, cr, uploaded_while_running, reply
+        finally:
+            await connection.close()
+            await worker.stop()
+
+    running, answered_while_running, cr, uploaded_while_running, reply = _run(scenario())
+    assert running["runs_active"] == 1 and answered_while_running  # Status came back before the query
+    assert cr.ok and uploaded_while_running  # so did a whole upload, verified and admitted
+    assert torch.equal(reply.frame.values[route.result_names[0]], x)
+
+
+def test_a_query_whose_deadline_passes_stops_at_the_next_step_and_frees_its_thread():
+    program, weights, x, steps = _long_program(10.0)
+    route = _program_route(program)
+    _, split, bundles, small_route = _setup(("end", "edge", "edge"))
+
+    async def scenario():
+        from runtime_programs import bundle_of
+
+        worker, address = await _start("edge", threads=1)
+        connection = Connection("edge", address, Credentials(token=TOKEN))
+        try:
+            for bundle in (bundle_of("long", program, weights), bundles["edge"]):
+                data, sha = _bytes(bundle)
+                assert (await connection.upload(bundle.partition_id, data, sha)).ok
+            meta = {"route": route.to_dict(), "position": 0, "chain": ["end"], "wanted": list(route.result_names)}
+            with pytest.raises(RemoteError) as expired:
+                await connection.execute(meta, {"x": x}, timeout_s=1.0)
+            stopped = await _until(lambda s: s["runs_active"] == 0 and s["counters"].get("runs_stopped", 0) == 1, connection)
+            x_small = torch.randn(4, 16)
+            output, _ = await _query(small_route, split, (x_small,), {"edge": connection})  # the one thread is free
+            return expired.value, stopped, x_small, output
+        finally:
+            await connection.close()
+            await worker.stop()
+
+    expired, stopped, x_small, output = _run(scenario())
+    assert expired.code == "DEADLINE_EXCEEDED"
+    assert stopped["counters"]["stopped_runs_steps_done"] < steps  # it did not run to the end
+    with torch.no_grad():
+        assert torch.equal(output, split.run(x_small))
+
+
+def test_onnx_programs_run_only_on_workers_that_allow_them():
+    captured, split, _, _ = _setup(("end", "edge", "edge"))
+    values = record_values(captured)
+    partition = next(p for p in split.partitions if p.device == "edge")
+    built = build_program(partition, {n: values[n] for n in partition.input_names}, format="onnx")
+    bundle = PartitionBundle("", partition.nodes, dict(built.weights), (built.program,)).named("mlp-onnx")
+    data, sha = _bytes(bundle)
+
+    async def scenario():
+        results = []
+        for allow in (False, True):
+            worker, address = await _start("edge", allow_onnx=allow)
+            connection = Connection("edge", address, Credentials(token=TOKEN))
+            try:
+                results.append(await connection.upload(bundle.partition_id, data, sha))
+            finally:
+                await connection.close()
+                await worker.stop()
+        return results
+
+    refused, accepted = _run(scenario())
+    assert not refused.ok and refused.code == "invalid" and "--allow-onnx" in refused.reason
+    assert accepted.ok

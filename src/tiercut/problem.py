@@ -810,7 +810,7 @@ def resolve_devices(
     With ``speeds=False`` (compute times given explicitly) explicit speeds
     are not turned into specs; catalog entries are still read for powers.
     """
-    from tiercut.env import DeviceSpeed
+    from tiercut.env import CatalogRef, DeviceSpeed
 
     specs: dict[str, Any] = {}
     devices: list[ProblemDevice] = []
@@ -822,6 +822,11 @@ def resolve_devices(
 
             spec = get_device_spec(device.spec)
             provenance[device.name] = f"catalog entry {device.spec!r}"
+        elif isinstance(device.spec, CatalogRef):
+            from tiercut.profile import get_device_spec
+
+            spec = get_device_spec(device.spec.entry, device.spec.catalog)
+            provenance[device.name] = f"entry {device.spec.entry!r} of catalog {device.spec.catalog}"
         elif isinstance(device.spec, DeviceSpeed):
             if speeds:
                 spec = _speed_to_spec(device.name, device.tier, device.spec, device)
@@ -878,9 +883,11 @@ def _speed_to_spec(name: str, tier: str, speed: Any, device: Any) -> Any:
     )
 
 
-def compute_table_for(graph: LayerGraph, specs: Mapping[str, Any], profile: Any = None) -> tuple[dict, dict]:
+def compute_table_for(
+    graph: LayerGraph, specs: Mapping[str, Any], profile: Any = None, precisions: Mapping[str, str] | None = None
+) -> tuple[dict, dict]:
     """node -> device -> seconds from :func:`tiercut.profile.compute_table`, and device -> how its
-    column was obtained (the table's ``basis``)."""
+    column was obtained (the table's ``basis``). ``precisions``: device -> precision of catalog devices."""
     try:
         from tiercut.profile import compute_table
     except ImportError:
@@ -888,7 +895,15 @@ def compute_table_for(graph: LayerGraph, specs: Mapping[str, Any], profile: Any 
             "per-node device times need tiercut.profile.compute_table, which this installation lacks; "
             "pass an explicit compute table (--compute-table FILE)"
         ) from None
-    table = compute_table(graph, specs, profile=profile)
+    precisions = {d: p for d, p in (precisions or {}).items() if d in specs}
+    for device, precision in precisions.items():
+        if specs[device] is None and precision != "fp32":
+            raise TiercutError(
+                f"device {device!r} is this host, which tiercut measures in fp32, but asks for {precision}; "
+                "drop its precision or give it a catalog spec"
+            )
+    precisions = {d: p for d, p in precisions.items() if specs[d] is not None}
+    table = compute_table(graph, specs, profile=profile, precisions=precisions)
     seconds = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in table.seconds.items()}
     basis = dict(getattr(table, "basis", {}) or {})
     provenance = {str(k): str(v) for k, v in basis.items()}
@@ -912,6 +927,7 @@ def build_problem(
     compute_s: Mapping[str, Mapping[str, float]] | None = None,
     profile: Any = None,
     devices: list[str] | None = None,
+    compute_provenance: Mapping[str, str] | None = None,
 ) -> Problem:
     """A :class:`Problem` for ``graph`` over ``env``.
 
@@ -929,6 +945,8 @@ def build_problem(
         profile: a per-node profile of this host, passed to
             ``tiercut.profile.compute_table``.
         devices: keep only these devices (default: all).
+        compute_provenance: with ``compute_s``, device -> how its column was
+            obtained (default: "given compute table").
     """
     specs, problem_devices, provenance = resolve_devices(env, speeds=compute_s is None)
     if devices is not None:
@@ -938,11 +956,12 @@ def build_problem(
         specs = {k: v for k, v in specs.items() if k in set(devices)}
     names = {d.name for d in problem_devices}
     if compute_s is None:
-        compute, table_provenance = compute_table_for(graph, specs, profile)
+        precisions = {d.name: d.precision for d in env.devices if d.precision is not None}
+        compute, table_provenance = compute_table_for(graph, specs, profile, precisions)
         provenance.update({k: v for k, v in table_provenance.items() if k in names})
     else:
         compute = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in compute_s.items()}
-        provenance = {d: "given compute table" for d in names}
+        provenance = {d: (compute_provenance or {}).get(d, "given compute table") for d in names}
     compute = {
         node.name: {d: s for d, s in compute.get(node.name, {}).items() if d in names}
         for node in graph

@@ -42,7 +42,12 @@ env_app.command("show")(env_cmd.env_show)
 app.command("demo")(demo_cmd.demo)
 app.command("graph")(graph_cmd.graph)
 app.command("profile")(profile_cmd.profile)
-app.command("devices")(profile_cmd.devices)
+devices_app = typer.Typer(
+    help="The device catalog: list it, or calibrate a device from a profile taken on it.", invoke_without_command=True
+)
+devices_app.callback()(profile_cmd.devices)
+devices_app.command("calibrate")(profile_cmd.calibrate)
+app.add_typer(devices_app, name="devices")
 app.add_typer(env_app, name="env")
 app.command("plan")(plan_cmd.plan)
 app.command("compare")(plan_cmd.compare)

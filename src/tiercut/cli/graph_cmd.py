@@ -63,7 +63,7 @@ def graph(
     """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
     if granularity not in GRANULARITIES:
         raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
-    shape = parse_shape(input_shape) if input_shape else None
+    shape = parse_shape(input_shape) if input_shape is not None else None
     layer_graph = extract_graph(model, shape, granularity=granularity)
     if as_json:
         typer.echo(json.dumps(layer_graph.to_dict(), indent=1))

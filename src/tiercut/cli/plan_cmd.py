@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.checks import check_finite
 from tiercut.errors import TiercutError
 from tiercut.problem import Constraints, Objective, Plan, Problem
 
@@ -45,12 +46,9 @@ def _parse_pins(pins: list[str] | None) -> dict[str, str]:
 
 
 def _load_compute_table(path: Path) -> dict[str, dict[str, float]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TiercutError(f"cannot read compute table {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise TiercutError(f"compute table {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    from tiercut.datafiles import read_json_file
+
+    data = read_json_file(path, "compute table")
     if isinstance(data, dict) and "compute_s" in data:
         data = data["compute_s"]
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
@@ -78,6 +76,7 @@ def build_cli_problem(
     pins: list[str] | None,
     private_layers: int,
     memory: bool,
+    measure_on: Path | None = None,
 ) -> Problem:
     """The problem the CLI options describe (shared by plan and compare)."""
     from tiercut.env import load_environment
@@ -86,8 +85,16 @@ def build_cli_problem(
 
     if granularity not in GRANULARITIES:
         raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
+    for option, value in (
+        ("--latency-budget", latency_budget),
+        ("--energy-budget", energy_budget),
+        ("--energy-total-budget", energy_total_budget),
+        ("--cost-budget", cost_budget),
+    ):
+        check_finite(option, value)  # the range is the constraints' to check
+    shape = parse_shape(input_shape) if input_shape is not None else None
     environment = load_environment(env)
-    graph = extract_graph(model, parse_shape(input_shape) if input_shape else None, granularity=granularity)
+    graph = extract_graph(model, shape, granularity=granularity)
     src = source or environment.default_source()
     pinned = _parse_pins(pins)
     if private_layers < 0:
@@ -105,14 +112,27 @@ def build_cli_problem(
         cost_budget=cost_budget,
         pinned=pinned,
     )
+    compute_s = _load_compute_table(compute_table) if compute_table is not None else None
+    provenance = None
+    local = load_profile_file(profile) if profile is not None else None
+    if measure_on is not None:
+        if compute_table is not None:
+            raise TiercutError("--measure-on measures the compute table; drop --compute-table")
+        from tiercut.runtime.profiling import WorkersFile, measure_on_workers
+
+        compute_s, provenance = measure_on_workers(
+            model, graph, environment, WorkersFile.load(measure_on), source=src,
+            input_shape=parse_shape(input_shape) if input_shape else None, local_profile=local,
+        )
     return build_problem(
         graph,
         environment,
         source=src,
         objective=Objective.parse(objective),
         constraints=constraints,
-        compute_s=_load_compute_table(compute_table) if compute_table is not None else None,
-        profile=load_profile_file(profile) if profile is not None else None,
+        compute_s=compute_s,
+        profile=local,
+        compute_provenance=provenance,
     )
 
 
@@ -224,6 +244,10 @@ ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node p
 ComputeOpt = Annotated[
     Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
 ]
+MeasureOnOpt = Annotated[
+    Path | None,
+    typer.Option("--measure-on", help="workers.yaml: measure the model on these running workers (and the client here)"),
+]
 LatencyBudgetOpt = Annotated[float | None, typer.Option("--latency-budget", help="upper bound on latency (s)")]
 EnergyBudgetOpt = Annotated[float | None, typer.Option("--energy-budget", help="upper bound on source-device energy (J)")]
 EnergyTotalBudgetOpt = Annotated[float | None, typer.Option("--energy-total-budget", help="upper bound on total energy (J)")]
@@ -243,6 +267,7 @@ def plan(
     granularity: GranularityOpt = "module",
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
+    measure_on: MeasureOnOpt = None,
     latency_budget: LatencyBudgetOpt = None,
     energy_budget: EnergyBudgetOpt = None,
     energy_total_budget: EnergyTotalBudgetOpt = None,
@@ -270,7 +295,7 @@ def plan(
         model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
         profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
         energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-        memory=memory,
+        memory=memory, measure_on=measure_on,
     )
     result = planner.solve(problem)
     if as_json:
@@ -300,6 +325,7 @@ def compare(
     granularity: GranularityOpt = "module",
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
+    measure_on: MeasureOnOpt = None,
     latency_budget: LatencyBudgetOpt = None,
     energy_budget: EnergyBudgetOpt = None,
     energy_total_budget: EnergyTotalBudgetOpt = None,
@@ -328,7 +354,7 @@ def compare(
         model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
         profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
         energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-        memory=memory,
+        memory=memory, measure_on=measure_on,
     )
     plans = compare_plans(problem, names)
     if as_json:

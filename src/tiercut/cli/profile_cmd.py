@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tiercut.cli.checks import check_output_path, write_text_output
 from tiercut.errors import TiercutError
 from tiercut.graph import GRANULARITIES, capture_model, parse_shape
 
@@ -32,8 +33,12 @@ def profile(
         str, typer.Option(help="module: one node per leaf module or function call; block: one per residual/inception block")
     ] = "module",
     clock: Annotated[
-        str, typer.Option(help="wall: latency; cpu: the thread's CPU time (with --threads 1, on a busy machine)")
-    ] = "wall",
+        str | None,
+        typer.Option(help="wall: latency (CPU default); cpu: the thread's CPU time (--threads 1); cuda: CUDA events"),
+    ] = None,
+    torch_device: Annotated[
+        str, typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto (CUDA when present): where the model runs")
+    ] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="also print the profile JSON")] = False,
 ) -> None:
     """Time every node of a model alone on this host, and the whole model; write a profile JSON."""
@@ -49,9 +54,14 @@ def profile(
         raise TiercutError(f"--repeats {repeats} is not positive; use at least 1")
     if threads is not None and threads < 1:
         raise TiercutError(f"--threads {threads} is not positive; use at least 1")
-    if out.parent and not out.parent.exists():
-        raise TiercutError(f"folder {out.parent} for --out does not exist; create it first")
-    shape = parse_shape(input_shape) if input_shape else None
+    check_output_path(out, "--out")
+    from tiercut.profile.measure import resolve_torch_device, timer_for
+
+    torch_device = resolve_torch_device(torch_device)  # a missing GPU is a one-line error before any work
+    import torch
+
+    timer_for(clock or ("cuda" if torch_device.startswith("cuda") else "wall"), threads or torch.get_num_threads(), torch_device)
+    shape = parse_shape(input_shape) if input_shape is not None else None
     captured = capture_model(model, shape, granularity=granularity)
 
     console = Console(stderr=True)
@@ -68,8 +78,10 @@ def profile(
         def progress(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, label=label)
 
-        result = measure_profile(captured, repeats=repeats, threads=threads, progress=progress, clock=clock)
-    result.save(out)
+        result = measure_profile(
+            captured, repeats=repeats, threads=threads, progress=progress, clock=clock, torch_device=torch_device
+        )
+    write_text_output(out, "--out", json.dumps(result.to_dict(), indent=1))
 
     table = Table(title=f"{result.model}: slowest nodes ({len(result.nodes)} timed, {result.granularity} granularity)")
     for column, justify in (("node", "left"), ("op", "left"), ("median ms", "right"), ("IQR ms", "right"),
@@ -85,36 +97,120 @@ def profile(
     report.print(
         f"whole model: {_ms(whole.median_s)} ms (IQR {_ms(whole.spread_s)}); sum of nodes: "
         f"{_ms(result.sum_of_nodes_s)} ms ({result.difference_frac:+.1%} vs whole)\n"
-        f"host: {host.cpu_model}, {host.logical_cpus} CPUs, {host.threads} threads, torch {host.torch_version}, "
-        f"{clock} clock; measured {host.peak_flops / 1e9:.0f} GFLOP/s, {host.memory_bandwidth_bps / 1e9:.1f} GB/s\n"
+        f"host: {host.name}, {host.logical_cpus} CPUs, torch {host.torch_version}, {result.clock} clock; "
+        f"reference peak {host.peak_flops / 1e9:.0f} GFLOP/s (best GEMM at {host.cpu_mhz:.0f} MHz, {host.threads} threads, "
+        f"load {host.load_avg_1m:.2f}), {host.memory_bandwidth_bps / 1e9:.1f} GB/s\n"
         f"profile: {out.resolve()}"
     )
+    quality = result.quality
+    if quality is not None and quality.verdict != "stable":
+        report.print(f"[bold red]busy host[/bold red]: this profile is not stable -- {'; '.join(quality.reasons)}")
+        for line in quality.advice:
+            report.print(f"  advice: {line}")
+    else:
+        report.print("quality: stable (load, timing spread and node-sum gap within bounds)")
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=1))
 
 
 def devices(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="print the catalog as JSON, with the source of every figure")] = False,
+    catalog: Annotated[
+        Path | None, typer.Option("--catalog", help="list this catalog file (e.g. from 'devices calibrate') instead")
+    ] = None,
 ) -> None:
-    """List the device catalog: peak FLOP/s, memory bandwidth, power, and where each figure comes from."""
+    """List the device catalog: peaks, bandwidth, achieved efficiency, overhead, power, and where each comes from."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.console import Console
     from rich.table import Table
 
-    from tiercut.profile import load_catalog
+    from tiercut.profile import load_catalog, load_catalog_file
 
-    catalog = load_catalog()
+    specs = load_catalog() if catalog is None else load_catalog_file(catalog)
     if as_json:
-        typer.echo(json.dumps({name: spec.to_dict() for name, spec in catalog.items()}, indent=1))
+        typer.echo(json.dumps({name: spec.to_dict() for name, spec in specs.items()}, indent=1))
         return
-    table = Table(title=f"device catalog ({len(catalog)} devices; FP32 peaks; `tiercut devices --json` for sources)")
-    for column, justify in (("name", "left"), ("kind", "left"), ("GFLOP/s", "right"), ("GB/s", "right"),
-                            ("W compute", "right"), ("W idle", "right"), ("overhead us", "right"),
-                            ("description", "left")):
+    table = Table(title=f"device catalog ({len(specs)} devices; `tiercut devices --json` for every figure's source)")
+    for column, justify in (("name", "left"), ("kind", "left"), ("precisions", "left"), ("GFLOP/s fp32", "right"),
+                            ("GB/s", "right"), ("eff conv/dw/mm/mem", "left"), ("overhead us", "right"),
+                            ("W compute", "right"), ("W idle", "right"), ("stack", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for spec in catalog.values():
+    for spec in specs.values():
+        eff = spec.efficiency
+        effs = "/".join(f"{eff[c]:.2f}" for c in ("conv", "depthwise", "matmul", "memory")) if eff else "- (roofline transfer)"
         table.add_row(
-            spec.name, spec.kind, f"{spec.peak_flops / 1e9:,.0f}", f"{spec.memory_bandwidth_bps / 1e9:,.1f}",
-            f"{spec.power_compute_w:g}", f"{spec.power_idle_w:g}", f"{spec.dispatch_overhead_s * 1e6:g}",
-            spec.description,
+            spec.name, spec.kind, ",".join(spec.precision_names), f"{spec.peak_flops / 1e9:,.0f}",
+            f"{spec.memory_bandwidth_bps / 1e9:,.1f}", effs, f"{spec.dispatch_overhead_s * 1e6:.3g}",
+            f"{spec.power_compute_w:g}", f"{spec.power_idle_w:g}", spec.stack,
         )
-    Console(width=None if Console().is_terminal else 200).print(table)
+    Console(width=None if Console().is_terminal else 220).print(table)
+
+
+def calibrate(
+    profile_path: Annotated[
+        Path, typer.Argument(metavar="PROFILE", help="a profile JSON written by 'tiercut profile' on the device")
+    ],
+    name: Annotated[str, typer.Option("--name", help="the device entry's name (letters, digits, _ and -)")],
+    base: Annotated[
+        str | None, typer.Option("--base", help="catalog entry of the same hardware: keep its peaks and powers, refit the rest")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option("--precision", help="precision the profile was measured at: fp32, fp16, int8")
+    ] = "fp32",
+    out: Annotated[
+        Path, typer.Option("--out", help="catalog YAML to write (an existing one gets the entry added or replaced)")
+    ] = Path("devices.yaml"),
+    description: Annotated[str, typer.Option(help="one line naming the hardware")] = "",
+) -> None:
+    """Fit a device's per-node overhead and per-class efficiencies to a profile taken on it; write a catalog entry.
+
+    Use it in an environment file as  spec: {catalog: devices.yaml, entry: NAME}.
+    """
+    import re
+
+    import yaml
+
+    from tiercut.profile import (
+        calibrate_from_profile,
+        catalog_document,
+        device_seconds,
+        get_device_spec,
+        load_catalog_file,
+        load_profile,
+    )
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", name):
+        raise TiercutError(f"device name {name!r} must be letters, digits, _ or -; e.g. my_board")
+    if out.parent and not out.parent.exists():
+        raise TiercutError(f"folder {out.parent} for --out does not exist; create it first")
+    measured = load_profile(profile_path)
+    base_spec = get_device_spec(base) if base else None
+    spec = calibrate_from_profile(measured, name, base=base_spec, precision=precision, description=description)
+    existing = load_catalog_file(out) if out.exists() else {}
+    existing[name] = spec
+    tmp = out.with_name(out.name + ".tmp")
+    header = "# tiercut device catalog written by 'tiercut devices calibrate'; every figure's source is in its entry.\n"
+    try:
+        tmp.write_text(header + yaml.safe_dump(catalog_document(existing), sort_keys=False, width=120))
+        tmp.replace(out)
+    except OSError as exc:
+        raise TiercutError(f"cannot write {out}: {exc.strerror}; check the folder") from None
+    feats = [n.features for n in measured.nodes.values()]
+    predicted = float(device_seconds(feats, spec, precision).sum())
+    figures = spec.resolve(precision)
+    eff = figures.efficiency or {}
+    typer.echo(
+        f"{name}: overhead {figures.dispatch_overhead_s * 1e6:.3g} us per node, efficiency "
+        + ", ".join(f"{c} {eff[c]:.3f}" for c in ("conv", "depthwise", "matmul", "memory"))
+        + f" of {figures.peak_flops / 1e9:.1f} GFLOP/s and {figures.memory_bandwidth_bps / 1e9:.1f} GB/s"
+    )
+    typer.echo(
+        f"{measured.model}: predicted {predicted * 1e3:.3f} ms for the profiled nodes, measured whole model "
+        f"{measured.whole_model.median_s * 1e3:.3f} ms"
+    )
+    if measured.quality is not None and measured.quality.verdict != "stable":
+        typer.echo(f"warning: the profile was taken on a busy host ({'; '.join(measured.quality.reasons)}); "
+                   "the fitted figures inherit its noise", err=True)
+    typer.echo(f"wrote {out.resolve()} (use it as  spec: {{catalog: {out}, entry: {name}}})")

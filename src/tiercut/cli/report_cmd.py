@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from tiercut.cli.checks import check_output_path
+
 
 def report(
     results: Annotated[
@@ -22,6 +24,7 @@ def report(
     """Write one offline HTML page of RESULT.json files: layers by device, one query's timeline, links, curves."""
     from tiercut.report import write_report
 
+    check_output_path(out, "--out")  # like every command: an existing folder, never a device or a folder replaced
     path = write_report(results, out, title=title)
     typer.echo(f"report: {path.resolve()}")
 

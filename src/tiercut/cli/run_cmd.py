@@ -9,17 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.checks import check_finite, check_plot_path, write_output
 from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, GranularityOpt, ProfileOpt, ShapeOpt, SourceOpt, build_cli_problem
 from tiercut.errors import TiercutError
 
 
 def _read_upload_plan(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TiercutError(f"cannot read upload plan {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise TiercutError(f"upload plan {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    from tiercut.datafiles import read_json_file
+
+    data = read_json_file(path, "upload plan")
     if isinstance(data, dict) and isinstance(data.get("upload_plan"), dict):
         data = data["upload_plan"]
     if not isinstance(data, dict):
@@ -33,8 +31,6 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise TiercutError(f"plot file {path} must end in .png, .svg or .pdf")
     fig, ax = plt.subplots(figsize=(9, 4.5))
     starts = [q.start_s for q in result.queries]
     latencies = [q.latency_s * 1e3 for q in result.queries]
@@ -51,8 +47,10 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
     ax.set_title(f"{result.model}: {plan.get('algorithm', '')} upload, measured vs predicted")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        write_output(path, "--plot", lambda temporary: fig.savefig(temporary, format=path.suffix.lower().lstrip(".")))
+    finally:
+        plt.close(fig)
 
 
 def _simulated(problem: Any, plan: dict[str, Any], queries: int) -> list[tuple[float, float]] | None:
@@ -105,6 +103,10 @@ def run(
     source_slowdown: Annotated[
         float, typer.Option("--source-slowdown", help="emulate a client this many times slower than this host (>= 1)")
     ] = 1.0,
+    torch_device: Annotated[
+        str,
+        typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where the local workers run their partitions"),
+    ] = "cpu",
     resume: Annotated[
         bool, typer.Option("--resume", help="count partitions the workers already hold instead of uploading afresh")
     ] = False,
@@ -115,6 +117,9 @@ def run(
     log_dir: Annotated[Path | None, typer.Option("--log-dir", help="folder for the local workers' logs")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the full trace as JSON")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="write measured vs predicted delay over time (PNG/SVG)")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="send the token to non-loopback --workers without TLS (a trusted network)")
+    ] = False,
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
     from tiercut.env import load_environment
@@ -124,21 +129,50 @@ def run(
     from tiercut.runtime.migration import prepare_migration
     from tiercut.runtime.protocol import Credentials
     from tiercut.runtime.session import LocalCluster, run_migration
-    from tiercut.runtime.worker import parse_peers
+    from tiercut.runtime.worker import is_loopback, parse_address, parse_peers
 
+    # every option is checked before any model work
     if artifact_format not in ARTIFACT_FORMATS:
         raise TiercutError(f"--artifact-format {artifact_format!r} is not known; use {' or '.join(ARTIFACT_FORMATS)}")
-    if not bandwidth_scale > 0:
-        raise TiercutError(f"--bandwidth-scale {bandwidth_scale} must be > 0")
+    check_finite("--bandwidth-scale", bandwidth_scale, positive=True)
+    check_finite("--rate", rate, positive=True)
+    check_finite("--source-slowdown", source_slowdown, minimum=1.0)
+    check_finite("--max-run-s", max_run_s, positive=True)
+    check_finite("--keep-uploading-s", keep_uploading_s, minimum=0.0)
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
+    from tiercut.profile.measure import resolve_torch_device
+
+    torch_device = resolve_torch_device(torch_device)
+    if torch_device != "cpu" and workers is not None:
+        raise TiercutError("--torch-device applies to the local workers; start remote ones with 'tiercut serve --torch-device'")
+    shape = parse_shape(input_shape) if input_shape is not None else None
+    if plot is not None:
+        check_plot_path(plot)
     addresses = parse_peers(workers) if workers is not None else None
     credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
-    environment = load_environment(env)
-    problem = None
+    credentials.check_readable()
+    if addresses is not None and credentials.token and not credentials.uses_tls and not insecure:
+        remote = [a for a in addresses.values() if not is_loopback(parse_address(a)[0])]
+        if remote:
+            raise TiercutError(
+                f"the token would travel in clear to {remote[0]}; pass --tls-cert/--tls-key/--tls-ca, "
+                "or --insecure on a trusted network"
+            )
+    settings = RunSettings(
+        queries=queries,
+        rate_hz=rate,
+        verify_outputs=verify,
+        fresh=not resume,
+        max_run_s=max_run_s,
+        keep_uploading_s=keep_uploading_s,
+        source_slowdown=source_slowdown,
+    )
     if upload_plan is not None:
         plan = _read_upload_plan(upload_plan)
-    else:
+    environment = load_environment(env)
+    problem = None
+    if upload_plan is None:
         from tiercut.upload import get_upload_planner
 
         problem = build_cli_problem(
@@ -161,20 +195,11 @@ def run(
         planned = get_upload_planner(upload, server=server, offloading=offloading).solve(problem)
         problem = problem.restricted_to([problem.source, planned.server])
         plan = planned.to_dict()
-    captured = capture_model(model, parse_shape(input_shape) if input_shape else None, granularity=granularity)
+    captured = capture_model(model, shape, granularity=granularity)
     plan_source = source or plan.get("source") or environment.default_source()
     log = (lambda line: typer.echo(line, err=True)) if not as_json else None
     migration = prepare_migration(
         captured, plan, source=plan_source, artifact_format=artifact_format, label=model, progress=log, problem=problem
-    )
-    settings = RunSettings(
-        queries=queries,
-        rate_hz=rate,
-        verify_outputs=verify,
-        fresh=not resume,
-        max_run_s=max_run_s,
-        keep_uploading_s=keep_uploading_s,
-        source_slowdown=source_slowdown,
     )
     link_env = environment if emulate_links else None
     if addresses is not None:
@@ -191,8 +216,12 @@ def run(
         import torch
 
         env_arg = env if emulate_links else None
+        extra = ["--allow-onnx"] if artifact_format == "onnx" else []
+        if torch_device != "cpu":
+            extra += ["--torch-device", torch_device]
         cluster = LocalCluster(
-            [*migration.servers, *migration.relays], env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir
+            [*migration.servers, *migration.relays], env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir,
+            extra_args=extra,
         )
         threads = torch.get_num_threads()
         torch.set_num_threads(cluster.threads_per_process)  # the client shares the cores with its workers

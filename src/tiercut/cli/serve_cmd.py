@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tiercut.cli.checks import check_finite
 from tiercut.errors import TiercutError
 
 
@@ -35,8 +36,8 @@ def parse_bytes(text: str) -> int:
         raise TiercutError(f"size {text!r} is not a number of bytes; write e.g. 512MB, 4GiB or 1e9") from None
     if unit not in units:
         raise TiercutError(f"size unit {unit!r} of {text!r} is not known; use B, KB, MB, GB, KiB, MiB or GiB")
-    if value <= 0:
-        raise TiercutError(f"size {text!r} must be > 0")
+    if not value > 0 or value * units[unit] >= 2**63:
+        raise TiercutError(f"size {text!r} must be > 0 and below 8 EiB")
     return int(value * units[unit])
 
 
@@ -55,6 +56,22 @@ def serve(
     ] = None,
     max_message_bytes: Annotated[str, typer.Option("--max-message-bytes", help="largest upload or query message")] = "1GiB",
     max_store_bytes: Annotated[str, typer.Option("--max-store-bytes", help="bound on the weights and programs held")] = "8GiB",
+    max_run_bytes: Annotated[
+        str, typer.Option("--max-run-bytes", help="bound on the intermediates one partition run holds (checked at upload)")
+    ] = "2GiB",
+    max_pending_bytes: Annotated[
+        str, typer.Option("--max-pending-bytes", help="bound on bytes held for clients at once (incomplete uploads, queries)")
+    ] = "2GiB",
+    max_pending_bytes_per_peer: Annotated[
+        str, typer.Option("--max-pending-bytes-per-peer", help="the same bound per client connection")
+    ] = "1GiB",
+    max_concurrent_rpcs: Annotated[int, typer.Option("--max-concurrent-rpcs", help="calls served at once")] = 64,
+    max_concurrent_uploads: Annotated[int, typer.Option("--max-concurrent-uploads", help="uploads received at once")] = 8,
+    max_queued_runs: Annotated[
+        int, typer.Option("--max-queued-runs", help="partition runs waiting for a thread; more are turned away as busy")
+    ] = 16,
+    max_query_s: Annotated[float, typer.Option("--max-query-s", help="the longest a query may run here")] = 600.0,
+    idle_s: Annotated[float, typer.Option("--idle-s", help="end a call that sends nothing for this long")] = 60.0,
     peers: Annotated[
         str | None, typer.Option("--peers", help="workers it may forward to: name=host:port,... (e.g. cloud=10.0.0.2:50051)")
     ] = None,
@@ -64,31 +81,51 @@ def serve(
     bandwidth_scale: Annotated[float, typer.Option("--bandwidth-scale", help="multiply emulated bandwidths by this")] = 1.0,
     threads: Annotated[int, typer.Option("--threads", help="partitions executed concurrently")] = 4,
     torch_threads: Annotated[int | None, typer.Option("--torch-threads", help="intra-op threads of torch")] = None,
+    compute_slowdown: Annotated[
+        float,
+        typer.Option("--compute-slowdown", help="emulate a device this many times slower than this host (>= 1; tests)"),
+    ] = 1.0,
+    torch_device: Annotated[
+        str, typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where partitions and profiles run")
+    ] = "cpu",
+    allow_onnx: Annotated[
+        bool, typer.Option("--allow-onnx", help="also run onnx programs (onnxruntime; op-type allow-list, static shapes)")
+    ] = False,
     insecure: Annotated[
-        bool, typer.Option("--insecure", help="allow serving without a token or TLS on a non-loopback address")
+        bool,
+        typer.Option(
+            "--insecure", help="allow a non-loopback address without TLS (a token travels in clear) or without credentials"
+        ),
     ] = False,
 ) -> None:
-    """Serve partitions of one device over gRPC: uploads with confirmations, queries, forwarding."""
+    """Serve partitions of one device over gRPC: uploads with confirmations, queries, forwarding, profiling."""
+    from tiercut.profile.measure import resolve_torch_device
     from tiercut.runtime.links import LinkTable
     from tiercut.runtime.protocol import Credentials
-    from tiercut.runtime.worker import WorkerConfig, parse_address, parse_peers, run_worker
+    from tiercut.runtime.worker import WorkerConfig, is_loopback, parse_address, parse_peers, run_worker
 
     host, _ = parse_address(listen)
     credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
-    loopback = host in ("127.0.0.1", "::1", "localhost")
-    if not credentials.token and not credentials.uses_tls and not loopback and not insecure:
+    if not is_loopback(host) and not credentials.uses_tls and not insecure:
+        if credentials.token:
+            raise TiercutError(
+                f"worker on {listen} would receive its token in clear; pass --tls-cert/--tls-key/--tls-ca, "
+                "or --insecure on a trusted network"
+            )
         raise TiercutError(
-            f"worker would accept anyone on {listen}; pass --token (or $TIERCUT_TOKEN) or --tls-cert/--tls-key/--tls-ca, "
+            f"worker would accept anyone on {listen}; pass --token (or $TIERCUT_TOKEN) with --tls-cert/--tls-key/--tls-ca, "
             "or --insecure on a trusted network"
         )
+    credentials.check_readable()
+    check_finite("--bandwidth-scale", bandwidth_scale, positive=True)
+    check_finite("--max-query-s", max_query_s, positive=True)
+    check_finite("--idle-s", idle_s, positive=True)
     links = None
     if env is not None:
         from tiercut.env import load_environment
 
         environment = load_environment(env)
         environment.device(device)  # the device must be in it
-        if not bandwidth_scale > 0:
-            raise TiercutError(f"--bandwidth-scale {bandwidth_scale} must be > 0")
         links = LinkTable.from_environment(environment, device, bandwidth_scale=bandwidth_scale)
     config = WorkerConfig(
         device=device,
@@ -97,9 +134,20 @@ def serve(
         store_dir=store,
         max_message_bytes=parse_bytes(max_message_bytes),
         max_store_bytes=parse_bytes(max_store_bytes),
+        max_run_bytes=parse_bytes(max_run_bytes),
+        max_pending_bytes=parse_bytes(max_pending_bytes),
+        max_pending_bytes_per_peer=parse_bytes(max_pending_bytes_per_peer),
+        max_concurrent_rpcs=max_concurrent_rpcs,
+        max_concurrent_uploads=max_concurrent_uploads,
+        max_queued_runs=max_queued_runs,
+        max_query_s=max_query_s,
+        idle_s=idle_s,
         peers=parse_peers(peers),
         links=links,
         threads=threads,
         torch_threads=torch_threads,
+        compute_slowdown=compute_slowdown,
+        torch_device=resolve_torch_device(torch_device),
+        allow_onnx=allow_onnx,
     )
     run_worker(config)

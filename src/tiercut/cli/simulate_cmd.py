@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tiercut.errors import TiercutError
+from tiercut.cli.checks import check_plot_path, write_output
 
 
 def _fmt(value: float | None, unit: str = "s") -> str:
@@ -25,6 +25,10 @@ def simulate(
     plot: Annotated[Path | None, typer.Option("--plot", help="write each query's delay vs time (PNG/SVG)")] = None,
     queries: Annotated[bool, typer.Option("--queries", help="with --json: include every query's trace")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar on stderr")] = True,
+    allow_code: Annotated[
+        bool,
+        typer.Option("--allow-code", help="let the scenario's model: name package.module:factory (imports and runs that code)"),
+    ] = False,
 ) -> None:
     """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links."""
     from rich.console import Console
@@ -32,9 +36,9 @@ def simulate(
 
     from tiercut.sim.scenario import build_scenario, load_scenario
 
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise TiercutError(f"plot file {plot} must end in .png, .svg or .pdf")
-    built = build_scenario(load_scenario(scenario))
+    if plot is not None:
+        check_plot_path(plot)
+    built = build_scenario(load_scenario(scenario, allow_code=allow_code))
     err = Console(stderr=True)
     if progress and built.simulation.config.duration_s is not None:
         with Progress(
@@ -56,7 +60,8 @@ def simulate(
     if plot is not None:
         from tiercut.sim.plot import plot_delays
 
-        plot_delays(result, plot, title=f"{built.name}: query delay while partitions upload")
+        title = f"{built.name}: query delay while partitions upload"
+        write_output(plot, "--plot", lambda temporary: plot_delays(result, temporary, title=title))
     analytic = {
         user: (None if plan is None else plan.metrics.to_dict()) for user, plan in built.plans.items()
     }

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.checks import check_plot_path, write_output
 from tiercut.cli.plan_cmd import (
     ComputeOpt,
     EnvOpt,
@@ -108,6 +109,10 @@ def upload(
         return
     if model is None:
         raise TiercutError("upload needs a MODEL (e.g. 'tiercut upload alexnet --env migration-12'), or --list")
+    if plot is not None:
+        check_plot_path(plot)
+    if n_queries is not None and n_queries < 1:
+        raise TiercutError(f"--n-queries {n_queries} must be >= 1")
     settings = dict(_parse_setting(s) for s in setting or [])
     planner = get_upload_planner(algorithm, server=server, offloading=offloading, n_queries=n_queries, **settings)
     problem = build_cli_problem(
@@ -145,8 +150,6 @@ def _plot_curves(problem: Any, plans: dict[str, Any], path: Path) -> None:
 
     from tiercut.upload import curve
 
-    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise TiercutError(f"plot file {path} must end in .png, .svg or .pdf")
     fig, ax = plt.subplots(figsize=(9, 4.5))
     until = max(p.upload_end_s for p in plans.values())
     for name, p in plans.items():
@@ -159,9 +162,7 @@ def _plot_curves(problem: Any, plans: dict[str, Any], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise TiercutError(f"cannot write plot {path}: {exc.strerror or exc}") from None
+        write_output(path, "--plot", lambda temporary: fig.savefig(temporary, dpi=120, format=path.suffix.lower().lstrip(".")))
     finally:
         plt.close(fig)
 

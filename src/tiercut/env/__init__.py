@@ -11,18 +11,17 @@ figures come from.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tiercut.datafiles import MAX_JSON_BYTES, MAX_YAML_BYTES, parse_json, parse_yaml, read_text_file
 from tiercut.env.schema import environment_from_mapping
 from tiercut.env.types import (
     SCHEMA_VERSION,
     TIERS,
+    CatalogRef,
     Device,
     DeviceSpeed,
     Environment,
@@ -36,6 +35,7 @@ from tiercut.errors import TiercutError
 __all__ = [
     "SCHEMA_VERSION",
     "TIERS",
+    "CatalogRef",
     "Device",
     "DeviceSpeed",
     "Environment",
@@ -67,11 +67,8 @@ def _preset_files() -> dict[str, Any]:
 
 
 def _parse(text: str, label: str, json_file: bool) -> Any:
-    try:
-        return json.loads(text) if json_file else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TiercutError(f"environment file {label} is not valid {'JSON' if json_file else 'YAML'}: {first}") from None
+    """Environment data: bounded safe YAML or JSON (:mod:`tiercut.datafiles`), never code."""
+    return parse_json(text, f"environment file {label}") if json_file else parse_yaml(text, f"environment file {label}")
 
 
 def load_environment(preset_or_path: str | Path) -> Environment:
@@ -89,14 +86,12 @@ def load_environment(preset_or_path: str | Path) -> Environment:
         )
     if path.is_dir():
         raise TiercutError(f"environment {text_name!r} is a folder; pass a YAML or JSON file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TiercutError(f"cannot read environment file {text_name}: {exc}") from None
-    data = _parse(text, text_name, json_file=path.suffix.lower() == ".json")
+    json_file = path.suffix.lower() == ".json"
+    text = read_text_file(path, "environment file", max_bytes=MAX_JSON_BYTES if json_file else MAX_YAML_BYTES)
+    data = _parse(text, text_name, json_file=json_file)
     if isinstance(data, dict) and not data.get("name"):
         data = {**data, "name": path.stem}
-    return environment_from_mapping(data)
+    return environment_from_mapping(data, base_dir=path.resolve().parent)
 
 
 def list_presets() -> list[PresetInfo]:

@@ -12,6 +12,8 @@ The authoring form of an environment file::
         spec: jetson-tx2         # a catalog entry, or explicit figures:
         # spec: {peak_flops: 1.0e12, memory_bandwidth_bps: 2.5e10}
         # spec: {cpu_ghz: 2.3}   (the migration seed's CPU capacity)
+        # spec: {catalog: my-devices.yaml, entry: my_board}  (tiercut devices calibrate)
+        precision: fp16          # optional: fp32 | fp16 | int8 (catalog devices)
         # (no spec: this host)
         memory_bytes: 4.0e9      # optional, default unlimited
         power_compute_w: 5.0     # optional powers, default: the catalog's, else 0
@@ -47,7 +49,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tiercut.env.types import SCHEMA_VERSION, TIERS, Device, DeviceSpeed, Environment, Link, User, warn_legacy_bandwidth
+from tiercut.env.types import (
+    SCHEMA_VERSION,
+    TIERS,
+    CatalogRef,
+    Device,
+    DeviceSpeed,
+    Environment,
+    Link,
+    User,
+    warn_legacy_bandwidth,
+)
 from tiercut.errors import TiercutError
 
 Tier = Literal["end", "edge", "cloud"]
@@ -75,10 +87,16 @@ class SpeedModel(_Strict):
         return self
 
 
+class CatalogRefModel(_Strict):
+    catalog: str = Field(min_length=1)
+    entry: str = Field(min_length=1)
+
+
 class DeviceModel(_Strict):
     name: str = Field(min_length=1)
     tier: Tier
     spec: Any = None
+    precision: Literal["fp32", "fp16", "int8"] | None = None
     memory_bytes: float | None = Field(default=None, ge=0)
     power_compute_w: float | None = Field(default=None, ge=0)
     power_tx_w: float | None = Field(default=None, ge=0)
@@ -88,19 +106,28 @@ class DeviceModel(_Strict):
 
     @field_validator("spec", mode="before")
     @classmethod
-    def _spec(cls, value: Any) -> str | SpeedModel | None:
-        if value is None or isinstance(value, SpeedModel):
+    def _spec(cls, value: Any) -> str | SpeedModel | CatalogRefModel | None:
+        if value is None or isinstance(value, (SpeedModel, CatalogRefModel)):
             return value
         if isinstance(value, str):
             if not value.strip():
                 raise ValueError("spec is empty; name a catalog entry or give peak_flops/cpu_ghz")
             return value
+        if isinstance(value, Mapping) and ("catalog" in value or "entry" in value):
+            try:
+                return CatalogRefModel.model_validate(dict(value))
+            except ValidationError as exc:
+                raise ValueError("a catalog spec needs catalog (a YAML file) and entry (a device in it): "
+                                 + _first_error(exc)) from None
         if isinstance(value, Mapping):
             try:
                 return SpeedModel.model_validate(dict(value))
             except ValidationError as exc:
                 raise ValueError(_first_error(exc)) from None
-        raise ValueError("spec must be a catalog entry name or a mapping with peak_flops/memory_bandwidth_bps or cpu_ghz")
+        raise ValueError(
+            "spec must be a catalog entry name, {catalog: FILE, entry: NAME}, or a mapping with "
+            "peak_flops/memory_bandwidth_bps or cpu_ghz"
+        )
 
 
 def parse_bandwidth(value: Any, where: str) -> float:
@@ -211,6 +238,28 @@ class UserModel(_Strict):
     query_rate_hz: float = Field(default=1.0, gt=0)
     input_shape: tuple[int, ...] | None = None
 
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        """Data only: a zoo name or an .onnx / graph JSON path (a package.module:factory is run only with --allow-code)."""
+        from tiercut.graph.models import ZOO, is_factory_spec
+
+        if value in ZOO or value.lower().endswith((".onnx", ".json")) or is_factory_spec(value):
+            return value
+        raise ValueError(f"model {value!r} is not a zoo model ({', '.join(ZOO)}), an .onnx file or a graph JSON file")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        from tiercut.graph.models import check_input_shape
+
+        if value is not None:
+            try:
+                check_input_shape(value, str(list(value)))
+            except TiercutError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
 
 class EnvironmentModel(_Strict):
     schema_version: int = SCHEMA_VERSION
@@ -231,8 +280,11 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
-def environment_from_mapping(data: Any, *, name: str | None = None) -> Environment:
-    """Validate a parsed environment file and build the :class:`Environment`."""
+def environment_from_mapping(data: Any, *, name: str | None = None, base_dir: Any = None) -> Environment:
+    """Validate a parsed environment file and build the :class:`Environment`.
+
+    ``base_dir``: the folder relative catalog paths (``spec: {catalog: ...}``) are resolved against.
+    """
     label = name or (data.get("name") if isinstance(data, Mapping) else None) or "environment"
     if not isinstance(data, Mapping):
         raise TiercutError(f"environment {label!r} must be a mapping with devices/links/users, got {type(data).__name__}")
@@ -256,8 +308,15 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
         if d.name in seen:
             raise TiercutError(f"environment {env_name!r} has two devices named {d.name!r}; rename one")
         seen.add(d.name)
-        spec: str | DeviceSpeed | None
-        if isinstance(d.spec, SpeedModel):
+        spec: str | DeviceSpeed | CatalogRef | None
+        if isinstance(d.spec, CatalogRefModel):
+            from pathlib import Path
+
+            path = Path(d.spec.catalog)
+            if not path.is_absolute() and base_dir is not None:
+                path = Path(base_dir) / path
+            spec = CatalogRef(catalog=str(path), entry=d.spec.entry)
+        elif isinstance(d.spec, SpeedModel):
             spec = DeviceSpeed(
                 peak_flops=d.spec.peak_flops,
                 memory_bandwidth_bps=d.spec.memory_bandwidth_bps,
@@ -276,6 +335,7 @@ def environment_from_mapping(data: Any, *, name: str | None = None) -> Environme
                 power_rx_w=d.power_rx_w,
                 power_idle_w=d.power_idle_w,
                 price_per_s=d.price_per_s,
+                precision=d.precision,
             )
         )
 

@@ -60,6 +60,23 @@ class DeviceSpeed:
 
 
 @dataclass(frozen=True)
+class CatalogRef:
+    """A device entry of a user's catalog file (e.g. written by ``tiercut devices calibrate``).
+
+    Attributes:
+        catalog: path of the catalog YAML file (relative paths are resolved
+            against the environment file's folder when it is loaded).
+        entry: the device's name in that file.
+    """
+
+    catalog: str
+    entry: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"catalog": self.catalog, "entry": self.entry}
+
+
+@dataclass(frozen=True)
 class Device:
     """One place a layer can run.
 
@@ -67,9 +84,12 @@ class Device:
         name: unique name in the environment.
         tier: ``"end"``, ``"edge"`` or ``"cloud"``.
         spec: how fast it is: the name of a device-catalog entry
-            (``tiercut.profile.get_device_spec``), explicit :class:`DeviceSpeed`
+            (``tiercut.profile.get_device_spec``), an entry of a user's
+            catalog file (:class:`CatalogRef`), explicit :class:`DeviceSpeed`
             figures, or None for "this host" (times measured or predicted on
             the machine tiercut runs on).
+        precision: ``fp32``, ``fp16`` or ``int8`` for a catalog device (None:
+            the entry's default precision).
         memory_bytes: memory for model weights; None = unlimited.
         power_compute_w, power_tx_w, power_rx_w, power_idle_w: powers while
             computing, sending, receiving, idle; None = the catalog entry's
@@ -79,17 +99,18 @@ class Device:
 
     name: str
     tier: str
-    spec: str | DeviceSpeed | None = None
+    spec: str | DeviceSpeed | CatalogRef | None = None
     memory_bytes: int | None = None
     power_compute_w: float | None = None
     power_tx_w: float | None = None
     power_rx_w: float | None = None
     power_idle_w: float | None = None
     price_per_s: float = 0.0
+    precision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "tier": self.tier}
-        if isinstance(self.spec, DeviceSpeed):
+        if isinstance(self.spec, (DeviceSpeed, CatalogRef)):
             data["spec"] = self.spec.to_dict()
         elif self.spec is not None:
             data["spec"] = self.spec
@@ -98,6 +119,8 @@ class Device:
             if value is not None:
                 data[key] = value
         data["price_per_s"] = self.price_per_s
+        if self.precision is not None:
+            data["precision"] = self.precision
         return data
 
 

@@ -8,12 +8,19 @@ A model spec is one of:
   input size;
 - ``package.module:factory``: a callable returning a ``torch.nn.Module``
   (imported from the user's own code, never from anything received);
-- a path to an ``.onnx`` file (handled by :mod:`tiercut.graph.onnx_import`).
+- a path to an ``.onnx`` file (handled by :mod:`tiercut.graph.onnx_import`);
+- a path to a layer graph JSON (``tiercut graph --json``), read as data.
+
+A model named in a *data file* (an environment's or a scenario's
+``model:``) goes through :func:`data_model_spec`: zoo names and ``.onnx`` /
+graph JSON paths only, unless the command line says ``--allow-code``; a data
+file never makes tiercut import or call code by itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,15 +87,45 @@ class ModelSource:
     label: str
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``."""
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        raise TiercutError(f"input shape {text!r} is not a comma-separated list of integers; write e.g. 1,3,224,224") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise TiercutError(f"input shape {text!r} has a non-positive size; every dimension must be >= 1")
+#: bounds on an input shape a user gives (a model input is made of it before any other work)
+MAX_INPUT_DIMS = 8
+MAX_INPUT_ELEMENTS = 2**28  # 1 GiB of float32
+
+
+def check_input_shape(shape: tuple[int, ...], shown: str) -> tuple[int, ...]:
+    """``shape`` if an input of that shape can be made: at most 8 sizes >= 1, at most 2**28 elements."""
+    if not shape:
+        raise TiercutError(f"input shape {shown} is empty; write e.g. 1,3,224,224")
+    if len(shape) > MAX_INPUT_DIMS:
+        raise TiercutError(f"input shape {shown} has {len(shape)} dimensions; at most {MAX_INPUT_DIMS} are supported")
+    if any(not isinstance(s, int) or isinstance(s, bool) or s <= 0 for s in shape):
+        raise TiercutError(f"input shape {shown} has a non-positive size; every dimension must be >= 1")
+    elements = math.prod(shape)
+    if elements > MAX_INPUT_ELEMENTS:
+        raise TiercutError(
+            f"input shape {shown} has {elements:.3g} elements, more than the {MAX_INPUT_ELEMENTS:,} an input may have "
+            f"({MAX_INPUT_ELEMENTS * 4 / 2**30:g} GiB of float32); use a smaller shape"
+        )
     return shape
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``, refusing shapes too large to allocate."""
+    shown = f"{text[:40]!r}{'...' if len(text) > 40 else ''}"
+    if not text.strip():
+        raise TiercutError("input shape is empty; write e.g. 1,3,224,224")
+    parts = text.replace("x", ",").split(",")
+    if len(parts) > MAX_INPUT_DIMS:
+        raise TiercutError(f"input shape {shown} has {len(parts)} dimensions; at most {MAX_INPUT_DIMS} are supported")
+    try:
+        if any(len(part.strip()) > 12 for part in parts):
+            raise ValueError("a size of more than 12 digits")
+        shape = tuple(int(part) for part in parts)
+    except ValueError:
+        raise TiercutError(
+            f"input shape {shown} is not a comma-separated list of integers below 10**12; write e.g. 1,3,224,224"
+        ) from None
+    return check_input_shape(shape, shown)
 
 
 def build_zoo_model(name: str, seed: int = 0) -> Any:
@@ -102,12 +139,53 @@ def build_zoo_model(name: str, seed: int = 0) -> Any:
     return model.eval()
 
 
+def is_factory_spec(spec: str) -> bool:
+    """Whether ``spec`` is written ``package.module:factory`` (dotted identifiers on both sides)."""
+    module_name, sep, attr = spec.partition(":")
+    return bool(sep) and all(
+        part.isidentifier() for name in (module_name, attr) for part in (name.split(".") if name else [""])
+    )
+
+
+def is_graph_json_path(spec: Any) -> bool:
+    return isinstance(spec, (str, Path)) and str(spec).lower().endswith(".json")
+
+
+def data_model_spec(spec: str, *, where: str, allow_code: bool = False, base_dir: Path | None = None) -> str:
+    """The model a data file names, as :func:`tiercut.graph.extract_graph` takes it.
+
+    A zoo name, or a path to an ``.onnx`` file or a layer graph JSON
+    (relative to ``base_dir``). A ``package.module:factory`` spec imports and
+    calls code, so it is accepted only with ``allow_code`` (``--allow-code``
+    on the command line); anything else is a one-line error naming ``where``.
+    """
+    if spec in ZOO:
+        return spec
+    if spec.lower().endswith((".onnx", ".json")):
+        path = Path(spec)
+        return str(path if path.is_absolute() or base_dir is None else base_dir / path)
+    if is_factory_spec(spec):
+        if allow_code:
+            return spec
+        raise TiercutError(
+            f"{where}: model {spec!r} is Python code (package.module:factory), which a data file may name only with "
+            "--allow-code on the command line; or use a zoo name, an .onnx file or a graph JSON file"
+        )
+    raise TiercutError(
+        f"{where}: model {spec!r} is not a zoo model ({', '.join(ZOO)}), an .onnx file or a graph JSON file"
+    )
+
+
 def _import_factory(spec: str) -> Callable[[], Any]:
+    if not is_factory_spec(spec):
+        raise TiercutError(f"model {spec!r} is not package.module:factory (dotted names on both sides of one ':')")
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise TiercutError(f"cannot import {module_name!r} for model {spec!r} ({exc}); check PYTHONPATH") from None
+    except (Exception, SystemExit) as exc:  # the user's module failed while importing: say so in one line
+        raise TiercutError(f"importing {module_name!r} for model {spec!r} raised {type(exc).__name__}: {exc}") from None
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
@@ -131,7 +209,7 @@ def resolve_model(spec: str, input_shape: tuple[int, ...] | None = None, seed: i
         torch.manual_seed(seed)
         try:
             module = factory()
-        except Exception as exc:  # the user's factory failed: say so in one line
+        except (Exception, SystemExit) as exc:  # the user's factory failed (or tried to exit): say so in one line
             raise TiercutError(f"model factory {spec!r} raised {type(exc).__name__}: {exc}") from None
         if not isinstance(module, torch.nn.Module):
             raise TiercutError(f"model factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")

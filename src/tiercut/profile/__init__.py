@@ -11,18 +11,26 @@ the devices of the catalog, ``file_2``); the two are combined into the
 Modules: :mod:`.measure` (timing, stopping rule), :mod:`.host` (this
 machine), :mod:`.profile_file` (the profile JSON), :mod:`.features` and
 :mod:`.predict` (regression), :mod:`.catalog` (devices and their sources),
-:mod:`.transfer` (roofline scaling), :mod:`.table` (the ``compute_s`` table).
+:mod:`.device_model` (a node's seconds on a catalog device from its achieved
+efficiencies), :mod:`.calibrate` (fitting those to measurements taken on the
+device), :mod:`.transfer` (roofline scaling from this host, for devices known
+only by a speed), :mod:`.table` (the ``compute_s`` table).
 """
 
 from __future__ import annotations
 
+from tiercut.profile.calibrate import calibrate_from_profile, fit_profile, fit_whole_models
 from tiercut.profile.catalog import (
+    PRECISIONS,
     DeviceSpec,
+    PrecisionSpec,
+    catalog_document,
     get_device_spec,
     load_catalog,
     load_catalog_file,
     parse_catalog,
 )
+from tiercut.profile.device_model import device_seconds, op_class
 from tiercut.profile.features import NodeFeatures, graph_features, op_group
 from tiercut.profile.host import HostInfo, describe_host, measure_host
 from tiercut.profile.measure import (
@@ -47,6 +55,7 @@ from tiercut.profile.transfer import bound_kinds, roofline_bound_s, transfer_sec
 
 __all__ = [
     "FAMILIES",
+    "PRECISIONS",
     "ComputeTable",
     "ContextModel",
     "DeviceSpec",
@@ -54,14 +63,20 @@ __all__ = [
     "NodeFeatures",
     "NodeProfile",
     "OpModel",
+    "PrecisionSpec",
     "Predictor",
     "Profile",
     "StoppingRule",
     "TimingStats",
     "bound_kinds",
+    "calibrate_from_profile",
+    "catalog_document",
     "compute_table",
     "describe_host",
+    "device_seconds",
     "fit_predictor",
+    "fit_profile",
+    "fit_whole_models",
     "get_device_spec",
     "graph_features",
     "load_catalog",
@@ -73,6 +88,7 @@ __all__ = [
     "measure_profile",
     "median_confidence_interval",
     "merge_profiles",
+    "op_class",
     "op_group",
     "parse_catalog",
     "repeat_until_stable",

@@ -268,6 +268,26 @@ def wall_timer(fn: Callable[[], Any], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
+def cuda_timer(fn: Callable[[], Any], number: int) -> float:
+    """Seconds per call on the current CUDA device: CUDA events around ``number`` calls, synchronised.
+
+    Kernel launches return before the GPU has run them, so a host clock would
+    time the launches; the events are recorded in the stream and the end
+    event is waited for.
+    """
+    import torch
+
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(number):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / number
+
+
 def cpu_timer(fn: Callable[[], Any], number: int) -> float:
     """CPU seconds of the calling thread per call (``thread_time``): blind to time spent descheduled."""
     start = time.thread_time()
@@ -277,14 +297,22 @@ def cpu_timer(fn: Callable[[], Any], number: int) -> float:
 
 
 #: clock name -> timer. ``wall`` is latency; ``cpu`` (one thread only) is the
-#: same on an idle machine and immune to other processes taking the core.
-CLOCKS: dict[str, Timer] = {"wall": wall_timer, "cpu": cpu_timer}
+#: same on an idle machine and immune to other processes taking the core;
+#: ``cuda`` times GPU work with CUDA events (the clock of a CUDA profile).
+CLOCKS: dict[str, Timer] = {"wall": wall_timer, "cpu": cpu_timer, "cuda": cuda_timer}
 
 
-def timer_for(clock: str, threads: int) -> Timer:
-    """The timer of ``clock``, checking that it measures latency at ``threads`` threads."""
+def timer_for(clock: str, threads: int, torch_device: str = "cpu") -> Timer:
+    """The timer of ``clock``, checking that it measures latency at ``threads`` threads on ``torch_device``."""
     if clock not in CLOCKS:
         raise TiercutError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
+    on_gpu = torch_device.startswith("cuda")
+    if on_gpu and clock != "cuda":
+        raise TiercutError(
+            f"a CUDA profile is timed with CUDA events, not the {clock} clock; use --clock cuda (the default on CUDA)"
+        )
+    if clock == "cuda" and not on_gpu:
+        raise TiercutError("the cuda clock times GPU work; use --torch-device cuda, or the wall or cpu clock on the CPU")
     if clock == "cpu" and threads != 1:
         raise TiercutError(
             f"the cpu clock measures one thread's CPU time, but {threads} threads are in use; "
@@ -328,6 +356,123 @@ def thread_count(threads: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------- busy host
+#: a profile is "busy" when any of these is exceeded (see :func:`assess_quality`)
+BUSY_MEDIAN_REL_SPREAD = 0.15
+BUSY_UNSTABLE_FRACTION = 0.25
+BUSY_NODE_SUM_EXCESS = 0.20
+QUALITY_VERDICTS = ("stable", "busy")
+
+
+@dataclass(frozen=True)
+class ProfileQuality:
+    """Whether a profile's numbers can be trusted, and why not.
+
+    Attributes:
+        verdict: ``stable`` or ``busy`` (never ``stable`` when any check fails).
+        reasons: one line per failed check, with its figure.
+        advice: what to do about it.
+        load_before, load_after: 1-minute load averages around the measurement (-1: unknown).
+        cpus: logical CPUs; threads: torch threads used.
+        median_rel_spread: median over the timings of IQR / median.
+        unstable_fraction: share of timings that stopped without a stable median.
+        node_sum_excess: (sum of node medians - whole model) / whole model.
+    """
+
+    verdict: str
+    reasons: tuple[str, ...] = ()
+    advice: tuple[str, ...] = ()
+    load_before: float = -1.0
+    load_after: float = -1.0
+    cpus: int = 0
+    threads: int = 0
+    median_rel_spread: float = 0.0
+    unstable_fraction: float = 0.0
+    node_sum_excess: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reasons"] = list(self.reasons)
+        data["advice"] = list(self.advice)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProfileQuality:
+        verdict = str(data.get("verdict", ""))
+        if verdict not in QUALITY_VERDICTS:
+            raise TiercutError(f"profile quality verdict {verdict!r} is not one of {QUALITY_VERDICTS}; re-profile")
+        known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        known["reasons"] = tuple(str(r) for r in data.get("reasons", ()))
+        known["advice"] = tuple(str(a) for a in data.get("advice", ()))
+        return cls(**known)
+
+
+def assess_quality(
+    timings: Sequence[TimingStats],
+    whole: TimingStats,
+    *,
+    load_before: float = -1.0,
+    load_after: float = -1.0,
+    cpus: int = 0,
+    threads: int = 1,
+    clock: str = "wall",
+) -> ProfileQuality:
+    """Is the host busy? Three independent signs, any one of which makes the profile ``busy``:
+
+    - **load**: the 1-minute load average before or after exceeds the CPUs
+      the measurement leaves free (``cpus - threads``) by more than 0.5 --
+      other processes want the cores it runs on;
+    - **spread**: the median relative IQR of the timings exceeds
+      :data:`BUSY_MEDIAN_REL_SPREAD`, or more than :data:`BUSY_UNSTABLE_FRACTION`
+      of them never reached a stable median;
+    - **gap**: the isolated node medians add up to more than
+      :data:`BUSY_NODE_SUM_EXCESS` above the whole-model median (nodes timed
+      alone are normally a little *faster* than inside the model, so a large
+      positive gap means samples were inflated by interruptions).
+    """
+    reasons: list[str] = []
+    free = max(cpus - threads, 0)
+    if cpus > 0:
+        for when, load in (("before", load_before), ("after", load_after)):
+            if load >= 0 and load > free + 0.5:
+                reasons.append(
+                    f"load average {load:.2f} {when} profiling on {cpus} CPUs, {free} left free by {threads} thread(s)"
+                )
+                break
+    spreads = [t.rel_spread for t in timings] or [0.0]
+    ordered = sorted(spreads)
+    median_spread = ordered[len(ordered) // 2]
+    unstable = sum(t.stop_reason != "stable" for t in timings) / max(len(timings), 1)
+    if median_spread > BUSY_MEDIAN_REL_SPREAD:
+        reasons.append(f"median timing spread (IQR/median) {median_spread:.0%} > {BUSY_MEDIAN_REL_SPREAD:.0%}")
+    if unstable > BUSY_UNSTABLE_FRACTION:
+        reasons.append(f"{unstable:.0%} of the timings never reached a stable median (> {BUSY_UNSTABLE_FRACTION:.0%})")
+    total = sum(t.median_s for t in timings)
+    excess = (total - whole.median_s) / whole.median_s if whole.median_s > 0 else 0.0
+    if excess > BUSY_NODE_SUM_EXCESS:
+        reasons.append(f"the nodes timed alone add up to {excess:+.0%} over the whole model (> +{BUSY_NODE_SUM_EXCESS:.0%})")
+    advice: list[str] = []
+    if reasons:
+        if clock != "cpu":
+            advice.append("time with the thread's CPU clock, which ignores time slices lost to other processes: "
+                          "--clock cpu --threads 1")
+        if threads > 1 or (cpus and threads >= cpus):
+            advice.append(f"use fewer threads than the {cpus} CPUs so other work does not preempt the measurement: --threads 1")
+        advice.append("profile on a quiet machine (stop other jobs; check the load with 'uptime') and profile again")
+    return ProfileQuality(
+        verdict="busy" if reasons else "stable",
+        reasons=tuple(reasons),
+        advice=tuple(advice),
+        load_before=load_before,
+        load_after=load_after,
+        cpus=cpus,
+        threads=threads,
+        median_rel_spread=median_spread,
+        unstable_fraction=unstable,
+        node_sum_excess=excess,
+    )
 
 
 # --------------------------------------------------------------------- node programs
@@ -420,7 +565,9 @@ def measure_profile(
     progress: Progress | None = None,
     rule: StoppingRule | None = None,
     measure_host_roofline: bool = True,
-    clock: str = "wall",
+    clock: str | None = None,
+    torch_device: str = "cpu",
+    timer: Timer | None = None,
 ) -> Profile:
     """Profile a captured model on this host: every node alone, and the whole model.
 
@@ -433,18 +580,27 @@ def measure_profile(
         measure_host_roofline: also measure the host's GEMM FLOP/s, copy
             bandwidth and dispatch overhead (about a second), needed to
             transfer the measured times to catalog devices.
-        clock: ``"wall"`` (latency, the default) or ``"cpu"`` (the calling
-            thread's CPU time; only with one thread -- on a machine shared
-            with other processes it keeps their time slices out of the
-            samples; on an idle machine both agree).
+        clock: ``"wall"`` (latency, the default on the CPU), ``"cpu"`` (the
+            calling thread's CPU time; only with one thread -- on a machine
+            shared with other processes it keeps their time slices out of the
+            samples; on an idle machine both agree) or ``"cuda"`` (CUDA
+            events, the default and only clock on a GPU).
+        torch_device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when
+            available): where the model runs while it is timed.
+        timer: time with this instead of ``clock``'s timer (e.g. a worker
+            emulating a slower device); ``clock`` still names what it measures.
 
     Returns:
-        a :class:`~tiercut.profile.profile_file.Profile`.
+        a :class:`~tiercut.profile.profile_file.Profile` with its
+        :class:`ProfileQuality` (``busy`` and why, or ``stable``).
     """
+    import copy
+    import os
+
     import torch
 
     from tiercut.profile.features import graph_features
-    from tiercut.profile.host import describe_host, measure_host
+    from tiercut.profile.host import describe_host, load_average, measure_host
     from tiercut.profile.profile_file import NodeProfile, Profile
 
     rule = rule or StoppingRule()
@@ -461,13 +617,18 @@ def measure_profile(
         if progress is not None:
             progress(done, total, label)
 
+    device = resolve_torch_device(torch_device)
+    clock = clock or ("cuda" if device.startswith("cuda") else "wall")
+    if device != "cpu":
+        captured = _on_device(captured, device, copy)
+    load_before = load_average()
     with thread_count(threads) as used:
-        timer = timer_for(clock, used)
+        timer = timer or timer_for(clock, used, device)
         if measure_host_roofline:
-            host = measure_host(used, timer=timer)
+            host = measure_host(used, timer=timer, torch_device=device, timer_name=clock)
             tick("host roofline")
         else:
-            host = describe_host(used)
+            host = describe_host(used, torch_device=device)
         programs = node_programs(captured)
         values = record_values(captured)
         nodes: dict[str, NodeProfile] = {}
@@ -484,6 +645,10 @@ def measure_profile(
             inputs = tuple(captured.example_inputs)
             whole = repeat_until_stable(lambda: gm(*inputs), rule, timer)
             tick("whole model")
+    quality = assess_quality(
+        [n.timing for n in nodes.values()], whole, load_before=load_before, load_after=load_average(),
+        cpus=os.cpu_count() or 0, threads=used, clock=clock,
+    )
     return Profile(
         model=graph.model,
         granularity=graph.granularity,
@@ -494,22 +659,60 @@ def measure_profile(
         whole_model=whole,
         clock=clock,
         created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        quality=quality,
     )
 
 
+def resolve_torch_device(torch_device: str) -> str:
+    """``cpu`` / ``cuda`` / ``cuda:N`` / ``auto`` -> the device to run on, checked (``auto``: CUDA if present)."""
+    import torch
+
+    text = (torch_device or "cpu").strip().lower()
+    if text == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise TiercutError(
+                f"--torch-device {torch_device} asks for CUDA, but this torch sees no GPU; use --torch-device cpu or auto"
+            )
+        index = int(text.partition(":")[2] or torch.cuda.current_device())
+        if not 0 <= index < torch.cuda.device_count():
+            raise TiercutError(f"--torch-device {torch_device}: there are {torch.cuda.device_count()} CUDA device(s)")
+        return f"cuda:{index}"
+    raise TiercutError(f"--torch-device {torch_device!r} is not known; use cpu, cuda, cuda:N or auto")
+
+
+def _on_device(captured: CapturedModel, device: str, copy_module: Any) -> CapturedModel:
+    """A copy of ``captured`` whose module and example inputs live on ``device``."""
+    from dataclasses import replace as dc_replace
+
+    gm = copy_module.deepcopy(captured.graph_module).to(device)
+    inputs = tuple(x.to(device) if hasattr(x, "to") else x for x in captured.example_inputs)
+    return dc_replace(captured, graph_module=gm, example_inputs=inputs)
+
+
 __all__ = [
+    "BUSY_MEDIAN_REL_SPREAD",
+    "BUSY_NODE_SUM_EXCESS",
+    "BUSY_UNSTABLE_FRACTION",
     "CLOCKS",
     "STOP_REASONS",
     "NodeProgram",
+    "ProfileQuality",
     "Progress",
     "StoppingRule",
     "TimingStats",
+    "assess_quality",
     "cpu_timer",
+    "cuda_timer",
     "measure_profile",
     "median_confidence_interval",
     "node_programs",
     "record_values",
     "repeat_until_stable",
+    "resolve_torch_device",
     "thread_count",
     "timer_for",
     "wall_timer",

@@ -34,7 +34,7 @@ from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph
 from tiercut.profile.features import NodeFeatures
 from tiercut.profile.host import HostInfo
-from tiercut.profile.measure import StoppingRule, TimingStats
+from tiercut.profile.measure import ProfileQuality, StoppingRule, TimingStats, assess_quality
 
 PROFILE_SCHEMA_VERSION = 1
 PROFILE_KIND = "tiercut-profile"
@@ -69,8 +69,12 @@ class Profile:
         rule: the stopping rule the timings followed.
         nodes: node name -> :class:`NodeProfile`, in topological order.
         whole_model: timing of the whole model, same rule.
-        clock: ``wall`` (perf_counter) or ``cpu`` (one thread's CPU time).
+        clock: ``wall`` (perf_counter), ``cpu`` (one thread's CPU time) or
+            ``cuda`` (CUDA events).
         created_utc: ISO time of the measurement.
+        quality: whether the host was busy while measuring
+            (:func:`~tiercut.profile.measure.assess_quality`); for a profile
+            written before this was recorded, assessed from its timings.
     """
 
     model: str
@@ -82,6 +86,19 @@ class Profile:
     whole_model: TimingStats
     clock: str = "wall"
     created_utc: str = ""
+    quality: ProfileQuality | None = None
+
+    def __post_init__(self) -> None:
+        if self.quality is None:
+            object.__setattr__(self, "quality", assess_quality(
+                [n.timing for n in self.nodes.values()], self.whole_model, cpus=self.host.logical_cpus,
+                threads=self.host.threads, clock=self.clock,
+            ))
+
+    @property
+    def is_stable(self) -> bool:
+        """The host was not busy while measuring (see :attr:`quality`)."""
+        return self.quality is not None and self.quality.verdict == "stable"
 
     # ----------------------------------------------------------- figures
     @property
@@ -165,7 +182,7 @@ class Profile:
             whole_model=self.whole_model.pooled(other.whole_model),
             clock=self.clock,
             created_utc=max(self.created_utc, other.created_utc),
-        )
+        )  # quality re-assessed on the pooled samples
 
     # ----------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +204,7 @@ class Profile:
             "sum_of_nodes_s": self.sum_of_nodes_s,
             "difference_s": self.difference_s,
             "difference_frac": self.difference_frac,
+            "quality": self.quality.to_dict() if self.quality is not None else None,
         }
 
     @classmethod
@@ -231,6 +249,7 @@ class Profile:
             whole_model=TimingStats.from_dict(data["whole_model"], where=f"{where} whole_model"),
             clock=_clock(data.get("clock", "wall"), where),
             created_utc=str(data.get("created_utc", "")),
+            quality=ProfileQuality.from_dict(data["quality"]) if isinstance(data.get("quality"), Mapping) else None,
         )
 
     def save(self, path: str | Path) -> Path:
@@ -246,8 +265,8 @@ class Profile:
 
 
 def _clock(value: Any, where: str) -> str:
-    if value not in ("wall", "cpu"):
-        raise TiercutError(f"{where} has clock {value!r}; expected 'wall' or 'cpu'")
+    if value not in ("wall", "cpu", "cuda"):
+        raise TiercutError(f"{where} has clock {value!r}; expected 'wall', 'cpu' or 'cuda'")
     return str(value)
 
 

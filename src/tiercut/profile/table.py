@@ -12,9 +12,13 @@ client's measured ``file_1`` with the servers' predicted ``file_2``; here:
   predictor's own host (for the shipped predictor, the machine it was
   fitted on). Predictions for a host other than the predictor's are
   transferred to it by roofline (:mod:`tiercut.profile.transfer`).
-- on a catalog *device* (a :class:`~tiercut.profile.catalog.DeviceSpec`):
-  the host time (measured or predicted) transferred by roofline, always
-  ``"predicted"``.
+- on a catalog *device* (a :class:`~tiercut.profile.catalog.DeviceSpec`),
+  always ``"predicted"``: from the device's own figures -- its achieved
+  per-class efficiencies and per-node overhead at the chosen precision
+  (:mod:`tiercut.profile.device_model`) -- when the entry has them
+  (:attr:`DeviceSpec.is_calibrated`); otherwise (a device known only by a
+  speed, e.g. the seed's GHz figures) the host time transferred by roofline
+  (:mod:`tiercut.profile.transfer`).
 
 In context (default): a node timed alone is a little faster than inside the
 model (warm caches). With ``in_context=True`` each host time gets its extra
@@ -37,6 +41,7 @@ import numpy as np
 from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph
 from tiercut.profile.catalog import DeviceSpec, get_device_spec
+from tiercut.profile.device_model import device_seconds
 from tiercut.profile.features import graph_features
 from tiercut.profile.host import HostInfo
 from tiercut.profile.predict import Predictor, load_default_predictor
@@ -150,6 +155,7 @@ def compute_table(
     host: HostInfo | None = None,
     in_context: bool = True,
     members_graph: LayerGraph | None = None,
+    precisions: Mapping[str, str] | None = None,
 ) -> ComputeTable:
     """The ``compute_s`` table of ``graph`` on ``devices`` (see the module docstring).
 
@@ -164,8 +170,14 @@ def compute_table(
         members_graph: for a block-granularity ``graph``, the same model at
             module granularity: unmeasured blocks are then predicted as the
             sum of their layers (:meth:`Predictor.predict_graph`).
+        precisions: device name -> ``fp32`` / ``fp16`` / ``int8`` for catalog
+            devices (default: each entry's ``default_precision``).
     """
     resolved = _resolve(devices)
+    precisions = dict(precisions or {})
+    for device in precisions:
+        if device not in resolved:
+            raise TiercutError(f"precision given for unknown device {device!r}; devices are {', '.join(resolved)}")
     predictor = predictor or load_default_predictor()
     feats = graph_features(graph)
     names = list(feats)
@@ -219,7 +231,22 @@ def compute_table(
                 f"{len(names) - len(measured)} predicted; in-context extra {'added' if in_context else 'not added'}"
             )
             context_s[device] = {n: float(c) for n, c in zip(names, context, strict=True)}
+        elif spec.is_calibrated:
+            kernels = [max(1, len(graph[n].members)) for n in names]
+            figures = spec.resolve(precisions.get(device))
+            column = device_seconds(features, spec, figures.precision, kernels)
+            for n in names:
+                provenance[n][device] = "predicted"
+            basis[device] = (
+                f"{spec.name} ({spec.description}) at {figures.precision}: achieved per-class efficiency and "
+                f"{figures.dispatch_overhead_s * 1e6:.3g} us per node of {figures.stack or 'its stack'} (device model)"
+            )
         else:
+            if device in precisions and precisions[device] != "fp32":
+                raise TiercutError(
+                    f"device {device!r} ({spec.name}) has no achieved efficiencies, so only fp32 can be predicted for it; "
+                    "calibrate it ('tiercut devices calibrate') or drop its precision"
+                )
             column = transfer_seconds(in_model, features, host_info, spec)
             for n in names:
                 provenance[n][device] = "predicted"

@@ -9,26 +9,33 @@ worker rebuilds an executable from them with a fixed interpreter.
 Two program formats, both data-only:
 
 ``aten-json`` (default)
-    The partition is exported with ``torch.export.export`` (ATen operators,
-    static shapes) and re-written as tiercut's own JSON: a list of nodes, each
-    an ATen operator overload *named* (``"aten.conv2d.default"``) with its
-    arguments as JSON (references to earlier nodes, numbers, lists, dtype and
-    device names). The worker resolves each name in ``torch.ops.aten`` and
-    refuses the program unless every operator passes :func:`check_operator`
-    (ATen namespace only; no string argument except a known option such as
-    ``approximate`` or ``rounding_mode``, so no ``aten::from_file``; no
-    in-place write into a weight or anything that may alias one). A small
-    interpreter then calls the operators in order: no code generation, no
-    ``exec``, no pickle. The kernels are the ones eager PyTorch runs, so the
-    outputs equal the whole model's bit for bit on the zoo.
+    The partition is exported with ``torch.export.export`` and functionalized
+    (:func:`export_aten`: ATen operators, static shapes, no in-place call)
+    and re-written as tiercut's own JSON: a list of nodes, each an ATen
+    operator overload *named* (``"aten.conv2d.default"``) with its arguments
+    as JSON (references to earlier nodes, numbers, lists, dtype and device
+    names). The worker's interpreter (:mod:`tiercut.runtime.interpreter`)
+    accepts a program only if every operator is on the hand-reviewed
+    allow-list of functional overloads (:mod:`tiercut.runtime.allowlist`)
+    and the program runs on the meta device from its declared input specs
+    (shapes and dtypes: no view outside its base, intermediates within the
+    worker's bound, the declared outputs); it then calls the operators in
+    order: no code generation, no ``exec``, no pickle. The kernels are the
+    ones eager PyTorch runs, so the outputs equal the whole model's bit for
+    bit on the zoo.
 
 ``onnx``
     The partition exported with the TorchScript-based ONNX exporter
     (``torch.onnx.export(..., dynamo=False)``) and executed by onnxruntime.
     Its initializers are moved out of the graph to the weight store (marked
     as external data that only the worker's store can satisfy); the worker
-    refuses any other external-data reference and any operator domain other
-    than the standard ones.
+    refuses any other external-data reference, any operator type not on its
+    ONNX allow-list (:data:`~tiercut.runtime.allowlist.ONNX_ALLOWED_OPS`:
+    standard domain, no sub-graphs or functions), and any program whose
+    intermediate shapes ONNX shape inference cannot fix before it runs
+    (ViT's shape arithmetic, for one) or whose intermediates exceed its
+    bound. A worker runs ``onnx`` programs only when started with
+    ``--allow-onnx``: by default it runs the allow-listed ATen programs only.
 
 Why not ``torch.export.save``/``load``: ``torch.export.load`` unpickles
 (torch's loader with ``weights_only=False`` for weights and constants,
@@ -50,7 +57,12 @@ the default and ``onnx`` an option for speed.
 
 Weights are identified by content: :func:`tensor_digest` is the SHA-256 of
 dtype, shape and bytes. A worker keeps each distinct tensor once, whichever
-partitions or programs use it.
+partitions or programs use it. A program is identified by content too: its
+id (:func:`program_id`) is the SHA-256 of its manifest (every weight's
+digest, dtype and shape, the input and output specs) and of its bytes, so
+two users whose models share an architecture but not their weights get two
+programs, each answering with its own weights; the worker recomputes the id
+and refuses a program whose id does not match.
 
 A *partition bundle* (:class:`PartitionBundle`) is the unit the upload
 thread sends and the worker confirms: the weights one upload carries and the
@@ -65,54 +77,40 @@ import hashlib
 import io
 import json
 import math
-import re
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tiercut.errors import TiercutError
-from tiercut.runtime.codec import dtype_name, flatten_value, same_constant, tensor_bytes_view, torch_dtype, unflatten_value
+from tiercut.runtime.allowlist import EXPORT_DROPPED, EXPORT_REWRITES, ONNX_ALLOWED_OPS
+from tiercut.runtime.codec import (
+    CodecError,
+    dtype_name,
+    flatten_value,
+    same_constant,
+    tensor_bytes_view,
+    torch_dtype,
+    unflatten_value,
+)
+from tiercut.runtime.interpreter import (
+    PROGRAM_SCHEMA_VERSION,
+    ArtifactError,
+    AtenProgram,
+    Propagation,
+    RunControl,
+    check_operator,
+)
 
 ARTIFACT_FORMATS = ("aten-json", "onnx")
 DEFAULT_FORMAT = "aten-json"
-PROGRAM_SCHEMA_VERSION = 1
 BUNDLE_SCHEMA_VERSION = 1
-
-#: string arguments an ATen operator may take in a program (options, never paths or code)
-SAFE_STRING_ARGUMENTS = frozenset(
-    {
-        "approximate",
-        "rounding_mode",
-        "reduce",
-        "padding",
-        "indexing",
-        "equation",
-        "side",
-        "mode",
-        "interpolation",
-        "assert_msg",
-        "msg",
-        "norm",
-        "UPLO",
-        "driver",
-        "activation",
-        "padding_side",
-        "pad_mode",
-    }
-)
-#: ATen operators refused whatever their arguments
-DENIED_OPERATORS = frozenset({"from_file", "_print", "save", "_assert_async"})
+#: bytes of intermediates one run of a program may hold at once, unless the worker says otherwise
+DEFAULT_MAX_RUN_BYTES = 2 * 1024**3
 #: where ONNX initializers moved to the weight store point to (never a real file)
 ONNX_STORE_LOCATION = "tiercut-weight-store"
 ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
-_MAX_PROGRAM_NODES = 200_000
-_MAX_JSON_DEPTH = 64
-
-
-class ArtifactError(TiercutError):
-    """A program or bundle that cannot be built, or received bytes that are not a valid one."""
+MAX_SPEC_DIMS = 16
 
 
 # --------------------------------------------------------------------- small types
@@ -135,9 +133,18 @@ class TensorSpec:
         if not isinstance(data, Mapping):
             raise ArtifactError(f"tensor spec {data!r:.60} is not a mapping")
         dtype, shape = data.get("dtype"), data.get("shape")
-        torch_dtype(dtype)  # validates the name
-        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-            raise ArtifactError(f"tensor spec shape {shape!r:.60} is not a list of sizes")
+        try:
+            torch_dtype(dtype)  # validates the name
+        except CodecError as exc:
+            raise ArtifactError(str(exc)) from None
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_SPEC_DIMS
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)
+        ):
+            raise ArtifactError(f"tensor spec shape {shape!r:.60} is not a list of at most {MAX_SPEC_DIMS} sizes below 2**40")
+        if math.prod(shape) >= 2**56:
+            raise ArtifactError(f"tensor spec shape {shape!r:.60} has more elements than any tensor can")
         return cls(str(dtype), tuple(shape))
 
     def matches(self, tensor: Any) -> bool:
@@ -161,7 +168,7 @@ class ProgramManifest:
     """What a program takes and returns, and which weights it needs.
 
     Attributes:
-        program_id: SHA-256 (hex) of the program bytes; the name the route uses.
+        program_id: the program's content id (:func:`program_id`); the name the route uses.
         format: ``aten-json`` or ``onnx``.
         input_names: the partition's input value names, in order.
         output_names: the partition's output value names, in order.
@@ -220,7 +227,7 @@ class ProgramManifest:
                 tensor_outputs=tuple(TensorSpec.from_dict(t) for t in _list(data["tensor_outputs"])),
                 weights={_str(k): _str(v) for k, v in _mapping(data["weights"]).items()},
                 weight_specs={_str(k): TensorSpec.from_dict(v) for k, v in _mapping(data["weight_specs"]).items()},
-                program_bytes=int(data["program_bytes"]),
+                program_bytes=_int(data["program_bytes"]),
             )
         except KeyError as exc:
             raise ArtifactError(f"program manifest lacks the field {exc}") from None
@@ -233,6 +240,31 @@ class ProgramManifest:
         if set(manifest.weights) != set(manifest.weight_specs):
             raise ArtifactError("program manifest names different weights in weights and weight_specs")
         return manifest
+
+
+def program_id(manifest: ProgramManifest, data: bytes) -> str:
+    """The content id of a program: SHA-256 over everything that determines its answers.
+
+    That is its bytes and its manifest: every weight's digest, dtype and
+    shape, the input and output specs and structures (the ``program_id``
+    field itself left out). Same id, same answers.
+    """
+    body = manifest.to_dict()
+    del body["program_id"]
+    body["program_sha256"] = sha256_hex(data)
+    return sha256_hex(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def make_program(manifest: ProgramManifest, data: bytes) -> Program:
+    """A :class:`Program` whose manifest carries the size and content id of ``data``."""
+    sized = replace(manifest, program_id="", program_bytes=len(data))
+    return Program(replace(sized, program_id=program_id(sized, data)), data)
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ArtifactError(f"expected a size in the manifest, got {value!r:.40}")
+    return value
 
 
 def _str(value: Any) -> str:
@@ -350,7 +382,7 @@ def build_program(partition: Any, inputs: Mapping[str, Any], *, format: str = DE
     else:
         data, weights, sources, weight_specs = _export_onnx(module, tuple(in_leaves), len(out_leaves), partition.index)
     manifest = ProgramManifest(
-        program_id=sha256_hex(data),
+        program_id="",
         format=format,
         input_names=tuple(partition.input_names),
         output_names=tuple(partition.output_names),
@@ -362,8 +394,27 @@ def build_program(partition: Any, inputs: Mapping[str, Any], *, format: str = DE
         weight_specs=weight_specs,
         program_bytes=len(data),
     )
+    program = make_program(manifest, data)
     by_digest = {digest: tensor for digest, tensor in weights.values()}
-    return BuiltProgram(Program(manifest, data), by_digest, sources)
+    if format == "aten-json":  # the program must pass the worker's own checks, and answer like the partition
+        try:
+            loaded = load_program(program, by_digest)
+            got = loaded.run_leaves(in_leaves)
+        except ArtifactError as exc:
+            raise ArtifactError(f"partition {partition.index} exports to a program a worker refuses: {exc}") from None
+        if not all(_same_tensor(a, b) for a, b in zip(got, out_leaves)):
+            raise ArtifactError(f"partition {partition.index} exports to a program whose outputs differ from the partition's")
+    return BuiltProgram(program, by_digest, sources)
+
+
+def _same_tensor(got: Any, expected: Any) -> bool:
+    import torch
+
+    if got.shape != expected.shape or got.dtype != expected.dtype:
+        return False
+    if got.is_floating_point() or got.is_complex():
+        return bool(torch.allclose(got, expected, atol=1e-5, equal_nan=True))
+    return bool(torch.equal(got, expected))
 
 
 # ----- aten-json
@@ -390,7 +441,7 @@ def _encode_arg(arg: Any, names: Mapping[Any, str]) -> Any:
     raise ArtifactError(f"an operator argument of type {type(arg).__name__} cannot be written as data")
 
 
-def _operator_name(target: Any) -> str:
+def operator_name(target: Any) -> str:
     import operator
 
     import torch
@@ -408,37 +459,76 @@ def _operator_name(target: Any) -> str:
     )
 
 
+def export_aten(module: Any, leaves: tuple[Any, ...]) -> Any:
+    """``module`` on ``leaves`` as a functional ATen graph: ``torch.export`` then functionalization.
+
+    ``run_decompositions({})`` functionalizes without decomposing: in-place
+    calls become their functional forms (``relu_`` -> ``relu``, a mutation of
+    an input becomes an extra ``USER_INPUT_MUTATION`` output), ``dropout`` in
+    eval disappears, ``reshape``/``flatten``/``contiguous`` become ``view`` or
+    ``clone``; composite layers (``conv2d``, ``linear``, ``layer_norm``,
+    ``scaled_dot_product_attention``) stay whole, so the kernels are the
+    ones eager PyTorch runs. Raises whatever ``torch.export`` raises.
+    """
+    import torch
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(module, leaves, strict=False)
+        return exported.run_decompositions({})
+
+
 def _export_aten_json(
     module: Any, leaves: tuple[Any, ...], index: int
 ) -> tuple[bytes, dict[str, tuple[str, Any]], dict[str, str], dict[str, TensorSpec]]:
-    import torch
+    """Export and encode one partition; only what its outputs need is kept.
+
+    Mutations of the partition's own inputs (an in-place call on a value it
+    received, as a cut before ``ReLU(inplace=True)`` makes) become extra
+    outputs under functionalization; the copy a worker receives is its own,
+    so they are dropped. ``_unsafe_view`` is rewritten to ``view``
+    (:data:`~tiercut.runtime.allowlist.EXPORT_REWRITES`).
+    """
     from torch.export.graph_signature import InputKind, OutputKind
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exported = torch.export.export(module, leaves, strict=False)
+        exported = export_aten(module, leaves)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ArtifactError(f"torch.export cannot export partition {index}: {first[:200]}") from None
     signature = exported.graph_signature
     kinds = {spec.arg.name: spec for spec in signature.input_specs}
+    graph_nodes = list(exported.graph.nodes)
+    output_node = next(n for n in graph_nodes if n.op == "output")
+    results = output_node.args[0]
+    results = list(results) if isinstance(results, (list, tuple)) else [results]
+    kept_results = []
+    for spec, result in zip(signature.output_specs, results):
+        if spec.kind == OutputKind.USER_OUTPUT:
+            kept_results.append(result)
+        elif spec.kind != OutputKind.USER_INPUT_MUTATION:
+            raise ArtifactError(f"partition {index} mutates a buffer ({spec.kind.name}); it cannot be shipped")
+    needed: set[Any] = set()
+    stack = [r for r in kept_results if hasattr(r, "all_input_nodes")]
+    while stack:
+        node = stack.pop()
+        if node not in needed:
+            needed.add(node)
+            stack.extend(node.all_input_nodes)
     weights: dict[str, tuple[str, Any]] = {}
     sources: dict[str, str] = {}
     specs: dict[str, TensorSpec] = {}
     user_inputs: list[str] = []
     names: dict[Any, str] = {}
     nodes: list[dict[str, Any]] = []
-    outputs: list[Any] = []
-    for spec in signature.output_specs:
-        if spec.kind != OutputKind.USER_OUTPUT:
-            raise ArtifactError(f"partition {index} mutates a buffer or input ({spec.kind.name}); it cannot be shipped")
-    for node in exported.graph.nodes:
+    for node in graph_nodes:
         if node.op == "placeholder":
             names[node] = node.name
             spec = kinds[node.name]
             if spec.kind == InputKind.USER_INPUT:
                 user_inputs.append(node.name)
+                continue
+            if node not in needed:
                 continue
             if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
                 tensor = exported.state_dict.get(spec.target)
@@ -455,19 +545,21 @@ def _export_aten_json(
             sources[digest] = source.removeprefix("gm.")
             specs[node.name] = TensorSpec.of(tensor)
         elif node.op == "call_function":
+            if node not in needed:
+                continue
+            op = operator_name(node.target)
+            if op in EXPORT_DROPPED:
+                raise ArtifactError(f"partition {index} reads the result of {op}, which a program never carries")
             names[node] = node.name
             nodes.append(
                 {
                     "name": node.name,
-                    "op": _operator_name(node.target),
+                    "op": EXPORT_REWRITES.get(op, op),
                     "args": [_encode_arg(a, names) for a in node.args],
                     "kwargs": {k: _encode_arg(v, names) for k, v in node.kwargs.items()},
                 }
             )
-        elif node.op == "output":
-            result = node.args[0]
-            outputs = [_encode_arg(a, names) for a in (result if isinstance(result, (list, tuple)) else [result])]
-        else:
+        elif node.op != "output":
             raise ArtifactError(
                 f"the exported partition {index} has a {node.op} node ({node.name}); only operator calls are shipped"
             )
@@ -476,11 +568,9 @@ def _export_aten_json(
         "inputs": user_inputs,
         "weights": list(weights),
         "nodes": nodes,
-        "outputs": outputs,
+        "outputs": [_encode_arg(r, names) for r in kept_results],
     }
     data = json.dumps(program, separators=(",", ":"), allow_nan=False).encode()
-    # the program must pass the worker's own checks before it is ever sent
-    _AtenProgram.parse(data)
     return data, weights, sources, specs
 
 
@@ -539,209 +629,6 @@ def _export_onnx(
 
 
 # --------------------------------------------------------------------- loading (worker side)
-def check_operator(name: str) -> Any:
-    """The ATen operator overload a program names, if the worker may call it.
-
-    Allowed: ``getitem`` and overloads in ``torch.ops.aten`` not in
-    :data:`DENIED_OPERATORS` whose string arguments are all known options
-    (:data:`SAFE_STRING_ARGUMENTS`). Anything else is an :class:`ArtifactError`.
-    """
-    import operator
-
-    import torch
-
-    if name == "getitem":
-        return operator.getitem
-    parts = name.split(".")
-    if len(parts) != 3 or parts[0] != "aten" or not all(p.isidentifier() for p in parts[1:]):
-        raise ArtifactError(f"program calls {name!r:.80}; only ATen operators (aten.<op>.<overload>) may be called")
-    _, op_name, overload = parts
-    if op_name in DENIED_OPERATORS:
-        raise ArtifactError(f"program calls aten.{op_name}, which a worker never runs")
-    packet = getattr(torch.ops.aten, op_name, None)
-    if packet is None or not isinstance(packet, torch._ops.OpOverloadPacket):
-        raise ArtifactError(f"program calls aten.{op_name}, which this torch does not have")
-    if overload not in packet.overloads():
-        raise ArtifactError(f"program calls aten.{op_name}.{overload}, an overload this torch does not have")
-    target = getattr(packet, overload)
-    for argument in target._schema.arguments:
-        type_text = str(argument.type)
-        if re.search(r"\bstr\b", type_text) and argument.name not in SAFE_STRING_ARGUMENTS:
-            raise ArtifactError(f"program calls {name}, whose string argument {argument.name!r} a worker refuses")
-        if "Storage" in type_text:
-            raise ArtifactError(f"program calls {name}, which takes a storage; a worker refuses it")
-    return target
-
-
-class _Ref:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _decode_arg(value: Any, defined: set[str], depth: int = 0) -> Any:
-    import torch
-
-    if depth > _MAX_JSON_DEPTH:
-        raise ArtifactError("program argument nests too deep")
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, inner),) = value.items()
-        if key == "ref":
-            if not isinstance(inner, str) or inner not in defined:
-                raise ArtifactError(f"program refers to {inner!r:.60} before it is defined")
-            return _Ref(inner)
-        if key == "list":
-            if not isinstance(inner, list):
-                raise ArtifactError("program list argument is not a list")
-            return [_decode_arg(v, defined, depth + 1) for v in inner]
-        if key == "float" and inner in ("inf", "-inf", "nan"):
-            return float(inner)
-        if key == "dtype":
-            return torch_dtype(inner)
-        if key == "device":
-            if not isinstance(inner, str) or inner.split(":")[0] not in ("cpu", "cuda"):
-                raise ArtifactError(f"program names device {inner!r:.40}; only cpu and cuda devices are allowed")
-            return torch.device(inner)
-        if key == "layout" and inner in ("strided",):
-            return torch.strided
-        if key == "memory_format" and inner in ("contiguous_format", "channels_last", "preserve_format", "channels_last_3d"):
-            return getattr(torch, inner)
-    raise ArtifactError(f"program argument {value!r:.60} is not a known kind of value")
-
-
-def _refs(value: Any) -> list[str]:
-    if isinstance(value, _Ref):
-        return [value.name]
-    if isinstance(value, list):
-        return [name for item in value for name in _refs(item)]
-    if isinstance(value, dict):
-        return [name for item in value.values() for name in _refs(item)]
-    return []
-
-
-def _resolve(value: Any, env: Mapping[str, Any]) -> Any:
-    if isinstance(value, _Ref):
-        return env[value.name]
-    if isinstance(value, list):
-        return [_resolve(v, env) for v in value]
-    return value
-
-
-@dataclass(frozen=True, eq=False)
-class _Step:
-    name: str
-    target: Any
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-    free_after: tuple[str, ...]
-
-
-@dataclass(frozen=True, eq=False)
-class _AtenProgram:
-    """A parsed, checked aten-json program."""
-
-    inputs: tuple[str, ...]
-    weights: tuple[str, ...]
-    steps: tuple[_Step, ...]
-    outputs: tuple[Any, ...]
-
-    @classmethod
-    def parse(cls, data: bytes) -> _AtenProgram:
-        try:
-            program = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ArtifactError("aten-json program is not valid JSON") from None
-        if not isinstance(program, dict) or program.get("schema_version") != PROGRAM_SCHEMA_VERSION:
-            raise ArtifactError(f"aten-json program is not schema version {PROGRAM_SCHEMA_VERSION}")
-        inputs = [_str(n) for n in _list(program.get("inputs"))]
-        weight_names = [_str(n) for n in _list(program.get("weights"))]
-        raw_nodes = _list(program.get("nodes"))
-        if len(raw_nodes) > _MAX_PROGRAM_NODES:
-            raise ArtifactError(f"aten-json program has {len(raw_nodes)} nodes, more than {_MAX_PROGRAM_NODES}")
-        defined: set[str] = set()
-        for name in inputs + weight_names:
-            if name in defined:
-                raise ArtifactError(f"aten-json program defines {name!r} twice")
-            defined.add(name)
-        weight_set = set(weight_names)
-        may_alias_weight: set[str] = set(weight_names)
-        parsed: list[tuple[str, Any, list[Any], dict[str, Any]]] = []
-        for raw in raw_nodes:
-            if not isinstance(raw, dict):
-                raise ArtifactError("aten-json program node is not a mapping")
-            name = _str(raw.get("name"))
-            if name in defined:
-                raise ArtifactError(f"aten-json program defines {name!r} twice")
-            target = check_operator(_str(raw.get("op")))
-            args = [_decode_arg(a, defined) for a in _list(raw.get("args", []))]
-            kwargs = {_str(k): _decode_arg(v, defined) for k, v in _mapping(raw.get("kwargs", {})).items()}
-            cls._check_writes(name, target, args, kwargs, may_alias_weight, weight_set)
-            if cls._returns_alias(target) and any(r in may_alias_weight for r in _refs(args) + _refs(kwargs)):
-                may_alias_weight.add(name)
-            defined.add(name)
-            parsed.append((name, target, args, kwargs))
-        outputs = [_decode_arg(o, defined) for o in _list(program.get("outputs"))]
-        # liveness: free each intermediate after its last use
-        last_use: dict[str, int] = {}
-        for i, (_, _, args, kwargs) in enumerate(parsed):
-            for ref in _refs(args) + _refs(kwargs):
-                last_use[ref] = i
-        keep = set(_refs(outputs)) | weight_set
-        frees: list[list[str]] = [[] for _ in parsed]
-        for ref, i in last_use.items():
-            if ref not in keep:
-                frees[i].append(ref)
-        steps = tuple(
-            _Step(name, target, tuple(args), kwargs, tuple(frees[i])) for i, (name, target, args, kwargs) in enumerate(parsed)
-        )
-        return cls(tuple(inputs), tuple(weight_names), steps, tuple(outputs))
-
-    @staticmethod
-    def _returns_alias(target: Any) -> bool:
-        import operator
-
-        if target is operator.getitem:
-            return True
-        return any(r.alias_info is not None for r in target._schema.returns)
-
-    @staticmethod
-    def _check_writes(
-        name: str, target: Any, args: list[Any], kwargs: dict[str, Any], may_alias: set[str], weights: set[str]
-    ) -> None:
-        import operator
-
-        if target is operator.getitem:
-            return
-        schema = target._schema
-        for position, argument in enumerate(schema.arguments):
-            info = argument.alias_info
-            if info is None or not info.is_write:
-                continue
-            if argument.kwarg_only or position >= len(args):
-                value = kwargs.get(argument.name)
-            else:
-                value = args[position]
-            for ref in _refs(value):
-                if ref in may_alias:
-                    raise ArtifactError(
-                        f"program node {name!r} writes in place into {ref!r}, a weight or a view of one; a worker refuses it"
-                    )
-
-    def run(self, leaves: Sequence[Any], weights: Mapping[str, Any]) -> list[Any]:
-        env: dict[str, Any] = dict(zip(self.inputs, leaves))
-        env.update(weights)
-        for step in self.steps:
-            args = [_resolve(a, env) for a in step.args]
-            kwargs = {k: _resolve(v, env) for k, v in step.kwargs.items()}
-            env[step.name] = step.target(*args, **kwargs)
-            for name in step.free_after:
-                env.pop(name, None)
-        return [_resolve(o, env) for o in self.outputs]
-
-
 def _check_onnx(model: Any, weight_names: set[str]) -> None:
     """Refuse external data other than the store's initializers and non-standard operator domains."""
     import onnx
@@ -796,9 +683,76 @@ def _check_onnx(model: Any, weight_names: set[str]) -> None:
         raise ArtifactError(f"ONNX program has no initializer {sorted(missing)[0]!r} that its manifest lists")
 
 
+def _check_onnx_operators_and_shapes(model: Any, manifest: ProgramManifest, max_run_bytes: int) -> None:
+    """Allow-listed op types only, no sub-graphs or functions, every shape static, intermediates within the bound."""
+    import numpy as np
+    import onnx
+    from onnx import helper, shape_inference
+
+    name = manifest.program_id[:12]
+    if len(model.functions):
+        raise ArtifactError(f"ONNX program {name} defines functions; a worker runs allow-listed operators only")
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_ALLOWED_OPS:
+            raise ArtifactError(
+                f"ONNX program {name} uses operator {node.domain or 'ai.onnx'}.{node.op_type}, which is not on this "
+                "worker's allow-list of ONNX operators"
+            )
+        if any(a.HasField("g") or len(a.graphs) for a in node.attribute):
+            raise ArtifactError(f"ONNX program {name} holds a sub-graph in {node.op_type}; a worker refuses them")
+    inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx's checker refuses the graph: refuse the program
+        raise ArtifactError(f"ONNX program {name} fails shape inference: {str(exc).strip().splitlines()[0][:160]}") from None
+
+    def static(value: Any) -> tuple[tuple[int, ...], int] | None:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+            return None
+        if not all(d.HasField("dim_value") and d.dim_value >= 0 for d in tensor.shape.dim):
+            return None
+        if tensor.elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+            return None
+        return tuple(d.dim_value for d in tensor.shape.dim), np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+
+    known = {v.name: static(v) for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
+    for value, spec in zip(inputs, manifest.tensor_inputs):
+        shape = known.get(value.name)
+        if shape is None or shape[0] != spec.shape:
+            raise ArtifactError(f"ONNX program {name} takes input {value.name!r:.60} of another shape than its manifest declares")
+    last_use: dict[str, int] = {}
+    for index, node in enumerate(inferred.graph.node):
+        for value in node.input:
+            last_use[value] = index
+    outputs = {o.name for o in inferred.graph.output}
+    produced = {value for node in inferred.graph.node for value in node.output}
+    live = 0
+    for index, node in enumerate(inferred.graph.node):
+        for value in node.output:
+            if not value:
+                continue
+            shape = known.get(value)
+            if shape is None:
+                raise ArtifactError(
+                    f"ONNX program {name}: the shape of {value!r:.60} ({node.op_type}) is not known before it runs; "
+                    "a worker runs only programs whose shapes it can check (export this partition as aten-json)"
+                )
+            live += math.prod(shape[0]) * shape[1]
+        if live > max_run_bytes:
+            raise ArtifactError(
+                f"ONNX program {name} needs {live} bytes of intermediates at {node.op_type}, more than this worker's "
+                f"bound of {max_run_bytes} bytes (--max-run-bytes)"
+            )
+        for value in dict.fromkeys(node.input):  # free what no later node reads (inputs and weights are not counted)
+            shape = known.get(value)
+            if last_use.get(value) == index and value in produced and value not in outputs and shape is not None:
+                live -= math.prod(shape[0]) * shape[1]
+
+
 @dataclass(eq=False)
 class LoadedProgram:
-    """A program rebuilt on a worker, ready to run on received values.
+    """A program rebuilt on a worker, checked and ready to run on received values.
 
     Build it with :func:`load_program`; :meth:`run` is safe to call from
     several threads at once.
@@ -806,7 +760,8 @@ class LoadedProgram:
 
     manifest: ProgramManifest
     _weights: dict[str, Any] = field(repr=False)
-    _aten: _AtenProgram | None = field(default=None, repr=False)
+    _aten: AtenProgram | None = field(default=None, repr=False)
+    _propagation: Propagation | None = field(default=None, repr=False)
     _session: Any = field(default=None, repr=False)
     _keepalive: list[Any] = field(default_factory=list, repr=False)
 
@@ -814,8 +769,15 @@ class LoadedProgram:
     def program_id(self) -> str:
         return self.manifest.program_id
 
+    @property
+    def peak_bytes(self) -> int:
+        """Bytes of intermediates a run holds at most (propagated at load; 0 for ONNX programs)."""
+        return self._propagation.peak_bytes if self._propagation is not None else 0
+
     def check_inputs(self, values: Mapping[str, Any]) -> list[Any]:
-        """The tensor leaves of the inputs, after checking them against the manifest."""
+        """The tensor leaves of the inputs, after checking them against the manifest exactly."""
+        import torch
+
         manifest = self.manifest
         leaves: list[Any] = []
         for name, structure in zip(manifest.input_names, manifest.input_structures):
@@ -828,48 +790,75 @@ class LoadedProgram:
                     f"{manifest.program_id[:12]} was exported for"
                 )
             flatten_value(value, leaves)
+        if len(leaves) != len(manifest.tensor_inputs):
+            raise ArtifactError(f"partition program {manifest.program_id[:12]} received another number of tensors")
         for i, (leaf, spec) in enumerate(zip(leaves, manifest.tensor_inputs)):
-            if not spec.matches(leaf):
+            if not spec.matches(leaf) or leaf.device.type != "cpu" or leaf.layout != torch.strided:
                 raise ArtifactError(
                     f"tensor input {i} of partition program {manifest.program_id[:12]} is {dtype_name(leaf.dtype)} "
                     f"{list(leaf.shape)}; it was exported for {spec.dtype} {list(spec.shape)} (use the same input shape)"
                 )
+            if not leaf.is_contiguous():  # the propagation assumed the layout received tensors have
+                leaves[i] = leaf.contiguous()
         return leaves
 
-    def run(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Run on named inputs; returns ``output_names`` -> value."""
+    def run_leaves(self, leaves: Sequence[Any], control: RunControl | None = None) -> list[Any]:
+        """Run on checked tensor leaves; returns the output tensors in manifest order."""
         import torch
 
-        leaves = self.check_inputs(values)
-        with torch.no_grad():
-            if self._aten is not None:
-                outputs = self._aten.run(leaves, self._weights)
-            elif self._session is None:
-                outputs = []
-            else:
-                wanted = {i.name for i in self._session.get_inputs()}  # the exporter drops inputs nothing reads
-                feeds = {f"input_{i}": leaf.numpy() for i, leaf in enumerate(leaves) if f"input_{i}" in wanted}
-                outputs = [torch.from_numpy(array) for array in self._session.run(None, feeds)]
-        if len(outputs) != len(self.manifest.tensor_outputs):
-            raise ArtifactError(
-                f"partition program {self.program_id[:12]} returned {len(outputs)} tensors, "
-                f"not {len(self.manifest.tensor_outputs)}"
-            )
+        if self._aten is not None:
+            assert self._propagation is not None
+            outputs = self._aten.run(leaves, self._weights, self._propagation.signatures, control)
+        elif self._session is None:
+            outputs = []
+        else:
+            wanted = {i.name for i in self._session.get_inputs()}  # the exporter drops inputs nothing reads
+            feeds = {f"input_{i}": leaf.numpy() for i, leaf in enumerate(leaves) if f"input_{i}" in wanted}
+            outputs = [torch.from_numpy(array) for array in self._session.run(None, feeds)]
+        if len(outputs) != len(self.manifest.tensor_outputs) or not all(
+            spec.matches(t) for spec, t in zip(self.manifest.tensor_outputs, outputs)
+        ):
+            raise ArtifactError(f"partition program {self.program_id[:12]} returned other tensors than its manifest declares")
+        return outputs
+
+    def run(self, values: Mapping[str, Any], control: RunControl | None = None) -> dict[str, Any]:
+        """Run on named inputs; returns ``output_names`` -> value.
+
+        ``control`` stops an aten-json run at the next step once its deadline
+        passes or it is cancelled (:class:`~tiercut.runtime.interpreter.RunStoppedError`).
+        """
+        outputs = self.run_leaves(self.check_inputs(values), control)
         return {
             name: unflatten_value(structure, outputs)
             for name, structure in zip(self.manifest.output_names, self.manifest.output_structures)
         }
 
 
-def load_program(program: Program, weights: Mapping[str, Any], *, onnx_threads: int = 1) -> LoadedProgram:
+def load_program(
+    program: Program,
+    weights: Mapping[str, Any],
+    *,
+    max_run_bytes: int = DEFAULT_MAX_RUN_BYTES,
+    onnx_threads: int = 1,
+    formats: Sequence[str] = ARTIFACT_FORMATS,
+) -> LoadedProgram:
     """Rebuild a received program: check it, bind its weights (digest -> tensor) and prepare it to run.
 
-    Raises :class:`ArtifactError` if the bytes do not hash to the program id,
-    the program fails a check, or a weight is missing or has another shape.
+    Raises :class:`ArtifactError` if the program's format is not in
+    ``formats``, the manifest and bytes do not hash to the program id, an
+    operator is not on the allow-list, the program does not propagate (on
+    fake tensors; for ONNX, by static shape inference) within
+    ``max_run_bytes`` to its declared outputs, or a weight is missing or has
+    another shape.
     """
     manifest = program.manifest
-    if sha256_hex(program.data) != manifest.program_id:
-        raise ArtifactError(f"program {manifest.program_id[:12]} does not hash to its id; it is corrupt")
+    if manifest.format not in formats:
+        raise ArtifactError(
+            f"program {manifest.program_id[:12]} is in the {manifest.format} format, which this worker does not run "
+            f"(it runs {', '.join(formats)}; start it with --allow-onnx for onnx programs)"
+        )
+    if manifest.program_bytes != len(program.data) or program_id(manifest, program.data) != manifest.program_id:
+        raise ArtifactError(f"program {manifest.program_id[:12]} does not hash to its id; it is corrupt or forged")
     bound: dict[str, Any] = {}
     for name, digest in manifest.weights.items():
         tensor = weights.get(digest)
@@ -883,22 +872,30 @@ def load_program(program: Program, weights: Mapping[str, Any], *, onnx_threads: 
             )
         bound[name] = tensor
     if manifest.format == "aten-json":
-        aten = _AtenProgram.parse(program.data)
+        aten = AtenProgram.parse(program.data)
         if set(aten.weights) != set(manifest.weights):
             raise ArtifactError(f"program {manifest.program_id[:12]} names other weights than its manifest")
-        if len(aten.inputs) != len(manifest.tensor_inputs) or len(aten.outputs) != len(manifest.tensor_outputs):
-            raise ArtifactError(
-                f"program {manifest.program_id[:12]} takes or returns another number of tensors than its manifest says"
-            )
-        return LoadedProgram(manifest, bound, _aten=aten)
+        propagation = aten.propagate(
+            [(t.shape, t.dtype) for t in manifest.tensor_inputs],
+            {name: (spec.shape, spec.dtype) for name, spec in manifest.weight_specs.items()},
+            [(t.shape, t.dtype) for t in manifest.tensor_outputs],
+            max_run_bytes=max_run_bytes,
+        )
+        return LoadedProgram(manifest, bound, _aten=aten, _propagation=propagation)
+    return _load_onnx(program, bound, max_run_bytes=max_run_bytes, onnx_threads=onnx_threads)
+
+
+def _load_onnx(program: Program, bound: dict[str, Any], *, max_run_bytes: int, onnx_threads: int) -> LoadedProgram:
     import onnx
     import onnxruntime as ort
 
+    manifest = program.manifest
     try:
         model = onnx.load_from_string(program.data)
     except Exception:
         raise ArtifactError(f"ONNX program {manifest.program_id[:12]} is not a valid ONNX model") from None
     _check_onnx(model, set(manifest.weights))
+    _check_onnx_operators_and_shapes(model, manifest, max_run_bytes)
     if not manifest.tensor_outputs:  # only constants (shape glue) come out: nothing to run
         return LoadedProgram(manifest, bound, _session=None)
     options = ort.SessionOptions()
@@ -917,12 +914,29 @@ def load_program(program: Program, weights: Mapping[str, Any], *, onnx_threads: 
 
 
 # --------------------------------------------------------------------- bundles
+MAX_PARTITION_ID_CHARS = 200
+_ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:+-@")
+
+
+def check_partition_id(partition_id: Any) -> str:
+    """A partition id as a worker accepts it: 1..200 of ``A-Z a-z 0-9 . _ : + - @``."""
+    if not isinstance(partition_id, str) or not 0 < len(partition_id) <= MAX_PARTITION_ID_CHARS:
+        raise ArtifactError(f"partition id must be 1..{MAX_PARTITION_ID_CHARS} characters long")
+    if not set(partition_id) <= _ID_CHARACTERS:
+        raise ArtifactError(f"partition id {partition_id[:80]!r} holds characters other than letters, digits and ._:+-@")
+    return partition_id
+
+
 @dataclass(frozen=True, eq=False)
 class PartitionBundle:
     """One upload: the weights it carries and the programs runnable once it is confirmed.
 
     Attributes:
-        partition_id: the name the client and the worker use for it.
+        partition_id: the name the client and the worker use for it
+            (:func:`check_partition_id`): a label, or a label, ``@`` and the
+            bundle's :meth:`content_digest`, which the worker then checks (the
+            runtime's client always names bundles so: two users' bundles never
+            clash, and no one can hold a name for content it does not have).
         nodes: the layer-graph nodes whose parameters it carries (the UploadPlan's P3).
         weights: digest -> tensor carried by this upload.
         programs: programs that become runnable with it (their weights are
@@ -939,6 +953,27 @@ class PartitionBundle:
     @property
     def weight_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.weights.values())
+
+    def content_digest(self) -> str:
+        """SHA-256 of what the bundle holds: its nodes, weight digests, program ids and requirements."""
+        body = {
+            "nodes": list(self.nodes),
+            "weights": sorted(self.weights),
+            "programs": sorted(p.manifest.program_id for p in self.programs),
+            "requires": sorted(self.requires),
+        }
+        return sha256_hex(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+    def named(self, label: str) -> PartitionBundle:
+        """This bundle named ``label@<content digest>``."""
+        return replace(self, partition_id=f"{label}@{self.content_digest()}")
+
+    def check_name(self) -> None:
+        """Raise :class:`ArtifactError` if the id is malformed or names a content digest the bundle does not have."""
+        check_partition_id(self.partition_id)
+        _, at, digest = self.partition_id.rpartition("@")
+        if at and digest != self.content_digest():
+            raise ArtifactError(f"partition {self.partition_id[:80]!r} does not hold the content its name's digest says")
 
     def to_bytes(self) -> bytes:
         """The bundle as a safetensors file (data only)."""
@@ -996,7 +1031,9 @@ class PartitionBundle:
             if tensor is None:
                 raise ArtifactError(f"partition bundle lists program {program_manifest.program_id[:12]} but does not hold it")
             program_data = tensor.numpy().tobytes()
-            if sha256_hex(program_data) != program_manifest.program_id:
+            if len(program_data) != program_manifest.program_bytes or program_id(program_manifest, program_data) != (
+                program_manifest.program_id
+            ):
                 raise ArtifactError(f"program {program_manifest.program_id[:12]} of the bundle does not hash to its id")
             programs.append(Program(program_manifest, program_data))
         expected = {f"w:{d}" for d in weights} | {f"p:{p.manifest.program_id}" for p in programs}
@@ -1021,10 +1058,16 @@ __all__ = [
     "PartitionBundle",
     "Program",
     "ProgramManifest",
+    "RunControl",
     "TensorSpec",
     "build_program",
     "check_operator",
+    "check_partition_id",
+    "export_aten",
     "load_program",
+    "make_program",
+    "operator_name",
+    "program_id",
     "sha256_hex",
     "tensor_digest",
 ]

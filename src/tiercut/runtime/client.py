@@ -4,12 +4,15 @@
 against workers:
 
 * one **upload thread** per server sends that server's uploads in order and
-  waits for each confirmation result (CR); on a failed CR or a timeout it
-  resends (bounded attempts, exponential backoff), recording every attempt.
-  A worker that lost partitions (restarted without a store) is detected
+  waits for each confirmation result (CR); on a failed CR it resends
+  (bounded attempts, exponential backoff), recording every attempt. A worker
+  that cannot be reached (or is busy) is probed again and again with a
+  capped exponential backoff, for the whole run (or ``give_up_unreachable_s``),
+  and used again as soon as it answers: killed mid-upload and restarted with
+  its store, it gets the rest of the uploads and later queries use it. A
+  worker that lost partitions (restarted without a store) is detected
   (``missing_weights`` CR, ``NOT_FOUND`` on a query) and its uploads resume
-  from the first one it lacks; a worker that never comes back is given up
-  after the attempts run out;
+  from the first one it lacks;
 * the **query thread** issues queries back to back (or at a rate) from
   t = 0; each runs on the best stage whose uploads are confirmed and whose
   workers are not suspect (:meth:`MigrationPlan.best_stage`): the client runs
@@ -42,6 +45,8 @@ from tiercut.runtime.migration import MigrationPlan, RuntimeStage, UploadItem
 from tiercut.runtime.protocol import ConfirmationResult, Connection, RemoteError, upload_timeout_s
 from tiercut.runtime.route import ForwardResult, HopRecord, RouteError, run_route
 
+#: CR codes of an upload that did not reach a worker able to take it (probed again without counting an attempt)
+_UNREACHABLE_CODES = frozenset({"unavailable", "timeout", "busy"})
 #: worker failures after which queries avoid the worker for a while
 _SUSPECT_CODES = frozenset(
     {"UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "UNKNOWN", "CANCELLED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"}
@@ -230,8 +235,12 @@ class RunSettings:
     Attributes:
         queries: number of queries.
         rate_hz: queries per second (None: back to back, the IONN model).
-        max_attempts: attempts per upload before giving up on its server.
+        max_attempts: attempts per upload the worker answers with a failed CR
+            before giving up on its server (unreachable or busy workers are
+            probed without counting).
         backoff_s, backoff_max_s: first and largest wait between attempts (doubling).
+        give_up_unreachable_s: stop probing a worker unreachable this long
+            (None: keep probing until the run ends).
         upload_timeout_floor_s: the least deadline of one upload attempt.
         query_timeout_s: deadline of one query's remote part.
         suspect_s: how long queries avoid a worker after it failed.
@@ -260,6 +269,7 @@ class RunSettings:
     max_attempts: int = 8
     backoff_s: float = 0.05
     backoff_max_s: float = 2.0
+    give_up_unreachable_s: float | None = None
     upload_timeout_floor_s: float = 10.0
     query_timeout_s: float = 60.0
     suspect_s: float = 1.0
@@ -274,10 +284,18 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.queries < 0:
             raise TiercutError(f"number of queries {self.queries} must be >= 0")
-        if self.rate_hz is not None and not self.rate_hz > 0:
-            raise TiercutError(f"query rate {self.rate_hz} Hz must be > 0 (or none: back to back)")
+        if self.rate_hz is not None and not (math.isfinite(self.rate_hz) and self.rate_hz > 0):
+            raise TiercutError(f"query rate {self.rate_hz} Hz must be a finite number > 0 (or none: back to back)")
         if self.max_attempts < 1:
             raise TiercutError(f"max_attempts {self.max_attempts} must be >= 1")
+        for name in ("backoff_s", "backoff_max_s", "upload_timeout_floor_s", "query_timeout_s", "suspect_s", "max_run_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise TiercutError(f"run setting {name} is {value}; it must be a finite number >= 0")
+        if not (math.isfinite(self.keep_uploading_s) and self.keep_uploading_s >= 0):
+            raise TiercutError(f"keep-uploading time {self.keep_uploading_s} must be a finite number >= 0")
+        if self.give_up_unreachable_s is not None and not self.give_up_unreachable_s >= 0:
+            raise TiercutError(f"give_up_unreachable_s {self.give_up_unreachable_s} must be >= 0 (or none)")
         if not (math.isfinite(self.source_slowdown) and self.source_slowdown >= 1.0):
             raise TiercutError(f"source slowdown {self.source_slowdown} must be a finite number >= 1 (1: this host's speed)")
 
@@ -510,9 +528,27 @@ class MigrationClient:
         settings = self.settings
         items: tuple[UploadItem, ...] = self.plan.uploads[server]
         connection = self.connections[server]
-        failures = 0
         attempt_of: dict[int, int] = {}
+        refusals_of: dict[int, int] = {}  # failed CRs of a worker that answered, per position
+        probes = 0  # consecutive attempts that found the worker unreachable or busy
+        unreachable_since: float | None = None
         to_send: dict[int, tuple[int, ...] | None] = {}  # position -> chunks the worker still lacks (None: all)
+
+        def unreachable(reason: str) -> bool:
+            """Note an unreachable worker and wait; True when it is time to give up on it."""
+            nonlocal probes, unreachable_since
+            now = time.monotonic()
+            unreachable_since = now if unreachable_since is None else unreachable_since
+            limit = settings.give_up_unreachable_s
+            if limit is not None and now - unreachable_since >= limit:
+                abandoned[server] = f"worker unreachable for {now - unreachable_since:.1f} s: {reason}"
+                state.mark_settled(server)
+                return True
+            probes += 1
+            state.mark_suspect(server, settings.suspect_s)
+            self._backoff(state, probes)
+            return False
+
         while not state.stop.is_set() and time.monotonic() < deadline:
             with state.lock:
                 lost = server in state.lost
@@ -520,12 +556,8 @@ class MigrationClient:
             if lost:
                 next_position = self._resync(loop, state, server, items, confirmed_s)
                 if next_position is None:
-                    failures += 1
-                    if failures >= settings.max_attempts:
-                        abandoned[server] = "worker unreachable while resynchronising"
-                        state.mark_settled(server)
+                    if unreachable("it did not answer a status request while resynchronising"):
                         return
-                    self._backoff(state, failures)
                     continue
             if next_position > len(items):
                 with state.lock:  # everything confirmed: wait for a loss or the end
@@ -561,7 +593,7 @@ class MigrationClient:
                 )
             )
             if cr.ok:
-                failures = 0
+                probes, unreachable_since = 0, None
                 confirmed_s[server][item.position - 1] = end - t0
                 with state.lock:
                     if server not in state.lost:
@@ -571,6 +603,12 @@ class MigrationClient:
                 self._say(f"[{end - t0:8.3f}s] CR ok   {server}#{item.position} ({len(data) / 1e6:.2f} MB, attempt {attempt})")
                 continue
             self._say(f"[{end - t0:8.3f}s] CR fail {server}#{item.position}: {cr.code} {cr.reason[:100]}")
+            if cr.code in _UNREACHABLE_CODES:
+                to_send.pop(item.position, None)  # a restarted worker kept no chunks: send everything again
+                if unreachable(f"{cr.code}: {cr.reason[:200]}"):
+                    return
+                continue
+            probes, unreachable_since = 0, None
             if cr.code == "incomplete" and cr.missing_chunks is not None:
                 to_send[item.position] = cr.missing_chunks
             elif cr.code == "corrupt" and cr.sha256:
@@ -582,14 +620,12 @@ class MigrationClient:
                 abandoned[server] = f"upload {item.position} refused: {cr.code}: {cr.reason}"
                 state.mark_settled(server)
                 return
-            failures += 1
-            if attempt >= settings.max_attempts:
-                abandoned[server] = f"upload {item.position} failed {attempt} times, last: {cr.code}: {cr.reason}"
+            refusals = refusals_of[item.position] = refusals_of.get(item.position, 0) + 1
+            if refusals >= settings.max_attempts:
+                abandoned[server] = f"upload {item.position} failed {refusals} times, last: {cr.code}: {cr.reason}"
                 state.mark_settled(server)
                 return
-            if cr.code in ("unavailable", "timeout"):
-                state.mark_suspect(server, settings.suspect_s)
-            self._backoff(state, failures)
+            self._backoff(state, refusals)
 
     def _backoff(self, state: _State, failures: int) -> None:
         delay = min(self.settings.backoff_max_s, self.settings.backoff_s * (2 ** max(0, failures - 1)))

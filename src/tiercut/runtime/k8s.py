@@ -6,6 +6,16 @@ the device's name, its peers as the other devices' Services, the token from
 a Secret in ``$TIERCUT_TOKEN``, a store volume bounded like the device's
 memory, a TCP readiness probe, a non-root read-only container) and a
 ClusterIP Service in front of it. End devices are clients and get none.
+A device whose catalog entry is a GPU (``kind: gpu``) runs the CUDA image
+(``Dockerfile.cuda``), requests one ``nvidia.com/gpu`` (the NVIDIA device
+plugin's extended resource; a limit, which Kubernetes also uses as the
+request) and serves with ``--torch-device cuda``.
+
+The token travels only as a Kubernetes Secret (never in the Deployment's
+arguments or environment literals). With ``tls_secret``, the workers serve
+mutual TLS from a Secret of the ``kubernetes.io/tls`` kind plus ``ca.crt``
+mounted read-only; without it they pass ``--insecure`` (the token then
+crosses the cluster network in clear, which ``tiercut deploy`` warns about).
 
 :func:`validate_manifest` checks a manifest against the Kubernetes object
 schema offline, with the official ``kubernetes`` Python client's models
@@ -29,7 +39,12 @@ TOKEN_KEY = "token"
 ENVIRONMENT_KEY = "environment.yaml"
 STORE_PATH = "/var/lib/tiercut"
 CONFIG_PATH = "/etc/tiercut"
+TLS_PATH = "/etc/tiercut-tls"
+#: keys of the TLS Secret (``kubectl create secret tls NAME --cert --key``, plus ``ca.crt``)
+TLS_KEYS = {"cert": "tls.crt", "key": "tls.key", "ca": "ca.crt"}
 SERVER_TIERS = ("edge", "cloud")
+#: the extended resource the NVIDIA device plugin advertises
+GPU_RESOURCE = "nvidia.com/gpu"
 
 #: (apiVersion, kind) -> model class name in ``kubernetes.client``
 MODELS = {
@@ -68,6 +83,10 @@ class K8sSettings:
             links (for a test cluster on one fast network); off on a real one.
         cpu_request: CPU each worker requests.
         image_pull_policy: ``IfNotPresent``, ``Always`` or ``Never``.
+        gpu_image: the image of workers on GPU devices (``Dockerfile.cuda``).
+        gpus_per_worker: ``nvidia.com/gpu`` each GPU worker requests.
+        tls_secret: a Secret with ``tls.crt``, ``tls.key`` and ``ca.crt``: the
+            workers serve mutual TLS with it (None: plaintext, ``--insecure``).
     """
 
     image: str = "tiercut-worker:0.1.0"
@@ -79,21 +98,41 @@ class K8sSettings:
     emulate_links: bool = False
     cpu_request: str = "1"
     image_pull_policy: str = "IfNotPresent"
+    gpu_image: str = "tiercut-worker:0.1.0-cuda"
+    gpus_per_worker: int = 1
+    tls_secret: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise TiercutError(f"port {self.port} is out of range 1..65535")
         dns_label(self.namespace)
         dns_label(self.secret_name)
+        if self.tls_secret is not None:
+            dns_label(self.tls_secret)
         if self.image_pull_policy not in ("IfNotPresent", "Always", "Never"):
             raise TiercutError(f"image pull policy {self.image_pull_policy!r} is not IfNotPresent, Always or Never")
-        if not self.image or any(c.isspace() for c in self.image):
-            raise TiercutError(f"image {self.image!r} is not a container image reference")
+        for image in (self.image, self.gpu_image):
+            if not image or any(c.isspace() for c in image):
+                raise TiercutError(f"image {image!r} is not a container image reference")
+        if self.gpus_per_worker < 1:
+            raise TiercutError(f"GPUs per worker {self.gpus_per_worker} must be at least 1")
 
 
 def _quantity(nbytes: int) -> str:
     """Bytes as a Kubernetes quantity in MiB (rounded up)."""
     return f"{max(1, -(-int(nbytes) // 2**20))}Mi"
+
+
+def uses_gpu(device: Any) -> bool:
+    """Whether a device's catalog entry (shipped or a user's file) is a GPU."""
+    from tiercut.env import CatalogRef
+    from tiercut.profile import get_device_spec
+
+    if isinstance(device.spec, str):
+        return get_device_spec(device.spec).kind == "gpu"
+    if isinstance(device.spec, CatalogRef):
+        return get_device_spec(device.spec.entry, device.spec.catalog).kind == "gpu"
+    return False
 
 
 def server_devices(environment: Any) -> list[Any]:
@@ -176,17 +215,30 @@ def _device_objects(device: Any, names: Mapping[str, str], settings: K8sSettings
         args += ["--torch-threads", settings.cpu_request]
     if settings.emulate_links:
         args += ["--env", f"{CONFIG_PATH}/{ENVIRONMENT_KEY}"]
+    gpu = uses_gpu(device)
+    if gpu:
+        args += ["--torch-device", "cuda"]
     mounts = [{"name": "store", "mountPath": STORE_PATH}, {"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [
         {"name": "store", "emptyDir": {"sizeLimit": _quantity(store_bytes + 2**26)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
+    if settings.tls_secret is not None:
+        for what, key in TLS_KEYS.items():
+            args += [f"--tls-{what}", f"{TLS_PATH}/{key}"]
+        mounts.append({"name": "tls", "mountPath": TLS_PATH, "readOnly": True})
+        # owned by root, group fsGroup: the non-root worker reads them through its group
+        volumes.append({"name": "tls", "secret": {"secretName": settings.tls_secret, "defaultMode": 0o440}})
+    else:
+        args.append("--insecure")  # plaintext inside the cluster: the token crosses its network in clear
     if settings.emulate_links:
         mounts.append({"name": "environment", "mountPath": CONFIG_PATH, "readOnly": True})
         volumes.append({"name": "environment", "configMap": {"name": "tiercut-environment"}})
     resources: dict[str, Any] = {"requests": {"cpu": settings.cpu_request, "memory": "512Mi"}}
     if memory:
         resources["limits"] = {"memory": _quantity(memory)}
+    if gpu:
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(settings.gpus_per_worker)
     probe = {"tcpSocket": {"port": "grpc"}, "initialDelaySeconds": 5, "periodSeconds": 10}
     deployment = {
         "apiVersion": "apps/v1",
@@ -204,7 +256,7 @@ def _device_objects(device: Any, names: Mapping[str, str], settings: K8sSettings
                     "containers": [
                         {
                             "name": "worker",
-                            "image": settings.image,
+                            "image": settings.gpu_image if gpu else settings.image,
                             "imagePullPolicy": settings.image_pull_policy,
                             "args": args,
                             "env": [
@@ -278,11 +330,13 @@ def validate_manifest(doc: Mapping[str, Any]) -> None:
 
 
 __all__ = [
+    "GPU_RESOURCE",
     "MODELS",
     "K8sSettings",
     "dns_label",
     "manifests_yaml",
     "server_devices",
+    "uses_gpu",
     "validate_manifest",
     "worker_manifests",
 ]

@@ -10,7 +10,9 @@ module turns that into:
   :class:`~tiercut.runtime.artifact.PartitionBundle` carrying the weights of
   P3_k's nodes and the programs of the stages that become runnable with it
   (each stage's pieces on that server, exported once and shared by the
-  stages that reuse them);
+  stages that reuse them), named ``<model>.<plan>.<server>.<k>@<content
+  digest>``: two users of one worker never clash, even with the same model
+  and plan but other weights;
 * per stage, a :class:`RuntimeStage`: its split (runnable partitions, for the
   client's own steps and for local fallback), its route template and what
   it needs confirmed (``requires``: server -> number of uploads).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +37,8 @@ from tiercut.runtime.artifact import DEFAULT_FORMAT, BuiltProgram, PartitionBund
 from tiercut.runtime.route import Route, Step
 
 Progress = Callable[[str], None]
+#: characters a partition id may not hold (see :func:`~tiercut.runtime.artifact.check_partition_id`)
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 @dataclass(eq=False)
@@ -432,8 +437,9 @@ def prepare_migration(
             extra = sum(t.numel() * t.element_size() for k, t in weights.items() if k not in own)
             requires = sorted({d for p in new_programs for d in p.manifest.weights.values()} & carried)
             carried |= set(weights)
-            partition_id = f"{model}.{plan_tag}.{server}.{position}"
-            bundle = PartitionBundle(partition_id, nodes, weights, tuple(new_programs), tuple(requires))
+            label = f"{_LABEL_UNSAFE.sub('_', model)[:48]}.{plan_tag}.{_LABEL_UNSAFE.sub('_', server)[:32]}.{position}"
+            bundle = PartitionBundle("", nodes, weights, tuple(new_programs), tuple(requires)).named(label)
+            partition_id = bundle.partition_id
             items.append(
                 UploadItem(
                     server=server,

@@ -28,10 +28,16 @@ ends parse as data.
 
 Status codes a caller sees: ``UNAUTHENTICATED`` (no or wrong token),
 ``RESOURCE_EXHAUSTED`` (message over ``--max-message-bytes``, store over
-``--max-store-bytes``), ``NOT_FOUND`` (a partition program the worker does
-not hold), ``DATA_LOSS`` (a frame that fails its checks), ``INVALID_ARGUMENT``
-(values that do not fit the program, a malformed route), ``UNAVAILABLE``
-(a peer that cannot be reached).
+``--max-store-bytes``, an upload of more chunks than the worker takes, more
+concurrent calls than ``--max-concurrent-rpcs``), ``NOT_FOUND`` (a partition
+program the worker does not hold), ``DATA_LOSS`` (a frame that fails its
+checks), ``INVALID_ARGUMENT`` (values that do not fit the program, a
+malformed route), ``DEADLINE_EXCEEDED`` (the query's deadline passed; its
+run stopped at the next step), ``UNAVAILABLE`` (a peer that cannot be
+reached, or the worker is busy: every execution thread and queue slot is
+taken, or the bytes pending for clients are at their bound; retry later).
+A failed upload's CR says ``busy`` (retryable) when the worker holds too
+many uploads at once or too many pending bytes.
 
 Authentication: a shared token sent as ``authorization: Bearer <token>``
 metadata (compared in constant time), and/or mutual TLS (the server asks
@@ -51,8 +57,10 @@ from pathlib import Path
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.runtime.artifact import ArtifactError, check_partition_id
 from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, Frame, decode_chunks, encode_chunks
 from tiercut.runtime.links import FaultPlan, LinkShaper, shaped
+from tiercut.runtime.route import MAX_NAME_CHARS
 
 SERVICE = "tiercut.runtime.Worker"
 METHOD_UPLOAD = f"/{SERVICE}/Upload"
@@ -67,7 +75,7 @@ AUTH_METADATA_KEY = "authorization"
 #: room for gRPC framing and headers beyond one chunk
 MESSAGE_MARGIN_BYTES = 64 * 1024
 #: CR codes after which resending the same bundle may succeed
-RETRYABLE_CODES = frozenset({"incomplete", "corrupt", "missing_weights", "unavailable", "timeout"})
+RETRYABLE_CODES = frozenset({"incomplete", "corrupt", "missing_weights", "unavailable", "timeout", "busy"})
 CR_CODES = (
     "ok",
     "incomplete",
@@ -80,7 +88,10 @@ CR_CODES = (
     "unavailable",
     "timeout",
     "refused",
+    "busy",
 )
+#: what gRPC core says when ``maximum_concurrent_rpcs`` turns a call away (a transient condition)
+CONCURRENT_RPC_LIMIT_TEXT = "Concurrent RPC limit exceeded"
 
 
 class RemoteError(TiercutError):
@@ -136,8 +147,16 @@ class UploadHeader:
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError):
             raise CodecError("upload header is not valid; the first message was corrupted") from None
-        if header.total_bytes < 0 or len(header.sha256) != 64 or not header.partition_id or header.chunk_bytes <= 0:
-            raise CodecError("upload header has a negative size, a malformed SHA-256, no partition id or no chunk size")
+        if not 0 <= header.total_bytes < 2**62 or not 0 < header.chunk_bytes < 2**40:
+            raise CodecError("upload header has a negative or absurd size or chunk size")
+        if len(header.sha256) != 64 or not set(header.sha256) <= set("0123456789abcdef"):
+            raise CodecError("upload header has a malformed SHA-256")
+        try:
+            check_partition_id(header.partition_id)
+        except ArtifactError as exc:
+            raise CodecError(f"upload header: {exc}") from None
+        if len(header.sender) > MAX_NAME_CHARS:
+            raise CodecError("upload header names a sender of more than 256 characters")
         return header
 
 
@@ -256,13 +275,44 @@ class Credentials:
     def _read(self, path: Path | None, what: str) -> bytes:
         assert path is not None
         try:
-            return Path(path).read_bytes()
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise TiercutError(f"cannot read the TLS {what} {path}: {exc.strerror}; check --tls-{what}") from None
+        if b"-----BEGIN " not in data:
+            raise TiercutError(f"the TLS {what} {path} is not a PEM file; check --tls-{what}")
+        return data
+
+    def check_readable(self) -> None:
+        """Raise a :class:`TiercutError` naming the file if a TLS file is unreadable or not the PEM it should be.
+
+        ``--tls-cert`` and ``--tls-key`` must be a certificate chain and its
+        (unencrypted) private key, ``--tls-ca`` a certificate; checked with
+        Python's ``ssl`` (OpenSSL), before gRPC sees them (it would refuse
+        them with a bare "failed to bind").
+        """
+        if not self.uses_tls:
+            return
+        import ssl
+
+        for path, what in ((self.tls_cert, "cert"), (self.tls_key, "key"), (self.tls_ca, "ca")):
+            self._read(path, what)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_cert_chain(str(self.tls_cert), str(self.tls_key), password=lambda: b"")
+        except (ssl.SSLError, OSError, ValueError):
+            raise TiercutError(
+                f"--tls-cert {self.tls_cert} and --tls-key {self.tls_key} are not a PEM certificate chain and its "
+                "unencrypted private key; check the files"
+            ) from None
+        try:
+            context.load_verify_locations(cafile=str(self.tls_ca))
+        except (ssl.SSLError, OSError, ValueError):
+            raise TiercutError(f"--tls-ca {self.tls_ca} holds no PEM certificate; check the file") from None
 
     def server_credentials(self) -> Any:
         import grpc
 
+        self.check_readable()
         return grpc.ssl_server_credentials(
             [(self._read(self.tls_key, "key"), self._read(self.tls_cert, "cert"))],
             root_certificates=self._read(self.tls_ca, "ca"),
@@ -272,6 +322,7 @@ class Credentials:
     def channel_credentials(self) -> Any:
         import grpc
 
+        self.check_readable()
         return grpc.ssl_channel_credentials(
             root_certificates=self._read(self.tls_ca, "ca"),
             private_key=self._read(self.tls_key, "key"),
@@ -283,13 +334,21 @@ class Credentials:
 
 
 def grpc_options(chunk_bytes: int) -> list[tuple[str, Any]]:
-    """Channel and server options: messages of one chunk plus framing, keepalive for long uploads."""
+    """Channel and server options: messages of one chunk plus framing, keepalive for long uploads.
+
+    A channel to a worker that went away tries to reconnect after 0.2 s,
+    doubling up to 2 s (gRPC's own default grows to 120 s), so a worker
+    that comes back is used again within seconds.
+    """
     limit = int(chunk_bytes) + MESSAGE_MARGIN_BYTES
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
 
 
@@ -428,13 +487,13 @@ class Connection:
             )
         except grpc.aio.AioRpcError as exc:
             code = _status_name(exc)
+            details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
             mapped = {
                 "DEADLINE_EXCEEDED": "timeout",
-                "RESOURCE_EXHAUSTED": "too_large",
+                "RESOURCE_EXHAUSTED": "busy" if CONCURRENT_RPC_LIMIT_TEXT in str(details) else "too_large",
                 "UNAUTHENTICATED": "refused",
                 "PERMISSION_DENIED": "refused",
             }.get(code, "unavailable")
-            details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
             return ConfirmationResult(False, partition_id, mapped, f"{code}: {details}")
         try:
             return ConfirmationResult.from_bytes(reply)

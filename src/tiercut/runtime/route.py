@@ -20,6 +20,11 @@ devices that called it (the client first):
 
 Only values a later step or the model's output reads are kept or sent.
 
+A route arrives from the network: :meth:`Route.from_dict` bounds its steps
+(:data:`MAX_ROUTE_STEPS`), its value names (:data:`MAX_ROUTE_NAMES` in all,
+each at most :data:`MAX_NAME_CHARS` characters), and everything done with it
+is linear in its size (each value's last reader is found once).
+
 Relays (:attr:`Route.relays`): when the cost model routes the tensors
 between two devices through others (no direct link, or a faster path of
 links), a forward goes to the first relay with the rest of the path in the
@@ -36,6 +41,10 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 
+#: bounds on a route received from the network
+MAX_ROUTE_STEPS = 4096
+MAX_ROUTE_NAMES = 65536
+MAX_NAME_CHARS = 256
 #: at most this many relays on one forward, and relay entries in one route (bounds what a message can ask)
 MAX_RELAYS = 8
 MAX_RELAY_PAIRS = 256
@@ -43,6 +52,15 @@ MAX_RELAY_PAIRS = 256
 
 class RouteError(TiercutError):
     """A route that is malformed or cannot be followed."""
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_ROUTE_NAMES:
+        raise RouteError(f"route {what} is not a list of at most {MAX_ROUTE_NAMES} names")
+    for name in value:
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
+            raise RouteError(f"route {what} holds a name that is not a string of 1..{MAX_NAME_CHARS} characters")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -78,15 +96,22 @@ class Step:
             raise RouteError("route step is not a mapping")
         try:
             program_id = data.get("program_id")
+            index, device = data["index"], data["device"]
+            if not isinstance(index, int) or isinstance(index, bool) or not isinstance(device, str):
+                raise TypeError
+            if program_id is not None and (not isinstance(program_id, str) or len(program_id) > MAX_NAME_CHARS):
+                raise TypeError
             step = cls(
-                index=int(data["index"]),
-                device=str(data["device"]),
-                program_id=None if program_id is None else str(program_id),
-                input_names=tuple(str(n) for n in data["input_names"]),
-                output_names=tuple(str(n) for n in data["output_names"]),
+                index=index,
+                device=device[: MAX_NAME_CHARS + 1],
+                program_id=program_id,
+                input_names=_names(data["input_names"], "step inputs"),
+                output_names=_names(data["output_names"], "step outputs"),
             )
         except (KeyError, TypeError, ValueError):
-            raise RouteError(f"route step {dict(data)!r:.80} lacks a field or holds a wrong type") from None
+            raise RouteError("a route step lacks a field or holds a wrong type") from None
+        if not 0 < len(step.device) <= MAX_NAME_CHARS:
+            raise RouteError(f"a route step names a device of more than {MAX_NAME_CHARS} characters")
         return step
 
 
@@ -104,26 +129,27 @@ class Route:
     result_names: tuple[str, ...]
     source: str
     relays: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    _live_after: list[frozenset[str]] = field(default_factory=list, init=False, repr=False, compare=False)
+    _last_read: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if len(self.relays) > MAX_RELAY_PAIRS:
+            raise RouteError(f"route has {len(self.relays)} relay entries, more than {MAX_RELAY_PAIRS}")
         for key, path in self.relays.items():
             a, sep, b = key.partition(">")
             if not sep or not a or not b or len(path) > MAX_RELAYS or len(set(path)) != len(path) or a in path or b in path:
-                raise RouteError(f"route relay entry {key!r} -> {list(path)!r:.80} is malformed")
-        live: set[str] = set(self.result_names)
-        lives = [frozenset(live)]
-        for step in reversed(self.steps):
-            live |= set(step.input_names)
-            lives.append(frozenset(live))
-        self._live_after.extend(reversed(lives))
+                raise RouteError(f"route relay entry {key!r:.80} -> {list(path)!r:.80} is malformed")
+        for index, step in enumerate(self.steps):
+            for name in step.input_names:
+                self._last_read[name] = index
+        for name in self.result_names:
+            self._last_read[name] = len(self.steps)
 
     def __len__(self) -> int:
         return len(self.steps)
 
-    def live_after(self, position: int) -> frozenset[str]:
-        """Values read by the steps from ``position`` on, or by the result."""
-        return self._live_after[position]
+    def is_live(self, name: str, position: int) -> bool:
+        """Whether a step from ``position`` on, or the result, reads ``name``."""
+        return self._last_read.get(name, -1) >= position
 
     def span_end(self, position: int, stop_devices: set[str] | frozenset[str]) -> int:
         """First index >= ``position`` whose device is in ``stop_devices`` (``len`` if none)."""
@@ -179,20 +205,31 @@ class Route:
     def from_dict(cls, data: Any) -> Route:
         if not isinstance(data, Mapping) or not isinstance(data.get("steps"), list):
             raise RouteError("route is not a mapping with a list of steps")
+        if len(data["steps"]) > MAX_ROUTE_STEPS:
+            raise RouteError(f"route has {len(data['steps'])} steps, more than {MAX_ROUTE_STEPS}")
+        if "result_names" not in data or not isinstance(data.get("source"), str):
+            raise RouteError("route lacks result_names or source")
+        steps = tuple(Step.from_dict(s) for s in data["steps"])
+        names = sum(len(s.input_names) + len(s.output_names) for s in steps)
+        if names > MAX_ROUTE_NAMES:
+            raise RouteError(f"route names {names} values, more than {MAX_ROUTE_NAMES}")
         relays = data.get("relays", {})
-        if not isinstance(relays, Mapping) or len(relays) > MAX_RELAY_PAIRS or not all(
-            isinstance(v, list) and all(isinstance(d, str) for d in v) for v in relays.values()
+        if (
+            not isinstance(relays, Mapping)
+            or len(relays) > MAX_RELAY_PAIRS
+            or not all(
+                isinstance(k, str) and len(k) <= 2 * MAX_NAME_CHARS + 1 and isinstance(v, list) and len(v) <= MAX_RELAYS
+                and all(isinstance(d, str) and 0 < len(d) <= MAX_NAME_CHARS for d in v)
+                for k, v in relays.items()
+            )
         ):
             raise RouteError("route relays are not a small mapping of device pairs to device lists")
-        try:
-            return cls(
-                steps=tuple(Step.from_dict(s) for s in data["steps"]),
-                result_names=tuple(str(n) for n in data["result_names"]),
-                source=str(data["source"]),
-                relays={str(k): tuple(v) for k, v in relays.items()},
-            )
-        except (KeyError, TypeError):
-            raise RouteError("route lacks result_names or source") from None
+        return cls(
+            steps=steps,
+            result_names=_names(data["result_names"], "result"),
+            source=data["source"][:MAX_NAME_CHARS],
+            relays={k: tuple(v) for k, v in relays.items()},
+        )
 
 
 @dataclass
@@ -285,6 +322,7 @@ async def run_route(
     if me in stop:
         raise RouteError(f"device {me!r} appears twice in the call chain {list(chain)}; the route loops")
     while position < len(route):
+        start_position = position
         step = route.steps[position]
         if step.device == me:
             missing = [n for n in step.input_names if n not in values]
@@ -303,8 +341,7 @@ async def run_route(
             missing = [n for n in needed if n not in values]
             if missing:
                 raise RouteError(f"device {me!r} must send {missing[0]!r} to {step.device!r} but does not hold it")
-            live = route.live_after(end)
-            wanted = [n for n in route.produced(position, end) if n in live]
+            wanted = [n for n in route.produced(position, end) if route.is_live(n, end)]
             result = await forward(step.device, position, {n: values[n] for n in needed}, wanted, [*chain, me])
             if result.position != end:
                 raise RouteError(
@@ -317,9 +354,11 @@ async def run_route(
             values.update(result.values)
             records.extend(result.records)
             position = end
-        live = route.live_after(position)
-        for name in [n for n in values if n not in live]:
-            del values[name]
+        # forget what no later step reads: the inputs and outputs of the steps just passed (linear overall)
+        for passed in route.steps[start_position:position]:
+            for name in (*passed.input_names, *passed.output_names):
+                if name in values and not route.is_live(name, position):
+                    del values[name]
     return position
 
 

@@ -3,20 +3,29 @@
 A :class:`PartitionStore` keeps every *confirmed* partition bundle (one
 upload of :class:`~tiercut.runtime.artifact.PartitionBundle`): its weights,
 identified by content digest and kept once however many partitions or
-programs use them, and its programs (by program id). Only a bundle that
-arrived whole, hashed to the SHA-256 the client announced, parsed, and
-whose every program loaded against the weights held (its own and those of
-earlier partitions) is admitted (:meth:`PartitionStore.admit`); nothing of a
-failed upload is ever kept or executed.
+programs use them, and its programs, keyed by their content id (the
+digest of the program and of every weight's digest, dtype and shape:
+:func:`~tiercut.runtime.artifact.program_id`), so two users whose models
+share an architecture but not their weights each run their own. Only a
+bundle that arrived whole, hashed to the SHA-256 the client announced,
+parsed, is named consistently with its content, and whose every program
+loaded (allow-list, propagation within ``max_run_bytes``) against the
+weights held (its own and those of earlier partitions) is admitted
+(:meth:`PartitionStore.admit`); nothing of a failed upload is ever kept or
+executed.
 
 With a ``directory``, each admitted bundle is also written there (atomically:
 temporary file, fsync, rename) with an index in admission order, so a
 restarted worker reloads what it had (:meth:`PartitionStore.open`), checking
 every file's SHA-256 again; a file that fails the check is dropped and
-reported.
+reported, and temporary files a crash left behind are removed.
 
 Size bound: ``max_bytes`` caps the bytes of distinct weights plus program
 bytes held; a bundle that would exceed it is refused.
+
+The lock guards the maps only: loading a program (its propagation) and
+writing a file happen outside it, so a query looking up its program never
+waits for an upload being admitted.
 """
 
 from __future__ import annotations
@@ -32,9 +41,18 @@ from pathlib import Path
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.runtime.artifact import ArtifactError, LoadedProgram, PartitionBundle, Program, load_program, sha256_hex
+from tiercut.runtime.artifact import (
+    DEFAULT_MAX_RUN_BYTES,
+    ArtifactError,
+    LoadedProgram,
+    PartitionBundle,
+    Program,
+    load_program,
+    sha256_hex,
+)
 
 INDEX_FILE = "index.json"
+TEMPORARY_SUFFIX = ".tmp"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -76,10 +94,11 @@ class StoredPartition:
 
 @dataclass(frozen=True)
 class OpenReport:
-    """What :meth:`PartitionStore.open` reloaded and what it had to drop."""
+    """What :meth:`PartitionStore.open` reloaded, what it had to drop and which leftover temporary files it removed."""
 
     loaded: tuple[str, ...]
     dropped: tuple[tuple[str, str], ...]
+    removed: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -92,12 +111,18 @@ class PartitionStore:
         max_loaded_programs: loaded programs kept ready (least recently used
             ones are rebuilt on demand; bounds onnxruntime's per-session copies).
         onnx_threads: intra-op threads of each onnxruntime session.
+        max_run_bytes: bound on the intermediates one run of a program holds
+            (checked when the program is loaded).
+        formats: program formats admitted (``onnx`` only when the worker
+            allows it: it runs in onnxruntime, outside the ATen allow-list).
     """
 
     directory: Path | None = None
     max_bytes: int = 8 * 1024**3
     max_loaded_programs: int = 64
     onnx_threads: int = 1
+    max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
+    formats: tuple[str, ...] = ("aten-json",)
     _partitions: dict[str, StoredPartition] = field(default_factory=dict, init=False, repr=False)
     _weights: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _weight_refs: dict[str, int] = field(default_factory=dict, init=False, repr=False)
@@ -139,9 +164,17 @@ class PartitionStore:
             program = self._programs.get(program_id)
             if program is None:
                 return None
-            loaded = load_program(program, self._weights, onnx_threads=self.onnx_threads)
-            self._remember(loaded)
-            return loaded
+            weights = dict(self._weights)
+        loaded = self._load(program, weights)
+        with self._lock:
+            if program_id in self._programs:
+                self._remember(loaded)
+        return loaded
+
+    def _load(self, program: Program, weights: Mapping[str, Any]) -> LoadedProgram:
+        return load_program(
+            program, weights, max_run_bytes=self.max_run_bytes, onnx_threads=self.onnx_threads, formats=self.formats
+        )
 
     def _remember(self, loaded: LoadedProgram) -> None:
         self._loaded[loaded.program_id] = loaded
@@ -167,50 +200,71 @@ class PartitionStore:
         :class:`StoreFullError` or :class:`~tiercut.runtime.artifact.ArtifactError`
         and keeps nothing if anything fails.
         """
+        bundle.check_name()
         with self._lock:
-            existing = self._partitions.get(bundle.partition_id)
+            existing = self._check_new(bundle, sha256)
             if existing is not None:
-                if existing.sha256 == sha256:
+                return existing
+            available = {**self._weights, **bundle.weights}
+        loaded = [self._load(p, available) for p in bundle.programs]  # outside the lock: the propagation takes time
+        uses = sorted({d for p in bundle.programs for d in p.manifest.weights.values()} - set(bundle.weights))
+        stored = StoredPartition(
+            partition_id=bundle.partition_id,
+            sha256=sha256,
+            nbytes=len(data),
+            nodes=tuple(bundle.nodes),
+            program_ids=tuple(p.manifest.program_id for p in bundle.programs),
+            weight_digests=tuple(sorted(bundle.weights)),
+            uses=tuple(uses),
+        )
+        written = None
+        if persist and self.directory is not None:
+            written = self._write_file(stored, data)
+        try:
+            with self._lock:
+                existing = self._check_new(bundle, sha256)  # again: another upload may have landed meanwhile
+                if existing is not None:
                     return existing
-                raise ArtifactError(
-                    f"partition {bundle.partition_id!r} is already held with other content; drop it before uploading it again"
-                )
-            new_weights = {d: t for d, t in bundle.weights.items() if d not in self._weights}
-            new_programs = [p for p in bundle.programs if p.manifest.program_id not in self._programs]
-            added = sum(t.numel() * t.element_size() for t in new_weights.values()) + sum(len(p.data) for p in new_programs)
-            self.check_capacity(added)
-            available = {**self._weights, **new_weights}
-            missing = sorted({d for p in bundle.programs for d in p.manifest.weights.values() if d not in available})
-            if missing:
-                raise MissingWeightsError(
-                    f"partition {bundle.partition_id!r} has programs that need {len(missing)} weight(s) of earlier "
-                    "partitions this worker does not hold; upload those first",
-                    missing,
-                )
-            loaded = [load_program(p, available, onnx_threads=self.onnx_threads) for p in bundle.programs]
-            uses = sorted({d for p in bundle.programs for d in p.manifest.weights.values()} - set(bundle.weights))
-            stored = StoredPartition(
-                partition_id=bundle.partition_id,
-                sha256=sha256,
-                nbytes=len(data),
-                nodes=tuple(bundle.nodes),
-                program_ids=tuple(p.manifest.program_id for p in bundle.programs),
-                weight_digests=tuple(sorted(bundle.weights)),
-                uses=tuple(uses),
+                self._weights.update({d: t for d, t in bundle.weights.items() if d not in self._weights})
+                for digest in set(stored.weight_digests) | set(stored.uses):
+                    self._weight_refs[digest] = self._weight_refs.get(digest, 0) + 1
+                for program in bundle.programs:
+                    if program.manifest.program_id not in self._programs:
+                        self._programs[program.manifest.program_id] = program
+                        self._program_owner[program.manifest.program_id] = bundle.partition_id
+                for program in loaded:
+                    self._remember(program)
+                self._partitions[bundle.partition_id] = stored
+                if written is not None:
+                    self._write_index()
+                written = None
+                return stored
+        finally:
+            if written is not None:  # not admitted after all: no file of it stays
+                written.unlink(missing_ok=True)
+
+    def _check_new(self, bundle: PartitionBundle, sha256: str) -> StoredPartition | None:
+        """The stored partition if this very bundle is held; raise if it cannot be admitted (under the lock)."""
+        existing = self._partitions.get(bundle.partition_id)
+        if existing is not None:
+            if existing.sha256 == sha256:
+                return existing
+            raise ArtifactError(
+                f"partition {bundle.partition_id!r} is already held with other content; drop it before uploading it again"
             )
-            if persist and self.directory is not None:
-                self._write(stored, data)
-            self._weights.update(new_weights)
-            for digest in set(stored.weight_digests) | set(stored.uses):
-                self._weight_refs[digest] = self._weight_refs.get(digest, 0) + 1
-            for program in bundle.programs:
-                if program.manifest.program_id not in self._programs:
-                    self._programs[program.manifest.program_id] = program
-                    self._program_owner[program.manifest.program_id] = bundle.partition_id
-            for program in loaded:
-                self._remember(program)
-            self._partitions[bundle.partition_id] = stored
-            return stored
+        new_weights = {d: t for d, t in bundle.weights.items() if d not in self._weights}
+        new_programs = [p for p in bundle.programs if p.manifest.program_id not in self._programs]
+        added = sum(t.numel() * t.element_size() for t in new_weights.values()) + sum(len(p.data) for p in new_programs)
+        self.check_capacity(added)
+        available = self._weights.keys() | bundle.weights.keys()
+        missing = sorted({d for p in bundle.programs for d in p.manifest.weights.values() if d not in available})
+        if missing:
+            raise MissingWeightsError(
+                f"partition {bundle.partition_id!r} has programs that need {len(missing)} weight(s) of earlier "
+                "partitions this worker does not hold; upload those first",
+                missing,
+            )
+        return None
 
     def drop(self, partition_id: str) -> bool:
         """Forget a partition (and its file); weights still used by others stay. False if unknown."""
@@ -241,25 +295,26 @@ class PartitionStore:
         assert self.directory is not None
         return self.directory / f"{_SAFE_NAME.sub('_', partition_id)[:80]}.{sha256[:16]}.safetensors"
 
-    def _write(self, stored: StoredPartition, data: bytes) -> None:
+    def _write_file(self, stored: StoredPartition, data: bytes) -> Path:
+        """Write a bundle's file atomically (temporary file, fsync, rename); returns its path."""
         assert self.directory is not None
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._file(stored.partition_id, stored.sha256)
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        self._write_index(extra=stored)
+        temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return path
 
-    def _write_index(self, extra: StoredPartition | None = None) -> None:
+    def _write_index(self) -> None:
         assert self.directory is not None
-        entries = [p.to_dict() for p in self._partitions.values()]
-        if extra is not None and extra.partition_id not in self._partitions:
-            entries.append(extra.to_dict())
-        index = {"schema_version": 1, "partitions": entries}
-        temporary = self.directory / (INDEX_FILE + ".tmp")
+        index = {"schema_version": 1, "partitions": [p.to_dict() for p in self._partitions.values()]}
+        temporary = self.directory / (INDEX_FILE + TEMPORARY_SUFFIX)
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(index, handle)
             handle.flush()
@@ -270,9 +325,10 @@ class PartitionStore:
         """Reload the partitions persisted in ``directory`` (in admission order), re-verifying each."""
         if self.directory is None:
             return OpenReport((), ())
+        removed = self._remove_temporaries()
         index_path = self.directory / INDEX_FILE
         if not index_path.exists():
-            return OpenReport((), ())
+            return OpenReport((), (), removed)
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
             entries = list(index["partitions"])
@@ -297,7 +353,19 @@ class PartitionStore:
                 dropped.append((partition_id, str(exc)))
         with self._lock:
             self._write_index()
-        return OpenReport(tuple(loaded), tuple(dropped))
+        return OpenReport(tuple(loaded), tuple(dropped), removed)
+
+    def _remove_temporaries(self) -> tuple[str, ...]:
+        """Delete the ``*.tmp`` files an interrupted write left (never complete, never indexed)."""
+        assert self.directory is not None
+        if not self.directory.is_dir():
+            return ()
+        removed = []
+        for path in sorted(self.directory.glob("*" + TEMPORARY_SUFFIX)):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return tuple(removed)
 
 
 __all__ = ["INDEX_FILE", "MissingWeightsError", "OpenReport", "PartitionStore", "StoreFullError", "StoredPartition"]

@@ -1,15 +1,37 @@
 """The worker: a gRPC service one runs per edge or cloud device (``tiercut serve``).
 
 It receives partition bundles in chunks, verifies them (SHA-256 over the
-whole bundle, then every weight digest and program hash, then loads every
-program) and answers a confirmation result; it executes partitions on
-received values and returns the result or forwards it, with the index of the
-next partition, to the next device (:func:`tiercut.runtime.route.run_route`).
+whole bundle, then every weight digest and program id, then loads every
+program: allow-list and propagation, :mod:`tiercut.runtime.interpreter`)
+and answers a confirmation result; it executes partitions on received
+values and returns the result or forwards it, with the index of the next
+partition, to the next device (:func:`tiercut.runtime.route.run_route`).
 
 It never imports, evals or unpickles anything it receives: bundles are
 safetensors files, programs are checked data run by a fixed interpreter or
 onnxruntime (:mod:`tiercut.runtime.artifact`), query values are frames
 (:mod:`tiercut.runtime.codec`).
+
+A client holding a valid token is still untrusted, so every resource a
+client can make the worker hold is bounded (:class:`WorkerConfig`):
+
+* bytes: an upload's buffer grows as its chunks arrive (never from the size
+  it announces), and the bytes held for clients (chunks of incomplete
+  uploads, query messages being received) are bounded per connection and in
+  total (:class:`ByteBudget`); an upload has at most ``max_chunks_per_upload``
+  chunks; at most ``max_pending_uploads`` incomplete uploads are kept, each
+  for ``pending_ttl_s`` after its last chunk;
+* calls: at most ``max_concurrent_rpcs`` at once (gRPC's own bound), at most
+  ``max_concurrent_uploads`` uploads, and a call that sends nothing for
+  ``idle_s`` is ended;
+* execution: never on the event loop. Partition runs go to ``threads``
+  executor threads with at most ``max_queued_runs`` waiting (beyond that the
+  query is turned away as busy); a run stops at the next step once the
+  query's deadline (the client's, at most ``max_query_s``) passes or the
+  client goes away, and frees its memory; a program's intermediates are
+  bounded when it is loaded (``max_run_bytes``). Hashing, parsing and
+  admitting uploads use their own small executor, so Status and uploads
+  are answered while long queries run.
 
 Settings live in :class:`WorkerConfig`; :class:`Worker` serves them inside a
 running event loop (:meth:`Worker.start`, :meth:`Worker.stop`);
@@ -35,9 +57,11 @@ from pathlib import Path
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.runtime.artifact import ArtifactError, PartitionBundle, sha256_hex
+from tiercut.runtime.artifact import DEFAULT_MAX_RUN_BYTES, ArtifactError, PartitionBundle, RunControl, sha256_hex
 from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks, encode_chunks
+from tiercut.runtime.interpreter import RunStoppedError
 from tiercut.runtime.links import LinkTable, shaped
+from tiercut.runtime.profiling import ProfileService, on_device, pause
 from tiercut.runtime.protocol import (
     AUTH_METADATA_KEY,
     SERVICE,
@@ -49,13 +73,26 @@ from tiercut.runtime.protocol import (
     decode_chunk,
     grpc_options,
 )
-from tiercut.runtime.route import MAX_RELAYS, ForwardResult, HopRecord, Route, RouteError, Step, run_route
+from tiercut.runtime.route import (
+    MAX_RELAYS,
+    MAX_ROUTE_NAMES,
+    ForwardResult,
+    HopRecord,
+    Route,
+    RouteError,
+    Step,
+    run_route,
+)
 from tiercut.runtime.store import MissingWeightsError, PartitionStore, StoreFullError
 
-#: programs whose last run took less than this run on the event loop itself (no thread handoff)
-INLINE_RUN_S = 0.0005
-#: query frames smaller than this are decoded on the event loop (a copy at memory speed)
+#: query frames smaller than this are decoded on the event loop (a copy at memory speed, not execution)
 INLINE_DECODE_BYTES = 8 << 20
+#: threads that hash, parse and admit uploads and decode large frames (apart from the execution threads)
+AUX_THREADS = 2
+
+
+class WorkerBusyError(TiercutError):
+    """Every execution thread and queue slot is taken; the query should retry later or run elsewhere."""
 
 
 class UnknownPartitionError(TiercutError):
@@ -88,6 +125,18 @@ def parse_peers(text: str | None) -> dict[str, str]:
     return peers
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback interface."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def memory_usage() -> dict[str, int]:
     """Resident and peak resident bytes of this process (Linux ``/proc``; zeros elsewhere)."""
     usage = {"rss_bytes": 0, "peak_rss_bytes": 0}
@@ -103,14 +152,71 @@ def memory_usage() -> dict[str, int]:
     return usage
 
 
+class BudgetExceededError(TiercutError):
+    """Holding more bytes for clients would pass a bound (per connection or in total)."""
+
+
+@dataclass(eq=False)
+class ByteBudget:
+    """Bytes a worker holds for its clients, bounded per connection and in total.
+
+    Used from the event loop only (no lock). ``peer`` is gRPC's name of the
+    connection (``ipv4:10.0.0.5:41234``).
+    """
+
+    total_limit: int
+    per_peer_limit: int
+    total: int = 0
+    by_peer: dict[str, int] = field(default_factory=dict)
+
+    def reserve(self, peer: str, nbytes: int) -> None:
+        held = self.by_peer.get(peer, 0)
+        if held + nbytes > self.per_peer_limit:
+            raise BudgetExceededError(
+                f"this connection would hold {held + nbytes} bytes pending, more than the worker's bound of "
+                f"{self.per_peer_limit} per connection (--max-pending-bytes-per-peer)"
+            )
+        if self.total + nbytes > self.total_limit:
+            raise BudgetExceededError(
+                f"the worker would hold {self.total + nbytes} bytes pending for its clients, more than its bound of "
+                f"{self.total_limit} (--max-pending-bytes); retry later"
+            )
+        self.by_peer[peer] = held + nbytes
+        self.total += nbytes
+
+    def release(self, peer: str, nbytes: int) -> None:
+        held = self.by_peer.get(peer, 0) - nbytes
+        if held > 0:
+            self.by_peer[peer] = held
+        else:
+            self.by_peer.pop(peer, None)
+        self.total -= nbytes
+
+
 @dataclass(eq=False)
 class _PartialUpload:
-    """Chunks of an upload received so far (kept for a resend of the missing ones)."""
+    """Chunks of an upload received so far (kept for a resend of the missing ones).
+
+    Chunks are kept as they arrived (views of the received messages) and
+    joined only once all are in: memory grows with the data, never with the
+    size the header announces. Each chunk is charged to the connection that
+    sent it.
+    """
 
     header: UploadHeader
-    buffer: bytearray
-    received: bytearray
+    chunks: dict[int, memoryview] = field(default_factory=dict)
+    charged: dict[str, int] = field(default_factory=dict)
     updated_s: float = field(default_factory=time.monotonic)
+
+    @property
+    def received_bytes(self) -> int:
+        return sum(len(c) for c in self.chunks.values())
+
+    def release(self, budget: ByteBudget) -> None:
+        for peer, nbytes in self.charged.items():
+            budget.release(peer, nbytes)
+        self.charged.clear()
+        self.chunks.clear()
 
 
 @dataclass(frozen=True)
@@ -132,6 +238,27 @@ class WorkerConfig:
         torch_threads: intra-op threads of torch (None: torch's default).
         peer_timeout_s: deadline of a forward to a peer.
         pending_ttl_s: how long the chunks of an incomplete upload are kept for a resend.
+        max_pending_bytes: bytes held for clients at once (incomplete uploads'
+            chunks, query messages being received), in total.
+        max_pending_bytes_per_peer: the same, per client connection.
+        max_chunks_per_upload: chunks one upload may announce.
+        max_concurrent_uploads: uploads received at once.
+        max_pending_uploads: incomplete uploads kept for a resend at once.
+        max_concurrent_rpcs: calls served at once (gRPC's ``maximum_concurrent_rpcs``).
+        max_queued_runs: partition runs waiting for an execution thread; more
+            are turned away as busy.
+        max_run_bytes: intermediates one run of a program may hold at once
+            (checked when the program is loaded, on fake tensors).
+        max_query_s: the longest a query may run here (a client's shorter
+            deadline wins).
+        idle_s: a call that sends no message for this long is ended.
+        allow_onnx: also run ``onnx`` programs (in onnxruntime, under their own
+            op-type allow-list and static shape check); off by default, so
+            a worker runs allow-listed ATen programs only.
+        compute_slowdown: emulate a device this many times slower than this
+            host: every partition run and every profiled call waits ``k - 1``
+            times its own duration (:mod:`tiercut.runtime.profiling`); 1: off.
+        torch_device: where partitions and profiles run (``cpu`` or ``cuda[:N]``).
     """
 
     device: str
@@ -147,21 +274,57 @@ class WorkerConfig:
     torch_threads: int | None = None
     peer_timeout_s: float = 600.0
     pending_ttl_s: float = 600.0
+    max_pending_bytes: int = 2 << 30
+    max_pending_bytes_per_peer: int = 1 << 30
+    max_chunks_per_upload: int = 1 << 16
+    max_concurrent_uploads: int = 8
+    max_pending_uploads: int = 32
+    max_concurrent_rpcs: int = 64
+    max_queued_runs: int = 16
+    max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
+    max_query_s: float = 600.0
+    idle_s: float = 60.0
+    allow_onnx: bool = False
+    compute_slowdown: float = 1.0
+    torch_device: str = "cpu"
 
     def __post_init__(self) -> None:
         if not self.device:
             raise TiercutError("a worker needs a device name; pass --device")
         parse_address(self.listen)
-        for name, value in (
-            ("max_message_bytes", self.max_message_bytes),
-            ("max_store_bytes", self.max_store_bytes),
-            ("chunk_bytes", self.chunk_bytes),
-            ("threads", self.threads),
+        for name in (
+            "max_message_bytes",
+            "max_store_bytes",
+            "chunk_bytes",
+            "threads",
+            "max_pending_bytes",
+            "max_pending_bytes_per_peer",
+            "max_chunks_per_upload",
+            "max_concurrent_uploads",
+            "max_pending_uploads",
+            "max_concurrent_rpcs",
+            "max_run_bytes",
         ):
+            value = getattr(self, name)
             if value <= 0:
                 raise TiercutError(f"worker setting {name} is {value}; it must be > 0")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise TiercutError(f"worker setting torch_threads is {self.torch_threads}; it must be >= 1")
+        if self.max_queued_runs < 0:
+            raise TiercutError(f"worker setting max_queued_runs is {self.max_queued_runs}; it must be >= 0")
+        for name in ("peer_timeout_s", "pending_ttl_s", "max_query_s", "idle_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise TiercutError(f"worker setting {name} is {value}; it must be a finite number > 0")
         if self.device in self.peers:
             raise TiercutError(f"worker {self.device!r} lists itself among its peers; drop that entry")
+        if not (math.isfinite(self.compute_slowdown) and 1.0 <= self.compute_slowdown <= 1000.0):
+            raise TiercutError(f"compute slowdown {self.compute_slowdown} must be a number in [1, 1000] (1: this host's speed)")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A client-chosen string as it may appear in a log line: escaped and cut."""
+    return ascii(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 @dataclass(eq=False)
@@ -175,9 +338,16 @@ class Worker:
     counters: dict[str, int] = field(default_factory=dict, init=False)
     _server: Any = field(default=None, init=False, repr=False)
     _executor: Any = field(default=None, init=False, repr=False)
+    _aux_executor: Any = field(default=None, init=False, repr=False)
+    _run_slots: Any = field(default=None, init=False, repr=False)
+    _runs_waiting: int = field(default=0, init=False, repr=False)
+    _runs_active: int = field(default=0, init=False, repr=False)
+    _uploads_active: int = field(default=0, init=False, repr=False)
+    _budget: ByteBudget | None = field(default=None, init=False, repr=False)
+    _reaper: Any = field(default=None, init=False, repr=False)
     _peers: dict[str, Connection] = field(default_factory=dict, init=False, repr=False)
     _pending: dict[str, _PartialUpload] = field(default_factory=dict, init=False, repr=False)
-    _last_run_s: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _device_programs: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _started_s: float = field(default=0.0, init=False, repr=False)
 
     # ----------------------------------------------------------- lifecycle
@@ -190,19 +360,32 @@ class Worker:
             import torch
 
             torch.set_num_threads(config.torch_threads)
-        self.store = PartitionStore(directory=config.store_dir, max_bytes=config.max_store_bytes)
+        self.store = PartitionStore(
+            directory=config.store_dir,
+            max_bytes=config.max_store_bytes,
+            max_run_bytes=config.max_run_bytes,
+            formats=("aten-json", "onnx") if config.allow_onnx else ("aten-json",),
+        )
         report = self.store.open()
+        if report.removed:
+            self.log(f"[{config.device}] removed {len(report.removed)} leftover temporary file(s) from {config.store_dir}")
         if report.loaded:
             self.log(f"[{config.device}] reloaded {len(report.loaded)} partition(s) from {config.store_dir}")
         for partition_id, reason in report.dropped:
-            self.log(f"[{config.device}] dropped stored partition {partition_id}: {reason}")
+            self.log(f"[{config.device}] dropped stored partition {_shown(partition_id)}: {reason}")
+        self._budget = ByteBudget(config.max_pending_bytes, config.max_pending_bytes_per_peer)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tiercut-run")
-        self._server = grpc.aio.server(options=grpc_options(config.chunk_bytes))
+        self._aux_executor = concurrent.futures.ThreadPoolExecutor(max_workers=AUX_THREADS, thread_name_prefix="tiercut-aux")
+        self._run_slots = asyncio.Semaphore(config.threads)
+        self._server = grpc.aio.server(
+            options=grpc_options(config.chunk_bytes), maximum_concurrent_rpcs=config.max_concurrent_rpcs
+        )
         handlers = {
             "Upload": grpc.stream_unary_rpc_method_handler(self._upload),
             "Execute": grpc.stream_stream_rpc_method_handler(self._execute),
             "Status": grpc.unary_unary_rpc_method_handler(self._status),
             "Drop": grpc.unary_unary_rpc_method_handler(self._drop),
+            "Profile": grpc.unary_unary_rpc_method_handler(ProfileService(self).handle),
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         if config.credentials.uses_tls:
@@ -216,16 +399,23 @@ class Worker:
         await self._server.start()
         self.port = port
         self._started_s = time.time()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_pending())
         return port
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
         if self._server is not None:
             await self._server.stop(grace_s)
         for peer in self._peers.values():
             await peer.close()
         self._peers.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._aux_executor):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -247,8 +437,17 @@ class Worker:
             self._count("refused")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token; pass the worker's --token")
 
-    async def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+    async def _in_aux(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run hashing, parsing or admission off the event loop (not on the execution threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self._aux_executor, function, *args)
+
+    async def _next(self, iterator: Any) -> Any:
+        """The next message of a client stream, or None when it ends; TimeoutError after ``idle_s`` of silence."""
+        try:
+            async with asyncio.timeout(self.config.idle_s):  # a timer on this task: no task per message
+                return await iterator.__anext__()
+        except StopAsyncIteration:
+            return None
 
     def _peer(self, device: str) -> Connection:
         connection = self._peers.get(device)
@@ -256,8 +455,8 @@ class Worker:
             address = self.config.peers.get(device)
             if address is None:
                 raise RouteError(
-                    f"worker {self.config.device!r} must forward to {device!r} but has no address for it; "
-                    f"start it with --peers {device}=HOST:PORT"
+                    f"worker {self.config.device!r} must forward to {device[:80]!r} but has no address for it; "
+                    f"start it with --peers {device[:80]}=HOST:PORT"
                 )
             links = self.config.links
             connection = Connection(
@@ -272,24 +471,50 @@ class Worker:
         return connection
 
     # ----------------------------------------------------------- Upload
-    def _pending_bytes(self, except_id: str = "") -> int:
-        return sum(len(p.buffer) for pid, p in self._pending.items() if pid != except_id)
+    def _forget_pending(self, partition_id: str) -> None:
+        partial = self._pending.pop(partition_id, None)
+        if partial is not None and self._budget is not None:
+            partial.release(self._budget)
 
     def _expire_pending(self) -> None:
         now = time.monotonic()
         for partition_id in [pid for pid, p in self._pending.items() if now - p.updated_s > self.config.pending_ttl_s]:
-            del self._pending[partition_id]
+            self._forget_pending(partition_id)
+            self._count("uploads_expired")
+
+    async def _reap_pending(self) -> None:
+        """Expire idle incomplete uploads even when no upload comes to trigger it."""
+        period = min(30.0, max(0.05, self.config.pending_ttl_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            self._expire_pending()
 
     async def _upload(self, request_iterator: Any, context: Any) -> bytes:
         import grpc
 
         await self._authorize(context)
-        assert self.store is not None
         config = self.config
-        iterator = request_iterator.__aiter__()
+        if self._uploads_active >= config.max_concurrent_uploads:
+            self._count("uploads_busy")
+            return ConfirmationResult(
+                False, "", "busy", f"the worker receives {self._uploads_active} uploads already (its bound); retry later"
+            ).to_bytes()
+        self._uploads_active += 1
         try:
-            first = await iterator.__anext__()
-        except StopAsyncIteration:
+            return await self._receive_upload(request_iterator.__aiter__(), context, grpc)
+        except TimeoutError:
+            self._count("uploads_idle")
+            return ConfirmationResult(
+                False, "", "timeout", f"the upload sent nothing for {config.idle_s:g} s; the worker ended it"
+            ).to_bytes()
+        finally:
+            self._uploads_active -= 1
+
+    async def _receive_upload(self, iterator: Any, context: Any, grpc: Any) -> bytes:
+        assert self.store is not None and self._budget is not None
+        config = self.config
+        first = await self._next(iterator)
+        if first is None:
             return ConfirmationResult(False, "", "incomplete", "the upload carried no message").to_bytes()
         try:
             header = UploadHeader.from_bytes(first)
@@ -303,18 +528,39 @@ class Worker:
                 f"partition {header.partition_id!r} of {header.total_bytes} bytes exceeds this worker's "
                 f"--max-message-bytes {config.max_message_bytes}",
             )
+        if header.chunk_count > config.max_chunks_per_upload:
+            self._count("uploads_refused")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"partition {header.partition_id!r} comes in {header.chunk_count} chunks, more than this worker's bound "
+                f"of {config.max_chunks_per_upload} per upload; send larger chunks",
+            )
         self._expire_pending()
         partial = self._pending.get(header.partition_id)
         if partial is None or partial.header != header:
+            self._forget_pending(header.partition_id)
+            if len(self._pending) >= config.max_pending_uploads:
+                self._count("uploads_busy")
+                return ConfirmationResult(
+                    False,
+                    header.partition_id,
+                    "busy",
+                    f"the worker keeps {len(self._pending)} incomplete uploads (its bound); retry later",
+                ).to_bytes()
             try:
-                self.store.check_capacity(header.total_bytes + self._pending_bytes(header.partition_id))
+                self.store.check_capacity(header.total_bytes)
             except StoreFullError as exc:
                 self._count("uploads_refused")
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            partial = _PartialUpload(header, bytearray(header.total_bytes), bytearray(header.chunk_count))
+            partial = _PartialUpload(header)
             self._pending[header.partition_id] = partial
+        peer = str(context.peer() or "")
         damaged = 0
-        async for message in iterator:
+        over_budget = ""
+        while True:
+            message = await self._next(iterator)
+            if message is None:
+                break
             chunk = decode_chunk(message)
             if chunk is None:
                 damaged += 1
@@ -324,34 +570,48 @@ class Worker:
             if remainder or index >= header.chunk_count or header.chunk_range(index)[1] != len(data):
                 damaged += 1
                 continue
-            partial.buffer[offset : offset + len(data)] = data
-            partial.received[index] = 1
+            if index in partial.chunks or over_budget:
+                continue
+            try:
+                self._budget.reserve(peer, len(data))
+            except BudgetExceededError as exc:
+                over_budget = str(exc)  # keep reading (the stream must end), keep nothing more
+                continue
+            partial.charged[peer] = partial.charged.get(peer, 0) + len(data)
+            partial.chunks[index] = data
+            partial.updated_s = time.monotonic()
         partial.updated_s = time.monotonic()
-        received = sum(header.chunk_range(i)[1] for i, got in enumerate(partial.received) if got)
+        received = partial.received_bytes
 
         def failure(code: str, reason: str, **extra: Any) -> bytes:
             self._count("uploads_failed")
             self.log(f"[{config.device}] {time.time():.3f} CR failure {header.partition_id}: {code}: {reason}")
             return ConfirmationResult(False, header.partition_id, code, reason, received_bytes=received, **extra).to_bytes()
 
-        missing = [i for i, got in enumerate(partial.received) if not got]
+        missing = [i for i in range(header.chunk_count) if i not in partial.chunks]
         if missing:
-            return failure(
-                "incomplete",
-                f"{len(missing)} of {header.chunk_count} chunk(s) missing ({damaged} damaged message(s) ignored); resend them",
-                missing_chunks=tuple(missing),
+            code, reason = (
+                ("busy", f"{over_budget}; {len(missing)} of {header.chunk_count} chunk(s) still to send")
+                if over_budget
+                else (
+                    "incomplete",
+                    f"{len(missing)} of {header.chunk_count} chunk(s) missing ({damaged} damaged message(s) ignored); "
+                    "resend them",
+                )
             )
+            return failure(code, reason, missing_chunks=tuple(missing))
+        data = b"".join(partial.chunks[i] for i in range(header.chunk_count))
         if self._pending.get(header.partition_id) is partial:
             del self._pending[header.partition_id]
-        data = bytes(partial.buffer)
-        digest = await self._in_thread(sha256_hex, data)
-        if digest != header.sha256:
-            return failure("corrupt", "the bytes received do not hash to the announced SHA-256", sha256=digest)
+        partial.chunks.clear()  # ``data`` holds the bytes now; the budget stays charged until they are processed
         try:
-            bundle = await self._in_thread(PartitionBundle.from_bytes, data)
+            digest = await self._in_aux(sha256_hex, data)
+            if digest != header.sha256:
+                return failure("corrupt", "the bytes received do not hash to the announced SHA-256", sha256=digest)
+            bundle = await self._in_aux(PartitionBundle.from_bytes, data)
             if bundle.partition_id != header.partition_id:
                 return failure("invalid", f"the bundle holds partition {bundle.partition_id!r}, not {header.partition_id!r}")
-            stored = await self._in_thread(self.store.admit, bundle, data, digest)
+            stored = await self._in_aux(self.store.admit, bundle, data, digest)
         except MissingWeightsError as exc:
             return failure("missing_weights", str(exc), missing=tuple(exc.missing))
         except StoreFullError as exc:
@@ -359,6 +619,8 @@ class Worker:
         except ArtifactError as exc:
             code = "conflict" if "already held" in str(exc) else "invalid"
             return failure(code, str(exc))
+        finally:
+            partial.release(self._budget)
         self._count("uploads_ok")
         self.log(
             f"[{config.device}] {time.time():.3f} CR ok {header.partition_id} ({received} bytes, "
@@ -375,50 +637,129 @@ class Worker:
         ).to_bytes()
 
     # ----------------------------------------------------------- Execute
-    async def _run_step(self, step: Step, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
+    async def _run_step(self, step: Step, inputs: Mapping[str, Any], control: RunControl) -> tuple[Mapping[str, Any], float]:
+        """Run one partition on an execution thread (bounded queue; stops with ``control``)."""
         assert self.store is not None
         if step.program_id is None:
             raise RouteError(f"partition {step.index} is routed to worker {self.config.device!r} without a program id")
-        program = self.store.program(step.program_id) if self.store.has_program(step.program_id) else None
-        if program is None:
+        program_id = step.program_id
+        if not self.store.has_program(program_id):
             raise UnknownPartitionError(
-                f"partition {step.index} (program {step.program_id[:12]}) is not on device {self.config.device!r}; "
+                f"partition {step.index} (program {program_id[:12]!r}) is not on device {self.config.device!r}; "
                 "upload it before querying it"
             )
+        if self._runs_waiting >= self.config.max_queued_runs and self._runs_active >= self.config.threads:
+            self._count("queries_busy")
+            raise WorkerBusyError(
+                f"worker {self.config.device!r} is busy: {self._runs_active} runs active and {self._runs_waiting} waiting "
+                "(its bound); retry later"
+            )
+        store = self.store
+
+        slowdown = self.config.compute_slowdown
+        device = self.config.torch_device
 
         def timed() -> tuple[Mapping[str, Any], float]:
+            program = store.program(program_id)  # on this thread: rebuilding an evicted program takes time
+            if program is None:
+                raise UnknownPartitionError(f"partition {step.index} was dropped from device {self.config.device!r}")
+            if device != "cpu":  # its weights copied to the GPU once
+                program = self._device_programs.get(program_id) or self._device_programs.setdefault(
+                    program_id, on_device(program, device))
             start = time.perf_counter()
-            outputs = program.run(inputs)
-            seconds = time.perf_counter() - start
-            self._last_run_s[program.program_id] = seconds
-            return outputs, seconds
+            outputs = program.run(inputs, control)
+            if slowdown > 1.0:
+                pause((slowdown - 1.0) * (time.perf_counter() - start))
+            return outputs, time.perf_counter() - start
 
-        self._count("steps_run")
-        if self._last_run_s.get(program.program_id, math.inf) < INLINE_RUN_S:
-            return timed()  # a handoff to a thread would cost more than the run itself
-        return await self._in_thread(timed)
+        self._runs_waiting += 1
+        try:
+            await self._run_slots.acquire()
+        finally:
+            self._runs_waiting -= 1
+        self._runs_active += 1
+        try:
+            self._count("steps_run")
+            future = asyncio.get_running_loop().run_in_executor(self._executor, timed)
+            try:
+                return await asyncio.shield(future)
+            except RunStoppedError:
+                self._count_stopped(control)
+                raise
+            except asyncio.CancelledError:
+                control.cancelled.set()  # the caller went away (or its deadline passed): the run stops at its next step
+                with contextlib.suppress(BaseException):
+                    await future  # hold the slot until the thread is free again
+                self._count_stopped(control)
+                raise
+        finally:
+            self._runs_active -= 1
+            self._run_slots.release()
 
-    async def _execute(self, request_iterator: Any, context: Any) -> Any:
-        import grpc
+    def _count_stopped(self, control: RunControl) -> None:
+        self._count("runs_stopped")
+        self._count("stopped_runs_steps_done", control.steps_done)
 
-        await self._authorize(context)
+    async def _receive_query(self, request_iterator: Any, context: Any, grpc: Any, charged: list[int]) -> list[bytes]:
+        """The chunks of a query message, charged to the connection's budget as they arrive (``charged[0]``).
+
+        The caller releases the charge when the query ends: its decoded values
+        take as many bytes while it runs.
+        """
+        assert self._budget is not None
         config = self.config
+        peer = str(context.peer() or "")
         chunks: list[bytes] = []
         total = 0
-        async for chunk in request_iterator:
-            total += len(chunk)
-            if total > config.max_message_bytes:
+        iterator = request_iterator.__aiter__()
+        while True:
+            try:
+                chunk = await self._next(iterator)
+            except TimeoutError:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"the query sent nothing for {config.idle_s:g} s; the worker ended it"
+                )
+            if chunk is None:
+                return chunks
+            if total + len(chunk) > config.max_message_bytes:
                 self._count("queries_refused")
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"query message exceeds this worker's --max-message-bytes {config.max_message_bytes}",
                 )
+            try:
+                self._budget.reserve(peer, len(chunk))
+            except BudgetExceededError as exc:
+                self._count("queries_busy")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {config.device!r} is busy: {exc}")
+            charged[0] += len(chunk)
+            total += len(chunk)
             chunks.append(chunk)
+
+    async def _execute(self, request_iterator: Any, context: Any) -> Any:
+        await self._authorize(context)
+        assert self._budget is not None
+        charged = [0]
+        try:
+            async for chunk in self._serve_query(request_iterator, context, charged):
+                yield chunk
+        finally:  # the query's bytes (its message, then its values) are held until it ends
+            self._budget.release(str(context.peer() or ""), charged[0])
+
+    async def _serve_query(self, request_iterator: Any, context: Any, charged: list[int]) -> Any:
+        import grpc
+
+        config = self.config
+        remaining = context.time_remaining()
+        limit_s = config.max_query_s if remaining is None else min(config.max_query_s, max(0.0, remaining))
+        control = RunControl(deadline_s=time.monotonic() + limit_s)
+        chunks = await self._receive_query(request_iterator, context, grpc, charged)
+        total = sum(len(c) for c in chunks)
         try:
             if total < INLINE_DECODE_BYTES:
                 frame = decode_chunks(chunks, max_bytes=config.max_message_bytes)
             else:
-                frame = await self._in_thread(functools.partial(decode_chunks, chunks, max_bytes=config.max_message_bytes))
+                frame = await self._in_aux(functools.partial(decode_chunks, chunks, max_bytes=config.max_message_bytes))
         except CodecError as exc:
             self._count("queries_damaged")
             await context.abort(grpc.StatusCode.DATA_LOSS, f"query message is damaged: {exc}")
@@ -426,16 +767,24 @@ class Worker:
         meta = frame.meta
         try:
             route = Route.from_dict(meta.get("route"))
-            position = int(meta.get("position", 0))
-            chain = [str(d) for d in meta.get("chain", [])]
-            wanted = [str(n) for n in meta.get("wanted", [])]
-            sender = str(meta.get("from", chain[-1] if chain else ""))
-            query_id = str(meta.get("query_id", ""))
-        except (RouteError, TypeError, ValueError) as exc:
+            position = meta.get("position", 0)
+            chain = meta.get("chain", [])
+            wanted = meta.get("wanted", [])
+            query_id = meta.get("query_id", "")
+            if not isinstance(position, int) or isinstance(position, bool):
+                raise RouteError("the route position is not an integer")
+            for what, names in (("call chain", chain), ("wanted values", wanted)):
+                if not isinstance(names, list) or len(names) > MAX_ROUTE_NAMES or not all(isinstance(n, str) for n in names):
+                    raise RouteError(f"the {what} is not a list of at most {MAX_ROUTE_NAMES} names")
+            sender = meta.get("from", chain[-1] if chain else "")
+            if not isinstance(sender, str) or not isinstance(query_id, str):
+                raise RouteError("the sender or query id is not a string")
+        except RouteError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"query message has no valid route: {exc}")
         via = meta.get("via")
         if via:
-            async for chunk in self._relay(context, frame, via, sender):
+            timeout_s = max(0.001, min(config.peer_timeout_s, control.deadline_s - time.monotonic()))
+            async for chunk in self._relay(context, frame, via, sender, timeout_s):
                 yield chunk
             return
         if not 0 <= position < len(route) or route.steps[position].device != config.device:
@@ -453,12 +802,13 @@ class Worker:
                 "chain": calls,
                 "wanted": want,
                 "from": config.device,
-                "query_id": query_id,
+                "query_id": query_id[:128],
             }
             if rest:
                 out_meta["via"] = rest
             start = time.time()
-            reply = await peer.execute(out_meta, values, timeout_s=config.peer_timeout_s)
+            timeout_s = max(0.001, min(config.peer_timeout_s, control.deadline_s - time.monotonic()))
+            reply = await peer.execute(out_meta, values, timeout_s=timeout_s)
             records = [HopRecord.from_dict(r) for r in reply.frame.meta.get("records", [])]
             records.append(
                 HopRecord(
@@ -474,13 +824,21 @@ class Worker:
             )
             return ForwardResult(reply.frame.values, int(reply.frame.meta.get("position", -1)), records)
 
+        async def run_step(step: Step, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
+            return await self._run_step(step, inputs, control)
+
         values = dict(frame.values)
         records: list[HopRecord] = []
         try:
-            end = await run_route(route, config.device, chain, position, values, self._run_step, forward, records)
+            end = await run_route(route, config.device, chain, position, values, run_step, forward, records)
         except UnknownPartitionError as exc:
             self._count("queries_unknown")
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except WorkerBusyError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except RunStoppedError as exc:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.reason == "deadline" else grpc.StatusCode.CANCELLED
+            await context.abort(code, str(exc))
         except RemoteError as exc:
             code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNAVAILABLE)
             await context.abort(code, str(exc))
@@ -488,7 +846,7 @@ class Worker:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         missing = [n for n in wanted if n not in values]
         if missing:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the route does not produce {missing[0]!r} here")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the route does not produce {missing[0][:80]!r} here")
         reply_chunks = encode_chunks(
             {"position": end, "records": [r.to_dict() for r in records], "device": config.device},
             {n: values[n] for n in wanted},
@@ -503,7 +861,7 @@ class Worker:
             async for chunk in shaped(reply_chunks, shaper):
                 yield chunk
 
-    async def _relay(self, context: Any, frame: Any, via: Any, sender: str) -> Any:
+    async def _relay(self, context: Any, frame: Any, via: Any, sender: str, timeout_s: float) -> Any:
         """Pass a query message on to the next device of its path and its reply back, computing nothing.
 
         The path (``via``: the devices after this one, the last the
@@ -532,14 +890,14 @@ class Worker:
             out_meta.pop("via", None)
         start = time.time()
         try:
-            reply = await peer.execute(out_meta, frame.values, timeout_s=config.peer_timeout_s)
+            reply = await peer.execute(out_meta, frame.values, timeout_s=timeout_s)
         except RemoteError as exc:
             code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNAVAILABLE)
             await context.abort(code, str(exc))
         records = [r for r in reply.frame.meta.get("records", []) if isinstance(r, dict)]
         records.append(
             HopRecord(
-                "relay", config.device, int(frame.meta.get("position", 0) or 0), start, time.time(), peer=via[0],
+                "relay", config.device, int(frame.meta.get("position", 0)), start, time.time(), peer=via[0],
                 bytes_sent=reply.bytes_sent, bytes_received=reply.bytes_received,
             ).to_dict()
         )
@@ -560,7 +918,7 @@ class Worker:
     # ----------------------------------------------------------- Status / Drop
     async def _status(self, request: bytes, context: Any) -> bytes:
         await self._authorize(context)
-        assert self.store is not None
+        assert self.store is not None and self._budget is not None
         body = {
             "device": self.config.device,
             "pid": os.getpid(),
@@ -572,6 +930,11 @@ class Worker:
             "held_bytes": self.store.held_bytes,
             "max_store_bytes": self.config.max_store_bytes,
             "max_message_bytes": self.config.max_message_bytes,
+            "pending_bytes": self._budget.total,
+            "pending_uploads": len(self._pending),
+            "uploads_active": self._uploads_active,
+            "runs_active": self._runs_active,
+            "runs_waiting": self._runs_waiting,
             "counters": dict(self.counters),
             **memory_usage(),
         }
@@ -588,9 +951,11 @@ class Worker:
                 ids = [p.partition_id for p in self.store.partitions()]
             else:
                 ids = [str(p) for p in body.get("partition_ids", [])]
-        except (UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        except (UnicodeDecodeError, ValueError, AttributeError, TypeError, RecursionError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "drop request is not JSON with partition_ids or all")
-        dropped = [p for p in reversed(ids) if self.store.drop(p)]
+        store = self.store
+        dropped = await self._in_aux(lambda: [p for p in reversed(ids) if store.drop(p)])
+        self._device_programs.clear()  # device copies of dropped programs must not outlive them
         if dropped:
             self.log(f"[{self.config.device}] dropped {len(dropped)} partition(s)")
         return json.dumps({"dropped": dropped}).encode()
@@ -617,4 +982,15 @@ def run_worker(config: WorkerConfig, *, announce: Callable[[str], None] | None =
     asyncio.run(main())
 
 
-__all__ = ["UnknownPartitionError", "Worker", "WorkerConfig", "memory_usage", "parse_address", "parse_peers", "run_worker"]
+__all__ = [
+    "ByteBudget",
+    "UnknownPartitionError",
+    "Worker",
+    "WorkerBusyError",
+    "WorkerConfig",
+    "is_loopback",
+    "memory_usage",
+    "parse_address",
+    "parse_peers",
+    "run_worker",
+]

@@ -21,7 +21,8 @@ settings::
     users:                             # omit to take the environment's users
       - name: user1
         device: client1
-        model: alexnet                 # zoo name, package.module:factory or .onnx
+        model: alexnet                 # zoo name, .onnx or graph JSON file (package.module:factory
+                                       # only with `tiercut simulate --allow-code`)
         servers: [edge5]               # devices it may use besides its client (default: all)
         arrivals: {kind: back-to-back} # | {kind: poisson, rate_hz: 2} | {kind: periodic, interval_s: 1}
                                        # | {kind: trace, times_s: [0, 1.5, 2]}; default: Poisson at the
@@ -45,15 +46,15 @@ field (``scenario s.yaml: users.0.arrivals.rate_hz: ...``).
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tiercut.datafiles import read_data_file, read_json_file, read_text_file
 from tiercut.errors import TiercutError
+from tiercut.graph.models import check_input_shape, data_model_spec
 from tiercut.problem import Problem
 from tiercut.sim.engine import Simulation
 from tiercut.sim.model import (
@@ -179,18 +180,26 @@ def _one_line(exc: ValidationError, label: str) -> TiercutError:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A validated scenario and the folder its relative paths are resolved from."""
+    """A validated scenario and the folder its relative paths are resolved from.
+
+    ``allow_code``: the command line said ``--allow-code``, so a user's
+    ``model:`` may be ``package.module:factory`` (imported and called);
+    otherwise a scenario names zoo models, ``.onnx`` and graph JSON files only.
+    """
 
     spec: ScenarioSpec
     base_dir: Path
     label: str
+    allow_code: bool = False
 
     def path(self, text: str) -> Path:
         path = Path(text)
         return path if path.is_absolute() else self.base_dir / path
 
 
-def parse_scenario(data: Any, label: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+def parse_scenario(
+    data: Any, label: str = "<scenario>", base_dir: Path | None = None, *, allow_code: bool = False
+) -> Scenario:
     """Validate a parsed YAML/JSON mapping as a scenario."""
     if not isinstance(data, dict):
         raise TiercutError(f"scenario {label} is not a mapping; start it with 'schema_version: 1'")
@@ -200,23 +209,20 @@ def parse_scenario(data: Any, label: str = "<scenario>", base_dir: Path | None =
         spec = ScenarioSpec.model_validate(data)
     except ValidationError as exc:
         raise _one_line(exc, label) from None
-    return Scenario(spec, base_dir or Path.cwd(), label)
+    base = base_dir or Path.cwd()
+    for i, user in enumerate(spec.users or []):
+        if user.model is not None:
+            data_model_spec(user.model, where=f"scenario {label}: users.{i}", allow_code=allow_code, base_dir=base)
+        if user.input_shape is not None:
+            check_input_shape(tuple(user.input_shape), f"of scenario {label} users.{i}")
+    return Scenario(spec, base, label, allow_code)
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML (or JSON) file."""
+def load_scenario(path: str | Path, *, allow_code: bool = False) -> Scenario:
+    """Read and validate a scenario YAML (or JSON) file (``allow_code``: see :class:`Scenario`)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TiercutError(f"cannot read scenario {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise TiercutError(f"scenario {path} is not valid YAML{where}; fix the syntax") from None
-    return parse_scenario(data, str(path), path.parent)
+    data = read_data_file(path, "scenario")  # bounded safe YAML (or JSON): data only
+    return parse_scenario(data, str(path), path.parent, allow_code=allow_code)
 
 
 # ---------------------------------------------------------------- building
@@ -238,19 +244,11 @@ class BuiltScenario:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TiercutError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise TiercutError(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    return read_json_file(path, what)
 
 
 def _read_trace_csv(path: Path) -> list[tuple[float, float]]:
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    except OSError as exc:
-        raise TiercutError(f"cannot read bandwidth trace {path}: {exc.strerror or exc}") from None
+    rows = list(csv.reader(read_text_file(path, "bandwidth trace").splitlines()))
     points = []
     for i, row in enumerate(rows, 1):
         if not row or row[0].strip().startswith("#"):
@@ -308,6 +306,9 @@ def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tup
         servers = [d for d in env.device_names if d != device and env.link(device, d)]
     for server in servers:
         env.device(server)
+    model = data_model_spec(
+        model, where=f"scenario {label}: user {user.name!r}", allow_code=scenario.allow_code, base_dir=scenario.base_dir
+    )
     key = (model, tuple(user.input_shape or ()), user.granularity)
     if key not in graphs:
         from tiercut.graph import extract_graph
@@ -336,7 +337,11 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
     if user_specs is None:
         if env is None or not env.users:
             raise TiercutError(f"scenario {scenario.label} has no users; list them, or name an environment with users")
-        user_specs = [UserSpec(name=u.name, device=u.device, model=u.model) for u in env.users]
+        user_specs = [
+            UserSpec(name=u.name, device=u.device, model=u.model,
+                     input_shape=list(u.input_shape) if u.input_shape else None)
+            for u in env.users
+        ]
     names = [u.name for u in user_specs]
     if len(set(names)) != len(names):
         raise TiercutError(f"scenario {scenario.label}: two users share a name; rename one")
