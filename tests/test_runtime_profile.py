@@ -157,7 +157,8 @@ def test_plan_measure_on_builds_the_table_from_the_workers(workers, tmp_path, ca
     env.write_text(yaml.safe_dump({"devices": [
         {"name": "phone", "tier": "end"}, {"name": "edge1", "tier": "edge"}, {"name": "edge2", "tier": "edge"},
         {"name": "cloud", "tier": "cloud", "spec": "nvidia_t4"},
-    ], "links": [{"tiers": ["end", "edge"], "bandwidth_bps": 1e7}, {"tiers": ["end", "cloud"], "bandwidth_bps": 1e6}]}))
+    ], "links": [{"tiers": ["end", "edge"], "bandwidth_bytes_per_s": 1e7},
+                 {"tiers": ["end", "cloud"], "bandwidth_bytes_per_s": 1e6}]}))
     wfile = tmp_path / "workers.yaml"
     wfile.write_text(yaml.safe_dump({"workers": {"edge1": fast, "edge2": slow}, "token_env": "TIERCUT_TEST_TOKEN",
                                      "max_seconds": 60}))
