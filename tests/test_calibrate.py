@@ -109,7 +109,7 @@ def test_devices_calibrate_writes_an_entry_an_environment_file_uses(tmp_path, ca
     env_file.write_text(yaml.safe_dump({"devices": [
         {"name": "dev", "tier": "end", "spec": {"catalog": "my-devices.yaml", "entry": "board"}},
         {"name": "srv", "tier": "cloud", "spec": "nvidia_t4", "precision": "fp16"},
-    ], "links": [{"a": "dev", "b": "srv", "bandwidth_bps": 1e7}]}))
+    ], "links": [{"a": "dev", "b": "srv", "bandwidth_bytes_per_s": 1e7}]}))
     from tiercut.env import load_environment
 
     env = load_environment(env_file)

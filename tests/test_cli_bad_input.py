@@ -166,7 +166,7 @@ def test_yaml_tags_that_would_build_python_objects_are_refused(tmp_path, capsys)
 ENVIRONMENT = {
     "name": "pair",
     "devices": [{"name": "phone", "tier": "end"}, {"name": "box", "tier": "edge"}],
-    "links": [{"a": "phone", "b": "box", "bandwidth_bps": 2.0e6, "latency_s": 0.01}],
+    "links": [{"a": "phone", "b": "box", "bandwidth_bytes_per_s": 2.0e6, "latency_s": 0.01}],
 }
 
 

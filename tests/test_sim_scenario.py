@@ -103,7 +103,7 @@ def test_file_errors(tmp_path):
 
 
 def test_scenario_runs_with_traces_and_several_users(tmp_path, problem_file):
-    (tmp_path / "trace.csv").write_text("time_s,bandwidth_bps\n0,20000\n5,4000\n12,80000\n")
+    (tmp_path / "trace.csv").write_text("time_s,bytes_per_s\n0,20000\n5,4000\n12,80000\n")
     data = {
         **BASE,
         "upload_shares_link": True,
