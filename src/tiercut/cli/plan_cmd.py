@@ -182,6 +182,10 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
         )
     console.print(figures)
     console.print(f"solved in {plan.solve_s * 1e3:.1f} ms; settings {dict(plan.settings)}")
+    for stage in getattr(plan, "stages", ()):  # tiled stages of a spatial plan
+        geometry = stage.geometry(problem)
+        tiles = ", ".join(f"{t.device} {t.region.to_list()}" for t in stage.tiles)
+        console.print(f"tiled stage: layers {geometry.names[0]}..{geometry.output_name}, home {stage.home}: {tiles}")
     if plan.note:
         console.print(f"note: {plan.note}")
     for violation in plan.violations:
@@ -280,6 +284,10 @@ def plan(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print {problem, plan} JSON (DESIGN.md contract)")] = False,
     list_planners: Annotated[bool, typer.Option("--list", help="list the planners and exit")] = False,
+    spatial: Annotated[
+        str, typer.Option("--spatial", help="auto: also try tiling a conv/pool stack over several devices; off: layers only")
+    ] = "off",
+    max_tiles: Annotated[int, typer.Option("--max-tiles", help="with --spatial auto: at most N tiles (devices) per stack")] = 6,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost."""
     from tiercut.plan import get_planner
@@ -290,13 +298,24 @@ def plan(
     if model is None:
         raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), or --list")
     settings = dict(_parse_setting(s) for s in setting or [])
+    if spatial not in ("auto", "off"):
+        raise TiercutError(f"--spatial {spatial!r} is not known; use auto or off")
+    if max_tiles < 1:
+        raise TiercutError(f"--max-tiles {max_tiles} must be >= 1")
     planner = get_planner(algorithm, **settings)
+    if spatial == "auto":
+        planner = get_planner("spatial", base=algorithm, max_tiles=max_tiles, base_settings=settings or None)
     problem = build_cli_problem(
         model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
         profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
         energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
         memory=memory, measure_on=measure_on,
     )
+    if spatial == "auto":
+        from tiercut.graph import parse_shape
+        from tiercut.spatial.tiles import attach_stacks
+
+        problem = attach_stacks(problem, model, parse_shape(input_shape) if input_shape else None)
     result = planner.solve(problem)
     if as_json:
         typer.echo(json.dumps({"problem": problem.to_dict(), "plan": result.to_dict()}, indent=1))

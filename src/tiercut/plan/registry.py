@@ -22,6 +22,7 @@ from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
 from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
+from tiercut.plan.spatial import SpatialPlanner
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 
 PLANNERS: dict[str, type[Planner]] = {
@@ -38,6 +39,7 @@ PLANNERS: dict[str, type[Planner]] = {
     "ga": GAPlanner,
     "sa": SAPlanner,
     "best-response": BestResponsePlanner,
+    "spatial": SpatialPlanner,
 }
 
 

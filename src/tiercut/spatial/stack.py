@@ -164,6 +164,36 @@ class StackGeometry:
             out[step.name] = regions[step.name].area / float(h * w) if step.name in regions else 0.0
         return out
 
+    def cut_points(self) -> list[str]:
+        """Values a sub-stack may start after or end at: the input, and every step after which
+        nothing earlier is read again (the only live value at that point), the output included."""
+        position = {self.input_name: -1, **{s.name: i for i, s in enumerate(self.steps)}}
+        last_use = {name: position[name] for name in position}
+        for i, step in enumerate(self.steps):
+            for name in step.inputs:
+                last_use[name] = max(last_use[name], i)
+        cuts, reach = [self.input_name], last_use[self.input_name]
+        for i, step in enumerate(self.steps):
+            if reach <= i:
+                cuts.append(step.name)
+            reach = max(reach, last_use[step.name])
+        return cuts
+
+    def segment(self, after: str, last: str) -> StackGeometry:
+        """The sub-stack reading the value ``after`` and ending at step ``last`` (both cut points)."""
+        cuts = self.cut_points()
+        if after not in cuts or last not in cuts or cuts.index(after) >= cuts.index(last):
+            raise TiercutError(
+                f"sub-stack from {after!r} to {last!r} is not a run between two cut points of the stack; "
+                f"cut points are {', '.join(cuts)}"
+            )
+        names = self.names
+        lo = 0 if after == self.input_name else names.index(after) + 1
+        hi = names.index(last) + 1
+        if (after, last) == (self.input_name, self.output_name):
+            return self
+        return StackGeometry(after, self.hw_of(after), self.steps[lo:hi])
+
     def to_dict(self) -> dict[str, Any]:
         return {"input": self.input_name, "input_hw": list(self.input_hw), "steps": [s.to_dict() for s in self.steps]}
 

@@ -14,6 +14,7 @@ allow-listed by the runtime like any partition.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -415,3 +416,107 @@ def fused_stack(module: Any, example_input: Any) -> FusedStack:
         ) from None
     ShapeProp(gm).propagate(example_input)
     return stack_from_fx(gm)
+
+
+def find_stacks(graph_module: Any, *, min_windows: int = 1) -> list[FusedStack]:
+    """The maximal fused stacks of a shape-propagated fx graph, in topological order.
+
+    Walks the graph's call nodes in order and grows a stack while the next
+    run between two cut points (where one value is live) holds only
+    spatially local layers on 4-D maps; a stack with fewer than
+    ``min_windows`` window layers (convolutions, pooling) is dropped.
+    """
+    nodes = [n for n in graph_module.graph.nodes if n.op not in ("output", "get_attr")]
+    position = {n.name: i for i, n in enumerate(nodes)}
+    last_use = {n.name: max([position[n.name], *(position[u.name] for u in n.users if u.name in position)]) for n in nodes}
+    # a node ends a run if no earlier value is read after it; graph outputs read by 'output' stay live
+    reach, cuts = -1, []
+    for i, n in enumerate(nodes):
+        if reach <= i:
+            cuts.append(i)
+        reach = max(reach, last_use[n.name])
+        if any(u.op == "output" for u in n.users):
+            reach = max(reach, len(nodes))
+    modules = dict(graph_module.named_modules())
+    functions = _pointwise_functions()
+
+    def local(n: Any) -> bool:
+        if n.op in ("placeholder",):
+            return False
+        try:
+            _classify(n, modules, functions)
+            _map_shape(n)
+        except TiercutError:
+            return False
+        return True
+
+    stacks: list[FusedStack] = []
+    run: list[Any] = []
+    for a, b in itertools.pairwise(cuts):
+        piece = nodes[a + 1 : b + 1]
+        if all(local(n) for n in piece) and (run or _map_ok(nodes[a])):
+            run.extend(piece)
+            continue
+        _close(graph_module, run, stacks, min_windows)
+        run = []
+    _close(graph_module, run, stacks, min_windows)
+    return stacks
+
+
+def _map_ok(n: Any) -> bool:
+    try:
+        _map_shape(n)
+    except TiercutError:
+        return False
+    return True
+
+
+def _close(graph_module: Any, run: list[Any], stacks: list[FusedStack], min_windows: int) -> None:
+    if not run:
+        return
+    try:
+        stack = stack_from_fx(graph_module, [n.name for n in run])
+    except TiercutError:
+        return
+    if sum(1 for s in stack.geometry.steps if s.kind == WINDOW) >= min_windows:
+        stacks.append(stack)
+
+
+def stacks_of_captured(captured: Any, *, min_windows: int = 1) -> list[StackGeometry]:
+    """The geometry of every maximal fused stack of a captured model (module granularity).
+
+    Its layer names are the layer graph's node names, so the stacks attach
+    to a problem built from ``captured.graph``
+    (:meth:`tiercut.spatial.problem.SpatialProblem.of`). A block-granularity
+    graph names blocks, not layers: build the stacks from a module-granularity capture.
+    """
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    if captured.graph.granularity != "module":
+        raise TiercutError("spatial stacks need a module-granularity graph; capture with --granularity module")
+    gm = captured.graph_module
+    if not all("tensor_meta" in n.meta for n in gm.graph.nodes if n.op != "output"):
+        ShapeProp(gm).propagate(*captured.example_inputs)
+    names = {n.name for n in captured.graph}
+    return [s.geometry for s in find_stacks(gm, min_windows=min_windows) if set(s.names) <= names]
+
+
+def attach_stacks(problem: Any, model: Any, input_shape: tuple[int, ...] | None = None, *, seed: int = 0) -> Any:
+    """``problem`` (built from ``model``'s module-granularity graph) with the model's fused stacks attached.
+
+    ``model`` is what ``tiercut plan`` takes: a zoo name, ``package.module:factory``
+    or a ``torch.nn.Module``; an ONNX file or a layer-graph JSON has no torch
+    layers to tile and is refused.
+    """
+    from tiercut.graph import capture_model, is_onnx_path
+    from tiercut.graph.models import is_graph_json_path
+    from tiercut.spatial.problem import SpatialProblem
+
+    if is_onnx_path(model) or is_graph_json_path(model):
+        raise TiercutError(
+            f"--spatial auto tiles torch layers; {model} is not a torch model (use a zoo name or package.module:factory)"
+        )
+    if problem.graph.granularity != "module":
+        raise TiercutError("--spatial auto needs --granularity module (tiles are cut inside single layers' maps)")
+    captured = capture_model(model, input_shape, granularity="module", seed=seed)
+    return SpatialProblem.of(problem, tuple(stacks_of_captured(captured)))

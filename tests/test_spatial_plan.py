@@ -1,0 +1,125 @@
+"""Tiled stages in the cost model and the spatial planner: beats layer-only where one edge is a bottleneck."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from spatial_fixtures import captured_small_cnn, edge_cluster_problem
+from tiercut.cost import evaluate
+from tiercut.cost.tiled import evaluate_tiled, schedule_stage
+from tiercut.errors import TiercutError
+from tiercut.plan import get_planner
+from tiercut.plan.spatial import plan_from_json, recompute
+from tiercut.problem import Constraints
+from tiercut.spatial.geometry import Region
+from tiercut.spatial.problem import SpatialProblem, Tile, TiledPlan, TiledStage
+from tiercut.spatial.tiles import stacks_of_captured
+
+
+def spatial_problem(n_edges: int = 3, objective: str = "latency") -> SpatialProblem:
+    return SpatialProblem.of(edge_cluster_problem(n_edges, objective), tuple(stacks_of_captured(captured_small_cnn())))
+
+
+def test_small_cnn_has_one_fused_stack_from_input_to_last_pool():
+    (stack,) = stacks_of_captured(captured_small_cnn())
+    assert (stack.input_name, stack.output_name) == ("x", "p2")
+    assert stack.cut_points() == ["x", "c1", "r1", "c2", "r2", "p1", "c3", "r3", "c4", "r4", "p2"]
+    assert stack.output_hw == (10, 10)
+
+
+def test_stage_schedule_matches_a_hand_computed_two_tile_stage():
+    problem = spatial_problem(2)
+    stage = TiledStage(0, "x", "p2", "edge0", (Tile("edge0", Region.of(0, 4, 0, 10)), Tile("edge1", Region.of(4, 10, 0, 10))))
+    geometry = stage.geometry(problem)
+    graph, route = problem.graph, problem.routing
+
+    def work(region: Region, device: str) -> float:
+        regions = geometry.regions(region)
+        return sum(problem.compute_s[s.name][device] * regions[s.name].area / (s.out_hw[0] * s.out_hw[1]) for s in geometry.steps)
+
+    in1 = math.ceil(graph["x"].out_bytes * geometry.input_region(Region.of(4, 10, 0, 10)).area / (40 * 40))
+    out1 = math.ceil(graph["p2"].out_bytes * 60 / 100)
+    send = route.seconds("edge0", "edge1", in1)
+    finish0 = send + work(Region.of(0, 4, 0, 10), "edge0")
+    finish1 = send + work(Region.of(4, 10, 0, 10), "edge1")
+    expected = max(finish0, finish1) + route.seconds("edge1", "edge0", out1)
+    timing = schedule_stage(problem, stage)
+    assert timing.stage_s == pytest.approx(expected, rel=1e-12)
+    # the input region of the lower strip starts above row 16 (4 output rows = 16 input rows, plus the halo)
+    assert geometry.input_region(Region.of(4, 10, 0, 10)).rows.start < 16
+    assert timing.work_fraction > 1.0
+
+    placement = {n.name: "edge0" for n in graph if not n.is_input}
+    whole = evaluate(problem, placement)
+    tiled = evaluate_tiled(problem, placement, [stage]).evaluation
+    assert tiled.latency_s == pytest.approx(whole.latency_s - timing.sequential_s + expected, rel=1e-12)
+    # edge1 now holds the stack's weights, edge0 still everything
+    stack_bytes = sum(graph[v].param_bytes for v in geometry.names)
+    assert tiled.memory_bytes["edge1"] == stack_bytes
+    assert tiled.memory_bytes["edge0"] == whole.memory_bytes["edge0"]
+
+
+def test_tiling_beats_the_best_layer_only_plan_when_one_edge_is_the_bottleneck():
+    problem = spatial_problem(3)
+    layer_only = get_planner("ilp").solve(problem)
+    assert layer_only.optimal  # the exact best placement without tiles
+    assert set(layer_only.placement.values()) - {"phone"} == {"edge0"}  # edge0, the only server the phone reaches
+    plan = get_planner("spatial", candidates=2).solve(problem)
+    assert isinstance(plan, TiledPlan) and plan.stages
+    assert len(plan.stages[0].devices) >= 2
+    assert plan.latency_s < 0.95 * layer_only.latency_s
+    assert plan.feasible
+
+    # the JSON contract: the figures recompute from the problem alone
+    data = json.loads(json.dumps({"problem": problem.to_dict(), "plan": plan.to_dict()}))
+    assert data["problem"]["spatial_stacks"] and data["plan"]["tiled_stages"]
+    problem2, plan2 = plan_from_json(data)
+    again = recompute(problem2, plan2).evaluation
+    for metric in ("latency_s", "energy_source_j", "energy_total_j", "cost"):
+        assert getattr(again, metric) == pytest.approx(data["plan"][metric], rel=1e-9)
+
+
+def test_spatial_plan_is_never_worse_than_layer_only_and_keeps_no_stage_when_tiling_does_not_pay():
+    problem = spatial_problem(1)  # one edge server: nothing to share the stack with
+    plan = get_planner("spatial", candidates=1).solve(problem)
+    layer_only = get_planner("ilp").solve(problem)
+    assert plan.stages == () and plan.latency_s == pytest.approx(layer_only.latency_s)
+    assert "no tiling beat it" in plan.note
+
+
+def test_privacy_pin_forbids_tiling_a_pinned_layer_elsewhere():
+    problem = spatial_problem(2)
+    pinned = SpatialProblem.of(problem.with_constraints(Constraints(pinned={"c1": "edge0"})), problem.stacks)
+    stage = TiledStage(0, "x", "p2", "edge0", (Tile("edge0", Region.of(0, 5, 0, 10)), Tile("edge1", Region.of(5, 10, 0, 10))))
+    ev = evaluate_tiled(pinned, {n.name: "edge0" for n in problem.graph if not n.is_input}, [stage]).evaluation
+    assert not ev.valid and any("pinned" in v for v in ev.violations)
+
+
+@pytest.mark.parametrize(
+    ("stage", "match"),
+    [
+        (TiledStage(0, "x", "p2", "edge0", (Tile("edge0", Region.of(0, 5, 0, 10)),)), "partition"),
+        (TiledStage(0, "x", "p2", "mars", (Tile("edge0", Region.of(0, 10, 0, 10)),)), "unknown device"),
+        (TiledStage(3, "x", "p2", "edge0", (Tile("edge0", Region.of(0, 10, 0, 10)),)), "spatial stacks"),
+        (TiledStage(0, "c1", "x", "edge0", (Tile("edge0", Region.of(0, 10, 0, 10)),)), "cut points"),
+    ],
+)
+def test_bad_tiled_stages_are_refused_by_name(stage, match):
+    problem = spatial_problem(2)
+    with pytest.raises(TiercutError, match=match):
+        evaluate_tiled(problem, {n.name: "edge0" for n in problem.graph if not n.is_input}, [stage])
+
+
+def test_tiled_plan_on_a_problem_without_stacks_is_refused():
+    problem = edge_cluster_problem(2)
+    stage = TiledStage(0, "x", "p2", "edge0", (Tile("edge0", Region.of(0, 10, 0, 10)),))
+    with pytest.raises(TiercutError, match="spatial_stacks"):
+        evaluate_tiled(problem, problem.local_placement(), [stage])
+    plan = get_planner("spatial").solve(problem)  # no stacks: the base planner's layer-only plan
+    assert plan.stages == () and "no spatial stacks" in plan.note
+    assert plan.latency_s == pytest.approx(get_planner("ilp").solve(problem).latency_s)
+    with pytest.raises(TiercutError, match="max_tiles"):
+        get_planner("spatial", max_tiles=0).solve(problem)
