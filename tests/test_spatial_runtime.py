@@ -74,7 +74,7 @@ def test_tiles_on_two_to_four_workers_equal_the_whole_stack(n_workers, regions):
 
 
 def test_executor_refuses_what_it_cannot_run():
-    body, x, stack = conv_stack()
+    _, x, stack = conv_stack()
     tiles = [Tile("edge0", r) for r in strip_tiles(10, 10, [1.0, 1.0])]
     with pytest.raises(TiercutError, match="no worker connection"):
         TiledExecutor(stack, tiles, {})
@@ -91,13 +91,16 @@ def test_executor_refuses_what_it_cannot_run():
 
 @pytest.mark.slow
 def test_a_worker_process_killed_mid_query_has_its_tile_recomputed_and_the_answer_stays_correct(tmp_path):
-    """Three worker processes, slowed so a tile takes long enough to kill one while it computes."""
+    """Three worker processes; edge1 is slowed 200x so its tile is surely still computing when it is killed."""
     from tiercut.runtime.processes import spawn_worker
 
     body, x, stack = conv_stack()
     devices = ["edge0", "edge1", "edge2"]
-    processes = [spawn_worker(d, token=TOKEN, extra_args=["--compute-slowdown", "100"], log_path=tmp_path / f"{d}.log")
-                 for d in devices]  # fmt: skip
+    processes = [
+        spawn_worker(d, token=TOKEN, extra_args=["--compute-slowdown", "200" if d == "edge1" else "1"],
+                     log_path=tmp_path / f"{d}.log")
+        for d in devices
+    ]  # fmt: skip
     tiles = [Tile(d, r) for d, r in zip(devices, strip_tiles(10, 10, [1.0, 1.0, 1.0]), strict=True)]
     try:
 
@@ -107,25 +110,25 @@ def test_a_worker_process_killed_mid_query_has_its_tile_recomputed_and_the_answe
                 executor = TiledExecutor(stack, tiles, connections, timeout_s=120)
                 executor.build(x)
                 assert all(cr.ok for cr in (await executor.upload()).values())
-                healthy = await executor.run(x)
                 query = asyncio.ensure_future(executor.run(x))
-                await asyncio.sleep(healthy.wall_s / 3)
-                killed_at = time.perf_counter()
+                await asyncio.sleep(0.3)  # edge1's tile takes 200x its compute (seconds): it is mid-run
+                assert not query.done()
                 processes[1].kill()
-                result = await query
-                return healthy, result, killed_at
+                during = await query
+                after = await executor.run(x)  # the next query finds edge1 gone and moves its tile at once
+                return during, after
             finally:
                 for connection in connections.values():
                     await connection.close()
 
-        healthy, result, _ = asyncio.run(asyncio.wait_for(scenario(), timeout=600))
+        during, after = asyncio.run(asyncio.wait_for(scenario(), timeout=600))
     finally:
         for p in processes:
             p.stop(timeout_s=10)
     with torch.no_grad():
         expected = body(x)
-    torch.testing.assert_close(healthy.output, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(result.output, expected, atol=1e-5, rtol=1e-5)
-    (moved,) = result.recomputed
-    assert moved.planned == "edge1" and moved.ran_on in ("edge0", "edge2", "local")
-    assert moved.failures and moved.failures[0].startswith("edge1:")
+    for query in (during, after):
+        torch.testing.assert_close(query.output, expected, atol=1e-5, rtol=1e-5)
+        (moved,) = query.recomputed
+        assert moved.planned == "edge1" and moved.ran_on in ("edge0", "edge2", "local")
+        assert moved.failures and moved.failures[0].startswith("edge1:")

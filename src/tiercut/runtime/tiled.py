@@ -167,10 +167,12 @@ class TiledExecutor:
         """Scatter, compute the tiles in parallel on the workers, gather and stitch (module docstring)."""
         if not self._built:
             raise TiercutError("build and upload the tile programs first (TiledExecutor.build, .upload)")
-        expected = tuple(self._built[0].program.manifest.tensor_inputs[0].shape)
-        if tuple(x.shape[:2]) != (expected[0], self.stack.input_channels()) or tuple(x.shape[2:]) != self.stack.geometry.input_hw:
-            raise TiercutError(f"stack input has shape {tuple(x.shape)}; the tile programs were built for batch "
-                               f"{expected[0]}, {self.stack.input_channels()} channels, {self.stack.geometry.input_hw}")  # fmt: skip
+        batch, channels = self._built[0].program.manifest.tensor_inputs[0].shape[0], self.stack.input_channels()
+        if tuple(x.shape) != (batch, channels, *self.stack.geometry.input_hw):
+            raise TiercutError(
+                f"stack input has shape {tuple(x.shape)}; the tile programs were built for "
+                f"{(batch, channels, *self.stack.geometry.input_hw)}"
+            )
         lost: set[str] = set()
         start = time.perf_counter()
 
