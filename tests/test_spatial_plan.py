@@ -123,3 +123,23 @@ def test_tiled_plan_on_a_problem_without_stacks_is_refused():
     assert plan.latency_s == pytest.approx(get_planner("ilp").solve(problem).latency_s)
     with pytest.raises(TiercutError, match="max_tiles"):
         get_planner("spatial", max_tiles=0).solve(problem)
+
+
+def test_shares_follow_device_speed_coedge():
+    """A helper twice as slow gets about half the rows of an equally linked faster one."""
+    from dataclasses import replace
+
+    base = spatial_problem(3)
+    compute = {n: {**row, "edge2": row["edge2"] * 2.0} for n, row in base.compute_s.items()}
+    problem = SpatialProblem.of(replace(edge_cluster_problem(3), compute_s=compute), base.stacks)
+    geometry = problem.stacks[0]
+    planner = get_planner("spatial")
+    stage = planner.split(problem, 0, geometry, "edge0", ["edge0", "edge1", "edge2"])
+    rows = {t.device: t.region.rows.size for t in stage.tiles}
+    assert sum(rows.values()) == 10 and rows["edge2"] < rows["edge1"]
+    # the refined split is no slower than any other split of the 10 rows over the three devices
+    best = schedule_stage(problem, stage).stage_s
+    for a in range(1, 9):
+        for b in range(1, 10 - a):
+            other = planner._stage(0, geometry, "edge0", ["edge0", "edge1", "edge2"], [a, b, 10 - a - b])
+            assert schedule_stage(problem, other).stage_s >= best * (1 - 1e-9)

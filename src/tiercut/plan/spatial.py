@@ -160,6 +160,15 @@ class SpatialPlanner(Planner):
             best, sizes, stage = improved
         return stage
 
+    def split(self, problem: SpatialProblem, index: int, geometry: StackGeometry, home: str, devices: list[str]) -> TiledStage:
+        """CoEdge's split of ``geometry``'s output over ``devices``: strips proportional to
+        ``1 / seconds per row`` (compute plus scatter/gather link), refined row by row."""
+        rates = [self._row_seconds(problem, geometry, home, d) for d in devices]
+        if any(not math.isfinite(r) for r in rates):
+            raise TiercutError(f"a device among {devices} cannot run the stack or is not reachable from {home!r}")
+        sizes = split_sizes(max(geometry.output_hw), [1.0 / max(r, 1e-30) for r in rates])
+        return self._refine(problem, index, geometry, self._stage(index, geometry, home, devices, sizes))
+
     def _options(self, problem: SpatialProblem, placement: dict[str, str]) -> list[tuple[float, TiledStage, StackGeometry, int]]:
         options = []
         for index, geometry in self._sub_stacks(problem):
@@ -196,8 +205,18 @@ class SpatialPlanner(Planner):
             energy_total_budget_j=None,
             cost_budget=None,
         )
-        derived = Problem(problem.graph, problem.devices, problem.links, problem.source, compute, problem.objective,
-                          constraints, problem.provenance, problem.name, problem.routing_links)  # fmt: skip
+        derived = Problem(
+            graph=problem.graph,
+            devices=problem.devices,
+            links=problem.links,
+            source=problem.source,
+            compute_s=compute,
+            objective=problem.objective,
+            constraints=constraints,
+            provenance=problem.provenance,
+            name=problem.name,
+            routing_links=problem.routing_links,
+        )
         try:
             return dict(self._layer_only(derived).placement)
         except TiercutError:

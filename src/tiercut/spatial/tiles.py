@@ -14,6 +14,7 @@ allow-listed by the runtime like any partition.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 from collections.abc import Mapping, Sequence
@@ -155,6 +156,7 @@ class FusedStack:
         return stitch(self.output_shape(x.shape[0]), tiles, parts, dtype=x.dtype)
 
 
+@functools.cache
 def _module_class() -> type:
     import torch
 
@@ -229,15 +231,9 @@ def _module_class() -> type:
     return _TileModule
 
 
-_TILE_CLASS: type | None = None
-
-
 def TileModule(geometry: StackGeometry, ops: Sequence[_Op], modules: Mapping[str, Any], tile: Region) -> Any:  # noqa: N802
-    """A ``torch.nn.Module`` computing one tile (built lazily so importing needs no torch)."""
-    global _TILE_CLASS
-    if _TILE_CLASS is None:
-        _TILE_CLASS = _module_class()
-    return _TILE_CLASS(geometry, ops, modules, tile)
+    """A ``torch.nn.Module`` computing one tile (its class built on first use, so importing needs no torch)."""
+    return _module_class()(geometry, ops, modules, tile)
 
 
 def _crop_from(tensor: Any, have: Region, need: Region) -> Any:
