@@ -7,7 +7,7 @@ Setting (DeepThings' and CoEdge's): a gateway holding a frame and ``n``
 identical edge boards on one LAN; the gateway scatters each board its tile's
 input region (halo included), the boards compute their tiles in parallel,
 the gateway gathers and stitches. The stack is VGG-16's first three blocks
-(``features[:17]``, 7 convolutions and 3 poolings) on a 1x3x112x112 frame,
+(``features[:17]``, 7 convolutions and 3 poolings) on a 1x3x64x64 frame,
 random weights. The boards are the ``edge-cluster`` preset's Jetson Nanos
 (catalog predictions) and its Gigabit LAN (1.25e8 B/s, 0.2 ms; an
 assumption of that preset).
@@ -17,12 +17,16 @@ assumption of that preset).
   proportional shares for identical boards) against the whole stack on one
   board, both scattered from and gathered to the gateway;
 - **measured**: the same stages on real local worker processes over gRPC
-  (:class:`tiercut.runtime.tiled.TiledExecutor`), each worker slowed with
-  ``--compute-slowdown k`` to the Nano's predicted speed (``k`` = Nano time
-  / this host's single-thread time for the stack), the scatter shaped to the
-  LAN rate through one shared shaper (the gateway's one uplink). The gather
-  returns over loopback unshaped; the prediction models it so (a reply
-  direction of 1e12 B/s), to compare like with like;
+  (:class:`tiercut.runtime.tiled.TiledExecutor`), time-dilated: each worker
+  is slowed with ``--compute-slowdown k`` (default 10, so that six workers
+  spend most of their time sleeping and fit on two cores), which makes a
+  board ``s = k * host / nano`` times slower than the Nano (``host``: this
+  host's single-thread time for the stack); the scatter is shaped through one
+  shared shaper (the gateway's one uplink) to the LAN dilated by the same
+  ``s`` (``bandwidth / s``, ``latency * s``), so compute and link keep the
+  environment's ratio and the speed-ups are comparable. The gather returns
+  over loopback unshaped; the prediction models it so (a reply direction of
+  1e12 B/s). Transport and interpreter overheads are not dilated;
 - **redundant work**: the halo overlap as extra FLOPs over the whole stack,
   per tile count, for strips and square grids.
 
@@ -133,7 +137,7 @@ def host_seconds(model, x, repeats: int = 7) -> float:
     return statistics.median(times)
 
 
-def measured(model, x, counts, slowdown: float, queries: int, log_dir: Path):
+def measured(model, x, counts, slowdown: float, dilation: float, queries: int, log_dir: Path):
     from tiercut.runtime.links import LinkShaper, LinkSpec
     from tiercut.runtime.processes import spawn_worker
     from tiercut.runtime.protocol import Connection, Credentials
@@ -148,7 +152,7 @@ def measured(model, x, counts, slowdown: float, queries: int, log_dir: Path):
     try:
 
         async def run_all():
-            uplink = LinkShaper(LinkSpec(LAN_BYTES_PER_S, LAN_LATENCY_S))  # the gateway's one uplink, shared
+            uplink = LinkShaper(LinkSpec(LAN_BYTES_PER_S / dilation, LAN_LATENCY_S * dilation))  # the gateway's uplink
             connections = {p.device: Connection(p.device, p.address, Credentials(token=TOKEN), shaper=uplink) for p in processes}
             try:
                 for n in [1, *counts]:
@@ -203,26 +207,28 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 and 3 devices, 3 queries")
+    parser.add_argument("--slowdown", type=float, default=10.0, help="the workers' --compute-slowdown (time dilation)")
     args = parser.parse_args(argv)
     counts = [2, 3] if args.quick else [2, 3, 4, 6]
     queries = 3 if args.quick else 5
     load_before = host_description()["load_average"]
 
     model = _stack_model()
-    x = torch.randn(1, 3, 112, 112)
+    x = torch.randn(1, 3, 64, 64)
     captured = capture(model, (x,), label="vgg16-features-17")
     problem, nano = _problem(captured, max(counts))
     nano_s = sum(nano[v] for v in problem.stacks[0].names)
     host_s = host_seconds(model, x)
-    slowdown = min(1000.0, max(1.0, nano_s / host_s))
+    slowdown = args.slowdown
+    dilation = slowdown * host_s / nano_s  # a slowed worker is this many times slower than a Nano
     single_pred, pred = predicted(problem, counts)
     with tempfile.TemporaryDirectory() as logs:
-        single_meas, meas = measured(model, x, counts, slowdown, queries, Path(logs))
+        single_meas, meas = measured(model, x, counts, slowdown, dilation, queries, Path(logs))
     extra = redundant(problem, captured)
 
     payload = {
         "setting": {
-            "stack": "VGG-16 features[:17] (7 conv, 3 max-pool), 1x3x112x112, random weights",
+            "stack": "VGG-16 features[:17] (7 conv, 3 max-pool), 1x3x64x64, random weights",
             "boards": "edge-cluster preset's Jetson Nano (catalog prediction)",
             "lan": {"bandwidth_bytes_per_s": LAN_BYTES_PER_S, "latency_s": LAN_LATENCY_S,
                     "source": "edge-cluster preset (assumption)"},
@@ -230,10 +236,13 @@ def main(argv: list[str] | None = None) -> int:
             "nano_stack_s": nano_s,
             "host_stack_s_one_thread": host_s,
             "compute_slowdown": slowdown,
+            "time_dilation": dilation,
+            "measured_lan": {"bandwidth_bytes_per_s": LAN_BYTES_PER_S / dilation, "latency_s": LAN_LATENCY_S * dilation},
             "queries": queries,
             "gather": "loopback, unshaped (modelled as a 1e12 B/s reply direction)",
         },
-        "single_edge": {"predicted_s": single_pred, "measured_median_s": single_meas["median_s"]},
+        "single_edge": {"predicted_s": single_pred, "measured_median_s": single_meas["median_s"],
+                        "measured_undilated_s": single_meas["median_s"] / dilation},
         "speedup": {
             str(n): {
                 "predicted": pred[n]["speedup"],
@@ -252,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_result("spatial", payload)
     print(f"single edge (whole stack on one board): predicted {single_pred * 1e3:.1f} ms, measured "
-          f"{single_meas['median_s'] * 1e3:.1f} ms (slowdown k={slowdown:.1f}); load {load_before}")  # fmt: skip
+          f"{single_meas['median_s'] * 1e3:.1f} ms = {single_meas['median_s'] / dilation * 1e3:.1f} ms undilated "
+          f"(slowdown k={slowdown:.1f}, dilation {dilation:.2f}); load {load_before}")  # fmt: skip
     print(f"{'devices':>8} {'predicted':>10} {'measured':>10} {'pred stage':>11} {'meas median':>12} {'work':>6}")
     for n in counts:
         print(f"{n:>8} {pred[n]['speedup']:>9.2f}x {meas[n]['speedup']:>9.2f}x {pred[n]['stage_s'] * 1e3:>9.1f}ms "
