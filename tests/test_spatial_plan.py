@@ -118,6 +118,8 @@ def test_tiled_plan_on_a_problem_without_stacks_is_refused():
     stage = TiledStage(0, "x", "p2", "edge0", (Tile("edge0", Region.of(0, 10, 0, 10)),))
     with pytest.raises(TiercutError, match="spatial_stacks"):
         evaluate_tiled(problem, problem.local_placement(), [stage])
+    assert not get_planner("spatial").applicable(problem)  # tiercut compare skips it here
+    assert get_planner("spatial").applicable(spatial_problem(2))
     plan = get_planner("spatial").solve(problem)  # no stacks: the base planner's layer-only plan
     assert plan.stages == () and "no spatial stacks" in plan.note
     assert plan.latency_s == pytest.approx(get_planner("ilp").solve(problem).latency_s)

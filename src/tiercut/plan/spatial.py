@@ -95,6 +95,11 @@ class SpatialPlanner(Planner):
             return f"max_cuts is {self.max_cuts!r}; give an integer >= 2"
         return None
 
+    def applicable(self, problem: Problem) -> bool:
+        """Worth running (``tiercut compare``): only on a problem with spatial stacks; :meth:`solve`
+        still answers any single-user problem (then as its base planner)."""
+        return isinstance(problem, SpatialProblem) and bool(problem.stacks) and super().applicable(problem)
+
     # ----------------------------------------------------------- search
     def _layer_only(self, problem: Problem) -> Plan:
         from tiercut.plan.registry import get_planner
