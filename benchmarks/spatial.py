@@ -190,10 +190,10 @@ def redundant(problem, captured) -> list[dict]:
     flops = {n.name: float(n.flops) for n in captured.graph}
     h, w = geometry.output_hw
     rows = []
-    for n in (1, 2, 3, 4, 6, 9, 14):
+    for n in (n for n in (1, 2, 3, 4, 6, 8) if n <= h):
         extra = redundant_work(geometry, strip_tiles(h, w, [1.0] * n), flops)
         rows.append({"layout": "strips", "tiles": n, "extra_flops": extra})
-    for k in (2, 3, 4):
+    for k in (k for k in (2, 3, 4) if k <= min(h, w)):
         rows.append({"layout": "grid", "tiles": k * k, "extra_flops": redundant_work(geometry, grid_tiles(h, w, k, k), flops)})
     return rows
 
@@ -222,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     slowdown = args.slowdown
     dilation = slowdown * host_s / nano_s  # a slowed worker is this many times slower than a Nano
     single_pred, pred = predicted(problem, counts)
+    extra = redundant(problem, captured)
     with tempfile.TemporaryDirectory() as logs:
         single_meas, meas = measured(model, x, counts, slowdown, dilation, queries, Path(logs))
-    extra = redundant(problem, captured)
 
     payload = {
         "setting": {
