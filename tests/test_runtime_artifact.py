@@ -12,6 +12,7 @@ from torch import nn
 from tiercut.errors import TiercutError
 from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
+from tiercut.profile.measure import record_fx_values
 from tiercut.runtime.artifact import (
     ONNX_STORE_LOCATION,
     ArtifactError,
@@ -24,7 +25,6 @@ from tiercut.runtime.artifact import (
     program_id,
     tensor_digest,
 )
-from tiercut.runtime.migration import record_values
 
 
 class ShapeGlue(nn.Module):
@@ -58,7 +58,7 @@ def _alternating(captured, period: int = 1) -> dict[str, str]:
 
 def _programs(captured, placement, fmt="aten-json"):
     split = split_by_placement(captured, placement)
-    values = record_values(captured)
+    values = record_fx_values(captured)
     return split, values, [(p, build_program(p, {n: values[n] for n in p.input_names}, format=fmt)) for p in split.partitions]
 
 

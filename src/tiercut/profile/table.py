@@ -47,6 +47,7 @@ from tiercut.profile.host import HostInfo
 from tiercut.profile.predict import Predictor, load_default_predictor
 from tiercut.profile.profile_file import Profile
 from tiercut.profile.transfer import transfer_seconds
+from tiercut.serialization import json_contract
 
 TABLE_SCHEMA_VERSION = 1
 PROVENANCES = ("measured", "predicted")
@@ -99,17 +100,10 @@ class ComputeTable:
         }
 
     @classmethod
+    @json_contract("compute table", version=TABLE_SCHEMA_VERSION, hint="re-create it with ComputeTable.to_dict of this tiercut")
     def from_dict(cls, data: Any) -> ComputeTable:
-        if not isinstance(data, Mapping) or data.get("schema_version") != TABLE_SCHEMA_VERSION:
-            raise TiercutError(
-                f"compute table has schema_version {getattr(data, 'get', lambda _k: None)('schema_version')!r}; "
-                f"this tiercut reads {TABLE_SCHEMA_VERSION}"
-            )
-        try:
-            seconds = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in data["seconds"].items()}
-            provenance = {str(n): {str(d): str(p) for d, p in row.items()} for n, row in data["provenance"].items()}
-        except (KeyError, AttributeError, TypeError, ValueError) as exc:
-            raise TiercutError(f"compute table is malformed ({type(exc).__name__}: {exc}); re-create it") from None
+        seconds = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in data["seconds"].items()}
+        provenance = {str(n): {str(d): str(p) for d, p in row.items()} for n, row in data["provenance"].items()}
         for node, row in seconds.items():
             if provenance.get(node, {}).keys() != row.keys():
                 raise TiercutError(f"compute table node {node!r} has seconds and provenance for different devices")
