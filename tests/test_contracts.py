@@ -287,3 +287,69 @@ def test_every_from_dict_in_src_follows_the_contract():
         if contract_of(cls) is None and cls.__name__ not in exempt
     )
     assert missing == []
+
+
+# ------------------------------------------------------------------ file schemas (editor completion)
+@pytest.mark.parametrize("kind, file", [("env", "environment.schema.json"), ("scenario", "scenario.schema.json")])
+def test_the_schemas_in_docs_are_the_ones_tiercut_exports(kind, file):
+    """docs/schemas/ holds `tiercut schema KIND --out` output; regenerate it when a model changes."""
+    from pathlib import Path
+
+    from tiercut.serialization import file_schema
+
+    shipped = json.loads((Path(__file__).parents[1] / "docs" / "schemas" / file).read_text())
+    assert shipped == file_schema(kind), f"run: tiercut schema {kind} --out docs/schemas/{file}"
+
+
+def test_every_environment_preset_and_example_validates_against_the_env_schema():
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    from tiercut.env import list_presets, load_environment
+    from tiercut.serialization import file_schema
+
+    validator = jsonschema.Draft202012Validator(file_schema("env"))
+    jsonschema.Draft202012Validator.check_schema(file_schema("env"))
+    root = Path(__file__).parents[1]
+    files = [*sorted((root / "src" / "tiercut" / "env" / "presets").glob("*.yaml")), *sorted((root / "examples").glob("*.yaml"))]
+    presets = {p.name for p in list_presets()}
+    assert {f.stem for f in files} >= presets
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        if "devices" not in data:
+            continue  # a scenario, checked below
+        assert list(validator.iter_errors(data)) == [], path
+        load_environment(path)  # and tiercut accepts it
+    wrong = {"devices": [{"name": "d", "tier": "moon"}]}
+    assert list(validator.iter_errors(wrong)), "the schema must reject what tiercut rejects"
+
+
+def test_scenarios_validate_against_the_scenario_schema():
+    import jsonschema
+
+    from tiercut.serialization import file_schema
+
+    schema = file_schema("scenario")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    good = {"schema_version": 1, "name": "t", "duration_s": 20, "users": [{"name": "u", "problem": "p.json"}]}
+    assert list(validator.iter_errors(good)) == []
+    assert list(validator.iter_errors({**good, "schema_version": 2}))
+    assert list(validator.iter_errors({**good, "execution": "parallel"}))
+    assert list(validator.iter_errors({**good, "bogus": 1}))
+
+
+def test_schema_command_prints_writes_and_refuses_unknown_kinds(tmp_path, capsys):
+    from tiercut.cli import app, run_app
+
+    assert run_app(app, ["schema", "scenario"], "tiercut") == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "tiercut scenario"
+    out = tmp_path / "env.schema.json"
+    assert run_app(app, ["schema", "env", "--out", str(out)], "tiercut") == 0
+    assert json.loads(out.read_text())["title"] == "tiercut environment"
+    capsys.readouterr()
+    assert run_app(app, ["schema", "plan"], "tiercut") == 2
+    err = capsys.readouterr().err
+    assert "no schema for 'plan'" in err and len(err.strip().splitlines()) == 1

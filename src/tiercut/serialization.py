@@ -135,6 +135,41 @@ def json_contract(
     return decorate
 
 
+#: the file kinds :func:`file_schema` exports (``tiercut schema KIND``).
+SCHEMA_KINDS = ("env", "scenario")
+
+
+def file_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of an environment (``env``) or scenario (``scenario``) file.
+
+    Generated from the pydantic models those files are validated with
+    (:class:`tiercut.env.schema.EnvironmentModel`,
+    :class:`tiercut.sim.scenario.ScenarioSpec`), so it is what tiercut
+    accepts, not a copy. Editors use it for completion and checking
+    (``# yaml-language-server: $schema=...``; docs/contracts.md).
+    """
+    if kind == "env":
+        from tiercut.env.schema import EnvironmentModel
+
+        schema = EnvironmentModel.model_json_schema()
+        title = "tiercut environment"
+        description = "Devices, links and users a model is split over (tiercut plan --env FILE)."
+    elif kind == "scenario":
+        from tiercut.sim.scenario import ScenarioSpec
+
+        schema = ScenarioSpec.model_json_schema()
+        title = "tiercut scenario"
+        description = "Users joining, uploading partitions and issuing queries over an environment (tiercut simulate FILE)."
+    else:
+        raise TiercutError(f"no schema for {kind!r}; use one of {', '.join(SCHEMA_KINDS)}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "description": description,
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }
+
+
 def contract_of(cls: type) -> tuple[str, int | tuple[int, ...] | None, str] | None:
     """(what, version, hint) of a type whose ``from_dict`` follows :func:`json_contract`, else None."""
     reader = getattr(cls, "from_dict", None)
@@ -142,9 +177,11 @@ def contract_of(cls: type) -> tuple[str, int | tuple[int, ...] | None, str] | No
 
 
 __all__ = [
+    "SCHEMA_KINDS",
     "check_version",
     "contract_of",
     "expect_object",
+    "file_schema",
     "from_json_float",
     "json_contract",
     "json_float",
