@@ -130,7 +130,7 @@ def _cases() -> dict[str, Case]:
     from tiercut.profile import ComputeTable, Profile
     from tiercut.profile.predict import Predictor, load_default_predictor
     from tiercut.upload import MultiUploadPlan, UploadPlan
-    from tiercut.upload.types import Partition, Stage, UploadMetrics, UserUploadPlan
+    from tiercut.upload.types import Stage, UploadMetrics, UploadPartition, UserUploadPlan
 
     def multi_plan() -> MultiPlan:
         return _multi_upload().offloading
@@ -154,7 +154,7 @@ def _cases() -> dict[str, Case]:
         "MultiUserProblem": Case(MultiUserProblem, _multi_problem, "users"),
         "UserFigures": Case(UserFigures, lambda: next(iter(multi_plan().users.values())), "cost"),
         "MultiPlan": Case(MultiPlan, multi_plan, "placements"),
-        "Partition": Case(Partition, lambda: _upload_plan().partitions[0], "param_bytes"),
+        "UploadPartition": Case(UploadPartition, lambda: _upload_plan().partitions[0], "param_bytes"),
         "Stage": Case(Stage, lambda: _upload_plan().stages[-1], "placement"),
         "UploadMetrics": Case(UploadMetrics, lambda: _upload_plan().metrics, "n"),
         "UploadPlan": Case(UploadPlan, _upload_plan, "partitions"),

@@ -17,7 +17,7 @@ from tiercut.runtime.artifact import (
     ONNX_STORE_LOCATION,
     ArtifactError,
     PartitionBundle,
-    Program,
+    PartitionProgram,
     build_program,
     check_operator,
     load_program,
@@ -141,7 +141,7 @@ def _one_program():
     return built[0][1]
 
 
-def _forge(program, mutate) -> Program:
+def _forge(program, mutate) -> PartitionProgram:
     body = json.loads(program.program.data)
     mutate(body)
     return make_program(program.program.manifest, json.dumps(body).encode())
@@ -214,7 +214,7 @@ def test_malformed_programs_are_refused(mutate, message):
 
 def test_tampered_bytes_missing_or_wrong_weights_are_refused():
     program = _one_program()
-    tampered = Program(program.program.manifest, program.program.data.replace(b"aten", b"aTen", 1))
+    tampered = PartitionProgram(program.program.manifest, program.program.data.replace(b"aten", b"aTen", 1))
     with pytest.raises(ArtifactError, match="does not hash"):
         load_program(tampered, program.weights)
     some = next(iter(program.weights))
@@ -229,7 +229,7 @@ def test_onnx_programs_reading_files_or_custom_domains_are_refused():
     _, _, built = _programs(captured, {n.name: "a" for n in captured.graph.nodes}, fmt="onnx")
     program = built[0][1]
 
-    def forged(edit) -> Program:
+    def forged(edit) -> PartitionProgram:
         model = onnx.load_from_string(program.program.data)
         edit(model)
         data = model.SerializeToString()

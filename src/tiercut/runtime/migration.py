@@ -36,7 +36,7 @@ from tiercut.errors import TiercutError
 from tiercut.problem import Problem
 from tiercut.runtime.artifact import DEFAULT_FORMAT, BuiltProgram, PartitionBundle, build_program, sha256_hex, tensor_digest
 from tiercut.runtime.route import Route, Step
-from tiercut.upload.types import Partition, Stage, UploadMetrics, UploadPlan, UserUploadPlan
+from tiercut.upload.types import Stage, UploadMetrics, UploadPartition, UploadPlan, UserUploadPlan
 
 Progress = Callable[[str], None]
 #: characters a partition id may not hold (see :func:`~tiercut.runtime.artifact.check_partition_id`)
@@ -191,7 +191,7 @@ class _PlanView:
 
     algorithm: str
     source: str
-    partitions: Mapping[str, tuple[Partition, ...]]
+    partitions: Mapping[str, tuple[UploadPartition, ...]]
     stages: tuple[Stage, ...]
 
 
@@ -421,7 +421,7 @@ def _local_stage(captured: Any, source: str, index: int) -> RuntimeStage:
 
 def _server_uploads(
     server: str,
-    parts: Sequence[Partition],
+    parts: Sequence[UploadPartition],
     tag: str,
     stages: Sequence[RuntimeStage],
     stage_programs: Sequence[Mapping[str, list[BuiltProgram]]],
@@ -521,7 +521,7 @@ def placement_plan(
             algorithm=algorithm,
             server=server,
             source=source,
-            partitions=(Partition(tuple(n for n, d in placement.items() if d == server), 0, 0.0, 0.0),),
+            partitions=(UploadPartition(tuple(n for n, d in placement.items() if d == server), 0, 0.0, 0.0),),
             stages=(local, replace(offloaded, arrived={server: 1})),
             metrics=unknown,
         )

@@ -30,7 +30,7 @@ _HINT = "pass the 'upload_plan' object of 'tiercut upload --json'"
 
 
 @dataclass(frozen=True)
-class Partition:
+class UploadPartition:
     """One P3: a set of nodes whose parameters go up together.
 
     Attributes:
@@ -57,7 +57,7 @@ class Partition:
 
     @classmethod
     @json_contract("upload partition", hint=_HINT)
-    def from_dict(cls, data: Mapping[str, Any]) -> Partition:
+    def from_dict(cls, data: Mapping[str, Any]) -> UploadPartition:
         return cls(
             nodes=tuple(str(n) for n in data["nodes"]),
             param_bytes=int(data["param_bytes"]),
@@ -163,7 +163,7 @@ class UploadPlan:
     algorithm: str
     server: str
     source: str
-    partitions: tuple[Partition, ...]
+    partitions: tuple[UploadPartition, ...]
     stages: tuple[Stage, ...]
     metrics: UploadMetrics
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -204,7 +204,7 @@ class UploadPlan:
             algorithm=str(data["algorithm"]),
             server=str(data["server"]),
             source=str(data.get("source", "")),
-            partitions=tuple(Partition.from_dict(p) for p in data["partitions"]),
+            partitions=tuple(UploadPartition.from_dict(p) for p in data["partitions"]),
             stages=tuple(Stage.from_dict(s) for s in data["stages"]),
             metrics=UploadMetrics.from_dict(data["metrics"]),
             settings=dict(data.get("settings", {})),
@@ -321,9 +321,9 @@ class MultiUploadPlan:
 __all__ = [
     "SCHEMA_VERSION",
     "MultiUploadPlan",
-    "Partition",
     "Stage",
     "UploadMetrics",
+    "UploadPartition",
     "UploadPlan",
     "UserUploadPlan",
 ]
