@@ -353,3 +353,26 @@ def test_schema_command_prints_writes_and_refuses_unknown_kinds(tmp_path, capsys
     assert run_app(app, ["schema", "plan"], "tiercut") == 2
     err = capsys.readouterr().err
     assert "no schema for 'plan'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_runtime_reads_upload_plans_through_the_contract():
+    """prepare_migration's plan reader is the contract's: typed plans pass, JSON goes through from_dict."""
+    from tiercut.runtime.migration import placement_plan, read_upload_plan
+    from tiercut.upload import UploadPlan
+    from tiercut.upload.types import UserUploadPlan
+
+    direct = placement_plan({"x": "end", "a": "edge", "b": "cloud"}, "end", latency_s=0.5)
+    assert isinstance(direct, UserUploadPlan) and set(direct.servers) == {"edge", "cloud"}
+    assert read_upload_plan(json.loads(json.dumps(direct.to_dict()))) == direct
+    single = _upload_plan()
+    assert read_upload_plan({"problem": {}, "upload_plan": single.to_dict()}) == single
+    assert read_upload_plan(single) is single
+    broken = {k: v for k, v in single.to_dict().items() if k != "stages"}
+    with pytest.raises(TiercutError, match="upload plan lacks the field 'stages'") as exc:
+        read_upload_plan(broken)
+    _one_line(exc)
+    with pytest.raises(TiercutError, match="schema_version 7, this tiercut reads 1") as exc:
+        read_upload_plan({**single.to_dict(), "schema_version": 7})
+    with pytest.raises(TiercutError, match="not a JSON object"):
+        read_upload_plan([single.to_dict()])
+    assert isinstance(UploadPlan.from_dict(single.to_dict()), UploadPlan)

@@ -50,6 +50,18 @@ def json_float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth of dicts and lists, replaced by ``null``
+    (:func:`json_float` over an output-only document such as a simulation result)."""
+    if isinstance(value, float):
+        return json_float(value)
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
 def from_json_float(value: Any) -> float:
     """The inverse of :func:`json_float`: ``null`` is ``inf`` (a figure that cannot be evaluated)."""
     return math.inf if value is None else float(value)
@@ -182,6 +194,7 @@ __all__ = [
     "contract_of",
     "expect_object",
     "file_schema",
+    "finite_or_null",
     "from_json_float",
     "json_contract",
     "json_float",
