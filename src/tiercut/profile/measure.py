@@ -551,10 +551,17 @@ def record_fx_values(captured: CapturedModel, inputs: Sequence[Any] | None = Non
 
 
 def _private_copy(value: Any) -> Any:
+    """Tensors cloned, inside plain tuples, lists and dicts too; every other value (``torch.Size``,
+    numbers, named tuples) as it is, so its type is the one the exporter and the profiler see."""
     import torch
-    from torch.utils._pytree import tree_map
 
-    return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if type(value) in (tuple, list):
+        return type(value)(_private_copy(v) for v in value)
+    if type(value) is dict:
+        return {k: _private_copy(v) for k, v in value.items()}
+    return value
 
 
 def measure_profile(
