@@ -100,3 +100,44 @@ def test_a_worker_without_a_health_port_has_none():
             await worker.stop()
 
     assert _run(scenario()) == (0, SERVING)
+
+
+def test_a_health_port_in_use_stops_the_worker_before_it_serves():
+    import socket
+
+    from tiercut.errors import TiercutError
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+
+    async def scenario():
+        worker = Worker(WorkerConfig(device="edge", health_listen=f"127.0.0.1:{taken}"), log=lambda line: None)
+        try:
+            with pytest.raises(TiercutError, match=f"health port 127.0.0.1:{taken} cannot be bound"):
+                await worker.start()
+        finally:
+            await worker.stop()
+
+    try:
+        _run(scenario())
+    finally:
+        holder.close()
+
+
+def test_serve_on_a_port_in_use_is_a_one_line_error(capsys):
+    import socket
+
+    from tiercut.runtime.__main__ import main
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        taken = holder.getsockname()[1]
+        assert main(["--device", "edge", "--listen", f"127.0.0.1:{taken}"]) == 2
+    finally:
+        holder.close()
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{taken}" in err and "Traceback" not in err

@@ -37,6 +37,7 @@ HEALTH_SERVER_OPTIONS = (
     ("grpc.max_connection_idle_ms", 30_000),
     ("grpc.max_connection_age_ms", 120_000),
     ("grpc.max_connection_age_grace_ms", 5_000),
+    ("grpc.so_reuseport", 0),  # a port another process holds is an error, not a shared port
 )
 
 
@@ -89,12 +90,16 @@ class WorkerHealth:
         """Serve the health service alone, plaintext, on ``listen``; returns the bound port."""
         import grpc
 
-        self._server = grpc.aio.server(options=list(HEALTH_SERVER_OPTIONS), maximum_concurrent_rpcs=HEALTH_MAX_CONCURRENT_RPCS)
-        self._server.add_generic_rpc_handlers((check_only_handler(self.servicer),))
-        port = self._server.add_insecure_port(listen)
+        server = grpc.aio.server(options=list(HEALTH_SERVER_OPTIONS), maximum_concurrent_rpcs=HEALTH_MAX_CONCURRENT_RPCS)
+        server.add_generic_rpc_handlers((check_only_handler(self.servicer),))
+        try:
+            port = server.add_insecure_port(listen)
+        except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
+            port = 0
         if not port:
             raise TiercutError(f"health port {listen} cannot be bound; is the port free and the address local?")
-        await self._server.start()
+        await server.start()
+        self._server = server
         self.port = port
         return port
 

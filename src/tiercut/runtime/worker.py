@@ -399,18 +399,21 @@ class Worker:
         self.health = WorkerHealth()
         await self.health.not_serving()
         self.health.register(self._server)
-        if config.credentials.uses_tls:
-            port = self._server.add_secure_port(config.listen, config.credentials.server_credentials())
-        else:
-            port = self._server.add_insecure_port(config.listen)
+        try:
+            if config.credentials.uses_tls:
+                port = self._server.add_secure_port(config.listen, config.credentials.server_credentials())
+            else:
+                port = self._server.add_insecure_port(config.listen)
+        except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
+            port = 0
         if not port:
             raise TiercutError(
                 f"worker {config.device!r} cannot listen on {config.listen}; is the port free and the address local?"
             )
-        await self._server.start()
-        if config.health_listen is not None:
+        if config.health_listen is not None:  # before the worker serves: a health port that cannot bind stops it
             health_port = await self.health.start_port(config.health_listen)
             self.log(f"[{config.device}] gRPC health service (Check only, plaintext) on port {health_port}")
+        await self._server.start()
         await self.health.serving()
         self.port = port
         self._started_s = time.time()
