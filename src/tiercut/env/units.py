@@ -203,15 +203,15 @@ def _family_of(unit: str) -> UnitFamily | None:
 
 def _refusal(text: str, unit: str, field: FieldUnit) -> str:
     family = field.family
-    expected = f"expected {family.noun} like '{family.example}' (a plain number is {field.plain})"
+    note = f"; {family.note}" if family.note else ""
+    expected = f"expected {family.noun} like '{family.example}' (a plain number is {field.plain}{note})"
     other = _family_of(unit)
     if other is not None:
         return f"{text!r} is {other.noun}, {expected}"
     hint = ""
     if unit[:1] == "K" and unit[1:2] != "i":
         hint = "; write k for 1000 or Ki for 1024"
-    note = f"; {family.note}" if family.note else ""
-    return f"unknown unit {unit!r} in {text!r}, {expected}{hint}{note}"
+    return f"unknown unit {unit!r} in {text!r}, {expected}{hint}"
 
 
 def parse_quantity(value: Any, field: FieldUnit, field_name: str = "") -> float:
