@@ -104,7 +104,8 @@ def _reader(unit: FieldUnit) -> BeforeValidator:
     def read(value: Any) -> Any:
         return None if value is None else unit.parse(value)  # the error's location names the field
 
-    return BeforeValidator(read)
+    # the file may hold a number or text with a unit: say so in the exported JSON Schema
+    return BeforeValidator(read, json_schema_input_type=float | str | None)
 
 
 def parse_bandwidth(value: Any, where: str) -> float:
@@ -130,7 +131,7 @@ def _rate(value: Any) -> float | None:
 
 
 #: a link rate: bytes per second, or text with a rate unit; > 0 and finite
-Rate = Annotated[float | None, BeforeValidator(_rate)]
+Rate = Annotated[float | None, BeforeValidator(_rate, json_schema_input_type=float | str | None)]
 Seconds = Annotated[float, _reader(SECONDS)]
 OptionalSeconds = Annotated[float | None, _reader(SECONDS)]
 Bytes = Annotated[float | None, _reader(BYTES)]
