@@ -180,6 +180,7 @@ def multi_user_problem(
     profile: str | Path | Any | None = None,
     memory: bool = True,
     default_model: str | None = None,
+    models: Mapping[str, Any] | None = None,
     progress: Progress = SILENT,
 ) -> MultiUserProblem:
     """Several users' models over one environment's shared devices and links (equal-share model).
@@ -187,6 +188,8 @@ def multi_user_problem(
     ``users``: a users file, a list of :class:`~tiercut.env.User`, or None for
     the environment's own users. A model several users share is traced once.
     ``aggregate``: how users' latencies combine in the objective (``mean`` or ``max``).
+    ``models``: model name -> a model (anything :func:`tiercut.graph` takes) or a
+    :class:`LayerGraph`; a user's ``model`` is looked up there first.
     """
     from tiercut.problem import build_multi_user_problem, load_profile_file
 
@@ -203,7 +206,8 @@ def multi_user_problem(
     for user in environment_.users:
         key = (user.model, user.input_shape)
         if key not in graphs:
-            graphs[key] = graph_step(user.model, input_shape=user.input_shape, granularity=granularity, progress=progress)
+            model = (models or {}).get(user.model, user.model)
+            graphs[key] = graph_step(model, input_shape=user.input_shape, granularity=granularity, progress=progress)
     text = objective if isinstance(objective, str) else None
     obj = Objective.parse(text, aggregate) if text is not None else objective
     local = load_profile_file(profile) if isinstance(profile, (str, Path)) else profile
