@@ -8,6 +8,7 @@ or write), and ``tiercut/__init__.py`` re-exports them as the Python API.
 step                   function                                     result
 =====================  ===========================================  =====================================
 model                  :func:`load_model`                           :class:`~tiercut.graph.ModelSource`
+profile                :func:`profile`                              :class:`~tiercut.profile.Profile`
 graph                  :func:`graph` / :func:`capture`              ``LayerGraph`` / ``CapturedModel``
 problem                :func:`problem` / :func:`multi_user_problem` ``Problem`` / ``MultiUserProblem``
 plan                   :func:`plan` / :func:`compare`               ``Plan`` / :class:`Comparison`
@@ -36,6 +37,7 @@ from tiercut.pipeline.planning import (
     warm_imports,
 )
 from tiercut.pipeline.problem import environment, multi_user_problem, problem, read_users
+from tiercut.pipeline.profile import profile
 from tiercut.pipeline.progress import SILENT, Progress, RichProgress, terminal_progress
 from tiercut.pipeline.report import report
 from tiercut.pipeline.run import RunOutcome, run
@@ -68,6 +70,7 @@ __all__ = [
     "plan",
     "plan_uploads",
     "problem",
+    "profile",
     "read_users",
     "report",
     "run",
