@@ -15,7 +15,7 @@ def _as_input(result: Any, index: int) -> Any:
 
     if isinstance(result, (str, Path, ReportInput)):
         return result
-    if isinstance(result, tuple) and len(result) == 2 and hasattr(result[0], "graph"):
+    if isinstance(result, tuple) and len(result) == 2 and hasattr(result[0], "to_dict"):
         problem, plan = result  # (problem, plan): what `tiercut plan --json` prints
         key = "plans" if isinstance(plan, dict) else "plan"
         plans = {k: p.to_dict() for k, p in plan.items()} if isinstance(plan, dict) else plan.to_dict()
