@@ -59,6 +59,7 @@ from typing import Any
 from tiercut.errors import TiercutError
 from tiercut.runtime.artifact import DEFAULT_MAX_RUN_BYTES, ArtifactError, PartitionBundle, RunControl, sha256_hex
 from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks, encode_chunks
+from tiercut.runtime.health import WorkerHealth
 from tiercut.runtime.interpreter import RunStoppedError
 from tiercut.runtime.links import LinkTable, shaped
 from tiercut.runtime.profiling import ProfileService, on_device, pause
@@ -259,6 +260,9 @@ class WorkerConfig:
             host: every partition run and every profiled call waits ``k - 1``
             times its own duration (:mod:`tiercut.runtime.profiling`); 1: off.
         torch_device: where partitions and profiles run (``cpu`` or ``cuda[:N]``).
+        health_listen: ``host:port`` of a plaintext port serving only the
+            gRPC health service (:mod:`tiercut.runtime.health`; for probes that
+            cannot speak TLS); None: health on the worker's own port only.
     """
 
     device: str
@@ -287,11 +291,14 @@ class WorkerConfig:
     allow_onnx: bool = False
     compute_slowdown: float = 1.0
     torch_device: str = "cpu"
+    health_listen: str | None = None
 
     def __post_init__(self) -> None:
         if not self.device:
             raise TiercutError("a worker needs a device name; pass --device")
         parse_address(self.listen)
+        if self.health_listen is not None:
+            parse_address(self.health_listen)
         for name in (
             "max_message_bytes",
             "max_store_bytes",
@@ -349,6 +356,7 @@ class Worker:
     _pending: dict[str, _PartialUpload] = field(default_factory=dict, init=False, repr=False)
     _device_programs: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _started_s: float = field(default=0.0, init=False, repr=False)
+    health: Any = field(default=None, init=False, repr=False)
 
     # ----------------------------------------------------------- lifecycle
     async def start(self) -> int:
@@ -388,21 +396,33 @@ class Worker:
             "Profile": grpc.unary_unary_rpc_method_handler(ProfileService(self).handle),
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        if config.credentials.uses_tls:
-            port = self._server.add_secure_port(config.listen, config.credentials.server_credentials())
-        else:
-            port = self._server.add_insecure_port(config.listen)
+        self.health = WorkerHealth()
+        await self.health.not_serving()
+        self.health.register(self._server)
+        try:
+            if config.credentials.uses_tls:
+                port = self._server.add_secure_port(config.listen, config.credentials.server_credentials())
+            else:
+                port = self._server.add_insecure_port(config.listen)
+        except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
+            port = 0
         if not port:
             raise TiercutError(
                 f"worker {config.device!r} cannot listen on {config.listen}; is the port free and the address local?"
             )
+        if config.health_listen is not None:  # before the worker serves: a health port that cannot bind stops it
+            health_port = await self.health.start_port(config.health_listen)
+            self.log(f"[{config.device}] gRPC health service (Check only, plaintext) on port {health_port}")
         await self._server.start()
+        await self.health.serving()
         self.port = port
         self._started_s = time.time()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_pending())
         return port
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self.health is not None:
+            await self.health.stopping(grace_s)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
