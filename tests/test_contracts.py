@@ -160,6 +160,33 @@ def _cases() -> dict[str, Case]:
         "UploadPlan": Case(UploadPlan, _upload_plan, "partitions"),
         "UserUploadPlan": Case(UserUploadPlan, user_upload, "servers"),
         "MultiUploadPlan": Case(MultiUploadPlan, _multi_upload, "offloading"),
+        **_spatial_cases(),
+    }
+
+
+def _spatial_cases() -> dict[str, Case]:
+    """Issue 16's types: fused-stack geometry, a problem carrying it, a plan with tiled stages."""
+    from dataclasses import fields
+
+    from tiercut.spatial.geometry import Region, Window
+    from tiercut.spatial.problem import SpatialProblem, Tile, TiledPlan, TiledStage
+    from tiercut.spatial.stack import StackGeometry, StackStep
+
+    names = [n.name for n in _problem().graph]
+    window = Window.square(3, 1, 1)
+    step = StackStep(names[1], "window", (names[0],), (8, 8), window)
+    geometry = StackGeometry(names[0], (8, 8), (step,))
+    tile = Tile(_problem().device_names[1], Region.of(0, 4, 0, 8))
+    stage = TiledStage(0, names[0], names[1], _problem().device_names[0], (tile, Tile(tile.device, Region.of(4, 8, 0, 8))))
+    plan = TiledPlan(**{f.name: getattr(_plan(), f.name) for f in fields(_plan())}, stages=(stage,))
+    return {
+        "Window": Case(Window, lambda: window, "kernel"),
+        "StackStep": Case(StackStep, lambda: step, "kind"),
+        "StackGeometry": Case(StackGeometry, lambda: geometry, "steps"),
+        "SpatialProblem": Case(SpatialProblem, lambda: SpatialProblem.of(_problem(), (geometry,)), "compute_s"),
+        "Tile": Case(Tile, lambda: tile, "device"),
+        "TiledStage": Case(TiledStage, lambda: stage, "home"),
+        "TiledPlan": Case(TiledPlan, lambda: plan, "placement"),
     }
 
 
@@ -217,6 +244,8 @@ def test_the_top_level_documents_are_versioned():
         "MultiPlan",
         "UploadPlan",
         "MultiUploadPlan",
+        "SpatialProblem",
+        "TiledPlan",
     }
 
 

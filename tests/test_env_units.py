@@ -205,7 +205,7 @@ def test_presets_parse_to_the_same_values_as_before_they_were_written_with_units
     """tests/data/env_presets_parsed.json: every preset's parsed form before the presets took unit strings."""
     want = json.loads((DATA / "env_presets_parsed.json").read_text())
     got = json.loads(json.dumps({p.name: load_environment(p.name).to_dict() for p in list_presets()}))
-    assert got.keys() == want.keys()
+    assert want.keys() <= got.keys()  # presets added after the switch to units (edge-cluster) have no older form
     for name in want:
         assert got[name] == want[name], name
 

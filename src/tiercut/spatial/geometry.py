@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class Window:
         }
 
     @classmethod
+    @json_contract("spatial window", hint="give kernel, stride, padding and dilation as [rows, cols]")
     def from_dict(cls, data: dict) -> Window:
         try:
             return cls.of(data["kernel"], data["stride"], data["padding"], data["dilation"])

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.problem import Plan, Problem
+from tiercut.problem import SCHEMA_VERSION, Plan, Problem
+from tiercut.serialization import json_contract
 from tiercut.spatial.geometry import Region
 from tiercut.spatial.stack import StackGeometry
 
@@ -50,6 +51,7 @@ class SpatialProblem(Problem):
         return {**super().to_dict(), "spatial_stacks": [s.to_dict() for s in self.stacks]}
 
     @classmethod
+    @json_contract("problem", version=SCHEMA_VERSION, hint="pass the 'problem' object of 'tiercut plan --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> SpatialProblem:
         base = Problem.from_dict(data)
         stacks = tuple(StackGeometry.from_dict(s) for s in data.get("spatial_stacks", ()))
@@ -84,6 +86,7 @@ class Tile:
         return {"device": self.device, "region": self.region.to_list()}
 
     @classmethod
+    @json_contract("tile", hint="give a device and a region [r0, r1, c0, c1]")
     def from_dict(cls, data: Mapping[str, Any]) -> Tile:
         try:
             return cls(str(data["device"]), Region.from_list(data["region"]))
@@ -128,6 +131,7 @@ class TiledStage:
         }
 
     @classmethod
+    @json_contract("tiled stage", hint="pass the 'plan' object of 'tiercut plan --spatial auto --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> TiledStage:
         try:
             return cls(
@@ -151,6 +155,7 @@ class TiledPlan(Plan):
         return {**super().to_dict(), "tiled_stages": [s.to_dict() for s in self.stages]}
 
     @classmethod
+    @json_contract("plan", version=SCHEMA_VERSION, hint="pass the 'plan' object of 'tiercut plan --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> TiledPlan:
         base = Plan.from_dict(data)
         stages = tuple(TiledStage.from_dict(s) for s in data.get("tiled_stages", ()))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 from tiercut.spatial.geometry import Region, Window
 
 WINDOW = "window"
@@ -62,6 +63,7 @@ class StackStep:
         return data
 
     @classmethod
+    @json_contract("fused stack step", hint="write it with StackGeometry.to_dict of this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> StackStep:
         try:
             window = data.get("window")
@@ -198,6 +200,7 @@ class StackGeometry:
         return {"input": self.input_name, "input_hw": list(self.input_hw), "steps": [s.to_dict() for s in self.steps]}
 
     @classmethod
+    @json_contract("fused stack", hint="pass the 'problem' object of 'tiercut plan --spatial auto --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> StackGeometry:
         try:
             return cls(
