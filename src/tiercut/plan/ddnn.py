@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.plan.base import Planner
+from tiercut.plan.base import PlacementResult, Planner
 from tiercut.problem import Problem
 
 
@@ -47,20 +47,35 @@ class DDNNPlanner(Planner):
     def check(self, problem: Problem) -> str | None:
         from tiercut.exits.cost import ExitProblem
 
+        plain = problem.problem if isinstance(problem, ExitProblem) else problem
+        if not any(d.tier == "cloud" for d in plain.devices):
+            return "it needs a cloud-tier device for the final exit"
         if not isinstance(problem, ExitProblem):
-            return "it needs exit branches (an ExitProblem: tiercut plan --exits FILE)"
+            if not self._clouds_for_all(problem):
+                return "no cloud device can run every layer (DDNN's mapping of a model without exits)"
+            return None
         if len(problem.exits) < 2:
             return "it needs at least one side exit (the local exit)"
-        tiers = {d.name: d.tier for d in problem.problem.devices}
-        if not any(t == "cloud" for t in tiers.values()):
-            return "it needs a cloud-tier device for the final exit"
         for which, name in (("local", self.local_exit), ("edge", self.edge_exit)):
             if name is not None and name not in [e.name for e in problem.exits[:-1]]:
                 return f"{which} exit {name!r} is not a side exit; side exits are {', '.join(e.name for e in problem.exits[:-1])}"
         return None
 
+    def _solve(self, problem: Problem) -> PlacementResult:
+        """A model without branches has only the cloud's final exit: the input goes up, the cloud runs it all
+        (DDNN's cloud-only baseline; the first cloud device that can run every layer)."""
+        cloud = self._clouds_for_all(problem)[0]
+        return PlacementResult({n.name: problem.source if n.is_input else cloud for n in problem.graph},
+                               note=f"no exit branches: DDNN's cloud-only mapping on {cloud}")
+
+    @staticmethod
+    def _clouds_for_all(problem: Problem) -> list[str]:
+        return [d.name for d in problem.devices if d.tier == "cloud"
+                and all(d.name in problem.allowed_devices(n.name) for n in problem.graph if not n.is_input)]
+
     def solve(self, problem: Any) -> Any:
-        """An :class:`~tiercut.exits.cost.ExitPlan` for an ExitProblem (anything else: a TiercutError)."""
+        """An :class:`~tiercut.exits.cost.ExitPlan` for an ExitProblem; a plain problem (no branches) gets a
+        :class:`~tiercut.problem.Plan` of its cloud-only mapping."""
         from tiercut.exits.cost import ExitProblem
 
         if not isinstance(problem, ExitProblem):

@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.plan.base import Planner
+from tiercut.plan.base import PlacementResult, Planner
 from tiercut.problem import Constraints, Objective, Plan, Problem
 
 #: inner planners that decide feasibility under budgets exactly
@@ -53,16 +53,22 @@ class EdgentPlanner(Planner):
         self.inner = inner
 
     def check(self, problem: Problem) -> str | None:
-        from tiercut.exits.cost import ExitProblem
 
         if self.inner not in EXACT_INNER:
             return f"inner planner {self.inner!r} is not exact under budgets; use one of {', '.join(EXACT_INNER)}"
-        if not isinstance(problem, ExitProblem):
-            return "it needs exit branches (an ExitProblem: tiercut plan --exits FILE)"
         return None
 
+    def _solve(self, problem: Problem) -> PlacementResult:
+        """A model without branches has one exit point, the final one: Edgent is then its partitioning step."""
+        from tiercut.plan.registry import get_planner
+
+        plan = get_planner(self.inner).solve(problem)
+        return PlacementResult(plan.placement, optimal=plan.optimal, gap=plan.gap,
+                               note="no exit branches: the final exit, partitioned by " + self.inner, bound=plan.bound)
+
     def solve(self, problem: Any) -> Any:
-        """An :class:`~tiercut.exits.cost.ExitPlan` for an ExitProblem (anything else: a TiercutError)."""
+        """An :class:`~tiercut.exits.cost.ExitPlan` for an ExitProblem; a plain problem (no branches) gets a
+        :class:`~tiercut.problem.Plan` of its final exit."""
         from tiercut.exits.cost import ExitProblem
 
         if not isinstance(problem, ExitProblem):
