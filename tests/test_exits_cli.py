@@ -77,7 +77,6 @@ def test_impossible_slo_exits_1_with_the_reason(exits_file, capsys):
         (["--algorithm", "greedy"], "plans with edgent or ddnn"),
     ],
 )
-@slow
 def test_bad_plan_options_are_one_line_errors(exits_file, capsys, extra, message):
     code, _, err = run(capsys, "plan", CNN, "--exits", str(exits_file), "--env", "three-tier", *extra)
     assert code == 2 and message in err and "Traceback" not in err
