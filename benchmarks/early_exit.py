@@ -174,6 +174,9 @@ def main() -> None:
     executor = ExitExecutor(captured, exit_model.exits, plan.placement, plan.active, exit_model.rule,
                             exit_model.thresholds, ep.problem.source)
     n = min(args.queries, len(data.y_test))
+    ev = evaluate_expected(ep, plan.placement, plan.active)
+    exit_bytes = {a: sum(t.out_bytes for t in q.transfers) for a, q in zip(plan.active, ev.queries, strict=True)}
+    mismatches = 0
     taken, right, payload, frame = [], 0, [], []
     t1 = time.perf_counter()
     for i in range(n):
@@ -182,8 +185,8 @@ def main() -> None:
         right += int(trace.answer.argmax(1).item() == int(data.y_test[i]))
         payload.append(trace.payload_bytes)
         frame.append(trace.frame_bytes)
+        mismatches += int(trace.payload_bytes != exit_bytes[trace.exit])
     run_s = time.perf_counter() - t1
-    ev = evaluate_expected(ep, plan.placement, plan.active)
     measured_rates = [taken.count(a) / n for a in plan.active]
     sim = simulate_exits(ep, plan.placement, plan.active, n_queries=5000, seed=0)
     sim_rates = [sum(q.exit == a for q in sim) / len(sim) for a in plan.active]
@@ -194,6 +197,8 @@ def main() -> None:
         "planned_accuracy": ev.accuracy, "measured_accuracy": right / n,
         "planned_bytes_per_query": sent_bytes(ep, plan), "measured_payload_bytes_per_query": float(np.mean(payload)),
         "measured_frame_bytes_per_query": float(np.mean(frame)),
+        "planned_bytes_per_exit": exit_bytes,
+        "queries_whose_bytes_differ_from_their_exits_plan": mismatches,
         "simulated_exit_rates": sim_rates, "simulated_mean_latency_s": float(np.mean([q.latency_s for q in sim])),
         "planned_expected_latency_s": ev.latency_s,
         "note": "measured on the first held-out digits; the plan's rates are over all 450 (sampling error applies)",
@@ -205,6 +210,7 @@ def main() -> None:
           f"{runtime['planned_bytes_per_query']:.0f} measured {runtime['measured_payload_bytes_per_query']:.0f} payload "
           f"({runtime['measured_frame_bytes_per_query']:.0f} framed); simulated mean latency "
           f"{runtime['simulated_mean_latency_s'] * 1e3:.3f} ms vs expected {ev.latency_s * 1e3:.3f} ms")
+    print(f"  bytes per exit (cost model) {exit_bytes}; queries whose sent bytes differ from their exit's: {mismatches}")
 
     path = write_result("early_exit", {
         "training": training, "envs": envs, "runtime": runtime,

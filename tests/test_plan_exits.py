@@ -44,6 +44,7 @@ def limits(rng, ep):
     return ep.with_limits(accuracy_min=rng.choice([e.accuracy for e in ep.exits] + [0.999]))
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10**6), n_devices=st.integers(1, 3), inner=st.sampled_from(["ilp", "brute-force"]),
        objective=st.sampled_from(["latency", "energy_source", "weighted:latency=1,cost=0.5"]))
