@@ -107,3 +107,10 @@ def test_parse_duration():
     for bad in ("", "-5ms", "0ms", "5 parsecs"):
         with pytest.raises(TiercutError):
             parse_duration(bad)
+
+
+def test_report_names_exit_plans_it_does_not_draw():
+    from tiercut.report.inputs import read_result
+
+    with pytest.raises(TiercutError, match="plan with early exits"):
+        read_result({"problem": {"exits": {}}, "plan": {}})
