@@ -275,6 +275,9 @@ def plan(
     out: OutJsonOpt = None,
     quiet: QuietOpt = False,
     list_planners: Annotated[bool, typer.Option("--list", help="list the planners and exit")] = False,
+    exits: Annotated[Path | None, typer.Option("--exits", help="exits file ('tiercut exits add'): plan with early exits")] = None,
+    latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
+    accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
@@ -293,6 +296,22 @@ def plan(
     if out is not None:
         check_output_path(out, "--out")
     settings = dict(_parse_setting(s) for s in setting or [])
+    if exits is not None:  # early exits (issue 15): the graph and the planners come from tiercut.exits
+        from tiercut.cli import exits_cmd
+
+        def build(graph_path: str) -> Problem:
+            return build_cli_problem(
+                graph_path, env, objective=objective, source=source, input_shape=None, granularity=granularity,
+                profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+                energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin,
+                private_layers=private_layers, memory=memory, measure_on=measure_on,
+            )
+
+        ep = exits_cmd.exit_problem_for(model, exits, build, latency_slo=latency_slo, accuracy_min=accuracy_min)
+        exits_cmd.plan_exits(ep, algorithm, settings, as_json)
+        return
+    if latency_slo is not None or accuracy_min is not None:
+        raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     progress = progress_for(quiet)
     if users is not None:
