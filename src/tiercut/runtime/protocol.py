@@ -382,8 +382,9 @@ def reuse_message_memory(chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> bool:
     blocks freed so far is free, so with 1 MiB messages the next message's
     buffers fault in fresh, zeroed pages: measured here (2-core Xeon VM),
     a plain grpc.aio echo server took about 560 page faults per 1 MiB round
-    trip and its hop about 0.5 ms longer than with this setting
-    (``benchmarks/runtime_fidelity.py --sections transport``). Blocks
+    trip; its hop was 0.15-0.3 ms longer than with this setting (unary
+    echo, load average 12-15; ``benchmarks/runtime_fidelity.py --sections
+    transport``), and a worker's 0.7-1.2 ms longer. Blocks
     below two messages (at most 32 MiB) are then served from the heap, and
     up to twice that of free memory is kept per malloc arena (glibc's own
     adaptive rule, fixed at this size).
