@@ -623,6 +623,7 @@ def main() -> int:
         else:
             out[section] = migration(args.quick, args.migration_scale)
         out[section]["section_s"] = time.perf_counter() - start
+        out[section]["load_average_at_end"] = list(os.getloadavg())  # other work sharing the machine meanwhile
         write_result("runtime_fidelity", out)
     print(f"{'section':<14} result")
     if "serialization" in out:
