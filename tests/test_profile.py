@@ -354,7 +354,7 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
     out = tmp_path / "tiny.json"
     result = CliRunner().invoke(
         _app(),
-        ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--repeats", "3", "--threads", "1",
+        ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--repeats", "3", "--torch-threads", "1",
          "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
@@ -365,7 +365,7 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--repeats", "0"], ["--threads", "0"], ["--granularity", "layer"], ["--clock", "cpu", "--threads", "2"],
+    [["--repeats", "0"], ["--torch-threads", "0"], ["--granularity", "layer"], ["--clock", "cpu", "--torch-threads", "2"],
      ["--out", "/dev/null"]],
 )
 def test_profile_command_rejects_bad_options_in_one_line(args):

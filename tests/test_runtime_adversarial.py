@@ -78,7 +78,8 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
     torch.set_num_threads(1)
-    args = [item for pair in BOUNDS.items() for item in (pair[0], str(pair[1]))] + ["--threads", "1", "--torch-threads", "1"]
+    args = [item for pair in BOUNDS.items() for item in (pair[0], str(pair[1]))]
+    args += ["--concurrent-partitions", "1", "--torch-threads", "1"]
     process = spawn_worker("edge", token=TOKEN, extra_args=args, log_path=tmp_path_factory.mktemp("worker") / "edge.log")
     try:
         state = _run(_setup(process.address))

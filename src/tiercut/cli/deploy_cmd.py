@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from tiercut.cli.checks import check_output_path, write_text_output
+from tiercut.cli.options import alias
 from tiercut.errors import TiercutError
 
 TARGETS = ("k8s",)
@@ -63,8 +64,9 @@ def deploy(
     target: Annotated[str, typer.Argument(help="what to write manifests for: k8s")],
     env: Annotated[str, typer.Option("--env", help="environment preset or YAML/JSON file whose edge/cloud devices get workers")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write the YAML here, mode 0600 (default: standard output)")
+        Path | None, typer.Option("--out", "-o", help="write the YAML here, mode 0600 (default: standard output)")
     ] = None,
+    old_output: Annotated[Path | None, typer.Option("--output", hidden=True, help="deprecated: --out")] = None,
     image: Annotated[str, typer.Option("--image", help="worker image built from the Dockerfile")] = "tiercut-worker:0.1.0",
     gpu_image: Annotated[
         str, typer.Option("--gpu-image", help="image of workers on GPU devices, built from Dockerfile.cuda")
@@ -109,10 +111,11 @@ def deploy(
     from tiercut.env import load_environment
     from tiercut.runtime.k8s import K8sSettings, manifests_yaml, validate_manifest, worker_manifests
 
+    output = alias(output, old_output, new="--out", old="--output", default=None)
     if target not in TARGETS:
         raise TiercutError(f"deploy target {target!r} is not known; use one of {', '.join(TARGETS)}")
     if output is not None:
-        check_output_path(output, "--output")
+        check_output_path(output, "--out")
     if token_file is not None and existing_secret:
         raise TiercutError("--token-file gives the token of a Secret this command writes; drop it with --existing-secret")
     environment = load_environment(env)
@@ -149,7 +152,7 @@ def deploy(
         if not existing_secret:
             typer.echo("the output holds the token in a Secret: keep it private", err=True)
         return
-    write_text_output(output, "--output", text, mode=PRIVATE_MODE)
+    write_text_output(output, "--out", text, mode=PRIVATE_MODE)
     servers = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"]
     typer.echo(f"wrote {len(docs)} objects ({', '.join(servers)}) to {output}; apply with: kubectl apply -f {output}")
     if not existing_secret:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tiercut.cli.checks import check_finite
+from tiercut.cli.options import alias
 from tiercut.errors import TiercutError
 
 
@@ -120,7 +121,10 @@ def serve(
         str | None, typer.Option("--env", help="environment preset or file: emulate its links on what this worker sends")
     ] = None,
     bandwidth_scale: Annotated[float, typer.Option("--bandwidth-scale", help="multiply emulated bandwidths by this")] = 1.0,
-    threads: Annotated[int, typer.Option("--threads", help="partitions executed concurrently")] = 4,
+    concurrent_partitions: Annotated[
+        int, typer.Option("--concurrent-partitions", help="partitions executed concurrently")
+    ] = 4,
+    old_threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="deprecated: --concurrent-partitions")] = None,
     torch_threads: Annotated[
         int | None,
         typer.Option("--torch-threads", help="intra-op threads of torch (default: one per CPU affinity and cgroup quota allow)"),
@@ -148,6 +152,9 @@ def serve(
     from tiercut.runtime.protocol import Credentials
     from tiercut.runtime.worker import WorkerConfig, is_loopback, parse_address, parse_peers, run_worker
 
+    concurrent_partitions = alias(
+        concurrent_partitions, old_threads, new="--concurrent-partitions", old="--threads", default=4
+    )
     host, _ = parse_address(listen)
     tls_cert, tls_key, tls_ca = tls_files(tls_dir, tls_cert, tls_key, tls_ca)
     credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
@@ -190,7 +197,7 @@ def serve(
         idle_s=idle_s,
         peers=parse_peers(peers),
         links=links,
-        threads=threads,
+        threads=concurrent_partitions,
         torch_threads=threads_used,
         compute_slowdown=compute_slowdown,
         torch_device=resolve_torch_device(torch_device),

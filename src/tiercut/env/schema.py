@@ -130,7 +130,8 @@ def _reader(unit: FieldUnit) -> BeforeValidator:
     def read(value: Any) -> Any:
         return None if value is None else unit.parse(value)  # the error's location names the field
 
-    return BeforeValidator(read)
+    # the file may hold a number or text with a unit: say so in the exported JSON Schema
+    return BeforeValidator(read, json_schema_input_type=float | str | None)
 
 
 def parse_bandwidth(value: Any, where: str) -> float:
