@@ -223,3 +223,17 @@ def test_env_show_gives_rates_in_bits_and_bytes_per_second():
     assert result.exit_code == 0
     assert "5.85 Mbit/s (731.2 kB/s)" in result.output and "13 Mbit/s (1.625 MB/s)" in result.output
     assert "2 GB" in result.output and "3.853 W" in result.output
+
+
+def test_the_exported_json_schema_takes_unit_strings_and_either_name_but_not_both():
+    jsonschema = pytest.importorskip("jsonschema")
+    from tiercut.serialization import file_schema
+
+    validator = jsonschema.Draft202012Validator(file_schema("env"))
+    ok = yaml.safe_load(ISSUE_EXAMPLE)
+    assert list(validator.iter_errors(ok)) == []
+    long = {**ok, "links": [{"a": "phone", "b": "server", "bandwidth_bytes_per_s": 2.5e6, "latency_s": "5 ms"}]}
+    assert list(validator.iter_errors(long)) == []
+    both = {**ok, "links": [{"a": "phone", "b": "server", "bandwidth": "20 Mbit/s", "bandwidth_bytes_per_s": 2.5e6}]}
+    not_a_number = {**ok, "links": [{"a": "phone", "b": "server", "bandwidth": "fast"}]}
+    assert list(validator.iter_errors(both)) and list(validator.iter_errors(not_a_number))

@@ -26,10 +26,11 @@ import torch
 
 from runtime_programs import bundle_of, hand_program, node, ref
 from tiercut.runtime.artifact import sha256_hex
-from tiercut.runtime.codec import encode_chunks
+from tiercut.runtime.codec import decode_frame, encode_chunks, encode_frame
 from tiercut.runtime.processes import spawn_worker
 from tiercut.runtime.protocol import (
     METHOD_EXECUTE,
+    METHOD_RUN,
     METHOD_STATUS,
     METHOD_UPLOAD,
     ConfirmationResult,
@@ -433,6 +434,43 @@ def test_status_without_the_token_is_refused(worker):
             await channel.close()
 
     assert _run(scenario()) == "UNAUTHENTICATED"
+
+
+# ----------------------------------------------------------------- the one-message query path
+async def _run_call(address: str, message: bytes, metadata: tuple) -> tuple[str, object]:
+    import grpc
+
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        return "OK", await channel.unary_unary(METHOD_RUN)(message, metadata=metadata, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name, exc.details()
+    finally:
+        await channel.close()
+
+
+def test_the_one_message_path_checks_what_execute_checks(worker):
+    program_id = VICTIM_PROGRAM.manifest.program_id
+    good = encode_frame(_meta(_route(program_id)), {"x": X})
+    flipped = bytearray(good)
+    flipped[-7] ^= 0x40  # a byte of the tensor
+    route = _route(program_id)
+    long_route = Route(tuple(Step(i, "edge", program_id, ("x",), ("x",)) for i in range(5000)), ("x",), "end")
+    attacks = {
+        "no token": (good, (), "UNAUTHENTICATED"),
+        "a damaged tensor": (bytes(flipped), _metadata(), "DATA_LOSS"),
+        "an empty message": (b"", _metadata(), "DATA_LOSS"),
+        "a value off its declared spec": (encode_frame(_meta(route), {"x": X.double()}), _metadata(), "INVALID_ARGUMENT"),
+        "a route beyond its bounds": (encode_frame(_meta(long_route), {"x": X}), _metadata(), "INVALID_ARGUMENT"),
+    }
+    for attack, (message, metadata, expected) in attacks.items():
+        code, _ = _run(_run_call(worker["address"], message, metadata))
+        assert code == expected, attack
+    code, reply = _run(_run_call(worker["address"], good, _metadata()))
+    assert code == "OK"
+    REPLIES.append(reply)
+    assert torch.equal(decode_frame(reply).values["y"], X * VICTIM_W)
+    _assert_alive(worker)
 
 
 # ----------------------------------------------------------------- after everything

@@ -17,6 +17,7 @@ from tiercut.cli import (
     demo_cmd,
     deploy_cmd,
     env_cmd,
+    exits_cmd,
     graph_cmd,
     plan_cmd,
     profile_cmd,
@@ -96,12 +97,19 @@ app.command("deploy")(deploy_cmd.deploy)
 app.command("report")(report_cmd.report)
 app.command("schema")(schema_cmd.schema)
 app.command("completion")(completion)
+exits_app = typer.Typer(help="Early exits: add exit branches to a model, train and measure them.", no_args_is_help=True)
+exits_app.command("add")(exits_cmd.exits_add)
+exits_app.command("show")(exits_cmd.exits_show)
+app.add_typer(exits_app, name="exits")
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
     """Run a typer app, turning user errors into one line on stderr and a non-zero status."""
     try:
-        typer_app(args=argv, prog_name=prog_name, standalone_mode=False)
+        # without standalone mode click returns a command's typer.Exit code instead of raising it
+        code = typer_app(args=argv, prog_name=prog_name, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            return code
     except TiercutError as exc:
         print(f"tiercut: error: {exc}", file=sys.stderr)
         return 2

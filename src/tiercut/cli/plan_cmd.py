@@ -283,6 +283,9 @@ def plan(
         str, typer.Option("--spatial", help="auto: also try tiling a conv/pool stack over several devices; off: layers only")
     ] = "off",
     max_tiles: Annotated[int, typer.Option("--max-tiles", help="with --spatial auto: at most N tiles (devices) per stack")] = 6,
+    exits: Annotated[Path | None, typer.Option("--exits", help="exits file ('tiercut exits add'): plan with early exits")] = None,
+    latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
+    accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
@@ -301,13 +304,31 @@ def plan(
     if out is not None:
         check_output_path(out, "--out")
     settings = dict(_parse_setting(s) for s in setting or [])
-    get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     if spatial not in ("auto", "off"):
         raise TiercutError(f"--spatial {spatial!r} is not known; use auto or off")
     if max_tiles < 1:
         raise TiercutError(f"--max-tiles {max_tiles} must be >= 1")
     if spatial == "auto" and users is not None:
         raise TiercutError("--spatial auto tiles one model's conv stacks; drop --users (or --spatial)")
+    if spatial == "auto" and exits is not None:
+        raise TiercutError("--spatial auto and --exits are separate plans for now; drop one of them")
+    if exits is not None:  # early exits (issue 15): the graph and the planners come from tiercut.exits
+        from tiercut.cli import exits_cmd
+
+        def build(graph_path: str) -> Problem:
+            return build_cli_problem(
+                graph_path, env, objective=objective, source=source, input_shape=None, granularity=granularity,
+                profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+                energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin,
+                private_layers=private_layers, memory=memory, measure_on=measure_on,
+            )
+
+        ep = exits_cmd.exit_problem_for(model, exits, build, latency_slo=latency_slo, accuracy_min=accuracy_min)
+        exits_cmd.plan_exits(ep, algorithm, settings, as_json)
+        return
+    if latency_slo is not None or accuracy_min is not None:
+        raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
+    get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     progress = progress_for(quiet)
     if users is not None:
         problem: Problem | MultiUserProblem = _multi_problem(

@@ -67,6 +67,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -82,7 +83,18 @@ from tiercut.env.types import (
     User,
     warn_legacy_bandwidth,
 )
-from tiercut.env.units import COMPUTE, FREQUENCY, POWER, PRICE_PER_BYTE, PRICE_PER_TIME, RATE, SIZE, TIME, FieldUnit
+from tiercut.env.units import (
+    COMPUTE,
+    FREQUENCY,
+    POWER,
+    PRICE_PER_BYTE,
+    PRICE_PER_TIME,
+    QUANTITY_PATTERN,
+    RATE,
+    SIZE,
+    TIME,
+    FieldUnit,
+)
 from tiercut.errors import TiercutError
 
 Tier = Literal["end", "edge", "cloud"]
@@ -96,6 +108,20 @@ GHZ = FieldUnit(FREQUENCY, "GHz")
 HZ = FieldUnit(FREQUENCY, "Hz")
 PER_BYTE = FieldUnit(PRICE_PER_BYTE, "/B")
 PER_SECOND = FieldUnit(PRICE_PER_TIME, "/s")
+
+
+def _json_schema(unit: FieldUnit, *, optional: bool) -> WithJsonSchema:
+    """What a quantity field accepts, for the exported JSON Schema: a number in its unit, or text with a unit."""
+    family = unit.family
+    choices: list[dict[str, Any]] = [
+        {"type": "number"},
+        {"type": "string", "pattern": QUANTITY_PATTERN},
+    ]
+    if optional:
+        choices.append({"type": "null"})
+    return WithJsonSchema(
+        {"anyOf": choices, "description": f"a number in {unit.plain}, or {family.noun} with its unit like '{family.example}'"}
+    )
 
 
 def _reader(unit: FieldUnit) -> BeforeValidator:
@@ -131,22 +157,34 @@ def _rate(value: Any) -> float | None:
 
 
 #: a link rate: bytes per second, or text with a rate unit; > 0 and finite
-Rate = Annotated[float | None, BeforeValidator(_rate, json_schema_input_type=float | str | None)]
-Seconds = Annotated[float, _reader(SECONDS)]
-OptionalSeconds = Annotated[float | None, _reader(SECONDS)]
-Bytes = Annotated[float | None, _reader(BYTES)]
-Watts = Annotated[float | None, _reader(WATTS)]
-FlopPerS = Annotated[float | None, _reader(FLOP_PER_S)]
-BytesPerS = Annotated[float | None, _reader(BYTES_PER_S)]
-Gigahertz = Annotated[float | None, _reader(GHZ)]
-Hertz = Annotated[float, _reader(HZ)]
-PricePerByte = Annotated[float, _reader(PER_BYTE)]
-OptionalPricePerByte = Annotated[float | None, _reader(PER_BYTE)]
-PricePerSecond = Annotated[float, _reader(PER_SECOND)]
+Rate = Annotated[float | None, BeforeValidator(_rate), _json_schema(BYTES_PER_S, optional=True)]
+Seconds = Annotated[float, _reader(SECONDS), _json_schema(SECONDS, optional=False)]
+OptionalSeconds = Annotated[float | None, _reader(SECONDS), _json_schema(SECONDS, optional=True)]
+Bytes = Annotated[float | None, _reader(BYTES), _json_schema(BYTES, optional=True)]
+Watts = Annotated[float | None, _reader(WATTS), _json_schema(WATTS, optional=True)]
+FlopPerS = Annotated[float | None, _reader(FLOP_PER_S), _json_schema(FLOP_PER_S, optional=True)]
+BytesPerS = Annotated[float | None, _reader(BYTES_PER_S), _json_schema(BYTES_PER_S, optional=True)]
+Gigahertz = Annotated[float | None, _reader(GHZ), _json_schema(GHZ, optional=True)]
+Hertz = Annotated[float, _reader(HZ), _json_schema(HZ, optional=False)]
+PricePerByte = Annotated[float, _reader(PER_BYTE), _json_schema(PER_BYTE, optional=False)]
+OptionalPricePerByte = Annotated[float | None, _reader(PER_BYTE), _json_schema(PER_BYTE, optional=True)]
+PricePerSecond = Annotated[float, _reader(PER_SECOND), _json_schema(PER_SECOND, optional=False)]
+
+
+def _both_names_in_schema(schema: dict[str, Any], model: type) -> None:
+    """The exported JSON Schema lists a field under its short name and its long name (not both at once)."""
+    properties = schema.get("properties", {})
+    exclusive = []
+    for short, long in getattr(model, "short_names", {}).items():
+        if short in properties and long not in properties:
+            properties[long] = dict(properties[short])
+        exclusive.append({"required": [short, long]})
+    if exclusive:
+        schema["not"] = {"anyOf": exclusive}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_both_names_in_schema)
 
     #: short name -> field name, both accepted in a file (giving both is refused)
     short_names: ClassVar[Mapping[str, str]] = {}

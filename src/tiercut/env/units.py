@@ -173,6 +173,8 @@ FAMILIES: tuple[UnitFamily, ...] = (RATE, SIZE, TIME, FREQUENCY, POWER, COMPUTE,
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _QUANTITY = re.compile(rf"^\s*(?P<currency>[$€£])?\s*(?P<number>{_NUMBER})\s*(?P<unit>.*?)\s*$")
+#: what a quantity's text looks like (for JSON Schema): an optional currency sign, a number, a unit
+QUANTITY_PATTERN = rf"^\s*[$€£]?\s*{_NUMBER}(\s*\S.*)?$"
 #: decimal exponents beyond this are refused before they are expanded into exact integers
 MAX_EXPONENT = 400
 
@@ -325,6 +327,7 @@ __all__ = [
     "PREFIX_NOTE",
     "PRICE_PER_BYTE",
     "PRICE_PER_TIME",
+    "QUANTITY_PATTERN",
     "RATE",
     "SIZE",
     "TIME",

@@ -12,7 +12,9 @@ from tiercut.errors import TiercutError
 from tiercut.plan.base import Planner
 from tiercut.plan.baselines import AllOnPlanner, LocalPlanner
 from tiercut.plan.brute_force import BruteForcePlanner
+from tiercut.plan.ddnn import DDNNPlanner
 from tiercut.plan.dp import DynamicProgrammingPlanner
+from tiercut.plan.edgent import EdgentPlanner
 from tiercut.plan.ga import GAPlanner
 from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
@@ -40,6 +42,8 @@ PLANNERS: dict[str, type[Planner]] = {
     "sa": SAPlanner,
     "best-response": BestResponsePlanner,
     "spatial": SpatialPlanner,
+    "edgent": EdgentPlanner,
+    "ddnn": DDNNPlanner,
 }
 
 

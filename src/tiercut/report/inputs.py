@@ -284,6 +284,11 @@ def recognise(data: Any) -> str:
             if "plans" in keys:
                 return "demo" if "upload_plans" in keys else "compare"
             if "plan" in keys:
+                if isinstance(data["problem"], Mapping) and "exits" in data["problem"]:
+                    raise TiercutError(
+                        "it is a plan with early exits ('tiercut plan --exits'), which the HTML report does not draw; "
+                        "its accuracy-latency curve is printed by 'tiercut plan --exits' (and benchmarks/early_exit.py)"
+                    )
                 return "plan"
         if "nodes" in keys and "devices" not in keys and "model" in keys:
             return "graph"
