@@ -87,8 +87,11 @@ class QueryRecord:
         placement: node -> device it ran with (shared with every query of the stage).
         devices: the devices it ran on (measured: only the client after a fallback).
         planned_latency_s: the cost model's latency of its stage (NaN when not known).
-        bytes_moved: tensor bytes sent between devices (simulated: the
-            program's; measured: frame bytes the client sent and received).
+        bytes_sent, bytes_received: bytes the client (the source device) sent
+            and received for it (simulated: tensor bytes; measured: frame bytes).
+        bytes_moved: bytes sent between any two devices (simulated: tensor
+            bytes on every hop; measured: the client's frames only, the
+            bytes it sees, ``bytes_sent + bytes_received``).
         energy_source_j, energy_total_j: the client's and every device's
             energy for it (simulated; NaN in measured traces).
         fallback: it finished locally after a worker failed (measured).
@@ -106,6 +109,8 @@ class QueryRecord:
     placement: Mapping[str, str] = field(default_factory=dict)
     devices: tuple[str, ...] = ()
     planned_latency_s: float = math.nan
+    bytes_sent: int = 0
+    bytes_received: int = 0
     bytes_moved: int = 0
     energy_source_j: float = math.nan
     energy_total_j: float = math.nan
@@ -137,6 +142,8 @@ class QueryRecord:
             "stage": self.stage,
             "devices": list(self.devices),
             "planned_latency_s": _finite(self.planned_latency_s),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
             "bytes_moved": self.bytes_moved,
             "energy_source_j": _finite(self.energy_source_j),
             "energy_total_j": _finite(self.energy_total_j),

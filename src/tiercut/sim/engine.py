@@ -70,15 +70,22 @@ Progress = Callable[[float, float], None]
 class _Bound:
     """A program with its operations bound to the run's resources."""
 
-    __slots__ = ("children", "devices", "n_deps", "ops", "planned_latency_s", "program", "resources", "stage")
+    __slots__ = (
+        "bytes_received", "bytes_sent", "children", "devices", "n_deps", "ops", "planned_latency_s", "program", "resources",
+        "stage",
+    )
 
-    def __init__(self, program: Program, resources: list[SharedResource], stage: int, planned_latency_s: float) -> None:
+    def __init__(
+        self, program: Program, resources: list[SharedResource], stage: int, planned_latency_s: float, source: str
+    ) -> None:
         self.program = program
         self.ops: tuple[Op, ...] = program.ops
         self.resources = resources
         self.stage = stage
         self.planned_latency_s = planned_latency_s
         self.devices = tuple(dict.fromkeys(op.where for op in program.ops if op.kind == COMPUTE))
+        self.bytes_sent = int(sum(op.amount for op in program.ops if op.kind != COMPUTE and op.src == source))
+        self.bytes_received = int(sum(op.amount for op in program.ops if op.kind != COMPUTE and op.dst == source))
         self.n_deps = [len(op.deps) for op in program.ops]
         self.children: list[list[int]] = [[] for _ in program.ops]
         for i, op in enumerate(program.ops):
@@ -287,7 +294,7 @@ class _Run:
 
     def bind(self, state: _UserState, program: Program, stage: int, planned_latency_s: float) -> _Bound:
         resources = [self.compute[op.where] if op.kind == COMPUTE else self.links[op.where] for op in program.ops]
-        return _Bound(program, resources, stage, planned_latency_s)
+        return _Bound(program, resources, stage, planned_latency_s, state.user.problem.source)
 
     # ----------------------------------------------------------- processes
     def start(self) -> None:
@@ -403,7 +410,8 @@ class _Run:
         bound = self._current(state)
         record = QueryRecord(
             state.user.name, state.issued, self.env.now, stage=bound.stage, placement=bound.program.placement,
-            devices=bound.devices, planned_latency_s=bound.planned_latency_s, bytes_moved=bound.program.bytes_moved,
+            devices=bound.devices, planned_latency_s=bound.planned_latency_s, bytes_sent=bound.bytes_sent,
+            bytes_received=bound.bytes_received, bytes_moved=bound.program.bytes_moved,
         )
         state.issued += 1
         query = _Query(self, state, bound, record)
