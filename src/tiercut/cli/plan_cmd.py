@@ -11,6 +11,7 @@ import typer
 
 from tiercut.cli.checks import check_finite
 from tiercut.errors import TiercutError
+from tiercut.plan.base import DEFAULT_PLANNER
 from tiercut.problem import Constraints, Objective, Plan, Problem
 
 
@@ -260,7 +261,7 @@ MemoryOpt = Annotated[bool, typer.Option("--memory/--no-memory", help="enforce t
 def plan(
     model: ModelArg = None,
     env: EnvOpt = "three-tier",
-    algorithm: Annotated[str, typer.Option(help="planner name (see --list)")] = "ilp",
+    algorithm: Annotated[str, typer.Option(help="planner name (see --list)")] = DEFAULT_PLANNER,
     objective: ObjectiveOpt = "latency",
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,

@@ -12,6 +12,7 @@ import typer
 from tiercut.cli.checks import check_finite, check_plot_path, write_output
 from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, GranularityOpt, ProfileOpt, ShapeOpt, SourceOpt, build_cli_problem
 from tiercut.errors import TiercutError
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
 
 def _read_upload_plan(path: Path) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def _simulated(problem: Any, plan: dict[str, Any], queries: int) -> list[tuple[f
 def run(
     model: Annotated[str, typer.Argument(help="zoo name (alexnet, resnet18, ...) or package.module:factory")],
     env: EnvOpt = "three-tier",
-    upload: Annotated[str, typer.Option("--upload", help="upload planner (tiercut upload --list)")] = "recursive-efficiency",
+    upload: Annotated[str, typer.Option("--upload", help="upload planner (tiercut upload --list)")] = DEFAULT_UPLOAD_PLANNER,
     queries: Annotated[int, typer.Option("--queries", help="queries the client issues")] = 20,
     workers: Annotated[
         str | None,
@@ -79,7 +80,9 @@ def run(
         Path | None, typer.Option("--upload-plan", help="use this 'tiercut upload --json' output instead of planning")
     ] = None,
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
-    offloading: Annotated[str, typer.Option(help="partition planner choosing the server partition P1")] = "mincut",
+    offloading: Annotated[
+        str, typer.Option(help="partition planner choosing the server partition P1")
+    ] = DEFAULT_OFFLOADING_PLANNER,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
     granularity: GranularityOpt = "module",

@@ -21,6 +21,7 @@ from tiercut.cli.plan_cmd import (
     build_cli_problem,
 )
 from tiercut.errors import TiercutError
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
 
 def _mb(nbytes: float) -> str:
@@ -83,9 +84,11 @@ def upload(
         str | None, typer.Argument(help="zoo name (alexnet, vgg16, ...), package.module:factory, or a .onnx file")
     ] = None,
     env: EnvOpt = "three-tier",
-    algorithm: Annotated[str, typer.Option(help="upload planner (see --list)")] = "recursive-efficiency",
+    algorithm: Annotated[str, typer.Option(help="upload planner (see --list)")] = DEFAULT_UPLOAD_PLANNER,
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
-    offloading: Annotated[str, typer.Option(help="partition planner choosing the server partition P1")] = "mincut",
+    offloading: Annotated[
+        str, typer.Option(help="partition planner choosing the server partition P1")
+    ] = DEFAULT_OFFLOADING_PLANNER,
     n_queries: Annotated[
         int | None, typer.Option("--n-queries", help="n of 'time for n queries' (default: queries issued during a direct upload)")
     ] = None,
