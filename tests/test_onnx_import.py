@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from lanes import fast_first
 from tiercut.cli import main
 from tiercut.errors import TiercutError
 from tiercut.graph import LayerGraph, capture_model, extract_graph
@@ -109,7 +110,7 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 # --------------------------------------------------------------------------- zoo models exported from torch
-@pytest.mark.parametrize("name", ZOO_EXPORTS)
+@pytest.mark.parametrize("name", fast_first(ZOO_EXPORTS))
 def test_exported_zoo_model_has_the_torch_paths_totals(name, zoo_onnx):
     path, captured = zoo_onnx(name)
     torch_graph = captured.graph
@@ -166,7 +167,7 @@ def test_an_export_with_batchnorm_folded_counts_the_files_weights(tmp_path, zoo_
     assert graph.total_matmul_flops == captured.graph.total_matmul_flops
 
 
-@pytest.mark.parametrize("name", ["resnet18", "googlenet", "mobilenet_v2"])
+@pytest.mark.parametrize("name", fast_first(["resnet18", "googlenet", "mobilenet_v2"]))
 def test_block_granularity_finds_the_torch_blocks(name, zoo_onnx):
     path, captured = zoo_onnx(name)
     module_graph = onnx_graph(path)

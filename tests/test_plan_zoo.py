@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from lanes import fast_first
 from tiercut.env import load_environment
 from tiercut.graph.models import ZOO
 from tiercut.plan import plan
@@ -38,7 +39,7 @@ def zoo_problem(graph, preset: str, objective: str, roofline: dict | None = None
     return Problem(graph, devices, env.links, "mobile", compute, Objective.parse(objective), name=f"{graph.model}@{preset}")
 
 
-@pytest.mark.parametrize("model", sorted(ZOO))
+@pytest.mark.parametrize("model", fast_first(sorted(ZOO)))
 def test_mincut_equals_ilp_on_zoo_models(model, capture_zoo):
     graph = capture_zoo(model).graph
     for preset in TWO_DEVICE_PRESETS:

@@ -23,6 +23,8 @@ from tiercut.runtime.links import FaultPlan
 from tiercut.runtime.migration import placement_plan, prepare_migration
 from tiercut.runtime.session import LocalCluster, run_migration
 
+pytestmark = pytest.mark.slow  # every test spawns worker processes
+
 ENVIRONMENT = {
     "name": "test-links",
     "devices": [{"name": "end", "tier": "end"}, {"name": "edge", "tier": "edge"}, {"name": "cloud", "tier": "cloud"}],

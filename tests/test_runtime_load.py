@@ -18,6 +18,8 @@ from tiercut.runtime.migration import placement_plan, prepare_migration
 from tiercut.runtime.protocol import Connection
 from tiercut.runtime.session import LocalCluster, run_migration
 
+pytestmark = pytest.mark.slow  # every test spawns worker processes
+
 CLIENTS = 8
 QUERIES = 12
 

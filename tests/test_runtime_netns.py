@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test spawns worker processes
+
 RATE_BPS = {"client-edge": 5e6, "client-cloud": 2.5e6, "edge-cloud": 10e6}  # bytes per second
 SUBNETS = {"client-edge": "10.231.1", "client-cloud": "10.231.2", "edge-cloud": "10.231.3"}
 VETHS = {"client-edge": ("ce0", "ce1"), "client-cloud": ("ck0", "ck1"), "edge-cloud": ("ek0", "ek1")}

@@ -21,6 +21,8 @@ from tiercut.runtime.migration import placement_plan, prepare_migration, route_r
 from tiercut.runtime.route import Route, RouteError, Step
 from tiercut.runtime.session import LocalCluster, run_migration
 
+pytestmark = pytest.mark.slow  # every test spawns worker processes
+
 ENVIRONMENT = {
     "name": "chain-no-end-cloud",
     "devices": [{"name": "end", "tier": "end"}, {"name": "edge", "tier": "edge"}, {"name": "cloud", "tier": "cloud"}],

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional
 
 from fixtures_models import LoopsOverBatch, TinyNet
+from lanes import fast_first
 from tiercut.errors import TiercutError
 from tiercut.graph import ZOO, capture_model
 from tiercut.graph.split import assign_pieces, node_dependencies, split_by_placement
@@ -141,7 +142,7 @@ def placements(draw, names):
     return {name: f"dev{d}" for name, d in zip(names, devices)}
 
 
-@pytest.mark.parametrize("name", DAG_MODELS)
+@pytest.mark.parametrize("name", fast_first(DAG_MODELS))
 def test_random_placements_on_dag_models_reproduce_the_model(name, capture_zoo):
     cap = capture_zoo(name, "module", SMALL)
     expected = expected_output(cap)
@@ -161,7 +162,7 @@ def test_random_placements_on_dag_models_reproduce_the_model(name, capture_zoo):
 
 
 # --------------------------------------------------------------------- the zoo
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", fast_first(ZOO))
 def test_every_zoo_model_splits_at_module_granularity(name, capture_zoo):
     cap = capture_zoo(name)  # documented input size, shared with test_graph.py
     expected = expected_output(cap)
@@ -178,7 +179,7 @@ def test_every_zoo_model_splits_at_module_granularity(name, capture_zoo):
             assert p.param_bytes == sum(cap.graph[n].param_bytes for n in p.nodes)
 
 
-@pytest.mark.parametrize("name", BLOCK_MODELS)
+@pytest.mark.parametrize("name", fast_first(BLOCK_MODELS))
 def test_zoo_models_split_at_block_granularity(name, capture_zoo):
     cap = capture_zoo(name, "block")
     expected = expected_output(cap)
