@@ -82,6 +82,7 @@ def test_a_profile_made_with_a_known_slowdown_gives_a_device_that_much_slower(sl
         assert ratio == pytest.approx(slowdown, rel=0.15), model
 
 
+@pytest.mark.slow
 def test_calibration_on_a_base_entry_keeps_its_peaks_and_powers_and_refits_one_precision():
     profile = _profile("resnet18", TRUE.with_changes(peak_flops=665.6e9, memory_bandwidth_bps=59.7e9), 1.0)
     from tiercut.profile import get_device_spec

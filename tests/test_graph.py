@@ -55,6 +55,7 @@ def test_zoo_graph_structure(name, capture_zoo):
     assert graph.is_chain() == ZOO[name].is_chain
 
 
+@pytest.mark.slow
 def test_op_kinds_follow_the_contract(capture_zoo):
     ops = {n.op for n in capture_zoo("resnet18").graph}
     assert {"input", "conv2d", "batchnorm2d", "relu", "maxpool2d", "add", "adaptiveavgpool2d", "flatten", "linear"} <= ops
@@ -79,6 +80,7 @@ def test_block_granularity_collapses_blocks_and_keeps_totals(name, capture_zoo):
     assert blocks.outputs[-1].out_shape == (1, 1000)
 
 
+@pytest.mark.slow
 def test_block_names_of_known_architectures(capture_zoo):
     assert "layer1.0" in capture_zoo("resnet18", "block").graph
     assert capture_zoo("resnet18", "block").graph["layer1.0"].op == "basicblock"

@@ -175,6 +175,7 @@ def test_multi_user_reproducible(name):
 @settings(max_examples=40, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 7), n_devices=st.integers(2, 3),
        objective=OBJECTIVES, constrained=st.booleans())
+@pytest.mark.slow
 def test_ilp_is_never_beaten(rng, n_nodes, n_devices, objective, constrained):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, objective=objective, missing_compute=0.2,
                              constraints=constrained)
@@ -191,6 +192,7 @@ def test_ilp_is_never_beaten(rng, n_nodes, n_devices, objective, constrained):
 
 @settings(max_examples=25, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 6), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_default_metaheuristics_find_the_optimum_of_tiny_problems(rng, n_nodes, objective):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=3, objective=objective, missing_compute=0.2)
     truth = plan(problem, "brute-force")
@@ -214,7 +216,9 @@ def test_metaheuristics_reach_a_three_device_optimum(objective):
 
 
 @pytest.mark.parametrize(
-    ("model", "preset"), [("alexnet", "three-tier"), ("alexnet", "migration-12"), ("resnet18", "three-tier")]
+    ("model", "preset"),
+    [("alexnet", "three-tier"), pytest.param("alexnet", "migration-12", marks=pytest.mark.slow),
+     pytest.param("resnet18", "three-tier", marks=pytest.mark.slow)],
 )
 def test_ilp_bounds_heuristics_on_zoo_models(model, preset, capture_zoo):
     graph = capture_zoo(model).graph
@@ -546,6 +550,7 @@ def _deb(p) -> tuple[int, float]:
 @settings(max_examples=15, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(6, 14), n_devices=st.integers(3, 4),
        objective=OBJECTIVES, seed=st.integers(0, 50))
+@pytest.mark.slow
 def test_warm_start_is_never_worse_than_cold_on_the_same_seed_and_budget(rng, n_nodes, n_devices, objective, seed):
     problem = _hard(rng, n_nodes, n_devices, objective)
     for name in METAHEURISTICS:

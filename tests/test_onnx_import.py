@@ -132,6 +132,7 @@ def test_exported_zoo_model_has_the_torch_paths_totals(name, zoo_onnx):
     assert LayerGraph.from_dict(json.loads(json.dumps(graph.to_dict()))) == graph
 
 
+@pytest.mark.slow
 def test_ops_use_the_torch_vocabulary(zoo_onnx):
     resnet = onnx_graph(zoo_onnx("resnet18")[0])
     torch_resnet = zoo_onnx("resnet18")[1].graph
@@ -184,6 +185,7 @@ def test_block_granularity_finds_the_torch_blocks(name, zoo_onnx):
     assert [n.name for n in blocks.outputs] == [n.name for n in module_graph.outputs]
 
 
+@pytest.mark.slow
 def test_dynamo_export_with_module_classes(tmp_path, capture_zoo):
     captured = capture_zoo("resnet18")
     path = tmp_path / "resnet18_dynamo.onnx"
