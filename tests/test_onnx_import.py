@@ -154,6 +154,7 @@ def test_weights_the_exporter_merged_are_still_counted_per_layer(zoo_onnx):
     assert bn.param_count == 2 * 512 and bn.param_bytes == 4 * 512 * 4  # weight, bias; mean, var are buffers
 
 
+@pytest.mark.slow
 def test_an_export_with_batchnorm_folded_counts_the_files_weights(tmp_path, zoo_onnx):
     """The TorchScript exporter's defaults fold each BatchNorm (weight, bias: 2C) into a conv bias (C)."""
     _, captured = zoo_onnx("resnet18")

@@ -44,6 +44,7 @@ def hard_problem(rng: random.Random, n_nodes: int, n_devices: int, objective: st
     constrained=st.booleans(),
     solver=st.sampled_from(["highs", "scipy"]),
 )
+@pytest.mark.slow
 def test_ilp_equals_brute_force_with_routes_shared_weights_and_constraints(rng, n_nodes, n_devices, objective, constrained,
                                                                             solver):
     problem = hard_problem(rng, n_nodes, n_devices, objective, constrained)
@@ -65,6 +66,7 @@ def test_ilp_equals_brute_force_with_routes_shared_weights_and_constraints(rng, 
             assert result.objective_value <= best.objective * (1 + 1e-12) + 1e-15
 
 
+@pytest.mark.slow
 def test_time_out_is_never_worse_than_local_or_the_warm_start():
     rng = random.Random(3)
     problem = random_problem(rng, n_nodes=120, n_devices=6, objective="energy_total", missing_link=0.2,
