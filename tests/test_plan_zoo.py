@@ -58,6 +58,7 @@ def test_mincut_equals_ilp_on_zoo_models(model, capture_zoo):
             assert split.objective_value >= ilp.objective_value * (1 - 1e-9)
 
 
+@pytest.mark.slow
 def test_slow_mobile_offloads_vgg16_over_wifi(capture_zoo):
     """With a Raspberry-Pi-class mobile (48 GFLOP/s), the best VGG16 plan over Wi-Fi uses the cloud
     and beats both baselines; with the Jetson TX2 GPU, local wins (the input alone takes 0.26 s to send)."""

@@ -162,7 +162,7 @@ def test_cpu_clock_needs_one_thread():
 
 
 # ------------------------------------------------------------------ isolation
-@pytest.mark.parametrize("granularity", ["module", "block"])
+@pytest.mark.parametrize("granularity", ["module", pytest.param("block", marks=pytest.mark.slow)])
 def test_each_node_program_reproduces_the_node_output_from_its_recorded_inputs(granularity):
     captured = _captured(granularity)
     values = record_values(captured)
@@ -210,6 +210,7 @@ def test_timing_an_in_place_node_does_not_disturb_the_model():
 
 
 # ------------------------------------------------------------------ profiles
+@pytest.mark.slow
 def test_profile_structure_is_deterministic_and_times_are_positive():
     graph = _captured().graph
     first = _profile()
@@ -236,6 +237,7 @@ def test_block_granularity_profiles_one_entry_per_block():
     assert {n.op for n in profile.nodes.values()} >= {"basicblock"}
 
 
+@pytest.mark.slow
 def test_host_description_and_measured_roofline():
     host = describe_host(1)
     assert host.threads == 1 and host.torch_version == torch.__version__ and host.logical_cpus >= 1
@@ -262,6 +264,7 @@ def test_profile_json_round_trips(tmp_path):
         assert key in data
 
 
+@pytest.mark.slow
 def test_profile_is_reused_only_for_the_same_nodes():
     profile = _profile()
     graph = _captured().graph
