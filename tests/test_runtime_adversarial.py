@@ -41,6 +41,8 @@ from tiercut.runtime.protocol import (
 )
 from tiercut.runtime.route import Route, Step
 
+pytestmark = pytest.mark.slow  # one worker process for the module, attacked by every test
+
 TOKEN = "adversarial-token"
 MIB = 1 << 20
 BOUNDS = {
