@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import time
 import warnings
@@ -127,6 +128,32 @@ def run(problem: Any, plan: Any, users: int, servers: int, duration: float, rate
     }
 
 
+def paired_cpu(problem: Any, plan: Any, loops: dict[str, Any], repeats: int = 4) -> dict[str, Any]:
+    """CPU seconds of a 200-user, 20-server, 300 s scenario on each loop, runs interleaved (ABBA...).
+
+    Interleaving and process CPU time make the ratio robust to other work on
+    the machine, which the large scenario's wall time is not.
+    """
+    from tiercut.sim import Simulation
+
+    cpu: dict[str, list[float]] = {name: [] for name in loops}
+    events = 0
+    names = list(loops)
+    for rep in range(repeats):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            sim_users, config = scenario(problem, plan, 200, 20, 300.0, 1.0, 0)
+            start = time.process_time()
+            result = Simulation(sim_users, config, event_loop=loops[name]).run()
+            cpu[name].append(time.process_time() - start)
+            events = result.events
+    medians = {name: statistics.median(v) for name, v in cpu.items()}
+    out: dict[str, Any] = {"users": 200, "servers": 20, "duration_s": 300.0, "events": events, "cpu_s": cpu,
+                           "median_cpu_s": medians, "events_per_cpu_s": {n: events / m for n, m in medians.items()}}
+    if "simpy-public-api" in medians:
+        out["simpy_over_tiercut_cpu_ratio"] = medians["simpy-public-api"] / medians["tiercut"]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
@@ -151,7 +178,9 @@ def main() -> int:
             "large_wall_met": big["wall_s"] < TARGET_WALL_S,
         }
     own = results["tiercut"]
+    paired = paired_cpu(problem, plan, loops)
     payload = {
+        "paired_cpu": paired,
         "template": {
             "model": "alexnet",
             "client": "client1 of migration-12 (1.1 GHz)",
@@ -191,6 +220,10 @@ def main() -> int:
                   f"{row['queries']:9,d} {row['mean_latency_s'] * 1e3:8.1f} {row['p95_latency_s'] * 1e3:8.1f}")
         print(f"{name:17} targets: >= {TARGET_EVENTS_PER_S:,} events/s: {r['events_per_s_met']}; "
               f"large scenario < {TARGET_WALL_S:.0f} s: {r['large_wall_met']}")
+    if "simpy_over_tiercut_cpu_ratio" in paired:
+        print(f"paired CPU (200 users, 20 servers, 300 s, {paired['events']:,} events, interleaved): "
+              + ", ".join(f"{n} {s:.2f} s" for n, s in paired["median_cpu_s"].items())
+              + f"; SimPy/tiercut {paired['simpy_over_tiercut_cpu_ratio']:.2f}")
     if "same_outcome" in payload:
         print(f"same simulated outcome on both loops: {payload['same_outcome']}; "
               f"SimPy/tiercut wall ratio: {payload['simpy_over_tiercut_wall_ratio']['large']:.2f} (large)")
