@@ -12,7 +12,7 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.trace import QueryRecord
-from tiercut.upload.types import UploadMetrics
+from tiercut.upload.types import UploadMetrics, done_by, starts_before
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +139,8 @@ class SimResult:
         queries = self.user_queries(user)
         if len(queries) < n:
             raise TiercutError(f"user {user!r} completed {len(queries)} queries, fewer than n={n}; simulate longer")
-        done = sum(1 for q in queries if q.end_s <= end)
-        during = [q.latency_s for q in queries if q.start_s < end] or [queries[0].latency_s]
+        done = sum(1 for q in queries if done_by(q.end_s, end))
+        during = [q.latency_s for q in queries if starts_before(q.start_s, end)] or [queries[0].latency_s]
         return UploadMetrics(
             queries_done_by_upload_end=done,
             time_for_n_queries_s=queries[n - 1].end_s - join,

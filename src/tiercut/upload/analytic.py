@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from tiercut.cost import evaluate
 from tiercut.errors import TiercutError
 from tiercut.problem import Constraints, Objective, Problem
-from tiercut.upload.types import Partition, Stage, UploadMetrics, UploadPlan
+from tiercut.upload.types import Partition, Stage, UploadMetrics, UploadPlan, done_by, starts_before
 
 #: relative tolerance of :func:`check_upload_plan`.
 CHECK_RTOL = 1e-9
@@ -293,9 +293,9 @@ def metrics_of(from_s: Sequence[float], latency_s: Sequence[float], upload_end_s
     during = 0.0
     count = 0
     for q in slots:
-        if q.end_s <= upload_end_s:
+        if done_by(q.end_s, upload_end_s):
             done += 1
-        if q.start_s < upload_end_s:
+        if starts_before(q.start_s, upload_end_s):
             during += q.latency_s
             count += 1
     return UploadMetrics(

@@ -136,6 +136,22 @@ class Stage:
             raise TiercutError(f"{what} holds a value of the wrong type") from None
 
 
+# Times that agree to this relative precision are one instant: the analytic model and
+# the simulator sum the same durations in different orders, so a query that ends exactly
+# when the upload ends must count the same in both.
+TIME_TIE_REL = 1e-9
+
+
+def done_by(end_s: float, deadline_s: float) -> bool:
+    """Whether an event at ``end_s`` happens no later than ``deadline_s`` (up to rounding)."""
+    return end_s <= deadline_s + TIME_TIE_REL * max(1.0, abs(deadline_s))
+
+
+def starts_before(start_s: float, deadline_s: float) -> bool:
+    """Whether an event at ``start_s`` happens strictly before ``deadline_s`` (up to rounding)."""
+    return not done_by(deadline_s, start_s)
+
+
 @dataclass(frozen=True)
 class UploadMetrics:
     """The IONN model's figures: queries issued back to back from t = 0.
