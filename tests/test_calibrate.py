@@ -100,6 +100,7 @@ def test_calibration_on_a_base_entry_keeps_its_peaks_and_powers_and_refits_one_p
         calibrate_from_profile(profile, "x", base=tx2, precision="int8")
 
 
+@pytest.mark.slow
 def test_devices_calibrate_writes_an_entry_an_environment_file_uses(tmp_path, capsys):
     profile_path = tmp_path / "board.json"
     _profile("resnet18", TRUE, 2.0).save(profile_path)

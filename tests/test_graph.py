@@ -64,6 +64,7 @@ def test_op_kinds_follow_the_contract(capture_zoo):
 
 
 @pytest.mark.parametrize("name", fast_first(["resnet18", "googlenet", "densenet121", "mobilenet_v2", "inception_v3", "vit_b_16"]))
+@pytest.mark.slow
 def test_block_granularity_collapses_blocks_and_keeps_totals(name, capture_zoo):
     fine = capture_zoo(name).graph
     cap = capture_zoo(name, "block")
@@ -92,6 +93,7 @@ def test_block_names_of_known_architectures(capture_zoo):
     assert block.out_bytes == 64 * 56 * 56 * 4
 
 
+@pytest.mark.slow
 def test_json_round_trip(capture_zoo):
     graph = capture_zoo("googlenet").graph
     text = json.dumps(graph.to_dict())

@@ -48,6 +48,7 @@ def test_a_full_profile_makes_the_host_column_measured_and_devices_predicted():
     assert all(table.seconds[n]["cloud"] <= table.seconds[n]["edge"] for n in names)
 
 
+@pytest.mark.slow
 def test_without_context_the_host_column_is_the_raw_medians():
     graph = _captured().graph
     table = compute_table(graph, {"client": None}, profile=_profile(), in_context=False)

@@ -73,7 +73,8 @@ def _run_remote(split, built, inputs):
     return split.output_spec.build(values)
 
 
-@pytest.mark.parametrize("period", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("period", [1, 2, 3])
+@pytest.mark.slow
 def test_aten_programs_reproduce_the_model_bit_for_bit_with_shape_glue_crossing(period):
     captured = _capture(ShapeGlue(), (2, 3, 6, 6))
     split, _, built = _programs(captured, _alternating(captured, period))

@@ -143,6 +143,7 @@ def placements(draw, names):
 
 
 @pytest.mark.parametrize("name", fast_first(DAG_MODELS))
+@pytest.mark.slow
 def test_random_placements_on_dag_models_reproduce_the_model(name, capture_zoo):
     cap = capture_zoo(name, "module", SMALL)
     expected = expected_output(cap)
@@ -180,6 +181,7 @@ def test_every_zoo_model_splits_at_module_granularity(name, capture_zoo):
 
 
 @pytest.mark.parametrize("name", fast_first(BLOCK_MODELS))
+@pytest.mark.slow
 def test_zoo_models_split_at_block_granularity(name, capture_zoo):
     cap = capture_zoo(name, "block")
     expected = expected_output(cap)
@@ -199,6 +201,7 @@ def test_zoo_models_split_at_block_granularity(name, capture_zoo):
             assert [n.target for n in ran] == [n.target for n in cap.graph_module.graph.nodes if n.name in set(owned)]
 
 
+@pytest.mark.slow
 def test_one_device_gives_one_partition_holding_everything(capture_zoo):
     cap = capture_zoo("resnet18", "module", SMALL)
     split = split_by_placement(cap, dict.fromkeys(cap.graph.names, "edge"))
@@ -211,6 +214,7 @@ def test_one_device_gives_one_partition_holding_everything(capture_zoo):
     assert_same(split.run(*cap.example_inputs), expected_output(cap))
 
 
+@pytest.mark.slow
 def test_a_chain_cut_once_gives_two_partitions_at_every_cut(capture_zoo):
     cap = capture_zoo("alexnet")
     graph = cap.graph
