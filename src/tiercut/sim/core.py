@@ -10,9 +10,9 @@ scenarios on both loops (same events, same simulated outcome; figures, CPU
 and machine load in ``benchmarks/results/simulator.json``). Measured on this
 project's 2-core machine: the public-API SimPy loop takes about 1.3x the CPU
 time of this loop (interleaved runs of a 200-user scenario, 261,910 events:
-1.65 s against 1.25 s, load average 14), and took 2.0x its wall time on the
-1,000-user x 100-server x 10-minute scenario (56.7 s against 27.8 s, load
-average 8); this loop also uses about 30 % less CPU than the former
+1.80 s against 1.35 s, load average 12-16), and 1.46x its CPU time on the
+1,000-user x 100-server x 10-minute scenario (26.0 s against 17.9 s; 2.0x
+the wall time, 56.7 s against 27.8 s, in a run at load average 8); this loop also uses about 30 % less CPU than the former
 engine on SimPy's private queue, which made about 250,000 events/s on a
 quiet machine. The issue's floors (250,000 events/s, the large scenario
 under 15 s) leave no room for SimPy's per-event overhead. The decision, by
