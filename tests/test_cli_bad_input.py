@@ -228,7 +228,7 @@ def outputs(tmp_path: Path) -> dict[str, Path]:
 def _output_commands(path: Path) -> list[list[str]]:
     return [
         ["profile", UNTOUCHABLE, "--out", str(path)],
-        ["deploy", "k8s", "--env", "three-tier", "--output", str(path)],
+        ["deploy", "k8s", "--env", "three-tier", "--out", str(path)],
         ["run", UNTOUCHABLE, "--plot", str(path)],
         ["upload", UNTOUCHABLE, "--plot", str(path)],
         ["report", "no-such-result.json", "--out", str(path)],

@@ -27,7 +27,7 @@ from tiercut.profile import (
     repeat_until_stable,
 )
 from tiercut.profile.host import HostInfo, describe_host, measure_host
-from tiercut.profile.measure import node_programs, record_values, thread_count, timer_for
+from tiercut.profile.measure import node_programs, record_fx_values, thread_count, timer_for
 
 SMALL = (1, 3, 64, 64)
 
@@ -165,7 +165,7 @@ def test_cpu_clock_needs_one_thread():
 @pytest.mark.parametrize("granularity", ["module", pytest.param("block", marks=pytest.mark.slow)])
 def test_each_node_program_reproduces_the_node_output_from_its_recorded_inputs(granularity):
     captured = _captured(granularity)
-    values = record_values(captured)
+    values = record_fx_values(captured)
     programs = node_programs(captured)
     assert set(programs) == {n.name for n in captured.graph.nodes if not n.is_input}
     with torch.no_grad():
@@ -357,7 +357,7 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
     out = tmp_path / "tiny.json"
     result = CliRunner().invoke(
         _app(),
-        ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--repeats", "3", "--threads", "1",
+        ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--repeats", "3", "--torch-threads", "1",
          "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
@@ -368,7 +368,7 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--repeats", "0"], ["--threads", "0"], ["--granularity", "layer"], ["--clock", "cpu", "--threads", "2"],
+    [["--repeats", "0"], ["--torch-threads", "0"], ["--granularity", "layer"], ["--clock", "cpu", "--torch-threads", "2"],
      ["--out", "/dev/null"]],
 )
 def test_profile_command_rejects_bad_options_in_one_line(args):

@@ -26,10 +26,11 @@ import torch
 
 from runtime_programs import bundle_of, hand_program, node, ref
 from tiercut.runtime.artifact import sha256_hex
-from tiercut.runtime.codec import encode_chunks
+from tiercut.runtime.codec import decode_frame, encode_chunks, encode_frame
 from tiercut.runtime.processes import spawn_worker
 from tiercut.runtime.protocol import (
     METHOD_EXECUTE,
+    METHOD_RUN,
     METHOD_STATUS,
     METHOD_UPLOAD,
     ConfirmationResult,
@@ -80,7 +81,8 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
     torch.set_num_threads(1)
-    args = [item for pair in BOUNDS.items() for item in (pair[0], str(pair[1]))] + ["--threads", "1", "--torch-threads", "1"]
+    args = [item for pair in BOUNDS.items() for item in (pair[0], str(pair[1]))]
+    args += ["--concurrent-partitions", "1", "--torch-threads", "1"]
     process = spawn_worker("edge", token=TOKEN, extra_args=args, log_path=tmp_path_factory.mktemp("worker") / "edge.log")
     try:
         state = _run(_setup(process.address))
@@ -212,11 +214,11 @@ def test_forged_programs_are_refused_naming_why_and_nothing_of_them_is_stored(wo
 def test_a_program_whose_id_is_not_its_content_is_refused(worker):
     from dataclasses import replace
 
-    from tiercut.runtime.artifact import Program, tensor_digest
+    from tiercut.runtime.artifact import PartitionProgram, tensor_digest
 
     other = torch.zeros(64)
     manifest = replace(VICTIM_PROGRAM.manifest, weights={"w": tensor_digest(other)})  # the victim's id, other weights
-    bundle = bundle_of("forged-id", Program(manifest, VICTIM_PROGRAM.data), {tensor_digest(other): other})
+    bundle = bundle_of("forged-id", PartitionProgram(manifest, VICTIM_PROGRAM.data), {tensor_digest(other): other})
     cr = _run(_upload(worker["address"], bundle))
     assert not cr.ok and cr.code == "invalid" and "does not hash to its id" in cr.reason
     named = replace(VICTIM, partition_id="victim@" + "0" * 64)  # a name claiming content it does not have
@@ -434,6 +436,43 @@ def test_status_without_the_token_is_refused(worker):
             await channel.close()
 
     assert _run(scenario()) == "UNAUTHENTICATED"
+
+
+# ----------------------------------------------------------------- the one-message query path
+async def _run_call(address: str, message: bytes, metadata: tuple) -> tuple[str, object]:
+    import grpc
+
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        return "OK", await channel.unary_unary(METHOD_RUN)(message, metadata=metadata, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name, exc.details()
+    finally:
+        await channel.close()
+
+
+def test_the_one_message_path_checks_what_execute_checks(worker):
+    program_id = VICTIM_PROGRAM.manifest.program_id
+    good = encode_frame(_meta(_route(program_id)), {"x": X})
+    flipped = bytearray(good)
+    flipped[-7] ^= 0x40  # a byte of the tensor
+    route = _route(program_id)
+    long_route = Route(tuple(Step(i, "edge", program_id, ("x",), ("x",)) for i in range(5000)), ("x",), "end")
+    attacks = {
+        "no token": (good, (), "UNAUTHENTICATED"),
+        "a damaged tensor": (bytes(flipped), _metadata(), "DATA_LOSS"),
+        "an empty message": (b"", _metadata(), "DATA_LOSS"),
+        "a value off its declared spec": (encode_frame(_meta(route), {"x": X.double()}), _metadata(), "INVALID_ARGUMENT"),
+        "a route beyond its bounds": (encode_frame(_meta(long_route), {"x": X}), _metadata(), "INVALID_ARGUMENT"),
+    }
+    for attack, (message, metadata, expected) in attacks.items():
+        code, _ = _run(_run_call(worker["address"], message, metadata))
+        assert code == expected, attack
+    code, reply = _run(_run_call(worker["address"], good, _metadata()))
+    assert code == "OK"
+    REPLIES.append(reply)
+    assert torch.equal(decode_frame(reply).values["y"], X * VICTIM_W)
+    _assert_alive(worker)
 
 
 # ----------------------------------------------------------------- after everything

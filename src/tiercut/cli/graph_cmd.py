@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tiercut.errors import TiercutError
-from tiercut.graph import GRANULARITIES, LayerGraph, extract_graph, parse_shape
+from tiercut.cli.options import QuietOpt, progress_for
+from tiercut.graph import LayerGraph, parse_shape
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -59,12 +59,15 @@ def graph(
         str, typer.Option(help="module: one node per leaf module or function call; block: one per residual/inception block")
     ] = "module",
     as_json: Annotated[bool, typer.Option("--json", help="print the LayerGraph JSON instead of a table")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
-    if granularity not in GRANULARITIES:
-        raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
+    from tiercut.pipeline import graph as graph_step
+    from tiercut.pipeline.model import check_granularity
+
+    check_granularity(granularity)
     shape = parse_shape(input_shape) if input_shape is not None else None
-    layer_graph = extract_graph(model, shape, granularity=granularity)
+    layer_graph = graph_step(model, input_shape=shape, granularity=granularity, progress=progress_for(quiet))
     if as_json:
         typer.echo(json.dumps(layer_graph.to_dict(), indent=1))
     else:

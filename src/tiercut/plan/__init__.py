@@ -24,3 +24,8 @@ __all__ = [
     "make_plan",
     "plan",
 ]
+
+# `tiercut.plan(...)` is the front-door step of this stage (tiercut/_front_door.py)
+from tiercut._front_door import make_callable
+
+make_callable(__name__)

@@ -12,7 +12,9 @@ from tiercut.errors import TiercutError
 from tiercut.plan.base import DEFAULT_PLANNER, Planner
 from tiercut.plan.baselines import AllOnPlanner, LocalPlanner
 from tiercut.plan.brute_force import BruteForcePlanner
+from tiercut.plan.ddnn import DDNNPlanner
 from tiercut.plan.dp import DynamicProgrammingPlanner
+from tiercut.plan.edgent import EdgentPlanner
 from tiercut.plan.ga import GAPlanner
 from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
@@ -38,6 +40,8 @@ PLANNERS: dict[str, type[Planner]] = {
     "ga": GAPlanner,
     "sa": SAPlanner,
     "best-response": BestResponsePlanner,
+    "edgent": EdgentPlanner,
+    "ddnn": DDNNPlanner,
 }
 
 

@@ -18,8 +18,9 @@ quiet machine. The issue's floors (250,000 events/s, the large scenario
 under 15 s) leave no room for SimPy's per-event overhead. The decision, by
 measurement: own the core openly (a binary heap of ``(time, sequence,
 callback, args)`` entries plus one-shot :class:`Event` objects that
-generator processes yield, as in SimPy; about 150 typed lines) and drop the
-``simpy`` dependency. The model above it still reads like the
+generator processes yield, as in SimPy; about 150 typed lines); the simulator
+does not use SimPy (``tiercut.exits.simulate``, a small FIFO model, does, through
+its public API). The model above it still reads like the
 system it simulates: users, uploads and bandwidth traces are generator
 processes that ``yield env.timeout(...)`` and ``yield resource.event(...)``.
 

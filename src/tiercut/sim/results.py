@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import finite_or_null
 from tiercut.trace import QueryRecord
 from tiercut.upload.types import UploadMetrics, done_by, starts_before
 
@@ -195,17 +196,7 @@ class SimResult:
         }
         if include_queries:
             data["query_trace"] = [q.to_dict() for q in self.queries]
-        return _finite(data)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        return finite_or_null(data)
 
 
 __all__ = ["ArrivalRecord", "QueryRecord", "ResourceSummary", "SimResult", "UserSummary"]

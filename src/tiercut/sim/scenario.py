@@ -312,9 +312,10 @@ def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tup
     )
     key = (model, tuple(user.input_shape or ()), user.granularity)
     if key not in graphs:
-        from tiercut.graph import extract_graph
+        from tiercut.pipeline.model import graph as graph_step  # the pipeline's one way from a model spec to a graph
 
-        graphs[key] = extract_graph(model, tuple(user.input_shape) if user.input_shape else None, granularity=user.granularity)
+        shape = tuple(user.input_shape) if user.input_shape else None
+        graphs[key] = graph_step(model, input_shape=shape, granularity=user.granularity)
     compute = None
     if user.compute_table is not None:
         data = _read_json(scenario.path(user.compute_table), f"compute table of user {user.name!r}")
