@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 
 RULES = ("entropy", "max_softmax")
 
@@ -100,6 +101,7 @@ class ExitMeasurements:
         }
 
     @classmethod
+    @json_contract("exit measurements", hint="re-create them with 'tiercut exits add'")
     def from_dict(cls, data: Mapping[str, Any]) -> ExitMeasurements:
         try:
             return cls(

@@ -35,6 +35,7 @@ from tiercut.exits.confidence import ExitMeasurements, check_rule, route
 from tiercut.exits.types import ExitBranch, ExitModel, check_exits
 from tiercut.graph.types import LayerGraph
 from tiercut.problem import Constraints, Problem
+from tiercut.serialization import json_contract
 
 METRIC_FIELDS = ("latency_s", "energy_source_j", "energy_total_j", "cost")
 
@@ -113,6 +114,7 @@ class ExitProblem:
         }
 
     @classmethod
+    @json_contract("exit problem", hint="plan it with --exits FILE")
     def from_dict(cls, data: Mapping[str, Any]) -> ExitProblem:
         block = data.get("exits")
         if not isinstance(block, Mapping):
@@ -346,6 +348,7 @@ class ExitPlan:
         }
 
     @classmethod
+    @json_contract("exit plan", hint="pass the 'plan' object of 'tiercut plan --exits FILE --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> ExitPlan:
         try:
             return cls(

@@ -20,6 +20,7 @@ from typing import Any
 from tiercut.errors import TiercutError
 from tiercut.exits.confidence import ExitMeasurements, Routing, check_rule, route
 from tiercut.graph.types import LayerGraph
+from tiercut.serialization import json_contract
 
 SCHEMA_VERSION = 1
 KIND = "tiercut-exits"
@@ -53,6 +54,7 @@ class ExitBranch:
                 "accuracy": self.accuracy}
 
     @classmethod
+    @json_contract("exit", hint="re-create it with 'tiercut exits add'")
     def from_dict(cls, data: Mapping[str, Any]) -> ExitBranch:
         try:
             return cls(str(data["name"]), str(data["after"]), tuple(str(n) for n in data.get("nodes", ())),
@@ -156,6 +158,7 @@ class ExitModel:
         }
 
     @classmethod
+    @json_contract("exits file", hint="re-create it with 'tiercut exits add'")
     def from_dict(cls, data: Mapping[str, Any]) -> ExitModel:
         if not isinstance(data, Mapping) or data.get("kind") != KIND:
             raise TiercutError("this is not an exits file (no \"kind\": \"tiercut-exits\"); write one with 'tiercut exits add'")
