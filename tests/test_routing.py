@@ -223,6 +223,7 @@ def test_simulator_routes_the_hops_and_reproduces_the_cost_model():
 
 @settings(max_examples=80, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 8), n_devices=st.integers(2, 5))
+@pytest.mark.slow
 def test_vectorised_and_linear_forms_equal_the_scalar_model_with_routes_and_shared_weights(rng, n_nodes, n_devices):
     from tiercut.cost import linear_form, linear_value
     from tiercut.plan.synthetic import random_problem

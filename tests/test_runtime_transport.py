@@ -10,9 +10,9 @@ from torch import nn
 
 from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
+from tiercut.profile.measure import record_fx_values as record_values
 from tiercut.runtime.artifact import PartitionBundle, build_program, sha256_hex
 from tiercut.runtime.codec import encode_frame
-from tiercut.runtime.migration import record_values
 from tiercut.runtime.protocol import (
     METHOD_RUN,
     REPLY_NEEDS_EXECUTE_TEXT,

@@ -19,6 +19,7 @@ import typer
 from tiercut.cli.checks import check_finite, check_output_path
 from tiercut.cli.options import JsonOpt, OutJsonOpt, QuietOpt, alias, emit_json, progress_for
 from tiercut.errors import TiercutError
+from tiercut.plan.base import DEFAULT_PLANNER
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 
 
@@ -255,7 +256,7 @@ AggregateOpt = Annotated[str, typer.Option("--aggregate", help="with --users: us
 def plan(
     model: ModelArg = None,
     env: EnvOpt = "three-tier",
-    algorithm: Annotated[str, typer.Option("--algorithm", help="planner name (see --list)")] = "ilp",
+    algorithm: Annotated[str, typer.Option("--algorithm", help="planner name (see --list)")] = DEFAULT_PLANNER,
     objective: ObjectiveOpt = "latency",
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,

@@ -20,6 +20,7 @@ from tiercut.cli.options import (
 )
 from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, GranularityOpt, ProfileOpt, ShapeOpt, SourceOpt
 from tiercut.errors import TiercutError
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
 
 def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float]] | None, path: Path) -> None:
@@ -53,7 +54,7 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
 def run(
     model: Annotated[str, typer.Argument(help="zoo name (alexnet, resnet18, ...) or package.module:factory")],
     env: EnvOpt = "three-tier",
-    upload_algorithm: UploadAlgorithmOpt = "recursive-efficiency",
+    upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
     old_upload: OldUploadOpt = None,
     queries: Annotated[int, typer.Option("--queries", help="queries the client issues")] = 20,
     workers: Annotated[
@@ -66,7 +67,7 @@ def run(
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
     algorithm: Annotated[
         str, typer.Option("--algorithm", help="partition planner choosing the server partition P1 (tiercut plan --list)")
-    ] = "mincut",
+    ] = DEFAULT_OFFLOADING_PLANNER,
     old_offloading: OldOffloadingOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
@@ -119,9 +120,9 @@ def run(
     from tiercut.runtime.worker import parse_peers
 
     upload_algorithm = alias(
-        upload_algorithm, old_upload, new="--upload-algorithm", old="--upload", default="recursive-efficiency"
+        upload_algorithm, old_upload, new="--upload-algorithm", old="--upload", default=DEFAULT_UPLOAD_PLANNER
     )
-    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default="mincut")
+    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default=DEFAULT_OFFLOADING_PLANNER)
     parse_algorithms(algorithm)
     # every option is checked before any model work
     check_finite("--bandwidth-scale", bandwidth_scale, positive=True)

@@ -30,6 +30,7 @@ from tiercut.cli.plan_cmd import (
     build_cli_problem,
 )
 from tiercut.errors import TiercutError
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
 
 def _mb(nbytes: float) -> str:
@@ -92,11 +93,11 @@ def upload(
         str | None, typer.Argument(help="zoo name (alexnet, vgg16, ...), package.module:factory, or a .onnx file")
     ] = None,
     env: EnvOpt = "three-tier",
-    upload_algorithm: UploadAlgorithmOpt = "recursive-efficiency",
+    upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the partition plan's)")] = None,
     algorithm: Annotated[
         str, typer.Option("--algorithm", help="partition planner choosing the server partition P1 (tiercut plan --list)")
-    ] = "mincut",
+    ] = DEFAULT_OFFLOADING_PLANNER,
     old_offloading: OldOffloadingOpt = None,
     n_queries: Annotated[
         int | None, typer.Option("--n-queries", help="n of 'time for n queries' (default: queries issued during a direct upload)")
@@ -123,11 +124,11 @@ def upload(
     if list_planners:
         _list_upload_planners()
         return
-    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default="mincut")
+    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default=DEFAULT_OFFLOADING_PLANNER)
     if algorithm in UPLOAD_PLANNERS:  # the old meaning of upload --algorithm (the names are disjoint)
         upload_algorithm = alias(
             upload_algorithm, algorithm, new=f"--upload-algorithm {algorithm}", old=f"--algorithm {algorithm}",
-            default="recursive-efficiency",
+            default=DEFAULT_UPLOAD_PLANNER,
         )
         algorithm = "mincut"
     parse_algorithms(algorithm)

@@ -67,6 +67,7 @@ from tiercut.sim.model import (
     SimUser,
     TraceArrivals,
 )
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 from tiercut.upload.types import UserUploadPlan
 
 SCHEMA_VERSION = 1
@@ -103,8 +104,8 @@ class ArrivalSpec(_Strict):
 
 
 class UploadSpec(_Strict):
-    algorithm: str = "recursive-efficiency"
-    offloading: str = "mincut"
+    algorithm: str = DEFAULT_UPLOAD_PLANNER
+    offloading: str = DEFAULT_OFFLOADING_PLANNER
     mode: Literal["per-user", "joint"] = "per-user"
     settings: dict[str, Any] = Field(default_factory=dict)
     offloading_settings: dict[str, Any] = Field(default_factory=dict)
