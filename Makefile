@@ -36,7 +36,7 @@ test: $(STAMP) chromium
 # hypothesis runs and whole-zoo sweeps are marked slow and run in `make test` only.
 check: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks tools
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks tools

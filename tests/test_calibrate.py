@@ -127,6 +127,7 @@ def test_devices_calibrate_writes_an_entry_an_environment_file_uses(tmp_path, ca
     assert set(json.loads(capsys.readouterr().out)) == {"board", "board2"}
 
 
+@pytest.mark.slow
 def test_calibrate_errors_are_one_line(tmp_path, capsys):
     profile_path = tmp_path / "board.json"
     _profile("resnet18", TRUE).save(profile_path)

@@ -152,6 +152,7 @@ def test_completion_of_an_unknown_shell_is_a_user_error(capsys):
     assert "shell 'tcsh' is not supported" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_shell_gets_completions():
     """What the bash script asks tiercut: the commands starting with 'pl', then compare's flags (no hidden ones)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "_TIERCUT_COMPLETE": "complete_bash"}

@@ -63,6 +63,7 @@ def test_plan_users_table_shows_each_user(lab, capsys):
     assert "greedy placement of 2 users" in out and re.search(r"ann\s.*phone", out) and re.search(r"bo\s.*tablet", out)
 
 
+@pytest.mark.slow
 def test_compare_users_runs_the_multi_user_planners(lab, capsys):
     args = ["compare", MODEL, "--users", str(lab["users"]), "--env", str(lab["env"])]
     assert main([*args, "--json"]) == 0

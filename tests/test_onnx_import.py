@@ -111,6 +111,7 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 # --------------------------------------------------------------------------- zoo models exported from torch
 @pytest.mark.parametrize("name", fast_first(ZOO_EXPORTS))
+@pytest.mark.slow
 def test_exported_zoo_model_has_the_torch_paths_totals(name, zoo_onnx):
     path, captured = zoo_onnx(name)
     torch_graph = captured.graph

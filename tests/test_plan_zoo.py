@@ -40,6 +40,7 @@ def zoo_problem(graph, preset: str, objective: str, roofline: dict | None = None
 
 
 @pytest.mark.parametrize("model", fast_first(sorted(ZOO)))
+@pytest.mark.slow
 def test_mincut_equals_ilp_on_zoo_models(model, capture_zoo):
     graph = capture_zoo(model).graph
     for preset in TWO_DEVICE_PRESETS:

@@ -230,6 +230,7 @@ def test_profile_structure_is_deterministic_and_times_are_positive():
     assert first.input_shapes == (SMALL,)
 
 
+@pytest.mark.slow
 def test_block_granularity_profiles_one_entry_per_block():
     profile = _profile("block")
     graph = _captured("block").graph
@@ -353,6 +354,7 @@ def _app():
     return app
 
 
+@pytest.mark.slow
 def test_profile_command_writes_a_loadable_profile(tmp_path):
     out = tmp_path / "tiny.json"
     result = CliRunner().invoke(

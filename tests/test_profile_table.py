@@ -56,6 +56,7 @@ def test_without_context_the_host_column_is_the_raw_medians():
     assert all(v == 0 for v in table.context_s["client"].values())
 
 
+@pytest.mark.slow
 def test_nodes_the_profile_lacks_are_predicted():
     graph = _captured().graph
     partial = _partial(_profile(), 10)
@@ -73,6 +74,7 @@ def test_without_a_profile_everything_is_predicted_on_the_predictor_host():
     assert table.total_s("pi") > table.total_s("client")  # a Pi 4 is slower than a server core
 
 
+@pytest.mark.slow
 def test_another_input_size_does_not_reuse_the_profile():
     graph = capture_model("resnet18", (1, 3, 32, 32)).graph
     table = compute_table(graph, {"client": None}, profile=_profile())
@@ -117,6 +119,7 @@ def test_bad_device_mappings_are_one_line_errors(devices):
         compute_table(_captured().graph, {"client": None}, profile=_profile()).total_s("nowhere")
 
 
+@pytest.mark.slow
 def test_blocks_can_be_predicted_as_the_sum_of_their_layers():
     predictor = load_default_predictor()
     blocks = capture_model("resnet18", SMALL, granularity="block").graph

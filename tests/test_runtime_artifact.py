@@ -113,6 +113,7 @@ def test_onnx_programs_run_in_onnxruntime_close_to_torch():
     assert all(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
 
 
+@pytest.mark.slow
 def test_programs_check_what_they_receive():
     captured = _capture(ShapeGlue(), (2, 3, 6, 6))
     _, values, built = _programs(captured, _alternating(captured, 1))

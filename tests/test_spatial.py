@@ -121,6 +121,7 @@ def test_regions_cover_every_input_a_tile_depends_on(case):
 
 @given(window_stacks(), st.integers(0, 2**16))
 @settings(max_examples=40, **SETTINGS)
+@pytest.mark.slow
 def test_stitched_tiles_equal_the_whole_stack(case, seed):
     height, width, layers, rows, cols, channels = case
     torch.manual_seed(seed)
@@ -159,6 +160,7 @@ def _vgg16_stack(layers: int):
         ("resnet18 to layer2", _resnet18_stack, 6, (45, 37), [(2, 3), (6, 5)]),
     ],
 )
+@pytest.mark.slow
 def test_real_conv_stacks_stitch_exactly(name, builder, depth, hw, grids):
     model = builder(depth)
     x = torch.randn(1, 3, *hw)

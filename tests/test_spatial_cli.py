@@ -31,6 +31,7 @@ def cluster(tmp_path: Path) -> list[str]:
     return ["--env", str(tmp_path / "cluster.yaml"), "--compute-table", str(tmp_path / "times.json")]
 
 
+@pytest.mark.slow
 def test_spatial_auto_plans_tiles_and_the_json_recomputes(cluster, capsys):
     assert main(["plan", *MODEL, *cluster, "--spatial", "auto", "--max-tiles", "3", "--set", "time_limit_s=30", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

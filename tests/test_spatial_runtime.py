@@ -46,6 +46,7 @@ async def _start(device: str, **settings) -> tuple[Worker, str]:
         (4, lambda h, w: strip_tiles(h, w, [1.0, 1.0, 1.0, 1.0])),
     ],
 )
+@pytest.mark.slow
 def test_tiles_on_two_to_four_workers_equal_the_whole_stack(n_workers, regions):
     body, x, stack = conv_stack()
     devices = [f"edge{i}" for i in range(n_workers)]
