@@ -10,7 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_finite
+from tiercut.cli.model_opts import (
+    MODEL_HELP,
+    AllowCodeOpt,
+    GranularityOpt,
+    InputOpt,
+    LeafModuleOpt,
+    NoCacheOpt,
+    OpenModuleOpt,
+    ShapeOpt,
+    model_request,
+)
 from tiercut.errors import TiercutError
+from tiercut.graph.model_spec import ModelRequest
 from tiercut.problem import Constraints, Objective, Plan, Problem
 
 
@@ -60,13 +72,11 @@ def _load_compute_table(path: Path) -> dict[str, dict[str, float]]:
 
 
 def build_cli_problem(
-    model: str,
+    model: ModelRequest,
     env: str,
     *,
     objective: str,
     source: str | None,
-    input_shape: str | None,
-    granularity: str,
     profile: Path | None,
     compute_table: Path | None,
     latency_budget: float | None,
@@ -80,11 +90,9 @@ def build_cli_problem(
 ) -> Problem:
     """The problem the CLI options describe (shared by plan and compare)."""
     from tiercut.env import load_environment
-    from tiercut.graph import GRANULARITIES, extract_graph, parse_shape
+    from tiercut.graph import graph_of
     from tiercut.problem import build_problem, load_profile_file
 
-    if granularity not in GRANULARITIES:
-        raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
     for option, value in (
         ("--latency-budget", latency_budget),
         ("--energy-budget", energy_budget),
@@ -92,9 +100,8 @@ def build_cli_problem(
         ("--cost-budget", cost_budget),
     ):
         check_finite(option, value)  # the range is the constraints' to check
-    shape = parse_shape(input_shape) if input_shape is not None else None
     environment = load_environment(env)
-    graph = extract_graph(model, shape, granularity=granularity)
+    graph = graph_of(model)
     src = source or environment.default_source()
     pinned = _parse_pins(pins)
     if private_layers < 0:
@@ -121,8 +128,8 @@ def build_cli_problem(
         from tiercut.runtime.profiling import WorkersFile, measure_on_workers
 
         compute_s, provenance = measure_on_workers(
-            model, graph, environment, WorkersFile.load(measure_on), source=src,
-            input_shape=parse_shape(input_shape) if input_shape else None, local_profile=local,
+            model.spec, graph, environment, WorkersFile.load(measure_on), source=src,
+            input_shape=_single_input_shape(model), local_profile=local,
         )
     return build_problem(
         graph,
@@ -134,6 +141,15 @@ def build_cli_problem(
         profile=local,
         compute_provenance=provenance,
     )
+
+
+def _single_input_shape(model: ModelRequest) -> tuple[int, ...] | None:
+    """The one float32 input shape workers measure at (their Profile request carries one shape)."""
+    if model.inputs is None:
+        return None
+    if len(model.inputs) != 1 or model.inputs[0].dtype != "float32" or model.inputs[0].name is not None:
+        raise TiercutError("--measure-on takes one float32 input (--input-shape); workers measure single-input models")
+    return model.inputs[0].shape
 
 
 def placement_segments(problem: Problem, plan: Plan) -> list[tuple[str, str, str, int]]:
@@ -229,17 +245,13 @@ def _list_planners() -> None:
 
 
 # ---------------------------------------------------------------- commands
-ModelArg = Annotated[
-    str | None, typer.Argument(help="zoo name (vgg16, resnet50, ...), package.module:factory, or a .onnx file")
-]
+ModelArg = Annotated[str | None, typer.Argument(help=MODEL_HELP)]
 EnvOpt = Annotated[str, typer.Option("--env", help="environment preset (tiercut env list) or YAML/JSON file")]
 ObjectiveOpt = Annotated[
     str,
     typer.Option(help="latency | energy_source | energy_total | cost | weighted:latency=1,energy_source=0.1"),
 ]
 SourceOpt = Annotated[str | None, typer.Option(help="source device (default: the environment's first user's device)")]
-ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="input shape, e.g. 1,3,224,224")]
-GranularityOpt = Annotated[str, typer.Option(help="module (one node per layer) or block")]
 ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node profile file of this host (tiercut profile)")]
 ComputeOpt = Annotated[
     Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
@@ -264,7 +276,12 @@ def plan(
     objective: ObjectiveOpt = "latency",
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: GranularityOpt = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     measure_on: MeasureOnOpt = None,
@@ -291,9 +308,13 @@ def plan(
         raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), or --list")
     settings = dict(_parse_setting(s) for s in setting or [])
     planner = get_planner(algorithm, **settings)
+    request = model_request(
+        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
+        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+    )
     problem = build_cli_problem(
-        model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
-        profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+        request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
+        latency_budget=latency_budget, energy_budget=energy_budget,
         energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
         memory=memory, measure_on=measure_on,
     )
@@ -317,12 +338,17 @@ def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str,
 
 
 def compare(
-    model: Annotated[str, typer.Argument(help="zoo name (vgg16, resnet50, ...), package.module:factory, or a .onnx file")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     env: EnvOpt = "three-tier",
     objective: ObjectiveOpt = "latency",
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: GranularityOpt = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     measure_on: MeasureOnOpt = None,
@@ -350,9 +376,13 @@ def compare(
         for name in names:
             if name not in PLANNERS:
                 raise TiercutError(f"planner {name!r} is not known; use one of {', '.join(PLANNERS)}")
+    request = model_request(
+        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
+        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+    )
     problem = build_cli_problem(
-        model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
-        profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+        request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
+        latency_budget=latency_budget, energy_budget=energy_budget,
         energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
         memory=memory, measure_on=measure_on,
     )

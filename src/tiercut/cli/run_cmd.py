@@ -10,7 +10,18 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_finite, check_plot_path, write_output
-from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, GranularityOpt, ProfileOpt, ShapeOpt, SourceOpt, build_cli_problem
+from tiercut.cli.model_opts import (
+    MODEL_HELP,
+    AllowCodeOpt,
+    GranularityOpt,
+    InputOpt,
+    LeafModuleOpt,
+    NoCacheOpt,
+    OpenModuleOpt,
+    ShapeOpt,
+    model_request,
+)
+from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, ProfileOpt, SourceOpt, build_cli_problem
 from tiercut.errors import TiercutError
 
 
@@ -67,7 +78,7 @@ def _simulated(problem: Any, plan: dict[str, Any], queries: int) -> list[tuple[f
 
 
 def run(
-    model: Annotated[str, typer.Argument(help="zoo name (alexnet, resnet18, ...) or package.module:factory")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     env: EnvOpt = "three-tier",
     upload: Annotated[str, typer.Option("--upload", help="upload planner (tiercut upload --list)")] = "recursive-efficiency",
     queries: Annotated[int, typer.Option("--queries", help="queries the client issues")] = 20,
@@ -82,7 +93,12 @@ def run(
     offloading: Annotated[str, typer.Option(help="partition planner choosing the server partition P1")] = "mincut",
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: GranularityOpt = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     rate: Annotated[float | None, typer.Option("--rate", help="queries per second (default: back to back)")] = None,
@@ -123,7 +139,8 @@ def run(
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
     from tiercut.env import load_environment
-    from tiercut.graph import capture_model, parse_shape
+    from tiercut.graph import capture_request
+    from tiercut.graph.model_spec import has_torch_model
     from tiercut.runtime.artifact import ARTIFACT_FORMATS
     from tiercut.runtime.client import RunSettings
     from tiercut.runtime.migration import prepare_migration
@@ -146,7 +163,14 @@ def run(
     torch_device = resolve_torch_device(torch_device)
     if torch_device != "cpu" and workers is not None:
         raise TiercutError("--torch-device applies to the local workers; start remote ones with 'tiercut serve --torch-device'")
-    shape = parse_shape(input_shape) if input_shape is not None else None
+    request = model_request(
+        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
+        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+    )
+    if not has_torch_model(model):
+        raise TiercutError(
+            f"run executes the model itself; {model} holds only its graph (pass the zoo name or the factory it came from)"
+        )
     if plot is not None:
         check_plot_path(plot)
     addresses = parse_peers(workers) if workers is not None else None
@@ -176,12 +200,10 @@ def run(
         from tiercut.upload import get_upload_planner
 
         problem = build_cli_problem(
-            model,
+            request,
             env,
             objective="latency",
             source=source,
-            input_shape=input_shape,
-            granularity=granularity,
             profile=profile,
             compute_table=compute_table,
             latency_budget=None,
@@ -195,7 +217,7 @@ def run(
         planned = get_upload_planner(upload, server=server, offloading=offloading).solve(problem)
         problem = problem.restricted_to([problem.source, planned.server])
         plan = planned.to_dict()
-    captured = capture_model(model, shape, granularity=granularity)
+    captured = capture_request(request)
     plan_source = source or plan.get("source") or environment.default_source()
     log = (lambda line: typer.echo(line, err=True)) if not as_json else None
     migration = prepare_migration(
