@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -71,11 +72,41 @@ def _load_compute_table(path: Path) -> dict[str, dict[str, float]]:
         raise TiercutError(f"compute table {path} holds a non-number; every entry must be seconds") from None
 
 
+DEFAULT_ENV = "three-tier"
+
+
+def _foreign_problem(
+    model: ModelRequest, data: Any, *, objective: str | None, source: str | None, constraints: Constraints | None,
+) -> Problem:
+    """A problem JSON given as the model, planned as it is (its devices, links, times); options may override
+    its objective and constraints, never its source."""
+    from tiercut.problem import Problem as ProblemClass
+
+    problem_data = data.get("problem", data)
+    try:
+        problem = ProblemClass.from_dict(problem_data)
+    except TiercutError as exc:
+        raise TiercutError(f"problem {model.spec}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TiercutError(
+            f"problem {model.spec} lacks a field or holds a wrong type ({exc}); pass 'tiercut plan --json' output"
+        ) from None
+    if source is not None and source != problem.source:
+        raise TiercutError(
+            f"problem {model.spec} has source {problem.source!r}; drop --source or pass --env to re-plan its graph"
+        )
+    if objective is not None:
+        problem = dataclasses.replace(problem, objective=Objective.parse(objective))
+    if constraints is not None:
+        problem = dataclasses.replace(problem, constraints=constraints)
+    return problem
+
+
 def build_cli_problem(
     model: ModelRequest,
-    env: str,
+    env: str | None,
     *,
-    objective: str,
+    objective: str | None,
     source: str | None,
     profile: Path | None,
     compute_table: Path | None,
@@ -88,9 +119,14 @@ def build_cli_problem(
     memory: bool,
     measure_on: Path | None = None,
 ) -> Problem:
-    """The problem the CLI options describe (shared by plan and compare)."""
+    """The problem the CLI options describe (shared by plan and compare).
+
+    A problem JSON as the model is planned as it is when no ``env`` is given
+    (``objective`` and the constraint options, when given, replace its own);
+    with ``env``, its graph is planned in that environment like a graph JSON.
+    """
     from tiercut.env import load_environment
-    from tiercut.graph import graph_of
+    from tiercut.graph import graph_of, is_graph_json_path, is_problem_data, read_model_json
     from tiercut.problem import build_problem, load_profile_file
 
     for option, value in (
@@ -100,7 +136,22 @@ def build_cli_problem(
         ("--cost-budget", cost_budget),
     ):
         check_finite(option, value)  # the range is the constraints' to check
-    environment = load_environment(env)
+    if is_graph_json_path(model.spec) and env is None:
+        data = read_model_json(model.spec)
+        if is_problem_data(data):
+            for option, given in (("--profile", profile), ("--compute-table", compute_table), ("--measure-on", measure_on)):
+                if given is not None:
+                    raise TiercutError(f"problem {model.spec} holds its own compute times; drop {option} or pass --env")
+            given_constraints = any(v is not None for v in (latency_budget, energy_budget, energy_total_budget, cost_budget))
+            constraints = None
+            if given_constraints or pins or private_layers or not memory:
+                constraints = Constraints(memory=memory, latency_budget_s=latency_budget, energy_source_budget_j=energy_budget,
+                                          energy_total_budget_j=energy_total_budget, cost_budget=cost_budget,
+                                          pinned=_parse_pins(pins))
+            if private_layers:
+                raise TiercutError(f"--private-layers applies to a model's layers; pin nodes of problem {model.spec} with --pin")
+            return _foreign_problem(model, data, objective=objective, source=source, constraints=constraints)
+    environment = load_environment(env or DEFAULT_ENV)
     graph = graph_of(model)
     src = source or environment.default_source()
     pinned = _parse_pins(pins)
@@ -135,7 +186,7 @@ def build_cli_problem(
         graph,
         environment,
         source=src,
-        objective=Objective.parse(objective),
+        objective=Objective.parse(objective or "latency"),
         constraints=constraints,
         compute_s=compute_s,
         profile=local,
@@ -246,10 +297,15 @@ def _list_planners() -> None:
 
 # ---------------------------------------------------------------- commands
 ModelArg = Annotated[str | None, typer.Argument(help=MODEL_HELP)]
-EnvOpt = Annotated[str, typer.Option("--env", help="environment preset (tiercut env list) or YAML/JSON file")]
+EnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env", help="environment preset (tiercut env list) or YAML/JSON file (default three-tier; a problem JSON has its own)"
+    ),
+]
 ObjectiveOpt = Annotated[
-    str,
-    typer.Option(help="latency | energy_source | energy_total | cost | weighted:latency=1,energy_source=0.1"),
+    str | None,
+    typer.Option(help="latency (default) | energy_source | energy_total | cost | weighted:latency=1,energy_source=0.1"),
 ]
 SourceOpt = Annotated[str | None, typer.Option(help="source device (default: the environment's first user's device)")]
 ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node profile file of this host (tiercut profile)")]
@@ -271,9 +327,9 @@ MemoryOpt = Annotated[bool, typer.Option("--memory/--no-memory", help="enforce t
 
 def plan(
     model: ModelArg = None,
-    env: EnvOpt = "three-tier",
+    env: EnvOpt = None,
     algorithm: Annotated[str, typer.Option(help="planner name (see --list)")] = "ilp",
-    objective: ObjectiveOpt = "latency",
+    objective: ObjectiveOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
     inputs: InputOpt = None,
@@ -339,8 +395,8 @@ def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str,
 
 def compare(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
-    env: EnvOpt = "three-tier",
-    objective: ObjectiveOpt = "latency",
+    env: EnvOpt = None,
+    objective: ObjectiveOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
     inputs: InputOpt = None,

@@ -148,6 +148,7 @@ def run(
     from tiercut.runtime.session import LocalCluster, run_migration
     from tiercut.runtime.worker import is_loopback, parse_address, parse_peers
 
+    env = env or "three-tier"
     # every option is checked before any model work
     if artifact_format not in ARTIFACT_FORMATS:
         raise TiercutError(f"--artifact-format {artifact_format!r} is not known; use {' or '.join(ARTIFACT_FORMATS)}")

@@ -89,7 +89,7 @@ def _print_upload(problem: Any, plan: Any, others: dict[str, Any]) -> None:
 
 def upload(
     model: Annotated[str | None, typer.Argument(help=MODEL_HELP)] = None,
-    env: EnvOpt = "three-tier",
+    env: EnvOpt = None,
     algorithm: Annotated[str, typer.Option(help="upload planner (see --list)")] = "recursive-efficiency",
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
     offloading: Annotated[str, typer.Option(help="partition planner choosing the server partition P1")] = "mincut",

@@ -63,9 +63,15 @@ def _load(
     model: Any, input_shape: tuple[int, ...] | None, inputs: Sequence[InputSpec | str] | None, allow_code: bool, seed: int
 ) -> LoadedModel:
     if is_onnx_path(model):
-        raise TiercutError(f"{model} is an ONNX file; it has a layer graph (extract_graph) but no torch fx graph")
+        raise TiercutError(
+            f"{model} is an ONNX file: it has a layer graph but no torch model; this needs the torch model "
+            "(its zoo name or factory)"
+        )
     if is_graph_json_path(model):
-        raise TiercutError(f"{model} is a layer graph JSON; it has a layer graph but no torch model to run")
+        raise TiercutError(
+            f"{model} is a layer graph or problem JSON: it has a layer graph but no model to run; this command "
+            "needs the real model (the zoo name or factory it came from)"
+        )
     if input_shape is not None and inputs:
         raise TiercutError("give the inputs once: input specs or an input shape, not both")
     if input_shape is not None:
@@ -94,13 +100,30 @@ def graph_of(request: ModelRequest) -> LayerGraph:
     return cached_graph(request, lambda: capture_request(dataclasses.replace(request, use_cache=False)).graph)
 
 
-def read_graph_json(path: str | Path) -> LayerGraph:
-    """A layer graph JSON file (``tiercut graph --json``), read as data."""
+def is_problem_data(data: Any) -> bool:
+    """Whether parsed JSON is a problem (``tiercut plan --json`` output or its ``problem`` object)."""
+    if isinstance(data, dict) and isinstance(data.get("problem"), dict):
+        data = data["problem"]
+    return isinstance(data, dict) and "compute_s" in data and "devices" in data and "nodes" in data
+
+
+def read_model_json(path: str | Path) -> Any:
+    """A JSON file given as a model, parsed as data (a layer graph or a problem)."""
     from tiercut.datafiles import read_json_file
 
-    data = read_json_file(path, "layer graph")
+    return read_json_file(path, "model JSON (layer graph or problem)")
+
+
+def read_graph_json(path: str | Path, data: Any = None) -> LayerGraph:
+    """A layer graph JSON file (``tiercut graph --json``), or the graph of a problem JSON, read as data."""
+    if data is None:
+        data = read_model_json(path)
     if isinstance(data, dict) and isinstance(data.get("graph"), dict):
         data = data["graph"]
+    if is_problem_data(data):
+        problem = data.get("problem", data)
+        data = {"schema_version": SCHEMA_VERSION, **{k: problem.get(k) for k in ("model", "granularity", "nodes", "params")}}
+        data = {k: v for k, v in data.items() if v is not None}
     if not isinstance(data, dict):
         raise TiercutError(f"layer graph {path} is not a JSON object; pass the output of 'tiercut graph MODEL --json'")
     try:
@@ -160,9 +183,11 @@ __all__ = [
     "is_factory_spec",
     "is_graph_json_path",
     "is_onnx_path",
+    "is_problem_data",
     "load_model",
     "parse_inputs",
     "parse_shape",
     "read_graph_json",
+    "read_model_json",
     "split_by_placement",
 ]
