@@ -20,7 +20,7 @@ from tiercut.cli.model_opts import (
     model_request,
 )
 from tiercut.errors import TiercutError
-from tiercut.graph import capture_request
+from tiercut.graph import capture_request, is_onnx_path
 
 
 def _ms(seconds: float) -> str:
@@ -76,7 +76,20 @@ def profile(
     import torch
 
     timer_for(clock or ("cuda" if torch_device.startswith("cuda") else "wall"), threads or torch.get_num_threads(), torch_device)
-    captured = capture_request(request)
+    onnx_model = None
+    if is_onnx_path(model):  # profiled in onnxruntime, node by node
+        from tiercut.graph.onnx_run import load_onnx_model
+
+        if clock not in (None, "wall") or torch_device != "cpu" or granularity != "module":
+            raise TiercutError("an ONNX model is profiled in onnxruntime on the CPU, wall clock, module granularity")
+        shapes = request.inputs or ()
+        if len(shapes) > 1:
+            raise TiercutError("an ONNX model takes --input-shape for its first input; its other inputs keep their shapes")
+        onnx_model = load_onnx_model(model, shapes[0].shape if shapes else None)
+        label = onnx_model.graph.model
+    else:
+        captured = capture_request(request)
+        label = captured.graph.model
 
     console = Console(stderr=True)
     with Progress(
@@ -87,14 +100,19 @@ def profile(
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("profile", total=None, label=captured.graph.model)
+        task = bar.add_task("profile", total=None, label=label)
 
         def progress(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, label=label)
 
-        result = measure_profile(
-            captured, repeats=repeats, threads=threads, progress=progress, clock=clock, torch_device=torch_device
-        )
+        if onnx_model is not None:
+            from tiercut.profile.onnx_measure import measure_onnx_profile
+
+            result = measure_onnx_profile(onnx_model, repeats=repeats, threads=threads, progress=progress)
+        else:
+            result = measure_profile(
+                captured, repeats=repeats, threads=threads, progress=progress, clock=clock, torch_device=torch_device
+            )
     write_text_output(out, "--out", json.dumps(result.to_dict(), indent=1))
 
     table = Table(title=f"{result.model}: slowest nodes ({len(result.nodes)} timed, {result.granularity} granularity)")
