@@ -94,7 +94,12 @@ def graph_of(request: ModelRequest) -> LayerGraph:
     """The layer graph a :class:`ModelRequest` names: a torch model (through the graph cache), an ONNX file or a JSON."""
     from tiercut.graph.cache import cached_graph
 
-    if is_onnx_path(request.spec) or is_graph_json_path(request.spec):
+    if is_onnx_path(request.spec):
+        specs = request.inputs or ()
+        if len(specs) > 1 or any(s.name is not None for s in specs):
+            raise TiercutError(f"{request.spec} takes one --input-shape for its first input; its other inputs keep theirs")
+        return extract_graph(request.spec, specs[0].shape if specs else None, granularity=request.granularity)
+    if is_graph_json_path(request.spec):
         return extract_graph(request.spec, granularity=request.granularity, inputs=request.inputs)
     check_code_allowed(request.spec, request.allow_code)  # also when the graph is cached: same rule, same answer
     return cached_graph(request, lambda: capture_request(dataclasses.replace(request, use_cache=False)).graph)
