@@ -20,7 +20,7 @@ The figures have a ``role``:
 
 For contrast each figure also gets the previous device model's prediction
 (the roofline transfer of the shipped predictor's host times with vendor
-peaks, :func:`tiercut.profile.transfer_seconds`), which ignored achieved
+peaks, :func:`tiercut.profile.roofline_scaled_seconds`), which ignored achieved
 efficiency and precision.
 
 Writes benchmarks/results/device_transfer.json and device_transfer.png.
@@ -122,13 +122,13 @@ def predict_s(figure: Figure) -> float:
 
 def previous_model_s(figure: Figure) -> float:
     """The previous device model: the shipped predictor's host times moved by roofline to the FP32 peaks."""
-    from tiercut.profile import load_default_predictor, transfer_seconds
+    from tiercut.profile import load_default_predictor, roofline_scaled_seconds
 
     predictor = load_default_predictor()
     graph = graph_of(figure.model, figure.input)
     feats = features_of(figure)
     host_s = predictor.predict_many(feats) + predictor.context(graph.granularity).weights(feats)
-    return float(transfer_seconds(host_s, feats, predictor.host, spec_for(figure)).sum())
+    return float(roofline_scaled_seconds(host_s, feats, predictor.host, spec_for(figure)).sum())
 
 
 def fit_catalog(figures: list[Figure]) -> list[dict[str, Any]]:

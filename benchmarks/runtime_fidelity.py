@@ -111,8 +111,8 @@ def transport(quick: bool) -> dict[str, Any]:
 
     from tiercut.graph import capture_model
     from tiercut.graph.split import split_by_placement
+    from tiercut.profile.measure import record_fx_values
     from tiercut.runtime.artifact import PartitionBundle, build_program, sha256_hex
-    from tiercut.runtime.migration import record_values
     from tiercut.runtime.protocol import Connection
     from tiercut.runtime.route import HopRecord, Route, Step
     from tiercut.runtime.session import LocalCluster
@@ -121,7 +121,7 @@ def transport(quick: bool) -> dict[str, Any]:
     captured = capture_model(nn.Sequential(nn.ReLU()).eval(), shape)
     nodes = [n.name for n in captured.graph.nodes]
     split = split_by_placement(captured, {n: ("end" if n == nodes[0] else "edge") for n in nodes})
-    values = record_values(captured)
+    values = record_fx_values(captured)
     remote = next(p for p in split.partitions if p.device == "edge")
     program = build_program(remote, {n: values[n] for n in remote.input_names})
     route = Route(
@@ -229,8 +229,8 @@ def formats(quick: bool, models: list[str]) -> dict[str, Any]:
 
     from tiercut.graph import capture_model
     from tiercut.graph.split import split_by_placement
+    from tiercut.profile.measure import record_fx_values
     from tiercut.runtime.artifact import build_program, load_program
-    from tiercut.runtime.migration import record_values
 
     rows = []
     for model in models:
@@ -239,7 +239,7 @@ def formats(quick: bool, models: list[str]) -> dict[str, Any]:
         k = len(nodes) // 3
         placement = {n: ("a" if i < k or i >= 2 * k else "b") for i, n in enumerate(nodes)}
         split = split_by_placement(captured, placement)
-        values = record_values(captured)
+        values = record_fx_values(captured)
         row: dict[str, Any] = {"model": model, "partitions": len(split.partitions)}
         for fmt in ("aten-json", "onnx"):
             total_s, build_s, deviation = 0.0, 0.0, 0.0

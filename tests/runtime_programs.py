@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from tiercut.runtime.artifact import PartitionBundle, Program, ProgramManifest, TensorSpec, make_program, tensor_digest
+from tiercut.runtime.artifact import PartitionBundle, PartitionProgram, ProgramManifest, TensorSpec, make_program, tensor_digest
 
 
 def ref(name: str) -> dict[str, str]:
@@ -25,7 +25,7 @@ def hand_program(
     weights: Mapping[str, torch.Tensor],
     outputs: Sequence[str],
     output_specs: Sequence[tuple[tuple[int, ...], torch.dtype]],
-) -> tuple[Program, dict[str, torch.Tensor]]:
+) -> tuple[PartitionProgram, dict[str, torch.Tensor]]:
     """An aten-json program with a consistent manifest (its content id included), and its weights by digest.
 
     ``inputs`` are example tensors (their specs are declared), ``weights``
@@ -56,7 +56,7 @@ def hand_program(
     return make_program(manifest, data), {digests[name]: t for name, t in weights.items()}
 
 
-def bundle_of(label: str, program: Program, weights: Mapping[str, torch.Tensor]) -> PartitionBundle:
+def bundle_of(label: str, program: PartitionProgram, weights: Mapping[str, torch.Tensor]) -> PartitionBundle:
     """A bundle carrying one program and its weights, named ``label@<content digest>``."""
     return PartitionBundle("", (label,), dict(weights), (program,)).named(label)
 

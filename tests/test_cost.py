@@ -178,7 +178,7 @@ def test_problem_and_plan_json_round_trip_recomputes():
         assert ev.metric(metric) == pytest.approx(plan_again.metric(metric), rel=REL)
     with pytest.raises(TiercutError, match="schema_version"):
         Problem.from_dict({**data["problem"], "schema_version": 99})
-    with pytest.raises(TiercutError, match="no 'compute_s'"):
+    with pytest.raises(TiercutError, match="lacks the field 'compute_s'"):
         Problem.from_dict({k: v for k, v in data["problem"].items() if k != "compute_s"})
 
 

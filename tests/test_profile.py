@@ -27,7 +27,7 @@ from tiercut.profile import (
     repeat_until_stable,
 )
 from tiercut.profile.host import HostInfo, describe_host, measure_host
-from tiercut.profile.measure import node_programs, record_values, thread_count, timer_for
+from tiercut.profile.measure import node_programs, record_fx_values, thread_count, timer_for
 
 SMALL = (1, 3, 64, 64)
 
@@ -165,7 +165,7 @@ def test_cpu_clock_needs_one_thread():
 @pytest.mark.parametrize("granularity", ["module", "block"])
 def test_each_node_program_reproduces_the_node_output_from_its_recorded_inputs(granularity):
     captured = _captured(granularity)
-    values = record_values(captured)
+    values = record_fx_values(captured)
     programs = node_programs(captured)
     assert set(programs) == {n.name for n in captured.graph.nodes if not n.is_input}
     with torch.no_grad():

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiercut.errors import TiercutError
-from tiercut.profile import DeviceSpec, NodeFeatures, bound_kinds, get_device_spec, load_catalog, transfer_seconds
+from tiercut.profile import DeviceSpec, NodeFeatures, bound_kinds, get_device_spec, load_catalog, roofline_scaled_seconds
 from tiercut.profile.catalog import NUMERIC_FIELDS, load_catalog_file, parse_catalog
 from tiercut.profile.host import HostInfo
 
@@ -116,7 +116,7 @@ def test_a_device_known_only_by_ghz_scales_every_node_by_the_same_factor():
     edge = DeviceSpec.from_cpu_ghz("edge", 10.0, power_compute_w=65.0, power_idle_w=10.0, reference=HOST)
     factor = HOST.aggregate_ghz / 10.0  # 5 GHz host / 10 GHz edge
     host_s = np.array([0.01, 0.002, 1e-6])
-    moved = transfer_seconds(host_s, [CONV, RELU, SIZE], HOST, edge)
+    moved = roofline_scaled_seconds(host_s, [CONV, RELU, SIZE], HOST, edge)
     assert moved == pytest.approx(host_s * factor)
     assert edge.sources["peak_flops"].startswith("seed-paper GHz model")
     with pytest.raises(TiercutError) as exc:
@@ -134,7 +134,7 @@ def test_compute_bound_nodes_scale_with_flops_and_memory_bound_with_bandwidth():
     t4 = get_device_spec("nvidia_t4")
     assert bound_kinds([CONV, RELU], HOST) == ["compute", "memory"]
     host_s = np.array([0.02, 0.001])
-    moved = transfer_seconds(host_s, [CONV, RELU], HOST, t4)
+    moved = roofline_scaled_seconds(host_s, [CONV, RELU], HOST, t4)
     work = host_s - HOST.dispatch_overhead_s
     assert moved[0] == pytest.approx(t4.dispatch_overhead_s + work[0] * HOST.peak_flops / t4.peak_flops)
     assert moved[1] == pytest.approx(
@@ -151,7 +151,7 @@ def test_a_node_can_change_bound_between_devices():
 
 def test_a_node_without_counted_work_keeps_its_overhead_part():
     pi = get_device_spec("raspberry_pi_4")
-    moved = transfer_seconds([2e-6, 1e-6], [SIZE, SIZE], HOST, pi)  # host overhead is 2 us
+    moved = roofline_scaled_seconds([2e-6, 1e-6], [SIZE, SIZE], HOST, pi)  # host overhead is 2 us
     assert moved == pytest.approx([pi.dispatch_overhead_s, pi.dispatch_overhead_s / 2])
 
 
@@ -162,20 +162,20 @@ def test_a_node_without_counted_work_keeps_its_overhead_part():
 )
 def test_transfer_is_identity_on_the_same_device_and_monotone_in_speed(seconds, speedup):
     feats = [CONV, RELU, SIZE]
-    same = transfer_seconds(seconds, feats, HOST, HOST)
+    same = roofline_scaled_seconds(seconds, feats, HOST, HOST)
     assert same == pytest.approx(seconds)
     faster = DeviceSpec(
         "faster", "cpu", HOST.peak_flops * speedup, HOST.memory_bandwidth_bps * speedup, 1.0, 0.5,
         dispatch_overhead_s=HOST.dispatch_overhead_s,
     )
-    assert np.all(transfer_seconds(seconds, feats, HOST, faster) <= np.asarray(seconds) + 1e-15)
+    assert np.all(roofline_scaled_seconds(seconds, feats, HOST, faster) <= np.asarray(seconds) + 1e-15)
 
 
 def test_transfer_errors_are_one_line():
     no_roofline = HostInfo.from_dict({**HOST.to_dict(), "gemm_flops": 0.0, "conv_flops": 0.0})
     for call in (
-        lambda: transfer_seconds([1e-3], [CONV], no_roofline, get_device_spec("nvidia_t4")),
-        lambda: transfer_seconds([1e-3, 2e-3], [CONV], HOST, get_device_spec("nvidia_t4")),
+        lambda: roofline_scaled_seconds([1e-3], [CONV], no_roofline, get_device_spec("nvidia_t4")),
+        lambda: roofline_scaled_seconds([1e-3, 2e-3], [CONV], HOST, get_device_spec("nvidia_t4")),
     ):
         with pytest.raises(TiercutError) as exc:
             call()

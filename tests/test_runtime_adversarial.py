@@ -210,11 +210,11 @@ def test_forged_programs_are_refused_naming_why_and_nothing_of_them_is_stored(wo
 def test_a_program_whose_id_is_not_its_content_is_refused(worker):
     from dataclasses import replace
 
-    from tiercut.runtime.artifact import Program, tensor_digest
+    from tiercut.runtime.artifact import PartitionProgram, tensor_digest
 
     other = torch.zeros(64)
     manifest = replace(VICTIM_PROGRAM.manifest, weights={"w": tensor_digest(other)})  # the victim's id, other weights
-    bundle = bundle_of("forged-id", Program(manifest, VICTIM_PROGRAM.data), {tensor_digest(other): other})
+    bundle = bundle_of("forged-id", PartitionProgram(manifest, VICTIM_PROGRAM.data), {tensor_digest(other): other})
     cr = _run(_upload(worker["address"], bundle))
     assert not cr.ok and cr.code == "invalid" and "does not hash to its id" in cr.reason
     named = replace(VICTIM, partition_id="victim@" + "0" * 64)  # a name claiming content it does not have

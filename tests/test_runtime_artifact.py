@@ -12,11 +12,12 @@ from torch import nn
 from tiercut.errors import TiercutError
 from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
+from tiercut.profile.measure import record_fx_values
 from tiercut.runtime.artifact import (
     ONNX_STORE_LOCATION,
     ArtifactError,
     PartitionBundle,
-    Program,
+    PartitionProgram,
     build_program,
     check_operator,
     load_program,
@@ -24,7 +25,6 @@ from tiercut.runtime.artifact import (
     program_id,
     tensor_digest,
 )
-from tiercut.runtime.migration import record_values
 
 
 class ShapeGlue(nn.Module):
@@ -58,7 +58,7 @@ def _alternating(captured, period: int = 1) -> dict[str, str]:
 
 def _programs(captured, placement, fmt="aten-json"):
     split = split_by_placement(captured, placement)
-    values = record_values(captured)
+    values = record_fx_values(captured)
     return split, values, [(p, build_program(p, {n: values[n] for n in p.input_names}, format=fmt)) for p in split.partitions]
 
 
@@ -141,7 +141,7 @@ def _one_program():
     return built[0][1]
 
 
-def _forge(program, mutate) -> Program:
+def _forge(program, mutate) -> PartitionProgram:
     body = json.loads(program.program.data)
     mutate(body)
     return make_program(program.program.manifest, json.dumps(body).encode())
@@ -214,7 +214,7 @@ def test_malformed_programs_are_refused(mutate, message):
 
 def test_tampered_bytes_missing_or_wrong_weights_are_refused():
     program = _one_program()
-    tampered = Program(program.program.manifest, program.program.data.replace(b"aten", b"aTen", 1))
+    tampered = PartitionProgram(program.program.manifest, program.program.data.replace(b"aten", b"aTen", 1))
     with pytest.raises(ArtifactError, match="does not hash"):
         load_program(tampered, program.weights)
     some = next(iter(program.weights))
@@ -229,7 +229,7 @@ def test_onnx_programs_reading_files_or_custom_domains_are_refused():
     _, _, built = _programs(captured, {n.name: "a" for n in captured.graph.nodes}, fmt="onnx")
     program = built[0][1]
 
-    def forged(edit) -> Program:
+    def forged(edit) -> PartitionProgram:
         model = onnx.load_from_string(program.program.data)
         edit(model)
         data = model.SerializeToString()

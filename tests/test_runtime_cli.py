@@ -119,7 +119,7 @@ def _tiny_plan(tmp_path):
         "source": "end",
         "partitions": [{"nodes": server_side, "param_bytes": 0, "upload_s": 1.0, "arrives_s": 1.0}],
         "stages": stages,
-        "metrics": {},
+        "metrics": {"queries_done_by_upload_end": 0, "time_for_n_queries_s": None, "n": 0, "mean_latency_during_upload_s": None},
     }
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({"problem": {}, "upload_plan": plan}))

@@ -69,7 +69,16 @@ def staged_plan(captured, groups: list[list[str]], server: str = "edge", source:
             }
         )
         partitions.append({"nodes": list(group), "param_bytes": 0, "upload_s": 1.0, "arrives_s": float(k)})
-    return {"algorithm": "test-staged", "server": server, "source": source, "partitions": partitions, "stages": stages}
+    metrics = {"queries_done_by_upload_end": 0, "time_for_n_queries_s": None, "n": 0, "mean_latency_during_upload_s": None}
+    return {
+        "schema_version": 1,
+        "algorithm": "test-staged",
+        "server": server,
+        "source": source,
+        "partitions": partitions,
+        "stages": stages,
+        "metrics": metrics,
+    }
 
 
 @functools.cache

@@ -23,10 +23,10 @@ from torch import nn
 from runtime_programs import hand_program, node, ref
 from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
+from tiercut.profile.measure import record_fx_values
 from tiercut.runtime.allowlist import ALLOWED_OPERATORS, ARGUMENT_CONSTRAINTS, ONNX_ALLOWED_OPS
 from tiercut.runtime.artifact import ArtifactError, build_program, load_program
 from tiercut.runtime.interpreter import RunControl, RunStoppedError, check_operator
-from tiercut.runtime.migration import record_values
 
 X = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) / 7
 W = torch.linspace(-1, 1, 12).reshape(3, 4)
@@ -229,7 +229,7 @@ def test_common_layers_export_to_programs_a_worker_accepts_and_that_answer_like_
     captured = capture_model(make().eval(), shape)
     nodes = [n.name for n in captured.graph.nodes]
     split = split_by_placement(captured, {n: ("a" if i % 2 else "b") for i, n in enumerate(nodes)})
-    values = record_values(captured)
+    values = record_fx_values(captured)
     x = torch.randn(*shape)
     got = split.input_spec.bind((x,))
     for partition in split.partitions:

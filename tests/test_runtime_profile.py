@@ -15,8 +15,8 @@ from tiercut.cli import main
 from tiercut.errors import TiercutError
 from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
+from tiercut.profile.measure import record_fx_values
 from tiercut.runtime.artifact import PartitionBundle, build_program, sha256_hex
-from tiercut.runtime.migration import record_values
 from tiercut.runtime.profiling import ProfileRequest, WorkersFile, pause, request_profile, slowed_timer
 from tiercut.runtime.protocol import Connection, Credentials, RemoteError
 from tiercut.runtime.worker import Worker, WorkerConfig
@@ -125,7 +125,7 @@ def _mlp_bundle():
     names = [n.name for n in captured.graph.nodes]
     owner = {n: ("end" if i < 2 else "edge") for i, n in enumerate(names)}
     split = split_by_placement(captured, owner)
-    values = record_values(captured)
+    values = record_fx_values(captured)
     part = next(p for p in split.partitions if p.device == "edge")
     built = build_program(part, {n: values[n] for n in part.input_names})
     return PartitionBundle("mlp.edge", part.nodes, dict(built.weights), (built.program,)), built.program.manifest.program_id

@@ -11,8 +11,8 @@ from torch import nn
 
 from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
+from tiercut.profile.measure import record_fx_values
 from tiercut.runtime.artifact import ArtifactError, PartitionBundle, build_program, sha256_hex
-from tiercut.runtime.migration import record_values
 from tiercut.runtime.store import INDEX_FILE, MissingWeightsError, PartitionStore, StoreFullError
 
 
@@ -22,7 +22,7 @@ def _two_bundles():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
     captured = capture_model(model, (2, 8))
-    values = record_values(captured)
+    values = record_fx_values(captured)
     names = [n.name for n in captured.graph.nodes]
     first = split_by_placement(captured, {n: ("w" if n in names[1:2] else "c") for n in names})
     both = split_by_placement(captured, {n: ("w" if n in names[1:] else "c") for n in names})

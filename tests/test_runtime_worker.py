@@ -15,9 +15,9 @@ from torch import nn
 from tiercut.errors import TiercutError
 from tiercut.graph import capture_model
 from tiercut.graph.split import split_by_placement
+from tiercut.profile.measure import record_fx_values
 from tiercut.runtime.artifact import PartitionBundle, build_program, sha256_hex
 from tiercut.runtime.links import FaultPlan
-from tiercut.runtime.migration import record_values
 from tiercut.runtime.protocol import Connection, Credentials, RemoteError
 from tiercut.runtime.route import ForwardResult, HopRecord, Route, Step, run_route
 from tiercut.runtime.worker import Worker, WorkerConfig, parse_address, parse_peers
@@ -36,7 +36,7 @@ def _setup(devices: tuple[str, ...] = ("end", "edge", "cloud")):
     for i, name in enumerate(names[2:], 2):
         owner[name] = devices[1] if i < 4 else (devices[2] if i < 5 else devices[0])
     split = split_by_placement(captured, owner)
-    values = record_values(captured)
+    values = record_fx_values(captured)
     steps, bundles = [], {}
     for p in split.partitions:
         program_id = None
@@ -551,7 +551,7 @@ def test_a_query_whose_deadline_passes_stops_at_the_next_step_and_frees_its_thre
 
 def test_onnx_programs_run_only_on_workers_that_allow_them():
     captured, split, _, _ = _setup(("end", "edge", "edge"))
-    values = record_values(captured)
+    values = record_fx_values(captured)
     partition = next(p for p in split.partitions if p.device == "edge")
     built = build_program(partition, {n: values[n] for n in partition.input_names}, format="onnx")
     bundle = PartitionBundle("", partition.nodes, dict(built.weights), (built.program,)).named("mlp-onnx")

@@ -21,6 +21,7 @@ from tiercut.cli import (
     profile_cmd,
     report_cmd,
     run_cmd,
+    schema_cmd,
     serve_cmd,
     simulate_cmd,
     upload_cmd,
@@ -57,6 +58,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("run")(run_cmd.run)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("report")(report_cmd.report)
+app.command("schema")(schema_cmd.schema)
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 
 SCHEMA_VERSION = 1
+#: what every layer-graph error tells the reader to do.
+_HINT = "pass the output of 'tiercut graph --json' of this tiercut"
 
 INPUT_OP = "input"
 
@@ -93,26 +96,24 @@ class Node:
         }
 
     @classmethod
+    @json_contract("graph node", hint=_HINT)
     def from_dict(cls, data: Mapping[str, Any]) -> Node:
-        try:
-            return cls(
-                name=str(data["name"]),
-                op=str(data["op"]),
-                inputs=tuple(str(i) for i in data.get("inputs", ())),
-                flops=int(data.get("flops", 0)),
-                matmul_flops=int(data.get("matmul_flops", 0)),
-                param_bytes=int(data.get("param_bytes", 0)),
-                param_count=int(data.get("param_count", 0)),
-                out_bytes=int(data.get("out_bytes", 0)),
-                out_shape=tuple(int(s) for s in data.get("out_shape", ())),
-                out_dtype=str(data.get("out_dtype", "float32")),
-                is_output=bool(data.get("is_output", False)),
-                members=tuple(str(m) for m in data.get("members", ())),
-                module=str(data.get("module", "")),
-                params=tuple(dict.fromkeys(str(p) for p in data.get("params", ()))),
-            )
-        except KeyError as exc:
-            raise TiercutError(f"graph node {dict(data)!r:.80} lacks the field {exc}; add it") from None
+        return cls(
+            name=str(data["name"]),
+            op=str(data["op"]),
+            inputs=tuple(str(i) for i in data.get("inputs", ())),
+            flops=int(data.get("flops", 0)),
+            matmul_flops=int(data.get("matmul_flops", 0)),
+            param_bytes=int(data.get("param_bytes", 0)),
+            param_count=int(data.get("param_count", 0)),
+            out_bytes=int(data.get("out_bytes", 0)),
+            out_shape=tuple(int(s) for s in data.get("out_shape", ())),
+            out_dtype=str(data.get("out_dtype", "float32")),
+            is_output=bool(data.get("is_output", False)),
+            members=tuple(str(m) for m in data.get("members", ())),
+            module=str(data.get("module", "")),
+            params=tuple(dict.fromkeys(str(p) for p in data.get("params", ()))),
+        )
 
 
 @dataclass(frozen=True)
@@ -292,15 +293,8 @@ class LayerGraph:
         }
 
     @classmethod
+    @json_contract("layer graph", version=SCHEMA_VERSION, hint=_HINT)
     def from_dict(cls, data: Mapping[str, Any]) -> LayerGraph:
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise TiercutError(
-                f"layer graph has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}; "
-                "re-extract the graph with this version"
-            )
-        if "nodes" not in data:
-            raise TiercutError("layer graph JSON has no 'nodes' list; pass the output of 'tiercut graph --json'")
         return cls(
             nodes=tuple(Node.from_dict(n) for n in data["nodes"]),
             model=str(data.get("model", "")),

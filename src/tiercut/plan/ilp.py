@@ -266,68 +266,64 @@ def _better(a: Candidate, b: Candidate) -> bool:
 def build_milp(
     comp: CompiledProblem, objective: LinearForm, budgets: dict[str, tuple[LinearForm, float]], kept: list[int]
 ) -> MILP:
-    """The tight MILP over the devices ``kept`` (module docstring)."""
-    problem = comp.problem
-    n = comp.n_nodes
-    src = comp.source
-    is_input = np.array([node.is_input for node in problem.graph])
+    """The tight MILP over the devices ``kept`` (module docstring): assignment, arrival, budget and memory rows."""
     kept_set = set(kept)
-    allowed = [[d for d in np.flatnonzero(comp.allowed[v]).tolist() if d in kept_set] for v in range(n)]
-    consumers: list[list[int]] = [[] for _ in range(n)]
-    for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
-        consumers[u].append(w)
-    forms = [objective, *(f for f, _ in budgets.values())]
+    layout = _Layout(
+        comp=comp,
+        is_input=np.array([node.is_input for node in comp.problem.graph]),
+        allowed=[[d for d in np.flatnonzero(comp.allowed[v]).tolist() if d in kept_set] for v in range(comp.n_nodes)],
+    )
     model = MILP()
+    _add_assignments(model, layout, objective)
+    _add_transfers(model, layout, objective, [objective, *(f for f, _ in budgets.values())])
+    for form, budget in budgets.values():
+        _add_budget(model, layout, form, budget)
+    if comp.problem.constraints.memory:
+        for d in kept:
+            _add_memory_limit(model, layout, d)
+    return model
 
-    for v in range(n):
-        if is_input[v]:
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the row builders share: the compiled problem, which nodes are graph inputs, each node's kept devices."""
+
+    comp: CompiledProblem
+    is_input: np.ndarray
+    allowed: list[list[int]]
+
+
+def _add_assignments(model: MILP, layout: _Layout, objective: LinearForm) -> None:
+    """``x[v, d]`` for every non-input node and kept allowed device, ``sum_d x[v, d] = 1``; inputs are constants."""
+    src = layout.comp.source
+    for v in range(layout.comp.n_nodes):
+        if layout.is_input[v]:
             model.offset += float(objective.node[v, src])
             continue
-        cols = [model.var(float(objective.node[v, d]), True) for d in allowed[v]]
-        for d, col in zip(allowed[v], cols, strict=True):
+        cols = [model.var(float(objective.node[v, d]), True) for d in layout.allowed[v]]
+        for d, col in zip(layout.allowed[v], cols, strict=True):
             model.x[(v, d)] = col
         model.row(dict.fromkeys(cols, 1.0), 1.0, 1.0)
 
-    def charged(u: int, a: int, d: int) -> bool:
-        return any(float(f.transfer[u, a, d]) > 0.0 for f in forms)
 
-    def reach(a: int, d: int) -> bool:
-        return bool(comp.reachable[a, d])
-
-    for u in range(n):
-        sources = [src] if is_input[u] else allowed[u]
+def _add_transfers(model: MILP, layout: _Layout, objective: LinearForm, forms: list[LinearForm]) -> None:
+    """The ``z`` variables and arrival rows: a tensor needed on a device is there or arrives from some device."""
+    comp = layout.comp
+    consumers: list[list[int]] = [[] for _ in range(comp.n_nodes)]
+    for u, w in zip(comp.edge_src.tolist(), comp.edge_dst.tolist(), strict=True):
+        consumers[u].append(w)
+    for u in range(comp.n_nodes):
         targets: dict[int, list[int]] = {}
         for w in consumers[u]:
-            for d in allowed[w]:
+            for d in layout.allowed[w]:
                 targets.setdefault(d, []).append(w)
         if comp.is_output[u]:
-            targets.setdefault(src, [])
+            targets.setdefault(comp.source, [])
         for d in sorted(targets):
-            need_output = bool(comp.is_output[u]) and d == src
-            arrival: dict[int, float] = {}
-            constant = 0.0
-            if is_input[u]:
-                constant = 1.0 if d == src else 0.0
-            elif (u, d) in model.x:
-                arrival[model.x[(u, d)]] = 1.0
-            for a in sources:
-                if a == d or not reach(a, d):
-                    continue
-                x_col = None if is_input[u] else model.x[(u, a)]
-                if not charged(u, a, d):
-                    if x_col is None:
-                        constant = 1.0  # a free transfer of a graph input
-                    else:
-                        arrival[x_col] = arrival.get(x_col, 0.0) + 1.0
-                    continue
-                z_col = model.var(float(objective.transfer[u, a, d]), False)
-                model.z[(u, a, d)] = z_col
-                arrival[z_col] = 1.0
-                if x_col is not None:
-                    model.row({z_col: 1.0, x_col: -1.0}, -math.inf, 0.0)  # z <= x[u, a]
-            if constant >= 1.0:
+            arrival = _arrival_terms(model, layout, objective, forms, u, d)
+            if arrival is None:
                 continue  # always there
-            if need_output:
+            if comp.is_output[u] and d == comp.source:
                 model.row(arrival, 1.0, math.inf)
             for w in targets[d]:
                 terms = dict(arrival)
@@ -335,52 +331,82 @@ def build_milp(
                 terms[col] = terms.get(col, 0.0) - 1.0
                 model.row(terms, 0.0, math.inf)
 
-    for metric, (form, budget) in budgets.items():
-        norm = max(abs(budget), 1e-300)
-        terms: dict[int, float] = {}
-        fixed = 0.0
-        for v in range(n):
-            if is_input[v]:
-                fixed += float(form.node[v, src])
-        for (v, d), col in model.x.items():
-            terms[col] = terms.get(col, 0.0) + float(form.node[v, d]) / norm
-        for (u, a, d), col in model.z.items():
-            terms[col] = terms.get(col, 0.0) + float(form.transfer[u, a, d]) / norm
-        model.row(terms, -math.inf, (budget - fixed) / norm)
-        del metric
 
-    if problem.constraints.memory:
-        shared_of: dict[int, list[int]] = {}
-        for p, (_, nodes) in enumerate(comp.shared_params):
-            for v in nodes.tolist():
-                shared_of.setdefault(v, []).append(p)
-        for d in kept:
-            limit = problem.devices[d].memory_bytes
-            if limit is None:
-                continue
-            norm = max(float(limit), 1.0)
-            terms = {}
-            fixed = 0.0
-            for v in range(n):
-                private = float(comp.private_param_bytes[v])
-                if is_input[v]:
-                    fixed += private if d == src else 0.0
-                elif private > 0 and (v, d) in model.x:
-                    terms[model.x[(v, d)]] = private / norm
-            for p, (nbytes, nodes) in enumerate(comp.shared_params):
-                users = [int(v) for v in nodes if (int(v), d) in model.x or (is_input[v] and d == src)]
-                if not users or nbytes <= 0:
-                    continue
-                if any(is_input[v] for v in users):
-                    fixed += nbytes
-                    continue
-                m_col = model.var(0.0, False)
-                model.m[(p, d)] = m_col
-                terms[m_col] = nbytes / norm
-                for v in users:
-                    model.row({m_col: 1.0, model.x[(v, d)]: -1.0}, 0.0, math.inf)  # m >= x[v, d]
-            model.row(terms, -math.inf, (float(limit) - fixed) / norm)
-    return model
+def _arrival_terms(
+    model: MILP, layout: _Layout, objective: LinearForm, forms: list[LinearForm], u: int, d: int
+) -> dict[int, float] | None:
+    """The columns whose sum says ``u``'s tensor is on ``d`` (creating the charged transfers' ``z``), or None
+    when it always is (a graph input on the source, or sent there for free)."""
+    comp = layout.comp
+    is_input = bool(layout.is_input[u])
+    sources = [comp.source] if is_input else layout.allowed[u]
+    arrival: dict[int, float] = {}
+    constant = 0.0
+    if is_input:
+        constant = 1.0 if d == comp.source else 0.0
+    elif (u, d) in model.x:
+        arrival[model.x[(u, d)]] = 1.0
+    for a in sources:
+        if a == d or not comp.reachable[a, d]:
+            continue
+        x_col = None if is_input else model.x[(u, a)]
+        if not any(float(f.transfer[u, a, d]) > 0.0 for f in forms):  # charged by no metric: free
+            if x_col is None:
+                constant = 1.0  # a free transfer of a graph input
+            else:
+                arrival[x_col] = arrival.get(x_col, 0.0) + 1.0
+            continue
+        z_col = model.var(float(objective.transfer[u, a, d]), False)
+        model.z[(u, a, d)] = z_col
+        arrival[z_col] = 1.0
+        if x_col is not None:
+            model.row({z_col: 1.0, x_col: -1.0}, -math.inf, 0.0)  # z <= x[u, a]
+    return None if constant >= 1.0 else arrival
+
+
+def _add_budget(model: MILP, layout: _Layout, form: LinearForm, budget: float) -> None:
+    """One metric's budget row over ``x`` and ``z``, normalised by the budget."""
+    src = layout.comp.source
+    norm = max(abs(budget), 1e-300)
+    terms: dict[int, float] = {}
+    fixed = sum(float(form.node[v, src]) for v in range(layout.comp.n_nodes) if layout.is_input[v])
+    for (v, d), col in model.x.items():
+        terms[col] = terms.get(col, 0.0) + float(form.node[v, d]) / norm
+    for (u, a, d), col in model.z.items():
+        terms[col] = terms.get(col, 0.0) + float(form.transfer[u, a, d]) / norm
+    model.row(terms, -math.inf, (budget - fixed) / norm)
+
+
+def _add_memory_limit(model: MILP, layout: _Layout, d: int) -> None:
+    """Device ``d``'s memory row: private parameters by ``x``, a shared parameter once by its ``m[p, d]``."""
+    comp = layout.comp
+    src = comp.source
+    is_input = layout.is_input
+    limit = comp.problem.devices[d].memory_bytes
+    if limit is None:
+        return
+    norm = max(float(limit), 1.0)
+    terms: dict[int, float] = {}
+    fixed = 0.0
+    for v in range(comp.n_nodes):
+        private = float(comp.private_param_bytes[v])
+        if is_input[v]:
+            fixed += private if d == src else 0.0
+        elif private > 0 and (v, d) in model.x:
+            terms[model.x[(v, d)]] = private / norm
+    for p, (nbytes, nodes) in enumerate(comp.shared_params):
+        users = [int(v) for v in nodes if (int(v), d) in model.x or (is_input[v] and d == src)]
+        if not users or nbytes <= 0:
+            continue
+        if any(is_input[v] for v in users):
+            fixed += nbytes
+            continue
+        m_col = model.var(0.0, False)
+        model.m[(p, d)] = m_col
+        terms[m_col] = nbytes / norm
+        for v in users:
+            model.row({m_col: 1.0, model.x[(v, d)]: -1.0}, 0.0, math.inf)  # m >= x[v, d]
+    model.row(terms, -math.inf, (float(limit) - fixed) / norm)
 
 
 def objective_scale(model: MILP, reference: float) -> float:
@@ -578,72 +604,25 @@ class ILPPlanner(Planner):
         return self.solver
 
     def _solve(self, problem: Problem) -> PlacementResult:
+        """Steps: linear forms, device presolve, warm start, MILP, solve (again without the MIP start if the
+        answer fails the cost model's check), then the better of the answer and the warm start."""
         start_time = time.perf_counter()
         comp = compile_problem(problem)
         objective = linear_form(comp, problem.objective)
         budgets = {m: (linear_form(comp, m), b) for m, b in problem.constraints.budgets().items()}
-        forms = [objective, *(f for f, _ in budgets.values())]
-
-        merge = dominated_devices(comp, forms) if self.reduce_devices else {}
+        merge = dominated_devices(comp, [objective, *(f for f, _ in budgets.values())]) if self.reduce_devices else {}
         kept = [d for d in range(comp.n_devices) if d not in merge]
-        candidates = cheap_candidates(reduced_problem(problem, merge), comp, with_dp=True) if self.warm_start else []
-        local = problem.local_placement()
-        local_row = np.array([problem.device_index(local[n.name]) for n in problem.graph], dtype=np.int64)
-        if not candidates:
-            batch = evaluate_many(comp, local_row[None, :])
-            candidates = [Candidate(local_row, "local", float(batch.objective[0]), bool(batch.feasible[0]),
-                                    float(batch.penalty[0]))]
-        best = candidates[0]
+        best = self._warm_start(problem, comp, merge)
         if best.feasible and best.objective <= 0.0:
             # every coefficient is >= 0: a feasible placement of objective 0 is optimal
             note = f"warm start {best.name} is feasible with objective 0, the least possible"
             return PlacementResult(decode(comp, best.row), optimal=True, gap=0.0, bound=0.0, note=note)
         model = build_milp(comp, objective, budgets, kept)
-
-        start_values = None
-        cutoff = None
-        if self.warm_start and best.feasible and math.isfinite(best.objective):
-            merged = np.array([merge.get(int(d), int(d)) for d in best.row], dtype=np.int64)
-            start_values = model.column_values(comp, merged)
-            cutoff = best.objective
-        scale = objective_scale(model, best.objective if best.feasible else math.nan)
-        backend = self.backend()
-        # a proof holds to HiGHS's tolerances (see PROOF_RTOL); the reported gap says how close the bound is
-        tolerance = max(float(self.mip_rel_gap), PROOF_RTOL)
-
-        def run(with_start: bool) -> Solution:
-            remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
-            if backend == "highs":
-                return solve_highs(
-                    model, scale, start_values if with_start else None, cutoff, remaining, float(self.mip_rel_gap)
-                )
-            return solve_scipy(model, scale, cutoff, remaining, float(self.mip_rel_gap), cutoff_row=False)
-
-        def decoded(solution: Solution) -> Candidate | None:
-            if solution.values is None:
-                return None
-            row = np.full(comp.n_nodes, comp.source, dtype=np.int64)
-            for (v, d), col in model.x.items():
-                if solution.values[col] > 0.5:
-                    row[v] = d
-            batch = evaluate_many(comp, row[None, :])
-            return Candidate(row, "ilp", float(batch.objective[0]), bool(batch.feasible[0]), float(batch.penalty[0]))
-
-        def consistent(solution: Solution, found: Candidate | None) -> bool:
-            """An "optimal" answer whose placement the cost model finds feasible and within the gap of the bound."""
-            if solution.status != "optimal" or found is None or not found.feasible or solution.bound is None:
-                return solution.status != "optimal"
-            return found.objective <= solution.bound + tolerance * max(abs(found.objective), 1e-300)
-
-        solution = run(with_start=True)
-        found = decoded(solution)
-        if not consistent(solution, found) and start_values is not None:
-            solution = run(with_start=False)  # a MIP start has been seen to stall a HiGHS release on its incumbent
-            found = decoded(solution)
+        solution, found = self._run(model, comp, best, merge, start_time)
 
         note = (
-            f"{backend}: {model.n_vars:,} variables, {model.n_rows:,} rows over {len(kept)} of {comp.n_devices} devices"
-            + (f" ({len(merge)} dominated)" if merge else "")
+            f"{self.backend()}: {model.n_vars:,} variables, {model.n_rows:,} rows over {len(kept)} of {comp.n_devices} "
+            "devices" + (f" ({len(merge)} dominated)" if merge else "")
         )
         if self.warm_start:
             note += f"; warm start {best.name} ({best.objective:.6g})" if best.feasible else f"; warm start {best.name}"
@@ -653,18 +632,10 @@ class ILPPlanner(Planner):
             bound = best.objective
             note += "; HiGHS proved nothing beats the warm start"
         else:
-            proven = solution.status == "optimal" and consistent(solution, found)
+            proven = solution.status == "optimal" and _consistent(solution, found, self._tolerance())
         chosen = found if found is not None and not _better(best, found) else best
         if not proven:
-            elapsed = time.perf_counter() - start_time
-            if solution.status == "time_limit":
-                note += f"; time limit {self.time_limit_s:g} s reached after {elapsed:.1f} s"
-            elif solution.status == "infeasible":
-                note += "; HiGHS proved the problem infeasible (no placement satisfies every constraint)"
-            elif solution.status == "optimal":
-                note += "; HiGHS's answer failed the cost model's check"
-            else:
-                note += f"; HiGHS stopped: {solution.message}"
+            note += self._unproven_note(solution, time.perf_counter() - start_time)
             if chosen is best:
                 note += f"; returning the best cheap candidate ({best.name})"
         gap = solution.gap
@@ -673,6 +644,78 @@ class ILPPlanner(Planner):
             note += f"; bound {bound:.6g}, gap {100 * gap:.3g}%"
         optimal = proven and chosen.feasible
         return PlacementResult(decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note)
+
+    def _tolerance(self) -> float:
+        """A proof holds to HiGHS's tolerances (see PROOF_RTOL); the reported gap says how close the bound is."""
+        return max(float(self.mip_rel_gap), PROOF_RTOL)
+
+    def _warm_start(self, problem: Problem, comp: CompiledProblem, merge: dict[int, int]) -> Candidate:
+        """The best cheap candidate (Deb's rule), or the all-local placement without a warm start."""
+        candidates = cheap_candidates(reduced_problem(problem, merge), comp, with_dp=True) if self.warm_start else []
+        if candidates:
+            return candidates[0]
+        local = problem.local_placement()
+        local_row = np.array([problem.device_index(local[n.name]) for n in problem.graph], dtype=np.int64)
+        batch = evaluate_many(comp, local_row[None, :])
+        return Candidate(local_row, "local", float(batch.objective[0]), bool(batch.feasible[0]), float(batch.penalty[0]))
+
+    def _run(
+        self, model: MILP, comp: CompiledProblem, best: Candidate, merge: dict[int, int], start_time: float
+    ) -> tuple[Solution, Candidate | None]:
+        """Solve with the warm start as MIP start and cutoff; once more without the start if the answer fails
+        the cost model's check (a MIP start has been seen to stall a HiGHS release on its incumbent)."""
+        start_values = None
+        cutoff = None
+        if self.warm_start and best.feasible and math.isfinite(best.objective):
+            merged = np.array([merge.get(int(d), int(d)) for d in best.row], dtype=np.int64)
+            start_values = model.column_values(comp, merged)
+            cutoff = best.objective
+        scale = objective_scale(model, best.objective if best.feasible else math.nan)
+        backend = self.backend()
+
+        def run(with_start: bool) -> tuple[Solution, Candidate | None]:
+            remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
+            if backend == "highs":
+                start = start_values if with_start else None
+                solution = solve_highs(model, scale, start, cutoff, remaining, float(self.mip_rel_gap))
+            else:
+                solution = solve_scipy(model, scale, cutoff, remaining, float(self.mip_rel_gap), cutoff_row=False)
+            return solution, _decoded(comp, model, solution)
+
+        solution, found = run(with_start=True)
+        if not _consistent(solution, found, self._tolerance()) and start_values is not None:
+            solution, found = run(with_start=False)
+        return solution, found
+
+    def _unproven_note(self, solution: Solution, elapsed_s: float) -> str:
+        """Why no optimum is claimed."""
+        if solution.status == "time_limit":
+            return f"; time limit {self.time_limit_s:g} s reached after {elapsed_s:.1f} s"
+        if solution.status == "infeasible":
+            return "; HiGHS proved the problem infeasible (no placement satisfies every constraint)"
+        if solution.status == "optimal":
+            return "; HiGHS's answer failed the cost model's check"
+        return f"; HiGHS stopped: {solution.message}"
+
+
+def _decoded(comp: CompiledProblem, model: MILP, solution: Solution) -> Candidate | None:
+    """The placement of a solver answer, evaluated by the cost model (None without an answer)."""
+    if solution.values is None:
+        return None
+    row = np.full(comp.n_nodes, comp.source, dtype=np.int64)
+    for (v, d), col in model.x.items():
+        if solution.values[col] > 0.5:
+            row[v] = d
+    batch = evaluate_many(comp, row[None, :])
+    return Candidate(row, "ilp", float(batch.objective[0]), bool(batch.feasible[0]), float(batch.penalty[0]))
+
+
+def _consistent(solution: Solution, found: Candidate | None, tolerance: float) -> bool:
+    """An "optimal" answer whose placement the cost model finds feasible and within the gap of the bound
+    (any answer that does not claim optimality is consistent)."""
+    if solution.status != "optimal" or found is None or not found.feasible or solution.bound is None:
+        return solution.status != "optimal"
+    return found.objective <= solution.bound + tolerance * max(abs(found.objective), 1e-300)
 
 
 __all__ = ["MILP", "SOLVERS", "ILPPlanner", "build_milp", "cheap_candidates", "dominated_devices", "estimate_size"]

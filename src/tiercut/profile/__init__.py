@@ -4,7 +4,7 @@ The seed paper's installation phase (dnn-migration-in-iots): the client
 profiles each DNN subtask (:func:`measure_profile` -> :class:`Profile`,
 ``file_1``); servers that cannot run the subtasks in advance get their
 times from regression on the DNN's and the server's parameters
-(:class:`Predictor` per op kind, :func:`transfer_seconds` by roofline to
+(:class:`Predictor` per op kind, :func:`roofline_scaled_seconds` by roofline to
 the devices of the catalog, ``file_2``); the two are combined into the
 ``compute_s`` table the planners use (:func:`compute_table`).
 
@@ -51,7 +51,7 @@ from tiercut.profile.predict import (
 )
 from tiercut.profile.profile_file import NodeProfile, Profile, load_profile, merge_profiles
 from tiercut.profile.table import ComputeTable, compute_table
-from tiercut.profile.transfer import bound_kinds, roofline_bound_s, transfer_seconds
+from tiercut.profile.transfer import bound_kinds, roofline_bound_s, roofline_scaled_seconds
 
 __all__ = [
     "FAMILIES",
@@ -93,5 +93,5 @@ __all__ = [
     "parse_catalog",
     "repeat_until_stable",
     "roofline_bound_s",
-    "transfer_seconds",
+    "roofline_scaled_seconds",
 ]

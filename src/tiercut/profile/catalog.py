@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 
 CATALOG_SCHEMA_VERSION = 2
 #: catalog schema versions this tiercut reads (1: no efficiencies, roofline transfer only)
@@ -297,6 +298,7 @@ class DeviceSpec:
         return {k: v for k, v in self.to_dict().items() if k != "name"}
 
     @classmethod
+    @json_contract("device spec", hint="give the figures 'tiercut devices --json' prints")
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceSpec:
         name = str(data.get("name", ""))
         return _spec_from_entry(name, {k: v for k, v in data.items() if k != "name"}, require_sources=False)

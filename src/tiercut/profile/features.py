@@ -33,6 +33,7 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph, Node
+from tiercut.serialization import json_contract
 
 FEATURE_NAMES = ("matmul_flops", "other_flops", "in_bytes", "out_bytes", "param_bytes", "reduction")
 
@@ -129,14 +130,10 @@ class NodeFeatures:
         return asdict(self)
 
     @classmethod
+    @json_contract("node features", hint="re-profile with this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> NodeFeatures:
-        try:
-            values = {name: float(data.get(name, 0.0) if name == "reduction" else data[name]) for name in FEATURE_NAMES}
-            op = str(data["op"])
-        except KeyError as exc:
-            raise TiercutError(f"node features lack {exc}; expected op and {', '.join(FEATURE_NAMES)}") from None
-        except (TypeError, ValueError) as exc:
-            raise TiercutError(f"node features have a non-numeric value ({exc}); fix the profile file") from None
+        values = {name: float(data.get(name, 0.0) if name == "reduction" else data[name]) for name in FEATURE_NAMES}
+        op = str(data["op"])
         if any(v < 0 for v in values.values()):
             raise TiercutError(f"node features of op {op!r} have a negative count; fix the profile file")
         return cls(op=op, **values)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 
 
 @dataclass(frozen=True)
@@ -113,32 +113,28 @@ class HostInfo:
         return {**asdict(self), "peak_flops": self.peak_flops}
 
     @classmethod
+    @json_contract("host description", hint="re-profile with this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> HostInfo:
-        try:
-            return cls(
-                cpu_model=str(data["cpu_model"]),
-                logical_cpus=int(data.get("logical_cpus", 0)),
-                physical_cores=int(data.get("physical_cores", 0)),
-                cpu_mhz=float(data.get("cpu_mhz", 0.0)),
-                threads=int(data["threads"]),
-                torch_version=str(data.get("torch_version", "")),
-                python_version=str(data.get("python_version", "")),
-                platform=str(data.get("platform", "")),
-                gemm_flops=float(data.get("gemm_flops", 0.0)),
-                conv_flops=float(data.get("conv_flops", 0.0)),
-                memory_bandwidth_bps=float(data.get("memory_bandwidth_bps", 0.0)),
-                dispatch_overhead_s=float(data.get("dispatch_overhead_s", 0.0)),
-                llc_bytes=int(data.get("llc_bytes", 0)),
-                torch_device=str(data.get("torch_device", "cpu")),
-                accelerator=str(data.get("accelerator", "")),
-                timer=str(data.get("timer", "wall")),
-                load_avg_1m=float(data.get("load_avg_1m", -1.0)),
-                gemm_median_flops=float(data.get("gemm_median_flops", 0.0)),
-            )
-        except KeyError as exc:
-            raise TiercutError(f"host description lacks the field {exc}; re-profile with this tiercut") from None
-        except (TypeError, ValueError) as exc:
-            raise TiercutError(f"host description has a malformed field ({exc}); re-profile with this tiercut") from None
+        return cls(
+            cpu_model=str(data["cpu_model"]),
+            logical_cpus=int(data.get("logical_cpus", 0)),
+            physical_cores=int(data.get("physical_cores", 0)),
+            cpu_mhz=float(data.get("cpu_mhz", 0.0)),
+            threads=int(data["threads"]),
+            torch_version=str(data.get("torch_version", "")),
+            python_version=str(data.get("python_version", "")),
+            platform=str(data.get("platform", "")),
+            gemm_flops=float(data.get("gemm_flops", 0.0)),
+            conv_flops=float(data.get("conv_flops", 0.0)),
+            memory_bandwidth_bps=float(data.get("memory_bandwidth_bps", 0.0)),
+            dispatch_overhead_s=float(data.get("dispatch_overhead_s", 0.0)),
+            llc_bytes=int(data.get("llc_bytes", 0)),
+            torch_device=str(data.get("torch_device", "cpu")),
+            accelerator=str(data.get("accelerator", "")),
+            timer=str(data.get("timer", "wall")),
+            load_avg_1m=float(data.get("load_avg_1m", -1.0)),
+            gemm_median_flops=float(data.get("gemm_median_flops", 0.0)),
+        )
 
 
 def _cpuinfo() -> dict[str, str]:

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 
 if TYPE_CHECKING:
     from tiercut.graph.capture import CapturedModel
@@ -146,6 +147,7 @@ class StoppingRule:
         return asdict(self)
 
     @classmethod
+    @json_contract("stopping rule", hint="re-profile with this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> StoppingRule:
         known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
         return cls(**known)
@@ -231,23 +233,19 @@ class TimingStats:
         return data
 
     @classmethod
+    @json_contract("timing", hint="re-profile with this tiercut")
     def from_dict(cls, data: Mapping[str, Any], where: str = "timing") -> TimingStats:
-        try:
-            stats = cls(
-                median_s=float(data["median_s"]),
-                q25_s=float(data.get("q25_s", data["median_s"])),
-                q75_s=float(data.get("q75_s", data["median_s"])),
-                ci_low_s=float(data.get("ci_low_s", data["median_s"])),
-                ci_high_s=float(data.get("ci_high_s", data["median_s"])),
-                repeats=int(data.get("repeats", 1)),
-                number=int(data.get("number", 1)),
-                stop_reason=str(data.get("stop_reason", "stable")),
-                samples_s=tuple(float(s) for s in data.get("samples_s", ())),
-            )
-        except KeyError as exc:
-            raise TiercutError(f"{where} lacks the field {exc}; re-profile with this tiercut") from None
-        except (TypeError, ValueError) as exc:
-            raise TiercutError(f"{where} has a non-numeric value ({exc}); fix or re-create the profile") from None
+        stats = cls(
+            median_s=float(data["median_s"]),
+            q25_s=float(data.get("q25_s", data["median_s"])),
+            q75_s=float(data.get("q75_s", data["median_s"])),
+            ci_low_s=float(data.get("ci_low_s", data["median_s"])),
+            ci_high_s=float(data.get("ci_high_s", data["median_s"])),
+            repeats=int(data.get("repeats", 1)),
+            number=int(data.get("number", 1)),
+            stop_reason=str(data.get("stop_reason", "stable")),
+            samples_s=tuple(float(s) for s in data.get("samples_s", ())),
+        )
         if not (math.isfinite(stats.median_s) and stats.median_s > 0):
             raise TiercutError(f"{where} has median_s = {stats.median_s!r}; times must be positive seconds")
         if stats.stop_reason not in STOP_REASONS:
@@ -399,6 +397,7 @@ class ProfileQuality:
         return data
 
     @classmethod
+    @json_contract("profile quality", hint="re-profile with this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> ProfileQuality:
         verdict = str(data.get("verdict", ""))
         if verdict not in QUALITY_VERDICTS:
@@ -528,8 +527,9 @@ def node_programs(captured: CapturedModel) -> dict[str, NodeProgram]:
     return programs
 
 
-def record_values(captured: CapturedModel) -> dict[str, Any]:
-    """fx node name -> a copy of its value in one run of the captured model on its example input.
+def record_fx_values(captured: CapturedModel, inputs: Sequence[Any] | None = None) -> dict[str, Any]:
+    """fx node name -> a copy of its value in one run of the captured model on ``inputs`` (default: its
+    example inputs); the profiler's per-node inputs and the runtime's export examples.
 
     Values are copied as they are produced, so a later in-place op (``ReLU(inplace=True)``)
     cannot change what an earlier node is recorded to have output.
@@ -546,15 +546,22 @@ def record_values(captured: CapturedModel) -> dict[str, Any]:
             return value
 
     with torch.no_grad():
-        Recorder(captured.graph_module).run(*captured.example_inputs)
+        Recorder(captured.graph_module).run(*(captured.example_inputs if inputs is None else inputs))
     return recorded
 
 
 def _private_copy(value: Any) -> Any:
+    """Tensors cloned, inside plain tuples, lists and dicts too; every other value (``torch.Size``,
+    numbers, named tuples) as it is, so its type is the one the exporter and the profiler see."""
     import torch
-    from torch.utils._pytree import tree_map
 
-    return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if type(value) in (tuple, list):
+        return type(value)(_private_copy(v) for v in value)
+    if type(value) is dict:
+        return {k: _private_copy(v) for k, v in value.items()}
+    return value
 
 
 def measure_profile(
@@ -630,7 +637,7 @@ def measure_profile(
         else:
             host = describe_host(used, torch_device=device)
         programs = node_programs(captured)
-        values = record_values(captured)
+        values = record_fx_values(captured)
         nodes: dict[str, NodeProfile] = {}
         with torch.no_grad():
             for name, feats in features.items():
@@ -710,7 +717,7 @@ __all__ = [
     "measure_profile",
     "median_confidence_interval",
     "node_programs",
-    "record_values",
+    "record_fx_values",
     "repeat_until_stable",
     "resolve_torch_device",
     "thread_count",

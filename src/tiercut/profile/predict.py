@@ -77,6 +77,7 @@ from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph
 from tiercut.profile.features import CONV_OPS, FEATURE_NAMES, GEMM_GROUPS, NodeFeatures, graph_features, op_group
 from tiercut.profile.host import HostInfo
+from tiercut.serialization import json_contract
 
 if TYPE_CHECKING:
     from tiercut.profile.profile_file import Profile
@@ -303,6 +304,7 @@ class OpModel:
         }
 
     @classmethod
+    @json_contract("predictor model", hint="refit it with benchmarks/fit_default_predictor.py")
     def from_dict(cls, data: Mapping[str, Any]) -> OpModel:
         family = str(data["family"])
         if family not in FAMILIES:
@@ -372,6 +374,7 @@ class ContextModel:
         }
 
     @classmethod
+    @json_contract("predictor context model", hint="refit it with benchmarks/fit_default_predictor.py")
     def from_dict(cls, data: Mapping[str, Any]) -> ContextModel:
         return cls(**{k: float(data.get(k, 0.0)) for k in ("per_node_s", "per_io_byte_s",
                                                             "per_cached_param_byte_s", "llc_bytes")})
@@ -518,24 +521,20 @@ class Predictor:
         }
 
     @classmethod
+    @json_contract("predictor", version=PREDICTOR_SCHEMA_VERSION, hint="refit it with benchmarks/fit_default_predictor.py")
     def from_dict(cls, data: Any, where: str = "predictor") -> Predictor:
-        if not isinstance(data, Mapping) or data.get("kind") != PREDICTOR_KIND:
+        if data.get("kind") != PREDICTOR_KIND:
             raise TiercutError(f"{where} is not a tiercut predictor; fit one with benchmarks/fit_default_predictor.py")
-        if data.get("schema_version") != PREDICTOR_SCHEMA_VERSION:
-            raise TiercutError(f"{where} has schema_version {data.get('schema_version')!r}; refit the predictor")
         if list(data.get("feature_names", FEATURE_NAMES)) != list(FEATURE_NAMES):
             raise TiercutError(f"{where} uses other features than this tiercut; refit the predictor")
-        try:
-            models = {str(k): OpModel.from_dict(m) for k, m in dict(data["models"]).items()}
-            return cls(
-                host=HostInfo.from_dict(data["host"]),
-                models=models,
-                contexts={str(k): ContextModel.from_dict(v) for k, v in dict(data.get("contexts", {})).items()},
-                trained_on=tuple(str(t) for t in data.get("trained_on", ())),
-                clock=str(data.get("clock", "wall")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TiercutError(f"{where} is malformed ({type(exc).__name__}: {exc}); refit the predictor") from None
+        models = {str(k): OpModel.from_dict(m) for k, m in dict(data["models"]).items()}
+        return cls(
+            host=HostInfo.from_dict(data["host"]),
+            models=models,
+            contexts={str(k): ContextModel.from_dict(v) for k, v in dict(data.get("contexts", {})).items()},
+            trained_on=tuple(str(t) for t in data.get("trained_on", ())),
+            clock=str(data.get("clock", "wall")),
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

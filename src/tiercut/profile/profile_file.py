@@ -35,6 +35,7 @@ from tiercut.graph.types import LayerGraph
 from tiercut.profile.features import NodeFeatures
 from tiercut.profile.host import HostInfo
 from tiercut.profile.measure import ProfileQuality, StoppingRule, TimingStats, assess_quality
+from tiercut.serialization import json_contract
 
 PROFILE_SCHEMA_VERSION = 1
 PROFILE_KIND = "tiercut-profile"
@@ -208,16 +209,10 @@ class Profile:
         }
 
     @classmethod
+    @json_contract("profile", version=PROFILE_SCHEMA_VERSION, hint="re-profile the model with 'tiercut profile'")
     def from_dict(cls, data: Any, where: str = "profile") -> Profile:
-        if not isinstance(data, Mapping):
-            raise TiercutError(f"{where} is not a JSON object; pass a file written by 'tiercut profile'")
         if data.get("kind") != PROFILE_KIND:
             raise TiercutError(f"{where} is not a tiercut profile (kind {data.get('kind')!r}); run 'tiercut profile'")
-        if data.get("schema_version") != PROFILE_SCHEMA_VERSION:
-            raise TiercutError(
-                f"{where} has schema_version {data.get('schema_version')!r}, this tiercut reads "
-                f"{PROFILE_SCHEMA_VERSION}; re-profile the model"
-            )
         raw_nodes = data.get("nodes")
         if not isinstance(raw_nodes, Mapping) or not raw_nodes:
             raise TiercutError(f"{where} has no 'nodes' object keyed by node name; re-profile the model")

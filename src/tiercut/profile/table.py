@@ -42,11 +42,12 @@ from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph
 from tiercut.profile.catalog import DeviceSpec, get_device_spec
 from tiercut.profile.device_model import device_seconds
-from tiercut.profile.features import graph_features
+from tiercut.profile.features import NodeFeatures, graph_features
 from tiercut.profile.host import HostInfo
 from tiercut.profile.predict import Predictor, load_default_predictor
 from tiercut.profile.profile_file import Profile
-from tiercut.profile.transfer import transfer_seconds
+from tiercut.profile.transfer import roofline_scaled_seconds
+from tiercut.serialization import json_contract
 
 TABLE_SCHEMA_VERSION = 1
 PROVENANCES = ("measured", "predicted")
@@ -99,17 +100,10 @@ class ComputeTable:
         }
 
     @classmethod
+    @json_contract("compute table", version=TABLE_SCHEMA_VERSION, hint="re-create it with ComputeTable.to_dict of this tiercut")
     def from_dict(cls, data: Any) -> ComputeTable:
-        if not isinstance(data, Mapping) or data.get("schema_version") != TABLE_SCHEMA_VERSION:
-            raise TiercutError(
-                f"compute table has schema_version {getattr(data, 'get', lambda _k: None)('schema_version')!r}; "
-                f"this tiercut reads {TABLE_SCHEMA_VERSION}"
-            )
-        try:
-            seconds = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in data["seconds"].items()}
-            provenance = {str(n): {str(d): str(p) for d, p in row.items()} for n, row in data["provenance"].items()}
-        except (KeyError, AttributeError, TypeError, ValueError) as exc:
-            raise TiercutError(f"compute table is malformed ({type(exc).__name__}: {exc}); re-create it") from None
+        seconds = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in data["seconds"].items()}
+        provenance = {str(n): {str(d): str(p) for d, p in row.items()} for n, row in data["provenance"].items()}
         for node, row in seconds.items():
             if provenance.get(node, {}).keys() != row.keys():
                 raise TiercutError(f"compute table node {node!r} has seconds and provenance for different devices")
@@ -183,37 +177,11 @@ def compute_table(
     names = list(feats)
     features = [feats[n] for n in names]
     host_info = profile.host if profile is not None else (host or predictor.host)
-
-    # host seconds: measured where the profile has the node, else predicted (and moved to this host)
-    measured = {}
-    if profile is not None:
-        for n in names:
-            timing = profile.timing_for(graph, n)
-            if timing is not None:
-                measured[n] = timing.median_s
-    missing = [i for i, n in enumerate(names) if n not in measured]
-    host_s = np.array([measured.get(n, 0.0) for n in names])
-    if missing:
-        if members_graph is not None:
-            by_name = predictor.predict_graph(graph, members_graph)
-            predicted = np.array([by_name[names[i]] for i in missing])
-        else:
-            predicted = predictor.predict_many([features[i] for i in missing])
-        if not host_info.same_machine(predictor.host) and host_info.has_roofline and predictor.host.has_roofline:
-            predicted = transfer_seconds(predicted, [features[i] for i in missing], predictor.host, host_info)
-        host_s[missing] = predicted
-
-    # in-model extra seconds on the host
-    context = np.zeros(len(names))
-    if in_context and names:
-        weights = predictor.context(graph.granularity).weights(features)
-        full_profile = profile is not None and len(measured) == len(names) and profile.model == graph.model
-        if full_profile:
-            gap = profile.whole_model.median_s - profile.sum_of_nodes_s
-            share = weights if gap > 0 and weights.sum() > 0 else host_s
-            context = gap * share / share.sum()
-        else:
-            context = weights
+    measured = _measured_seconds(graph, names, profile)
+    host_s = _host_seconds(graph, names, features, measured, predictor, host_info, members_graph)
+    context = _context_seconds(graph, features, profile, predictor, host_s, len(measured) == len(names)) if (
+        in_context and names
+    ) else np.zeros(len(names))
     in_model = np.maximum(host_s + context, 1e-9)
 
     seconds: dict[str, dict[str, float]] = {n: {} for n in names}
@@ -231,29 +199,101 @@ def compute_table(
                 f"{len(names) - len(measured)} predicted; in-context extra {'added' if in_context else 'not added'}"
             )
             context_s[device] = {n: float(c) for n, c in zip(names, context, strict=True)}
-        elif spec.is_calibrated:
-            kernels = [max(1, len(graph[n].members)) for n in names]
-            figures = spec.resolve(precisions.get(device))
-            column = device_seconds(features, spec, figures.precision, kernels)
-            for n in names:
-                provenance[n][device] = "predicted"
-            basis[device] = (
-                f"{spec.name} ({spec.description}) at {figures.precision}: achieved per-class efficiency and "
-                f"{figures.dispatch_overhead_s * 1e6:.3g} us per node of {figures.stack or 'its stack'} (device model)"
-            )
         else:
-            if device in precisions and precisions[device] != "fp32":
-                raise TiercutError(
-                    f"device {device!r} ({spec.name}) has no achieved efficiencies, so only fp32 can be predicted for it; "
-                    "calibrate it ('tiercut devices calibrate') or drop its precision"
-                )
-            column = transfer_seconds(in_model, features, host_info, spec)
+            if spec.is_calibrated:
+                column, basis[device] = _device_model_column(graph, names, features, spec, precisions.get(device))
+            else:
+                column, basis[device] = _roofline_column(device, spec, in_model, features, host_info, precisions.get(device))
             for n in names:
                 provenance[n][device] = "predicted"
-            basis[device] = f"roofline transfer from host {host_info.name} to {spec.name} ({spec.description})"
         for n, value in zip(names, column, strict=True):
             seconds[n][device] = float(value)
     return ComputeTable(seconds=seconds, provenance=provenance, basis=basis, context_s=context_s, model=graph.model)
+
+
+def _measured_seconds(graph: LayerGraph, names: list[str], profile: Profile | None) -> dict[str, float]:
+    """node -> its median seconds in the host profile, for the nodes the profile has."""
+    measured: dict[str, float] = {}
+    if profile is not None:
+        for n in names:
+            timing = profile.timing_for(graph, n)
+            if timing is not None:
+                measured[n] = timing.median_s
+    return measured
+
+
+def _host_seconds(
+    graph: LayerGraph,
+    names: list[str],
+    features: list[NodeFeatures],
+    measured: Mapping[str, float],
+    predictor: Predictor,
+    host_info: HostInfo,
+    members_graph: LayerGraph | None,
+) -> np.ndarray:
+    """Each node alone on the host: measured where the profile has it, else predicted (and moved from the
+    predictor's host to this one by the roofline)."""
+    missing = [i for i, n in enumerate(names) if n not in measured]
+    host_s = np.array([measured.get(n, 0.0) for n in names])
+    if missing:
+        if members_graph is not None:
+            by_name = predictor.predict_graph(graph, members_graph)
+            predicted = np.array([by_name[names[i]] for i in missing])
+        else:
+            predicted = predictor.predict_many([features[i] for i in missing])
+        if not host_info.same_machine(predictor.host) and host_info.has_roofline and predictor.host.has_roofline:
+            predicted = roofline_scaled_seconds(predicted, [features[i] for i in missing], predictor.host, host_info)
+        host_s[missing] = predicted
+    return host_s
+
+
+def _context_seconds(
+    graph: LayerGraph,
+    features: list[NodeFeatures],
+    profile: Profile | None,
+    predictor: Predictor,
+    host_s: np.ndarray,
+    all_measured: bool,
+) -> np.ndarray:
+    """In-model extra seconds on the host: a full profile's whole-model gap shared out, else the context model's."""
+    weights = predictor.context(graph.granularity).weights(features)
+    if profile is not None and all_measured and profile.model == graph.model:
+        gap = profile.whole_model.median_s - profile.sum_of_nodes_s
+        share = weights if gap > 0 and weights.sum() > 0 else host_s
+        return gap * share / share.sum()
+    return weights
+
+
+def _device_model_column(
+    graph: LayerGraph, names: list[str], features: list[NodeFeatures], spec: DeviceSpec, precision: str | None
+) -> tuple[np.ndarray, str]:
+    """A calibrated catalog device's seconds (its achieved efficiencies, :mod:`tiercut.profile.device_model`)."""
+    kernels = [max(1, len(graph[n].members)) for n in names]
+    figures = spec.resolve(precision)
+    column = device_seconds(features, spec, figures.precision, kernels)
+    basis = (
+        f"{spec.name} ({spec.description}) at {figures.precision}: achieved per-class efficiency and "
+        f"{figures.dispatch_overhead_s * 1e6:.3g} us per node of {figures.stack or 'its stack'} (device model)"
+    )
+    return column, basis
+
+
+def _roofline_column(
+    device: str,
+    spec: DeviceSpec,
+    in_model: np.ndarray,
+    features: list[NodeFeatures],
+    host_info: HostInfo,
+    precision: str | None,
+) -> tuple[np.ndarray, str]:
+    """An uncalibrated device's seconds: the host's in-model seconds scaled by the roofline (fp32 only)."""
+    if precision is not None and precision != "fp32":
+        raise TiercutError(
+            f"device {device!r} ({spec.name}) has no achieved efficiencies, so only fp32 can be predicted for it; "
+            "calibrate it ('tiercut devices calibrate') or drop its precision"
+        )
+    column = roofline_scaled_seconds(in_model, features, host_info, spec)
+    return column, f"roofline transfer from host {host_info.name} to {spec.name} ({spec.description})"
 
 
 __all__ = ["PROVENANCES", "ComputeTable", "compute_table"]

@@ -80,7 +80,7 @@ def bound_kinds(features: Sequence[NodeFeatures], spec: Roofline) -> list[str]:
     ]
 
 
-def transfer_seconds(
+def roofline_scaled_seconds(
     host_seconds: Sequence[float] | np.ndarray,
     features: Sequence[NodeFeatures],
     source: Roofline,
@@ -103,4 +103,4 @@ def transfer_seconds(
     return target.dispatch_overhead_s * paid + work * ratio
 
 
-__all__ = ["Roofline", "bound_kinds", "roofline_bound_s", "transfer_seconds"]
+__all__ = ["Roofline", "bound_kinds", "roofline_bound_s", "roofline_scaled_seconds"]

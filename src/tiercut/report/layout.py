@@ -22,7 +22,7 @@ points each edge passes through, ready for :mod:`tiercut.report.svg`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 from tiercut.graph.types import LayerGraph
@@ -163,62 +163,115 @@ def layered_layout(
     """
     layer_of = longest_path_layers(graph)
     n_layers = 1 + max(layer_of.values(), default=-1)
-    # items: real nodes are 0..n-1 (graph order), dummies follow
+    items = _items_with_dummies(graph, layer_of, max_dummy_span)
+    layers, crossings = _order_layers(_initial_layers(items, n_layers), items, sweeps)
+    size = [node_height if real else 0.0 for real in items.is_real]
+    y = _rows(layers, items, size, row_gap, dummy_gap)
+    pitch = node_width + layer_gap
+    top = min((y[i] - size[i] / 2 for i in y), default=0.0)
+    bottom = max((y[i] + size[i] / 2 for i in y), default=0.0)
+    edges, arc_extent = _edge_paths(items, layer_of, y, pitch, node_width, node_height, top, bottom)
+
+    # shift everything to positive coordinates with a margin
+    dx = margin + node_width / 2
+    dy = margin - top + arc_extent[0]
+    positions = {name: (layer_of[name] * pitch + dx, y[items.index[name]] + dy) for name in graph.names}
+    moved = tuple(
+        EdgePath(e.src, e.dst, tuple((px + dx, py + dy) for px, py in e.points), e.arc) for e in edges
+    )
+    width = max(n_layers - 1, 0) * pitch + node_width + 2 * margin
+    height = (bottom - top) + arc_extent[0] + arc_extent[1] + 2 * margin
+    return GraphLayout(
+        positions=positions,
+        layers=dict(layer_of),
+        edges=moved,
+        node_width=node_width,
+        node_height=node_height,
+        width=width,
+        height=height,
+        crossings=crossings,
+    )
+
+
+@dataclass
+class _Items:
+    """The layout's items: real nodes 0..n-1 (graph order), then the dummies of long edges.
+
+    Attributes:
+        index: node name -> item.
+        layer: item -> layer.
+        is_real: item -> a node (True) or a dummy (False).
+        down, up: item -> the items it links to in the next / previous layer.
+        chains: (src, dst, items from src to dst), None for an edge drawn as an arc.
+    """
+
+    index: dict[str, int]
+    layer: list[int]
+    is_real: list[bool]
+    down: dict[int, list[int]] = field(default_factory=dict)
+    up: dict[int, list[int]] = field(default_factory=dict)
+    chains: list[tuple[str, str, list[int] | None]] = field(default_factory=list)
+
+
+def _items_with_dummies(graph: LayerGraph, layer_of: dict[str, int], max_dummy_span: int) -> _Items:
+    """One dummy per layer an edge passes through; edges spanning more than ``max_dummy_span`` layers are arcs."""
     names = graph.names
-    index = {name: i for i, name in enumerate(names)}
-    item_layer: list[int] = [layer_of[name] for name in names]
-    is_real: list[bool] = [True] * len(names)
-    down: dict[int, list[int]] = {}
-    up: dict[int, list[int]] = {}
-    chains: list[tuple[str, str, list[int] | None]] = []  # (src, dst, items from src to dst) or None for an arc
-
-    def link(a: int, b: int) -> None:
-        down.setdefault(a, []).append(b)
-        up.setdefault(b, []).append(a)
-
+    items = _Items({name: i for i, name in enumerate(names)}, [layer_of[name] for name in names], [True] * len(names))
     for src, dst in graph.edges():
         span = layer_of[dst] - layer_of[src]
         if span > max_dummy_span:
-            chains.append((src, dst, None))
+            items.chains.append((src, dst, None))
             continue
-        chain = [index[src]]
+        chain = [items.index[src]]
         for k in range(1, span):
-            item_layer.append(layer_of[src] + k)
-            is_real.append(False)
-            chain.append(len(item_layer) - 1)
-        chain.append(index[dst])
+            items.layer.append(layer_of[src] + k)
+            items.is_real.append(False)
+            chain.append(len(items.layer) - 1)
+        chain.append(items.index[dst])
         for a, b in pairwise(chain):
-            link(a, b)
-        chains.append((src, dst, chain))
+            items.down.setdefault(a, []).append(b)
+            items.up.setdefault(b, []).append(a)
+        items.chains.append((src, dst, chain))
+    return items
 
+
+def _initial_layers(items: _Items, n_layers: int) -> list[list[int]]:
+    """Graph order for nodes; a dummy sits where its edge's source is."""
     layers: list[list[int]] = [[] for _ in range(n_layers)]
-    # initial order: graph order for nodes; a dummy sits where its edge's source is
-    sort_key: list[float] = list(range(len(names)))
-    for _, _, chain in chains:
+    sort_key: list[float] = [float(i) for i in range(len(items.index))]
+    for _, _, chain in items.chains:
         if chain:
             for _ in chain[1:-1]:
                 sort_key.append(sort_key[chain[0]] + 0.5)
-    for item in sorted(range(len(item_layer)), key=sort_key.__getitem__):
-        layers[item_layer[item]].append(item)
+    for item in sorted(range(len(items.layer)), key=sort_key.__getitem__):
+        layers[items.layer[item]].append(item)
+    return layers
 
-    def positions_of(layer: list[int]) -> dict[int, int]:
-        return {item: i for i, item in enumerate(layer)}
+
+def _positions_of(layer: list[int]) -> dict[int, int]:
+    return {item: i for i, item in enumerate(layer)}
+
+
+def _order_layers(layers: list[list[int]], items: _Items, sweeps: int) -> tuple[list[list[int]], int]:
+    """Barycentre sweeps down and up, keeping the order with the fewest crossings (and their count)."""
+    n_layers = len(layers)
 
     def total_crossings(order: list[list[int]]) -> int:
-        return sum(_crossings(order[k], positions_of(order[k + 1]), down) for k in range(n_layers - 1))
+        return sum(_crossings(order[k], _positions_of(order[k + 1]), items.down) for k in range(n_layers - 1))
 
     best = [list(layer) for layer in layers]
     best_crossings = total_crossings(best)
     for _ in range(sweeps if best_crossings else 0):
         for direction in (1, -1):
             rng = range(1, n_layers) if direction == 1 else range(n_layers - 2, -1, -1)
+            neighbours = items.up if direction == 1 else items.down
             for k in rng:
-                ref = positions_of(layers[k - direction])
-                neighbours = up if direction == 1 else down
-                current = positions_of(layers[k])
+                ref = _positions_of(layers[k - direction])
+                current = _positions_of(layers[k])
 
-                def barycentre(item: int, ref: dict[int, int] = ref, neighbours: dict = neighbours,
-                               current: dict[int, int] = current) -> float:
+                def barycentre(
+                    item: int, ref: dict[int, int] = ref, current: dict[int, int] = current, neighbours: dict = neighbours
+                ) -> float:
                     linked = neighbours.get(item)
                     if not linked:
                         return float(current[item])
@@ -230,91 +283,76 @@ def layered_layout(
                 best, best_crossings = [list(layer) for layer in layers], crossings
         if best_crossings == 0:
             break
-    layers = best
+    return best, best_crossings
 
-    # coordinates: y per item, by alternating barycentre pulls and exact spacing
-    size = [node_height if real else 0.0 for real in is_real]
+
+def _rows(layers: list[list[int]], items: _Items, size: list[float], row_gap: float, dummy_gap: float) -> dict[int, float]:
+    """y per item, by alternating barycentre pulls and exact spacing."""
+    n_layers = len(layers)
     y: dict[int, float] = {}
 
     def gaps_of(layer: list[int]) -> list[float]:
         out = []
         for a, b in pairwise(layer):
-            gap = row_gap if is_real[a] and is_real[b] else dummy_gap
+            gap = row_gap if items.is_real[a] and items.is_real[b] else dummy_gap
             out.append((size[a] + size[b]) / 2 + gap)
         return out
 
     for layer in layers:
         gaps = gaps_of(layer)
-        total = sum(gaps)
-        acc = -total / 2
+        acc = -sum(gaps) / 2
         for i, item in enumerate(layer):
             y[item] = acc
             if i < len(gaps):
                 acc += gaps[i]
     for _ in range(4):
-        for neighbours, rng in ((up, range(1, n_layers)), (down, range(n_layers - 2, -1, -1))):
+        for neighbours, rng in ((items.up, range(1, n_layers)), (items.down, range(n_layers - 2, -1, -1))):
             for k in rng:
                 layer = layers[k]
                 targets = []
                 for item in layer:
                     linked = neighbours.get(item)
                     targets.append(sum(y[v] for v in linked) / len(linked) if linked else y[item])
-                weights = [1.0 if is_real[item] else 0.5 for item in layer]
+                weights = [1.0 if items.is_real[item] else 0.5 for item in layer]
                 for item, value in zip(layer, _isotonic(targets, weights, gaps_of(layer))):
                     y[item] = value
+    return y
 
-    pitch = node_width + layer_gap
 
-    def x_of(layer: int) -> float:
-        return layer * pitch
-
+def _edge_paths(
+    items: _Items,
+    layer_of: dict[str, int],
+    y: dict[int, float],
+    pitch: float,
+    node_width: float,
+    node_height: float,
+    top: float,
+    bottom: float,
+) -> tuple[list[EdgePath], list[float]]:
+    """Each edge's polyline (through its dummies) or arc, and how far arcs reach above the top and below the bottom."""
     half_w, half_h = node_width / 2, node_height / 2
     edges: list[EdgePath] = []
-    arc_extent = [0.0, 0.0]  # how far arcs reach above the top and below the bottom
-    top = min((y[i] - size[i] / 2 for i in y), default=0.0)
-    bottom = max((y[i] + size[i] / 2 for i in y), default=0.0)
-    for number, (src, dst, chain) in enumerate(chains):
-        s, d = index[src], index[dst]
+    arc_extent = [0.0, 0.0]
+    for number, (src, dst, chain) in enumerate(items.chains):
+        s, d = items.index[src], items.index[dst]
         if chain is None:
             span = layer_of[dst] - layer_of[src]
             bulge = min(36.0 + 5.0 * span, 420.0)
-            above = number % 2 == 0
-            if above:
-                level = top - bulge
-                start, end = (x_of(layer_of[src]), y[s] - half_h), (x_of(layer_of[dst]), y[d] - half_h)
-                arc_extent[0] = max(arc_extent[0], 0.75 * bulge)
-            else:
-                level = bottom + bulge
-                start, end = (x_of(layer_of[src]), y[s] + half_h), (x_of(layer_of[dst]), y[d] + half_h)
-                arc_extent[1] = max(arc_extent[1], 0.75 * bulge)
+            side = -1.0 if number % 2 == 0 else 1.0  # alternately above and below
+            level = top - bulge if side < 0 else bottom + bulge
+            start = (layer_of[src] * pitch, y[s] + side * half_h)
+            end = (layer_of[dst] * pitch, y[d] + side * half_h)
+            slot = 0 if side < 0 else 1
+            arc_extent[slot] = max(arc_extent[slot], 0.75 * bulge)
             edges.append(EdgePath(src, dst, (start, (start[0], level), (end[0], level), end), arc=True))
             continue
-        points = [(x_of(layer_of[src]) + half_w, y[s])]
+        points = [(layer_of[src] * pitch + half_w, y[s])]
         for item in chain[1:-1]:
-            cx = x_of(item_layer[item])
+            cx = items.layer[item] * pitch
             points += [(cx - half_w, y[item]), (cx + half_w, y[item])]
-        points.append((x_of(layer_of[dst]) - half_w, y[d]))
+        points.append((layer_of[dst] * pitch - half_w, y[d]))
         edges.append(EdgePath(src, dst, tuple(points)))
-
-    # shift everything to positive coordinates with a margin
-    dx = margin + half_w
-    dy = margin - top + arc_extent[0]
-    positions = {name: (x_of(layer_of[name]) + dx, y[index[name]] + dy) for name in names}
-    moved = tuple(
-        EdgePath(e.src, e.dst, tuple((px + dx, py + dy) for px, py in e.points), e.arc) for e in edges
-    )
-    width = x_of(max(n_layers - 1, 0)) + node_width + 2 * margin
-    height = (bottom - top) + arc_extent[0] + arc_extent[1] + 2 * margin
-    return GraphLayout(
-        positions=positions,
-        layers=dict(layer_of),
-        edges=moved,
-        node_width=node_width,
-        node_height=node_height,
-        width=width,
-        height=height,
-        crossings=best_crossings,
-    )
+    return edges, arc_extent
 
 
 __all__ = ["EdgePath", "GraphLayout", "layered_layout", "longest_path_layers"]

@@ -255,10 +255,10 @@ def program_id(manifest: ProgramManifest, data: bytes) -> str:
     return sha256_hex(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
-def make_program(manifest: ProgramManifest, data: bytes) -> Program:
-    """A :class:`Program` whose manifest carries the size and content id of ``data``."""
+def make_program(manifest: ProgramManifest, data: bytes) -> PartitionProgram:
+    """A :class:`PartitionProgram` whose manifest carries the size and content id of ``data``."""
     sized = replace(manifest, program_id="", program_bytes=len(data))
-    return Program(replace(sized, program_id=program_id(sized, data)), data)
+    return PartitionProgram(replace(sized, program_id=program_id(sized, data)), data)
 
 
 def _int(value: Any) -> int:
@@ -286,7 +286,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True, eq=False)
-class Program:
+class PartitionProgram:
     """A program as it travels: its manifest and its bytes (JSON or ONNX protobuf)."""
 
     manifest: ProgramManifest
@@ -304,7 +304,7 @@ class BuiltProgram:
             or the exporter's name for a constant it created.
     """
 
-    program: Program
+    program: PartitionProgram
     weights: Mapping[str, Any]
     weight_sources: Mapping[str, str]
 
@@ -835,7 +835,7 @@ class LoadedProgram:
 
 
 def load_program(
-    program: Program,
+    program: PartitionProgram,
     weights: Mapping[str, Any],
     *,
     max_run_bytes: int = DEFAULT_MAX_RUN_BYTES,
@@ -885,7 +885,7 @@ def load_program(
     return _load_onnx(program, bound, max_run_bytes=max_run_bytes, onnx_threads=onnx_threads)
 
 
-def _load_onnx(program: Program, bound: dict[str, Any], *, max_run_bytes: int, onnx_threads: int) -> LoadedProgram:
+def _load_onnx(program: PartitionProgram, bound: dict[str, Any], *, max_run_bytes: int, onnx_threads: int) -> LoadedProgram:
     import onnx
     import onnxruntime as ort
 
@@ -947,7 +947,7 @@ class PartitionBundle:
     partition_id: str
     nodes: tuple[str, ...]
     weights: Mapping[str, Any]
-    programs: tuple[Program, ...]
+    programs: tuple[PartitionProgram, ...]
     requires: tuple[str, ...] = ()
 
     @property
@@ -1024,7 +1024,7 @@ class PartitionBundle:
             if verify_weights and tensor_digest(tensor) != digest:
                 raise ArtifactError(f"weight {digest[:12]} of the partition bundle does not hash to its digest")
             weights[digest] = tensor
-        programs: list[Program] = []
+        programs: list[PartitionProgram] = []
         for raw in _list(manifest.get("programs")):
             program_manifest = ProgramManifest.from_dict(raw)
             tensor = tensors.get(f"p:{program_manifest.program_id}")
@@ -1035,7 +1035,7 @@ class PartitionBundle:
                 program_manifest.program_id
             ):
                 raise ArtifactError(f"program {program_manifest.program_id[:12]} of the bundle does not hash to its id")
-            programs.append(Program(program_manifest, program_data))
+            programs.append(PartitionProgram(program_manifest, program_data))
         expected = {f"w:{d}" for d in weights} | {f"p:{p.manifest.program_id}" for p in programs}
         if set(tensors) != expected:
             extra = sorted(set(tensors) - expected)[:1]
@@ -1056,7 +1056,7 @@ __all__ = [
     "BuiltProgram",
     "LoadedProgram",
     "PartitionBundle",
-    "Program",
+    "PartitionProgram",
     "ProgramManifest",
     "RunControl",
     "TensorSpec",

@@ -29,12 +29,14 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.problem import Problem
 from tiercut.runtime.artifact import DEFAULT_FORMAT, BuiltProgram, PartitionBundle, build_program, sha256_hex, tensor_digest
 from tiercut.runtime.route import Route, Step
+from tiercut.upload.types import Stage, UploadMetrics, UploadPartition, UploadPlan, UserUploadPlan
 
 Progress = Callable[[str], None]
 #: characters a partition id may not hold (see :func:`~tiercut.runtime.artifact.check_partition_id`)
@@ -182,54 +184,64 @@ class MigrationPlan:
         raise TiercutError("the plan has no all-local stage; this is a tiercut bug")
 
 
-# --------------------------------------------------------------------- plan normalisation
+# --------------------------------------------------------------------- the plan, typed
 @dataclass(frozen=True)
 class _PlanView:
+    """An upload plan of one client as per-server partitions and one stage timeline."""
+
     algorithm: str
     source: str
-    partitions: Mapping[str, list[Mapping[str, Any]]]
-    stages: list[Mapping[str, Any]]
+    partitions: Mapping[str, tuple[UploadPartition, ...]]
+    stages: tuple[Stage, ...]
 
 
-def _as_mapping(plan: Any) -> Mapping[str, Any]:
-    if hasattr(plan, "to_dict"):
-        plan = plan.to_dict()
+def read_upload_plan(plan: UploadPlan | UserUploadPlan | Mapping[str, Any]) -> UploadPlan | UserUploadPlan:
+    """``plan`` as a typed upload plan: an :class:`~tiercut.upload.UploadPlan` (one server), a
+    :class:`~tiercut.upload.UserUploadPlan` (several servers, merged stages), or their JSON
+    (``{"problem", "upload_plan"}`` as ``tiercut upload --json`` prints it, or the plan alone)."""
+    if isinstance(plan, (UploadPlan, UserUploadPlan)):
+        return plan
     if not isinstance(plan, Mapping):
         raise TiercutError("the upload plan is not a JSON object; pass the 'upload_plan' of 'tiercut upload --json'")
-    if "upload_plan" in plan and isinstance(plan["upload_plan"], Mapping):
+    if isinstance(plan.get("upload_plan"), Mapping):
         plan = plan["upload_plan"]
-    return plan
+    if "servers" in plan:
+        return UserUploadPlan.from_dict(plan)
+    return UploadPlan.from_dict(plan)
 
 
-def _view(plan: Any, source: str | None) -> _PlanView:
-    data = _as_mapping(plan)
-    try:
-        if "servers" in data:  # one user's plans to several servers, merged stages
-            partitions = {str(s): list(p["partitions"]) for s, p in dict(data["servers"]).items()}
-            stages = list(data["stages"])
-            algorithm = str(data.get("algorithm", ""))
-            plan_source = str(data.get("source", ""))
-        else:
-            server = str(data["server"])
-            partitions = {server: list(data["partitions"])}
-            stages = []
-            for i, stage in enumerate(data["stages"]):
-                stage = dict(stage)
-                if not stage.get("arrived"):
-                    stage["arrived"] = {server: i} if i else {}
-                stages.append(stage)
-            algorithm = str(data.get("algorithm", ""))
-            plan_source = str(data.get("source", ""))
-    except (KeyError, TypeError):
-        raise TiercutError(
-            "the upload plan lacks server/partitions/stages; pass the 'upload_plan' of 'tiercut upload --json'"
-        ) from None
-    chosen = source or plan_source
+def _view(plan: UploadPlan | UserUploadPlan | Mapping[str, Any], source: str | None) -> _PlanView:
+    typed = read_upload_plan(plan)
+    if isinstance(typed, UserUploadPlan):
+        partitions = {server: one.partitions for server, one in typed.servers.items()}
+        stages = typed.stages
+    else:  # one server: stage i needs the first i uploads unless the plan says otherwise
+        partitions = {typed.server: typed.partitions}
+        stages = tuple(
+            stage if stage.arrived else replace(stage, arrived={typed.server: i} if i else {})
+            for i, stage in enumerate(typed.stages)
+        )
+    chosen = source or typed.source
     if not chosen:
         raise TiercutError("the upload plan names no source device; pass the client device (--source)")
     if not stages:
         raise TiercutError("the upload plan has no stages; it must hold at least stage 0 (nothing uploaded)")
-    return _PlanView(algorithm, chosen, partitions, stages)
+    return _PlanView(typed.algorithm, chosen, partitions, stages)
+
+
+def _check_partitions(view: _PlanView, graph: Any, model: str) -> None:
+    """Every uploaded node is in the model, goes to a server (not the source), and goes up once."""
+    if view.source in view.partitions:
+        raise TiercutError(f"the source device {view.source!r} is also an upload target; the client uploads to servers")
+    for server, parts in view.partitions.items():
+        seen: set[str] = set()
+        for part in parts:
+            for node in part.nodes:
+                if node not in graph:
+                    raise TiercutError(f"upload partition for {server!r} names node {node!r}, which model {model!r} lacks")
+                if node in seen:
+                    raise TiercutError(f"node {node!r} is uploaded to {server!r} twice; each node goes up once")
+                seen.add(node)
 
 
 # --------------------------------------------------------------------- weights of nodes
@@ -280,189 +292,187 @@ class _DigestCache:
         return digest
 
 
-def record_values(captured: Any, inputs: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Every fx value of one forward pass (by fx node name), for exporting partitions."""
-    import torch
-    import torch.fx
-
-    values: dict[str, Any] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n: Any) -> Any:
-            result = super().run_node(n)
-            values[n.name] = result
-            return result
-
-    with torch.no_grad():
-        Recorder(captured.graph_module).run(*(inputs if inputs is not None else captured.example_inputs))
-    return values
-
-
 # --------------------------------------------------------------------- preparation
 def prepare_migration(
     captured: Any,
-    plan: Any,
+    plan: UploadPlan | UserUploadPlan | Mapping[str, Any],
     *,
     source: str | None = None,
     artifact_format: str = DEFAULT_FORMAT,
     label: str | None = None,
     progress: Progress | None = None,
-    problem: Any = None,
+    problem: Problem | None = None,
 ) -> MigrationPlan:
     """Build the uploads and stages of an upload plan for a captured model.
 
-    ``plan`` is an ``upload_plan`` (one server) or a user's multi-server
-    plan (``servers`` and merged ``stages`` with ``arrived``), as a dict, a
-    JSON ``{"problem", "upload_plan"}`` object or an object with ``to_dict()``.
-    With ``problem`` (the plan's :class:`~tiercut.problem.Problem`), each
-    stage's route forwards through the relays the cost model's routing
-    chooses (:func:`route_relays`).
+    ``plan`` is an :class:`~tiercut.upload.UploadPlan` (one server) or a
+    user's :class:`~tiercut.upload.UserUploadPlan` (several servers, merged
+    ``stages`` with ``arrived``), or the JSON of either
+    (:func:`read_upload_plan`). With ``problem`` (the plan's
+    :class:`~tiercut.problem.Problem`), each stage's route forwards through
+    the relays the cost model's routing chooses (:func:`route_relays`).
+
+    Steps: read the plan (:func:`_view`), check its partitions against the
+    model, build each stage's split, programs and route
+    (:func:`_build_stages`), add the all-local stage if the plan lacks it,
+    then pack each server's uploads (:func:`_server_uploads`).
     """
-    from tiercut.graph.split import split_by_placement
-
     view = _view(plan, source)
-    graph = captured.graph
-    model = label or graph.model or "model"
-    note = progress or (lambda _: None)
-    servers = list(view.partitions)
-    if view.source in servers:
-        raise TiercutError(f"the source device {view.source!r} is also an upload target; the client uploads to servers")
-    for server, parts in view.partitions.items():
-        seen: set[str] = set()
-        for part in parts:
-            for node in part.get("nodes", []):
-                if node not in graph:
-                    raise TiercutError(f"upload partition for {server!r} names node {node!r}, which model {model!r} lacks")
-                if node in seen:
-                    raise TiercutError(f"node {node!r} is uploaded to {server!r} twice; each node goes up once")
-                seen.add(node)
-
-    # the stages' splits and programs
-    values = record_values(captured)
-    digest = _DigestCache()
-    programs: dict[tuple[Any, ...], BuiltProgram] = {}
-    stage_programs: list[dict[str, list[BuiltProgram]]] = []
-    runtime_stages: list[RuntimeStage] = []
-    splits: dict[tuple[tuple[str, str], ...], Any] = {}
-    for index, raw in enumerate(view.stages):
-        try:
-            placement = {str(k): str(v) for k, v in dict(raw["placement"]).items()}
-            requires = {str(k): int(v) for k, v in dict(raw.get("arrived", {})).items() if int(v) > 0}
-            latency = raw.get("latency_s")
-            latency_s = math.inf if latency is None else float(latency)
-            from_s = float(raw.get("from_s", 0.0))
-        except (KeyError, TypeError, ValueError):
-            raise TiercutError(f"upload plan stage {index} lacks a placement or holds a wrong type") from None
-        for node in graph.nodes:
-            if node.name not in placement and node.is_input:
-                placement[node.name] = view.source
-        for device in set(placement.values()):
-            if device != view.source and device not in view.partitions:
-                raise TiercutError(
-                    f"stage {index} places nodes on {device!r}, which is neither the source {view.source!r} nor a server "
-                    f"the plan uploads to ({', '.join(servers) or 'none'})"
-                )
-        for server, count in requires.items():
-            if server not in view.partitions or count > len(view.partitions[server]):
-                raise TiercutError(f"stage {index} needs {count} upload(s) to {server!r}, which the plan does not have")
-        key = tuple(sorted(placement.items()))
-        split = splits.get(key)
-        if split is None:
-            note(f"stage {index}: splitting the model")
-            split = splits[key] = split_by_placement(captured, placement)
-        built: dict[str, list[BuiltProgram]] = {}
-        steps: list[Step] = []
-        for partition in split.partitions:
-            program_id = None
-            if partition.device != view.source:
-                program_key = (partition.device, partition.nodes, partition.input_names, partition.output_names, artifact_format)
-                program = programs.get(program_key)
-                if program is None:
-                    note(f"stage {index}: exporting partition {partition.index} for {partition.device}")
-                    program = build_program(partition, {n: values[n] for n in partition.input_names}, format=artifact_format)
-                    programs[program_key] = program
-                built.setdefault(partition.device, []).append(program)
-                program_id = program.program.manifest.program_id
-            steps.append(Step(partition.index, partition.device, program_id, partition.input_names, partition.output_names))
-        stage_programs.append(built)
-        relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
-        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays)
-        runtime_stages.append(RuntimeStage(index, from_s, latency_s, placement, requires, split, route))
-        for server in built:
-            if requires.get(server, 0) == 0:
-                raise TiercutError(
-                    f"stage {index} runs partitions on {server!r} before any upload to it is confirmed; the plan must "
-                    "say how many uploads each stage needs ('arrived')"
-                )
-
-    if not any(stage.devices == [view.source] for stage in runtime_stages):
-        placement = {node.name: view.source for node in graph.nodes}
-        split = split_by_placement(captured, placement)
-        steps = [Step(p.index, p.device, None, p.input_names, p.output_names) for p in split.partitions]
-        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source)
-        runtime_stages.append(RuntimeStage(len(runtime_stages), 0.0, math.inf, placement, {}, split, route))
-
-    # the uploads: P3 weights, plus the programs (and any weight they lack) of the stages each makes runnable
+    model = label or captured.graph.model or "model"
+    _check_partitions(view, captured.graph, model)
+    stages, stage_programs = _build_stages(captured, view, artifact_format, problem, progress or (lambda _: None))
+    if not any(stage.devices == [view.source] for stage in stages):
+        stages.append(_local_stage(captured, view.source, len(stages)))
     node_tensors = _node_tensors(captured)
-    uploads: dict[str, tuple[UploadItem, ...]] = {}
     plan_tag = hashlib.sha256(
         repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()
     ).hexdigest()[:10]
-    for server, parts in view.partitions.items():
-        carried: set[str] = set()
-        sent_programs: set[str] = set()
-        items: list[UploadItem] = []
-        for position, part in enumerate(parts, start=1):
-            weights: dict[str, Any] = {}
-            nodes = tuple(str(n) for n in part.get("nodes", []))
-            for node in nodes:
-                for tensor in node_tensors.get(node, []):
-                    key = digest(tensor)
-                    if key not in carried and key not in weights:
-                        weights[key] = tensor.detach()
-            own = set(weights)
-            new_programs = []
-            for stage, built in zip(runtime_stages, stage_programs):
-                if stage.requires.get(server, 0) != position:
-                    continue
-                for program in built.get(server, []):
-                    program_id = program.program.manifest.program_id
-                    if program_id in sent_programs:
-                        continue
-                    sent_programs.add(program_id)
-                    new_programs.append(program.program)
-                    for key, tensor in program.weights.items():
-                        if key not in carried and key not in weights:
-                            weights[key] = tensor.detach()
-            extra = sum(t.numel() * t.element_size() for k, t in weights.items() if k not in own)
-            requires = sorted({d for p in new_programs for d in p.manifest.weights.values()} & carried)
-            carried |= set(weights)
-            label = f"{_LABEL_UNSAFE.sub('_', model)[:48]}.{plan_tag}.{_LABEL_UNSAFE.sub('_', server)[:32]}.{position}"
-            bundle = PartitionBundle("", nodes, weights, tuple(new_programs), tuple(requires)).named(label)
-            partition_id = bundle.partition_id
-            items.append(
-                UploadItem(
-                    server=server,
-                    position=position,
-                    partition_id=partition_id,
-                    nodes=nodes,
-                    bundle=bundle,
-                    planned_param_bytes=int(part.get("param_bytes", 0) or 0),
-                    planned_upload_s=float(part.get("upload_s", 0.0) or 0.0),
-                    planned_arrives_s=float(part.get("arrives_s", 0.0) or 0.0),
-                    extra_weight_bytes=extra,
-                )
-            )
-        uploads[server] = tuple(items)
+    tag = f"{_LABEL_UNSAFE.sub('_', model)[:48]}.{plan_tag}"
+    uploads = {
+        server: _server_uploads(server, parts, tag, stages, stage_programs, node_tensors)
+        for server, parts in view.partitions.items()
+    }
     return MigrationPlan(
         model=model,
         source=view.source,
         algorithm=view.algorithm,
         captured=captured,
         uploads=uploads,
-        stages=tuple(runtime_stages),
+        stages=tuple(stages),
         artifact_format=artifact_format,
     )
+
+
+def _stage_placement(view: _PlanView, index: int, stage: Stage, graph: Any) -> tuple[dict[str, str], dict[str, int]]:
+    """Stage ``index``'s placement (graph inputs on the source) and the uploads it needs, checked against the plan."""
+    placement = dict(stage.placement)
+    requires = {server: count for server, count in stage.arrived.items() if count > 0}
+    for node in graph.nodes:
+        if node.name not in placement and node.is_input:
+            placement[node.name] = view.source
+    for device in set(placement.values()):
+        if device != view.source and device not in view.partitions:
+            raise TiercutError(
+                f"stage {index} places nodes on {device!r}, which is neither the source {view.source!r} nor a server "
+                f"the plan uploads to ({', '.join(view.partitions) or 'none'})"
+            )
+    for server, count in requires.items():
+        if server not in view.partitions or count > len(view.partitions[server]):
+            raise TiercutError(f"stage {index} needs {count} upload(s) to {server!r}, which the plan does not have")
+    return placement, requires
+
+
+def _build_stages(
+    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress
+) -> tuple[list[RuntimeStage], list[dict[str, list[BuiltProgram]]]]:
+    """Every stage's split, route and the programs its server steps run (each exported once, shared by stages)."""
+    from tiercut.graph.split import split_by_placement
+    from tiercut.profile.measure import record_fx_values
+
+    values = record_fx_values(captured)
+    programs: dict[tuple[Any, ...], BuiltProgram] = {}
+    splits: dict[tuple[tuple[str, str], ...], Any] = {}
+    stages: list[RuntimeStage] = []
+    stage_programs: list[dict[str, list[BuiltProgram]]] = []
+    for index, stage in enumerate(view.stages):
+        placement, requires = _stage_placement(view, index, stage, captured.graph)
+        key = tuple(sorted(placement.items()))
+        if key not in splits:
+            note(f"stage {index}: splitting the model")
+            splits[key] = split_by_placement(captured, placement)
+        split = splits[key]
+        built: dict[str, list[BuiltProgram]] = {}
+        steps: list[Step] = []
+        for partition in split.partitions:
+            program_id = None
+            if partition.device != view.source:
+                program_key = (partition.device, partition.nodes, partition.input_names, partition.output_names, artifact_format)
+                if program_key not in programs:
+                    note(f"stage {index}: exporting partition {partition.index} for {partition.device}")
+                    inputs = {n: values[n] for n in partition.input_names}
+                    programs[program_key] = build_program(partition, inputs, format=artifact_format)
+                program = programs[program_key]
+                built.setdefault(partition.device, []).append(program)
+                program_id = program.program.manifest.program_id
+            steps.append(Step(partition.index, partition.device, program_id, partition.input_names, partition.output_names))
+        for server in built:
+            if requires.get(server, 0) == 0:
+                raise TiercutError(
+                    f"stage {index} runs partitions on {server!r} before any upload to it is confirmed; the plan must "
+                    "say how many uploads each stage needs ('arrived')"
+                )
+        relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
+        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays)
+        stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route))
+        stage_programs.append(built)
+    return stages, stage_programs
+
+
+def _local_stage(captured: Any, source: str, index: int) -> RuntimeStage:
+    """The all-local stage (every node on the source), for a plan that lacks one."""
+    from tiercut.graph.split import split_by_placement
+
+    placement = {node.name: source for node in captured.graph.nodes}
+    split = split_by_placement(captured, placement)
+    steps = [Step(p.index, p.device, None, p.input_names, p.output_names) for p in split.partitions]
+    route = Route(tuple(steps), tuple(split.output_spec.value_names()), source)
+    return RuntimeStage(index, 0.0, math.inf, placement, {}, split, route)
+
+
+def _server_uploads(
+    server: str,
+    parts: Sequence[UploadPartition],
+    tag: str,
+    stages: Sequence[RuntimeStage],
+    stage_programs: Sequence[Mapping[str, list[BuiltProgram]]],
+    node_tensors: Mapping[str, list[Any]],
+) -> tuple[UploadItem, ...]:
+    """One server's uploads in order: P3_k's weights, plus the programs (and any weight they lack) of the
+    stages upload ``k`` makes runnable; a weight goes up once per server (keyed by content digest)."""
+    digest = _DigestCache()
+    carried: set[str] = set()
+    sent_programs: set[str] = set()
+    items: list[UploadItem] = []
+    for position, part in enumerate(parts, start=1):
+        weights: dict[str, Any] = {}
+        for node in part.nodes:
+            for tensor in node_tensors.get(node, []):
+                key = digest(tensor)
+                if key not in carried and key not in weights:
+                    weights[key] = tensor.detach()
+        own = set(weights)
+        new_programs = []
+        for stage, built in zip(stages, stage_programs):
+            if stage.requires.get(server, 0) != position:
+                continue
+            for program in built.get(server, []):
+                program_id = program.program.manifest.program_id
+                if program_id in sent_programs:
+                    continue
+                sent_programs.add(program_id)
+                new_programs.append(program.program)
+                for key, tensor in program.weights.items():
+                    if key not in carried and key not in weights:
+                        weights[key] = tensor.detach()
+        extra = sum(t.numel() * t.element_size() for k, t in weights.items() if k not in own)
+        requires = sorted({d for p in new_programs for d in p.manifest.weights.values()} & carried)
+        carried |= set(weights)
+        label = f"{tag}.{_LABEL_UNSAFE.sub('_', server)[:32]}.{position}"
+        bundle = PartitionBundle("", part.nodes, weights, tuple(new_programs), tuple(requires)).named(label)
+        items.append(
+            UploadItem(
+                server=server,
+                position=position,
+                partition_id=bundle.partition_id,
+                nodes=part.nodes,
+                bundle=bundle,
+                planned_param_bytes=part.param_bytes,
+                planned_upload_s=part.upload_s,
+                planned_arrives_s=part.arrives_s,
+                extra_weight_bytes=extra,
+            )
+        )
+    return tuple(items)
 
 
 def route_relays(problem: Any, placement: Mapping[str, str], devices: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -494,35 +504,30 @@ def route_relays(problem: Any, placement: Mapping[str, str], devices: Sequence[s
 
 def placement_plan(
     placement: Mapping[str, str], source: str, *, latency_s: float = math.nan, algorithm: str = "placement"
-) -> dict[str, Any]:
+) -> UserUploadPlan:
     """An upload plan with one upload per server holding all its nodes (the ``direct`` shape).
 
     Stage 0 is all-local, stage 1 (needing every server's upload) is
-    ``placement``. For running a partition-offloading plan as it is.
+    ``placement``. For running a partition-offloading plan as it is; its
+    upload figures are unknown (zero bytes and seconds planned, metrics
+    not evaluated).
     """
     servers = [d for d in dict.fromkeys(placement.values()) if d != source]
-    stages = [
-        {"from_s": 0.0, "placement": {n: source for n in placement}, "latency_s": None, "arrived": {}},
-        {
-            "from_s": 0.0,
-            "placement": dict(placement),
-            "latency_s": None if math.isnan(latency_s) else latency_s,
-            "arrived": {s: 1 for s in servers},
-        },
-    ]
-    return {
-        "algorithm": algorithm,
-        "source": source,
-        "servers": {
-            s: {
-                "partitions": [
-                    {"nodes": [n for n, d in placement.items() if d == s], "param_bytes": 0, "upload_s": 0.0, "arrives_s": 0.0}
-                ]
-            }
-            for s in servers
-        },
-        "stages": stages,
+    local = Stage(0.0, {n: source for n in placement}, math.inf, {})
+    offloaded = Stage(0.0, dict(placement), math.inf if math.isnan(latency_s) else latency_s, {s: 1 for s in servers})
+    unknown = UploadMetrics(0, math.inf, 0, math.inf, 0.0)
+    plans = {
+        server: UploadPlan(
+            algorithm=algorithm,
+            server=server,
+            source=source,
+            partitions=(UploadPartition(tuple(n for n, d in placement.items() if d == server), 0, 0.0, 0.0),),
+            stages=(local, replace(offloaded, arrived={server: 1})),
+            metrics=unknown,
+        )
+        for server in servers
     }
+    return UserUploadPlan(source, source, algorithm, dict(placement), plans, (local, offloaded), unknown)
 
 
 __all__ = [
@@ -531,6 +536,6 @@ __all__ = [
     "UploadItem",
     "placement_plan",
     "prepare_migration",
-    "record_values",
+    "read_upload_plan",
     "route_relays",
 ]

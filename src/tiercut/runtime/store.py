@@ -46,7 +46,7 @@ from tiercut.runtime.artifact import (
     ArtifactError,
     LoadedProgram,
     PartitionBundle,
-    Program,
+    PartitionProgram,
     load_program,
     sha256_hex,
 )
@@ -126,7 +126,7 @@ class PartitionStore:
     _partitions: dict[str, StoredPartition] = field(default_factory=dict, init=False, repr=False)
     _weights: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _weight_refs: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _programs: dict[str, Program] = field(default_factory=dict, init=False, repr=False)
+    _programs: dict[str, PartitionProgram] = field(default_factory=dict, init=False, repr=False)
     _program_owner: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _loaded: OrderedDict[str, LoadedProgram] = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
@@ -171,7 +171,7 @@ class PartitionStore:
                 self._remember(loaded)
         return loaded
 
-    def _load(self, program: Program, weights: Mapping[str, Any]) -> LoadedProgram:
+    def _load(self, program: PartitionProgram, weights: Mapping[str, Any]) -> LoadedProgram:
         return load_program(
             program, weights, max_run_bytes=self.max_run_bytes, onnx_threads=self.onnx_threads, formats=self.formats
         )

@@ -48,7 +48,7 @@ from tiercut.sim.program import (
 )
 from tiercut.sim.results import ArrivalRecord, OpRecord, QueryRecord, ResourceSummary, SimResult
 from tiercut.upload.analytic import StageSolver
-from tiercut.upload.types import Partition
+from tiercut.upload.types import UploadPartition
 
 #: checkpoints of a run with a duration (for the progress callback).
 PROGRESS_STEPS = 100
@@ -91,7 +91,7 @@ class _UserState:
         self.user = user
         plan = user.plan
         self.servers: list[str] = list(plan.servers) if plan is not None else []
-        self.uploads: list[tuple[Partition, ...]] = [plan.servers[s].partitions for s in self.servers] if plan else []
+        self.uploads: list[tuple[UploadPartition, ...]] = [plan.servers[s].partitions for s in self.servers] if plan else []
         self.arrived = [0] * len(self.servers)
         self.stage_index: dict[tuple[int, ...], int] = {}
         if plan is not None:

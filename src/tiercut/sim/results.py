@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.upload.types import UploadMetrics
+from tiercut.serialization import finite_or_null
+from tiercut.upload.types import UploadMetrics, done_by, starts_before
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +209,8 @@ class SimResult:
         queries = self.user_queries(user)
         if len(queries) < n:
             raise TiercutError(f"user {user!r} completed {len(queries)} queries, fewer than n={n}; simulate longer")
-        done = sum(1 for q in queries if q.end_s <= end)
-        during = [q.latency_s for q in queries if q.start_s < end] or [queries[0].latency_s]
+        done = sum(1 for q in queries if done_by(q.end_s, end))
+        during = [q.latency_s for q in queries if starts_before(q.start_s, end)] or [queries[0].latency_s]
         return UploadMetrics(
             queries_done_by_upload_end=done,
             time_for_n_queries_s=queries[n - 1].end_s - join,
@@ -264,17 +265,7 @@ class SimResult:
         }
         if include_queries:
             data["query_trace"] = [q.to_dict() for q in self.queries]
-        return _finite(data)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        return finite_or_null(data)
 
 
 __all__ = ["ArrivalRecord", "OpRecord", "QueryRecord", "ResourceSummary", "SimResult", "UserSummary"]

@@ -32,17 +32,17 @@ from tiercut.upload.analytic import (
 from tiercut.upload.base import GroupResult, UploadPlanner
 from tiercut.upload.multi import plan_multi_upload, plan_user_upload, user_plan_from_upload
 from tiercut.upload.registry import UPLOAD_PLANNERS, get_upload_planner, plan_upload
-from tiercut.upload.types import MultiUploadPlan, Partition, Stage, UploadMetrics, UploadPlan, UserUploadPlan
+from tiercut.upload.types import MultiUploadPlan, Stage, UploadMetrics, UploadPartition, UploadPlan, UserUploadPlan
 
 __all__ = [
     "UPLOAD_PLANNERS",
     "GroupResult",
     "MultiUploadPlan",
-    "Partition",
     "QuerySlot",
     "Stage",
     "StageSolver",
     "UploadMetrics",
+    "UploadPartition",
     "UploadPlan",
     "UploadPlanner",
     "UserUploadPlan",

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from tiercut.cost import evaluate
 from tiercut.errors import TiercutError
 from tiercut.problem import Constraints, Objective, Problem
-from tiercut.upload.types import Partition, Stage, UploadMetrics, UploadPlan
+from tiercut.upload.types import Stage, UploadMetrics, UploadPartition, UploadPlan, done_by, starts_before
 
 #: relative tolerance of :func:`check_upload_plan`.
 CHECK_RTOL = 1e-9
@@ -174,7 +174,7 @@ def link_figures(problem: Problem, server: str) -> tuple[float, float]:
     return upload_rate(problem, server)
 
 
-def timeline(problem: Problem, server: str, groups: Sequence[Sequence[str]], start_s: float = 0.0) -> tuple[Partition, ...]:
+def timeline(problem: Problem, server: str, groups: Sequence[Sequence[str]], start_s: float = 0.0) -> tuple[UploadPartition, ...]:
     """Partitions of ``groups`` (node names) with bytes, upload and arrival times, in order.
 
     A partition's bytes are those of the parameters its nodes use that no
@@ -188,12 +188,12 @@ def timeline(problem: Problem, server: str, groups: Sequence[Sequence[str]], sta
         held |= held_params(problem, group)
         upload = upload_seconds(problem, server, nbytes)
         t = t + upload
-        out.append(Partition(tuple(group), int(nbytes), upload, t))
+        out.append(UploadPartition(tuple(group), int(nbytes), upload, t))
     return tuple(out)
 
 
 def build_stages(
-    problem: Problem, uploads: Mapping[str, Sequence[Partition]], solver: StageSolver | None = None
+    problem: Problem, uploads: Mapping[str, Sequence[UploadPartition]], solver: StageSolver | None = None
 ) -> tuple[Stage, ...]:
     """Stage 0 (nothing uploaded) and one stage per arrival time over every server's partitions.
 
@@ -293,9 +293,9 @@ def metrics_of(from_s: Sequence[float], latency_s: Sequence[float], upload_end_s
     during = 0.0
     count = 0
     for q in slots:
-        if q.end_s <= upload_end_s:
+        if done_by(q.end_s, upload_end_s):
             done += 1
-        if q.start_s < upload_end_s:
+        if starts_before(q.start_s, upload_end_s):
             during += q.latency_s
             count += 1
     return UploadMetrics(
@@ -320,7 +320,7 @@ def evaluate_upload(
     target: Iterable[str] | None = None,
     n_queries: int | None = None,
     solver: StageSolver | None = None,
-) -> tuple[tuple[Partition, ...], tuple[Stage, ...], UploadMetrics]:
+) -> tuple[tuple[UploadPartition, ...], tuple[Stage, ...], UploadMetrics]:
     """Partitions, stages and metrics of uploading ``groups`` in order to ``server``.
 
     ``n_queries`` defaults to :func:`default_query_count` for the direct upload

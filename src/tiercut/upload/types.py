@@ -17,48 +17,20 @@ plan that decided which server holds which node.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiercut.errors import TiercutError
 from tiercut.problem import MultiPlan
+from tiercut.serialization import from_json_float, json_contract, json_float, jsonable
 
 SCHEMA_VERSION = 1
-
-
-def _json_float(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _from_json_float(value: Any) -> float:
-    return math.inf if value is None else float(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    return repr(value)
-
-
-def _require(data: Mapping[str, Any], key: str, what: str) -> Any:
-    try:
-        return data[key]
-    except KeyError:
-        raise TiercutError(f"{what} lacks the field {key!r}; pass the 'upload_plan' object of 'tiercut upload --json'") from None
-    except TypeError:
-        raise TiercutError(f"{what} is not a JSON object; pass the 'upload_plan' object of 'tiercut upload --json'") from None
+#: what every upload-plan error tells the reader to do.
+_HINT = "pass the 'upload_plan' object of 'tiercut upload --json'"
 
 
 @dataclass(frozen=True)
-class Partition:
+class UploadPartition:
     """One P3: a set of nodes whose parameters go up together.
 
     Attributes:
@@ -84,17 +56,14 @@ class Partition:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Partition:
-        what = "upload partition"
-        try:
-            return cls(
-                nodes=tuple(str(n) for n in _require(data, "nodes", what)),
-                param_bytes=int(_require(data, "param_bytes", what)),
-                upload_s=float(_require(data, "upload_s", what)),
-                arrives_s=float(_require(data, "arrives_s", what)),
-            )
-        except (TypeError, ValueError):
-            raise TiercutError(f"{what} {dict(data)!r:.80} holds a value of the wrong type") from None
+    @json_contract("upload partition", hint=_HINT)
+    def from_dict(cls, data: Mapping[str, Any]) -> UploadPartition:
+        return cls(
+            nodes=tuple(str(n) for n in data["nodes"]),
+            param_bytes=int(data["param_bytes"]),
+            upload_s=float(data["upload_s"]),
+            arrives_s=float(data["arrives_s"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -118,22 +87,35 @@ class Stage:
         return {
             "from_s": float(self.from_s),
             "placement": dict(self.placement),
-            "latency_s": _json_float(self.latency_s),
+            "latency_s": json_float(self.latency_s),
             "arrived": dict(self.arrived),
         }
 
     @classmethod
+    @json_contract("upload stage", hint=_HINT)
     def from_dict(cls, data: Mapping[str, Any]) -> Stage:
-        what = "upload stage"
-        try:
-            return cls(
-                from_s=float(_require(data, "from_s", what)),
-                placement={str(k): str(v) for k, v in dict(_require(data, "placement", what)).items()},
-                latency_s=_from_json_float(_require(data, "latency_s", what)),
-                arrived={str(k): int(v) for k, v in dict(data.get("arrived", {})).items()},
-            )
-        except (TypeError, ValueError):
-            raise TiercutError(f"{what} holds a value of the wrong type") from None
+        return cls(
+            from_s=float(data["from_s"]),
+            placement={str(k): str(v) for k, v in dict(data["placement"]).items()},
+            latency_s=from_json_float(data["latency_s"]),
+            arrived={str(k): int(v) for k, v in dict(data.get("arrived", {})).items()},
+        )
+
+
+# Times that agree to this relative precision are one instant: the analytic model and
+# the simulator sum the same durations in different orders, so a query that ends exactly
+# when the upload ends must count the same in both.
+TIME_TIE_REL = 1e-9
+
+
+def done_by(end_s: float, deadline_s: float) -> bool:
+    """Whether an event at ``end_s`` happens no later than ``deadline_s`` (up to rounding)."""
+    return end_s <= deadline_s + TIME_TIE_REL * max(1.0, abs(deadline_s))
+
+
+def starts_before(start_s: float, deadline_s: float) -> bool:
+    """Whether an event at ``start_s`` happens strictly before ``deadline_s`` (up to rounding)."""
+    return not done_by(deadline_s, start_s)
 
 
 @dataclass(frozen=True)
@@ -159,25 +141,22 @@ class UploadMetrics:
     def to_dict(self) -> dict[str, Any]:
         return {
             "queries_done_by_upload_end": int(self.queries_done_by_upload_end),
-            "time_for_n_queries_s": _json_float(self.time_for_n_queries_s),
+            "time_for_n_queries_s": json_float(self.time_for_n_queries_s),
             "n": int(self.n),
-            "mean_latency_during_upload_s": _json_float(self.mean_latency_during_upload_s),
+            "mean_latency_during_upload_s": json_float(self.mean_latency_during_upload_s),
             "upload_end_s": float(self.upload_end_s),
         }
 
     @classmethod
+    @json_contract("upload metrics", hint=_HINT)
     def from_dict(cls, data: Mapping[str, Any]) -> UploadMetrics:
-        what = "upload metrics"
-        try:
-            return cls(
-                queries_done_by_upload_end=int(_require(data, "queries_done_by_upload_end", what)),
-                time_for_n_queries_s=_from_json_float(_require(data, "time_for_n_queries_s", what)),
-                n=int(_require(data, "n", what)),
-                mean_latency_during_upload_s=_from_json_float(_require(data, "mean_latency_during_upload_s", what)),
-                upload_end_s=float(data.get("upload_end_s", 0.0)),
-            )
-        except (TypeError, ValueError):
-            raise TiercutError(f"{what} hold a value of the wrong type") from None
+        return cls(
+            queries_done_by_upload_end=int(data["queries_done_by_upload_end"]),
+            time_for_n_queries_s=from_json_float(data["time_for_n_queries_s"]),
+            n=int(data["n"]),
+            mean_latency_during_upload_s=from_json_float(data["mean_latency_during_upload_s"]),
+            upload_end_s=float(data.get("upload_end_s", 0.0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -200,7 +179,7 @@ class UploadPlan:
     algorithm: str
     server: str
     source: str
-    partitions: tuple[Partition, ...]
+    partitions: tuple[UploadPartition, ...]
     stages: tuple[Stage, ...]
     metrics: UploadMetrics
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -229,26 +208,21 @@ class UploadPlan:
             "partitions": [p.to_dict() for p in self.partitions],
             "stages": [s.to_dict() for s in self.stages],
             "metrics": self.metrics.to_dict(),
-            "settings": {k: _jsonable(v) for k, v in self.settings.items()},
+            "settings": {k: jsonable(v) for k, v in self.settings.items()},
             "solve_s": float(self.solve_s),
             "note": self.note,
         }
 
     @classmethod
+    @json_contract("upload plan", version=SCHEMA_VERSION, hint=_HINT)
     def from_dict(cls, data: Mapping[str, Any]) -> UploadPlan:
-        what = "upload plan"
-        if not isinstance(data, Mapping):
-            raise TiercutError(f"{what} is not a JSON object; pass the 'upload_plan' object of 'tiercut upload --json'")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise TiercutError(f"upload plan has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}; re-plan it")
         return cls(
-            algorithm=str(_require(data, "algorithm", what)),
-            server=str(_require(data, "server", what)),
+            algorithm=str(data["algorithm"]),
+            server=str(data["server"]),
             source=str(data.get("source", "")),
-            partitions=tuple(Partition.from_dict(p) for p in _require(data, "partitions", what)),
-            stages=tuple(Stage.from_dict(s) for s in _require(data, "stages", what)),
-            metrics=UploadMetrics.from_dict(_require(data, "metrics", what)),
+            partitions=tuple(UploadPartition.from_dict(p) for p in data["partitions"]),
+            stages=tuple(Stage.from_dict(s) for s in data["stages"]),
+            metrics=UploadMetrics.from_dict(data["metrics"]),
             settings=dict(data.get("settings", {})),
             solve_s=float(data.get("solve_s", 0.0)),
             note=str(data.get("note", "")),
@@ -295,16 +269,16 @@ class UserUploadPlan:
         }
 
     @classmethod
+    @json_contract("user upload plan", hint=_HINT)
     def from_dict(cls, data: Mapping[str, Any]) -> UserUploadPlan:
-        what = "user upload plan"
         return cls(
-            user=str(_require(data, "user", what)),
-            source=str(_require(data, "source", what)),
-            algorithm=str(_require(data, "algorithm", what)),
-            target={str(k): str(v) for k, v in dict(_require(data, "target", what)).items()},
-            servers={str(s): UploadPlan.from_dict(p) for s, p in dict(_require(data, "servers", what)).items()},
-            stages=tuple(Stage.from_dict(s) for s in _require(data, "stages", what)),
-            metrics=UploadMetrics.from_dict(_require(data, "metrics", what)),
+            user=str(data["user"]),
+            source=str(data["source"]),
+            algorithm=str(data["algorithm"]),
+            target={str(k): str(v) for k, v in dict(data["target"]).items()},
+            servers={str(s): UploadPlan.from_dict(p) for s, p in dict(data["servers"]).items()},
+            stages=tuple(Stage.from_dict(s) for s in data["stages"]),
+            metrics=UploadMetrics.from_dict(data["metrics"]),
         )
 
 
@@ -344,20 +318,17 @@ class MultiUploadPlan:
             "algorithm": self.algorithm,
             "offloading": self.offloading.to_dict(),
             "users": {u: p.to_dict() for u, p in self.users.items()},
-            "settings": {k: _jsonable(v) for k, v in self.settings.items()},
+            "settings": {k: jsonable(v) for k, v in self.settings.items()},
             "solve_s": float(self.solve_s),
         }
 
     @classmethod
+    @json_contract("multi-user upload plan", version=SCHEMA_VERSION, hint="write it with MultiUploadPlan.to_dict of this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> MultiUploadPlan:
-        what = "multi-user upload plan"
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise TiercutError(f"{what} has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}; re-plan it")
         return cls(
-            algorithm=str(_require(data, "algorithm", what)),
-            offloading=MultiPlan.from_dict(_require(data, "offloading", what)),
-            users={str(u): UserUploadPlan.from_dict(p) for u, p in dict(_require(data, "users", what)).items()},
+            algorithm=str(data["algorithm"]),
+            offloading=MultiPlan.from_dict(data["offloading"]),
+            users={str(u): UserUploadPlan.from_dict(p) for u, p in dict(data["users"]).items()},
             settings=dict(data.get("settings", {})),
             solve_s=float(data.get("solve_s", 0.0)),
         )
@@ -366,9 +337,9 @@ class MultiUploadPlan:
 __all__ = [
     "SCHEMA_VERSION",
     "MultiUploadPlan",
-    "Partition",
     "Stage",
     "UploadMetrics",
+    "UploadPartition",
     "UploadPlan",
     "UserUploadPlan",
 ]

@@ -1,4 +1,4 @@
-"""The partition problem and its answer: :class:`Problem` and :class:`Plan`.
+"""The partition problem: :class:`Problem` and its parts, and :class:`MultiUserProblem`.
 
 A :class:`Problem` is everything a planner needs and nothing else (DESIGN.md's
 ``problem`` JSON contract): the layer graph, the devices with the figures the
@@ -9,12 +9,12 @@ Anyone can recompute a plan's figures from a problem alone
 (:func:`tiercut.cost.evaluate`).
 
 A :class:`MultiUserProblem` holds one single-user problem per user over the
-same devices and links (the equal-share model of DESIGN.md); a
-:class:`MultiPlan` answers it.
+same devices and links (the equal-share model of DESIGN.md).
 
-:func:`build_problem` turns a graph and an :class:`~tiercut.env.Environment`
-into a problem; it is the one place that talks to :mod:`tiercut.profile` (the
-device catalog and the per-node compute tables).
+The answers (:class:`~tiercut.problem.plan.Plan`,
+:class:`~tiercut.problem.plan.MultiPlan`) live in :mod:`tiercut.problem.plan`;
+building a problem from a graph and an environment in
+:mod:`tiercut.problem.build`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tiercut.env import Environment, Link
+from tiercut.env import Link
 from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph
+from tiercut.serialization import json_contract, optional_float
+
+if TYPE_CHECKING:
+    from tiercut.cost.routing import Routing
 
 SCHEMA_VERSION = 1
 
@@ -36,9 +40,6 @@ METRICS = ("latency", "energy_source", "energy_total", "cost")
 OBJECTIVES = (*METRICS, "weighted")
 #: how a multi-user problem aggregates user latencies.
 AGGREGATES = ("mean", "max")
-
-#: unit of each metric, for tables and messages.
-METRIC_UNITS = {"latency": "s", "energy_source": "J", "energy_total": "J", "cost": ""}
 
 
 def _finite_nonneg(value: float, what: str) -> float:
@@ -116,8 +117,14 @@ class Objective:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | str) -> Objective:
+        """An objective from its JSON object, or from its text form (:meth:`parse`)."""
         if isinstance(data, str):
             return cls.parse(data)
+        return cls._from_object(data)
+
+    @classmethod
+    @json_contract("objective", hint="give kind, weights and aggregate, as 'tiercut plan --json' writes them")
+    def _from_object(cls, data: Mapping[str, Any]) -> Objective:
         return cls(str(data.get("kind", "latency")), dict(data.get("weights", {})), str(data.get("aggregate", "mean")))
 
 
@@ -175,17 +182,14 @@ class Constraints:
         }
 
     @classmethod
+    @json_contract("problem constraints", hint="pass the 'problem' object of 'tiercut plan --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> Constraints:
-        def opt(key: str) -> float | None:
-            value = data.get(key)
-            return None if value is None else float(value)
-
         return cls(
             memory=bool(data.get("memory", True)),
-            latency_budget_s=opt("latency_budget_s"),
-            energy_source_budget_j=opt("energy_source_budget_j"),
-            energy_total_budget_j=opt("energy_total_budget_j"),
-            cost_budget=opt("cost_budget"),
+            latency_budget_s=optional_float(data.get("latency_budget_s")),
+            energy_source_budget_j=optional_float(data.get("energy_source_budget_j")),
+            energy_total_budget_j=optional_float(data.get("energy_total_budget_j")),
+            cost_budget=optional_float(data.get("cost_budget")),
             pinned={str(k): str(v) for k, v in dict(data.get("pinned", {})).items()},
         )
 
@@ -220,21 +224,19 @@ class ProblemDevice:
         }
 
     @classmethod
+    @json_contract("problem device", hint="pass the 'problem' object of 'tiercut plan --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> ProblemDevice:
-        try:
-            memory = data.get("memory_bytes")
-            return cls(
-                name=str(data["name"]),
-                tier=str(data.get("tier", "end")),
-                power_compute_w=_finite_nonneg(data.get("power_compute_w", 0.0), "power_compute_w"),
-                power_tx_w=_finite_nonneg(data.get("power_tx_w", 0.0), "power_tx_w"),
-                power_rx_w=_finite_nonneg(data.get("power_rx_w", 0.0), "power_rx_w"),
-                power_idle_w=_finite_nonneg(data.get("power_idle_w", 0.0), "power_idle_w"),
-                price_per_s=_finite_nonneg(data.get("price_per_s", 0.0), "price_per_s"),
-                memory_bytes=None if memory is None else int(memory),
-            )
-        except KeyError as exc:
-            raise TiercutError(f"problem device {dict(data)!r:.80} lacks the field {exc}; add it") from None
+        memory = data.get("memory_bytes")
+        return cls(
+            name=str(data["name"]),
+            tier=str(data.get("tier", "end")),
+            power_compute_w=_finite_nonneg(data.get("power_compute_w", 0.0), "power_compute_w"),
+            power_tx_w=_finite_nonneg(data.get("power_tx_w", 0.0), "power_tx_w"),
+            power_rx_w=_finite_nonneg(data.get("power_rx_w", 0.0), "power_rx_w"),
+            power_idle_w=_finite_nonneg(data.get("power_idle_w", 0.0), "power_idle_w"),
+            price_per_s=_finite_nonneg(data.get("price_per_s", 0.0), "price_per_s"),
+            memory_bytes=None if memory is None else int(memory),
+        )
 
 
 # ---------------------------------------------------------------- problem
@@ -277,6 +279,12 @@ class Problem:
 
     def __post_init__(self) -> None:
         label = self.name or self.graph.model or "problem"
+        self._index_devices(label)
+        self._index_links(label)
+        self._check_compute(label)
+        self._check_pins(label)
+
+    def _index_devices(self, label: str) -> None:
         if not self.devices:
             raise TiercutError(f"problem {label!r} has no devices; give at least the source device")
         for i, device in enumerate(self.devices):
@@ -287,6 +295,8 @@ class Problem:
             raise TiercutError(
                 f"problem {label!r}: source {self.source!r} is not a device; devices are {', '.join(self._device_index)}"
             )
+
+    def _index_links(self, label: str) -> None:
         for link in self.links:
             for end in (link.a, link.b):
                 if end not in self._device_index:
@@ -306,6 +316,8 @@ class Problem:
             self._links[link.key] = link
         if self.routing_links is not None and {k.key for k in self.routing_links} != set(self._links):
             raise TiercutError(f"problem {label!r}: routing_links must join the same device pairs as links")
+
+    def _check_compute(self, label: str) -> None:
         for node_name, row in self.compute_s.items():
             if node_name not in self.graph:
                 raise TiercutError(f"problem {label!r}: compute_s names unknown node {node_name!r}")
@@ -314,20 +326,19 @@ class Problem:
                     raise TiercutError(f"problem {label!r}: compute_s[{node_name!r}] names unknown device {device!r}")
                 _finite_nonneg(seconds, f"compute_s[{node_name!r}][{device!r}]")
         for node in self.graph:
-            if node.is_input:
-                continue
-            if not self.compute_s.get(node.name):
+            if not node.is_input and not self.compute_s.get(node.name):
                 raise TiercutError(
                     f"problem {label!r}: node {node.name!r} can run on no device (no compute_s entry); "
                     "give it a time on at least one device"
                 )
+
+    def _check_pins(self, label: str) -> None:
         for node_name, device in self.constraints.pinned.items():
             if node_name not in self.graph:
                 raise TiercutError(f"problem {label!r}: pinned node {node_name!r} is not in the graph")
             if device not in self._device_index:
                 raise TiercutError(f"problem {label!r}: node {node_name!r} is pinned to unknown device {device!r}")
-            node = self.graph[node_name]
-            if node.is_input:
+            if self.graph[node_name].is_input:
                 if device != self.source:
                     raise TiercutError(
                         f"problem {label!r}: graph input {node_name!r} is pinned to {device!r}; inputs are on the source "
@@ -358,7 +369,7 @@ class Problem:
         return self._links.get(frozenset((a, b)))
 
     @property
-    def routing(self) -> Any:
+    def routing(self) -> Routing:
         """The :class:`tiercut.cost.routing.Routing` of the links: which path a tensor takes between two devices
         (built once per problem)."""
         routing = self._derived.get("routing")
@@ -451,15 +462,8 @@ class Problem:
         }
 
     @classmethod
+    @json_contract("problem", version=SCHEMA_VERSION, hint="pass the 'problem' object of 'tiercut plan --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> Problem:
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise TiercutError(
-                f"problem has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}; re-create the problem"
-            )
-        for key in ("nodes", "devices", "source", "compute_s"):
-            if key not in data:
-                raise TiercutError(f"problem JSON has no {key!r}; pass the 'problem' object of 'tiercut plan --json'")
         graph = LayerGraph.from_dict(
             {
                 "schema_version": 1,
@@ -485,129 +489,6 @@ class Problem:
         )
 
 
-# ---------------------------------------------------------------- plan
-def _json_float(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _from_json_float(value: Any) -> float:
-    return math.inf if value is None else float(value)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A placement and its figures, as computed by the cost model.
-
-    Attributes:
-        algorithm: the planner's registry name.
-        placement: node -> device, graph inputs included (on the source).
-        latency_s, energy_source_j, energy_total_j, cost: the cost model's
-            figures of the placement (inf when it is not evaluable, e.g. a
-            transfer over a missing link; written as null in JSON).
-        objective_value: the problem objective's value of the placement.
-        solve_s: wall-clock seconds the planner took.
-        feasible: the placement is evaluable and breaks no constraint.
-        optimal: the planner proved the placement optimal for the problem.
-        gap: relative optimality gap where the planner reports one (ILP).
-        bound: a proven lower bound of the objective where the planner has
-            one (ILP; after a time-out the optimum lies between it and
-            ``objective_value``).
-        settings: the planner's constructor keywords (``get_params()``).
-        violations: one line per broken constraint (empty when feasible).
-        memory_bytes: device -> parameter bytes placed on it.
-        note: anything the planner wants a reader to know (e.g. "constraints
-            ignored by this algorithm; use ilp").
-    """
-
-    algorithm: str
-    placement: Mapping[str, str]
-    latency_s: float
-    energy_source_j: float
-    energy_total_j: float
-    cost: float
-    objective_value: float
-    solve_s: float
-    feasible: bool
-    optimal: bool
-    gap: float | None = None
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    violations: tuple[str, ...] = ()
-    memory_bytes: Mapping[str, int] = field(default_factory=dict)
-    note: str = ""
-    bound: float | None = None
-
-    def metric(self, name: str) -> float:
-        """A figure by metric name (``latency``, ``energy_source``, ``energy_total``, ``cost``)."""
-        return {
-            "latency": self.latency_s,
-            "energy_source": self.energy_source_j,
-            "energy_total": self.energy_total_j,
-            "cost": self.cost,
-        }[name]
-
-    def devices_used(self) -> list[str]:
-        return list(dict.fromkeys(self.placement.values()))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "algorithm": self.algorithm,
-            "placement": dict(self.placement),
-            "latency_s": _json_float(self.latency_s),
-            "energy_source_j": _json_float(self.energy_source_j),
-            "energy_total_j": _json_float(self.energy_total_j),
-            "cost": _json_float(self.cost),
-            "objective_value": _json_float(self.objective_value),
-            "solve_s": self.solve_s,
-            "feasible": self.feasible,
-            "optimal": self.optimal,
-            "gap": None if self.gap is None else _json_float(self.gap),
-            "bound": None if self.bound is None else _json_float(self.bound),
-            "settings": {k: _jsonable(v) for k, v in self.settings.items()},
-            "violations": list(self.violations),
-            "memory_bytes": dict(self.memory_bytes),
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
-        version = data.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise TiercutError(f"plan has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}")
-        try:
-            return cls(
-                algorithm=str(data["algorithm"]),
-                placement={str(k): str(v) for k, v in data["placement"].items()},
-                latency_s=_from_json_float(data["latency_s"]),
-                energy_source_j=_from_json_float(data["energy_source_j"]),
-                energy_total_j=_from_json_float(data["energy_total_j"]),
-                cost=_from_json_float(data["cost"]),
-                objective_value=_from_json_float(data.get("objective_value")),
-                solve_s=float(data.get("solve_s", 0.0)),
-                feasible=bool(data["feasible"]),
-                optimal=bool(data["optimal"]),
-                gap=None if data.get("gap") is None else float(data["gap"]),
-                settings=dict(data.get("settings", {})),
-                violations=tuple(str(v) for v in data.get("violations", ())),
-                memory_bytes={str(k): int(v) for k, v in dict(data.get("memory_bytes", {})).items()},
-                note=str(data.get("note", "")),
-                bound=None if data.get("bound") is None else float(data["bound"]),
-            )
-        except KeyError as exc:
-            raise TiercutError(f"plan JSON lacks the field {exc}; pass the 'plan' object of 'tiercut plan --json'") from None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return repr(value)
-
 
 # ---------------------------------------------------------------- multi-user
 @dataclass(frozen=True)
@@ -622,6 +503,7 @@ class UserProblem:
         return {"name": self.name, "query_rate_hz": self.query_rate_hz, "problem": self.problem.to_dict()}
 
     @classmethod
+    @json_contract("multi-user problem's user", hint="write it with MultiUserProblem.to_dict of this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> UserProblem:
         return cls(str(data["name"]), Problem.from_dict(data["problem"]), float(data.get("query_rate_hz", 1.0)))
 
@@ -689,10 +571,8 @@ class MultiUserProblem:
         }
 
     @classmethod
+    @json_contract("multi-user problem", version=SCHEMA_VERSION, hint="write it with MultiUserProblem.to_dict of this tiercut")
     def from_dict(cls, data: Mapping[str, Any]) -> MultiUserProblem:
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise TiercutError(f"multi-user problem has schema_version {version!r}, this tiercut reads {SCHEMA_VERSION}")
         return cls(
             users=tuple(UserProblem.from_dict(u) for u in data["users"]),
             objective=Objective.from_dict(data.get("objective", {})),
@@ -700,319 +580,15 @@ class MultiUserProblem:
         )
 
 
-@dataclass(frozen=True)
-class UserFigures:
-    """One user's figures under the equal-share model."""
-
-    latency_s: float
-    energy_source_j: float
-    energy_total_j: float
-    cost: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "latency_s": _json_float(self.latency_s),
-            "energy_source_j": _json_float(self.energy_source_j),
-            "energy_total_j": _json_float(self.energy_total_j),
-            "cost": _json_float(self.cost),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> UserFigures:
-        return cls(*(_from_json_float(data[k]) for k in ("latency_s", "energy_source_j", "energy_total_j", "cost")))
-
-
-@dataclass(frozen=True)
-class MultiPlan:
-    """Placements of every user's DNN and the equal-share figures.
-
-    Attributes:
-        algorithm: the planner's registry name.
-        placements: user -> (node -> device).
-        users: user -> its figures under the equal-share model.
-        latency_mean_s, latency_max_s: over users.
-        energy_source_j, energy_total_j, cost: summed over users.
-        objective_value: the multi-user objective's value.
-        solve_s, feasible, optimal, gap, settings, violations, note: as in :class:`Plan`.
-    """
-
-    algorithm: str
-    placements: Mapping[str, Mapping[str, str]]
-    users: Mapping[str, UserFigures]
-    latency_mean_s: float
-    latency_max_s: float
-    energy_source_j: float
-    energy_total_j: float
-    cost: float
-    objective_value: float
-    solve_s: float
-    feasible: bool
-    optimal: bool
-    gap: float | None = None
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    violations: tuple[str, ...] = ()
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "algorithm": self.algorithm,
-            "placements": {u: dict(p) for u, p in self.placements.items()},
-            "users": {u: f.to_dict() for u, f in self.users.items()},
-            "latency_mean_s": _json_float(self.latency_mean_s),
-            "latency_max_s": _json_float(self.latency_max_s),
-            "energy_source_j": _json_float(self.energy_source_j),
-            "energy_total_j": _json_float(self.energy_total_j),
-            "cost": _json_float(self.cost),
-            "objective_value": _json_float(self.objective_value),
-            "solve_s": self.solve_s,
-            "feasible": self.feasible,
-            "optimal": self.optimal,
-            "gap": None if self.gap is None else _json_float(self.gap),
-            "settings": {k: _jsonable(v) for k, v in self.settings.items()},
-            "violations": list(self.violations),
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MultiPlan:
-        return cls(
-            algorithm=str(data["algorithm"]),
-            placements={str(u): {str(k): str(v) for k, v in p.items()} for u, p in data["placements"].items()},
-            users={str(u): UserFigures.from_dict(f) for u, f in data["users"].items()},
-            latency_mean_s=_from_json_float(data["latency_mean_s"]),
-            latency_max_s=_from_json_float(data["latency_max_s"]),
-            energy_source_j=_from_json_float(data["energy_source_j"]),
-            energy_total_j=_from_json_float(data["energy_total_j"]),
-            cost=_from_json_float(data["cost"]),
-            objective_value=_from_json_float(data.get("objective_value")),
-            solve_s=float(data.get("solve_s", 0.0)),
-            feasible=bool(data["feasible"]),
-            optimal=bool(data["optimal"]),
-            gap=None if data.get("gap") is None else float(data["gap"]),
-            settings=dict(data.get("settings", {})),
-            violations=tuple(str(v) for v in data.get("violations", ())),
-            note=str(data.get("note", "")),
-        )
-
-
-# ---------------------------------------------------------------- building problems
-def resolve_devices(
-    env: Environment, *, speeds: bool = True
-) -> tuple[dict[str, Any], tuple[ProblemDevice, ...], dict[str, str]]:
-    """Environment devices -> (name -> profile DeviceSpec or None, cost-model devices, provenance).
-
-    This and :func:`compute_table_for` are the only code that talks to
-    :mod:`tiercut.profile`: catalog names go through
-    ``tiercut.profile.get_device_spec``, explicit roofline figures and CPU
-    clocks become ``DeviceSpec`` objects, and no spec means this host.
-    A device's powers default to its catalog entry's (compute, idle), else 0.
-    With ``speeds=False`` (compute times given explicitly) explicit speeds
-    are not turned into specs; catalog entries are still read for powers.
-    """
-    from tiercut.env import CatalogRef, DeviceSpeed
-
-    specs: dict[str, Any] = {}
-    devices: list[ProblemDevice] = []
-    provenance: dict[str, str] = {}
-    for device in env.devices:
-        spec: Any = None
-        if isinstance(device.spec, str):
-            from tiercut.profile import get_device_spec
-
-            spec = get_device_spec(device.spec)
-            provenance[device.name] = f"catalog entry {device.spec!r}"
-        elif isinstance(device.spec, CatalogRef):
-            from tiercut.profile import get_device_spec
-
-            spec = get_device_spec(device.spec.entry, device.spec.catalog)
-            provenance[device.name] = f"entry {device.spec.entry!r} of catalog {device.spec.catalog}"
-        elif isinstance(device.spec, DeviceSpeed):
-            if speeds:
-                spec = _speed_to_spec(device.name, device.tier, device.spec, device)
-                provenance[device.name] = spec.description or "explicit speed"
-            else:
-                provenance[device.name] = "explicit speed (times given)"
-        else:
-            provenance[device.name] = "this host"
-        specs[device.name] = spec
-
-        def power(value: float | None, attr: str, spec: Any = spec) -> float:
-            if value is not None:
-                return float(value)
-            fallback = getattr(spec, attr, None) if spec is not None else None
-            return float(fallback) if fallback is not None else 0.0
-
-        devices.append(
-            ProblemDevice(
-                name=device.name,
-                tier=device.tier,
-                power_compute_w=power(device.power_compute_w, "power_compute_w"),
-                power_tx_w=power(device.power_tx_w, "power_tx_w"),
-                power_rx_w=power(device.power_rx_w, "power_rx_w"),
-                power_idle_w=power(device.power_idle_w, "power_idle_w"),
-                price_per_s=float(device.price_per_s),
-                memory_bytes=device.memory_bytes,
-            )
-        )
-    return specs, tuple(devices), provenance
-
-
-def _speed_to_spec(name: str, tier: str, speed: Any, device: Any) -> Any:
-    """An explicit :class:`~tiercut.env.DeviceSpeed` as a ``tiercut.profile.DeviceSpec``.
-
-    A CPU clock goes through ``DeviceSpec.from_cpu_ghz`` (the seed's GHz
-    model, calibrated on the reference host); a roofline pair becomes a spec
-    with those figures. The spec's powers are the device's (0 if not given).
-    """
-    from tiercut.profile import DeviceSpec
-
-    compute_w = float(device.power_compute_w or 0.0)
-    idle_w = min(float(device.power_idle_w or 0.0), compute_w)
-    if speed.cpu_ghz is not None:
-        return DeviceSpec.from_cpu_ghz(name, speed.cpu_ghz, power_compute_w=compute_w, power_idle_w=idle_w)
-    return DeviceSpec(
-        name=name,
-        kind="cpu",
-        peak_flops=float(speed.peak_flops),
-        memory_bandwidth_bps=float(speed.memory_bandwidth_bps),
-        power_compute_w=compute_w,
-        power_idle_w=idle_w,
-        description=f"explicit {speed.peak_flops:.3g} FLOP/s, {speed.memory_bandwidth_bps:.3g} B/s (environment file)",
-        sources={"peak_flops": "environment file", "memory_bandwidth_bps": "environment file"},
-    )
-
-
-def compute_table_for(
-    graph: LayerGraph, specs: Mapping[str, Any], profile: Any = None, precisions: Mapping[str, str] | None = None
-) -> tuple[dict, dict]:
-    """node -> device -> seconds from :func:`tiercut.profile.compute_table`, and device -> how its
-    column was obtained (the table's ``basis``). ``precisions``: device -> precision of catalog devices."""
-    try:
-        from tiercut.profile import compute_table
-    except ImportError:
-        raise TiercutError(
-            "per-node device times need tiercut.profile.compute_table, which this installation lacks; "
-            "pass an explicit compute table (--compute-table FILE)"
-        ) from None
-    precisions = {d: p for d, p in (precisions or {}).items() if d in specs}
-    for device, precision in precisions.items():
-        if specs[device] is None and precision != "fp32":
-            raise TiercutError(
-                f"device {device!r} is this host, which tiercut measures in fp32, but asks for {precision}; "
-                "drop its precision or give it a catalog spec"
-            )
-    precisions = {d: p for d, p in precisions.items() if specs[d] is not None}
-    table = compute_table(graph, specs, profile=profile, precisions=precisions)
-    seconds = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in table.seconds.items()}
-    basis = dict(getattr(table, "basis", {}) or {})
-    provenance = {str(k): str(v) for k, v in basis.items()}
-    return seconds, provenance
-
-
-def load_profile_file(path: Any) -> Any:
-    """A per-node profile file of this host (``tiercut.profile.load_profile``)."""
-    from tiercut.profile import load_profile
-
-    return load_profile(path)
-
-
-def build_problem(
-    graph: LayerGraph,
-    env: Environment,
-    *,
-    source: str | None = None,
-    objective: Objective | str = "latency",
-    constraints: Constraints | None = None,
-    compute_s: Mapping[str, Mapping[str, float]] | None = None,
-    profile: Any = None,
-    devices: list[str] | None = None,
-    compute_provenance: Mapping[str, str] | None = None,
-) -> Problem:
-    """A :class:`Problem` for ``graph`` over ``env``.
-
-    Args:
-        graph: the layer graph.
-        env: the environment (devices, links).
-        source: the source device (default: the environment's first user's
-            device, else its first end device).
-        objective: an :class:`Objective` or its text form (``latency``,
-            ``weighted:latency=1,energy_source=0.1``...).
-        constraints: budgets, pins, memory (default: memory only).
-        compute_s: node -> device -> seconds to use instead of the profiler
-            (e.g. a measured table, or explicit figures in tests); input nodes
-            and devices not in the environment are ignored.
-        profile: a per-node profile of this host, passed to
-            ``tiercut.profile.compute_table``.
-        devices: keep only these devices (default: all).
-        compute_provenance: with ``compute_s``, device -> how its column was
-            obtained (default: "given compute table").
-    """
-    specs, problem_devices, provenance = resolve_devices(env, speeds=compute_s is None)
-    if devices is not None:
-        for name in devices:
-            env.device(name)
-        problem_devices = tuple(d for d in problem_devices if d.name in set(devices))
-        specs = {k: v for k, v in specs.items() if k in set(devices)}
-    names = {d.name for d in problem_devices}
-    if compute_s is None:
-        precisions = {d.name: d.precision for d in env.devices if d.precision is not None}
-        compute, table_provenance = compute_table_for(graph, specs, profile, precisions)
-        provenance.update({k: v for k, v in table_provenance.items() if k in names})
-    else:
-        compute = {str(n): {str(d): float(s) for d, s in row.items()} for n, row in compute_s.items()}
-        provenance = {d: (compute_provenance or {}).get(d, "given compute table") for d in names}
-    compute = {
-        node.name: {d: s for d, s in compute.get(node.name, {}).items() if d in names}
-        for node in graph
-        if not node.is_input
-    }
-    src = source or env.default_source()
-    if src not in names:
-        raise TiercutError(f"source {src!r} is not a device of environment {env.name!r}; devices are {', '.join(sorted(names))}")
-    return Problem(
-        graph=graph,
-        devices=problem_devices,
-        links=tuple(link for link in env.links if link.a in names and link.b in names),
-        source=src,
-        compute_s=compute,
-        objective=Objective.parse(objective) if isinstance(objective, str) else objective,
-        constraints=constraints or Constraints(),
-        provenance={d: provenance[d] for d in (x.name for x in problem_devices) if d in provenance},
-        name=f"{graph.model}@{env.name}",
-    )
-
-
-def build_multi_user_problem(
-    env: Environment,
-    graphs: Mapping[str, LayerGraph],
-    *,
-    objective: Objective | str = "latency",
-    constraints: Mapping[str, Constraints] | None = None,
-    compute_s: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
-    profile: Any = None,
-) -> MultiUserProblem:
-    """A :class:`MultiUserProblem` for the environment's users.
-
-    ``graphs`` maps each user's name to its layer graph (capture them with
-    :func:`tiercut.graph.extract_graph` from ``User.model``);
-    ``compute_s`` optionally maps a user to an explicit compute table.
-    """
-    if not env.users:
-        raise TiercutError(f"environment {env.name!r} has no users; add a users: list for a multi-user problem")
-    users = []
-    for user in env.users:
-        if user.name not in graphs:
-            raise TiercutError(f"no graph for user {user.name!r}; pass one per user")
-        problem = build_problem(
-            graphs[user.name],
-            env,
-            source=user.device,
-            objective=objective,
-            constraints=(constraints or {}).get(user.name),
-            compute_s=None if compute_s is None else compute_s.get(user.name),
-            profile=profile,
-        )
-        users.append(UserProblem(user.name, problem, user.query_rate_hz))
-    obj = Objective.parse(objective) if isinstance(objective, str) else objective
-    return MultiUserProblem(tuple(users), obj, name=env.name)
+__all__ = [
+    "AGGREGATES",
+    "METRICS",
+    "OBJECTIVES",
+    "SCHEMA_VERSION",
+    "Constraints",
+    "MultiUserProblem",
+    "Objective",
+    "Problem",
+    "ProblemDevice",
+    "UserProblem",
+]

@@ -1,0 +1,56 @@
+"""The partition problem and its answer (DESIGN.md's ``problem`` and ``plan`` contracts).
+
+* :mod:`tiercut.problem.types`: :class:`Problem` (graph, devices, links,
+  source, per-node compute times, objective, constraints) and its parts,
+  :class:`MultiUserProblem`;
+* :mod:`tiercut.problem.plan`: :class:`Plan` and :class:`MultiPlan`, a
+  placement and the cost model's figures of it;
+* :mod:`tiercut.problem.build`: :func:`build_problem` and
+  :func:`build_multi_user_problem`, from a graph and an
+  :class:`~tiercut.env.Environment` (the one place that talks to
+  :mod:`tiercut.profile`).
+
+Import the public names from here (``from tiercut.problem import Problem``).
+"""
+
+from tiercut.problem.build import (
+    build_multi_user_problem,
+    build_problem,
+    compute_table_for,
+    load_profile_file,
+    resolve_devices,
+)
+from tiercut.problem.plan import MultiPlan, Plan, UserFigures
+from tiercut.problem.types import (
+    AGGREGATES,
+    METRICS,
+    OBJECTIVES,
+    SCHEMA_VERSION,
+    Constraints,
+    MultiUserProblem,
+    Objective,
+    Problem,
+    ProblemDevice,
+    UserProblem,
+)
+
+__all__ = [
+    "AGGREGATES",
+    "METRICS",
+    "OBJECTIVES",
+    "SCHEMA_VERSION",
+    "Constraints",
+    "MultiPlan",
+    "MultiUserProblem",
+    "Objective",
+    "Plan",
+    "Problem",
+    "ProblemDevice",
+    "UserFigures",
+    "UserProblem",
+    "build_multi_user_problem",
+    "build_problem",
+    "compute_table_for",
+    "load_profile_file",
+    "resolve_devices",
+]

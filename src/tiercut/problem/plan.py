@@ -1,0 +1,215 @@
+"""A planner's answer: :class:`Plan` (one user) and :class:`MultiPlan` (several users).
+
+A plan holds a placement and the figures the cost model computes for it
+(DESIGN.md's ``plan`` JSON contract); every figure can be recomputed from
+the problem alone (:func:`tiercut.cost.evaluate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiercut.problem.types import SCHEMA_VERSION
+from tiercut.serialization import from_json_float, json_contract, json_float, jsonable, optional_float
+
+
+# ---------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Plan:
+    """A placement and its figures, as computed by the cost model.
+
+    Attributes:
+        algorithm: the planner's registry name.
+        placement: node -> device, graph inputs included (on the source).
+        latency_s, energy_source_j, energy_total_j, cost: the cost model's
+            figures of the placement (inf when it is not evaluable, e.g. a
+            transfer over a missing link; written as null in JSON).
+        objective_value: the problem objective's value of the placement.
+        solve_s: wall-clock seconds the planner took.
+        feasible: the placement is evaluable and breaks no constraint.
+        optimal: the planner proved the placement optimal for the problem.
+        gap: relative optimality gap where the planner reports one (ILP).
+        bound: a proven lower bound of the objective where the planner has
+            one (ILP; after a time-out the optimum lies between it and
+            ``objective_value``).
+        settings: the planner's constructor keywords (``get_params()``).
+        violations: one line per broken constraint (empty when feasible).
+        memory_bytes: device -> parameter bytes placed on it.
+        note: anything the planner wants a reader to know (e.g. "constraints
+            ignored by this algorithm; use ilp").
+    """
+
+    algorithm: str
+    placement: Mapping[str, str]
+    latency_s: float
+    energy_source_j: float
+    energy_total_j: float
+    cost: float
+    objective_value: float
+    solve_s: float
+    feasible: bool
+    optimal: bool
+    gap: float | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    violations: tuple[str, ...] = ()
+    memory_bytes: Mapping[str, int] = field(default_factory=dict)
+    note: str = ""
+    bound: float | None = None
+
+    def metric(self, name: str) -> float:
+        """A figure by metric name (``latency``, ``energy_source``, ``energy_total``, ``cost``)."""
+        return {
+            "latency": self.latency_s,
+            "energy_source": self.energy_source_j,
+            "energy_total": self.energy_total_j,
+            "cost": self.cost,
+        }[name]
+
+    def devices_used(self) -> list[str]:
+        return list(dict.fromkeys(self.placement.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "algorithm": self.algorithm,
+            "placement": dict(self.placement),
+            "latency_s": json_float(self.latency_s),
+            "energy_source_j": json_float(self.energy_source_j),
+            "energy_total_j": json_float(self.energy_total_j),
+            "cost": json_float(self.cost),
+            "objective_value": json_float(self.objective_value),
+            "solve_s": self.solve_s,
+            "feasible": self.feasible,
+            "optimal": self.optimal,
+            "gap": None if self.gap is None else json_float(self.gap),
+            "bound": None if self.bound is None else json_float(self.bound),
+            "settings": {k: jsonable(v) for k, v in self.settings.items()},
+            "violations": list(self.violations),
+            "memory_bytes": dict(self.memory_bytes),
+            "note": self.note,
+        }
+
+    @classmethod
+    @json_contract("plan", version=SCHEMA_VERSION, hint="pass the 'plan' object of 'tiercut plan --json'")
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            algorithm=str(data["algorithm"]),
+            placement={str(k): str(v) for k, v in data["placement"].items()},
+            latency_s=from_json_float(data["latency_s"]),
+            energy_source_j=from_json_float(data["energy_source_j"]),
+            energy_total_j=from_json_float(data["energy_total_j"]),
+            cost=from_json_float(data["cost"]),
+            objective_value=from_json_float(data.get("objective_value")),
+            solve_s=float(data.get("solve_s", 0.0)),
+            feasible=bool(data["feasible"]),
+            optimal=bool(data["optimal"]),
+            gap=optional_float(data.get("gap")),
+            settings=dict(data.get("settings", {})),
+            violations=tuple(str(v) for v in data.get("violations", ())),
+            memory_bytes={str(k): int(v) for k, v in dict(data.get("memory_bytes", {})).items()},
+            note=str(data.get("note", "")),
+            bound=optional_float(data.get("bound")),
+        )
+
+
+@dataclass(frozen=True)
+class UserFigures:
+    """One user's figures under the equal-share model."""
+
+    latency_s: float
+    energy_source_j: float
+    energy_total_j: float
+    cost: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency_s": json_float(self.latency_s),
+            "energy_source_j": json_float(self.energy_source_j),
+            "energy_total_j": json_float(self.energy_total_j),
+            "cost": json_float(self.cost),
+        }
+
+    @classmethod
+    @json_contract("multi-user plan's user figures", hint="write it with MultiPlan.to_dict of this tiercut")
+    def from_dict(cls, data: Mapping[str, Any]) -> UserFigures:
+        return cls(*(from_json_float(data[k]) for k in ("latency_s", "energy_source_j", "energy_total_j", "cost")))
+
+
+@dataclass(frozen=True)
+class MultiPlan:
+    """Placements of every user's DNN and the equal-share figures.
+
+    Attributes:
+        algorithm: the planner's registry name.
+        placements: user -> (node -> device).
+        users: user -> its figures under the equal-share model.
+        latency_mean_s, latency_max_s: over users.
+        energy_source_j, energy_total_j, cost: summed over users.
+        objective_value: the multi-user objective's value.
+        solve_s, feasible, optimal, gap, settings, violations, note: as in :class:`Plan`.
+    """
+
+    algorithm: str
+    placements: Mapping[str, Mapping[str, str]]
+    users: Mapping[str, UserFigures]
+    latency_mean_s: float
+    latency_max_s: float
+    energy_source_j: float
+    energy_total_j: float
+    cost: float
+    objective_value: float
+    solve_s: float
+    feasible: bool
+    optimal: bool
+    gap: float | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    violations: tuple[str, ...] = ()
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "algorithm": self.algorithm,
+            "placements": {u: dict(p) for u, p in self.placements.items()},
+            "users": {u: f.to_dict() for u, f in self.users.items()},
+            "latency_mean_s": json_float(self.latency_mean_s),
+            "latency_max_s": json_float(self.latency_max_s),
+            "energy_source_j": json_float(self.energy_source_j),
+            "energy_total_j": json_float(self.energy_total_j),
+            "cost": json_float(self.cost),
+            "objective_value": json_float(self.objective_value),
+            "solve_s": self.solve_s,
+            "feasible": self.feasible,
+            "optimal": self.optimal,
+            "gap": None if self.gap is None else json_float(self.gap),
+            "settings": {k: jsonable(v) for k, v in self.settings.items()},
+            "violations": list(self.violations),
+            "note": self.note,
+        }
+
+    @classmethod
+    @json_contract("multi-user plan", version=SCHEMA_VERSION, hint="write it with MultiPlan.to_dict of this tiercut")
+    def from_dict(cls, data: Mapping[str, Any]) -> MultiPlan:
+        return cls(
+            algorithm=str(data["algorithm"]),
+            placements={str(u): {str(k): str(v) for k, v in p.items()} for u, p in data["placements"].items()},
+            users={str(u): UserFigures.from_dict(f) for u, f in data["users"].items()},
+            latency_mean_s=from_json_float(data["latency_mean_s"]),
+            latency_max_s=from_json_float(data["latency_max_s"]),
+            energy_source_j=from_json_float(data["energy_source_j"]),
+            energy_total_j=from_json_float(data["energy_total_j"]),
+            cost=from_json_float(data["cost"]),
+            objective_value=from_json_float(data.get("objective_value")),
+            solve_s=float(data.get("solve_s", 0.0)),
+            feasible=bool(data["feasible"]),
+            optimal=bool(data["optimal"]),
+            gap=optional_float(data.get("gap")),
+            settings=dict(data.get("settings", {})),
+            violations=tuple(str(v) for v in data.get("violations", ())),
+            note=str(data.get("note", "")),
+        )
+
+
+__all__ = ["MultiPlan", "Plan", "UserFigures"]
