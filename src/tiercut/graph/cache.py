@@ -52,6 +52,16 @@ def cache_dir() -> Path:
     return base / "tiercut" / "graphs"
 
 
+def package_version(name: str) -> str:
+    """An installed package's version from its metadata (importing torch/torchvision to ask costs seconds)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
 def _file_digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -62,9 +72,7 @@ def _file_digest(path: Path) -> str | None:
 def _model_identity(spec: str) -> dict[str, Any] | None:
     """What identifies the model ``spec`` names, or None when it cannot be identified without running it."""
     if spec in ZOO:
-        import torchvision
-
-        return {"zoo": spec, "torchvision": torchvision.__version__}
+        return {"zoo": spec, "torchvision": package_version("torchvision")}
     if is_file_factory_spec(spec):
         path_text, _, attr = spec.rpartition(":")
         path = Path(path_text).resolve()
@@ -84,8 +92,6 @@ def _model_identity(spec: str) -> dict[str, Any] | None:
 
 def cache_key(request: ModelRequest) -> tuple[str, dict[str, Any]] | None:
     """(SHA-256 hex, the key's fields) of a request's graph, or None for a model that cannot be cached."""
-    import torch
-
     import tiercut
 
     identity = _model_identity(request.spec)
@@ -100,7 +106,7 @@ def cache_key(request: ModelRequest) -> tuple[str, dict[str, Any]] | None:
         "leaf_modules": sorted(request.leaf_modules),
         "open_modules": sorted(request.open_modules),
         "default_open_modules": list(DEFAULT_OPEN_MODULES),
-        "torch": torch.__version__,
+        "torch": package_version("torch"),
         "tiercut": getattr(tiercut, "__version__", "unknown"),
     }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
