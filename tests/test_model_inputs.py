@@ -127,17 +127,18 @@ def test_token_ids_and_mask_become_typed_graph_inputs():
     inputs = {n.name: n for n in graph if n.is_input}
     assert (inputs["ids"].out_dtype, inputs["ids"].out_bytes) == ("int64", 12 * 8)
     assert (inputs["mask"].out_dtype, inputs["mask"].out_bytes) == ("bool", 12)
-    assert "mask" in graph["encoder"].inputs and graph["embed"].inputs == ("ids",)
+    layers = [n for n in graph if n.op == "transformerencoderlayer"]
+    assert len(layers) == 2 and all("mask" in n.inputs for n in layers) and graph["embed"].inputs == ("ids",)
 
 
-def _split_placement(graph, server_ops=("transformerencoder",)):
+def _split_placement(graph, server_ops):
     return {n.name: ("edge" if n.op in server_ops else "end") for n in graph}
 
 
 @pytest.mark.parametrize("spec", ["fixtures_models:tiny_transformer_with_inputs", "fixtures_models:two_inputs"])
 def test_multi_input_models_split_run_equals_the_whole_model(spec):
     captured = capture_model(spec)
-    ops = ("transformerencoder", "linear") if "transformer" in spec else ("conv2d", "relu")
+    ops = ("transformerencoderlayer",) if "transformer" in spec else ("conv2d", "relu")
     placement = _split_placement(captured.graph, ops)
     assert set(placement.values()) == {"end", "edge"}
     split = split_by_placement(captured, placement)
@@ -179,7 +180,8 @@ def test_cli_input_errors_are_one_line(capsys):
 def _transformer_upload_plan(tmp_path):
     captured = capture_model("fixtures_models:tiny_transformer_with_inputs")
     nodes = [n.name for n in captured.graph.nodes]
-    server_side = [n.name for n in captured.graph if n.op == "transformerencoder"]
+    server_side = [n.name for n in captured.graph if n.op == "transformerencoderlayer"]
+    assert len(server_side) == 2
     plan = {
         "schema_version": 1,
         "algorithm": "by-hand",
