@@ -313,7 +313,10 @@ def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tup
     if key not in graphs:
         from tiercut.graph import extract_graph
 
-        graphs[key] = extract_graph(model, tuple(user.input_shape) if user.input_shape else None, granularity=user.granularity)
+        graphs[key] = extract_graph(
+            model, tuple(user.input_shape) if user.input_shape else None, granularity=user.granularity,
+            allow_code=scenario.allow_code,  # data_model_spec above admitted code only with --allow-code
+        )
     compute = None
     if user.compute_table is not None:
         data = _read_json(scenario.path(user.compute_table), f"compute table of user {user.name!r}")
