@@ -192,7 +192,7 @@ def _transformer_upload_plan(tmp_path):
             {"from_s": 0.0, "placement": dict.fromkeys(nodes, "end"), "latency_s": 1.0},
             {"from_s": 1.0, "placement": {n: ("edge" if n in server_side else "end") for n in nodes}, "latency_s": 0.5},
         ],
-        "metrics": {},
+        "metrics": {"queries_done_by_upload_end": 0, "time_for_n_queries_s": None, "n": 0, "mean_latency_during_upload_s": None},
     }
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({"problem": {}, "upload_plan": plan}))
