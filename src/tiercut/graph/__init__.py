@@ -79,6 +79,21 @@ def _load(
     return load_model(model, inputs, allow_code=allow_code, seed=seed)
 
 
+@dataclasses.dataclass
+class ModelSource:
+    """A model ready to capture (the older front door's result; :class:`LoadedModel` is the full one)."""
+
+    module: Any
+    example_inputs: tuple[Any, ...]
+    label: str
+
+
+def resolve_model(spec: str, input_shape: tuple[int, ...] | None = None, seed: int = 0) -> ModelSource:
+    """The module and example input a model spec names, via :func:`load_model` (kept for existing callers)."""
+    loaded = _load(spec, input_shape, None, False, seed)
+    return ModelSource(module=loaded.model, example_inputs=loaded.example_inputs, label=loaded.label)
+
+
 def capture_request(request: ModelRequest) -> CapturedModel:
     """Capture the torch model a :class:`ModelRequest` names (every command that runs the model)."""
     from tiercut.graph.cache import store_graph
@@ -175,6 +190,7 @@ __all__ = [
     "LayerGraph",
     "LoadedModel",
     "ModelRequest",
+    "ModelSource",
     "ModuleTypes",
     "Node",
     "Partition",
@@ -194,5 +210,6 @@ __all__ = [
     "parse_shape",
     "read_graph_json",
     "read_model_json",
+    "resolve_model",
     "split_by_placement",
 ]
