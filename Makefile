@@ -1,10 +1,11 @@
-# The two commands of the README: `make demo` and `make test`.
+# The commands of the README: `make demo`, `make test` (the whole suite, what CI runs) and
+# `make check` (the fast lane: ruff and every test not marked slow, under a minute on two cores).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo test check lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,12 @@ chromium:
 test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks tools
 	$(PY) -m pytest
+
+# Zoo-wide parametrisations keep one model here (tests/lanes.py); worker processes, long
+# hypothesis runs and whole-zoo sweeps are marked slow and run in `make test` only.
+check: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks tools
+	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks tools

@@ -8,9 +8,10 @@ Sections (``--sections``, all by default):
   emulated bandwidth, a 1 MiB tensor each way: round trip minus the
   worker's compute, halved = overhead per hop (target < 2 ms), with every
   check of the worker on (frame checksums, the run's input and per-step
-  checks, budgets, the execution thread); also a plain grpc.aio echo of
-  1 MiB, the floor under any gRPC runtime on this machine, and what tiercut
-  adds above it;
+  checks, budgets, the execution thread); in the same loop, query by
+  query, plain grpc.aio echoes of 1 MiB to another process (on a stream,
+  unary, unary with the worker's malloc setting): the floor under any gRPC
+  runtime on this machine at the same load, and what tiercut adds above it;
 - ``formats``: the zoo's partitions (each model cut in three) as
   ``aten-json`` programs (ATen interpreter) and ``onnx`` programs
   (onnxruntime): run time on this CPU, max deviation from PyTorch;
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -106,6 +108,7 @@ def serialization(quick: bool) -> dict[str, Any]:
 
 # --------------------------------------------------------------------- transport
 def transport(quick: bool) -> dict[str, Any]:
+    """One hop with every check on, interleaved with plain gRPC echoes of the same size (same machine load)."""
     import torch
     from torch import nn
 
@@ -133,42 +136,80 @@ def transport(quick: bool) -> dict[str, Any]:
     data = bundle.to_bytes()
     x = torch.randn(*shape)
     repeats = 50 if quick else 300
+    warm_up = 10
+    load_before = os.getloadavg()
 
-    async def measure(address: str, token: str) -> list[tuple[float, float, int]]:
+    async def measure(address: str, token: str, echo_ports: dict[str, int]) -> dict[str, Any]:
+        import grpc
+
         from tiercut.runtime.protocol import Credentials
 
         connection = Connection("edge", address, Credentials(token=token))
+        options = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
+        channels = {name: grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for name, port in echo_ports.items()}
+        echoes = {
+            "echo_stream": channels["default"].stream_stream("/bench.Echo/E"),
+            "echo_unary": channels["default"].unary_unary("/bench.Echo/U"),
+            "echo_unary_tuned": channels["tuned"].unary_unary("/bench.Echo/U"),
+        }
+        payload = os.urandom(1 << 20)
         try:
             assert (await connection.upload("hop", data, sha256_hex(data))).ok
-            samples = []
+            hops: list[tuple[float, float, int, str]] = []
+            echo_s: dict[str, list[float]] = {name: [] for name in echoes}
             meta = {"route": route.to_dict(), "position": 0, "chain": ["end"], "wanted": list(route.result_names), "from": "end"}
-            for i in range(repeats + 10):
+            for i in range(repeats + warm_up):
                 start = time.perf_counter()
                 reply = await connection.execute(meta, {remote.input_names[0]: x})
                 rtt = time.perf_counter() - start
                 compute = sum(HopRecord.from_dict(r).compute_s for r in reply.frame.meta["records"])
-                if i >= 10:
-                    samples.append((rtt, compute, reply.bytes_sent + reply.bytes_received))
-            return samples
+                if i >= warm_up:
+                    hops.append((rtt, compute, reply.bytes_sent + reply.bytes_received, getattr(reply, "method", "Execute")))
+                for name, call in echoes.items():
+                    start = time.perf_counter()
+                    if name == "echo_stream":
+                        _ = [m async for m in call(iter([payload]))]
+                    else:
+                        _ = await call(payload)
+                    if i >= warm_up:
+                        echo_s[name].append(time.perf_counter() - start)
+            return {"hops": hops, "echo_s": echo_s}
         finally:
             await connection.close()
+            for channel in channels.values():
+                await channel.close()
 
-    with LocalCluster(["edge"], torch_threads=1) as cluster:
-        samples = asyncio.run(measure(cluster.addresses["edge"], cluster.token or ""))
-    overhead = [(rtt - compute) / 2 for rtt, compute, _ in samples]
+    with (
+        _echo_server(tuned=False) as default_port,
+        _echo_server(tuned=True) as tuned_port,
+        LocalCluster(["edge"], torch_threads=1) as cluster,
+    ):
+        ports = {"default": default_port, "tuned": tuned_port}
+        measured = asyncio.run(measure(cluster.addresses["edge"], cluster.token or "", ports))
+    samples, echo_s = measured["hops"], measured["echo_s"]
+    overhead = [(rtt - compute) / 2 for rtt, compute, _, _ in samples]
     per_hop = statistics.median(overhead)
-    floor = _grpc_echo_round_trip_s(repeats)
+    floors = {name: statistics.median(times) / 2 for name, times in echo_s.items()}
+    floor = floors["echo_unary"]  # the cheapest plain exchange of 1 MiB each way: one gRPC message per direction
     return {
-        "grpc_echo_round_trip_median_s": floor,
-        "grpc_floor_per_hop_s": floor / 2,
         "tensor_bytes": 1 << 20,
         "samples": len(samples),
+        "methods": sorted({s[3] for s in samples}),
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
         "round_trip_median_s": statistics.median(s[0] for s in samples),
         "worker_compute_median_s": statistics.median(s[1] for s in samples),
         "overhead_per_hop_median_s": per_hop,
-        # what tiercut adds to gRPC itself (frames, checks, thread handoff): steadier than the total on a loaded machine
-        "overhead_above_grpc_floor_per_hop_s": per_hop - floor / 2,
         "overhead_per_hop_p90_s": sorted(overhead)[int(0.9 * len(overhead))],
+        # plain grpc.aio echoes of 1 MiB to another process, measured in turn with tiercut's hops (same load):
+        # stream (one message each way on a stream), unary, unary with the worker's malloc setting
+        "grpc_echo_stream_per_hop_s": floors["echo_stream"],
+        "grpc_echo_unary_per_hop_s": floors["echo_unary"],
+        "grpc_echo_unary_tuned_malloc_per_hop_s": floors["echo_unary_tuned"],
+        "grpc_floor_per_hop_s": floor,
+        # what tiercut adds to gRPC itself (frames, checks, thread handoff): steadier than the total on a loaded machine
+        "overhead_above_grpc_floor_per_hop_s": per_hop - floor,
+        "overhead_above_grpc_stream_echo_per_hop_s": per_hop - floors["echo_stream"],
         "frame_bytes_per_round_trip": samples[0][2],
         "target_s": TARGET_HOP_S,
         "meets_target": per_hop < TARGET_HOP_S,
@@ -176,13 +217,22 @@ def transport(quick: bool) -> dict[str, Any]:
 
 
 _ECHO_SERVER = """
-import asyncio, grpc
+import asyncio, ctypes, sys, grpc
+if sys.argv[1] == "tuned":  # the worker's setting (tiercut.runtime.protocol.reuse_message_memory, 4 MiB messages)
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 8 << 20)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 16 << 20)  # M_TRIM_THRESHOLD
 async def main():
     async def echo(requests, context):
         for chunk in [c async for c in requests]:
             yield chunk
+    async def echo_unary(request, context):
+        return request
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)])
-    handler = grpc.method_handlers_generic_handler("bench.Echo", {"E": grpc.stream_stream_rpc_method_handler(echo)})
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {"E": grpc.stream_stream_rpc_method_handler(echo), "U": grpc.unary_unary_rpc_method_handler(echo_unary)},
+    )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -192,32 +242,16 @@ asyncio.run(main())
 """
 
 
-def _grpc_echo_round_trip_s(repeats: int) -> float:
-    """Plain grpc.aio echo of 1 MiB to another process: the floor under any gRPC runtime on this machine."""
-    import os
+@contextlib.contextmanager
+def _echo_server(*, tuned: bool) -> Any:
+    """A plain grpc.aio echo server in another process (``tuned``: with the worker's malloc setting); yields its port."""
     import subprocess
 
-    import grpc
-
-    server = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", _ECHO_SERVER, "tuned" if tuned else "default"], stdout=subprocess.PIPE, text=True
+    )
     try:
-        port = int(server.stdout.readline())  # type: ignore[union-attr]
-
-        async def measure() -> list[float]:
-            options = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
-            call = channel.stream_stream("/bench.Echo/E")
-            data = os.urandom(1 << 20)
-            samples = []
-            for i in range(repeats + 10):
-                start = time.perf_counter()
-                _ = [r async for r in call(iter([data]))]
-                if i >= 10:
-                    samples.append(time.perf_counter() - start)
-            await channel.close()
-            return samples
-
-        return statistics.median(asyncio.run(measure()))
+        yield int(server.stdout.readline())  # type: ignore[union-attr]
     finally:
         server.kill()
         server.wait(timeout=10)
@@ -589,6 +623,7 @@ def main() -> int:
         else:
             out[section] = migration(args.quick, args.migration_scale)
         out[section]["section_s"] = time.perf_counter() - start
+        out[section]["load_average_at_end"] = list(os.getloadavg())  # other work sharing the machine meanwhile
         write_result("runtime_fidelity", out)
     print(f"{'section':<14} result")
     if "serialization" in out:
@@ -598,9 +633,10 @@ def main() -> int:
         t = out["transport"]
         print(
             f"{'transport':<14} {t['overhead_per_hop_median_s'] * 1e3:.2f} ms per hop for 1 MiB (target < 2 ms); "
-            f"plain gRPC echo on this machine {t['grpc_floor_per_hop_s'] * 1e3:.2f} ms per hop "
-            f"(+{t.get('overhead_above_grpc_floor_per_hop_s', math.nan) * 1e3:.2f} ms above it; load average "
-            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+            f"plain gRPC echo in the same loop {t['grpc_floor_per_hop_s'] * 1e3:.2f} ms per hop unary, "
+            f"{t.get('grpc_echo_stream_per_hop_s', math.nan) * 1e3:.2f} ms on a stream "
+            f"(+{t.get('overhead_above_grpc_floor_per_hop_s', math.nan) * 1e3:.2f} ms above unary; load average "
+            f"{t.get('load_average_before', [math.nan])[0]:.1f} on {os.cpu_count()} cores)"
         )
     if "formats" in out:
         print(f"{'formats':<14} " + ", ".join(f"{r['model']} onnx x{r['onnx_speedup']:.2f}" for r in out["formats"]["rows"]))

@@ -60,6 +60,7 @@ def _profile(model: str, spec: DeviceSpec, slowdown: float = 1.0, noise: float =
                    StoppingRule(), nodes, whole, "wall", "2025-01-01T00:00:00Z")
 
 
+@pytest.mark.slow
 def test_calibration_recovers_the_device_that_made_the_profile():
     cal = calibrate_from_profile(_profile("mobilenet_v2", TRUE), "board")
     assert cal.dispatch_overhead_s == pytest.approx(TRUE.dispatch_overhead_s, rel=0.05)
@@ -70,6 +71,7 @@ def test_calibration_recovers_the_device_that_made_the_profile():
 
 
 @pytest.mark.parametrize("slowdown", [3.0, 0.5])
+@pytest.mark.slow
 def test_a_profile_made_with_a_known_slowdown_gives_a_device_that_much_slower(slowdown):
     """Calibrate round trip: slowing every measurement by k makes every prediction k times slower."""
     base = calibrate_from_profile(_profile("resnet18", TRUE, noise=0.05, seed=1), "base")
@@ -80,6 +82,7 @@ def test_a_profile_made_with_a_known_slowdown_gives_a_device_that_much_slower(sl
         assert ratio == pytest.approx(slowdown, rel=0.15), model
 
 
+@pytest.mark.slow
 def test_calibration_on_a_base_entry_keeps_its_peaks_and_powers_and_refits_one_precision():
     profile = _profile("resnet18", TRUE.with_changes(peak_flops=665.6e9, memory_bandwidth_bps=59.7e9), 1.0)
     from tiercut.profile import get_device_spec
@@ -97,6 +100,7 @@ def test_calibration_on_a_base_entry_keeps_its_peaks_and_powers_and_refits_one_p
         calibrate_from_profile(profile, "x", base=tx2, precision="int8")
 
 
+@pytest.mark.slow
 def test_devices_calibrate_writes_an_entry_an_environment_file_uses(tmp_path, capsys):
     profile_path = tmp_path / "board.json"
     _profile("resnet18", TRUE, 2.0).save(profile_path)

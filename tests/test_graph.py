@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from lanes import fast_first
 from tiercut.errors import TiercutError
 from tiercut.graph import ZOO, LayerGraph, Node, capture_model, extract_graph, parse_shape
 from tiercut.graph.capture import capture
@@ -14,7 +15,7 @@ from tiercut.graph.capture import capture
 ZOO_NAMES = list(ZOO)
 
 
-@pytest.mark.parametrize("name", ZOO_NAMES)
+@pytest.mark.parametrize("name", fast_first(ZOO_NAMES))
 def test_zoo_totals_match_torchvision_documentation(name, capture_zoo):
     """Parameter count exact; conv/linear/matmul/attention FLOPs = documented GFLOPS x 2 within 3%."""
     graph = capture_zoo(name).graph
@@ -32,7 +33,7 @@ def test_zoo_totals_match_torchvision_documentation(name, capture_zoo):
     assert 0 < other < 0.1 * graph.total_flops
 
 
-@pytest.mark.parametrize("name", ZOO_NAMES)
+@pytest.mark.parametrize("name", fast_first(ZOO_NAMES))
 def test_zoo_graph_structure(name, capture_zoo):
     cap = capture_zoo(name)
     graph = cap.graph
@@ -54,6 +55,7 @@ def test_zoo_graph_structure(name, capture_zoo):
     assert graph.is_chain() == ZOO[name].is_chain
 
 
+@pytest.mark.slow
 def test_op_kinds_follow_the_contract(capture_zoo):
     ops = {n.op for n in capture_zoo("resnet18").graph}
     assert {"input", "conv2d", "batchnorm2d", "relu", "maxpool2d", "add", "adaptiveavgpool2d", "flatten", "linear"} <= ops
@@ -61,7 +63,8 @@ def test_op_kinds_follow_the_contract(capture_zoo):
     assert "multiheadattention" in {n.op for n in capture_zoo("vit_b_16").graph}
 
 
-@pytest.mark.parametrize("name", ["resnet18", "googlenet", "densenet121", "mobilenet_v2", "inception_v3", "vit_b_16"])
+@pytest.mark.parametrize("name", fast_first(["resnet18", "googlenet", "densenet121", "mobilenet_v2", "inception_v3", "vit_b_16"]))
+@pytest.mark.slow
 def test_block_granularity_collapses_blocks_and_keeps_totals(name, capture_zoo):
     fine = capture_zoo(name).graph
     cap = capture_zoo(name, "block")
@@ -78,6 +81,7 @@ def test_block_granularity_collapses_blocks_and_keeps_totals(name, capture_zoo):
     assert blocks.outputs[-1].out_shape == (1, 1000)
 
 
+@pytest.mark.slow
 def test_block_names_of_known_architectures(capture_zoo):
     assert "layer1.0" in capture_zoo("resnet18", "block").graph
     assert capture_zoo("resnet18", "block").graph["layer1.0"].op == "basicblock"
@@ -89,6 +93,7 @@ def test_block_names_of_known_architectures(capture_zoo):
     assert block.out_bytes == 64 * 56 * 56 * 4
 
 
+@pytest.mark.slow
 def test_json_round_trip(capture_zoo):
     graph = capture_zoo("googlenet").graph
     text = json.dumps(graph.to_dict())

@@ -175,6 +175,7 @@ def test_multi_user_reproducible(name):
 @settings(max_examples=40, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 7), n_devices=st.integers(2, 3),
        objective=OBJECTIVES, constrained=st.booleans())
+@pytest.mark.slow
 def test_ilp_is_never_beaten(rng, n_nodes, n_devices, objective, constrained):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, objective=objective, missing_compute=0.2,
                              constraints=constrained)
@@ -191,6 +192,7 @@ def test_ilp_is_never_beaten(rng, n_nodes, n_devices, objective, constrained):
 
 @settings(max_examples=25, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 6), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_default_metaheuristics_find_the_optimum_of_tiny_problems(rng, n_nodes, objective):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=3, objective=objective, missing_compute=0.2)
     truth = plan(problem, "brute-force")
@@ -201,6 +203,7 @@ def test_default_metaheuristics_find_the_optimum_of_tiny_problems(rng, n_nodes, 
 
 
 @pytest.mark.parametrize("objective", ["latency", "energy_source", "weighted:latency=1,energy_source=0.2"])
+@pytest.mark.slow
 def test_metaheuristics_reach_a_three_device_optimum(objective):
     problem = relay_problem(40, objective)
     truth = plan(problem, "ilp")
@@ -216,6 +219,7 @@ def test_metaheuristics_reach_a_three_device_optimum(objective):
 @pytest.mark.parametrize(
     ("model", "preset"), [("alexnet", "three-tier"), ("alexnet", "migration-12"), ("resnet18", "three-tier")]
 )
+@pytest.mark.slow
 def test_ilp_bounds_heuristics_on_zoo_models(model, preset, capture_zoo):
     graph = capture_zoo(model).graph
     env = load_environment(preset)
@@ -272,6 +276,7 @@ def test_budget_and_pin_are_kept(name):
 
 @settings(max_examples=30, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(2, 8), n_devices=st.integers(2, 4))
+@pytest.mark.slow
 def test_constraint_violations_are_never_feasible(rng, n_nodes, n_devices):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, constraints=True, missing_compute=0.2,
                              missing_link=0.3)
@@ -529,6 +534,7 @@ def _hard(rng: random.Random, n_nodes: int, n_devices: int, objective: str) -> P
 
 @settings(max_examples=25, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(2, 8), n_devices=st.integers(2, 4), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_heuristics_are_feasible_whenever_a_feasible_plan_exists(rng, n_nodes, n_devices, objective):
     problem = _hard(rng, n_nodes, n_devices, objective)
     truth = plan(problem, "ilp")
@@ -546,6 +552,7 @@ def _deb(p) -> tuple[int, float]:
 @settings(max_examples=15, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(6, 14), n_devices=st.integers(3, 4),
        objective=OBJECTIVES, seed=st.integers(0, 50))
+@pytest.mark.slow
 def test_warm_start_is_never_worse_than_cold_on_the_same_seed_and_budget(rng, n_nodes, n_devices, objective, seed):
     problem = _hard(rng, n_nodes, n_devices, objective)
     for name in METAHEURISTICS:

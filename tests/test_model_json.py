@@ -74,7 +74,7 @@ def test_a_graph_json_plans_without_the_model(files, capsys):
 def test_graph_and_compare_take_a_problem_json(files, capsys):
     tmp_path, graph, _ = files
     assert _json(["graph", str(tmp_path / "problem.json"), "--json"], capsys)["nodes"] == graph["nodes"]
-    data = _json(["compare", str(tmp_path / "problem.json"), "--algorithms", "mincut,local", "--json"], capsys)
+    data = _json(["compare", str(tmp_path / "problem.json"), "--algorithm", "mincut,local", "--json"], capsys)
     assert set(data["plans"]) == {"mincut", "local"}
 
 

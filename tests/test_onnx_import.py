@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from lanes import fast_first
 from tiercut.cli import main
 from tiercut.errors import TiercutError
 from tiercut.graph import LayerGraph, capture_model, extract_graph
@@ -109,7 +110,7 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 # --------------------------------------------------------------------------- zoo models exported from torch
-@pytest.mark.parametrize("name", ZOO_EXPORTS)
+@pytest.mark.parametrize("name", fast_first(ZOO_EXPORTS))
 def test_exported_zoo_model_has_the_torch_paths_totals(name, zoo_onnx):
     path, captured = zoo_onnx(name)
     torch_graph = captured.graph
@@ -131,6 +132,7 @@ def test_exported_zoo_model_has_the_torch_paths_totals(name, zoo_onnx):
     assert LayerGraph.from_dict(json.loads(json.dumps(graph.to_dict()))) == graph
 
 
+@pytest.mark.slow
 def test_ops_use_the_torch_vocabulary(zoo_onnx):
     resnet = onnx_graph(zoo_onnx("resnet18")[0])
     torch_resnet = zoo_onnx("resnet18")[1].graph
@@ -152,6 +154,7 @@ def test_weights_the_exporter_merged_are_still_counted_per_layer(zoo_onnx):
     assert bn.param_count == 2 * 512 and bn.param_bytes == 4 * 512 * 4  # weight, bias; mean, var are buffers
 
 
+@pytest.mark.slow
 def test_an_export_with_batchnorm_folded_counts_the_files_weights(tmp_path, zoo_onnx):
     """The TorchScript exporter's defaults fold each BatchNorm (weight, bias: 2C) into a conv bias (C)."""
     _, captured = zoo_onnx("resnet18")
@@ -166,7 +169,7 @@ def test_an_export_with_batchnorm_folded_counts_the_files_weights(tmp_path, zoo_
     assert graph.total_matmul_flops == captured.graph.total_matmul_flops
 
 
-@pytest.mark.parametrize("name", ["resnet18", "googlenet", "mobilenet_v2"])
+@pytest.mark.parametrize("name", fast_first(["resnet18", "googlenet", "mobilenet_v2"]))
 def test_block_granularity_finds_the_torch_blocks(name, zoo_onnx):
     path, captured = zoo_onnx(name)
     module_graph = onnx_graph(path)
@@ -183,6 +186,7 @@ def test_block_granularity_finds_the_torch_blocks(name, zoo_onnx):
     assert [n.name for n in blocks.outputs] == [n.name for n in module_graph.outputs]
 
 
+@pytest.mark.slow
 def test_dynamo_export_with_module_classes(tmp_path, capture_zoo):
     captured = capture_zoo("resnet18")
     path = tmp_path / "resnet18_dynamo.onnx"

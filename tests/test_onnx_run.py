@@ -80,7 +80,7 @@ def test_profile_an_onnx_model_node_by_node(tiny_net, tmp_path, capsys):
     from tiercut.cli import main
 
     out = tmp_path / "profile.json"
-    code = main(["profile", str(tiny_net), "--repeats", "3", "--threads", "1", "--out", str(out)])
+    code = main(["profile", str(tiny_net), "--repeats", "3", "--torch-threads", "1", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     data = json.loads(out.read_text())
     graph = load_onnx_model(tiny_net).graph
@@ -97,6 +97,6 @@ def test_profile_an_onnx_model_node_by_node(tiny_net, tmp_path, capsys):
 def test_onnx_profile_mistakes_are_one_line_errors(tiny_net, tmp_path, capsys):
     from tiercut.cli import main
 
-    code = main(["profile", str(tiny_net), "--clock", "cpu", "--threads", "1", "--out", str(tmp_path / "p.json")])
+    code = main(["profile", str(tiny_net), "--clock", "cpu", "--torch-threads", "1", "--out", str(tmp_path / "p.json")])
     err = capsys.readouterr().err
     assert code == 2 and "onnxruntime on the CPU" in err and len(err.strip().splitlines()) == 1

@@ -39,6 +39,7 @@ def test_mincut_equals_brute_force_on_two_devices(rng, n_nodes, objective):
     objective=OBJECTIVES,
     constrained=st.booleans(),
 )
+@pytest.mark.slow
 def test_ilp_equals_brute_force_with_constraints(rng, n_nodes, n_devices, objective, constrained):
     problem = random_problem(
         rng, n_nodes=n_nodes, n_devices=n_devices, shape="dag", objective=objective,
@@ -52,6 +53,7 @@ def test_ilp_equals_brute_force_with_constraints(rng, n_nodes, n_devices, object
 
 @settings(max_examples=200, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 8), n_devices=st.integers(2, 3), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_dp_and_shortest_path_equal_brute_force_on_chains(rng, n_nodes, n_devices, objective):
     problem = random_problem(
         rng, n_nodes=n_nodes, n_devices=n_devices, shape="chain", objective=objective, missing_compute=0.2, missing_link=0.3,
@@ -65,6 +67,7 @@ def test_dp_and_shortest_path_equal_brute_force_on_chains(rng, n_nodes, n_device
 
 @settings(max_examples=150, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(2, 9), n_devices=st.integers(2, 3), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_dp_equals_brute_force_on_series_parallel_blocks(rng, n_nodes, n_devices, objective):
     problem = random_problem(
         rng, n_nodes=n_nodes, n_devices=n_devices, shape="series-parallel", objective=objective, missing_compute=0.2,
@@ -81,6 +84,7 @@ def test_dp_equals_brute_force_on_series_parallel_blocks(rng, n_nodes, n_devices
 
 @settings(max_examples=150, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 8), n_devices=st.integers(2, 3), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_dp_with_enumerated_blocks_equals_brute_force_on_dags(rng, n_nodes, n_devices, objective):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, shape="dag", objective=objective, missing_compute=0.2)
     result = plan(problem, "dp")
@@ -91,6 +95,7 @@ def test_dp_with_enumerated_blocks_equals_brute_force_on_dags(rng, n_nodes, n_de
 
 @settings(max_examples=100, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 8), n_devices=st.integers(2, 3), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_heuristic_and_restricted_planners_never_beat_the_optimum(rng, n_nodes, n_devices, objective):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, objective=objective, missing_compute=0.2)
     truth = plan(problem, "brute-force")

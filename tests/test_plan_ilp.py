@@ -44,6 +44,7 @@ def hard_problem(rng: random.Random, n_nodes: int, n_devices: int, objective: st
     constrained=st.booleans(),
     solver=st.sampled_from(["highs", "scipy"]),
 )
+@pytest.mark.slow
 def test_ilp_equals_brute_force_with_routes_shared_weights_and_constraints(rng, n_nodes, n_devices, objective, constrained,
                                                                             solver):
     problem = hard_problem(rng, n_nodes, n_devices, objective, constrained)
@@ -65,6 +66,7 @@ def test_ilp_equals_brute_force_with_routes_shared_weights_and_constraints(rng, 
             assert result.objective_value <= best.objective * (1 + 1e-12) + 1e-15
 
 
+@pytest.mark.slow
 def test_time_out_is_never_worse_than_local_or_the_warm_start():
     rng = random.Random(3)
     problem = random_problem(rng, n_nodes=120, n_devices=6, objective="energy_total", missing_link=0.2,
@@ -146,6 +148,7 @@ def test_the_model_is_tight_where_transfers_matter():
 
 @settings(max_examples=40, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(2, 7), n_devices=st.integers(2, 4), objective=OBJECTIVES)
+@pytest.mark.slow
 def test_no_planner_is_worse_than_the_cheap_candidates(rng, n_nodes, n_devices, objective):
     problem = hard_problem(rng, n_nodes, n_devices, objective, constrained=True)
     comp = compile_problem(problem)
@@ -165,6 +168,7 @@ def test_no_planner_is_worse_than_the_cheap_candidates(rng, n_nodes, n_devices, 
             assert result.objective_value <= best * (1 + 1e-9) + 1e-15, (name, result.note)
 
 
+@pytest.mark.slow
 def test_budget_infeasible_for_the_heuristics_start_is_repaired():
     # energy wants the layers home, a latency budget wants them away; a pin keeps the first layer home
     problem = twelve_like("energy_total")

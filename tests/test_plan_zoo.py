@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from lanes import fast_first
 from tiercut.env import load_environment
 from tiercut.graph.models import ZOO
 from tiercut.plan import plan
@@ -38,7 +39,7 @@ def zoo_problem(graph, preset: str, objective: str, roofline: dict | None = None
     return Problem(graph, devices, env.links, "mobile", compute, Objective.parse(objective), name=f"{graph.model}@{preset}")
 
 
-@pytest.mark.parametrize("model", sorted(ZOO))
+@pytest.mark.parametrize("model", fast_first(sorted(ZOO)))
 def test_mincut_equals_ilp_on_zoo_models(model, capture_zoo):
     graph = capture_zoo(model).graph
     for preset in TWO_DEVICE_PRESETS:
@@ -57,6 +58,7 @@ def test_mincut_equals_ilp_on_zoo_models(model, capture_zoo):
             assert split.objective_value >= ilp.objective_value * (1 - 1e-9)
 
 
+@pytest.mark.slow
 def test_slow_mobile_offloads_vgg16_over_wifi(capture_zoo):
     """With a Raspberry-Pi-class mobile (48 GFLOP/s), the best VGG16 plan over Wi-Fi uses the cloud
     and beats both baselines; with the Jetson TX2 GPU, local wins (the input alone takes 0.26 s to send)."""

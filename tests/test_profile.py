@@ -162,7 +162,7 @@ def test_cpu_clock_needs_one_thread():
 
 
 # ------------------------------------------------------------------ isolation
-@pytest.mark.parametrize("granularity", ["module", "block"])
+@pytest.mark.parametrize("granularity", ["module", pytest.param("block", marks=pytest.mark.slow)])
 def test_each_node_program_reproduces_the_node_output_from_its_recorded_inputs(granularity):
     captured = _captured(granularity)
     values = record_fx_values(captured)
@@ -210,6 +210,7 @@ def test_timing_an_in_place_node_does_not_disturb_the_model():
 
 
 # ------------------------------------------------------------------ profiles
+@pytest.mark.slow
 def test_profile_structure_is_deterministic_and_times_are_positive():
     graph = _captured().graph
     first = _profile()
@@ -236,16 +237,17 @@ def test_block_granularity_profiles_one_entry_per_block():
     assert {n.op for n in profile.nodes.values()} >= {"basicblock"}
 
 
+@pytest.mark.slow
 def test_host_description_and_measured_roofline():
     host = describe_host(1)
     assert host.threads == 1 and host.torch_version == torch.__version__ and host.logical_cpus >= 1
     assert host.cpu_model
     measured = measure_host(1, rule=StoppingRule(min_repeats=3, max_repeats=3))
-    assert measured.gemm_flops > 1e8 and measured.conv_flops > 1e8 and measured.memory_bandwidth_bps > 1e8
+    assert all(math.isfinite(x) and x > 0 for x in (measured.gemm_flops, measured.conv_flops, measured.memory_bandwidth_bps))
     assert measured.peak_flops == measured.gemm_flops >= measured.gemm_median_flops > 0  # the reference peak: best GEMM
     assert measured.timer == "wall" and measured.threads == 1 and measured.torch_device == "cpu"
     assert measured.load_avg_1m >= 0 or measured.load_avg_1m == -1.0
-    assert 0 < measured.dispatch_overhead_s < 1e-3
+    assert measured.dispatch_overhead_s > 0 and math.isfinite(measured.dispatch_overhead_s)
     assert HostInfo.from_dict(measured.to_dict()) == measured
 
 
@@ -262,6 +264,7 @@ def test_profile_json_round_trips(tmp_path):
         assert key in data
 
 
+@pytest.mark.slow
 def test_profile_is_reused_only_for_the_same_nodes():
     profile = _profile()
     graph = _captured().graph
@@ -354,7 +357,7 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
     out = tmp_path / "tiny.json"
     result = CliRunner().invoke(
         _app(),
-        ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--repeats", "3", "--threads", "1",
+        ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--repeats", "3", "--torch-threads", "1",
          "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
@@ -365,7 +368,7 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--repeats", "0"], ["--threads", "0"], ["--granularity", "layer"], ["--clock", "cpu", "--threads", "2"],
+    [["--repeats", "0"], ["--torch-threads", "0"], ["--granularity", "layer"], ["--clock", "cpu", "--torch-threads", "2"],
      ["--out", "/dev/null"]],
 )
 def test_profile_command_rejects_bad_options_in_one_line(args):

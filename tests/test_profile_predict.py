@@ -201,6 +201,7 @@ def test_bad_predictor_files_are_one_line_errors(tmp_path, content):
     assert "\n" not in str(exc.value)
 
 
+@pytest.mark.slow
 def test_the_shipped_predictor_predicts_every_node_of_a_new_graph():
     predictor = load_default_predictor()
     assert isinstance(predictor, Predictor) and predictor.trained_on

@@ -43,7 +43,7 @@ def test_a_noisy_series_is_busy_and_says_what_to_do():
     assert q.verdict == "busy"
     assert any("spread" in r or "stable median" in r for r in q.reasons)
     text = " ".join(q.advice)
-    assert "--clock cpu" in text and "--threads 1" in text and "quiet machine" in text
+    assert "--clock cpu" in text and "--torch-threads 1" in text and "quiet machine" in text
 
 
 @pytest.mark.parametrize(

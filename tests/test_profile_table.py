@@ -29,6 +29,7 @@ def _partial(profile: Profile, keep: int) -> Profile:
     return Profile(**{**profile.__dict__, "nodes": {n: profile.nodes[n] for n in names}})
 
 
+@pytest.mark.slow
 def test_a_full_profile_makes_the_host_column_measured_and_devices_predicted():
     graph = _captured().graph
     table = compute_table(graph, {"client": None, "edge": get_device_spec("jetson_nano"), "cloud": "nvidia_a100"},
@@ -47,6 +48,7 @@ def test_a_full_profile_makes_the_host_column_measured_and_devices_predicted():
     assert all(table.seconds[n]["cloud"] <= table.seconds[n]["edge"] for n in names)
 
 
+@pytest.mark.slow
 def test_without_context_the_host_column_is_the_raw_medians():
     graph = _captured().graph
     table = compute_table(graph, {"client": None}, profile=_profile(), in_context=False)

@@ -33,8 +33,9 @@ from tiercut.report import (
     write_report,
 )
 from tiercut.report.layout import _isotonic
-from tiercut.runtime.client import QueryRecord, RunResult, UploadAttempt
+from tiercut.runtime.client import RunResult, UploadAttempt
 from tiercut.sim import SimConfig, SimUser, simulate
+from tiercut.trace import QueryRecord
 from tiercut.upload import get_upload_planner, plan_upload, user_plan_from_upload
 from tiercut.upload.synthetic import random_upload_problem
 
@@ -71,9 +72,9 @@ def _run_payload() -> dict:
     problem = random_upload_problem(random.Random(7), n_nodes=5, shape="chain")
     plan = plan_upload(problem, "direct")
     queries = tuple(
-        QueryRecord(index=k, start_s=0.05 * k, end_s=0.05 * k + 0.04, stage=0 if k < 3 else 1,
+        QueryRecord(user="d0", index=k, start_s=0.05 * k, end_s=0.05 * k + 0.04, stage=0 if k < 3 else 1,
                     planned_latency_s=plan.stages[0 if k < 3 else 1].latency_s, devices=("d0",) if k < 3 else ("d0", "d1"),
-                    nodes_per_device={"d0": 5}, bytes_sent=0 if k < 3 else 4000, bytes_received=0, fallback=False, error="")
+                    bytes_sent=0 if k < 3 else 4000, bytes_received=0, fallback=False, error="")
         for k in range(6)
     )
     attempts = (

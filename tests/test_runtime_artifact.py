@@ -74,6 +74,7 @@ def _run_remote(split, built, inputs):
 
 
 @pytest.mark.parametrize("period", [1, 2, 3])
+@pytest.mark.slow
 def test_aten_programs_reproduce_the_model_bit_for_bit_with_shape_glue_crossing(period):
     captured = _capture(ShapeGlue(), (2, 3, 6, 6))
     split, _, built = _programs(captured, _alternating(captured, period))
@@ -84,6 +85,7 @@ def test_aten_programs_reproduce_the_model_bit_for_bit_with_shape_glue_crossing(
     assert torch.equal(_run_remote(split, built, (x,)), expected)
 
 
+@pytest.mark.slow
 def test_resnet_partitions_are_exact_and_carry_their_weights_by_digest(capture_zoo):
     captured = capture_zoo("resnet18", "module", (1, 3, 32, 32))
     split, _, built = _programs(captured, _alternating(captured, 7))

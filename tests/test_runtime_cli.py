@@ -56,6 +56,7 @@ def test_serve_mistakes_are_one_line_errors(args, message, capsys):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_start_is_reported_with_its_reason(tmp_path):
     with pytest.raises(TiercutError, match=r"exited with status 2.*would accept anyone"):
         spawn_worker("edge", listen="0.0.0.0:0", log_path=tmp_path / "w.log", startup_timeout_s=120)
@@ -126,6 +127,7 @@ def _tiny_plan(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_run_with_a_given_upload_plan_prints_the_full_trace(tmp_path, capsys):
     plan = _tiny_plan(tmp_path)
     args = [
@@ -152,6 +154,7 @@ def test_run_with_a_given_upload_plan_prints_the_full_trace(tmp_path, capsys):
     assert trace["attempts"] and trace["attempts"][0]["ok"] and trace["upload_end_s"] is not None
 
 
+@pytest.mark.slow
 def test_run_plans_the_upload_with_the_named_planner_and_summarises(capsys, tmp_path):
     args = [
         "fixtures_models:tiny_net",

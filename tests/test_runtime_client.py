@@ -23,6 +23,8 @@ from tiercut.runtime.links import FaultPlan
 from tiercut.runtime.migration import placement_plan, prepare_migration
 from tiercut.runtime.session import LocalCluster, run_migration
 
+pytestmark = pytest.mark.slow  # every test spawns worker processes
+
 ENVIRONMENT = {
     "name": "test-links",
     "devices": [{"name": "end", "tier": "end"}, {"name": "edge", "tier": "edge"}, {"name": "cloud", "tier": "cloud"}],
@@ -130,7 +132,7 @@ def test_every_query_during_and_after_the_upload_equals_the_whole_model(model, e
     assert result.fallbacks == 0
     remote = [q for q in result.queries if q.stage > 0]
     assert remote and all(q.bytes_sent > 0 and q.bytes_received > 0 for q in remote)
-    assert {h.device for q in remote for h in q.hops if h.kind == "run"} == {"end", "edge"}
+    assert {h.device for q in remote for h in q.spans if h.kind == "compute"} == {"end", "edge"}
 
 
 def test_a_three_device_chain_forwards_end_edge_cloud_and_back(env_file):
@@ -152,8 +154,8 @@ def test_a_three_device_chain_forwards_end_edge_cloud_and_back(env_file):
     assert result.failed_queries == 0 and all(q.output_matches for q in result.queries)
     last = result.queries[-1]
     assert last.stage == 1 and not last.fallback
-    assert [h.device for h in last.hops if h.kind == "run"] == ["end", "edge", "cloud", "end"]
-    forwards = {(h.device, h.peer) for h in last.hops if h.kind == "forward"}
+    assert [h.device for h in last.spans if h.kind == "compute"] == ["end", "edge", "cloud", "end"]
+    forwards = {(h.device, h.peer) for h in last.spans if h.kind == "transfer"}
     assert forwards == {("end", "edge"), ("edge", "cloud")}
 
 

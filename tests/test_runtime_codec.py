@@ -189,3 +189,50 @@ def test_flatten_and_rebuild_keep_structure_and_constants():
     assert not same_constant(structure, (torch.randn(2), None, torch.Size([1, 4]), [torch.randn(1), 5, True]))
     assert not same_constant(structure, (torch.randn(2), None, torch.Size([1, 3]), [torch.randn(1), 6, True]))
     assert value_nbytes(value) == 2 * 4 + 1 * 4
+
+
+# ----------------------------------------------------------------- borrowed (zero-copy) decoding
+def test_every_tensor_starts_8_aligned_in_the_frame():
+    frame = encode_frame({"route": "a" * 13}, {"a": torch.randn(3), "b": torch.arange(5, dtype=torch.int16), "c": torch.randn(2)})
+    header_len = int.from_bytes(frame[4:8], "little")
+    assert (PREFIX_BYTES + header_len) % 8 == 0
+    decoded = decode_frame(frame, borrow=True)
+    assert all(t.data_ptr() % 8 == 0 for t in decoded.values.values())
+
+
+def test_borrowed_tensors_view_the_message_and_equal_the_sent_values():
+    sent = {"x": torch.randn(4, 64), "i": torch.arange(7, dtype=torch.int64), "n": 3}
+    message = encode_frame({}, sent)
+    base = memoryview(message)
+    start, end = _address(base), _address(base) + len(message)
+    borrowed = decode_frame(message, borrow=True)
+    copied = decode_frame(message)
+    for name in ("x", "i"):
+        assert torch.equal(borrowed.values[name], sent[name]) and torch.equal(copied.values[name], sent[name])
+        assert start <= borrowed.values[name].data_ptr() < end  # no copy
+        assert not start <= copied.values[name].data_ptr() < end  # a copy of its own
+    assert borrowed.values["n"] == 3
+
+
+def _address(view: memoryview) -> int:
+    import numpy as np
+
+    return np.frombuffer(view, dtype=np.uint8).ctypes.data
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_borrowed_decoding_still_detects_any_flipped_byte(data):
+    frame = encode_frame({"k": 1}, {"x": torch.linspace(-1, 1, 64).reshape(8, 8)})
+    position = data.draw(st.integers(0, len(frame) - 1))
+    damaged = bytearray(frame)
+    damaged[position] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(CodecError):
+        decode_frame(bytes(damaged), borrow=True)
+
+
+@pytest.mark.parametrize("chunk_bytes", [PREFIX_BYTES, 37, 61, 1 << 20])
+def test_borrowed_tensors_split_over_chunks_or_misaligned_are_copied_equal(chunk_bytes):
+    x = torch.randn(40, dtype=torch.float64)
+    frame = decode_chunks(encode_chunks({}, {"x": x}, chunk_bytes=chunk_bytes), borrow=True)
+    assert torch.equal(frame.values["x"], x) and frame.values["x"].data_ptr() % 8 == 0

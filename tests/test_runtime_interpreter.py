@@ -224,6 +224,7 @@ def _attention_block() -> nn.Module:
         (_Recurrent, (2, 5, 8)),
     ],
 )
+@pytest.mark.slow
 def test_common_layers_export_to_programs_a_worker_accepts_and_that_answer_like_the_model(make, shape):
     torch.manual_seed(0)
     captured = capture_model(make().eval(), shape)

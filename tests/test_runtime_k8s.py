@@ -140,3 +140,169 @@ def test_the_cuda_dockerfile_is_a_build_variant_of_the_worker_image():
     assert joined and not current
     assert set(joined) <= {"ARG", "FROM", "ENV", "WORKDIR", "RUN", "COPY", "USER", "VOLUME", "EXPOSE", "ENTRYPOINT", "CMD"}
     assert joined[0] == "ARG" and joined.count("FROM") == 2  # a two-stage build like ./Dockerfile
+
+
+# ---------------------------------------------------------------- Service types, probes, resources
+
+GIB, MIB = 2**30, 2**20
+
+
+def _by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _container(deployment):
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("service_type", ["ClusterIP", "NodePort", "LoadBalancer"])
+def test_each_service_type_validates_and_probes_ask_the_grpc_health_service(service_type, kubernetes_schema):
+    from tiercut.runtime.protocol import SERVICE
+
+    settings = K8sSettings(service_type=service_type, tls_secret="tiercut-tls", health_port=8081)
+    docs = worker_manifests(load_environment("three-tier"), settings)
+    for doc in docs:
+        validate_manifest(doc)
+    for service in _by_kind(docs, "Service"):
+        assert service["spec"]["type"] == service_type
+        assert [p["port"] for p in service["spec"]["ports"]] == [settings.port]  # the health port stays inside the pod
+    for deployment in _by_kind(docs, "Deployment"):
+        container = _container(deployment)
+        args = container["args"]
+        assert args[args.index("--health-listen") + 1] == "0.0.0.0:8081"
+        assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == 8081 and "tcpSocket" not in container[probe]
+        assert container["readinessProbe"]["grpc"]["service"] == SERVICE
+        assert "--tls-dir" not in args and args[args.index("--tls-key") + 1].endswith("tls.key")
+
+
+def test_services_reachable_from_outside_need_tls_and_settings_are_checked():
+    for service_type in ("NodePort", "LoadBalancer"):
+        with pytest.raises(TiercutError, match="give --tls-secret"):
+            K8sSettings(service_type=service_type)
+    for bad, message in (
+        ({"service_type": "ExternalName"}, "not one of ClusterIP, NodePort, LoadBalancer"),
+        ({"health_port": 50051}, "must differ"),
+        ({"health_port": 0}, "health port 0 is out of range"),
+        ({"cpu_request": "two"}, "not a CPU quantity"),
+        ({"cpu_request": "2", "cpu_limit": "1"}, "below the CPU request"),
+    ):
+        with pytest.raises(TiercutError, match=message):
+            K8sSettings(**bad)
+
+
+def _one_server(memory: str | None):
+    device = {"name": "edge", "tier": "edge"}
+    if memory is not None:
+        device["memory"] = memory
+    return environment_from_mapping({"name": "one", "devices": [{"name": "phone", "tier": "end"}, device],
+                                     "links": [{"a": "phone", "b": "edge", "bandwidth": "100 Mbit/s"}]})
+
+
+@pytest.mark.parametrize(
+    "memory, reserved",
+    [
+        # GKE's bands: 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8, 6% of the next 112, 2% above 128
+        ("2 GiB", 0.5 * GIB),
+        ("16 GiB", (1 + 0.8 + 0.8) * GIB),
+        ("200 GiB", (1 + 0.8 + 0.8 + 0.06 * 112 + 0.02 * 72) * GIB),
+    ],
+)
+def test_memory_limit_is_the_device_memory_less_the_node_reservation(memory, reserved):
+    from tiercut.runtime.k8s import WORKER_OVERHEAD_BYTES, allocatable_bytes, system_reserved_bytes
+
+    environment = _one_server(memory)
+    device = environment.device("edge")
+    assert system_reserved_bytes(device.memory_bytes) == pytest.approx(reserved, abs=1)
+    limit = device.memory_bytes - reserved - 100 * MIB
+    assert allocatable_bytes(device.memory_bytes) == pytest.approx(limit, abs=1)
+    container = _container(_by_kind(worker_manifests(environment), "Deployment")[0])
+    assert container["resources"]["limits"]["memory"] == f"{-(-round(limit) // MIB)}Mi"
+    assert container["resources"]["requests"]["memory"] == f"{WORKER_OVERHEAD_BYTES // MIB}Mi"
+    store = int(container["args"][container["args"].index("--max-store-bytes") + 1])
+    assert store == pytest.approx(limit - WORKER_OVERHEAD_BYTES, abs=1)  # what is left under the limit holds weights
+
+
+def test_unknown_memory_gets_a_request_and_no_limit():
+    container = _container(_by_kind(worker_manifests(_one_server(None)), "Deployment")[0])
+    assert "limits" not in container["resources"] and container["resources"]["requests"]["memory"] == "600Mi"
+    assert container["args"][container["args"].index("--max-store-bytes") + 1] == str(8 * GIB)
+
+
+def _plan_file(tmp_path, environment, weights_on_edge: int):
+    """A plan JSON: input on phone, a big layer and its output on edge."""
+    import json
+
+    from tiercut.graph.types import LayerGraph, Node
+    from tiercut.problem import build_problem
+
+    graph = LayerGraph(
+        (
+            Node("x", "input", out_bytes=MIB),
+            Node("a", "linear", ("x",), flops=1e9, param_bytes=weights_on_edge, out_bytes=4 * MIB),
+            Node("b", "relu", ("a",), out_bytes=4 * MIB),
+            Node("c", "linear", ("b",), flops=1e6, param_bytes=8 * MIB, out_bytes=1024, is_output=True),
+        ),
+        model="big",
+    )
+    compute = {n: {"phone": 1.0, "edge": 0.1} for n in ("a", "b", "c")}
+    problem = build_problem(graph, environment, source="phone", compute_s=compute)
+    placement = {"x": "phone", "a": "edge", "b": "edge", "c": "phone"}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"problem": problem.to_dict(), "plan": {"placement": placement}}))
+    return path
+
+
+def test_a_plan_sets_the_request_from_its_weights_and_activations_and_a_plan_too_big_is_refused(tmp_path):
+    from tiercut.cli.deploy_cmd import plan_partitions
+    from tiercut.runtime.k8s import WORKER_OVERHEAD_BYTES, PartitionMemory
+
+    environment = _one_server("16 GiB")
+    partitions = plan_partitions(_plan_file(tmp_path, environment, 300 * MIB))
+    assert partitions["edge"] == PartitionMemory(weights_bytes=300 * MIB, activation_bytes=8 * MIB)
+    assert partitions["phone"].weights_bytes == 8 * MIB
+    settings = K8sSettings(runs=3)
+    container = _container(_by_kind(worker_manifests(environment, settings, partitions), "Deployment")[0])
+    request = WORKER_OVERHEAD_BYTES + 300 * MIB + 3 * 8 * MIB
+    assert container["resources"]["requests"]["memory"] == f"{request // MIB}Mi"
+    too_big = plan_partitions(_plan_file(tmp_path, environment, 15 * GIB))
+    with pytest.raises(TiercutError, match=r"device 'edge': its worker needs .* plan with a memory constraint"):
+        worker_manifests(environment, settings, too_big)
+
+
+@pytest.mark.parametrize(
+    "request_, limit, threads, cpu_limits",
+    [("1", None, "1", None), ("2.5", None, "2", None), ("500m", None, "1", None), ("2", "4", None, "4")],
+)
+def test_torch_threads_follow_the_cpu_limit_else_the_request(request_, limit, threads, cpu_limits):
+    settings = K8sSettings(cpu_request=request_, cpu_limit=limit)
+    container = _container(_by_kind(worker_manifests(_one_server("16 GiB"), settings), "Deployment")[0])
+    args = container["args"]
+    assert (args[args.index("--torch-threads") + 1] if "--torch-threads" in args else None) == threads
+    assert container["resources"]["requests"]["cpu"] == request_
+    assert container["resources"]["limits"].get("cpu") == cpu_limits  # with a limit the worker reads its cgroup quota
+
+
+def test_deploy_command_writes_a_load_balancer_with_tls_and_a_plan(tmp_path, capsys):
+    from tiercut.cli import main
+
+    environment_file = tmp_path / "env.yaml"
+    environment_file.write_text(
+        "devices:\n  - {name: phone, tier: end}\n  - {name: edge, tier: edge, memory: 16 GiB}\n"
+        "links:\n  - {a: phone, b: edge, bandwidth: 100 Mbit/s, latency: 2 ms}\n"
+    )
+    plan = _plan_file(tmp_path, load_environment(environment_file), 300 * MIB)
+    out = tmp_path / "workers.yaml"
+    code = main(["deploy", "k8s", "--env", str(environment_file), "--service-type", "LoadBalancer", "--tls-secret", "tls",
+                 "--plan", str(plan), "--cpu-limit", "2", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert _by_kind(docs, "Service")[0]["spec"]["type"] == "LoadBalancer"
+    container = _container(_by_kind(docs, "Deployment")[0])
+    assert container["resources"]["limits"]["cpu"] == "2" and container["resources"]["requests"]["memory"] == "932Mi"
+    assert main(["deploy", "k8s", "--env", str(environment_file), "--service-type", "NodePort"]) == 2
+    assert "give --tls-secret" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"problem": {}}')
+    assert main(["deploy", "k8s", "--env", str(environment_file), "--plan", str(tmp_path / "bad.json")]) == 2
+    assert "is not the JSON of 'tiercut plan --json'" in capsys.readouterr().err

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test spawns worker processes
+
 RATE_BPS = {"client-edge": 5e6, "client-cloud": 2.5e6, "edge-cloud": 10e6}  # bytes per second
 SUBNETS = {"client-edge": "10.231.1", "client-cloud": "10.231.2", "edge-cloud": "10.231.3"}
 VETHS = {"client-edge": ("ce0", "ce1"), "client-cloud": ("ck0", "ck1"), "edge-cloud": ("ek0", "ek1")}
@@ -180,7 +182,7 @@ def test_workers_in_their_own_namespaces_over_rate_limited_veths(tmp_path):
     assert all(q["output_matches"] for q in queries) and not any(q["error"] and not q["fallback"] for q in queries)
     last = queries[-1]
     assert last["stage"] == 1 and not last["fallback"]
-    forwards = {(h["device"], h["peer"]) for h in last["hops"] if h["kind"] == "forward"}
+    forwards = {(h["device"], h["peer"]) for h in last["spans"] if h["kind"] == "transfer"}
     assert forwards == {("end", "edge"), ("edge", "cloud")}
     # the upload to the cloud crossed the client-cloud veth at no more than its tbf rate
     attempt = next(a for a in result["attempts"] if a["server"] == "cloud" and a["ok"])

@@ -21,6 +21,8 @@ from tiercut.runtime.migration import placement_plan, prepare_migration, route_r
 from tiercut.runtime.route import Route, RouteError, Step
 from tiercut.runtime.session import LocalCluster, run_migration
 
+pytestmark = pytest.mark.slow  # every test spawns worker processes
+
 ENVIRONMENT = {
     "name": "chain-no-end-cloud",
     "devices": [{"name": "end", "tier": "end"}, {"name": "edge", "tier": "edge"}, {"name": "cloud", "tier": "cloud"}],
@@ -93,7 +95,7 @@ def test_the_edge_relays_queries_between_end_and_cloud_and_outputs_match(tmp_pat
     assert result.failed_queries == 0 and all(q.output_matches for q in result.queries)
     last = result.queries[-1]
     assert last.stage == 1 and not last.fallback
-    assert [h.device for h in last.hops if h.kind == "run"] == ["end", "cloud", "end"]  # the edge computes nothing
-    relayed = [(h.device, h.peer) for h in last.hops if h.kind == "relay"]
+    assert [h.device for h in last.spans if h.kind == "compute"] == ["end", "cloud", "end"]  # the edge computes nothing
+    relayed = [(h.device, h.peer) for h in last.spans if h.kind == "relay"]
     assert relayed == [("edge", "cloud")]
-    assert {(h.device, h.peer) for h in last.hops if h.kind == "forward"} == {("end", "cloud")}
+    assert {(h.device, h.peer) for h in last.spans if h.kind == "transfer"} == {("end", "cloud")}

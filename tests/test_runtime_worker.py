@@ -118,6 +118,7 @@ def test_a_query_goes_end_edge_cloud_and_back_with_equal_output():
     assert status["peak_rss_bytes"] >= status["rss_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_damaged_chunks_get_a_failed_cr_listing_what_is_missing_and_the_resend_completes():
     _, _, bundles, _ = _setup()
     data, sha = _bytes(bundles["edge"])
@@ -152,6 +153,7 @@ def test_damaged_chunks_get_a_failed_cr_listing_what_is_missing_and_the_resend_c
     assert any(cr.code == "incomplete" and cr.missing_chunks for cr in failures)
 
 
+@pytest.mark.slow
 def test_wrong_checksum_and_invalid_bundles_are_never_stored():
     _, _, bundles, _ = _setup()
     data, sha = _bytes(bundles["edge"])
@@ -177,6 +179,7 @@ def test_wrong_checksum_and_invalid_bundles_are_never_stored():
     assert status["partitions"] == []
 
 
+@pytest.mark.slow
 def test_unknown_partitions_get_a_clear_not_found():
     _, split, _, route = _setup(("end", "edge", "edge"))
 
@@ -195,6 +198,7 @@ def test_unknown_partitions_get_a_clear_not_found():
     assert error.code == "NOT_FOUND" and "not on device 'edge'" in str(error) and "upload it" in str(error)
 
 
+@pytest.mark.slow
 def test_a_worker_without_a_peer_address_says_how_to_give_one():
     _, split, bundles, route = _setup()
 
@@ -215,6 +219,7 @@ def test_a_worker_without_a_peer_address_says_how_to_give_one():
     assert error.code == "INVALID_ARGUMENT" and "--peers cloud=HOST:PORT" in str(error)
 
 
+@pytest.mark.slow
 def test_values_that_do_not_fit_the_program_and_damaged_frames_are_refused():
     _, split, bundles, route = _setup(("end", "edge", "edge"))
     data, sha = _bytes(bundles["edge"])
@@ -270,6 +275,7 @@ def test_clients_without_the_token_are_refused():
     assert stored == []
 
 
+@pytest.mark.slow
 def test_oversize_messages_and_a_full_store_are_refused():
     _, _, bundles, route = _setup(("end", "edge", "edge"))
     data, sha = _bytes(bundles["edge"])
@@ -350,6 +356,7 @@ def tls_files(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_mutual_tls_admits_certified_clients_only(tls_files: Path):
     _, split, bundles, route = _setup(("end", "edge", "edge"))
     data, sha = _bytes(bundles["edge"])
@@ -383,6 +390,7 @@ def test_mutual_tls_admits_certified_clients_only(tls_files: Path):
     assert all(code in ("UNAVAILABLE", "UNAUTHENTICATED", "DEADLINE_EXCEEDED") for code in refused)
 
 
+@pytest.mark.slow
 def test_a_restarted_worker_with_a_store_keeps_and_runs_what_it_had(tmp_path):
     _, split, bundles, route = _setup(("end", "edge", "edge"))
     data, sha = _bytes(bundles["edge"])
@@ -517,6 +525,7 @@ def test_status_and_an_upload_are_answered_while_a_long_query_runs():
     assert torch.equal(reply.frame.values[route.result_names[0]], x)
 
 
+@pytest.mark.slow
 def test_a_query_whose_deadline_passes_stops_at_the_next_step_and_frees_its_thread():
     program, weights, x, steps = _long_program(10.0)
     route = _program_route(program)
@@ -549,6 +558,7 @@ def test_a_query_whose_deadline_passes_stops_at_the_next_step_and_frees_its_thre
         assert torch.equal(output, split.run(x_small))
 
 
+@pytest.mark.slow
 def test_onnx_programs_run_only_on_workers_that_allow_them():
     captured, split, _, _ = _setup(("end", "edge", "edge"))
     values = record_fx_values(captured)

@@ -39,9 +39,9 @@ def _finish_times(discipline, jobs, rate=1.0, changes=()):
     res = SharedResource(env, "r", rate, discipline)
     done = {}
     for name, at, amount in jobs:
-        env.call_later(at, lambda _e, n=name, a=amount: res.submit(a, lambda n=n: done.__setitem__(n, env.now)))
+        env.schedule(at, lambda n=name, a=amount: res.submit(a, lambda n=n: done.__setitem__(n, env.now)))
     for at, new_rate in changes:
-        env.call_later(at, lambda _e, r=new_rate: res.set_rate(r))
+        env.schedule(at, res.set_rate, new_rate)
     env.run()
     return done
 
@@ -66,6 +66,83 @@ def test_rate_changes_and_stalls():
         SharedResource(SimEnvironment(), "r", 1.0, "lifo")
     with pytest.raises(TiercutError, match="rate"):
         SharedResource(SimEnvironment(), "r", -1.0)
+
+
+# ---------------------------------------------------------------- the event loop
+def test_event_loop_runs_processes_timers_and_events_in_time_order():
+    env = SimEnvironment()
+    log = []
+    done = env.event()
+
+    def waiter():
+        value = yield done
+        log.append(("waiter woke", env.now, value))
+
+    def ticker():
+        for _ in range(3):
+            yield env.timeout(1.5)
+            log.append(("tick", env.now, None))
+        done.succeed("go")
+        log.append(("succeeded", env.now, None))
+
+    env.process(waiter())
+    env.process(ticker())
+    env.schedule(1.5, lambda: log.append(("timer", env.now, None)))
+    env.run()
+    # same-time entries run in scheduling order (the timer was scheduled before the processes' first step);
+    # a waiter wakes after the succeeding step, at the same time
+    assert log == [
+        ("timer", 1.5, None), ("tick", 1.5, None), ("tick", 3.0, None), ("tick", 4.5, None),
+        ("succeeded", 4.5, None), ("waiter woke", 4.5, "go"),
+    ]
+    assert env.events == 7  # two process starts, three timeouts, one timer, one success
+
+
+def test_event_loop_run_until_stops_before_due_entries_and_sets_the_clock():
+    env = SimEnvironment()
+    fired = []
+    env.schedule(2.0, fired.append, 2.0)
+    env.schedule(5.0, fired.append, 5.0)
+    env.run(until=5.0)
+    assert fired == [2.0] and env.now == 5.0  # an entry due at ``until`` waits for the next run
+    env.run(until=6.0)
+    assert fired == [2.0, 5.0] and env.now == 6.0
+
+
+def test_event_loop_rejects_misuse():
+    env = SimEnvironment()
+    with pytest.raises(TiercutError, match="in the past"):
+        env.schedule(-1.0, print)
+    event = env.event()
+    event.succeed()
+    with pytest.raises(TiercutError, match="twice"):
+        event.succeed()
+
+    def bad():
+        yield 3
+
+    env.process(bad())
+    with pytest.raises(TiercutError, match="yielded int"):
+        env.run()
+    env.run(until=10.0)
+    with pytest.raises(TiercutError, match="clock already reads"):
+        env.run(until=1.0)
+
+
+def test_a_process_waiting_on_an_event_that_already_happened_resumes_at_once():
+    env = SimEnvironment()
+    event = env.event()
+    event.succeed(7)
+    seen = []
+
+    def late():
+        yield env.timeout(1.0)
+        seen.append((yield event))
+        seen.append(env.now)
+
+    env.process(late())
+    env.run()
+    assert seen == [7, 1.0]
 
 
 # ---------------------------------------------------------------- agreement with the analytic model
@@ -300,7 +377,9 @@ def test_result_summaries_and_json():
     assert data["queries"] == len(result.queries) == len(data["query_trace"])
     assert {u["user"] for u in data["users"]} == {u.name for u in users}
     first = data["query_trace"][0]
-    assert first["ops"] and first["ops"][0]["start_s"] == pytest.approx(first["start_s"])
+    assert first["spans"] and first["spans"][0]["start_s"] == pytest.approx(first["start_s"])
+    assert {s["kind"] for q in data["query_trace"] for s in q["spans"]} <= {"compute", "transfer"}
+    assert all(math.isfinite(q.planned_latency_s) and q.devices for q in result.queries)
     assert math.isfinite(data["events_per_s"])
     summary = {s.user: s for s in result.summaries()}
     assert sum(s.queries for s in summary.values()) == len(result.queries)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional
 
 from fixtures_models import LoopsOverBatch, TinyNet
+from lanes import fast_first
 from tiercut.errors import TiercutError
 from tiercut.graph import ZOO, capture_model
 from tiercut.graph.split import assign_pieces, node_dependencies, split_by_placement
@@ -141,7 +142,8 @@ def placements(draw, names):
     return {name: f"dev{d}" for name, d in zip(names, devices)}
 
 
-@pytest.mark.parametrize("name", DAG_MODELS)
+@pytest.mark.parametrize("name", fast_first(DAG_MODELS))
+@pytest.mark.slow
 def test_random_placements_on_dag_models_reproduce_the_model(name, capture_zoo):
     cap = capture_zoo(name, "module", SMALL)
     expected = expected_output(cap)
@@ -161,7 +163,7 @@ def test_random_placements_on_dag_models_reproduce_the_model(name, capture_zoo):
 
 
 # --------------------------------------------------------------------- the zoo
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", fast_first(ZOO))
 def test_every_zoo_model_splits_at_module_granularity(name, capture_zoo):
     cap = capture_zoo(name)  # documented input size, shared with test_graph.py
     expected = expected_output(cap)
@@ -178,7 +180,8 @@ def test_every_zoo_model_splits_at_module_granularity(name, capture_zoo):
             assert p.param_bytes == sum(cap.graph[n].param_bytes for n in p.nodes)
 
 
-@pytest.mark.parametrize("name", BLOCK_MODELS)
+@pytest.mark.parametrize("name", fast_first(BLOCK_MODELS))
+@pytest.mark.slow
 def test_zoo_models_split_at_block_granularity(name, capture_zoo):
     cap = capture_zoo(name, "block")
     expected = expected_output(cap)
@@ -198,6 +201,7 @@ def test_zoo_models_split_at_block_granularity(name, capture_zoo):
             assert [n.target for n in ran] == [n.target for n in cap.graph_module.graph.nodes if n.name in set(owned)]
 
 
+@pytest.mark.slow
 def test_one_device_gives_one_partition_holding_everything(capture_zoo):
     cap = capture_zoo("resnet18", "module", SMALL)
     split = split_by_placement(cap, dict.fromkeys(cap.graph.names, "edge"))
@@ -210,6 +214,7 @@ def test_one_device_gives_one_partition_holding_everything(capture_zoo):
     assert_same(split.run(*cap.example_inputs), expected_output(cap))
 
 
+@pytest.mark.slow
 def test_a_chain_cut_once_gives_two_partitions_at_every_cut(capture_zoo):
     cap = capture_zoo("alexnet")
     graph = cap.graph

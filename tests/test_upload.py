@@ -162,6 +162,7 @@ def test_exhaustive_refuses_large_models_and_bad_metrics():
         plan_upload(problem, "exhaustive", metric="speed")
 
 
+@pytest.mark.slow
 def test_the_seeds_ordering_holds_on_random_chains():
     """The seed's claim on random chains: recursive efficiency < IONN < direct in time for the n queries,
     recursive efficiency close to the exhaustive optimum."""

@@ -9,6 +9,7 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -16,6 +17,7 @@ from tiercut.cli import (
     demo_cmd,
     deploy_cmd,
     env_cmd,
+    exits_cmd,
     graph_cmd,
     plan_cmd,
     profile_cmd,
@@ -40,6 +42,41 @@ env_app = typer.Typer(help="Environments: devices, links and users (presets and 
 env_app.command("list")(env_cmd.env_list)
 env_app.command("show")(env_cmd.env_show)
 
+def _version(value: bool) -> None:
+    if value:
+        from tiercut import __version__
+
+        typer.echo(f"tiercut {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version, help="print tiercut's version and exit")
+    ] = False,
+) -> None:
+    """Split deep neural networks across end devices, edge servers and cloud servers."""
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "powershell")
+
+
+def completion(
+    shell: Annotated[str, typer.Argument(help="bash, zsh, fish or powershell")],
+) -> None:
+    """Print the shell completion script of tiercut for SHELL.
+
+    bash: eval "$(tiercut completion bash)" in ~/.bashrc; zsh: the same in ~/.zshrc;
+    fish: tiercut completion fish > ~/.config/fish/completions/tiercut.fish
+    """
+    from typer._completion_shared import get_completion_script
+
+    if shell not in COMPLETION_SHELLS:
+        raise TiercutError(f"shell {shell!r} is not supported; use one of {', '.join(COMPLETION_SHELLS)}")
+    typer.echo(get_completion_script(prog_name="tiercut", complete_var="_TIERCUT_COMPLETE", shell=shell))
+
+
 app.command("demo")(demo_cmd.demo)
 app.command("graph")(graph_cmd.graph)
 app.command("profile")(profile_cmd.profile)
@@ -59,12 +96,20 @@ app.command("run")(run_cmd.run)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("report")(report_cmd.report)
 app.command("schema")(schema_cmd.schema)
+app.command("completion")(completion)
+exits_app = typer.Typer(help="Early exits: add exit branches to a model, train and measure them.", no_args_is_help=True)
+exits_app.command("add")(exits_cmd.exits_add)
+exits_app.command("show")(exits_cmd.exits_show)
+app.add_typer(exits_app, name="exits")
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
     """Run a typer app, turning user errors into one line on stderr and a non-zero status."""
     try:
-        typer_app(args=argv, prog_name=prog_name, standalone_mode=False)
+        # without standalone mode click returns a command's typer.Exit code instead of raising it
+        code = typer_app(args=argv, prog_name=prog_name, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            return code
     except TiercutError as exc:
         print(f"tiercut: error: {exc}", file=sys.stderr)
         return 2
@@ -84,6 +129,12 @@ def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> i
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tiercut``."""
+    import os
+
+    if os.environ.get("_TIERCUT_COMPLETE"):  # a shell asks for completions (tiercut completion SHELL)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     return run_app(app, argv, "tiercut")
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from tiercut.cli.checks import check_output_path, write_text_output
+from tiercut.cli.options import alias
 from tiercut.errors import TiercutError
 
 TARGETS = ("k8s",)
@@ -44,12 +45,28 @@ def _token(path: Path | None) -> str | None:
     return token
 
 
+def plan_partitions(path: Path) -> dict[str, object]:
+    """Device -> :class:`~tiercut.runtime.k8s.PartitionMemory` of a plan file (``tiercut plan --json`` output)."""
+    from tiercut.datafiles import read_json_file
+    from tiercut.problem import Problem
+    from tiercut.runtime.k8s import partition_memory
+
+    data = read_json_file(path, "plan file")
+    if not isinstance(data, dict) or not isinstance(data.get("problem"), dict) or not isinstance(data.get("plan"), dict):
+        raise TiercutError(f"plan file {path} is not the JSON of 'tiercut plan --json' (an object with problem and plan)")
+    placement = data["plan"].get("placement")
+    if not isinstance(placement, dict) or not all(isinstance(v, str) for v in placement.values()):
+        raise TiercutError(f"plan file {path} has no placement (node -> device); write it with 'tiercut plan --json'")
+    return partition_memory(Problem.from_dict(data["problem"]), placement)
+
+
 def deploy(
     target: Annotated[str, typer.Argument(help="what to write manifests for: k8s")],
     env: Annotated[str, typer.Option("--env", help="environment preset or YAML/JSON file whose edge/cloud devices get workers")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write the YAML here, mode 0600 (default: standard output)")
+        Path | None, typer.Option("--out", "-o", help="write the YAML here, mode 0600 (default: standard output)")
     ] = None,
+    old_output: Annotated[Path | None, typer.Option("--output", hidden=True, help="deprecated: --out")] = None,
     image: Annotated[str, typer.Option("--image", help="worker image built from the Dockerfile")] = "tiercut-worker:0.1.0",
     gpu_image: Annotated[
         str, typer.Option("--gpu-image", help="image of workers on GPU devices, built from Dockerfile.cuda")
@@ -71,6 +88,21 @@ def deploy(
     emulate_links: Annotated[
         bool, typer.Option("--emulate-links", help="workers shape their traffic like the environment's links")
     ] = False,
+    service_type: Annotated[
+        str,
+        typer.Option(
+            "--service-type", help="ClusterIP (in the cluster), NodePort or LoadBalancer (from outside: needs --tls-secret)"
+        ),
+    ] = "ClusterIP",
+    health_port: Annotated[int, typer.Option("--health-port", help="plaintext port of the gRPC health service (probes)")] = 50052,
+    cpu_request: Annotated[str, typer.Option("--cpu-request", help="CPU each worker requests (2, 1.5, 500m)")] = "1",
+    cpu_limit: Annotated[
+        str | None, typer.Option("--cpu-limit", help="CPU limit of each worker; torch's threads follow it (default: none)")
+    ] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option("--plan", help="a 'tiercut plan --json' file: memory requests from the weights and activations it places"),
+    ] = None,
     validate: Annotated[
         bool, typer.Option("--validate/--no-validate", help="check every object against the Kubernetes schema (needs kubernetes)")
     ] = False,
@@ -79,10 +111,11 @@ def deploy(
     from tiercut.env import load_environment
     from tiercut.runtime.k8s import K8sSettings, manifests_yaml, validate_manifest, worker_manifests
 
+    output = alias(output, old_output, new="--out", old="--output", default=None)
     if target not in TARGETS:
         raise TiercutError(f"deploy target {target!r} is not known; use one of {', '.join(TARGETS)}")
     if output is not None:
-        check_output_path(output, "--output")
+        check_output_path(output, "--out")
     if token_file is not None and existing_secret:
         raise TiercutError("--token-file gives the token of a Secret this command writes; drop it with --existing-secret")
     environment = load_environment(env)
@@ -95,11 +128,16 @@ def deploy(
         create_secret=not existing_secret,
         emulate_links=emulate_links,
         tls_secret=tls_secret,
+        service_type=service_type,
+        health_port=health_port,
+        cpu_request=cpu_request,
+        cpu_limit=cpu_limit,
     )
-    docs = worker_manifests(environment, settings)  # checks everything before the token file is written
+    partitions = None if plan is None else plan_partitions(plan)
+    docs = worker_manifests(environment, settings, partitions)  # checks everything before the token file is written
     token = _token(token_file)
     if token is not None:
-        docs = worker_manifests(environment, replace(settings, token=token))
+        docs = worker_manifests(environment, replace(settings, token=token), partitions)
     if validate:
         for doc in docs:
             validate_manifest(doc)
@@ -114,7 +152,7 @@ def deploy(
         if not existing_secret:
             typer.echo("the output holds the token in a Secret: keep it private", err=True)
         return
-    write_text_output(output, "--output", text, mode=PRIVATE_MODE)
+    write_text_output(output, "--out", text, mode=PRIVATE_MODE)
     servers = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"]
     typer.echo(f"wrote {len(docs)} objects ({', '.join(servers)}) to {output}; apply with: kubectl apply -f {output}")
     if not existing_secret:

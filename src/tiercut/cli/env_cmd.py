@@ -8,13 +8,25 @@ from typing import Annotated
 import typer
 
 from tiercut.env import Environment, list_presets, load_environment
+from tiercut.env.units import COMPUTE, FREQUENCY, POWER, PRICE_PER_BYTE, PRICE_PER_TIME, RATE, SIZE, TIME, UnitFamily, human
 
 
-def _bytes_per_s(value: float) -> str:
-    for scale, suffix in ((1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")):
-        if value >= scale:
-            return f"{value / scale:.3g} {suffix}"
-    return f"{value:.3g} B/s"
+def rate_text(bytes_per_s: float) -> str:
+    """A link rate in bits and in bytes per second: ``5.85 Mbit/s (731 kB/s)``."""
+    return f"{human(bytes_per_s, RATE, unit='bit/s', digits=4)} ({human(bytes_per_s, RATE, unit='B/s', digits=4)})"
+
+
+def _price(value: float, family: UnitFamily) -> str:
+    return "-" if value == 0 else human(value, family)
+
+
+def _speed_text(figures: dict[str, float]) -> str:
+    shown = {
+        "peak_flops": lambda v: human(v, COMPUTE),
+        "memory_bandwidth_bps": lambda v: f"{human(v, RATE, unit='B/s')} memory",
+        "cpu_ghz": lambda v: human(v, FREQUENCY, base_unit="GHz"),
+    }
+    return ", ".join(shown[k](v) for k, v in figures.items())
 
 
 def env_list(
@@ -44,21 +56,25 @@ def env_table(env: Environment) -> None:
     console = Console(width=None if Console().is_terminal else 160)
     console.print(f"[bold]{env.name}[/bold]: {env.description}")
     devices = Table(title="devices")
-    for column in ("name", "tier", "speed", "memory", "P compute/tx/rx/idle (W)", "price/s"):
+    for column in ("name", "tier", "speed", "memory", "power compute/tx/rx/idle", "price"):
         devices.add_column(column)
     for d in env.devices:
         if d.spec is None:
             speed = "this host"
         elif isinstance(d.spec, str):
             speed = f"catalog: {d.spec}"
+        elif hasattr(d.spec, "catalog"):
+            speed = f"{d.spec.entry} in {d.spec.catalog}"
         else:
-            speed = ", ".join(f"{k}={v:g}" for k, v in d.spec.to_dict().items())
-        powers = "/".join("-" if p is None else f"{p:g}" for p in (d.power_compute_w, d.power_tx_w, d.power_rx_w, d.power_idle_w))
-        memory = "unlimited" if d.memory_bytes is None else f"{d.memory_bytes / 1e9:.3g} GB"
-        devices.add_row(d.name, d.tier, speed, memory, powers, f"{d.price_per_s:g}")
+            speed = _speed_text(d.spec.to_dict())
+        powers = " / ".join(
+            "-" if p is None else human(p, POWER) for p in (d.power_compute_w, d.power_tx_w, d.power_rx_w, d.power_idle_w)
+        )
+        memory = "unlimited" if d.memory_bytes is None else human(d.memory_bytes, SIZE)
+        devices.add_row(d.name, d.tier, speed, memory, powers, _price(d.price_per_s, PRICE_PER_TIME))
     console.print(devices)
     links = Table(title="links (a -> b / b -> a where a link's directions differ; devices without one are reached via relays)")
-    for column in ("a", "b", "bandwidth", "latency (ms)", "price/byte"):
+    for column in ("a", "b", "bandwidth", "latency", "price"):
         links.add_column(column)
     for link in env.links:
         ab, ba = link.directions()
@@ -69,17 +85,17 @@ def env_table(env: Environment) -> None:
         links.add_row(
             link.a,
             link.b,
-            both(_bytes_per_s(ab.bandwidth_bytes_per_s), _bytes_per_s(ba.bandwidth_bytes_per_s)),
-            both(f"{ab.latency_s * 1e3:g}", f"{ba.latency_s * 1e3:g}"),
-            both(f"{ab.price_per_byte:g}", f"{ba.price_per_byte:g}"),
+            both(rate_text(ab.bandwidth_bytes_per_s), rate_text(ba.bandwidth_bytes_per_s)),
+            both(human(ab.latency_s, TIME), human(ba.latency_s, TIME)),
+            both(_price(ab.price_per_byte, PRICE_PER_BYTE), _price(ba.price_per_byte, PRICE_PER_BYTE)),
         )
     console.print(links)
     if env.users:
         users = Table(title="users")
-        for column in ("name", "device", "model", "queries/s"):
+        for column in ("name", "device", "model", "query rate"):
             users.add_column(column)
         for u in env.users:
-            users.add_row(u.name, u.device, u.model, f"{u.query_rate_hz:g}")
+            users.add_row(u.name, u.device, u.model, human(u.query_rate_hz, FREQUENCY))
         console.print(users)
     for source in env.sources:
         console.print(f"source: {source}")

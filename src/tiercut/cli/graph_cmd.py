@@ -17,7 +17,8 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
-from tiercut.graph import LayerGraph, graph_of
+from tiercut.cli.options import QuietOpt, progress_for
+from tiercut.graph import LayerGraph
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -71,13 +72,16 @@ def graph(
     allow_code: AllowCodeOpt = False,
     no_cache: NoCacheOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the LayerGraph JSON instead of a table")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
+    from tiercut.pipeline import graph as graph_step
+
     request = model_request(
         model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
         open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
     )
-    layer_graph = graph_of(request)
+    layer_graph = graph_step(request, progress=progress_for(quiet))
     if as_json:
         typer.echo(json.dumps(layer_graph.to_dict(), indent=1))
     else:

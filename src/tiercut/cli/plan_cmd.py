@@ -1,8 +1,14 @@
-"""``tiercut plan`` and ``tiercut compare``: where every layer of a model should run."""
+"""``tiercut plan`` and ``tiercut compare``: where every layer of a model should run.
+
+Thin wrappers over :mod:`tiercut.pipeline`: parse the options, build the
+problem (:func:`~tiercut.pipeline.problem`, or
+:func:`~tiercut.pipeline.multi_user_problem` with ``--users``), plan
+(:func:`~tiercut.pipeline.plan` / :func:`~tiercut.pipeline.compare`), print
+a table or the JSON contract.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tiercut.cli.checks import check_finite
+from tiercut.cli.checks import check_finite, check_output_path
 from tiercut.cli.model_opts import (
     MODEL_HELP,
     AllowCodeOpt,
@@ -22,9 +28,11 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
+from tiercut.cli.options import JsonOpt, OutJsonOpt, QuietOpt, alias, emit_json, progress_for
 from tiercut.errors import TiercutError
 from tiercut.graph.model_spec import ModelRequest
-from tiercut.problem import Constraints, Objective, Plan, Problem
+from tiercut.plan.base import DEFAULT_PLANNER
+from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 
 
 # ---------------------------------------------------------------- helpers
@@ -58,77 +66,33 @@ def _parse_pins(pins: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _load_compute_table(path: Path) -> dict[str, dict[str, float]]:
-    from tiercut.datafiles import read_json_file
-
-    data = read_json_file(path, "compute table")
-    if isinstance(data, dict) and "compute_s" in data:
-        data = data["compute_s"]
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise TiercutError(f"compute table {path} must map node -> device -> seconds")
-    try:
-        return {str(n): {str(d): float(s) for d, s in row.items()} for n, row in data.items()}
-    except (TypeError, ValueError):
-        raise TiercutError(f"compute table {path} holds a non-number; every entry must be seconds") from None
-
-
-DEFAULT_ENV = "three-tier"
-
-
-def _foreign_problem(
-    model: ModelRequest, data: Any, *, objective: str | None, source: str | None, constraints: Constraints | None,
-) -> Problem:
-    """A problem JSON given as the model, planned as it is (its devices, links, times); options may override
-    its objective and constraints, never its source."""
-    from tiercut.problem import Problem as ProblemClass
-
-    problem_data = data.get("problem", data)
-    try:
-        problem = ProblemClass.from_dict(problem_data)
-    except TiercutError as exc:
-        raise TiercutError(f"problem {model.spec}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise TiercutError(
-            f"problem {model.spec} lacks a field or holds a wrong type ({exc}); pass 'tiercut plan --json' output"
-        ) from None
-    if source is not None and source != problem.source:
-        raise TiercutError(
-            f"problem {model.spec} has source {problem.source!r}; drop --source or pass --env to re-plan its graph"
-        )
-    if objective is not None:
-        problem = dataclasses.replace(problem, objective=Objective.parse(objective))
-    if constraints is not None:
-        problem = dataclasses.replace(problem, constraints=constraints)
-    return problem
-
-
 def build_cli_problem(
-    model: ModelRequest,
+    model: ModelRequest | str,
     env: str | None,
     *,
     objective: str | None,
     source: str | None,
     profile: Path | None,
     compute_table: Path | None,
-    latency_budget: float | None,
-    energy_budget: float | None,
-    energy_total_budget: float | None,
-    cost_budget: float | None,
-    pins: list[str] | None,
-    private_layers: int,
-    memory: bool,
+    latency_budget: float | None = None,
+    energy_budget: float | None = None,
+    energy_total_budget: float | None = None,
+    cost_budget: float | None = None,
+    pins: list[str] | None = None,
+    private_layers: int = 0,
+    memory: bool = True,
     measure_on: Path | None = None,
+    progress: Any = None,
 ) -> Problem:
-    """The problem the CLI options describe (shared by plan and compare).
+    """The problem the CLI options describe: the options checked and parsed, then :func:`tiercut.pipeline.problem`.
 
-    A problem JSON as the model is planned as it is when no ``env`` is given
-    (``objective`` and the constraint options, when given, replace its own);
-    with ``env``, its graph is planned in that environment like a graph JSON.
+    ``model``: the :class:`ModelRequest` of the command's model options (a layer graph or problem JSON
+    included: a problem JSON without ``env`` is planned as it is, see :func:`tiercut.pipeline.problem`).
     """
-    from tiercut.env import load_environment
-    from tiercut.graph import graph_of, is_graph_json_path, is_problem_data, read_model_json
-    from tiercut.problem import build_problem, load_profile_file
+    from tiercut.pipeline import SILENT, problem
+    from tiercut.pipeline.model import model_request as request_of
 
+    request = request_of(model)
     for option, value in (
         ("--latency-budget", latency_budget),
         ("--energy-budget", energy_budget),
@@ -136,93 +100,59 @@ def build_cli_problem(
         ("--cost-budget", cost_budget),
     ):
         check_finite(option, value)  # the range is the constraints' to check
-    if is_graph_json_path(model.spec) and env is None:
-        data = read_model_json(model.spec)
-        if is_problem_data(data):
-            for option, given in (("--profile", profile), ("--compute-table", compute_table), ("--measure-on", measure_on)):
-                if given is not None:
-                    raise TiercutError(f"problem {model.spec} holds its own compute times; drop {option} or pass --env")
-            given_constraints = any(v is not None for v in (latency_budget, energy_budget, energy_total_budget, cost_budget))
-            constraints = None
-            if given_constraints or pins or private_layers or not memory:
-                constraints = Constraints(memory=memory, latency_budget_s=latency_budget, energy_source_budget_j=energy_budget,
-                                          energy_total_budget_j=energy_total_budget, cost_budget=cost_budget,
-                                          pinned=_parse_pins(pins))
-            if private_layers:
-                raise TiercutError(f"--private-layers applies to a model's layers; pin nodes of problem {model.spec} with --pin")
-            return _foreign_problem(model, data, objective=objective, source=source, constraints=constraints)
-    environment = load_environment(env or DEFAULT_ENV)
-    graph = graph_of(model)
-    src = source or environment.default_source()
-    pinned = _parse_pins(pins)
     if private_layers < 0:
         raise TiercutError(f"--private-layers {private_layers} must be >= 0")
-    compute_nodes = [n.name for n in graph if not n.is_input]
-    if private_layers > len(compute_nodes):
-        raise TiercutError(f"--private-layers {private_layers} exceeds the model's {len(compute_nodes)} layers")
-    for name in compute_nodes[:private_layers]:
-        pinned.setdefault(name, src)
-    constraints = Constraints(
-        memory=memory,
-        latency_budget_s=latency_budget,
-        energy_source_budget_j=energy_budget,
-        energy_total_budget_j=energy_total_budget,
-        cost_budget=cost_budget,
-        pinned=pinned,
-    )
-    compute_s = _load_compute_table(compute_table) if compute_table is not None else None
-    provenance = None
-    local = load_profile_file(profile) if profile is not None else None
-    if measure_on is not None:
-        if compute_table is not None:
-            raise TiercutError("--measure-on measures the compute table; drop --compute-table")
-        from tiercut.runtime.profiling import WorkersFile, measure_on_workers
-
-        compute_s, provenance = measure_on_workers(
-            model.spec, graph, environment, WorkersFile.load(measure_on), source=src,
-            input_shape=_single_input_shape(model), local_profile=local,
-        )
-    return build_problem(
-        graph,
-        environment,
-        source=src,
-        objective=Objective.parse(objective or "latency"),
-        constraints=constraints,
-        compute_s=compute_s,
-        profile=local,
-        compute_provenance=provenance,
+    return problem(
+        request, env, objective=objective, source=source, profile=profile, compute_s=compute_table,
+        measure_on=measure_on, latency_budget_s=latency_budget,
+        energy_budget_j=energy_budget, energy_total_budget_j=energy_total_budget, cost_budget=cost_budget,
+        pins=_parse_pins(pins), private_layers=private_layers, memory=memory, progress=progress or SILENT,
     )
 
 
-def _single_input_shape(model: ModelRequest) -> tuple[int, ...] | None:
-    """The one float32 input shape workers measure at (their Profile request carries one shape)."""
-    if model.inputs is None:
-        return None
-    if len(model.inputs) != 1 or model.inputs[0].dtype != "float32" or model.inputs[0].name is not None:
-        raise TiercutError("--measure-on takes one float32 input (--input-shape); workers measure single-input models")
-    return model.inputs[0].shape
+def _multi_problem(
+    users: Path, model: str | None, env: str | None, *, objective: str | None, aggregate: str, granularity: str,
+    profile: Path | None, memory: bool, progress: Any, single_user_options: dict[str, Any],
+) -> MultiUserProblem:
+    """The multi-user problem of ``--users FILE`` (MODEL, when given, is the model of users naming none)."""
+    from tiercut.pipeline import multi_user_problem
+    from tiercut.pipeline.model import check_granularity
+
+    given = [name for name, value in single_user_options.items() if value not in (None, 0, [], False)]
+    if given:
+        raise TiercutError(f"{given[0]} applies to a single-user problem; drop it, or drop --users")
+    check_granularity(granularity)
+    if aggregate not in ("mean", "max"):
+        raise TiercutError(f"--aggregate {aggregate!r} is not known; use mean or max")
+    return multi_user_problem(
+        env or "three-tier", users, objective=objective or "latency", aggregate=aggregate, granularity=granularity,
+        profile=profile, memory=memory, default_model=model, progress=progress,
+    )
 
 
-def placement_segments(problem: Problem, plan: Plan) -> list[tuple[str, str, str, int]]:
-    """(first node, last node, device, count) for runs of consecutive non-input nodes on one device."""
-    segments: list[tuple[str, str, str, int]] = []
-    for node in problem.graph:
-        if node.is_input:
-            continue
-        device = plan.placement[node.name]
-        if segments and segments[-1][2] == device:
-            first, _, _, count = segments[-1]
-            segments[-1] = (first, node.name, device, count + 1)
-        else:
-            segments.append((node.name, node.name, device, 1))
-    return segments
+def speedup_text(baseline: Plan, plan: Plan) -> str:
+    """``baseline latency / plan latency`` as ``1.23x``, or why there is no finite figure."""
+    if not math.isfinite(baseline.latency_s):
+        return "- (baseline not evaluable)"
+    if not math.isfinite(plan.latency_s):
+        return "- (plan not evaluable)"
+    if plan.latency_s <= 0:
+        return "- (plan latency 0)"
+    return f"{baseline.latency_s / plan.latency_s:.2f}x"
+
+
+def _console(width: int = 160) -> Any:
+    from rich.console import Console
+
+    return Console(width=None if Console().is_terminal else width)
 
 
 def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if Console().is_terminal else 160)
+    from tiercut.pipeline import placement_segments
+
+    console = _console()
     console.print(f"[bold]{problem.name}[/bold]: {plan.algorithm} placement (objective {problem.objective.describe()})")
     where = Table()
     for column in ("layers", "from", "to", "device", "tier"):
@@ -238,14 +168,8 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     for label, p in rows.items():
         speedup = "-" if label == plan.algorithm else speedup_text(p, plan)
         figures.add_row(
-            label,
-            _human(p.latency_s, "s"),
-            _human(p.energy_source_j, "J"),
-            _human(p.energy_total_j, "J"),
-            f"{p.cost:.4g}",
-            "yes" if p.feasible else "NO",
-            "yes" if p.optimal else "-",
-            speedup,
+            label, _human(p.latency_s, "s"), _human(p.energy_source_j, "J"), _human(p.energy_total_j, "J"),
+            f"{p.cost:.4g}", "yes" if p.feasible else "NO", "yes" if p.optimal else "-", speedup,
         )
     console.print(figures)
     console.print(f"solved in {plan.solve_s * 1e3:.1f} ms; settings {dict(plan.settings)}")
@@ -256,43 +180,50 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     console.print("speed-up = baseline latency / plan latency")
 
 
-def speedup_text(baseline: Plan, plan: Plan) -> str:
-    """``baseline latency / plan latency`` as ``1.23x``, or why there is no finite figure."""
-    if not math.isfinite(baseline.latency_s):
-        return "- (baseline not evaluable)"
-    if not math.isfinite(plan.latency_s):
-        return "- (plan not evaluable)"
-    if plan.latency_s <= 0:
-        return "- (plan latency 0)"
-    return f"{baseline.latency_s / plan.latency_s:.2f}x"
+def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
+    from rich.table import Table
 
+    from tiercut.pipeline import placement_segments
 
-def _baselines(problem: Problem) -> dict[str, Plan]:
-    from tiercut.plan import get_planner
-
-    out: dict[str, Plan] = {}
-    local = get_planner("local")
-    if local.applicable(problem):
-        out["local"] = local.solve(problem)
-    planner = get_planner("all-on")  # the best server the source can reach, for the objective
-    if planner.applicable(problem):
-        out[f"all on {planner.target(problem)}"] = planner.solve(problem)
-    return out
+    console = _console()
+    console.print(
+        f"[bold]{problem.name}[/bold]: {plan.algorithm} placement of {len(problem.users)} users "
+        f"(equal-share model, objective {problem.objective.describe()} over users, {problem.objective.aggregate})"
+    )
+    table = Table()
+    for column in ("user", "source", "placement (layers on device, in order)", "latency", "source energy", "cost"):
+        table.add_column(column, justify="right" if column in ("latency", "source energy", "cost") else "left")
+    for user in problem.users:
+        segments = placement_segments(user.problem, plan.placements[user.name])
+        where = " -> ".join(f"{count} on {device}" for _, _, device, count in segments)
+        figures = plan.users[user.name]
+        table.add_row(user.name, user.problem.source, where, _human(figures.latency_s, "s"),
+                      _human(figures.energy_source_j, "J"), f"{figures.cost:.4g}")
+    console.print(table)
+    console.print(
+        f"mean latency {_human(plan.latency_mean_s, 's')}, max {_human(plan.latency_max_s, 's')}; "
+        f"objective {plan.objective_value:.5g}; feasible {'yes' if plan.feasible else 'NO'}; "
+        f"solved in {plan.solve_s * 1e3:.1f} ms"
+    )
+    if plan.note:
+        console.print(f"note: {plan.note}")
+    for violation in plan.violations:
+        console.print(f"[red]violation:[/red] {violation}")
 
 
 def _list_planners() -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from tiercut.plan import PLANNERS
 
     table = Table(title="planners (tiercut plan MODEL --algorithm NAME)")
-    for column in ("name", "what", "guarantee", "complexity", "paper", "settings"):
+    for column in ("name", "what", "guarantee", "complexity", "paper", "multi-user", "settings"):
         table.add_column(column)
     for name, cls in PLANNERS.items():
         settings = ", ".join(f"{k}={v!r}" for k, v in cls().get_params().items()) or "-"
-        table.add_row(name, cls.summary, cls.guarantee, cls.complexity, cls.reference, settings)
-    Console(width=None if Console().is_terminal else 200).print(table)
+        table.add_row(name, cls.summary, cls.guarantee, cls.complexity, cls.reference,
+                      "yes" if cls.multi_user else "-", settings)
+    _console(200).print(table)
 
 
 # ---------------------------------------------------------------- commands
@@ -305,7 +236,10 @@ EnvOpt = Annotated[
 ]
 ObjectiveOpt = Annotated[
     str | None,
-    typer.Option(help="latency (default) | energy_source | energy_total | cost | weighted:latency=1,energy_source=0.1"),
+    typer.Option(
+        help="latency (default; a problem JSON keeps its own) | energy_source | energy_total | cost | "
+        "weighted:latency=1,energy_source=0.1"
+    ),
 ]
 SourceOpt = Annotated[str | None, typer.Option(help="source device (default: the environment's first user's device)")]
 ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node profile file of this host (tiercut profile)")]
@@ -323,12 +257,17 @@ CostBudgetOpt = Annotated[float | None, typer.Option("--cost-budget", help="uppe
 PinOpt = Annotated[list[str] | None, typer.Option("--pin", help="NODE=DEVICE: the node must run there (repeatable)")]
 PrivateOpt = Annotated[int, typer.Option("--private-layers", help="pin the first N layers to the source (privacy)")]
 MemoryOpt = Annotated[bool, typer.Option("--memory/--no-memory", help="enforce the devices' memory limits")]
+UsersOpt = Annotated[
+    Path | None,
+    typer.Option("--users", help="users YAML/JSON (name, device, model, query_rate_hz): plan them jointly (multi-user)"),
+]
+AggregateOpt = Annotated[str, typer.Option("--aggregate", help="with --users: users' latencies combine by mean or max")]
 
 
 def plan(
     model: ModelArg = None,
     env: EnvOpt = None,
-    algorithm: Annotated[str, typer.Option(help="planner name (see --list)")] = "ilp",
+    algorithm: Annotated[str, typer.Option("--algorithm", help="planner name (see --list)")] = DEFAULT_PLANNER,
     objective: ObjectiveOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
@@ -348,53 +287,103 @@ def plan(
     pin: PinOpt = None,
     private_layers: PrivateOpt = 0,
     memory: MemoryOpt = True,
+    users: UsersOpt = None,
+    aggregate: AggregateOpt = "mean",
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="planner setting NAME=VALUE (repeatable), e.g. --set server=cloud")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print {problem, plan} JSON (DESIGN.md contract)")] = False,
+    as_json: JsonOpt = False,
+    out: OutJsonOpt = None,
+    quiet: QuietOpt = False,
     list_planners: Annotated[bool, typer.Option("--list", help="list the planners and exit")] = False,
+    exits: Annotated[Path | None, typer.Option("--exits", help="exits file ('tiercut exits add'): plan with early exits")] = None,
+    latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
+    accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
 ) -> None:
-    """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost."""
+    """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
+
+    With --users FILE the users' models are planned jointly over shared devices (multi-user planners:
+    pso, ga, sa, greedy, best-response).
+    """
+    from tiercut.pipeline import baselines, warm_imports
+    from tiercut.pipeline import plan as plan_step
     from tiercut.plan import get_planner
 
     if list_planners:
         _list_planners()
         return
-    if model is None:
-        raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), or --list")
+    if model is None and users is None:
+        raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), --users FILE, or --list")
+    if out is not None:
+        check_output_path(out, "--out")
     settings = dict(_parse_setting(s) for s in setting or [])
-    planner = get_planner(algorithm, **settings)
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
-    problem = build_cli_problem(
-        request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
-        latency_budget=latency_budget, energy_budget=energy_budget,
-        energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-        memory=memory, measure_on=measure_on,
-    )
-    result = planner.solve(problem)
-    if as_json:
-        typer.echo(json.dumps({"problem": problem.to_dict(), "plan": result.to_dict()}, indent=1))
+    if exits is not None:  # early exits (issue 15): the graph and the planners come from tiercut.exits
+        from tiercut.cli import exits_cmd
+
+        def build(graph_path: str) -> Problem:
+            return build_cli_problem(
+                ModelRequest(spec=graph_path, granularity=granularity), env, objective=objective, source=source,
+                profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+                energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin,
+                private_layers=private_layers, memory=memory, measure_on=measure_on,
+            )
+
+        ep = exits_cmd.exit_problem_for(model, exits, build, latency_slo=latency_slo, accuracy_min=accuracy_min)
+        exits_cmd.plan_exits(ep, algorithm, settings, as_json)
         return
-    _print_plan(problem, result, _baselines(problem))
+    if latency_slo is not None or accuracy_min is not None:
+        raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
+    get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
+    progress = progress_for(quiet)
+    if users is not None:
+        problem: Problem | MultiUserProblem = _multi_problem(
+            users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
+            memory=memory, progress=progress, single_user_options={
+                "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
+                "--open-module": open_module, "--compute-table": compute_table,
+                "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
+                "--energy-total-budget": energy_total_budget, "--cost-budget": cost_budget, "--pin": pin,
+                "--private-layers": private_layers,
+            },
+        )
+    else:
+        request = model_request(
+            model, input_shape=input_shape, inputs=inputs, granularity=granularity,  # type: ignore[arg-type]
+            leaf_modules=leaf_module, open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+        )
+        problem = build_cli_problem(
+            request, env, objective=objective, source=source,
+            profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+            energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
+            memory=memory, measure_on=measure_on, progress=progress,
+        )
+    warm_imports()
+    result = plan_step(problem, algorithm, progress=progress, **settings)
+    payload = {"problem": problem.to_dict(), "plan": result.to_dict()}
+    if out is not None:
+        emit_json(payload, out)
+    if as_json:
+        if out is None:
+            emit_json(payload, None)
+        return
+    if isinstance(problem, MultiUserProblem):
+        _print_multi_plan(problem, result)  # type: ignore[arg-type]
+    else:
+        _print_plan(problem, result, baselines(problem))  # type: ignore[arg-type]
 
 
 def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str, Plan]:
-    """Every applicable registered planner (or ``names``) on ``problem``, with default settings."""
-    from tiercut.plan import PLANNERS, get_planner
+    """Every applicable registered planner (or ``names``) on ``problem``, with default settings.
 
-    out: dict[str, Plan] = {}
-    for name in names or list(PLANNERS):
-        planner = get_planner(name)
-        if planner.applicable(problem):
-            out[name] = planner.solve(problem)
-    return out
+    Kept for callers of the old helper: :func:`tiercut.pipeline.compare` is the step.
+    """
+    from tiercut.pipeline import compare as compare_step
+
+    return compare_step(problem, names).plans  # type: ignore[return-value]
 
 
 def compare(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
+    model: ModelArg = None,
     env: EnvOpt = None,
     objective: ObjectiveOpt = None,
     source: SourceOpt = None,
@@ -415,53 +404,75 @@ def compare(
     pin: PinOpt = None,
     private_layers: PrivateOpt = 0,
     memory: MemoryOpt = True,
-    algorithms: Annotated[
-        str | None, typer.Option("--algorithms", help="comma-separated planner names (default: every applicable one)")
+    users: UsersOpt = None,
+    aggregate: AggregateOpt = "mean",
+    algorithm: Annotated[
+        str | None, typer.Option("--algorithm", help="comma-separated planner names (default: every applicable one)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print {problem, plans} JSON")] = False,
+    old_algorithms: Annotated[str | None, typer.Option("--algorithms", hidden=True, help="deprecated: --algorithm")] = None,
+    as_json: JsonOpt = False,
+    out: OutJsonOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Run every applicable planner on MODEL in an environment and compare their plans side by side."""
-    from rich.console import Console
+    """Run every applicable planner on MODEL (or on the --users of an environment) and compare their plans."""
     from rich.table import Table
 
-    from tiercut.plan import PLANNERS
+    from tiercut.pipeline import compare as compare_step
+    from tiercut.pipeline import parse_algorithms
 
-    names = None
-    if algorithms:
-        names = [a.strip() for a in algorithms.split(",") if a.strip()]
-        for name in names:
-            if name not in PLANNERS:
-                raise TiercutError(f"planner {name!r} is not known; use one of {', '.join(PLANNERS)}")
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
-    problem = build_cli_problem(
-        request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
-        latency_budget=latency_budget, energy_budget=energy_budget,
-        energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-        memory=memory, measure_on=measure_on,
-    )
-    plans = compare_plans(problem, names)
+    algorithm = alias(algorithm, old_algorithms, new="--algorithm", old="--algorithms", default=None)
+    names = parse_algorithms(algorithm)
+    if model is None and users is None:
+        raise TiercutError("compare needs a MODEL (e.g. 'tiercut compare vgg16 --env three-tier') or --users FILE")
+    if out is not None:
+        check_output_path(out, "--out")
+    progress = progress_for(quiet)
+    if users is not None:
+        problem: Problem | MultiUserProblem = _multi_problem(
+            users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
+            memory=memory, progress=progress, single_user_options={
+                "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
+                "--open-module": open_module, "--compute-table": compute_table,
+                "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
+                "--energy-total-budget": energy_total_budget, "--cost-budget": cost_budget, "--pin": pin,
+                "--private-layers": private_layers,
+            },
+        )
+    else:
+        request = model_request(
+            model, input_shape=input_shape, inputs=inputs, granularity=granularity,  # type: ignore[arg-type]
+            leaf_modules=leaf_module, open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+        )
+        problem = build_cli_problem(
+            request, env, objective=objective, source=source,
+            profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
+            energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
+            memory=memory, measure_on=measure_on, progress=progress,
+        )
+    comparison = compare_step(problem, names, progress=progress)
+    if out is not None:
+        emit_json(comparison.to_dict(), out)
     if as_json:
-        typer.echo(json.dumps({"problem": problem.to_dict(), "plans": {k: p.to_dict() for k, p in plans.items()}}, indent=1))
+        if out is None:
+            emit_json(comparison.to_dict(), None)
         return
-    feasible = [p.objective_value for p in plans.values() if p.feasible]
+    feasible = [r.objective_value for r in comparison.records if r.feasible]
     best = min(feasible) if feasible else None
-    console = Console(width=None if Console().is_terminal else 200)
-    console.print(f"[bold]{problem.name}[/bold]: every applicable planner (objective {problem.objective.describe()})")
+    console = _console(200)
+    who = f"{len(problem.users)} users, " if isinstance(problem, MultiUserProblem) else ""
+    console.print(f"[bold]{problem.name}[/bold]: every applicable planner ({who}objective {problem.objective.describe()})")
     table = Table()
-    for column in ("planner", "objective", "vs best", "latency", "source energy", "total energy", "cost", "devices",
+    latency_column = "mean latency" if isinstance(problem, MultiUserProblem) else "latency"
+    for column in ("planner", "objective", "vs best", latency_column, "source energy", "total energy", "cost", "devices",
                    "feasible", "optimal", "solve"):
         table.add_column(column, justify="left" if column in ("planner", "devices") else "right")
-    for name, p in plans.items():
-        ratio = f"{p.objective_value / best:.3f}" if best and p.feasible else "-"
+    for r in comparison.records:
+        ratio = f"{r.objective_value / best:.3f}" if best and r.feasible else "-"
         table.add_row(
-            name, f"{p.objective_value:.5g}", ratio, _human(p.latency_s, "s"), _human(p.energy_source_j, "J"),
-            _human(p.energy_total_j, "J"), f"{p.cost:.4g}", ",".join(sorted(set(p.placement.values()))),
-            "yes" if p.feasible else "NO", "yes" if p.optimal else "-", _human(p.solve_s, "s"),
+            r.planner, f"{r.objective_value:.5g}", ratio, _human(r.latency_s, "s"), _human(r.energy_source_j, "J"),
+            _human(r.energy_total_j, "J"), f"{r.cost:.4g}", ",".join(r.devices),
+            "yes" if r.feasible else "NO", "yes" if r.optimal else "-", _human(r.solve_s, "s"),
         )
     console.print(table)
-    skipped = [n for n in (names or list(PLANNERS)) if n not in plans]
-    if skipped:
-        console.print(f"not applicable here: {', '.join(skipped)}")
+    if comparison.skipped:
+        console.print(f"not applicable here: {', '.join(comparison.skipped)}")

@@ -19,8 +19,8 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
+from tiercut.cli.options import QuietOpt, alias, progress_for
 from tiercut.errors import TiercutError
-from tiercut.graph import capture_request, is_onnx_path
 
 
 def _ms(seconds: float) -> str:
@@ -32,10 +32,11 @@ def profile(
     repeats: Annotated[
         int, typer.Option(help="at most this many timed samples per node (fewer once the median is stable)")
     ] = 30,
-    threads: Annotated[
-        int | None, typer.Option(help="torch threads to measure at (default: torch's current setting)")
+    torch_threads: Annotated[
+        int | None, typer.Option("--torch-threads", help="torch threads to measure at (default: torch's current setting)")
     ] = None,
-    out: Annotated[Path, typer.Option(help="profile JSON file to write")] = Path("profile.json"),
+    old_threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="deprecated: --torch-threads")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="profile JSON file to write")] = Path("profile.json"),
     input_shape: ShapeOpt = None,
     inputs: InputOpt = None,
     leaf_module: LeafModuleOpt = None,
@@ -47,19 +48,18 @@ def profile(
     ] = "module",
     clock: Annotated[
         str | None,
-        typer.Option(help="wall: latency (CPU default); cpu: the thread's CPU time (--threads 1); cuda: CUDA events"),
+        typer.Option(help="wall: latency (CPU default); cpu: the thread's CPU time (--torch-threads 1); cuda: CUDA events"),
     ] = None,
     torch_device: Annotated[
         str, typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto (CUDA when present): where the model runs")
     ] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="also print the profile JSON")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Time every node of a model alone on this host, and the whole model; write a profile JSON."""
+    threads = alias(torch_threads, old_threads, new="--torch-threads", old="--threads", default=None)
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
-
-    from tiercut.profile import measure_profile
 
     request = model_request(
         model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
@@ -68,7 +68,7 @@ def profile(
     if repeats < 1:
         raise TiercutError(f"--repeats {repeats} is not positive; use at least 1")
     if threads is not None and threads < 1:
-        raise TiercutError(f"--threads {threads} is not positive; use at least 1")
+        raise TiercutError(f"--torch-threads {threads} is not positive; use at least 1")
     check_output_path(out, "--out")
     from tiercut.profile.measure import resolve_torch_device, timer_for
 
@@ -76,43 +76,12 @@ def profile(
     import torch
 
     timer_for(clock or ("cuda" if torch_device.startswith("cuda") else "wall"), threads or torch.get_num_threads(), torch_device)
-    onnx_model = None
-    if is_onnx_path(model):  # profiled in onnxruntime, node by node
-        from tiercut.graph.onnx_run import load_onnx_model
+    from tiercut.pipeline.profile import profile as profile_step
 
-        if clock not in (None, "wall") or torch_device != "cpu" or granularity != "module":
-            raise TiercutError("an ONNX model is profiled in onnxruntime on the CPU, wall clock, module granularity")
-        shapes = request.inputs or ()
-        if len(shapes) > 1:
-            raise TiercutError("an ONNX model takes --input-shape for its first input; its other inputs keep their shapes")
-        onnx_model = load_onnx_model(model, shapes[0].shape if shapes else None)
-        label = onnx_model.graph.model
-    else:
-        captured = capture_request(request)
-        label = captured.graph.model
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]profiling[/bold] {task.fields[label]:<28.28}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("profile", total=None, label=label)
-
-        def progress(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, label=label)
-
-        if onnx_model is not None:
-            from tiercut.profile.onnx_measure import measure_onnx_profile
-
-            result = measure_onnx_profile(onnx_model, repeats=repeats, threads=threads, progress=progress)
-        else:
-            result = measure_profile(
-                captured, repeats=repeats, threads=threads, progress=progress, clock=clock, torch_device=torch_device
-            )
+    result = profile_step(
+        request, repeats=repeats, torch_threads=threads, clock=clock, torch_device=torch_device,
+        progress=progress_for(quiet),
+    )
     write_text_output(out, "--out", json.dumps(result.to_dict(), indent=1))
 
     table = Table(title=f"{result.model}: slowest nodes ({len(result.nodes)} timed, {result.granularity} granularity)")
@@ -192,7 +161,7 @@ def calibrate(
         str, typer.Option("--precision", help="precision the profile was measured at: fp32, fp16, int8")
     ] = "fp32",
     out: Annotated[
-        Path, typer.Option("--out", help="catalog YAML to write (an existing one gets the entry added or replaced)")
+        Path, typer.Option("--out", "-o", help="catalog YAML to write (an existing one gets the entry added or replaced)")
     ] = Path("devices.yaml"),
     description: Annotated[str, typer.Option(help="one line naming the hardware")] = "",
 ) -> None:

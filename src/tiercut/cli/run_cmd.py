@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tiercut.cli.checks import check_finite, check_plot_path, write_output
+from tiercut.cli.checks import check_finite, check_output_path, check_plot_path, write_output
 from tiercut.cli.model_opts import (
     MODEL_HELP,
     AllowCodeOpt,
@@ -21,19 +19,19 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
-from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, ProfileOpt, SourceOpt, build_cli_problem
+from tiercut.cli.options import (
+    OldOffloadingOpt,
+    OldUploadOpt,
+    OutJsonOpt,
+    QuietOpt,
+    UploadAlgorithmOpt,
+    alias,
+    emit_json,
+    progress_for,
+)
+from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, ProfileOpt, SourceOpt
 from tiercut.errors import TiercutError
-
-
-def _read_upload_plan(path: Path) -> dict[str, Any]:
-    from tiercut.datafiles import read_json_file
-
-    data = read_json_file(path, "upload plan")
-    if isinstance(data, dict) and isinstance(data.get("upload_plan"), dict):
-        data = data["upload_plan"]
-    if not isinstance(data, dict):
-        raise TiercutError(f"upload plan {path} must hold the 'upload_plan' object of 'tiercut upload --json'")
-    return data
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
 
 def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float]] | None, path: Path) -> None:
@@ -64,23 +62,11 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
         plt.close(fig)
 
 
-def _simulated(problem: Any, plan: dict[str, Any], queries: int) -> list[tuple[float, float]] | None:
-    """The simulator's (start, latency) of the same number of back-to-back queries (None for multi-server plans)."""
-    from tiercut.sim import SimConfig, SimUser, simulate
-    from tiercut.upload import UploadPlan, user_plan_from_upload
-
-    if "servers" in plan:
-        return None
-    upload_plan = UploadPlan.from_dict(plan)
-    user = SimUser("client", problem, plan=user_plan_from_upload("client", upload_plan), max_queries=max(1, queries))
-    result = simulate([user], SimConfig())
-    return [(q.start_s, q.end_s - q.start_s) for q in result.queries if math.isfinite(q.end_s)]
-
-
 def run(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     env: EnvOpt = "three-tier",
-    upload: Annotated[str, typer.Option("--upload", help="upload planner (tiercut upload --list)")] = "recursive-efficiency",
+    upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
+    old_upload: OldUploadOpt = None,
     queries: Annotated[int, typer.Option("--queries", help="queries the client issues")] = 20,
     workers: Annotated[
         str | None,
@@ -90,7 +76,10 @@ def run(
         Path | None, typer.Option("--upload-plan", help="use this 'tiercut upload --json' output instead of planning")
     ] = None,
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
-    offloading: Annotated[str, typer.Option(help="partition planner choosing the server partition P1")] = "mincut",
+    algorithm: Annotated[
+        str, typer.Option("--algorithm", help="partition planner choosing the server partition P1 (tiercut plan --list)")
+    ] = DEFAULT_OFFLOADING_PLANNER,
+    old_offloading: OldOffloadingOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
     inputs: InputOpt = None,
@@ -132,26 +121,26 @@ def run(
     ] = 0.0,
     log_dir: Annotated[Path | None, typer.Option("--log-dir", help="folder for the local workers' logs")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the full trace as JSON")] = False,
+    out: OutJsonOpt = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write measured vs predicted delay over time (PNG/SVG)")] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="send the token to non-loopback --workers without TLS (a trusted network)")
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
-    from tiercut.env import load_environment
-    from tiercut.graph import capture_request
-    from tiercut.graph.model_spec import has_torch_model
-    from tiercut.runtime.artifact import ARTIFACT_FORMATS
-    from tiercut.runtime.client import RunSettings
-    from tiercut.runtime.migration import prepare_migration
+    from tiercut.pipeline import parse_algorithms
+    from tiercut.pipeline import run as run_step
     from tiercut.runtime.protocol import Credentials
-    from tiercut.runtime.session import LocalCluster, run_migration
-    from tiercut.runtime.worker import is_loopback, parse_address, parse_peers
+    from tiercut.runtime.worker import parse_peers
 
     env = env or "three-tier"
+    upload_algorithm = alias(
+        upload_algorithm, old_upload, new="--upload-algorithm", old="--upload", default=DEFAULT_UPLOAD_PLANNER
+    )
+    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default=DEFAULT_OFFLOADING_PLANNER)
+    parse_algorithms(algorithm)
     # every option is checked before any model work
-    if artifact_format not in ARTIFACT_FORMATS:
-        raise TiercutError(f"--artifact-format {artifact_format!r} is not known; use {' or '.join(ARTIFACT_FORMATS)}")
     check_finite("--bandwidth-scale", bandwidth_scale, positive=True)
     check_finite("--rate", rate, positive=True)
     check_finite("--source-slowdown", source_slowdown, minimum=1.0)
@@ -159,117 +148,34 @@ def run(
     check_finite("--keep-uploading-s", keep_uploading_s, minimum=0.0)
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
-    from tiercut.profile.measure import resolve_torch_device
-
-    torch_device = resolve_torch_device(torch_device)
-    if torch_device != "cpu" and workers is not None:
-        raise TiercutError("--torch-device applies to the local workers; start remote ones with 'tiercut serve --torch-device'")
     request = model_request(
         model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
         open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
     )
-    if not has_torch_model(model):
-        raise TiercutError(
-            f"run executes the model itself; {model} holds only its graph (pass the zoo name or the factory it came from)"
-        )
     if plot is not None:
         check_plot_path(plot)
+    if out is not None:
+        check_output_path(out, "--out")
     addresses = parse_peers(workers) if workers is not None else None
-    credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
-    credentials.check_readable()
-    if addresses is not None and credentials.token and not credentials.uses_tls and not insecure:
-        remote = [a for a in addresses.values() if not is_loopback(parse_address(a)[0])]
-        if remote:
-            raise TiercutError(
-                f"the token would travel in clear to {remote[0]}; pass --tls-cert/--tls-key/--tls-ca, "
-                "or --insecure on a trusted network"
-            )
-    settings = RunSettings(
-        queries=queries,
-        rate_hz=rate,
-        verify_outputs=verify,
-        fresh=not resume,
-        max_run_s=max_run_s,
-        keep_uploading_s=keep_uploading_s,
-        source_slowdown=source_slowdown,
+    outcome = run_step(
+        request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=server, upload_plan=upload_plan,
+        queries=queries, rate_hz=rate, workers=addresses,
+        credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca), insecure=insecure,
+        artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,
+        source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,
+        keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=source, profile=profile,
+        compute_table=compute_table, predict=plot is not None, progress=progress_for(quiet),
+        log=(lambda line: typer.echo(line, err=True)) if not as_json else None,
     )
-    if upload_plan is not None:
-        plan = _read_upload_plan(upload_plan)
-    environment = load_environment(env)
-    problem = None
-    if upload_plan is None:
-        from tiercut.upload import get_upload_planner
-
-        problem = build_cli_problem(
-            request,
-            env,
-            objective="latency",
-            source=source,
-            profile=profile,
-            compute_table=compute_table,
-            latency_budget=None,
-            energy_budget=None,
-            energy_total_budget=None,
-            cost_budget=None,
-            pins=None,
-            private_layers=0,
-            memory=True,
-        )
-        planned = get_upload_planner(upload, server=server, offloading=offloading).solve(problem)
-        problem = problem.restricted_to([problem.source, planned.server])
-        plan = planned.to_dict()
-    captured = capture_request(request)
-    plan_source = source or plan.get("source") or environment.default_source()
-    log = (lambda line: typer.echo(line, err=True)) if not as_json else None
-    migration = prepare_migration(
-        captured, plan, source=plan_source, artifact_format=artifact_format, label=model, progress=log, problem=problem
-    )
-    link_env = environment if emulate_links else None
-    if addresses is not None:
-        result = run_migration(
-            migration,
-            addresses,
-            credentials=credentials,
-            settings=settings,
-            environment=link_env,
-            bandwidth_scale=bandwidth_scale,
-            log=log,
-        )
-    else:
-        import torch
-
-        env_arg = env if emulate_links else None
-        extra = ["--allow-onnx"] if artifact_format == "onnx" else []
-        if torch_device != "cpu":
-            extra += ["--torch-device", torch_device]
-        cluster = LocalCluster(
-            [*migration.servers, *migration.relays], env=env_arg, bandwidth_scale=bandwidth_scale, log_dir=log_dir,
-            extra_args=extra,
-        )
-        threads = torch.get_num_threads()
-        torch.set_num_threads(cluster.threads_per_process)  # the client shares the cores with its workers
-        try:
-            with cluster:
-                result = run_migration(
-                    migration,
-                    cluster.addresses,
-                    credentials=cluster.credentials(),
-                    settings=settings,
-                    environment=link_env,
-                    bandwidth_scale=bandwidth_scale,
-                    log=log,
-                )
-        finally:
-            torch.set_num_threads(threads)
-    prediction = None
     if plot is not None:
-        if problem is not None and emulate_links and bandwidth_scale == 1.0 and rate is None:
-            prediction = _simulated(problem, plan, queries)
-        _plot(result, plan, prediction, plot)
+        _plot(outcome.result, outcome.upload_plan, outcome.prediction, plot)
+    if out is not None:
+        emit_json(outcome.to_dict(), out)
     if as_json:
-        typer.echo(json.dumps({"upload_plan": plan, "run": result.to_dict()}, indent=1))
+        if out is None:
+            emit_json(outcome.to_dict(), None)
         return
-    for line in result.summary_lines():
+    for line in outcome.result.summary_lines():
         typer.echo(line)
     if plot is not None:
         typer.echo(f"plot: {plot}")

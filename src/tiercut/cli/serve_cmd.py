@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tiercut.cli.checks import check_finite
+from tiercut.cli.options import alias
 from tiercut.errors import TiercutError
 
 
@@ -41,9 +42,45 @@ def parse_bytes(text: str) -> int:
     return int(value * units[unit])
 
 
+TLS_DIR_FILES = {"cert": "tls.crt", "key": "tls.key", "ca": "ca.crt"}
+
+
+def tls_files(tls_dir: Path | None, cert: Path | None, key: Path | None, ca: Path | None) -> tuple[Path | None, ...]:
+    """``--tls-dir DIR`` as DIR/tls.crt, DIR/tls.key, DIR/ca.crt (a Kubernetes TLS Secret's names), or the three flags."""
+    if tls_dir is None:
+        return cert, key, ca
+    if any(p is not None for p in (cert, key, ca)):
+        raise TiercutError("give --tls-dir or --tls-cert/--tls-key/--tls-ca, not both")
+    if not tls_dir.is_dir():
+        raise TiercutError(f"--tls-dir {tls_dir} is not a folder holding tls.crt, tls.key and ca.crt")
+    return tuple(tls_dir / TLS_DIR_FILES[what] for what in ("cert", "key", "ca"))
+
+
+def torch_threads_default(torch_threads: int | None) -> tuple[int, str]:
+    """The intra-op threads and why: ``--torch-threads``, else one per CPU this process may use (:mod:`tiercut.runtime.cpus`)."""
+    if torch_threads is not None:
+        return torch_threads, "--torch-threads"
+    from tiercut.runtime.cpus import cpu_budget
+
+    budget = cpu_budget()
+    if budget.quota_cpus is None:
+        return budget.threads, f"{budget.affinity} CPUs in this process's affinity, no cgroup CPU quota"
+    return budget.threads, f"cgroup CPU quota {budget.quota_cpus:g} CPUs ({budget.quota_file}), affinity {budget.affinity}"
+
+
 def serve(
     device: Annotated[str, typer.Option("--device", help="the device this worker serves (its name in the environment)")],
-    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to bind; port 0 picks a free port")] = "127.0.0.1:50051",
+    listen: Annotated[
+        str, typer.Option("--listen", envvar="TIERCUT_LISTEN", help="HOST:PORT to bind, port 0: any free one ($TIERCUT_LISTEN)")
+    ] = "127.0.0.1:50051",
+    health_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--health-listen",
+            envvar="TIERCUT_HEALTH_LISTEN",
+            help="HOST:PORT of a plaintext port serving only the gRPC health service (probes; $TIERCUT_HEALTH_LISTEN)",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option("--token", envvar="TIERCUT_TOKEN", help="shared secret clients send (also from $TIERCUT_TOKEN)"),
@@ -51,8 +88,13 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate chain of this worker")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of this worker")] = None,
     tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="PEM CA that signs client certificates (mutual TLS)")] = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option("--tls-dir", envvar="TIERCUT_TLS_DIR", help="folder with tls.crt, tls.key and ca.crt ($TIERCUT_TLS_DIR)"),
+    ] = None,
     store: Annotated[
-        Path | None, typer.Option("--store", help="folder where confirmed partitions persist across restarts")
+        Path | None,
+        typer.Option("--store", envvar="TIERCUT_STORE", help="folder where confirmed partitions persist across restarts"),
     ] = None,
     max_message_bytes: Annotated[str, typer.Option("--max-message-bytes", help="largest upload or query message")] = "1GiB",
     max_store_bytes: Annotated[str, typer.Option("--max-store-bytes", help="bound on the weights and programs held")] = "8GiB",
@@ -79,8 +121,14 @@ def serve(
         str | None, typer.Option("--env", help="environment preset or file: emulate its links on what this worker sends")
     ] = None,
     bandwidth_scale: Annotated[float, typer.Option("--bandwidth-scale", help="multiply emulated bandwidths by this")] = 1.0,
-    threads: Annotated[int, typer.Option("--threads", help="partitions executed concurrently")] = 4,
-    torch_threads: Annotated[int | None, typer.Option("--torch-threads", help="intra-op threads of torch")] = None,
+    concurrent_partitions: Annotated[
+        int, typer.Option("--concurrent-partitions", help="partitions executed concurrently")
+    ] = 4,
+    old_threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="deprecated: --concurrent-partitions")] = None,
+    torch_threads: Annotated[
+        int | None,
+        typer.Option("--torch-threads", help="intra-op threads of torch (default: one per CPU affinity and cgroup quota allow)"),
+    ] = None,
     compute_slowdown: Annotated[
         float,
         typer.Option("--compute-slowdown", help="emulate a device this many times slower than this host (>= 1; tests)"),
@@ -104,7 +152,11 @@ def serve(
     from tiercut.runtime.protocol import Credentials
     from tiercut.runtime.worker import WorkerConfig, is_loopback, parse_address, parse_peers, run_worker
 
+    concurrent_partitions = alias(
+        concurrent_partitions, old_threads, new="--concurrent-partitions", old="--threads", default=4
+    )
     host, _ = parse_address(listen)
+    tls_cert, tls_key, tls_ca = tls_files(tls_dir, tls_cert, tls_key, tls_ca)
     credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
     if not is_loopback(host) and not credentials.uses_tls and not insecure:
         if credentials.token:
@@ -113,10 +165,11 @@ def serve(
                 "or --insecure on a trusted network"
             )
         raise TiercutError(
-            f"worker would accept anyone on {listen}; pass --token (or $TIERCUT_TOKEN) with --tls-cert/--tls-key/--tls-ca, "
-            "or --insecure on a trusted network"
+            f"worker would accept anyone on {listen}; pass --token (or $TIERCUT_TOKEN) with --tls-dir (or "
+            "--tls-cert/--tls-key/--tls-ca), or --insecure on a trusted network"
         )
     credentials.check_readable()
+    threads_used, threads_reason = torch_threads_default(torch_threads)
     check_finite("--bandwidth-scale", bandwidth_scale, positive=True)
     check_finite("--max-query-s", max_query_s, positive=True)
     check_finite("--idle-s", idle_s, positive=True)
@@ -144,10 +197,12 @@ def serve(
         idle_s=idle_s,
         peers=parse_peers(peers),
         links=links,
-        threads=threads,
-        torch_threads=torch_threads,
+        threads=concurrent_partitions,
+        torch_threads=threads_used,
         compute_slowdown=compute_slowdown,
         torch_device=resolve_torch_device(torch_device),
         allow_onnx=allow_onnx,
+        health_listen=health_listen,
     )
+    typer.echo(f"torch intra-op threads: {threads_used} ({threads_reason})", err=True)
     run_worker(config)

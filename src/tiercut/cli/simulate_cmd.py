@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from tiercut.cli.checks import check_plot_path, write_output
+from tiercut.cli.options import QuietOpt, progress_for
 
 
 def _fmt(value: float | None, unit: str = "s") -> str:
@@ -25,6 +26,7 @@ def simulate(
     plot: Annotated[Path | None, typer.Option("--plot", help="write each query's delay vs time (PNG/SVG)")] = None,
     queries: Annotated[bool, typer.Option("--queries", help="with --json: include every query's trace")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar on stderr")] = True,
+    quiet: QuietOpt = False,
     allow_code: Annotated[
         bool,
         typer.Option("--allow-code", help="let the scenario's model: name package.module:factory (imports and runs that code)"),
@@ -32,51 +34,25 @@ def simulate(
 ) -> None:
     """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tiercut.sim.scenario import build_scenario, load_scenario
+    from tiercut.pipeline import simulate_scenario
 
     if plot is not None:
         check_plot_path(plot)
-    built = build_scenario(load_scenario(scenario, allow_code=allow_code))
-    err = Console(stderr=True)
-    if progress and built.simulation.config.duration_s is not None:
-        with Progress(
-            TextColumn("[bold]simulating[/bold] {task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(built.name, total=built.simulation.config.duration_s)
-
-            def tick(now: float, total: float) -> None:
-                bar.update(task, completed=now, total=total)
-
-            result = built.simulation.run(tick)
-    else:
-        result = built.simulation.run()
+    run = simulate_scenario(scenario, allow_code=allow_code, progress=progress_for(quiet or not progress))
+    result = run.result
     if plot is not None:
         from tiercut.sim.plot import plot_delays
 
-        title = f"{built.name}: query delay while partitions upload"
+        title = f"{run.name}: query delay while partitions upload"
         write_output(plot, "--plot", lambda temporary: plot_delays(result, temporary, title=title))
-    analytic = {
-        user: (None if plan is None else plan.metrics.to_dict()) for user, plan in built.plans.items()
-    }
     if as_json:
-        payload: dict[str, Any] = {
-            "scenario": built.name,
-            "result": result.to_dict(include_queries=queries),
-            "analytic": analytic,
-        }
-        typer.echo(json.dumps(payload, indent=1))
+        typer.echo(json.dumps(run.to_dict(include_queries=queries), indent=1))
         return
     from rich.table import Table
 
     console = Console(width=None if Console().is_terminal else 160)
-    table = Table(title=f"{built.name}: {len(result.queries)} queries in {result.end_s:.4g} simulated s")
+    table = Table(title=f"{run.name}: {len(result.queries)} queries in {result.end_s:.4g} simulated s")
     for column in ("user", "queries", "in flight", "mean delay", "p95 delay", "max delay", "partitions", "upload end",
                    "client energy"):
         table.add_column(column, justify="left" if column == "user" else "right")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tiercut.cli.checks import check_plot_path, write_output
+from tiercut.cli.checks import check_output_path, check_plot_path, write_output
 from tiercut.cli.model_opts import (
     MODEL_HELP,
     AllowCodeOpt,
@@ -20,6 +19,16 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
+from tiercut.cli.options import (
+    JsonOpt,
+    OldOffloadingOpt,
+    OutJsonOpt,
+    QuietOpt,
+    UploadAlgorithmOpt,
+    alias,
+    emit_json,
+    progress_for,
+)
 from tiercut.cli.plan_cmd import (
     ComputeOpt,
     EnvOpt,
@@ -30,6 +39,7 @@ from tiercut.cli.plan_cmd import (
     build_cli_problem,
 )
 from tiercut.errors import TiercutError
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
 
 def _mb(nbytes: float) -> str:
@@ -48,7 +58,7 @@ def _list_upload_planners() -> None:
 
     from tiercut.upload import UPLOAD_PLANNERS
 
-    table = Table(title="upload planners (tiercut upload MODEL --algorithm NAME)")
+    table = Table(title="upload planners (tiercut upload MODEL --upload-algorithm NAME)")
     for column in ("name", "what", "paper", "settings"):
         table.add_column(column)
     for name, cls in UPLOAD_PLANNERS.items():
@@ -90,13 +100,16 @@ def _print_upload(problem: Any, plan: Any, others: dict[str, Any]) -> None:
 def upload(
     model: Annotated[str | None, typer.Argument(help=MODEL_HELP)] = None,
     env: EnvOpt = None,
-    algorithm: Annotated[str, typer.Option(help="upload planner (see --list)")] = "recursive-efficiency",
-    server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
-    offloading: Annotated[str, typer.Option(help="partition planner choosing the server partition P1")] = "mincut",
+    upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
+    server: Annotated[str | None, typer.Option(help="server to upload to (default: the partition plan's)")] = None,
+    algorithm: Annotated[
+        str, typer.Option("--algorithm", help="partition planner choosing the server partition P1 (tiercut plan --list)")
+    ] = DEFAULT_OFFLOADING_PLANNER,
+    old_offloading: OldOffloadingOpt = None,
     n_queries: Annotated[
         int | None, typer.Option("--n-queries", help="n of 'time for n queries' (default: queries issued during a direct upload)")
     ] = None,
-    objective: Annotated[str, typer.Option(help="objective of the offloading plan (queries are timed by latency)")] = "latency",
+    objective: Annotated[str, typer.Option(help="objective of the partition plan (queries are timed by latency)")] = "latency",
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
     inputs: InputOpt = None,
@@ -109,51 +122,60 @@ def upload(
     compute_table: ComputeOpt = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="upload planner setting NAME=VALUE (repeatable)")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="also show every other upload planner's figures")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print {problem, upload_plan} JSON (DESIGN.md contract)")] = False,
+    as_json: JsonOpt = False,
+    out: OutJsonOpt = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the query latency vs time curve (PNG/SVG)")] = None,
+    quiet: QuietOpt = False,
     list_planners: Annotated[bool, typer.Option("--list", help="list the upload planners and exit")] = False,
 ) -> None:
     """Plan how MODEL's server partition is uploaded in pieces while the client keeps answering queries."""
-    from tiercut.upload import UPLOAD_PLANNERS, get_upload_planner
+    from tiercut.pipeline import parse_algorithms, plan_uploads
+    from tiercut.pipeline.upload import check_upload_algorithm
+    from tiercut.upload import UPLOAD_PLANNERS
 
     if list_planners:
         _list_upload_planners()
         return
+    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default=DEFAULT_OFFLOADING_PLANNER)
+    if algorithm in UPLOAD_PLANNERS:  # the old meaning of upload --algorithm (the names are disjoint)
+        upload_algorithm = alias(
+            upload_algorithm, algorithm, new=f"--upload-algorithm {algorithm}", old=f"--algorithm {algorithm}",
+            default=DEFAULT_UPLOAD_PLANNER,
+        )
+        algorithm = "mincut"
+    parse_algorithms(algorithm)
+    check_upload_algorithm(upload_algorithm)
     if model is None:
         raise TiercutError("upload needs a MODEL (e.g. 'tiercut upload alexnet --env migration-12'), or --list")
     if plot is not None:
         check_plot_path(plot)
+    if out is not None:
+        check_output_path(out, "--out")
     if n_queries is not None and n_queries < 1:
         raise TiercutError(f"--n-queries {n_queries} must be >= 1")
     settings = dict(_parse_setting(s) for s in setting or [])
-    planner = get_upload_planner(algorithm, server=server, offloading=offloading, n_queries=n_queries, **settings)
+    progress = progress_for(quiet)
     request = model_request(
         model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
         open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
     )
     problem = build_cli_problem(
         request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
-        latency_budget=None, energy_budget=None, energy_total_budget=None,
-        cost_budget=None, pins=None, private_layers=0, memory=True,
+        progress=progress,
     )
-    plan = planner.solve(problem)
-    pair = problem.restricted_to([problem.source, plan.server])
-    others: dict[str, Any] = {}
-    if compare:
-        target = {n: plan.server for n in plan.target_nodes}
-        for name in UPLOAD_PLANNERS:
-            if name in (algorithm, "exhaustive"):
-                continue
-            others[name] = get_upload_planner(name, n_queries=plan.metrics.n).solve(pair, target)
+    result = plan_uploads(
+        problem, upload_algorithm, server=server, offloading=algorithm, n_queries=n_queries, compare=compare,
+        progress=progress, **settings,
+    )
     if plot is not None:
-        _plot_curves(pair, {plan.algorithm: plan, **others}, plot)
+        _plot_curves(result.problem, result.plans, plot)
+    if out is not None:
+        emit_json(result.to_dict(), out)
     if as_json:
-        payload: dict[str, Any] = {"problem": pair.to_dict(), "upload_plan": plan.to_dict()}
-        if others:
-            payload["compare"] = {k: v.to_dict() for k, v in others.items()}
-        typer.echo(json.dumps(payload, indent=1))
+        if out is None:
+            emit_json(result.to_dict(), None)
         return
-    _print_upload(pair, plan, others)
+    _print_upload(result.problem, result.plan, result.others)
     if plot is not None:
         typer.echo(f"plot: {plot}")
 

@@ -391,6 +391,64 @@ class Environment:
             f"environment {self.name!r} has no user {name!r}; users are {', '.join(u.name for u in self.users) or 'none'}"
         )
 
+    # ----------------------------------------------------------- variations (a new environment each)
+    def with_link_bandwidth(self, a: str, b: str, bandwidth: float | str, *, reverse: float | str | None = None) -> Environment:
+        """This environment with the ``a``-``b`` link's bandwidth set (BYTES per second, or a rate text).
+
+        ``reverse``: the ``b -> a`` bandwidth when it differs (default: the
+        same as ``a -> b``). Use it for a sweep:
+        ``[env.with_link_bandwidth("phone", "edge", bw) for bw in (1e6, 1e7, 1e8)]``.
+        """
+        from tiercut.env.schema import parse_bandwidth
+
+        link = self.link(a, b)
+        if link is None:
+            raise TiercutError(f"environment {self.name!r} has no link between {a!r} and {b!r}; add one to the environment")
+
+        def rate(value: float | str, where: str) -> float:
+            try:
+                return parse_bandwidth(value, where)
+            except ValueError as exc:
+                raise TiercutError(str(exc)) from None
+
+        forward = rate(bandwidth, f"bandwidth of link {a}-{b}")
+        backward = None if reverse is None else rate(reverse, f"reverse bandwidth of link {a}-{b}")
+        if (link.a, link.b) != (a, b):  # the link is stored b-a: its a -> b figures are our reverse
+            forward, backward = (forward if backward is None else backward), (None if backward is None else forward)
+        changed = replace(link, bandwidth_bytes_per_s=forward, bandwidth_bytes_per_s_ba=backward)
+        return self._with_links(tuple(changed if x is link else x for x in self.links), f"{a}-{b}={bandwidth}")
+
+    def with_link_latency(self, a: str, b: str, latency_s: float) -> Environment:
+        """This environment with the ``a``-``b`` link's one-way latency (seconds, both directions) set."""
+        link = self.link(a, b)
+        if link is None:
+            raise TiercutError(f"environment {self.name!r} has no link between {a!r} and {b!r}; add one to the environment")
+        if not (latency_s >= 0 and latency_s < float("inf")):
+            raise TiercutError(f"latency of link {a}-{b} is {latency_s!r}; give a finite number of seconds >= 0")
+        changed = replace(link, latency_s=float(latency_s), latency_s_ba=None)
+        return self._with_links(tuple(changed if x is link else x for x in self.links), f"{a}-{b} {latency_s:g}s")
+
+    def scaled(self, bandwidth: float = 1.0, *, tiers: tuple[str, ...] | None = None) -> Environment:
+        """This environment with every link's bandwidth multiplied by ``bandwidth``.
+
+        ``tiers``: only links touching a device of these tiers (e.g. ``("end",)``
+        for the wireless first hop).
+        """
+        if not (bandwidth > 0 and bandwidth < float("inf")):
+            raise TiercutError(f"bandwidth factor {bandwidth!r} must be a finite number > 0")
+        touched = None if tiers is None else {d.name for d in self.devices if d.tier in tiers}
+        links = tuple(
+            x.scaled(bandwidth) if touched is None or x.a in touched or x.b in touched else x for x in self.links
+        )
+        return self._with_links(links, f"bandwidth x{bandwidth:g}")
+
+    def with_users(self, users: tuple[User, ...] | list[User]) -> Environment:
+        """This environment with other users (their devices are checked)."""
+        return replace(self, users=tuple(users))
+
+    def _with_links(self, links: tuple[Link, ...], what: str) -> Environment:
+        return replace(self, links=links, name=f"{self.name}[{what}]")
+
     # ----------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -213,3 +213,8 @@ __all__ = [
     "resolve_model",
     "split_by_placement",
 ]
+
+# `tiercut.graph(...)` is the front-door step of this stage (tiercut/_front_door.py)
+from tiercut._front_door import make_callable  # noqa: E402
+
+make_callable(__name__)

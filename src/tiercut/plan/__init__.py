@@ -2,16 +2,18 @@
 
 - :class:`Planner` (:mod:`tiercut.plan.base`): the one interface;
 - :data:`PLANNERS` (:mod:`tiercut.plan.registry`): the one registry;
-- :func:`plan`: the front door, ``plan(problem, algorithm="mincut", **settings) -> Plan``.
+- :func:`plan`: the front door, ``plan(problem, algorithm=DEFAULT_PLANNER, **settings) -> Plan``
+  (:data:`DEFAULT_PLANNER`, ``ilp``: exact over any number of devices).
 
 Each planner family lives in its own module and documents its paper, what it
 guarantees and its complexity (``tiercut plan --list``).
 """
 
 from tiercut.plan.base import MultiPlacementResult, PlacementResult, Planner, make_multi_plan, make_plan
-from tiercut.plan.registry import PLANNERS, applicable_planners, get_planner, plan
+from tiercut.plan.registry import DEFAULT_PLANNER, PLANNERS, applicable_planners, get_planner, plan
 
 __all__ = [
+    "DEFAULT_PLANNER",
     "PLANNERS",
     "MultiPlacementResult",
     "PlacementResult",
@@ -22,3 +24,8 @@ __all__ = [
     "make_plan",
     "plan",
 ]
+
+# `tiercut.plan(...)` is the front-door step of this stage (tiercut/_front_door.py)
+from tiercut._front_door import make_callable
+
+make_callable(__name__)

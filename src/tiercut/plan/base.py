@@ -42,6 +42,12 @@ from tiercut.errors import TiercutError
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem, UserFigures
 from tiercut.settings import Configurable
 
+#: the planner used when none is named (``plan()``, ``tiercut plan``, the multi-user best response's inner
+#: solve): exact over any number of devices with every constraint. ``mincut`` is faster but exact only
+#: over two-device placements, so it is the default for what is two-device by construction: an upload
+#: plan's server partition P1 (:data:`tiercut.upload.base.DEFAULT_OFFLOADING_PLANNER`).
+DEFAULT_PLANNER = "ilp"
+
 
 @dataclass(frozen=True)
 class PlacementResult:
@@ -282,6 +288,7 @@ def make_multi_plan(
 
 
 __all__ = [
+    "DEFAULT_PLANNER",
     "MultiPlacementResult",
     "PlacementResult",
     "Planner",

@@ -55,7 +55,7 @@ import numpy as np
 from tiercut.cost import compile_problem, compile_users, decode, encode, evaluate, evaluate_users_many, memory_bytes
 from tiercut.cost.multiuser import shared_problem, usage
 from tiercut.plan._population import Scores, better
-from tiercut.plan.base import MultiPlacementResult, Planner
+from tiercut.plan.base import DEFAULT_PLANNER, MultiPlacementResult, Planner
 from tiercut.problem import MultiUserProblem, Objective, Problem
 
 ACCEPT = ("joint", "selfish")
@@ -116,7 +116,7 @@ class BestResponsePlanner(Planner):
     single_user = False
     multi_user = True
 
-    def __init__(self, inner: str = "ilp", max_rounds: int = 20, accept: str = "joint", start: str = "local") -> None:
+    def __init__(self, inner: str = DEFAULT_PLANNER, max_rounds: int = 20, accept: str = "joint", start: str = "local") -> None:
         self.inner = inner
         self.max_rounds = max_rounds
         self.accept = accept

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.plan.base import Planner
+from tiercut.plan.base import DEFAULT_PLANNER, Planner
 from tiercut.plan.baselines import AllOnPlanner, LocalPlanner
 from tiercut.plan.brute_force import BruteForcePlanner
+from tiercut.plan.ddnn import DDNNPlanner
 from tiercut.plan.dp import DynamicProgrammingPlanner
+from tiercut.plan.edgent import EdgentPlanner
 from tiercut.plan.ga import GAPlanner
 from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
@@ -38,6 +40,8 @@ PLANNERS: dict[str, type[Planner]] = {
     "ga": GAPlanner,
     "sa": SAPlanner,
     "best-response": BestResponsePlanner,
+    "edgent": EdgentPlanner,
+    "ddnn": DDNNPlanner,
 }
 
 
@@ -53,8 +57,8 @@ def get_planner(algorithm: str, **settings: Any) -> Planner:
     return planner.set_params(**settings)
 
 
-def plan(problem: Problem | MultiUserProblem, algorithm: str = "ilp", **settings: Any) -> Plan | MultiPlan:
-    """Solve ``problem`` with the planner ``algorithm`` (a single- or multi-user problem)."""
+def plan(problem: Problem | MultiUserProblem, algorithm: str = DEFAULT_PLANNER, **settings: Any) -> Plan | MultiPlan:
+    """Solve ``problem`` with the planner ``algorithm`` (a single- or multi-user problem; :data:`DEFAULT_PLANNER` by default)."""
     planner = get_planner(algorithm, **settings)
     if isinstance(problem, MultiUserProblem):
         return planner.solve_multi(problem)
@@ -70,4 +74,4 @@ def applicable_planners(problem: Problem | MultiUserProblem, names: list[str] | 
     return out
 
 
-__all__ = ["PLANNERS", "applicable_planners", "get_planner", "plan"]
+__all__ = ["DEFAULT_PLANNER", "PLANNERS", "applicable_planners", "get_planner", "plan"]

@@ -54,3 +54,8 @@ __all__ = [
     "load_profile_file",
     "resolve_devices",
 ]
+
+# `tiercut.problem(...)` is the front-door step of this stage (tiercut/_front_door.py)
+from tiercut._front_door import make_callable
+
+make_callable(__name__)

@@ -314,7 +314,7 @@ def timer_for(clock: str, threads: int, torch_device: str = "cpu") -> Timer:
     if clock == "cpu" and threads != 1:
         raise TiercutError(
             f"the cpu clock measures one thread's CPU time, but {threads} threads are in use; "
-            "use --threads 1 or the wall clock"
+            "use --torch-threads 1 or the wall clock"
         )
     return CLOCKS[clock]
 
@@ -348,7 +348,7 @@ def thread_count(threads: int | None) -> Iterator[int]:
     before = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
-            raise TiercutError(f"--threads {threads} is not positive; use at least 1")
+            raise TiercutError(f"--torch-threads {threads} is not positive; use at least 1")
         torch.set_num_threads(int(threads))
     try:
         yield torch.get_num_threads()
@@ -456,9 +456,11 @@ def assess_quality(
     if reasons:
         if clock != "cpu":
             advice.append("time with the thread's CPU clock, which ignores time slices lost to other processes: "
-                          "--clock cpu --threads 1")
+                          "--clock cpu --torch-threads 1")
         if threads > 1 or (cpus and threads >= cpus):
-            advice.append(f"use fewer threads than the {cpus} CPUs so other work does not preempt the measurement: --threads 1")
+            advice.append(
+                f"use fewer threads than the {cpus} CPUs so other work does not preempt the measurement: --torch-threads 1"
+            )
         advice.append("profile on a quiet machine (stop other jobs; check the load with 'uptime') and profile again")
     return ProfileQuality(
         verdict="busy" if reasons else "stable",

@@ -83,3 +83,8 @@ __all__ = [
     "render_html",
     "write_report",
 ]
+
+# `tiercut.report(...)` is the front-door step of this stage (tiercut/_front_door.py)
+from tiercut._front_door import make_callable  # noqa: E402
+
+make_callable(__name__)

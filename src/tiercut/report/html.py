@@ -24,6 +24,7 @@ from importlib import resources
 from tiercut.errors import TiercutError
 from tiercut.report.inputs import ReportInput
 from tiercut.report.markup import Case, text
+from tiercut.report.multiuser import multi_section
 from tiercut.report.plans import comparison_section, graph_only_section, problem_section
 from tiercut.report.svg import attr
 from tiercut.report.traces import run_section, simulation_section
@@ -39,11 +40,13 @@ def case_html(case: Case) -> str:
     r = case.result
     source = f' <span class="src">from {text(r.path)}</span>' if r.path else ""
     body: list[str] = []
-    if case.problem is not None:
+    if r.multi_problem is not None:
+        body.append(multi_section(case))
+    elif case.problem is not None:
         body.append(problem_section(case))
     elif r.graph is not None:
         body.append(graph_only_section(case))
-    if len(r.plans) > 1:
+    if len(r.plans) > 1 and r.multi_problem is None:
         body.append(comparison_section(case))
     if r.run is not None:
         body.append(run_section(case, r.run))
@@ -64,7 +67,8 @@ def render_html(results: Sequence[ReportInput], *, title: str | None = None) -> 
 
     if not results:
         raise TiercutError("a report needs at least one result file")
-    cases = [Case.of(k, r) for k, r in enumerate(results)]
+    flat = [part for r in results for part in (r, *r.users)]  # a multi-user result: its summary, then each user
+    cases = [Case.of(k, r) for k, r in enumerate(flat)]
     sections = [case_html(c) for c in cases]
     heading = title or (results[0].label if len(results) == 1 else f"{len(results)} results")
     nav = ""

@@ -12,6 +12,8 @@ command                   top-level keys                                    kind
 ``simulate --json``       ``scenario``, ``result``, ``analytic``            simulate
 ``run --json``            ``upload_plan``, ``run``                          run
 ``graph --json``          ``schema_version``, ``model``, ``nodes``          graph
+``plan --users --json``   ``problem`` (with ``users``), ``plan``            multi-plan
+``compare --users``       ``problem`` (with ``users``), ``plans``           multi-compare
 ========================  ================================================  ==========
 
 Problems, plans and upload plans go through their own ``from_dict`` (so
@@ -32,7 +34,7 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph
-from tiercut.problem import Plan, Problem
+from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 from tiercut.upload.types import UploadPlan, UserUploadPlan
 
 #: one line naming what ``tiercut report`` reads.
@@ -41,7 +43,7 @@ ACCEPTED = (
     "'graph --json', or a case file of 'tiercut demo'"
 )
 
-KINDS = ("plan", "compare", "demo", "upload", "simulate", "run", "graph")
+KINDS = ("plan", "compare", "demo", "upload", "simulate", "run", "graph", "multi-plan", "multi-compare")
 
 
 def _number(value: Any) -> float:
@@ -119,6 +121,11 @@ class ReportInput:
             :class:`UploadPlan`, or a multi-server :class:`UserUploadPlan`).
         simulation: the simulator's trace.
         run: the runtime's measured trace.
+        multi_problem: a multi-user result's problem (``plan --users`` / ``compare --users``).
+        multi_plans: planner name -> its multi-user plan.
+        users: one result per user of the recommended multi-user plan: the user's problem as
+            shared with the others (:func:`tiercut.plan.multiuser.response_problem`) and its placement,
+            drawn like a single-user plan.
     """
 
     kind: str
@@ -130,13 +137,18 @@ class ReportInput:
     upload_plans: Mapping[str, UploadPlan | UserUploadPlan] = field(default_factory=dict)
     simulation: SimulationTrace | None = None
     run: RunTrace | None = None
+    multi_problem: MultiUserProblem | None = None
+    multi_plans: Mapping[str, MultiPlan] = field(default_factory=dict)
+    users: tuple[ReportInput, ...] = ()
+
+
+def _is_multi(data: Any) -> bool:
+    return isinstance(data, Mapping) and "users" in data and "nodes" not in data
 
 
 def _problem(data: Any) -> Problem:
     if not isinstance(data, Mapping):
         raise TiercutError("its 'problem' is not a JSON object")
-    if "users" in data and "nodes" not in data:
-        raise TiercutError("it holds a multi-user problem, which the report does not draw yet; report one user's plan")
     return Problem.from_dict(data)
 
 
@@ -144,8 +156,64 @@ def _plan(data: Any, name: str) -> Plan:
     if not isinstance(data, Mapping):
         raise TiercutError(f"plan {name!r} is not a JSON object")
     if "placements" in data and "placement" not in data:
-        raise TiercutError("it holds a multi-user plan, which the report does not draw yet; report one user's plan")
+        raise TiercutError(f"plan {name!r} is a multi-user plan but its problem has one user")
     return Plan.from_dict(data)
+
+
+def _multi_plan(data: Any, name: str) -> MultiPlan:
+    if not isinstance(data, Mapping) or "placements" not in data:
+        raise TiercutError(f"plan {name!r} is not a multi-user plan (user -> placement), but its problem has users")
+    return MultiPlan.from_dict(data)
+
+
+def _best_multi(plans: Mapping[str, MultiPlan]) -> str:
+    feasible = {n: p for n, p in plans.items() if p.feasible and math.isfinite(p.objective_value)}
+    if not feasible:
+        return next(iter(plans))
+    lowest = min(p.objective_value for p in feasible.values())
+    tied = [n for n, p in feasible.items() if p.objective_value <= lowest * (1 + 1e-9) + 1e-15]
+    return next((n for n in tied if feasible[n].optimal), tied[0])
+
+
+def _multi_result(kind: str, data: Mapping[str, Any], path: str) -> ReportInput:
+    """A multi-user plan or comparison: the summary, and one drawable result per user of the best plan."""
+    from tiercut.plan.base import PlacementResult, make_plan
+    from tiercut.plan.multiuser import response_problem
+
+    problem = MultiUserProblem.from_dict(data["problem"])
+    if kind == "plan":
+        plan = _multi_plan(data["plan"], "plan")
+        plans = {plan.algorithm: plan}
+    elif kind == "compare":
+        if not isinstance(data["plans"], Mapping) or not data["plans"]:
+            raise TiercutError("its 'plans' is not a JSON object of planner name -> multi-user plan")
+        plans = {str(name): _multi_plan(p, str(name)) for name, p in data["plans"].items()}
+    else:
+        raise TiercutError(f"a {kind} result of a multi-user problem is not drawn; report 'plan/compare --users --json'")
+    devices = set(problem.device_names)
+    for name, plan in plans.items():
+        for user in problem.users:
+            placement = plan.placements.get(user.name)
+            if placement is None:
+                raise TiercutError(f"plan {name!r} places nothing for user {user.name!r}")
+            missing = [n.name for n in user.problem.graph if n.name not in placement and not n.is_input]
+            if missing:
+                raise TiercutError(f"plan {name!r} places no device for node {missing[0]!r} of user {user.name!r}")
+            unknown = sorted(set(placement.values()) - devices)
+            if unknown:
+                raise TiercutError(f"plan {name!r} uses device {unknown[0]!r}, which its problem does not have")
+    best = _best_multi(plans)
+    chosen = plans[best]
+    placements = {u: dict(p) for u, p in chosen.placements.items()}
+    users = []
+    for user in problem.users:
+        shared = response_problem(problem, placements, user.name)
+        placement = {n.name: placements[user.name].get(n.name, shared.source) for n in shared.graph}
+        plan = make_plan(shared, best, PlacementResult(placement), chosen.solve_s, chosen.settings)
+        label = f"user {user.name} ({shared.graph.model} from {shared.source}): {best}, devices shared with the others"
+        users.append(ReportInput("plan", label, path, shared.graph, shared, {best: plan}))
+    label = f"{problem.name or 'multi-user problem'}: {len(problem.users)} users"
+    return ReportInput(f"multi-{kind}", label, path, multi_problem=problem, multi_plans=plans, users=tuple(users))
 
 
 def _upload_plan(data: Any) -> UploadPlan | UserUploadPlan:
@@ -216,6 +284,11 @@ def recognise(data: Any) -> str:
             if "plans" in keys:
                 return "demo" if "upload_plans" in keys else "compare"
             if "plan" in keys:
+                if isinstance(data["problem"], Mapping) and "exits" in data["problem"]:
+                    raise TiercutError(
+                        "it is a plan with early exits ('tiercut plan --exits'), which the HTML report does not draw; "
+                        "its accuracy-latency curve is printed by 'tiercut plan --exits' (and benchmarks/early_exit.py)"
+                    )
                 return "plan"
         if "nodes" in keys and "devices" not in keys and "model" in keys:
             return "graph"
@@ -242,6 +315,8 @@ def read_result(data: Any, *, path: str = "") -> ReportInput:
         if kind == "graph":
             graph = LayerGraph.from_dict(data)
             return ReportInput(kind, f"graph of {graph.model}" if graph.model else "layer graph", path, graph=graph)
+        if _is_multi(data["problem"]):
+            return _multi_result(kind, data, path)
         problem = _problem(data["problem"])
         plans: dict[str, Plan] = {}
         uploads: dict[str, UploadPlan | UserUploadPlan] = {}

@@ -44,6 +44,7 @@ from tiercut.runtime.codec import value_nbytes
 from tiercut.runtime.migration import MigrationPlan, RuntimeStage, UploadItem
 from tiercut.runtime.protocol import ConfirmationResult, Connection, RemoteError, upload_timeout_s
 from tiercut.runtime.route import ForwardResult, HopRecord, RouteError, run_route
+from tiercut.trace import QueryRecord, Span
 
 #: CR codes of an upload that did not reach a worker able to take it (probed again without counting an attempt)
 _UNREACHABLE_CODES = frozenset({"unavailable", "timeout", "busy"})
@@ -84,51 +85,6 @@ class UploadAttempt:
             "code": self.code,
             "reason": self.reason,
             "bytes": self.nbytes,
-        }
-
-
-@dataclass(frozen=True)
-class QueryRecord:
-    """One query: when, on which stage and devices, how many bytes, and whether it fell back.
-
-    Times are seconds since the run started; ``hops`` are the partitions run
-    and the forwards made (by every process).
-    """
-
-    index: int
-    start_s: float
-    end_s: float
-    stage: int
-    planned_latency_s: float
-    devices: tuple[str, ...]
-    nodes_per_device: Mapping[str, int]
-    bytes_sent: int
-    bytes_received: int
-    fallback: bool
-    error: str
-    hops: tuple[HopRecord, ...] = ()
-    output_matches: bool | None = None
-
-    @property
-    def latency_s(self) -> float:
-        return self.end_s - self.start_s
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "start_s": self.start_s,
-            "end_s": self.end_s,
-            "latency_s": self.latency_s,
-            "stage": self.stage,
-            "planned_latency_s": None if math.isinf(self.planned_latency_s) else self.planned_latency_s,
-            "devices": list(self.devices),
-            "nodes_per_device": dict(self.nodes_per_device),
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "fallback": self.fallback,
-            "error": self.error,
-            "hops": [h.to_dict() for h in self.hops],
-            "output_matches": self.output_matches,
         }
 
 
@@ -699,6 +655,7 @@ class MigrationClient:
         confirmed, usable = state.snapshot()
         stage = plan.best_stage(confirmed, usable)
         start = time.monotonic()
+        wall_start = time.time()  # the hops carry time.time() bounds
         values: dict[str, Any] = dict(stage.split.input_spec.bind(inputs))
         records: list[HopRecord] = []
         counters = {"sent": 0, "received": 0}
@@ -733,18 +690,20 @@ class MigrationClient:
         output = stage.split.output_spec.build(values)
         end = time.monotonic()
         record = QueryRecord(
+            user=plan.source,
             index=index,
             start_s=start - t0,
             end_s=end - t0,
             stage=stage.index,
-            planned_latency_s=stage.latency_s,
+            placement=stage.placement,
             devices=tuple(stage.devices) if not fallback else (plan.source,),
-            nodes_per_device=stage.node_counts(),
+            planned_latency_s=stage.latency_s,
             bytes_sent=counters["sent"],
             bytes_received=counters["received"],
+            bytes_moved=counters["sent"] + counters["received"],
             fallback=fallback,
             error=error,
-            hops=tuple(records),
+            spans=tuple(_span(hop, wall_start, start - t0) for hop in records),
         )
         return record, output
 
@@ -827,6 +786,23 @@ class MigrationClient:
                 expected = gm(*inputs_of(query.index))
             checked.append(dataclasses.replace(query, output_matches=_outputs_close(output, expected)))
         return checked
+
+
+#: the trace's span kind of each kind of hop record.
+_SPAN_KIND = {"run": "compute", "forward": "transfer", "relay": "relay"}
+
+
+def _span(hop: HopRecord, wall_start: float, start_s: float) -> Span:
+    """A hop as a :class:`tiercut.trace.Span` in run seconds (``time.time()`` of ``start_s`` was ``wall_start``).
+
+    A hop another host recorded carries that host's clock; on one host (or
+    synchronised clocks) the bounds line up with the client's.
+    """
+    offset = start_s - wall_start
+    return Span(
+        _SPAN_KIND.get(hop.kind, hop.kind), hop.device, hop.start_s + offset, hop.end_s + offset, peer=hop.peer,
+        work_s=hop.compute_s, nbytes=hop.bytes_sent + hop.bytes_received,
+    )
 
 
 def _outputs_close(got: Any, expected: Any) -> bool:

@@ -4,7 +4,9 @@ A *frame* carries one message of the runtime (a query's values and route,
 a worker's reply): a JSON header with the message's metadata and, for each
 named value, a description; then the raw bytes of every tensor. Nothing in
 it is code: the receiver parses JSON, checks every offset and size, and
-copies bytes into freshly allocated tensors of an allowed dtype.
+copies bytes into freshly allocated tensors of an allowed dtype, or, when
+the caller *borrows* (a worker, whose programs never write their inputs),
+views them in place (see :func:`decode_chunks`).
 
 Layout (little endian)::
 
@@ -12,7 +14,7 @@ Layout (little endian)::
     header_len            u32
     payload_len           u64
     crc32                 u32   zlib.crc32 of the header
-    header                header_len bytes of UTF-8 JSON
+    header                header_len bytes of UTF-8 JSON (padded with spaces to end 8-aligned)
     payload               payload_len bytes: tensor bytes, each at an 8-aligned offset
 
 Integrity: the header carries, for each tensor, a 64-bit checksum of its
@@ -40,7 +42,10 @@ glue), ``torch.Size``, ``None`` and tuples mixing them. Anything else is a
 
 A frame can be produced directly as a list of chunks of at most
 ``chunk_bytes`` (gRPC messages) with one copy of the tensor bytes, and
-decoded from such a list with one copy into the destination tensors.
+decoded from such a list with one copy into the destination tensors, or
+none: the header is padded so that the payload, and so every tensor, starts
+8-aligned in the frame (and in a chunk, chunks being multiples of 8 bytes
+long), and a tensor that lies within one received chunk can be a view of it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +70,10 @@ _ALIGN = 8
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
 _MAX_DEPTH = 32
 _MAX_NDIM = 16
+
+# A decoded tensor first views the received message (bytes, read-only); torch warns, once, that it cannot mark
+# such a tensor read-only. Borrowed tensors are read-only by contract (decode_chunks), others are cloned.
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 #: dtype name on the wire -> torch dtype attribute name
 DTYPES: dict[str, str] = {
@@ -111,10 +121,20 @@ def torch_dtype(name: str) -> Any:
     return getattr(torch, DTYPES[name])
 
 
-def _item_size(name: str) -> int:
-    import torch
-
-    return torch.empty((), dtype=torch_dtype(name)).element_size()
+#: bytes per element of each wire dtype
+_ITEM_BYTES: dict[str, int] = {
+    "float32": 4,
+    "float64": 8,
+    "float16": 2,
+    "bfloat16": 2,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
+    "complex64": 8,
+}
 
 
 # --------------------------------------------------------------------- encoding
@@ -136,10 +156,9 @@ def tensor_bytes_view(tensor: Any) -> memoryview:
     flat = tensor.detach()
     if flat.device.type != "cpu":
         flat = flat.cpu()
-    flat = flat.contiguous().reshape(-1)
-    if flat.dtype == torch.bool or flat.element_size() > 1 or flat.is_complex():
-        flat = flat.view(torch.uint8)
-    return memoryview(flat.numpy()).cast("B")
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    return memoryview(flat.view(-1).view(torch.uint8).numpy()).cast("B")
 
 
 def _float_json(value: float) -> Any:
@@ -214,6 +233,7 @@ def encode_chunks(
         header = json.dumps({"meta": dict(meta), "values": specs}, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise CodecError(f"frame metadata is not plain JSON data: {exc}") from None
+    header += b" " * (-(PREFIX_BYTES + len(header)) % _ALIGN)  # the payload starts 8-aligned: tensors can be views
     crc = zlib.crc32(header)
     parts: list[memoryview] = [memoryview(_PREFIX.pack(MAGIC, len(header), encoder.offset, crc)), memoryview(header)]
     parts.extend(encoder.buffers)
@@ -298,11 +318,39 @@ def _float_value(value: Any) -> float:
 
 
 class _Decoder:
-    def __init__(self, chunks: _Chunks, payload_start: int, payload_len: int) -> None:
+    def __init__(self, chunks: _Chunks, payload_start: int, payload_len: int, *, borrow: bool = False) -> None:
         self.chunks = chunks
         self.payload_start = payload_start
         self.payload_len = payload_len
+        self.borrow = borrow
         self.covered = 0
+
+    def tensor(self, dtype: Any, shape: tuple[int, ...], start: int, nbytes: int, checksum: Any) -> Any:
+        """The tensor whose bytes are ``[start, start + nbytes)``, after checking their word sum.
+
+        Bytes within one chunk, aligned for the dtype, are viewed (then
+        cloned unless the caller borrows); others are copied piece by piece.
+        """
+        import torch
+
+        pieces = self.chunks.pieces(start, nbytes) if nbytes else []
+        if len(pieces) == 1:
+            if word_sum(pieces[0]) != checksum:
+                raise CodecError("frame tensor checksum does not match; the message was corrupted in transit")
+            view = torch.frombuffer(pieces[0], dtype=dtype).view(shape)  # shares the message's bytes
+            if self.borrow and view.data_ptr() % view.element_size() == 0:
+                return view
+            return view.clone()
+        tensor = torch.empty(shape, dtype=dtype)
+        if nbytes:
+            target = tensor.view(-1).view(torch.uint8).numpy()
+            position = 0
+            for piece in pieces:
+                target[position : position + len(piece)] = piece
+                position += len(piece)
+        if word_sum(memoryview(target) if nbytes else b"") != checksum:
+            raise CodecError("frame tensor checksum does not match; the message was corrupted in transit")
+        return tensor
 
     def value(self, spec: Any, depth: int = 0) -> Any:
         import torch
@@ -318,23 +366,11 @@ class _Decoder:
             if not (isinstance(offset, int) and isinstance(nbytes, int)) or offset < 0 or nbytes < 0:
                 raise CodecError("frame tensor has a non-integer or negative offset/nbytes")
             numel = math.prod(shape)
-            if numel * _item_size(dtype_name_) != nbytes:
+            if numel * _ITEM_BYTES[dtype_name_] != nbytes:
                 raise CodecError(f"frame tensor of shape {list(shape)} and dtype {dtype_name_} says it has {nbytes} bytes")
             if offset + nbytes > self.payload_len:
                 raise CodecError("frame tensor lies outside the payload; the frame is truncated or corrupt")
-            tensor = torch.empty(shape, dtype=dtype)
-            checksum = spec.get("sum")
-            if nbytes:
-                target = tensor.reshape(-1).view(torch.uint8).numpy()
-                position = 0
-                for piece in self.chunks.pieces(self.payload_start + offset, nbytes):
-                    target[position : position + len(piece)] = piece
-                    position += len(piece)
-                got = word_sum(memoryview(target))
-            else:
-                got = word_sum(memoryview(b""))
-            if got != checksum:
-                raise CodecError("frame tensor checksum does not match; the message was corrupted in transit")
+            tensor = self.tensor(dtype, shape, self.payload_start + offset, nbytes, spec.get("sum"))
             pad = (-nbytes) % _ALIGN
             if pad and offset + nbytes + pad <= self.payload_len:
                 if any(self.chunks.read(self.payload_start + offset + nbytes, pad)):
@@ -377,8 +413,17 @@ def frame_length(first_chunk: bytes | memoryview) -> int:
     return PREFIX_BYTES + header_len + payload_len
 
 
-def decode_chunks(chunks: Sequence[bytes | bytearray | memoryview], *, max_bytes: int | None = None) -> Frame:
-    """Decode a frame from its chunks, checking sizes, offsets and the CRC-32."""
+def decode_chunks(
+    chunks: Sequence[bytes | bytearray | memoryview], *, max_bytes: int | None = None, borrow: bool = False
+) -> Frame:
+    """Decode a frame from its chunks, checking sizes, offsets, the header's CRC-32 and every tensor's word sum.
+
+    Tensors are fresh, writable copies unless ``borrow``: then a tensor
+    lying within one chunk is a view of that chunk's bytes (no copy; it
+    keeps the chunk alive), which the caller must not write into. A
+    worker borrows: its programs never write their inputs (the allow-list
+    admits in-place operators on values a program created only).
+    """
     data = _Chunks(chunks)
     if data.total < PREFIX_BYTES:
         raise CodecError(f"frame is {data.total} bytes, shorter than its {PREFIX_BYTES}-byte prefix")
@@ -401,16 +446,16 @@ def decode_chunks(chunks: Sequence[bytes | bytearray | memoryview], *, max_bytes
         raise CodecError("frame header is not valid JSON; the message is corrupt") from None
     if not isinstance(header, dict) or not isinstance(header.get("meta"), dict) or not isinstance(header.get("values"), dict):
         raise CodecError("frame header lacks its meta and values mappings")
-    decoder = _Decoder(data, PREFIX_BYTES + header_len, payload_len)
+    decoder = _Decoder(data, PREFIX_BYTES + header_len, payload_len, borrow=borrow)
     values = {str(name): decoder.value(spec) for name, spec in header["values"].items()}
     if decoder.covered != payload_len:
         raise CodecError("frame payload holds bytes its header does not describe; the message is corrupt")
     return Frame(meta=header["meta"], values=values)
 
 
-def decode_frame(data: bytes | bytearray | memoryview, *, max_bytes: int | None = None) -> Frame:
-    """Decode a frame held in one buffer."""
-    return decode_chunks([data], max_bytes=max_bytes)
+def decode_frame(data: bytes | bytearray | memoryview, *, max_bytes: int | None = None, borrow: bool = False) -> Frame:
+    """Decode a frame held in one buffer (``borrow``: see :func:`decode_chunks`)."""
+    return decode_chunks([data], max_bytes=max_bytes, borrow=borrow)
 
 
 # --------------------------------------------------------------------- value structure

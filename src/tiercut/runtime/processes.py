@@ -121,7 +121,9 @@ def spawn_worker(
         device, listen=listen, env=env, bandwidth_scale=bandwidth_scale, peers=peers, store=store, extra_args=extra_args
     )
     child_env = dict(os.environ)
-    child_env.pop("TIERCUT_TOKEN", None)
+    # the image's defaults (a worker image running `tiercut run`) must not leak into local workers
+    for key in ("TIERCUT_TOKEN", "TIERCUT_LISTEN", "TIERCUT_HEALTH_LISTEN", "TIERCUT_STORE", "TIERCUT_TLS_DIR"):
+        child_env.pop(key, None)
     if token:
         child_env["TIERCUT_TOKEN"] = token
     stderr = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 - handed to the child

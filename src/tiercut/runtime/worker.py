@@ -59,11 +59,13 @@ from typing import Any
 from tiercut.errors import TiercutError
 from tiercut.runtime.artifact import DEFAULT_MAX_RUN_BYTES, ArtifactError, PartitionBundle, RunControl, sha256_hex
 from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks, encode_chunks
+from tiercut.runtime.health import WorkerHealth
 from tiercut.runtime.interpreter import RunStoppedError
 from tiercut.runtime.links import LinkTable, shaped
 from tiercut.runtime.profiling import ProfileService, on_device, pause
 from tiercut.runtime.protocol import (
     AUTH_METADATA_KEY,
+    REPLY_NEEDS_EXECUTE_TEXT,
     SERVICE,
     ConfirmationResult,
     Connection,
@@ -72,6 +74,7 @@ from tiercut.runtime.protocol import (
     UploadHeader,
     decode_chunk,
     grpc_options,
+    reuse_message_memory,
 )
 from tiercut.runtime.route import (
     MAX_RELAYS,
@@ -259,6 +262,9 @@ class WorkerConfig:
             host: every partition run and every profiled call waits ``k - 1``
             times its own duration (:mod:`tiercut.runtime.profiling`); 1: off.
         torch_device: where partitions and profiles run (``cpu`` or ``cuda[:N]``).
+        health_listen: ``host:port`` of a plaintext port serving only the
+            gRPC health service (:mod:`tiercut.runtime.health`; for probes that
+            cannot speak TLS); None: health on the worker's own port only.
     """
 
     device: str
@@ -287,11 +293,14 @@ class WorkerConfig:
     allow_onnx: bool = False
     compute_slowdown: float = 1.0
     torch_device: str = "cpu"
+    health_listen: str | None = None
 
     def __post_init__(self) -> None:
         if not self.device:
             raise TiercutError("a worker needs a device name; pass --device")
         parse_address(self.listen)
+        if self.health_listen is not None:
+            parse_address(self.health_listen)
         for name in (
             "max_message_bytes",
             "max_store_bytes",
@@ -349,6 +358,7 @@ class Worker:
     _pending: dict[str, _PartialUpload] = field(default_factory=dict, init=False, repr=False)
     _device_programs: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _started_s: float = field(default=0.0, init=False, repr=False)
+    health: Any = field(default=None, init=False, repr=False)
 
     # ----------------------------------------------------------- lifecycle
     async def start(self) -> int:
@@ -383,26 +393,39 @@ class Worker:
         handlers = {
             "Upload": grpc.stream_unary_rpc_method_handler(self._upload),
             "Execute": grpc.stream_stream_rpc_method_handler(self._execute),
+            "Run": grpc.unary_unary_rpc_method_handler(self._run),
             "Status": grpc.unary_unary_rpc_method_handler(self._status),
             "Drop": grpc.unary_unary_rpc_method_handler(self._drop),
             "Profile": grpc.unary_unary_rpc_method_handler(ProfileService(self).handle),
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        if config.credentials.uses_tls:
-            port = self._server.add_secure_port(config.listen, config.credentials.server_credentials())
-        else:
-            port = self._server.add_insecure_port(config.listen)
+        self.health = WorkerHealth()
+        await self.health.not_serving()
+        self.health.register(self._server)
+        try:
+            if config.credentials.uses_tls:
+                port = self._server.add_secure_port(config.listen, config.credentials.server_credentials())
+            else:
+                port = self._server.add_insecure_port(config.listen)
+        except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
+            port = 0
         if not port:
             raise TiercutError(
                 f"worker {config.device!r} cannot listen on {config.listen}; is the port free and the address local?"
             )
+        if config.health_listen is not None:  # before the worker serves: a health port that cannot bind stops it
+            health_port = await self.health.start_port(config.health_listen)
+            self.log(f"[{config.device}] gRPC health service (Check only, plaintext) on port {health_port}")
         await self._server.start()
+        await self.health.serving()
         self.port = port
         self._started_s = time.time()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_pending())
         return port
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self.health is not None:
+            await self.health.stopping(grace_s)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -466,6 +489,7 @@ class Worker:
                 shaper=links.shaper(device) if links is not None else None,
                 chunk_bytes=self.config.chunk_bytes,
                 max_message_bytes=self.config.max_message_bytes,
+                borrow_replies=True,  # the values only feed this worker's programs and replies, which never write them
             )
             self._peers[device] = connection
         return connection
@@ -700,17 +724,31 @@ class Worker:
         self._count("runs_stopped")
         self._count("stopped_runs_steps_done", control.steps_done)
 
+    async def _admit_message(self, context: Any, grpc: Any, peer: str, received: int, nbytes: int) -> None:
+        """Charge ``nbytes`` more of a query message to its connection's budget (after ``received``), or abort."""
+        assert self._budget is not None
+        config = self.config
+        if received + nbytes > config.max_message_bytes:
+            self._count("queries_refused")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"query message exceeds this worker's --max-message-bytes {config.max_message_bytes}",
+            )
+        try:
+            self._budget.reserve(peer, nbytes)
+        except BudgetExceededError as exc:
+            self._count("queries_busy")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {config.device!r} is busy: {exc}")
+
     async def _receive_query(self, request_iterator: Any, context: Any, grpc: Any, charged: list[int]) -> list[bytes]:
         """The chunks of a query message, charged to the connection's budget as they arrive (``charged[0]``).
 
         The caller releases the charge when the query ends: its decoded values
-        take as many bytes while it runs.
+        (views of these chunks) take as many bytes while it runs.
         """
-        assert self._budget is not None
         config = self.config
         peer = str(context.peer() or "")
         chunks: list[bytes] = []
-        total = 0
         iterator = request_iterator.__aiter__()
         while True:
             try:
@@ -721,49 +759,78 @@ class Worker:
                 )
             if chunk is None:
                 return chunks
-            if total + len(chunk) > config.max_message_bytes:
-                self._count("queries_refused")
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"query message exceeds this worker's --max-message-bytes {config.max_message_bytes}",
-                )
-            try:
-                self._budget.reserve(peer, len(chunk))
-            except BudgetExceededError as exc:
-                self._count("queries_busy")
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {config.device!r} is busy: {exc}")
+            await self._admit_message(context, grpc, peer, charged[0], len(chunk))
             charged[0] += len(chunk)
-            total += len(chunk)
             chunks.append(chunk)
 
+    def _query_control(self, context: Any) -> RunControl:
+        """The query's deadline: the client's, at most ``max_query_s`` from now."""
+        remaining = context.time_remaining()
+        limit_s = self.config.max_query_s if remaining is None else min(self.config.max_query_s, max(0.0, remaining))
+        return RunControl(deadline_s=time.monotonic() + limit_s)
+
     async def _execute(self, request_iterator: Any, context: Any) -> Any:
+        """``Execute``: a query frame in any number of messages, answered the same way."""
+        import grpc
+
         await self._authorize(context)
         assert self._budget is not None
+        control = self._query_control(context)
         charged = [0]
         try:
-            async for chunk in self._serve_query(request_iterator, context, charged):
-                yield chunk
+            chunks = await self._receive_query(request_iterator, context, grpc, charged)
+            reply, shaper = await self._answer(chunks, context, control)
+            if shaper is None:
+                for chunk in reply:
+                    yield chunk
+            else:
+                async for chunk in shaped(reply, shaper):
+                    yield chunk
         finally:  # the query's bytes (its message, then its values) are held until it ends
             self._budget.release(str(context.peer() or ""), charged[0])
 
-    async def _serve_query(self, request_iterator: Any, context: Any, charged: list[int]) -> Any:
+    async def _run(self, request: bytes, context: Any) -> bytes:
+        """``Run``: a query frame in one message, answered with one message (one gRPC batch each way)."""
+        import grpc
+
+        await self._authorize(context)
+        assert self._budget is not None
+        control = self._query_control(context)
+        peer = str(context.peer() or "")
+        await self._admit_message(context, grpc, peer, 0, len(request))
+        try:
+            reply, shaper = await self._answer([request], context, control)
+            if len(reply) > 1:
+                self._count("queries_reply_too_large")
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the reply takes {len(reply)} messages of at most {self.config.chunk_bytes} bytes; "
+                    f"{REPLY_NEEDS_EXECUTE_TEXT}",
+                )
+            if shaper is not None:
+                async for _ in shaped(reply, shaper):
+                    pass
+            return reply[0]
+        finally:
+            self._budget.release(peer, len(request))
+
+    async def _answer(self, chunks: list[bytes], context: Any, control: RunControl) -> tuple[list[bytes], Any]:
+        """Decode a query, run its route from here, encode the reply: (reply messages, shaper of the link back)."""
         import grpc
 
         config = self.config
-        remaining = context.time_remaining()
-        limit_s = config.max_query_s if remaining is None else min(config.max_query_s, max(0.0, remaining))
-        control = RunControl(deadline_s=time.monotonic() + limit_s)
-        chunks = await self._receive_query(request_iterator, context, grpc, charged)
         total = sum(len(c) for c in chunks)
         try:
             if total < INLINE_DECODE_BYTES:
-                frame = decode_chunks(chunks, max_bytes=config.max_message_bytes)
+                frame = decode_chunks(chunks, max_bytes=config.max_message_bytes, borrow=True)
             else:
-                frame = await self._in_aux(functools.partial(decode_chunks, chunks, max_bytes=config.max_message_bytes))
+                frame = await self._in_aux(
+                    functools.partial(decode_chunks, chunks, max_bytes=config.max_message_bytes, borrow=True)
+                )
         except CodecError as exc:
             self._count("queries_damaged")
             await context.abort(grpc.StatusCode.DATA_LOSS, f"query message is damaged: {exc}")
-        chunks = []
+        chunks.clear()  # tensors within one chunk view it (and keep it); the caller's charge lasts until the query ends
         meta = frame.meta
         try:
             route = Route.from_dict(meta.get("route"))
@@ -784,9 +851,7 @@ class Worker:
         via = meta.get("via")
         if via:
             timeout_s = max(0.001, min(config.peer_timeout_s, control.deadline_s - time.monotonic()))
-            async for chunk in self._relay(context, frame, via, sender, timeout_s):
-                yield chunk
-            return
+            return await self._relay(context, frame, via, sender, timeout_s)
         if not 0 <= position < len(route) or route.steps[position].device != config.device:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -853,15 +918,11 @@ class Worker:
             chunk_bytes=config.chunk_bytes,
         )
         self._count("queries_ok")
-        shaper = config.links.shaper(sender) if config.links is not None and sender else None
-        if shaper is None:
-            for chunk in reply_chunks:
-                yield chunk
-        else:
-            async for chunk in shaped(reply_chunks, shaper):
-                yield chunk
+        return reply_chunks, (config.links.shaper(sender) if config.links is not None and sender else None)
 
-    async def _relay(self, context: Any, frame: Any, via: Any, sender: str, timeout_s: float) -> Any:
+    async def _relay(
+        self, context: Any, frame: Any, via: Any, sender: str, timeout_s: float
+    ) -> tuple[list[bytes], Any]:
         """Pass a query message on to the next device of its path and its reply back, computing nothing.
 
         The path (``via``: the devices after this one, the last the
@@ -907,13 +968,7 @@ class Worker:
             dict(reply.frame.values),
             chunk_bytes=config.chunk_bytes,
         )
-        shaper = config.links.shaper(sender) if config.links is not None and sender else None
-        if shaper is None:
-            for chunk in reply_chunks:
-                yield chunk
-        else:
-            async for chunk in shaped(reply_chunks, shaper):
-                yield chunk
+        return reply_chunks, (config.links.shaper(sender) if config.links is not None and sender else None)
 
     # ----------------------------------------------------------- Status / Drop
     async def _status(self, request: bytes, context: Any) -> bytes:
@@ -963,6 +1018,8 @@ class Worker:
 
 def run_worker(config: WorkerConfig, *, announce: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (blocking). Prints ``listening on HOST:PORT`` once bound."""
+
+    reuse_message_memory(config.chunk_bytes)
 
     async def main() -> None:
         worker = Worker(config)

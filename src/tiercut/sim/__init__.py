@@ -1,6 +1,7 @@
-"""Discrete-event simulation of users, uploads and queries over shared servers and links (SimPy).
+"""Discrete-event simulation of users, uploads and queries over shared servers and links.
 
-- :mod:`tiercut.sim.core`: the counting environment and the shared
+- :mod:`tiercut.sim.core`: the event loop (our own, small and typed;
+  SimPy's public API was measured slower, see the module) and the shared
   resources (processor sharing or FIFO, rates that change over time);
 - :mod:`tiercut.sim.model`: :class:`SimUser`, arrival processes
   (:class:`BackToBack`, :class:`Poisson`, :class:`Periodic`,
@@ -25,14 +26,13 @@ from tiercut.sim.model import (
     TraceArrivals,
 )
 from tiercut.sim.program import Program, compile_program
-from tiercut.sim.results import ArrivalRecord, OpRecord, QueryRecord, SimResult, UserSummary
+from tiercut.sim.results import ArrivalRecord, QueryRecord, SimResult, UserSummary
 
 __all__ = [
     "ArrivalProcess",
     "ArrivalRecord",
     "BackToBack",
     "BandwidthTrace",
-    "OpRecord",
     "Periodic",
     "Poisson",
     "Program",

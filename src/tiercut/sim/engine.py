@@ -1,14 +1,21 @@
 """The discrete-event simulator: users, uploads and queries over shared servers and links.
 
-Processes are SimPy generators: one per user (it joins, starts its uploads,
+Processes are generators on the project's own event loop
+(:class:`tiercut.sim.core.SimEnvironment`; why not SimPy, measured, is in
+:mod:`tiercut.sim.core`): one per user (it joins, starts its uploads,
 issues queries by its arrival process, leaves), one per (user, server)
 upload (partitions one after another: the link latency, then the bytes on
 the shared link; a partition counts as arrived when its last byte is in --
 the seed's upload thread with its confirmation), and one per bandwidth
-trace. A query is a callback-driven walk through its program
-(:mod:`tiercut.sim.program`): each operation is a job on a device or a link
-(:class:`tiercut.sim.core.SharedResource`), so the number of events is a few
-per operation whatever the number of layers or bytes.
+trace; they ``yield env.timeout(...)`` and ``yield resource.event(...)``.
+A query, the bulk of the events, is a callback-driven walk through its
+program (:mod:`tiercut.sim.program`) rather than a process: each operation
+is a job on a device or a link (:class:`tiercut.sim.core.SharedResource`)
+whose completion calls the next step directly, one timer per operation
+instead of a timer plus an event dispatch, so the number of events is a few
+per operation whatever the number of layers or bytes. Every query is
+recorded as a :class:`tiercut.trace.QueryRecord`, the type measured runs
+use too (:func:`tiercut.trace.compare_traces`).
 
 A query uses, at its start, the stage of its user's upload plan matching
 what has arrived by then on each server (the IONN model's rule, and the
@@ -25,15 +32,18 @@ to 1e-9 relative).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from tiercut.cost import evaluate
 from tiercut.errors import TiercutError
 from tiercut.problem import ProblemDevice
-from tiercut.sim.core import SharedResource, SimEnvironment, delay
+from tiercut.sim.core import EventLoop, SharedResource, SimEnvironment
 from tiercut.sim.model import BackToBack, BandwidthTrace, Periodic, Poisson, SimConfig, SimUser, TraceArrivals
 from tiercut.sim.program import (
     COMPUTE,
@@ -46,7 +56,8 @@ from tiercut.sim.program import (
     compile_program,
     link_key,
 )
-from tiercut.sim.results import ArrivalRecord, OpRecord, QueryRecord, ResourceSummary, SimResult
+from tiercut.sim.results import ArrivalRecord, ResourceSummary, SimResult
+from tiercut.trace import QueryRecord, Span
 from tiercut.upload.analytic import StageSolver
 from tiercut.upload.types import UploadPartition
 
@@ -59,13 +70,22 @@ Progress = Callable[[float, float], None]
 class _Bound:
     """A program with its operations bound to the run's resources."""
 
-    __slots__ = ("children", "n_deps", "ops", "program", "resources", "stage")
+    __slots__ = (
+        "bytes_received", "bytes_sent", "children", "devices", "n_deps", "ops", "planned_latency_s", "program", "resources",
+        "stage",
+    )
 
-    def __init__(self, program: Program, resources: list[SharedResource], stage: int) -> None:
+    def __init__(
+        self, program: Program, resources: list[SharedResource], stage: int, planned_latency_s: float, source: str
+    ) -> None:
         self.program = program
         self.ops: tuple[Op, ...] = program.ops
         self.resources = resources
         self.stage = stage
+        self.planned_latency_s = planned_latency_s
+        self.devices = tuple(dict.fromkeys(op.where for op in program.ops if op.kind == COMPUTE))
+        self.bytes_sent = int(sum(op.amount for op in program.ops if op.kind != COMPUTE and op.src == source))
+        self.bytes_received = int(sum(op.amount for op in program.ops if op.kind != COMPUTE and op.dst == source))
         self.n_deps = [len(op.deps) for op in program.ops]
         self.children: list[list[int]] = [[] for _ in program.ops]
         for i, op in enumerate(program.ops):
@@ -130,7 +150,7 @@ class _Query:
         self.bound = bound
         self.record = record
         self.busy_c = self.busy_tx = self.busy_rx = self.e_total = 0.0
-        self.op_log: list[OpRecord] | None = [] if run.config.record_ops else None
+        self.op_log: list[Span] | None = [] if run.config.record_ops else None
 
     # ----------------------------------------------------------- sequential
     def start_sequential(self) -> None:
@@ -143,11 +163,11 @@ class _Query:
             self.run.finish(self)
             return
         op = ops[self.i]
-        self.t_op = self.run.env._now
+        self.t_op = self.run.env.now
         if op.kind == COMPUTE or op.latency_s <= 0.0:
             self.bound.resources[self.i].submit(op.amount, self._seq_done)
         else:
-            delay(self.run.env, op.latency_s, self._seq_send)
+            self.run.env.schedule(op.latency_s, self._seq_send)
 
     def _seq_send(self) -> None:
         self.bound.resources[self.i].submit(self.bound.ops[self.i].amount, self._seq_done)
@@ -169,11 +189,11 @@ class _Query:
 
     def _launch(self, i: int) -> None:
         op = self.bound.ops[i]
-        self.t_op[i] = self.run.env._now
+        self.t_op[i] = self.run.env.now
         if op.kind == COMPUTE or op.latency_s <= 0.0:
             self.bound.resources[i].submit(op.amount, functools.partial(self._dag_done, i))
         else:
-            delay(self.run.env, op.latency_s, functools.partial(self._dag_send, i))
+            self.run.env.schedule(op.latency_s, self._dag_send, i)
 
     def _dag_send(self, i: int) -> None:
         self.bound.resources[i].submit(self.bound.ops[i].amount, functools.partial(self._dag_done, i))
@@ -190,7 +210,7 @@ class _Query:
 
     # ----------------------------------------------------------- bookkeeping
     def _account(self, op: Op, started: float) -> None:
-        now = self.run.env._now
+        now = self.run.env.now
         if op.kind == COMPUTE:
             self.e_total += op.energy_j
             if op.role == ROLE_COMPUTE:
@@ -203,16 +223,19 @@ class _Query:
             elif op.role == ROLE_RX:
                 self.busy_rx += elapsed
         if self.op_log is not None:
-            kind = "compute" if op.kind == COMPUTE else "transfer"
-            self.op_log.append(OpRecord(kind, op.where, op.nodes, op.amount, started, now))
+            if op.kind == COMPUTE:
+                span = Span("compute", op.where, started, now, nodes=op.nodes, work_s=op.amount, where=op.where)
+            else:
+                span = Span("transfer", op.src, started, now, peer=op.dst, nodes=op.nodes, nbytes=int(op.amount), where=op.where)
+            self.op_log.append(span)
 
 
 class _Run:
     """The state of one run (built by :meth:`Simulation.run`)."""
 
-    def __init__(self, users: Sequence[SimUser], config: SimConfig) -> None:
+    def __init__(self, users: Sequence[SimUser], config: SimConfig, event_loop: Callable[[], EventLoop]) -> None:
         self.config = config
-        self.env = SimEnvironment()
+        self.env = event_loop()
         self.queries: list[QueryRecord] = []
         self.arrivals: list[ArrivalRecord] = []
         self.devices: dict[str, ProblemDevice] = {}
@@ -269,9 +292,9 @@ class _Run:
             return symmetric
         return f"{trace.a}>{trace.b}"
 
-    def bind(self, state: _UserState, program: Program, stage: int) -> _Bound:
+    def bind(self, state: _UserState, program: Program, stage: int, planned_latency_s: float) -> _Bound:
         resources = [self.compute[op.where] if op.kind == COMPUTE else self.links[op.where] for op in program.ops]
-        return _Bound(program, resources, stage)
+        return _Bound(program, resources, stage, planned_latency_s, state.user.problem.source)
 
     # ----------------------------------------------------------- processes
     def start(self) -> None:
@@ -298,7 +321,7 @@ class _Run:
             yield env.timeout(user.join_s)
         state.active = True
         if user.leave_s is not None:
-            delay(env, user.leave_s - env.now, functools.partial(self._leave, state))
+            env.schedule(user.leave_s - env.now, self._leave, state)
         for k, server in enumerate(state.servers):
             env.process(self._upload_process(state, k, server))
         arrivals = user.arrivals
@@ -365,27 +388,30 @@ class _Run:
         if user.plan is None:
             placement = dict(user.placement) if user.placement is not None else user.problem.local_placement()
             stage = -2
+            planned = evaluate(user.problem, placement).latency_s
         else:
             stage = state.stage_index.get(key, -1)
             if stage >= 0:
                 placement = user.plan.stages[stage].placement
+                planned = user.plan.stages[stage].latency_s
             else:
                 if state.solver is None:
                     state.solver = StageSolver(user.problem.restricted_to([user.problem.source, *state.servers]))
                 available = {
                     s: {n for part in state.uploads[j][: key[j]] for n in part.nodes} for j, s in enumerate(state.servers)
                 }
-                placement = state.solver.solve(available)[0]
+                placement, planned = state.solver.solve(available)
         program = compile_program(user.problem, placement, self.config.execution)
-        bound = self.bind(state, program, stage)
+        bound = self.bind(state, program, stage, planned)
         state.bound[key] = bound
         return bound
 
     def issue(self, state: _UserState) -> None:
         bound = self._current(state)
         record = QueryRecord(
-            state.user.name, state.issued, self.env._now, stage=bound.stage, placement=bound.program.placement,
-            bytes_moved=bound.program.bytes_moved,
+            state.user.name, state.issued, self.env.now, stage=bound.stage, placement=bound.program.placement,
+            devices=bound.devices, planned_latency_s=bound.planned_latency_s, bytes_sent=bound.bytes_sent,
+            bytes_received=bound.bytes_received, bytes_moved=bound.program.bytes_moved,
         )
         state.issued += 1
         query = _Query(self, state, bound, record)
@@ -395,7 +421,7 @@ class _Run:
             query.start_overlapped()
 
     def finish(self, query: _Query) -> None:
-        now = self.env._now
+        now = self.env.now
         record = query.record
         record.end_s = now
         program = query.bound.program
@@ -409,7 +435,7 @@ class _Run:
         )
         record.energy_total_j = query.e_total
         if query.op_log is not None:
-            record.ops = tuple(query.op_log)
+            record.spans = tuple(query.op_log)
         self.queries.append(record)
         state = query.state
         state.completed += 1
@@ -421,7 +447,7 @@ class _Run:
             )
         if isinstance(arrivals, BackToBack) and self._may_issue(state):
             if arrivals.think_s > 0:
-                delay(self.env, arrivals.think_s, functools.partial(self._issue_if_active, state))
+                self.env.schedule(arrivals.think_s, self._issue_if_active, state)
             else:
                 self.issue(state)
 
@@ -448,17 +474,44 @@ class _Run:
             in_flight={s.user.name: s.issued - s.completed for s in self.states},
             resources=resources,
             end_s=self.env.now,
-            events=self.env.events_scheduled,
+            events=self.env.events,
             wall_s=wall_s,
         )
 
 
-class Simulation:
-    """A simulation of ``users`` under ``config``; :meth:`run` does the work (every call a fresh run)."""
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a run (reference counting still frees everything).
 
-    def __init__(self, users: Sequence[SimUser], config: SimConfig | None = None) -> None:
+    A run makes no reference cycle per event, but it keeps every query's
+    record, and the collector's full passes over that growing trace cost
+    about 30 % of a large run's CPU time (measured with
+    ``benchmarks/simulator.py``); cycles made meanwhile are collected once
+    the collector resumes.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class Simulation:
+    """A simulation of ``users`` under ``config``; :meth:`run` does the work (every call a fresh run).
+
+    ``event_loop`` makes the run's event loop: :class:`tiercut.sim.core.SimEnvironment`
+    by default; ``benchmarks/simulator.py`` passes an adapter over SimPy's
+    public API to measure the alternative the core was chosen against.
+    """
+
+    def __init__(
+        self, users: Sequence[SimUser], config: SimConfig | None = None, *, event_loop: Callable[[], EventLoop] = SimEnvironment
+    ) -> None:
         self.users = tuple(users)
         self.config = config or SimConfig()
+        self.event_loop = event_loop
 
     def check(self) -> None:
         """Refuse a run that cannot end (a :class:`TiercutError` naming the user)."""
@@ -476,17 +529,18 @@ class Simulation:
     def run(self, progress: Progress | None = None) -> SimResult:
         """Simulate; ``progress(now_s, total_s)`` is called at checkpoints of a run with a duration."""
         self.check()
-        run = _Run(self.users, self.config)
+        run = _Run(self.users, self.config, self.event_loop)
         start = time.perf_counter()
-        run.start()
-        duration = self.config.duration_s
-        if duration is None:
-            run.env.run()
-        else:
-            for step in range(1, PROGRESS_STEPS + 1):
-                run.env.run(until=duration * step / PROGRESS_STEPS)
-                if progress is not None:
-                    progress(run.env.now, duration)
+        with _collector_paused():
+            run.start()
+            duration = self.config.duration_s
+            if duration is None:
+                run.env.run()
+            else:
+                for step in range(1, PROGRESS_STEPS + 1):
+                    run.env.run(until=duration * step / PROGRESS_STEPS)
+                    if progress is not None:
+                        progress(run.env.now, duration)
         wall = time.perf_counter() - start
         if duration is None and progress is not None:
             progress(run.env.now, run.env.now)

@@ -1,88 +1,19 @@
-"""What a simulation returns: every query's trace, every partition's arrival, summaries."""
+"""What a simulation returns: every query's trace, every partition's arrival, summaries.
+
+Queries are :class:`tiercut.trace.QueryRecord` s, the type the runtime's measured traces use too.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.serialization import finite_or_null
+from tiercut.trace import QueryRecord
 from tiercut.upload.types import UploadMetrics, done_by, starts_before
-
-
-@dataclass(frozen=True, slots=True)
-class OpRecord:
-    """One operation of a query as it ran (``record_ops``)."""
-
-    kind: str
-    where: str
-    nodes: tuple[str, ...]
-    amount: float
-    start_s: float
-    end_s: float
-
-
-@dataclass(slots=True)
-class QueryRecord:
-    """One completed query.
-
-    Attributes:
-        user: the user.
-        index: its number among the user's queries (0-based, issue order).
-        start_s, end_s: issue and completion times (simulated seconds).
-        stage: index of the user's upload stage it used (-1: a stage off the
-            plan's order, solved on the fly; -2: no upload plan).
-        placement: node -> device it ran with (shared with every query of the stage).
-        bytes_moved: tensor bytes sent between devices.
-        energy_source_j: the client's energy for the query.
-        energy_total_j: every device's energy for it.
-        ops: its operations, when recorded.
-    """
-
-    user: str
-    index: int
-    start_s: float
-    end_s: float = math.nan
-    stage: int = -2
-    placement: Mapping[str, str] = field(default_factory=dict)
-    bytes_moved: int = 0
-    energy_source_j: float = 0.0
-    energy_total_j: float = 0.0
-    ops: tuple[OpRecord, ...] | None = None
-
-    @property
-    def latency_s(self) -> float:
-        return self.end_s - self.start_s
-
-    def to_dict(self, with_placement: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "user": self.user,
-            "index": self.index,
-            "start_s": self.start_s,
-            "end_s": self.end_s,
-            "latency_s": self.latency_s,
-            "stage": self.stage,
-            "bytes_moved": self.bytes_moved,
-            "energy_source_j": self.energy_source_j,
-            "energy_total_j": self.energy_total_j,
-        }
-        if with_placement:
-            data["placement"] = dict(self.placement)
-        if self.ops is not None:
-            data["ops"] = [
-                {
-                    "kind": o.kind,
-                    "where": o.where,
-                    "nodes": list(o.nodes),
-                    "amount": o.amount,
-                    "start_s": o.start_s,
-                    "end_s": o.end_s,
-                }
-                for o in self.ops
-            ]
-        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +94,7 @@ class SimResult:
         in_flight: user -> queries issued but not complete at the end.
         resources: devices and links with their use.
         end_s: simulated time at the end.
-        events: SimPy events scheduled.
+        events: events scheduled on the event loop (timers, timeouts, event successes, process starts).
         wall_s: wall-clock seconds of the run.
     """
 
@@ -268,4 +199,4 @@ class SimResult:
         return finite_or_null(data)
 
 
-__all__ = ["ArrivalRecord", "OpRecord", "QueryRecord", "ResourceSummary", "SimResult", "UserSummary"]
+__all__ = ["ArrivalRecord", "QueryRecord", "ResourceSummary", "SimResult", "UserSummary"]

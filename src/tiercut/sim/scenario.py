@@ -67,6 +67,7 @@ from tiercut.sim.model import (
     SimUser,
     TraceArrivals,
 )
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 from tiercut.upload.types import UserUploadPlan
 
 SCHEMA_VERSION = 1
@@ -103,8 +104,8 @@ class ArrivalSpec(_Strict):
 
 
 class UploadSpec(_Strict):
-    algorithm: str = "recursive-efficiency"
-    offloading: str = "mincut"
+    algorithm: str = DEFAULT_UPLOAD_PLANNER
+    offloading: str = DEFAULT_OFFLOADING_PLANNER
     mode: Literal["per-user", "joint"] = "per-user"
     settings: dict[str, Any] = Field(default_factory=dict)
     offloading_settings: dict[str, Any] = Field(default_factory=dict)
@@ -311,10 +312,11 @@ def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tup
     )
     key = (model, tuple(user.input_shape or ()), user.granularity)
     if key not in graphs:
-        from tiercut.graph import extract_graph
+        from tiercut.pipeline.model import graph as graph_step  # the pipeline's one way from a model spec to a graph
 
-        graphs[key] = extract_graph(
-            model, tuple(user.input_shape) if user.input_shape else None, granularity=user.granularity,
+        shape = tuple(user.input_shape) if user.input_shape else None
+        graphs[key] = graph_step(
+            model, input_shape=shape, granularity=user.granularity,
             allow_code=scenario.allow_code,  # data_model_spec above admitted code only with --allow-code
         )
     compute = None

@@ -10,7 +10,9 @@ arrived.
   ``ionn``, ``efficiency``, ``recursive-efficiency`` and the brute-force
   reference ``exhaustive``;
 - :func:`plan_upload`: the front door for one client and one server,
-  ``plan_upload(problem, algorithm="ionn") -> UploadPlan``;
+  ``plan_upload(problem, algorithm=DEFAULT_UPLOAD_PLANNER) -> UploadPlan``
+  (:data:`DEFAULT_UPLOAD_PLANNER`, ``recursive-efficiency``; the server
+  partition P1 from :data:`DEFAULT_OFFLOADING_PLANNER`, ``mincut``);
 - :func:`plan_multi_upload`: several users over several servers after a
   multi-user partition-offloading plan (PSO...) -> :class:`MultiUploadPlan`;
 - :mod:`tiercut.upload.analytic`: the IONN model (stages, queries back to
@@ -29,12 +31,14 @@ from tiercut.upload.analytic import (
     query_schedule,
     upload_metrics,
 )
-from tiercut.upload.base import GroupResult, UploadPlanner
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER, GroupResult, UploadPlanner
 from tiercut.upload.multi import plan_multi_upload, plan_user_upload, user_plan_from_upload
 from tiercut.upload.registry import UPLOAD_PLANNERS, get_upload_planner, plan_upload
 from tiercut.upload.types import MultiUploadPlan, Stage, UploadMetrics, UploadPartition, UploadPlan, UserUploadPlan
 
 __all__ = [
+    "DEFAULT_OFFLOADING_PLANNER",
+    "DEFAULT_UPLOAD_PLANNER",
     "UPLOAD_PLANNERS",
     "GroupResult",
     "MultiUploadPlan",

@@ -42,6 +42,16 @@ from tiercut.upload.analytic import evaluate_upload
 from tiercut.upload.context import UploadContext, build_context
 from tiercut.upload.types import UploadPlan
 
+#: the upload planner used when none is named (``plan_upload()``, ``tiercut upload``, ``tiercut run``,
+#: scenario files): the recursive efficiency order, the best of the seed's planners in its experiments
+#: (ALGORITHMS.md); ``ionn`` is IONN's original order.
+DEFAULT_UPLOAD_PLANNER = "recursive-efficiency"
+
+#: the partition planner that picks an upload plan's server partition P1 when none is given: ``mincut``,
+#: exact over the two devices (client and server) an upload plan has (a faster special case of
+#: :data:`tiercut.plan.base.DEFAULT_PLANNER`).
+DEFAULT_OFFLOADING_PLANNER = "mincut"
+
 
 @dataclass(frozen=True)
 class GroupResult:
@@ -170,8 +180,7 @@ class UploadPlanner(Configurable):
     Common settings (every planner has them):
         server: the server to upload to (None: the offloading plan's server).
         offloading: registered partition planner that picks the target P1
-            when :meth:`solve` gets none (default ``mincut``: exact on two
-            devices, best single server otherwise).
+            when :meth:`solve` gets none (:data:`DEFAULT_OFFLOADING_PLANNER`).
         n_queries: ``n`` of ``time_for_n_queries_s`` (None: the queries issued
             during a direct upload of the target, the same for every planner).
     """
@@ -181,7 +190,9 @@ class UploadPlanner(Configurable):
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
 
-    def __init__(self, server: str | None = None, offloading: str = "mincut", n_queries: int | None = None) -> None:
+    def __init__(
+        self, server: str | None = None, offloading: str = DEFAULT_OFFLOADING_PLANNER, n_queries: int | None = None
+    ) -> None:
         self.server = server
         self.offloading = offloading
         self.n_queries = n_queries

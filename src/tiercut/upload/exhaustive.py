@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from tiercut.errors import TiercutError
 from tiercut.upload.analytic import default_query_count, direct_upload_s, held_params, metrics_of, upload_seconds
-from tiercut.upload.base import GroupResult, UploadPlanner
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, GroupResult, UploadPlanner
 from tiercut.upload.context import UploadContext
 
 #: metric -> True when larger is better.
@@ -51,7 +51,7 @@ class ExhaustiveUploadPlanner(UploadPlanner):
     def __init__(
         self,
         server: str | None = None,
-        offloading: str = "mincut",
+        offloading: str = DEFAULT_OFFLOADING_PLANNER,
         n_queries: int | None = None,
         metric: str = "time_for_n_queries",
         max_units: int = 6,

@@ -17,7 +17,7 @@ the target P1, so the partitions end up covering it.
 from __future__ import annotations
 
 from tiercut.errors import TiercutError
-from tiercut.upload.base import GroupResult, UploadPlanner
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, GroupResult, UploadPlanner
 from tiercut.upload.context import UploadContext
 
 
@@ -31,7 +31,7 @@ class IONNUploadPlanner(UploadPlanner):
     def __init__(
         self,
         server: str | None = None,
-        offloading: str = "mincut",
+        offloading: str = DEFAULT_OFFLOADING_PLANNER,
         n_queries: int | None = None,
         penalty_base: float = 0.5,
         penalty_levels: int = 7,

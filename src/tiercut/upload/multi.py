@@ -31,7 +31,7 @@ from tiercut.errors import TiercutError
 from tiercut.plan import MultiPlacementResult, make_multi_plan
 from tiercut.problem import MultiPlan, MultiUserProblem, Problem
 from tiercut.upload.analytic import StageSolver, build_stages, default_query_count, direct_upload_s, upload_metrics
-from tiercut.upload.base import upload_problem_issue
+from tiercut.upload.base import DEFAULT_UPLOAD_PLANNER, upload_problem_issue
 from tiercut.upload.registry import get_upload_planner
 from tiercut.upload.types import MultiUploadPlan, Stage, UploadPlan, UserUploadPlan
 
@@ -135,7 +135,7 @@ def user_plan_from_upload(user: str, plan: UploadPlan) -> UserUploadPlan:
 
 def plan_multi_upload(
     problem: MultiUserProblem,
-    algorithm: str = "recursive-efficiency",
+    algorithm: str = DEFAULT_UPLOAD_PLANNER,
     *,
     offloading: str | MultiPlan | Mapping[str, Mapping[str, str]] = "pso",
     offloading_settings: Mapping[str, Any] | None = None,

@@ -11,7 +11,7 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.problem import Plan, Problem
-from tiercut.upload.base import UploadPlanner
+from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER, UploadPlanner
 from tiercut.upload.direct import DirectUploadPlanner
 from tiercut.upload.efficiency import EfficiencyUploadPlanner, RecursiveEfficiencyUploadPlanner
 from tiercut.upload.exhaustive import ExhaustiveUploadPlanner
@@ -40,18 +40,18 @@ def get_upload_planner(algorithm: str, **settings: Any) -> UploadPlanner:
 
 def plan_upload(
     problem: Problem,
-    algorithm: str = "recursive-efficiency",
+    algorithm: str = DEFAULT_UPLOAD_PLANNER,
     *,
     target: Plan | Mapping[str, str] | None = None,
     **settings: Any,
 ) -> UploadPlan:
-    """Plan the upload of ``problem``'s server partition with the planner ``algorithm``.
+    """Plan the upload of ``problem``'s server partition with the planner ``algorithm`` (:data:`DEFAULT_UPLOAD_PLANNER`).
 
     ``target`` is the partition-offloading plan (or placement) whose nodes on
     one server are P1; without it the planner's ``offloading`` setting plans
-    one (``mincut`` by default).
+    one (:data:`DEFAULT_OFFLOADING_PLANNER` by default).
     """
     return get_upload_planner(algorithm, **settings).solve(problem, target)
 
 
-__all__ = ["UPLOAD_PLANNERS", "get_upload_planner", "plan_upload"]
+__all__ = ["DEFAULT_OFFLOADING_PLANNER", "DEFAULT_UPLOAD_PLANNER", "UPLOAD_PLANNERS", "get_upload_planner", "plan_upload"]

@@ -1,0 +1,93 @@
+"""The options several commands share: one flag per concept, and the old spellings as deprecated aliases.
+
+=====================  ==============================================================
+flag                   meaning (every command that has it)
+=====================  ==============================================================
+``--algorithm``        the partition planner (``compare``: a comma list)
+``--upload-algorithm`` the upload planner
+``--out`` / ``-o``     the file (or, for ``demo``, the folder) written
+``--json``             print the result as JSON (the DESIGN.md contract)
+``--torch-threads``    torch intra-op threads
+``--quiet`` / ``-q``   no progress display on stderr
+=====================  ==============================================================
+
+An old spelling (``--algorithms``, ``--upload``, ``--offloading``,
+``--output``, ``serve --threads``, ``profile --threads``) is a hidden option
+that still works and prints a one-line deprecation warning on stderr
+(:func:`alias`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tiercut.errors import TiercutError
+
+T = TypeVar("T")
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    typer.echo(f"tiercut: warning: {message}", err=True)
+
+
+def alias(value: T, old_value: T | None, *, new: str, old: str, default: T) -> T:
+    """``value`` of ``new``, or ``old_value`` of the deprecated ``old`` (with a warning); both given is an error."""
+    if old_value is None:
+        return value
+    warn(f"{old} is deprecated; use {new}")
+    if value != default and value != old_value:
+        raise TiercutError(f"give {new} only, not also the deprecated {old}")
+    return old_value
+
+
+def progress_for(quiet: bool) -> Any:
+    """The pipeline's progress display: on stderr when it is a terminal, unless ``--quiet``."""
+    from tiercut.pipeline.progress import terminal_progress
+
+    return terminal_progress(quiet)
+
+
+def emit_json(payload: Any, out: Path | None) -> None:
+    """Print ``payload`` as JSON, or write it to ``out`` (atomically) and say where."""
+    text = json.dumps(payload, indent=1)
+    if out is None:
+        typer.echo(text)
+        return
+    from tiercut.cli.checks import write_text_output
+
+    write_text_output(out, "--out", text + "\n")
+    typer.echo(f"wrote {out}", err=True)
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display on stderr")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON (DESIGN.md contract)")]
+OutJsonOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="write the JSON result to this file (for 'tiercut report')")
+]
+AlgorithmOpt = Annotated[str, typer.Option("--algorithm", help="partition planner (tiercut plan --list)")]
+UploadAlgorithmOpt = Annotated[
+    str, typer.Option("--upload-algorithm", help="upload planner (tiercut upload --list)")
+]
+OldOffloadingOpt = Annotated[
+    str | None, typer.Option("--offloading", hidden=True, help="deprecated: --algorithm")
+]
+OldUploadOpt = Annotated[str | None, typer.Option("--upload", hidden=True, help="deprecated: --upload-algorithm")]
+
+__all__ = [
+    "AlgorithmOpt",
+    "JsonOpt",
+    "OldOffloadingOpt",
+    "OldUploadOpt",
+    "OutJsonOpt",
+    "QuietOpt",
+    "UploadAlgorithmOpt",
+    "alias",
+    "emit_json",
+    "progress_for",
+    "warn",
+]

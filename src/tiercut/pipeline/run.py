@@ -1,0 +1,213 @@
+"""The run step: a model split for real over gRPC workers, uploads confirmed while queries run.
+
+:func:`run` plans the upload (or takes one), cuts the captured model into
+partitions, starts local workers (or connects to given ones), runs the
+queries and returns a :class:`RunOutcome` with the measured trace and,
+when asked, the simulator's prediction of the same run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.pipeline.progress import SILENT, Progress
+from tiercut.problem import Problem
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run measured.
+
+    Attributes:
+        upload_plan: the upload plan run (its JSON form, as ``tiercut upload --json`` prints it).
+        result: the measured trace (:class:`tiercut.runtime.client.RunResult`).
+        problem: the client-server problem it was planned on (None for a given upload plan).
+        prediction: the simulator's (start_s, latency_s) of the same queries, when asked and comparable.
+    """
+
+    upload_plan: dict[str, Any]
+    result: Any
+    problem: Problem | None = None
+    prediction: list[tuple[float, float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints."""
+        return {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+
+
+def read_upload_plan(path: str | Path) -> dict[str, Any]:
+    """The ``upload_plan`` object of a ``tiercut upload --json`` file (or the object itself)."""
+    from tiercut.datafiles import read_json_file
+
+    data = read_json_file(path, "upload plan")
+    if isinstance(data, dict) and isinstance(data.get("upload_plan"), dict):
+        data = data["upload_plan"]
+    if not isinstance(data, dict):
+        raise TiercutError(f"upload plan {path} must hold the 'upload_plan' object of 'tiercut upload --json'")
+    return data
+
+
+def predicted_queries(problem: Problem, upload_plan: Mapping[str, Any], queries: int) -> list[tuple[float, float]] | None:
+    """The simulator's (start, latency) of ``queries`` back-to-back queries (None for a multi-server plan)."""
+    from tiercut.pipeline.simulate import simulate
+    from tiercut.upload import UploadPlan
+
+    if "servers" in upload_plan:
+        return None
+    result = simulate(problem, UploadPlan.from_dict(upload_plan), queries=max(1, queries))
+    return [(q.start_s, q.end_s - q.start_s) for q in result.queries if math.isfinite(q.end_s)]
+
+
+def run(
+    model: Any,
+    env: str = "three-tier",
+    *,
+    upload_algorithm: str = "recursive-efficiency",
+    algorithm: str = "mincut",
+    server: str | None = None,
+    upload_plan: Mapping[str, Any] | str | Path | None = None,
+    queries: int = 20,
+    rate_hz: float | None = None,
+    workers: Mapping[str, str] | None = None,
+    credentials: Any = None,
+    insecure: bool = False,
+    artifact_format: str = "aten-json",
+    emulate_links: bool = True,
+    bandwidth_scale: float = 1.0,
+    verify: bool = False,
+    source_slowdown: float = 1.0,
+    torch_device: str = "cpu",
+    resume: bool = False,
+    max_run_s: float = 3600.0,
+    keep_uploading_s: float = 0.0,
+    log_dir: Path | None = None,
+    source: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    granularity: str = "module",
+    profile: str | Path | None = None,
+    compute_table: str | Path | None = None,
+    predict: bool = False,
+    progress: Progress = SILENT,
+    log: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Run ``model`` split over workers: uploads in the planned pieces while ``queries`` queries run.
+
+    Args:
+        upload_algorithm: the upload planner; ``algorithm``: the partition planner choosing P1.
+        upload_plan: run this upload plan (a ``tiercut upload --json`` file or its ``upload_plan``) instead of planning.
+        workers: server name -> ``host:port`` of running workers (None: start local ones).
+        credentials: a :class:`tiercut.runtime.protocol.Credentials` for ``workers``.
+        insecure: allow a token to travel in clear to non-loopback workers.
+        predict: also simulate the same run (single server, real link figures, back-to-back queries).
+        log: called with each line the run reports (uploads confirmed, workers' state).
+    """
+    from tiercut.env import load_environment
+    from tiercut.graph import ModelRequest
+    from tiercut.graph.model_spec import has_torch_model
+    from tiercut.pipeline.model import capture
+    from tiercut.pipeline.problem import problem as problem_step
+    from tiercut.pipeline.upload import check_upload_algorithm, plan_uploads
+    from tiercut.profile.measure import resolve_torch_device
+    from tiercut.runtime.artifact import ARTIFACT_FORMATS
+    from tiercut.runtime.client import RunSettings
+    from tiercut.runtime.migration import prepare_migration
+    from tiercut.runtime.protocol import Credentials
+    from tiercut.runtime.session import LocalCluster, run_migration
+    from tiercut.runtime.worker import is_loopback, parse_address
+
+    # every setting is checked before any model work
+    spec = model.spec if isinstance(model, ModelRequest) else model
+    if isinstance(spec, str) and not has_torch_model(spec):
+        raise TiercutError(
+            f"run executes the model itself; {spec} holds only its graph (pass the zoo name or the factory it came from)"
+        )
+    if artifact_format not in ARTIFACT_FORMATS:
+        raise TiercutError(f"artifact format {artifact_format!r} is not known; use {' or '.join(ARTIFACT_FORMATS)}")
+    if queries < 1:
+        raise TiercutError(f"queries {queries} must be >= 1")
+    if upload_plan is None:
+        check_upload_algorithm(upload_algorithm)
+    torch_device = resolve_torch_device(torch_device)
+    if torch_device != "cpu" and workers is not None:
+        raise TiercutError("the torch device applies to local workers; start remote ones with 'tiercut serve --torch-device'")
+    credentials = credentials or Credentials()
+    credentials.check_readable()
+    if workers is not None and credentials.token and not credentials.uses_tls and not insecure:
+        remote = [a for a in workers.values() if not is_loopback(parse_address(a)[0])]
+        if remote:
+            raise TiercutError(
+                f"the token would travel in clear to {remote[0]}; pass --tls-cert/--tls-key/--tls-ca, "
+                "or --insecure on a trusted network"
+            )
+    settings = RunSettings(
+        queries=queries, rate_hz=rate_hz, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
+        keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown,
+    )
+    environment = load_environment(env)
+    problem = None
+    if upload_plan is None:
+        full = problem_step(
+            model, environment, source=source, input_shape=input_shape, granularity=granularity, profile=profile,
+            compute_s=compute_table, progress=progress,
+        )
+        planned = plan_uploads(full, upload_algorithm, server=server, offloading=algorithm, progress=progress)
+        problem = planned.problem
+        plan = planned.plan.to_dict()
+    elif isinstance(upload_plan, (str, Path)):
+        plan = read_upload_plan(upload_plan)
+    else:
+        plan = dict(upload_plan)
+    captured = capture(model, input_shape, granularity=granularity, progress=progress)
+    label = spec if isinstance(spec, str) else captured.graph.model
+    plan_source = source or plan.get("source") or environment.default_source()
+    note = log or progress.log
+    with progress.step("cutting the model into partitions"):
+        migration = prepare_migration(
+            captured, plan, source=plan_source, artifact_format=artifact_format, label=label, progress=note,
+            problem=problem,
+        )
+    link_env = environment if emulate_links else None
+    running = f"running {queries} queries of {label} while its partitions upload"
+    if workers is not None:
+        with progress.step(running):
+            result = run_migration(
+                migration, workers, credentials=credentials, settings=settings, environment=link_env,
+                bandwidth_scale=bandwidth_scale, log=note,
+            )
+    else:
+        import torch
+
+        extra = ["--allow-onnx"] if artifact_format == "onnx" else []
+        if torch_device != "cpu":
+            extra += ["--torch-device", torch_device]
+        cluster = LocalCluster(
+            [*migration.servers, *migration.relays], env=env if emulate_links else None,
+            bandwidth_scale=bandwidth_scale, log_dir=log_dir, extra_args=extra,
+        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cluster.threads_per_process)  # the client shares the cores with its workers
+        try:
+            with progress.step(f"starting {len(cluster.devices)} local worker(s)"):
+                cluster.start()
+            try:
+                with progress.step(running):
+                    result = run_migration(
+                        migration, cluster.addresses, credentials=cluster.credentials(), settings=settings,
+                        environment=link_env, bandwidth_scale=bandwidth_scale, log=note,
+                    )
+            finally:
+                cluster.stop()
+        finally:
+            torch.set_num_threads(threads)
+    prediction = None
+    if predict and problem is not None and emulate_links and bandwidth_scale == 1.0 and rate_hz is None:
+        prediction = predicted_queries(problem, plan, queries)
+    return RunOutcome(plan, result, problem, prediction)
+
+
+__all__ = ["RunOutcome", "predicted_queries", "read_upload_plan", "run"]

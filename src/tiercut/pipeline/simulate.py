@@ -1,0 +1,93 @@
+"""The simulate step: queries (and uploads) event by event in the discrete-event simulator.
+
+- :func:`simulate` -- one user: a problem, optionally an upload plan (the
+  partitions arrive while it queries), a number of back-to-back queries;
+- :func:`simulate_scenario` -- a scenario YAML file (many users, arrivals,
+  bandwidth traces; :mod:`tiercut.sim.scenario`), set up and run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tiercut.errors import TiercutError
+from tiercut.pipeline.progress import SILENT, Progress
+from tiercut.problem import Plan, Problem
+from tiercut.sim import SimConfig, SimResult
+from tiercut.upload import UploadPlan, UserUploadPlan
+
+
+def simulate(
+    problem: Problem,
+    upload: UploadPlan | Any | None = None,
+    *,
+    plan: Plan | None = None,
+    queries: int = 20,
+    config: SimConfig | None = None,
+    user: str = "client",
+    progress: Progress = SILENT,
+) -> SimResult:
+    """Simulate one user issuing ``queries`` back-to-back queries on ``problem``.
+
+    ``upload`` (an :class:`UploadPlan`, or an :class:`UploadResult` of
+    :func:`tiercut.plan_uploads`): the server partition arrives piece by piece
+    while the queries run; ``plan``: a fixed placement instead (everything
+    already in place); neither: every query runs on the source.
+    """
+    from tiercut.sim import SimUser
+    from tiercut.sim import simulate as run_simulation
+    from tiercut.upload import user_plan_from_upload
+
+    if queries < 1:
+        raise TiercutError(f"queries {queries} must be >= 1")
+    if upload is not None and plan is not None:
+        raise TiercutError("give an upload plan or a fixed plan to simulate, not both")
+    if upload is not None and not isinstance(upload, (UploadPlan, UserUploadPlan)):
+        upload = upload.plan  # an UploadResult
+    user_plan = user_plan_from_upload(user, upload) if isinstance(upload, UploadPlan) else upload
+    placement = None if plan is None else dict(plan.placement)
+    sim_user = SimUser(user, problem, plan=user_plan, placement=placement, max_queries=queries)
+    with progress.step(f"simulating {queries} queries of {problem.name}"):
+        return run_simulation([sim_user], config or SimConfig())
+
+
+@dataclass(frozen=True)
+class ScenarioRun:
+    """A simulated scenario: its name, result, and the plans and problems set up for it."""
+
+    name: str
+    result: SimResult
+    problems: dict[str, Problem]
+    plans: dict[str, UserUploadPlan | None]
+
+    def to_dict(self, *, include_queries: bool = False) -> dict[str, Any]:
+        """``{"scenario", "result", "analytic"}``: what ``tiercut simulate --json`` prints."""
+        return {
+            "scenario": self.name,
+            "result": self.result.to_dict(include_queries=include_queries),
+            "analytic": {u: (None if p is None else p.metrics.to_dict()) for u, p in self.plans.items()},
+        }
+
+
+def simulate_scenario(
+    scenario: str | Path | Any, *, allow_code: bool = False, progress: Progress = SILENT
+) -> ScenarioRun:
+    """Set up (graphs, problems, upload plans) and run a scenario file (or a parsed :class:`Scenario`)."""
+    from tiercut.sim.scenario import Scenario, build_scenario, load_scenario
+
+    loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, allow_code=allow_code)
+    with progress.step(f"setting up scenario {loaded.label}: models, problems, upload plans"):
+        built = build_scenario(loaded)
+    duration = built.simulation.config.duration_s
+    with progress.step(f"simulating {built.name}"):
+
+        def tick(now: float, total: float) -> None:
+            progress.advance(round(now, 1), round(total, 1), "simulated s")
+
+        result = built.simulation.run(tick if duration is not None else None)
+    return ScenarioRun(built.name, result, built.problems, built.plans)
+
+
+__all__ = ["ScenarioRun", "simulate", "simulate_scenario"]
