@@ -54,6 +54,10 @@ def capture_model(
     a zoo model's documented size. ``module_types`` says which modules are
     kept whole or opened (:class:`ModuleTypes`).
     """
+    import torch
+
+    if isinstance(model, torch.nn.Module) and example_inputs is not None:  # nothing to load or make
+        return capture(model.eval(), tuple(example_inputs), type(model).__name__.lower(), granularity, module_types)
     loaded = _load(model, input_shape, inputs, allow_code, seed)
     examples = tuple(example_inputs) if example_inputs is not None else loaded.example_inputs
     return capture(loaded.model, examples, loaded.label, granularity, module_types)
