@@ -30,9 +30,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from tiercut.graph import ZOO
+    from tiercut.graph import ZOO, resolve_model
     from tiercut.graph.capture import capture
-    from tiercut.graph.models import resolve_model
 
     rows = []
     for name in ZOO:

@@ -72,3 +72,48 @@ def raises() -> nn.Module:
 def exits() -> nn.Module:
     """A factory that tries to end the process (tiercut must turn it into a one-line error)."""
     raise SystemExit(0)
+
+
+class TinyTransformer(nn.Module):
+    """Token ids (int64) and a padding mask (bool) -> class logits: embedding, 2 encoder layers, pooled head."""
+
+    def __init__(self, vocab: int = 50, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        layer = nn.TransformerEncoderLayer(width, 2, 32, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(self.embed(ids), src_key_padding_mask=mask)
+        return self.head(hidden.mean(dim=1))
+
+
+class TwoInputs(nn.Module):
+    """An image and a float feature vector, fused late."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.side = nn.Linear(5, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.conv(image)).mean(dim=(2, 3))
+        return self.fc(pooled + self.side(features))
+
+
+def tiny_transformer() -> nn.Module:
+    return TinyTransformer()
+
+
+def tiny_transformer_with_inputs() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A factory returning (model, example_inputs) as a dict keyed by forward argument."""
+    ids = torch.randint(0, 50, (1, 12))
+    mask = torch.zeros(1, 12, dtype=torch.bool)
+    mask[0, 9:] = True  # the last three tokens are padding
+    return TinyTransformer(), {"mask": mask, "ids": ids}
+
+
+def two_inputs() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    return TwoInputs(), (torch.randn(1, 3, 8, 8), torch.randn(1, 5))

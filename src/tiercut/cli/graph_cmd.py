@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
+from tiercut.cli.model_opts import (
+    MODEL_HELP,
+    AllowCodeOpt,
+    InputOpt,
+    LeafModuleOpt,
+    NoCacheOpt,
+    OpenModuleOpt,
+    ShapeOpt,
+    model_request,
+)
 from tiercut.cli.options import QuietOpt, progress_for
-from tiercut.graph import LayerGraph, parse_shape
+from tiercut.graph import LayerGraph
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -51,23 +61,27 @@ def graph_table(graph: LayerGraph) -> None:
 
 
 def graph(
-    model: Annotated[str, typer.Argument(help="zoo name (resnet50, vgg16, ...), package.module:factory, or a .onnx file")],
-    input_shape: Annotated[
-        str | None, typer.Option("--input-shape", help="input shape, e.g. 1,3,224,224 (zoo default: documented size)")
-    ] = None,
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
+    input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: Annotated[
         str, typer.Option(help="module: one node per leaf module or function call; block: one per residual/inception block")
     ] = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the LayerGraph JSON instead of a table")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
     from tiercut.pipeline import graph as graph_step
-    from tiercut.pipeline.model import check_granularity
 
-    check_granularity(granularity)
-    shape = parse_shape(input_shape) if input_shape is not None else None
-    layer_graph = graph_step(model, input_shape=shape, granularity=granularity, progress=progress_for(quiet))
+    request = model_request(
+        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
+        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+    )
+    layer_graph = graph_step(request, progress=progress_for(quiet))
     if as_json:
         typer.echo(json.dumps(layer_graph.to_dict(), indent=1))
     else:

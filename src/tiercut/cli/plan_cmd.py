@@ -17,8 +17,20 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_finite, check_output_path
+from tiercut.cli.model_opts import (
+    MODEL_HELP,
+    AllowCodeOpt,
+    GranularityOpt,
+    InputOpt,
+    LeafModuleOpt,
+    NoCacheOpt,
+    OpenModuleOpt,
+    ShapeOpt,
+    model_request,
+)
 from tiercut.cli.options import JsonOpt, OutJsonOpt, QuietOpt, alias, emit_json, progress_for
 from tiercut.errors import TiercutError
+from tiercut.graph.model_spec import ModelRequest
 from tiercut.plan.base import DEFAULT_PLANNER
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 
@@ -55,13 +67,11 @@ def _parse_pins(pins: list[str] | None) -> dict[str, str]:
 
 
 def build_cli_problem(
-    model: str,
-    env: str,
+    model: ModelRequest | str,
+    env: str | None,
     *,
-    objective: str,
+    objective: str | None,
     source: str | None,
-    input_shape: str | None,
-    granularity: str,
     profile: Path | None,
     compute_table: Path | None,
     latency_budget: float | None = None,
@@ -74,12 +84,15 @@ def build_cli_problem(
     measure_on: Path | None = None,
     progress: Any = None,
 ) -> Problem:
-    """The problem the CLI options describe: the options checked and parsed, then :func:`tiercut.pipeline.problem`."""
-    from tiercut.graph import parse_shape
-    from tiercut.pipeline import SILENT, problem
-    from tiercut.pipeline.model import check_granularity
+    """The problem the CLI options describe: the options checked and parsed, then :func:`tiercut.pipeline.problem`.
 
-    check_granularity(granularity)
+    ``model``: the :class:`ModelRequest` of the command's model options (a layer graph or problem JSON
+    included: a problem JSON without ``env`` is planned as it is, see :func:`tiercut.pipeline.problem`).
+    """
+    from tiercut.pipeline import SILENT, problem
+    from tiercut.pipeline.model import model_request as request_of
+
+    request = request_of(model)
     for option, value in (
         ("--latency-budget", latency_budget),
         ("--energy-budget", energy_budget),
@@ -90,16 +103,15 @@ def build_cli_problem(
     if private_layers < 0:
         raise TiercutError(f"--private-layers {private_layers} must be >= 0")
     return problem(
-        model, env, objective=objective, source=source,
-        input_shape=parse_shape(input_shape) if input_shape is not None else None, granularity=granularity,
-        profile=profile, compute_s=compute_table, measure_on=measure_on, latency_budget_s=latency_budget,
+        request, env, objective=objective, source=source, profile=profile, compute_s=compute_table,
+        measure_on=measure_on, latency_budget_s=latency_budget,
         energy_budget_j=energy_budget, energy_total_budget_j=energy_total_budget, cost_budget=cost_budget,
         pins=_parse_pins(pins), private_layers=private_layers, memory=memory, progress=progress or SILENT,
     )
 
 
 def _multi_problem(
-    users: Path, model: str | None, env: str, *, objective: str, aggregate: str, granularity: str,
+    users: Path, model: str | None, env: str | None, *, objective: str | None, aggregate: str, granularity: str,
     profile: Path | None, memory: bool, progress: Any, single_user_options: dict[str, Any],
 ) -> MultiUserProblem:
     """The multi-user problem of ``--users FILE`` (MODEL, when given, is the model of users naming none)."""
@@ -113,8 +125,8 @@ def _multi_problem(
     if aggregate not in ("mean", "max"):
         raise TiercutError(f"--aggregate {aggregate!r} is not known; use mean or max")
     return multi_user_problem(
-        env, users, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
-        memory=memory, default_model=model, progress=progress,
+        env or "three-tier", users, objective=objective or "latency", aggregate=aggregate, granularity=granularity,
+        profile=profile, memory=memory, default_model=model, progress=progress,
     )
 
 
@@ -219,18 +231,21 @@ def _list_planners() -> None:
 
 
 # ---------------------------------------------------------------- commands
-ModelArg = Annotated[
+ModelArg = Annotated[str | None, typer.Argument(help=MODEL_HELP)]
+EnvOpt = Annotated[
     str | None,
-    typer.Argument(help="zoo name (vgg16, resnet50, ...), package.module:factory, .onnx or graph JSON file"),
+    typer.Option(
+        "--env", help="environment preset (tiercut env list) or YAML/JSON file (default three-tier; a problem JSON has its own)"
+    ),
 ]
-EnvOpt = Annotated[str, typer.Option("--env", help="environment preset (tiercut env list) or YAML/JSON file")]
 ObjectiveOpt = Annotated[
-    str,
-    typer.Option(help="latency | energy_source | energy_total | cost | weighted:latency=1,energy_source=0.1"),
+    str | None,
+    typer.Option(
+        help="latency (default; a problem JSON keeps its own) | energy_source | energy_total | cost | "
+        "weighted:latency=1,energy_source=0.1"
+    ),
 ]
 SourceOpt = Annotated[str | None, typer.Option(help="source device (default: the environment's first user's device)")]
-ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="input shape, e.g. 1,3,224,224")]
-GranularityOpt = Annotated[str, typer.Option(help="module (one node per layer) or block")]
 ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node profile file of this host (tiercut profile)")]
 ComputeOpt = Annotated[
     Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
@@ -255,12 +270,17 @@ AggregateOpt = Annotated[str, typer.Option("--aggregate", help="with --users: us
 
 def plan(
     model: ModelArg = None,
-    env: EnvOpt = "three-tier",
+    env: EnvOpt = None,
     algorithm: Annotated[str, typer.Option("--algorithm", help="planner name (see --list)")] = DEFAULT_PLANNER,
-    objective: ObjectiveOpt = "latency",
+    objective: ObjectiveOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: GranularityOpt = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     measure_on: MeasureOnOpt = None,
@@ -318,7 +338,7 @@ def plan(
 
         def build(graph_path: str) -> Problem:
             return build_cli_problem(
-                graph_path, env, objective=objective, source=source, input_shape=None, granularity=granularity,
+                ModelRequest(spec=graph_path, granularity=granularity), env, objective=objective, source=source,
                 profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
                 energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin,
                 private_layers=private_layers, memory=memory, measure_on=measure_on,
@@ -335,15 +355,20 @@ def plan(
         problem: Problem | MultiUserProblem = _multi_problem(
             users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
             memory=memory, progress=progress, single_user_options={
-                "--source": source, "--input-shape": input_shape, "--compute-table": compute_table,
+                "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
+                "--open-module": open_module, "--compute-table": compute_table,
                 "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
                 "--energy-total-budget": energy_total_budget, "--cost-budget": cost_budget, "--pin": pin,
                 "--private-layers": private_layers,
             },
         )
     else:
+        request = model_request(
+            model, input_shape=input_shape, inputs=inputs, granularity=granularity,  # type: ignore[arg-type]
+            leaf_modules=leaf_module, open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+        )
         problem = build_cli_problem(
-            model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,  # type: ignore[arg-type]
+            request, env, objective=objective, source=source,
             profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
             energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
             memory=memory, measure_on=measure_on, progress=progress,
@@ -384,11 +409,16 @@ def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str,
 
 def compare(
     model: ModelArg = None,
-    env: EnvOpt = "three-tier",
-    objective: ObjectiveOpt = "latency",
+    env: EnvOpt = None,
+    objective: ObjectiveOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: GranularityOpt = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     measure_on: MeasureOnOpt = None,
@@ -426,15 +456,20 @@ def compare(
         problem: Problem | MultiUserProblem = _multi_problem(
             users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
             memory=memory, progress=progress, single_user_options={
-                "--source": source, "--input-shape": input_shape, "--compute-table": compute_table,
+                "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
+                "--open-module": open_module, "--compute-table": compute_table,
                 "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
                 "--energy-total-budget": energy_total_budget, "--cost-budget": cost_budget, "--pin": pin,
                 "--private-layers": private_layers,
             },
         )
     else:
+        request = model_request(
+            model, input_shape=input_shape, inputs=inputs, granularity=granularity,  # type: ignore[arg-type]
+            leaf_modules=leaf_module, open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+        )
         problem = build_cli_problem(
-            model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,  # type: ignore[arg-type]
+            request, env, objective=objective, source=source,
             profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
             energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
             memory=memory, measure_on=measure_on, progress=progress,

@@ -9,9 +9,18 @@ from typing import Annotated
 import typer
 
 from tiercut.cli.checks import check_output_path, write_text_output
+from tiercut.cli.model_opts import (
+    MODEL_HELP,
+    AllowCodeOpt,
+    InputOpt,
+    LeafModuleOpt,
+    NoCacheOpt,
+    OpenModuleOpt,
+    ShapeOpt,
+    model_request,
+)
 from tiercut.cli.options import QuietOpt, alias, progress_for
 from tiercut.errors import TiercutError
-from tiercut.graph import GRANULARITIES, parse_shape
 
 
 def _ms(seconds: float) -> str:
@@ -19,7 +28,7 @@ def _ms(seconds: float) -> str:
 
 
 def profile(
-    model: Annotated[str, typer.Argument(help="zoo name (resnet50, vgg16, ...) or package.module:factory")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     repeats: Annotated[
         int, typer.Option(help="at most this many timed samples per node (fewer once the median is stable)")
     ] = 30,
@@ -28,9 +37,12 @@ def profile(
     ] = None,
     old_threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="deprecated: --torch-threads")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="profile JSON file to write")] = Path("profile.json"),
-    input_shape: Annotated[
-        str | None, typer.Option("--input-shape", help="input shape, e.g. 1,3,224,224 (zoo default: documented size)")
-    ] = None,
+    input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     granularity: Annotated[
         str, typer.Option(help="module: one node per leaf module or function call; block: one per residual/inception block")
     ] = "module",
@@ -49,9 +61,10 @@ def profile(
     from rich.console import Console
     from rich.table import Table
 
-
-    if granularity not in GRANULARITIES:
-        raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
+    request = model_request(
+        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
+        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+    )
     if repeats < 1:
         raise TiercutError(f"--repeats {repeats} is not positive; use at least 1")
     if threads is not None and threads < 1:
@@ -65,10 +78,9 @@ def profile(
     timer_for(clock or ("cuda" if torch_device.startswith("cuda") else "wall"), threads or torch.get_num_threads(), torch_device)
     from tiercut.pipeline.profile import profile as profile_step
 
-    shape = parse_shape(input_shape) if input_shape is not None else None
     result = profile_step(
-        model, shape, granularity=granularity, repeats=repeats, torch_threads=threads, clock=clock,
-        torch_device=torch_device, progress=progress_for(quiet),
+        request, repeats=repeats, torch_threads=threads, clock=clock, torch_device=torch_device,
+        progress=progress_for(quiet),
     )
     write_text_output(out, "--out", json.dumps(result.to_dict(), indent=1))
 

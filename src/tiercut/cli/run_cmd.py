@@ -8,6 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_finite, check_output_path, check_plot_path, write_output
+from tiercut.cli.model_opts import (
+    MODEL_HELP,
+    AllowCodeOpt,
+    GranularityOpt,
+    InputOpt,
+    LeafModuleOpt,
+    NoCacheOpt,
+    OpenModuleOpt,
+    ShapeOpt,
+    model_request,
+)
 from tiercut.cli.options import (
     OldOffloadingOpt,
     OldUploadOpt,
@@ -18,7 +29,7 @@ from tiercut.cli.options import (
     emit_json,
     progress_for,
 )
-from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, GranularityOpt, ProfileOpt, ShapeOpt, SourceOpt
+from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, ProfileOpt, SourceOpt
 from tiercut.errors import TiercutError
 from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
@@ -52,7 +63,7 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
 
 
 def run(
-    model: Annotated[str, typer.Argument(help="zoo name (alexnet, resnet18, ...) or package.module:factory")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     env: EnvOpt = "three-tier",
     upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
     old_upload: OldUploadOpt = None,
@@ -71,7 +82,12 @@ def run(
     old_offloading: OldOffloadingOpt = None,
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: GranularityOpt = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     rate: Annotated[float | None, typer.Option("--rate", help="queries per second (default: back to back)")] = None,
@@ -113,12 +129,12 @@ def run(
     quiet: QuietOpt = False,
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
-    from tiercut.graph import parse_shape
     from tiercut.pipeline import parse_algorithms
     from tiercut.pipeline import run as run_step
     from tiercut.runtime.protocol import Credentials
     from tiercut.runtime.worker import parse_peers
 
+    env = env or "three-tier"
     upload_algorithm = alias(
         upload_algorithm, old_upload, new="--upload-algorithm", old="--upload", default=DEFAULT_UPLOAD_PLANNER
     )
@@ -132,20 +148,23 @@ def run(
     check_finite("--keep-uploading-s", keep_uploading_s, minimum=0.0)
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
-    shape = parse_shape(input_shape) if input_shape is not None else None
+    request = model_request(
+        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
+        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+    )
     if plot is not None:
         check_plot_path(plot)
     if out is not None:
         check_output_path(out, "--out")
     addresses = parse_peers(workers) if workers is not None else None
     outcome = run_step(
-        model, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=server, upload_plan=upload_plan,
+        request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=server, upload_plan=upload_plan,
         queries=queries, rate_hz=rate, workers=addresses,
         credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca), insecure=insecure,
         artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,
         source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,
-        keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=source, input_shape=shape, granularity=granularity,
-        profile=profile, compute_table=compute_table, predict=plot is not None, progress=progress_for(quiet),
+        keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=source, profile=profile,
+        compute_table=compute_table, predict=plot is not None, progress=progress_for(quiet),
         log=(lambda line: typer.echo(line, err=True)) if not as_json else None,
     )
     if plot is not None:

@@ -8,6 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_output_path, check_plot_path, write_output
+from tiercut.cli.model_opts import (
+    MODEL_HELP,
+    AllowCodeOpt,
+    GranularityOpt,
+    InputOpt,
+    LeafModuleOpt,
+    NoCacheOpt,
+    OpenModuleOpt,
+    ShapeOpt,
+    model_request,
+)
 from tiercut.cli.options import (
     JsonOpt,
     OldOffloadingOpt,
@@ -21,9 +32,7 @@ from tiercut.cli.options import (
 from tiercut.cli.plan_cmd import (
     ComputeOpt,
     EnvOpt,
-    GranularityOpt,
     ProfileOpt,
-    ShapeOpt,
     SourceOpt,
     _human,
     _parse_setting,
@@ -89,10 +98,8 @@ def _print_upload(problem: Any, plan: Any, others: dict[str, Any]) -> None:
 
 
 def upload(
-    model: Annotated[
-        str | None, typer.Argument(help="zoo name (alexnet, vgg16, ...), package.module:factory, or a .onnx file")
-    ] = None,
-    env: EnvOpt = "three-tier",
+    model: Annotated[str | None, typer.Argument(help=MODEL_HELP)] = None,
+    env: EnvOpt = None,
     upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the partition plan's)")] = None,
     algorithm: Annotated[
@@ -105,7 +112,12 @@ def upload(
     objective: Annotated[str, typer.Option(help="objective of the partition plan (queries are timed by latency)")] = "latency",
     source: SourceOpt = None,
     input_shape: ShapeOpt = None,
+    inputs: InputOpt = None,
     granularity: GranularityOpt = "module",
+    leaf_module: LeafModuleOpt = None,
+    open_module: OpenModuleOpt = None,
+    allow_code: AllowCodeOpt = False,
+    no_cache: NoCacheOpt = False,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="upload planner setting NAME=VALUE (repeatable)")] = None,
@@ -143,9 +155,13 @@ def upload(
         raise TiercutError(f"--n-queries {n_queries} must be >= 1")
     settings = dict(_parse_setting(s) for s in setting or [])
     progress = progress_for(quiet)
+    request = model_request(
+        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
+        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
+    )
     problem = build_cli_problem(
-        model, env, objective=objective, source=source, input_shape=input_shape, granularity=granularity,
-        profile=profile, compute_table=compute_table, progress=progress,
+        request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
+        progress=progress,
     )
     result = plan_uploads(
         problem, upload_algorithm, server=server, offloading=algorithm, n_queries=n_queries, compare=compare,

@@ -45,7 +45,7 @@ def exit_branches(graph: LayerGraph, n_side: int, accuracies: Sequence[float]) -
 
 def rebuild_net(model: str, input_shape: Sequence[int], after: Sequence[str], seed: int = 0) -> Any:
     """The untrained multi-exit network of an exits file (the weights come from its safetensors file)."""
-    from tiercut.graph.models import resolve_model
+    from tiercut.graph import resolve_model
 
     source = resolve_model(model, tuple(input_shape), seed)
     n_logits = int(source.module(source.example_inputs[0]).shape[-1])
@@ -91,8 +91,7 @@ def build_exit_model(
     """
     import torch
 
-    from tiercut.graph import capture_model
-    from tiercut.graph.models import resolve_model
+    from tiercut.graph import capture_model, resolve_model
 
     check_rule(rule)
     settings = settings or TrainingSettings()

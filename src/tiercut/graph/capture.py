@@ -49,14 +49,130 @@ class CapturedModel:
     owner: dict[str, str] = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------- which modules are nodes
+#: modules opened by default: a whole ``nn.TransformerEncoder`` as one node leaves a planner nothing to
+#: cut between its layers, so its layers are the nodes (``--leaf-module nn.TransformerEncoder`` keeps it whole)
+DEFAULT_OPEN_MODULES: tuple[str, ...] = ("nn.TransformerEncoder",)
+
+
+def module_type_names(cls: type) -> set[str]:
+    """The names a user may write for a module class: ``Name``, ``pkg.mod.Name`` and, for torch.nn, ``nn.Name``."""
+    names = {cls.__name__, cls.__qualname__, f"{cls.__module__}.{cls.__qualname__}"}
+    if cls.__module__.startswith("torch.nn."):
+        names |= {f"nn.{cls.__name__}", f"torch.nn.{cls.__name__}"}
+    return names
+
+
+@dataclass(frozen=True)
+class ModuleTypes:
+    """Which module types are kept as one node and which are traced into.
+
+    Attributes:
+        leaf: types kept as one node (``--leaf-module``), on top of torch.fx's
+            default leaves (every ``torch.nn`` module but containers).
+        open: types traced into (``--open-module``), torch.nn ones included.
+        default_open: types opened unless named in ``leaf`` (:data:`DEFAULT_OPEN_MODULES`).
+
+    A type matches a module whose class, or any base class, has that name
+    (:func:`module_type_names`). A name given in both ``leaf`` and ``open``
+    is a mistake; a name no module of the model has is one too
+    (:meth:`check`), so a typo is not silently ignored.
+    """
+
+    leaf: tuple[str, ...] = ()
+    open: tuple[str, ...] = ()
+    default_open: tuple[str, ...] = DEFAULT_OPEN_MODULES
+
+    def _matches(self, module: Any, names: tuple[str, ...]) -> bool:
+        return bool(names) and any(module_type_names(cls) & set(names) for cls in type(module).__mro__[:-1])
+
+    def is_leaf(self, module: Any) -> bool | None:
+        """True/False when these settings decide; None leaves it to torch.fx's default."""
+        if self._matches(module, self.leaf):
+            return True
+        if self._matches(module, self.open) or self._matches(module, self.default_open):
+            return False
+        return None
+
+    def check(self, model: Any) -> None:
+        """Raise a one-line error for a type named twice or matching no module of ``model``."""
+        both = set(self.leaf) & set(self.open)
+        if both:
+            raise TiercutError(f"module type {sorted(both)[0]!r} is given as both a leaf and open; choose one")
+        present: set[str] = set()
+        for module in model.modules():
+            for cls in type(module).__mro__[:-1]:
+                present |= module_type_names(cls)
+        for name in (*self.leaf, *self.open):
+            if name not in present:
+                kinds = sorted({type(m).__name__ for m in model.modules()})
+                raise TiercutError(
+                    f"the model has no module of type {name!r}; its module types are {', '.join(kinds[:20])}"
+                    f"{', ...' if len(kinds) > 20 else ''}"
+                )
+
+
+def _transformer_encoder_forward(encoder: Any, src: Any, mask: Any = None, src_key_padding_mask: Any = None,
+                                 is_causal: bool | None = None) -> Any:
+    """``nn.TransformerEncoder.forward`` without its data-dependent fast-path checks (the layers check masks)."""
+    output = src
+    for layer in encoder.layers:
+        output = layer(output, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+    return encoder.norm(output) if encoder.norm is not None else output
+
+
+def _transformer_encoder_layer_forward(layer: Any, src: Any, src_mask: Any = None, src_key_padding_mask: Any = None,
+                                       is_causal: bool = False) -> Any:
+    """``nn.TransformerEncoderLayer.forward``'s reference path (self-attention block, feed-forward block)."""
+
+    def attention(x: Any) -> Any:
+        out = layer.self_attn(x, x, x, attn_mask=src_mask, key_padding_mask=src_key_padding_mask,
+                              need_weights=False, is_causal=is_causal)[0]
+        return layer.dropout1(out)
+
+    def feed_forward(x: Any) -> Any:
+        return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x)))))
+
+    x = src
+    if layer.norm_first:
+        x = x + attention(layer.norm1(x))
+        return x + feed_forward(layer.norm2(x))
+    x = layer.norm1(x + attention(x))
+    return layer.norm2(x + feed_forward(x))
+
+
+def _traceable_forward(module: Any) -> Any:
+    """A forward torch.fx can trace for torch.nn modules whose own forward branches on tensor properties."""
+    import functools
+
+    import torch.nn as nn
+
+    openers = {
+        nn.TransformerEncoder: _transformer_encoder_forward,
+        nn.TransformerEncoderLayer: _transformer_encoder_layer_forward,
+    }
+    opener = openers.get(type(module))
+    return functools.partial(opener, module) if opener is not None else None
+
+
 # --------------------------------------------------------------------- tracing
 def _path_tracer_class() -> type:
     import torch.fx
 
     class PathTracer(torch.fx.Tracer):
-        """Symbolic tracer that remembers in which module tracing failed."""
+        """Symbolic tracer that remembers in which module tracing failed and honours :class:`ModuleTypes`."""
+
+        def __init__(self, module_types: ModuleTypes | None = None) -> None:
+            super().__init__()
+            self.module_types = module_types or ModuleTypes()
+
+        def is_leaf_module(self, m, module_qualified_name):
+            decided = self.module_types.is_leaf(m)
+            return super().is_leaf_module(m, module_qualified_name) if decided is None else decided
 
         def call_module(self, m, forward, args, kwargs):
+            if self.module_types.is_leaf(m) is False:
+                forward = _traceable_forward(m) or forward
             try:
                 return super().call_module(m, forward, args, kwargs)
             except Exception as exc:
@@ -84,10 +200,10 @@ def _outputs_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _symbolic_trace(module: Any, example_inputs: tuple[Any, ...], expected: Any) -> Any:
+def _symbolic_trace(module: Any, example_inputs: tuple[Any, ...], expected: Any, module_types: ModuleTypes) -> Any:
     import torch.fx
 
-    tracer = _path_tracer_class()()
+    tracer = _path_tracer_class()(module_types)
     graph = tracer.trace(module)
     name = getattr(module, "__class__", type(module)).__name__
     gm = torch.fx.GraphModule(tracer.root, graph, name)
@@ -108,10 +224,16 @@ def _export(module: Any, example_inputs: tuple[Any, ...], expected: Any) -> Any:
     return gm
 
 
-def trace_module(module: Any, example_inputs: tuple[Any, ...]) -> tuple[Any, str]:
-    """The fx GraphModule of ``module`` and the method that made it."""
+def trace_module(module: Any, example_inputs: tuple[Any, ...], module_types: ModuleTypes | None = None) -> tuple[Any, str]:
+    """The fx GraphModule of ``module`` and the method that made it.
+
+    ``module_types`` applies to the symbolic trace; the torch.export fallback
+    sees ATen ops and keeps no module whole.
+    """
     import torch
 
+    module_types = module_types or ModuleTypes()
+    module_types.check(module)
     name = type(module).__name__
     try:
         with torch.no_grad():
@@ -124,7 +246,7 @@ def trace_module(module: Any, example_inputs: tuple[Any, ...]) -> tuple[Any, str
         ) from None
     try:
         with torch.no_grad():
-            return _symbolic_trace(module, example_inputs, expected), "fx"
+            return _symbolic_trace(module, example_inputs, expected, module_types), "fx"
     except Exception as fx_exc:
         fx_error = fx_exc
     try:
@@ -136,8 +258,16 @@ def trace_module(module: Any, example_inputs: tuple[Any, ...]) -> tuple[Any, str
         export_line = (str(export_exc).strip().splitlines() or [type(export_exc).__name__])[0]
         raise TiercutError(
             f"cannot capture {name}: torch.fx stopped in module {where!r} ({fx_line[:160]}) and "
-            f"torch.export failed ({export_line[:160]}); make that module traceable or register it as a leaf"
+            f"torch.export failed ({export_line[:160]}); make that module traceable or keep it whole with "
+            f"--leaf-module {type(_module_at(module, where)).__name__}"
         ) from None
+
+
+def _module_at(root: Any, path: str) -> Any:
+    try:
+        return root.get_submodule(path) if path and path != type(root).__name__ else root
+    except AttributeError:
+        return root
 
 
 # --------------------------------------------------------------------- naming
@@ -385,7 +515,13 @@ def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original:
     return graph, owner
 
 
-def capture(module: Any, example_inputs: tuple[Any, ...], label: str = "", granularity: str = "module") -> CapturedModel:
+def capture(
+    module: Any,
+    example_inputs: tuple[Any, ...],
+    label: str = "",
+    granularity: str = "module",
+    module_types: ModuleTypes | None = None,
+) -> CapturedModel:
     """Trace ``module`` on ``example_inputs`` and build its layer graph.
 
     Requires the model to run on the example inputs. Ensures the returned
@@ -397,7 +533,7 @@ def capture(module: Any, example_inputs: tuple[Any, ...], label: str = "", granu
     if granularity not in ("module", "block"):
         raise TiercutError(f"granularity {granularity!r} is not known; use 'module' or 'block'")
     example_inputs = tuple(example_inputs)
-    gm, method = trace_module(module, example_inputs)
+    gm, method = trace_module(module, example_inputs, module_types)
     measured = _measure(gm, example_inputs)
     graph, owner = _module_graph(gm, measured, label or type(module).__name__.lower(), module)
     if granularity == "block":
@@ -405,4 +541,13 @@ def capture(module: Any, example_inputs: tuple[Any, ...], label: str = "", granu
     return CapturedModel(graph_module=gm, example_inputs=example_inputs, graph=graph, method=method, owner=owner)
 
 
-__all__ = ["CapturedModel", "capture", "module_path", "op_kind", "trace_module"]
+__all__ = [
+    "DEFAULT_OPEN_MODULES",
+    "CapturedModel",
+    "ModuleTypes",
+    "capture",
+    "module_path",
+    "module_type_names",
+    "op_kind",
+    "trace_module",
+]

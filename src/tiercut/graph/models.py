@@ -6,8 +6,10 @@ A model spec is one of:
   weights in the same configuration as torchvision's published weights (so
   parameter counts match the documentation) and evaluated at the documented
   input size;
-- ``package.module:factory``: a callable returning a ``torch.nn.Module``
-  (imported from the user's own code, never from anything received);
+- ``package.module:factory`` or ``path/to/file.py:factory``: a callable
+  returning a ``torch.nn.Module`` or ``(module, example_inputs)`` (the user's
+  own code, never anything received; a file is loaded only with
+  ``--allow-code``; see :mod:`tiercut.graph.model_spec`, which loads them);
 - a path to an ``.onnx`` file (handled by :mod:`tiercut.graph.onnx_import`);
 - a path to a layer graph JSON (``tiercut graph --json``), read as data.
 
@@ -78,15 +80,6 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-@dataclass
-class ModelSource:
-    """A model ready to capture: the module, its example inputs and a label."""
-
-    module: Any  # torch.nn.Module (kept Any so importing this file needs no torch)
-    example_inputs: tuple[Any, ...]
-    label: str
-
-
 #: bounds on an input shape a user gives (a model input is made of it before any other work)
 MAX_INPUT_DIMS = 8
 MAX_INPUT_ELEMENTS = 2**28  # 1 GiB of float32
@@ -151,6 +144,11 @@ def is_graph_json_path(spec: Any) -> bool:
     return isinstance(spec, (str, Path)) and str(spec).lower().endswith(".json")
 
 
+def _is_file_factory(spec: str) -> bool:
+    path, sep, attr = spec.rpartition(":")
+    return bool(sep) and path.lower().endswith(".py") and all(p.isidentifier() for p in attr.split("."))
+
+
 def data_model_spec(spec: str, *, where: str, allow_code: bool = False, base_dir: Path | None = None) -> str:
     """The model a data file names, as :func:`tiercut.graph.extract_graph` takes it.
 
@@ -164,8 +162,11 @@ def data_model_spec(spec: str, *, where: str, allow_code: bool = False, base_dir
     if spec.lower().endswith((".onnx", ".json")):
         path = Path(spec)
         return str(path if path.is_absolute() or base_dir is None else base_dir / path)
-    if is_factory_spec(spec):
+    if is_factory_spec(spec) or _is_file_factory(spec):
         if allow_code:
+            path, sep, attr = spec.rpartition(":")
+            if _is_file_factory(spec) and base_dir is not None and not Path(path).is_absolute():
+                return f"{base_dir / path}{sep}{attr}"
             return spec
         raise TiercutError(
             f"{where}: model {spec!r} is Python code (package.module:factory), which a data file may name only with "
@@ -176,7 +177,7 @@ def data_model_spec(spec: str, *, where: str, allow_code: bool = False, base_dir
     )
 
 
-def _import_factory(spec: str) -> Callable[[], Any]:
+def import_factory(spec: str) -> Callable[[], Any]:
     if not is_factory_spec(spec):
         raise TiercutError(f"model {spec!r} is not package.module:factory (dotted names on both sides of one ':')")
     module_name, _, attr = spec.partition(":")
@@ -194,35 +195,3 @@ def _import_factory(spec: str) -> Callable[[], Any]:
     if not callable(factory):
         raise TiercutError(f"{spec!r} is not callable; it must name a function or class returning an nn.Module")
     return factory
-
-
-def resolve_model(spec: str, input_shape: tuple[int, ...] | None = None, seed: int = 0) -> ModelSource:
-    """Build the module and example input a model spec names (not ONNX files)."""
-    import torch
-
-    if spec in ZOO:
-        module = build_zoo_model(spec, seed)
-        shape = input_shape or ZOO[spec].input_shape()
-        label = spec
-    elif ":" in spec and not Path(spec).exists():
-        factory = _import_factory(spec)
-        torch.manual_seed(seed)
-        try:
-            module = factory()
-        except (Exception, SystemExit) as exc:  # the user's factory failed (or tried to exit): say so in one line
-            raise TiercutError(f"model factory {spec!r} raised {type(exc).__name__}: {exc}") from None
-        if not isinstance(module, torch.nn.Module):
-            raise TiercutError(f"model factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
-        module = module.eval()
-        if input_shape is None:
-            raise TiercutError(f"model {spec!r} needs an input shape; pass --input-shape, e.g. 1,3,224,224")
-        shape = input_shape
-        label = spec
-    else:
-        known = ", ".join(ZOO)
-        raise TiercutError(
-            f"unknown model {spec!r}; use a zoo name ({known}), package.module:factory, or an .onnx file"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    example = torch.randn(*shape, generator=generator)
-    return ModelSource(module=module, example_inputs=(example,), label=label)

@@ -959,23 +959,20 @@ def _shapes(
 
 
 # --------------------------------------------------------------------------- building
-def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granularity: str = "module") -> LayerGraph:
-    """The :class:`LayerGraph` of an ``.onnx`` file (conventions in the module docstring).
+@dataclass
+class _Parsed:
+    """An ONNX file read and analysed: what the layer-graph steps below share."""
 
-    Args:
-        path: the model file; weights kept in external data files are not read.
-        input_shape: sizes for the first real graph input (e.g. a batch size for a
-            dynamic-batch export); ``None`` keeps the file's shapes.
-        granularity: ``"module"`` (one node per ONNX node) or ``"block"``.
+    path: Path
+    analysis: _Analysis
+    ctx: _Context
+    tensors: dict[str, _Tensor]
+    kept_index: list[int]
+    scopes: _Scopes
 
-    Raises:
-        TiercutError: the file is missing or not an ONNX model, the graph has no
-            input, ``input_shape`` does not match the input's rank, or a tensor has
-            no static shape after inference.
-    """
-    if granularity not in ("module", "block"):
-        raise TiercutError(f"granularity {granularity!r} is not known; use 'module' or 'block'")
-    path = Path(path)
+
+def _parse(path: Path, input_shape: tuple[int, ...] | None) -> _Parsed:
+    """Step 1: load the file (no weight values), set the input shape, analyse and infer every tensor's shape."""
     model = _load(path)
     stripped = _strip_large_initializers(model)
     initializer_names = {t.name for t in model.graph.initializer}
@@ -993,80 +990,104 @@ def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granul
         tensors=tensors, constant=analysis.constant, producer=producer,
         initializers={k: v for k, v in analysis.initializers.items() if k not in stripped},
     )
-
-    nodes: list[Node] = []
-    name_of: dict[str, str] = {}  # tensor -> layer-graph node writing it
-    for name in analysis.inputs:
-        info = ctx.info(name)
-        nodes.append(
-            Node(
-                name=name, op=INPUT_OP, out_bytes=info.nbytes, out_shape=info.shape or (), out_dtype=info.dtype,
-                is_output=name in analysis.outputs, members=(name,),
-            )
-        )
-        name_of[name] = name
-    taken = set(name_of)
-
     kept_index = [i for i, keep in enumerate(analysis.kept) if keep]
     scopes = _scopes([analysis.nodes[i] for i in kept_index], [analysis.keys[i] for i in kept_index],
                      sorted(analysis.initializers))
-    owner: dict[int, int] = {}  # folded node -> kept node that reads it first
-    reached: set[str] = set()  # constants some kept node needs, directly or through folded nodes
+    return _Parsed(path, analysis, ctx, tensors, kept_index, scopes)
 
-    def claim(tensor: str, reader: int) -> None:
+
+def _input_nodes(parsed: _Parsed) -> list[Node]:
+    """Step 2: one ``op="input"`` node per real graph input."""
+    nodes = []
+    for name in parsed.analysis.inputs:
+        info = parsed.ctx.info(name)
+        nodes.append(
+            Node(
+                name=name, op=INPUT_OP, out_bytes=info.nbytes, out_shape=info.shape or (), out_dtype=info.dtype,
+                is_output=name in parsed.analysis.outputs, members=(name,),
+            )
+        )
+    return nodes
+
+
+@dataclass
+class _Weights:
+    """Constant tensors charged to kept nodes: each counted once, on its first reader.
+
+    Attributes:
+        owner: folded node index -> the kept node index that reads it first.
+        reached: constants some kept node needs, directly or through folded nodes.
+        counted: constants already charged to a node.
+        table: every constant tensor a node reads -> bytes (shared ones once).
+    """
+
+    analysis: _Analysis
+    owner: dict[int, int] = field(default_factory=dict)
+    reached: set[str] = field(default_factory=set)
+    counted: set[str] = field(default_factory=set)
+    table: dict[str, int] = field(default_factory=dict)
+
+    def claim(self, tensor: str, reader: int) -> None:
         """Mark ``tensor`` and the folded nodes computing it as needed by ``reader`` (first reader wins)."""
+        a = self.analysis
         stack = [tensor]
         while stack:
             name = stack.pop()
-            if name in reached:
+            if name in self.reached:
                 continue
-            reached.add(name)
-            j = analysis.producer.get(name)
-            if j is not None and not analysis.kept[j]:
-                owner.setdefault(j, reader)
-                stack.extend(source for source in analysis.nodes[j].input if source)
+            self.reached.add(name)
+            j = a.producer.get(name)
+            if j is not None and not a.kept[j]:
+                self.owner.setdefault(j, reader)
+                stack.extend(source for source in a.nodes[j].input if source)
 
-    counted: set[str] = set()  # constant tensors already charged to a node
-    param_table: dict[str, int] = {}  # every constant tensor a node reads -> bytes (shared ones once)
+    def charge(self, i: int, ctx: _Context) -> tuple[int, int, dict[str, None]]:
+        """(param bytes, param count, constant names) of kept node ``i``, charging each constant once."""
+        a = self.analysis
+        param_bytes = param_count = 0
+        params: dict[str, None] = {}
+        data_slots = _DATA_SLOTS.get(a.nodes[i].op_type)
+        for slot, tensor in enumerate(a.reads(i)):
+            if not tensor or not a.is_folded_tensor(tensor):
+                continue
+            self.claim(tensor, i)
+            info = ctx.info(tensor)
+            if info.nbytes > 0:
+                params[tensor] = None
+                self.table.setdefault(tensor, int(info.nbytes))
+            if tensor in self.counted:
+                continue
+            self.counted.add(tensor)
+            param_bytes += info.nbytes
+            is_data = data_slots is None or slot in data_slots
+            if is_data and tensor in a.from_weights and info.is_weight_dtype:
+                param_count += info.numel
+        return param_bytes, param_count, params
+
+
+def _compute_nodes(parsed: _Parsed, weights: _Weights, taken: set[str]) -> tuple[list[Node], dict[int, str]]:
+    """Step 3: one node per kept ONNX node, with its producers, FLOPs, weights and outputs."""
+    a, ctx = parsed.analysis, parsed.ctx
+    name_of: dict[str, str] = {name: name for name in a.inputs}  # tensor -> layer-graph node writing it
     node_name: dict[int, str] = {}
-    for i in kept_index:
-        node, key = analysis.nodes[i], analysis.keys[i]
+    nodes: list[Node] = []
+    for i in parsed.kept_index:
+        node, key = a.nodes[i], a.keys[i]
         name = key
         while name in taken:
             name += "#node"
         taken.add(name)
         node_name[i] = name
-
-        inputs: list[str] = []
-        param_bytes = param_count = 0
-        params: dict[str, None] = {}
-        data_slots = _DATA_SLOTS.get(node.op_type)
-        for slot, tensor in enumerate(analysis.reads(i)):
-            if not tensor:
-                continue
-            if analysis.is_folded_tensor(tensor):
-                claim(tensor, i)
-                info = ctx.info(tensor)
-                if info.nbytes > 0:
-                    params[tensor] = None
-                    param_table.setdefault(tensor, int(info.nbytes))
-                if tensor in counted:
-                    continue
-                counted.add(tensor)
-                param_bytes += info.nbytes
-                is_data = data_slots is None or slot in data_slots
-                if is_data and tensor in analysis.from_weights and info.is_weight_dtype:
-                    param_count += info.numel
-            elif tensor in name_of:
-                inputs.append(name_of[tensor])
-        infos = [ctx.info(o) for o in analysis.counted_outputs(i)]
+        param_bytes, param_count, params = weights.charge(i, ctx)
+        inputs = [name_of[t] for t in a.reads(i) if t and not a.is_folded_tensor(t) and t in name_of]
+        infos = [ctx.info(o) for o in a.counted_outputs(i)]
         first = infos[0] if infos else _Tensor(shape=(), dtype="float32", bits=0)
         kind = _op_kind(node, ctx)
         flops = _node_flops(node, kind, first.shape or (), ctx) if infos else 0
         for out in node.output:
             if out:
                 name_of[out] = name
-        chain = scopes.chain.get(key, ())
+        chain = parsed.scopes.chain.get(key, ())
         nodes.append(
             Node(
                 name=name,
@@ -1079,34 +1100,61 @@ def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granul
                 out_bytes=sum(info.nbytes for info in infos),
                 out_shape=first.shape or (),
                 out_dtype=first.dtype,
-                is_output=any(o in analysis.outputs for o in node.output),
+                is_output=any(o in a.outputs for o in node.output),
                 members=(key,),
                 module=chain[-1] if chain else "",
                 params=tuple(params),
             )
         )
+    return nodes, node_name
 
-    # members: a kept node stands for itself and the folded nodes it reads first, in topological order
+
+def _with_members(nodes: list[Node], parsed: _Parsed, weights: _Weights, node_name: dict[int, str]) -> list[Node]:
+    """Step 4: a kept node stands for itself and the folded nodes it reads first, in topological order."""
+    a = parsed.analysis
     members: dict[str, list[str]] = {n: [] for n in node_name.values()}
-    for i, key in enumerate(analysis.keys):
-        if analysis.kept[i]:
+    for i, key in enumerate(a.keys):
+        if a.kept[i]:
             members[node_name[i]].append(key)
-        elif i in owner:
-            members[node_name[owner[i]]].append(key)
-    nodes = [n if n.is_input else replace(n, members=tuple(members[n.name])) for n in nodes]
+        elif i in weights.owner:
+            members[node_name[weights.owner[i]]].append(key)
+    return [n if n.is_input else replace(n, members=tuple(members[n.name])) for n in nodes]
 
-    unused = [tensors[name] for name in analysis.initializers if name not in reached]
+
+def onnx_graph(path: Path, input_shape: tuple[int, ...] | None = None, *, granularity: str = "module") -> LayerGraph:
+    """The :class:`LayerGraph` of an ``.onnx`` file (conventions in the module docstring).
+
+    Args:
+        path: the model file; weights kept in external data files are not read.
+        input_shape: sizes for the first real graph input (e.g. a batch size for a
+            dynamic-batch export); ``None`` keeps the file's shapes.
+        granularity: ``"module"`` (one node per ONNX node) or ``"block"``.
+
+    Raises:
+        TiercutError: the file is missing or not an ONNX model, the graph has no
+            input, ``input_shape`` does not match the input's rank, or a tensor has
+            no static shape after inference.
+    """
+    if granularity not in ("module", "block"):
+        raise TiercutError(f"granularity {granularity!r} is not known; use 'module' or 'block'")
+    path = Path(path)
+    parsed = _parse(path, input_shape)
+    inputs = _input_nodes(parsed)
+    weights = _Weights(parsed.analysis)
+    computed, node_name = _compute_nodes(parsed, weights, taken={n.name for n in inputs})
+    nodes = _with_members([*inputs, *computed], parsed, weights, node_name)
+    unused = [parsed.tensors[name] for name in parsed.analysis.initializers if name not in weights.reached]
     layer_graph = LayerGraph(
         nodes=tuple(nodes),
         model=path.name,
         granularity="module",
         unused_param_count=sum(t.numel for t in unused if t.is_weight_dtype),
         unused_param_bytes=sum(t.nbytes for t in unused),
-        params=param_table,
+        params=weights.table,
     )
     if granularity == "block":
-        block_key = {node_name[i]: scopes.block_of(analysis.keys[i]) for i in kept_index}
-        layer_graph = collapse_runs(layer_graph, block_key, scopes.block_op)
+        block_key = {node_name[i]: parsed.scopes.block_of(parsed.analysis.keys[i]) for i in parsed.kept_index}
+        layer_graph = collapse_runs(layer_graph, block_key, parsed.scopes.block_op)
     return layer_graph
 
 

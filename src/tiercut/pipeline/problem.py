@@ -71,11 +71,71 @@ def _constraints(
     )
 
 
+DEFAULT_ENV = "three-tier"
+
+
+def _problem_json(model: Any) -> Any:
+    """The parsed problem JSON ``model`` names (a path or a :class:`ModelRequest` of one), else None."""
+    from tiercut.graph import ModelRequest, is_graph_json_path, is_problem_data, read_model_json
+
+    spec = model.spec if isinstance(model, ModelRequest) else model
+    if not isinstance(spec, (str, Path)) or not is_graph_json_path(spec):
+        return None
+    data = read_model_json(spec)
+    return data if is_problem_data(data) else None
+
+
+def _foreign_problem(
+    spec: Any,
+    data: Any,
+    *,
+    objective: Objective | str | None,
+    source: str | None,
+    constraints: Constraints | None,
+) -> Problem:
+    """A problem JSON given as the model, planned as it is (its devices, links, times); ``objective`` and
+    ``constraints``, when given, replace its own; its source stays."""
+    import dataclasses
+
+    problem_data = data.get("problem", data)
+    try:
+        problem_ = Problem.from_dict(problem_data)
+    except TiercutError as exc:
+        raise TiercutError(f"problem {spec}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TiercutError(
+            f"problem {spec} lacks a field or holds a wrong type ({exc}); pass 'tiercut plan --json' output"
+        ) from None
+    if source is not None and source != problem_.source:
+        raise TiercutError(
+            f"problem {spec} has source {problem_.source!r}; drop --source or pass --env to re-plan its graph"
+        )
+    if objective is not None:
+        parsed = Objective.parse(objective) if isinstance(objective, str) else objective
+        problem_ = dataclasses.replace(problem_, objective=parsed)
+    if constraints is not None:
+        problem_ = dataclasses.replace(problem_, constraints=constraints)
+    return problem_
+
+
+def _measured_spec(model: Any, input_shape: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...] | None]:
+    """The model spec and the one float32 input shape workers measure at (their Profile request carries one)."""
+    from tiercut.graph import ModelRequest
+
+    if not isinstance(model, ModelRequest):
+        return model, input_shape
+    if model.inputs is None:
+        return model.spec, None
+    if len(model.inputs) != 1 or model.inputs[0].dtype != "float32" or model.inputs[0].name is not None:
+        raise TiercutError("--measure-on takes one float32 input (--input-shape); workers measure single-input models")
+    return model.spec, model.inputs[0].shape
+
+
 def problem(
     model: Any,
-    env: str | Path | Environment = "three-tier",
+    env: str | Path | Environment | None = None,
     *,
-    objective: Objective | str = "latency",
+    objective: Objective | str | None = None,
     source: str | None = None,
     example_inputs: tuple[Any, ...] | Any | None = None,
     input_shape: tuple[int, ...] | None = None,
@@ -94,10 +154,18 @@ def problem(
 ) -> Problem:
     """The placement problem of ``model`` over ``env`` (DESIGN.md): graph, devices, links, compute table.
 
+    A problem JSON as ``model`` (``tiercut plan --json`` output or its
+    ``problem`` object) is planned as it is when no ``env`` is given: its
+    devices, links and compute times stay; ``objective`` and the constraints,
+    when given, replace its own. With ``env``, its graph is planned there like
+    a layer graph JSON.
+
     Args:
-        model: anything :func:`tiercut.graph` takes, or a :class:`LayerGraph`.
-        env: an :class:`Environment`, a preset name or a YAML/JSON file.
-        objective: ``latency``, ``energy_source``, ``energy_total``, ``cost`` or
+        model: anything :func:`tiercut.graph` takes (a :class:`ModelRequest` too),
+            a :class:`LayerGraph`, or a problem JSON file.
+        env: an :class:`Environment`, a preset name or a YAML/JSON file (default
+            ``three-tier``; a problem JSON has its own).
+        objective: ``latency`` (default), ``energy_source``, ``energy_total``, ``cost`` or
             ``weighted:latency=1,energy_source=0.1`` (or an :class:`Objective`).
         source: the device inputs come from (default: the first user's device).
         profile: a per-node profile of this host (a file from ``tiercut profile``, or one loaded).
@@ -109,7 +177,23 @@ def problem(
     """
     from tiercut.problem import build_problem, load_profile_file
 
-    environment_ = environment(env)
+    data = _problem_json(model) if env is None else None
+    if data is not None:
+        spec = getattr(model, "spec", model)
+        for option, given in (("--profile", profile), ("--compute-table", compute_s), ("--measure-on", measure_on)):
+            if given is not None:
+                raise TiercutError(f"problem {spec} holds its own compute times; drop {option} or pass --env")
+        if private_layers:
+            raise TiercutError(f"--private-layers applies to a model's layers; pin nodes of problem {spec} with --pin")
+        budgets = (latency_budget_s, energy_budget_j, energy_total_budget_j, cost_budget)
+        constraints = None
+        if any(b is not None for b in budgets) or pins or not memory:
+            constraints = Constraints(
+                memory=memory, latency_budget_s=latency_budget_s, energy_source_budget_j=energy_budget_j,
+                energy_total_budget_j=energy_total_budget_j, cost_budget=cost_budget, pinned=dict(pins or {}),
+            )
+        return _foreign_problem(spec, data, objective=objective, source=source, constraints=constraints)
+    environment_ = environment(env if env is not None else DEFAULT_ENV)
     layer_graph = graph_step(
         model, example_inputs, input_shape=input_shape, granularity=granularity, progress=progress
     )
@@ -128,14 +212,16 @@ def problem(
         from tiercut.runtime.profiling import WorkersFile, measure_on_workers
 
         with progress.step(f"measuring {layer_graph.model} on the workers of {measure_on}"):
+            spec, shape = _measured_spec(model, input_shape)
             table, provenance = measure_on_workers(
-                model, layer_graph, environment_, WorkersFile.load(Path(measure_on)), source=src,
-                input_shape=input_shape, local_profile=local,
+                spec, layer_graph, environment_, WorkersFile.load(Path(measure_on)), source=src,
+                input_shape=shape, local_profile=local,
             )
+    parsed = objective if isinstance(objective, Objective) else Objective.parse(objective or "latency")
     with progress.step(f"predicting {len(layer_graph)} layers' times on {len(environment_.devices)} devices"):
         return build_problem(
-            layer_graph, environment_, source=src, objective=Objective.parse(objective) if isinstance(objective, str)
-            else objective, constraints=constraints, compute_s=table, profile=local, compute_provenance=provenance,
+            layer_graph, environment_, source=src, objective=parsed, constraints=constraints, compute_s=table,
+            profile=local, compute_provenance=provenance,
         )
 
 

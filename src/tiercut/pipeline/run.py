@@ -64,7 +64,7 @@ def predicted_queries(problem: Problem, upload_plan: Mapping[str, Any], queries:
 
 
 def run(
-    model: str,
+    model: Any,
     env: str = "three-tier",
     *,
     upload_algorithm: str = "recursive-efficiency",
@@ -107,6 +107,8 @@ def run(
         log: called with each line the run reports (uploads confirmed, workers' state).
     """
     from tiercut.env import load_environment
+    from tiercut.graph import ModelRequest
+    from tiercut.graph.model_spec import has_torch_model
     from tiercut.pipeline.model import capture
     from tiercut.pipeline.problem import problem as problem_step
     from tiercut.pipeline.upload import check_upload_algorithm, plan_uploads
@@ -119,6 +121,11 @@ def run(
     from tiercut.runtime.worker import is_loopback, parse_address
 
     # every setting is checked before any model work
+    spec = model.spec if isinstance(model, ModelRequest) else model
+    if isinstance(spec, str) and not has_torch_model(spec):
+        raise TiercutError(
+            f"run executes the model itself; {spec} holds only its graph (pass the zoo name or the factory it came from)"
+        )
     if artifact_format not in ARTIFACT_FORMATS:
         raise TiercutError(f"artifact format {artifact_format!r} is not known; use {' or '.join(ARTIFACT_FORMATS)}")
     if queries < 1:
@@ -156,17 +163,18 @@ def run(
     else:
         plan = dict(upload_plan)
     captured = capture(model, input_shape, granularity=granularity, progress=progress)
+    label = spec if isinstance(spec, str) else captured.graph.model
     plan_source = source or plan.get("source") or environment.default_source()
     note = log or progress.log
     with progress.step("cutting the model into partitions"):
         migration = prepare_migration(
-            captured, plan, source=plan_source, artifact_format=artifact_format, label=model, progress=note,
+            captured, plan, source=plan_source, artifact_format=artifact_format, label=label, progress=note,
             problem=problem,
         )
     link_env = environment if emulate_links else None
-    label = f"running {queries} queries of {model} while its partitions upload"
+    running = f"running {queries} queries of {label} while its partitions upload"
     if workers is not None:
-        with progress.step(label):
+        with progress.step(running):
             result = run_migration(
                 migration, workers, credentials=credentials, settings=settings, environment=link_env,
                 bandwidth_scale=bandwidth_scale, log=note,
@@ -187,7 +195,7 @@ def run(
             with progress.step(f"starting {len(cluster.devices)} local worker(s)"):
                 cluster.start()
             try:
-                with progress.step(label):
+                with progress.step(running):
                     result = run_migration(
                         migration, cluster.addresses, credentials=cluster.credentials(), settings=settings,
                         environment=link_env, bandwidth_scale=bandwidth_scale, log=note,

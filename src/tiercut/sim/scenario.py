@@ -315,7 +315,10 @@ def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tup
         from tiercut.pipeline.model import graph as graph_step  # the pipeline's one way from a model spec to a graph
 
         shape = tuple(user.input_shape) if user.input_shape else None
-        graphs[key] = graph_step(model, input_shape=shape, granularity=user.granularity)
+        graphs[key] = graph_step(
+            model, input_shape=shape, granularity=user.granularity,
+            allow_code=scenario.allow_code,  # data_model_spec above admitted code only with --allow-code
+        )
     compute = None
     if user.compute_table is not None:
         data = _read_json(scenario.path(user.compute_table), f"compute table of user {user.name!r}")
