@@ -463,7 +463,7 @@ def _relayed_latency_s(problem: Any, evaluation: Any, chain: list[str]) -> float
     """The cost model's latency with returns to the source relayed along the call chain, as the runtime sends them.
 
     The runtime forwards end -> edge -> cloud and values come back along the
-    calls (cloud -> edge -> end); DESIGN.md's model sends them straight
+    calls (cloud -> edge -> end); docs/DESIGN.md's model sends them straight
     (cloud -> end). Each such transfer's tau is replaced by the taus of the
     relay, every tau from the cost model's own ``transfer_seconds``.
     """
@@ -649,7 +649,7 @@ def main() -> int:
     if "fidelity" in out:
         fid = out["fidelity"]
         print(
-            f"{'fidelity':<14} worst relative error {fid['worst_relative_error']:.1%} vs DESIGN.md's model, "
+            f"{'fidelity':<14} worst relative error {fid['worst_relative_error']:.1%} vs docs/DESIGN.md's model, "
             f"{fid.get('worst_relative_error_relayed', math.nan):.1%} with relayed returns (target 15%)"
         )
     if "migration" in out:

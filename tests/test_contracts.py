@@ -1,4 +1,4 @@
-"""The JSON contracts (DESIGN.md): one set of rules for every type, checked for every type.
+"""The JSON contracts (docs/DESIGN.md): one set of rules for every type, checked for every type.
 
 Every type below reads its JSON through :func:`tiercut.serialization.json_contract`:
 it round-trips through ``json.dumps``; a missing required key, a missing or
@@ -264,7 +264,7 @@ def test_a_wrong_version_is_one_line_naming_found_and_expected(name, version):
 
 @pytest.mark.parametrize("name", [n for n in VERSIONED if n != "Environment"])
 def test_a_missing_version_is_one_line(name):
-    """Environment files may omit the version (DESIGN.md: the YAML authoring form); every JSON document may not."""
+    """Environment files may omit the version (docs/DESIGN.md: the YAML authoring form); every JSON document may not."""
     case = CASES[name]
     data = json.loads(json.dumps(case.make().to_dict()))
     expected = data.pop("schema_version")

@@ -2,7 +2,7 @@
 
 Every JSON document tiercut writes and reads back (layer graph, profile,
 predictor, compute table, environment, problem, plan, multi-user problem and
-plan, upload plans; DESIGN.md's "JSON contracts") follows the same rules,
+plan, upload plans; docs/contracts.md) follows the same rules,
 and they live here once:
 
 * a top-level document carries ``schema_version``; reading one whose version

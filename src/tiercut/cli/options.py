@@ -6,7 +6,7 @@ flag                   meaning (every command that has it)
 ``--algorithm``        the partition planner (``compare``: a comma list)
 ``--upload-algorithm`` the upload planner
 ``--out`` / ``-o``     the file (or, for ``demo``, the folder) written
-``--json``             print the result as JSON (the DESIGN.md contract)
+``--json``             print the result as JSON (the docs/contracts.md contract)
 ``--torch-threads``    torch intra-op threads
 ``--quiet`` / ``-q``   no progress display on stderr
 =====================  ==============================================================
@@ -65,7 +65,7 @@ def emit_json(payload: Any, out: Path | None) -> None:
 
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display on stderr")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON (DESIGN.md contract)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON (docs/contracts.md)")]
 OutJsonOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="write the JSON result to this file (for 'tiercut report')")
 ]

@@ -160,7 +160,7 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     for first, last, device, count in placement_segments(problem, plan):
         where.add_row(str(count), first, last, device, problem.device(device).tier)
     console.print(where)
-    console.print("predicted figures (DESIGN.md cost model):")
+    console.print("predicted figures (docs/cost-model.md):")
     figures = Table()
     for column in ("plan", "latency", "source energy", "total energy", "cost", "feasible", "optimal", "latency speed-up"):
         figures.add_column(column, justify="left" if column == "plan" else "right")

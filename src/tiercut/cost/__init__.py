@@ -1,4 +1,4 @@
-"""The cost model of DESIGN.md: the one place latency, energy, cost and memory are computed.
+"""The cost model (docs/cost-model.md): the one place latency, energy, cost and memory are computed.
 
 - :func:`evaluate` (one placement dict -> :class:`Evaluation`), the reference;
 - :mod:`tiercut.cost.routing`: the path a tensor takes between two devices

@@ -1,6 +1,6 @@
 """Every metric of the cost model as a sum of per-node and per-transfer terms.
 
-Each metric of DESIGN.md's single-user model is separable::
+Each metric of docs/cost-model.md's single-user model is separable::
 
     metric(x) = sum_v node[v, x(v)] + sum_{(u, a, b) in transfers(x)} transfer[u, a, b]
 

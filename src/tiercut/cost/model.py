@@ -1,4 +1,4 @@
-"""The cost model of DESIGN.md, one placement at a time.
+"""The cost model (docs/cost-model.md), one placement at a time.
 
 For a placement ``x: V -> D`` (graph inputs on the source):
 

@@ -1,4 +1,4 @@
-"""The multi-user equal-share model of DESIGN.md.
+"""The multi-user equal-share model of docs/cost-model.md.
 
 Each user has its own graph and source device. A device used by ``n_d``
 users (a user uses a device when at least one of its non-input nodes runs

@@ -1,4 +1,4 @@
-"""Routing: the links a tensor crosses between two devices (DESIGN.md, "Routing").
+"""Routing: the links a tensor crosses between two devices (docs/cost-model.md, "Routing").
 
 A transfer between devices without a direct link is forwarded
 store-and-forward along the path of links that minimises the tensor's own

@@ -1,4 +1,4 @@
-"""The cost model of DESIGN.md, vectorised: thousands of placements per call.
+"""The cost model (docs/cost-model.md), vectorised: thousands of placements per call.
 
 Placements are an int array ``[n_placements, n_nodes]`` of device indices
 (``problem.device_names`` order, nodes in ``problem.graph`` order). The

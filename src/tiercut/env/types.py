@@ -3,7 +3,7 @@
 An :class:`Environment` is the survey's "deployment locations" dimension: the
 end devices, edge servers and cloud servers a DNN can be split over, the
 links between them and the users whose queries run there. Units are SI
-(DESIGN.md): bytes, bytes per second (``bandwidth_bytes_per_s``), seconds,
+(docs/DESIGN.md): bytes, bytes per second (``bandwidth_bytes_per_s``), seconds,
 watts, and a price per second / per byte in one currency unit.
 
 These are plain frozen dataclasses; YAML files are validated by

@@ -1,6 +1,6 @@
 """The expected-cost layer over exits: :class:`ExitProblem`, :func:`evaluate_expected`, :class:`ExitPlan`.
 
-A layer over the cost model of DESIGN.md (:func:`tiercut.cost.evaluate`), not a
+A layer over the cost model (docs/cost-model.md) (:func:`tiercut.cost.evaluate`), not a
 re-implementation. With active exits ``a_1 .. a_m`` in depth order (the last
 always answers), a query that leaves at ``a_k`` runs exactly the nodes its
 answer needs plus the branches of ``a_1 .. a_{k-1}`` it tried on the way
@@ -100,7 +100,7 @@ class ExitProblem:
         return replace(self, latency_slo_s=latency_slo_s, accuracy_min=accuracy_min)
 
     def to_dict(self) -> dict[str, Any]:
-        """The problem JSON (DESIGN.md's contract) with an ``exits`` object."""
+        """The problem JSON (docs/contracts.md) with an ``exits`` object."""
         return {
             **self.problem.to_dict(),
             "exits": {

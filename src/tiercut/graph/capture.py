@@ -272,7 +272,7 @@ def _module_at(root: Any, path: str) -> Any:
 
 # --------------------------------------------------------------------- naming
 def op_kind(fx_node: Any, modules: dict[str, Any]) -> str:
-    """DESIGN.md's op kind: lower-case module class or function name."""
+    """docs/DESIGN.md's op kind: lower-case module class or function name."""
     if fx_node.op == "placeholder":
         return INPUT_OP
     if fx_node.op == "call_module":

@@ -29,7 +29,7 @@ piece):
    cycle, i.e. neither reaches the other through a third piece; repeated
    until no pair can be merged. Merged pieces need not be connected:
    independent work of one device becomes one call (fewer pieces, fewer round
-   trips; free in the sequential cost model of DESIGN.md, it may cost overlap
+   trips; free in the sequential cost model (docs/cost-model.md), it may cost overlap
    in a pipelined runtime).
 
 Both seeds are merged and the one with fewer pieces is kept (ASAP on ties).

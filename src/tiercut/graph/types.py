@@ -6,7 +6,7 @@ or one collapsed block (block granularity). Graph inputs are nodes too, with
 ``op == "input"`` and no inputs. Units are SI: FLOPs (one multiply-add = 2),
 bytes (``numel * element_size``).
 
-The JSON form is DESIGN.md's ``problem.nodes`` contract plus a header
+The JSON form is docs/DESIGN.md's ``problem.nodes`` contract plus a header
 (``schema_version``, ``model``, ``granularity``).
 """
 
@@ -129,7 +129,7 @@ class LayerGraph:
             are in no node and never uploaded.
         unused_param_bytes: bytes of those parameters.
         params: weight tensor name -> bytes, for the names nodes list in
-            their ``params`` (DESIGN.md: memory per device counts each
+            their ``params`` (docs/DESIGN.md: memory per device counts each
             distinct parameter of its nodes once).
     """
 

@@ -152,7 +152,7 @@ def problem(
     memory: bool = True,
     progress: Progress = SILENT,
 ) -> Problem:
-    """The placement problem of ``model`` over ``env`` (DESIGN.md): graph, devices, links, compute table.
+    """The placement problem of ``model`` over ``env`` (docs/DESIGN.md): graph, devices, links, compute table.
 
     A problem JSON as ``model`` (``tiercut plan --json`` output or its
     ``problem`` object) is planned as it is when no ``env`` is given: its

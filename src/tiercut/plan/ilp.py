@@ -4,7 +4,7 @@ The integer-programming formulation of DNN partition is the survey's
 general model (its Eq. 3-5: minimise one objective with the others as
 constraints); JointDNN (Eshratifar et al., IEEE TMC 2019) and the
 multi-device placements the survey lists formulate it as an ILP. Here it is
-DESIGN.md's cost model exactly (routed and directional transfers included:
+docs/cost-model.md exactly (routed and directional transfers included:
 the coefficients are the cost model's linear forms,
 :func:`tiercut.cost.linear_form`), solved by HiGHS:
 
@@ -558,7 +558,7 @@ class ILPPlanner(Planner):
 
     name = "ilp"
     summary = "exact multi-device DAG placement with every constraint (HiGHS MILP, warm-started)"
-    reference = "survey Eq. 3-5; JointDNN (Eshratifar et al., TMC'19) ILP formulation; DESIGN.md cost model"
+    reference = "survey Eq. 3-5; JointDNN (Eshratifar et al., TMC'19) ILP formulation; docs/cost-model.md"
     guarantee = (
         "optimal for every objective and constraint when HiGHS proves it; on a time-out never worse than the "
         "warm start, with the proven bound and gap"

@@ -3,7 +3,7 @@
 Hu et al., "Dynamic Adaptive DNN Surgery for Inference Acceleration on the
 Edge", INFOCOM'19 (DADS) cut a DAG between the device and a server with a
 max-flow/min-cut; its public code charges a transfer per edge. The
-construction here (ALGORITHMS.md) is exact under DESIGN.md's model, where a
+construction here (ALGORITHMS.md) is exact under docs/DESIGN.md's model, where a
 tensor read by several nodes on the other side is sent once, and transfers
 go both ways:
 

@@ -9,7 +9,7 @@ with the powers; the best split wins.
 
 On a DAG this planner tries every cut of the graph's topological order: the
 first ``j`` non-input nodes on the source, the rest on the server; every
-tensor crossing the cut is sent once (DESIGN.md's model), so the figure of
+tensor crossing the cut is sent once (docs/DESIGN.md's model), so the figure of
 each split is the cost model's. With more than two devices, ``server=None``
 tries every other device as the server and keeps the best split overall.
 

@@ -87,7 +87,7 @@ def random_problem(
     through relays, or not at all); ``directional`` the chance a link gets
     other ``b -> a`` figures; ``shared_params`` the chance a node with
     weights also uses the weights of an earlier node (the graph then names
-    every node's weights, DESIGN.md's shared parameters).
+    every node's weights, docs/DESIGN.md's shared parameters).
     """
     graph = _random_graph(rng, n_nodes, shape, extra_outputs)
     if shared_params > 0:

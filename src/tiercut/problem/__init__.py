@@ -1,4 +1,4 @@
-"""The partition problem and its answer (DESIGN.md's ``problem`` and ``plan`` contracts).
+"""The partition problem and its answer (docs/DESIGN.md's ``problem`` and ``plan`` contracts).
 
 * :mod:`tiercut.problem.types`: :class:`Problem` (graph, devices, links,
   source, per-node compute times, objective, constraints) and its parts,

@@ -1,7 +1,7 @@
 """A planner's answer: :class:`Plan` (one user) and :class:`MultiPlan` (several users).
 
 A plan holds a placement and the figures the cost model computes for it
-(DESIGN.md's ``plan`` JSON contract); every figure can be recomputed from
+(docs/DESIGN.md's ``plan`` JSON contract); every figure can be recomputed from
 the problem alone (:func:`tiercut.cost.evaluate`).
 """
 

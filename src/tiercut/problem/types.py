@@ -1,6 +1,6 @@
 """The partition problem: :class:`Problem` and its parts, and :class:`MultiUserProblem`.
 
-A :class:`Problem` is everything a planner needs and nothing else (DESIGN.md's
+A :class:`Problem` is everything a planner needs and nothing else (docs/DESIGN.md's
 ``problem`` JSON contract): the layer graph, the devices with the figures the
 cost model uses, the links, the ``source`` device where the input is produced
 and the result is needed, ``compute_s`` (node -> device -> seconds; a device
@@ -9,7 +9,7 @@ Anyone can recompute a plan's figures from a problem alone
 (:func:`tiercut.cost.evaluate`).
 
 A :class:`MultiUserProblem` holds one single-user problem per user over the
-same devices and links (the equal-share model of DESIGN.md).
+same devices and links (the equal-share model of docs/cost-model.md).
 
 The answers (:class:`~tiercut.problem.plan.Plan`,
 :class:`~tiercut.problem.plan.MultiPlan`) live in :mod:`tiercut.problem.plan`;
@@ -242,7 +242,7 @@ class ProblemDevice:
 # ---------------------------------------------------------------- problem
 @dataclass(frozen=True)
 class Problem:
-    """A single-user partition problem (DESIGN.md's cost model and JSON contract).
+    """A single-user partition problem (docs/cost-model.md and JSON contract).
 
     Attributes:
         graph: the layer graph (``problem.nodes``).
@@ -510,7 +510,7 @@ class UserProblem:
 
 @dataclass(frozen=True)
 class MultiUserProblem:
-    """Several users' DNNs over shared devices and links (DESIGN.md, multi-user).
+    """Several users' DNNs over shared devices and links (docs/DESIGN.md, multi-user).
 
     Every user problem has the same devices and links. In the analytic
     equal-share model a device used by ``n`` users gives each ``1/n`` of its

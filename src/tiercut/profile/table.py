@@ -1,6 +1,6 @@
 """The ``compute_s`` table: node -> device -> seconds, each entry measured or predicted.
 
-DESIGN.md's ``c(v, d)``. The seed paper's installation phase combines the
+docs/DESIGN.md's ``c(v, d)``. The seed paper's installation phase combines the
 client's measured ``file_1`` with the servers' predicted ``file_2``; here:
 
 - on the *host* (a device mapped to ``None``): a node's time is the

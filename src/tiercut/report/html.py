@@ -85,7 +85,7 @@ def render_html(results: Sequence[ReportInput], *, title: str | None = None) -> 
         f"<title>tiercut report: {text(heading)}</title>"
         f"<style>{_asset('report.css')}{''.join(c.css() for c in cases)}</style></head><body>"
         f"<header><h1>tiercut report: {text(heading)}</h1><p class=\"meta\">made by tiercut {text(__version__)} on "
-        f"{text(stamp)}. Plans' figures are the DESIGN.md cost model's, recomputed from each result's problem; "
+        f"{text(stamp)}. Plans' figures are the cost model (docs/cost-model.md)'s, recomputed from each result's problem; "
         "hover any box, bar or line for its numbers.</p></header>"
         f"{nav}<main>{''.join(sections)}</main>"
         f"<script>{_asset('report.js')}</script></body></html>\n"

@@ -310,7 +310,7 @@ def _gantt(case: Case, timeline: QueryTimeline, number: int) -> str:
     svg = timeline_svg(f"{case.cid}-v{number}-gantt", rows, bars, total=timeline.end_s,
                        axis_label="time since the query started", marks=[(timeline.end_s, "result back on the source")])
     ev = timeline.evaluation
-    return (f'<h4>One query, step by step</h4><p class="hint">The cost model\'s sequential schedule (DESIGN.md): '
+    return (f'<h4>One query, step by step</h4><p class="hint">The cost model\'s sequential schedule (docs/DESIGN.md): '
             f"nodes in graph order, each tensor sent as soon as it is made; {fmt.seconds(ev.compute_s)} computing + "
             f"{fmt.seconds(ev.transfer_s)} on links = {fmt.seconds(ev.latency_s)}. Wheel to zoom in time, drag to pan."
             f'</p><div class="timeline-view">{svg}</div>')

@@ -1,6 +1,6 @@
 """One query's timeline under the cost model's sequential schedule.
 
-DESIGN.md's cost model is the sequential model of Neurosurgeon and DADS:
+docs/cost-model.md is the sequential model of Neurosurgeon and DADS:
 one node or one transfer at a time, ``T(x) = sum_v c(v, x(v)) + sum tau``.
 Any order that respects the graph gives that total; the one drawn here runs
 the nodes in the graph's topological order and sends each tensor right

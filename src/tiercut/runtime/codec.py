@@ -64,7 +64,7 @@ from tiercut.errors import TiercutError
 MAGIC = b"TCF1"
 _PREFIX = struct.Struct("<4sIQI")
 PREFIX_BYTES = _PREFIX.size
-#: gRPC messages carry at most this many bytes of a frame (DESIGN.md: messages over 4 MB are chunked).
+#: gRPC messages carry at most this many bytes of a frame (docs/DESIGN.md: messages over 4 MB are chunked).
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 _ALIGN = 8
 _MAX_HEADER_BYTES = 16 * 1024 * 1024

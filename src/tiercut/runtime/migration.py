@@ -2,7 +2,7 @@
 
 The upload planners (:mod:`tiercut.upload`) decide, for one client and each
 server, the partitions P3 in upload order (node sets) and the placement
-queries use after each arrival (DESIGN.md's ``upload_plan`` contract:
+queries use after each arrival (the ``upload_plan`` contract of docs/contracts.md:
 ``partitions[].nodes``, ``stages[].placement``, ``stages[].arrived``). This
 module turns that into:
 

@@ -33,7 +33,7 @@ every job attains service at ``r / n``; a job of ``w`` units that entered
 when the virtual clock read ``V`` leaves when it reads ``V + w``, so one
 timer for the earliest such job is all that is scheduled (stale timers are
 ignored by a generation number). A server with ``n`` jobs is thus
-``n`` times slower for each, the equal share of DESIGN.md's analytic model
+``n`` times slower for each, the equal share of docs/DESIGN.md's analytic model
 made dynamic; a link shares its bandwidth equally among the transfers on it
 (max-min fair on one link).
 

@@ -142,7 +142,7 @@ class SimConfig:
         duration_s: simulated seconds (None: until no user has anything left
             to do, which needs ``max_queries``, ``leave_s`` or trace arrivals).
         execution: ``sequential`` (one layer run or one transfer of a query at
-            a time: DESIGN.md's cost model, what the analytic model assumes)
+            a time: docs/cost-model.md, what the analytic model assumes)
             or ``overlapped`` (a layer starts when its inputs are there;
             branches on different devices run in parallel).
         upload_shares_link: uploads share the client-server link with query

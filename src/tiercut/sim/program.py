@@ -1,6 +1,6 @@
 """A query as a program of operations: layer runs on devices and tensor transfers over links.
 
-Built from a placement with DESIGN.md's cost model terms (``c(v, d)``,
+Built from a placement with docs/cost-model.md terms (``c(v, d)``,
 ``out(u)``, each tensor sent once to each other device that needs it, graph
 outputs returned to the source), so that one query alone on idle resources
 takes exactly the cost model's ``T(x)`` in ``sequential`` execution:

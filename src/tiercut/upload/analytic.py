@@ -1,4 +1,4 @@
-"""The IONN model of uploading (DESIGN.md), recomputable from a problem and partitions alone.
+"""The IONN model of uploading (docs/DESIGN.md), recomputable from a problem and partitions alone.
 
 Jeong et al., "IONN: Incremental Offloading of Neural Network Computations
 from Mobile Devices to Edge Servers", SoCC'18, and the migration seed

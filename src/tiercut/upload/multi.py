@@ -8,7 +8,7 @@ does) decides which server holds which of each user's nodes -- a P1 per
 partitions P3 and orders them.
 
 Here each (user, server) pair gets an :class:`~tiercut.upload.UploadPlan`
-from the chosen upload planner, on the user's problem under DESIGN.md's
+from the chosen upload planner, on the user's problem under docs/DESIGN.md's
 equal-share model for the offloading plan (a server used by ``n`` users
 runs each at ``1/n`` of its speed, a link used by ``n`` users gives each
 ``1/n`` of its bandwidth, uploads included) and restricted to the client and

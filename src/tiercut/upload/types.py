@@ -1,6 +1,6 @@
 """Typed results of partition uploading: partitions P3, stages, metrics, plans.
 
-The JSON form of :class:`UploadPlan` is DESIGN.md's ``upload_plan`` contract
+The JSON form of :class:`UploadPlan` is the ``upload_plan`` contract of docs/contracts.md
 (``algorithm``, ``server``, ``partitions`` with ``nodes``, ``param_bytes``,
 ``upload_s``, ``arrives_s``; ``stages`` with ``from_s``, ``placement``,
 ``latency_s``; ``metrics`` with ``queries_done_by_upload_end``,
