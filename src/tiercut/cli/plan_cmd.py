@@ -131,14 +131,24 @@ def _multi_problem(
 
 
 def speedup_text(baseline: Plan, plan: Plan) -> str:
-    """``baseline latency / plan latency`` as ``1.23x``, or why there is no finite figure."""
+    """How ``baseline``'s latency compares with ``plan``'s, said from the baseline's side.
+
+    ``8.84x slower`` when the baseline takes 8.84 times the plan's latency,
+    ``2.00x faster`` when it takes half of it, ``same`` within 0.5 %; or why
+    there is no finite figure.
+    """
     if not math.isfinite(baseline.latency_s):
         return "- (baseline not evaluable)"
     if not math.isfinite(plan.latency_s):
         return "- (plan not evaluable)"
-    if plan.latency_s <= 0:
-        return "- (plan latency 0)"
-    return f"{baseline.latency_s / plan.latency_s:.2f}x"
+    if plan.latency_s <= 0 or baseline.latency_s <= 0:
+        return "- (latency 0)"
+    ratio = baseline.latency_s / plan.latency_s  # > 1: the baseline takes longer than the plan
+    if abs(ratio - 1.0) <= 0.005:
+        return "same"
+    if ratio > 1.0:
+        return f"{ratio:.2f}x slower"
+    return f"{1.0 / ratio:.2f}x faster"
 
 
 def _console(width: int = 160) -> Any:
@@ -162,7 +172,7 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     console.print(where)
     console.print("predicted figures (docs/cost-model.md):")
     figures = Table()
-    for column in ("plan", "latency", "source energy", "total energy", "cost", "feasible", "optimal", "latency speed-up"):
+    for column in ("plan", "latency", "source energy", "total energy", "cost", "feasible", "optimal", "latency vs plan"):
         figures.add_column(column, justify="left" if column == "plan" else "right")
     rows = {plan.algorithm: plan, **baselines}
     for label, p in rows.items():
@@ -181,7 +191,7 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
         console.print(f"note: {plan.note}")
     for violation in plan.violations:
         console.print(f"[red]violation:[/red] {violation}")
-    console.print("speed-up = baseline latency / plan latency")
+    console.print(f"latency vs plan: each baseline's latency next to the {plan.algorithm} plan's")
 
 
 def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
