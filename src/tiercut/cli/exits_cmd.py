@@ -17,7 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.model_opts import AllowCodeOpt
 from tiercut.errors import TiercutError
+from tiercut.graph.model_spec import check_code_allowed
 
 #: planners that read exits; ``ilp`` / ``brute-force`` under --exits mean Edgent with that inner planner
 EXIT_PLANNERS = ("edgent", "ddnn")
@@ -43,6 +45,7 @@ def exits_add(
     epochs: Annotated[int, typer.Option(help="training epochs over the digits")] = 12,
     seed: Annotated[int, typer.Option(help="seed of the split, the branch weights and the batch order")] = 0,
     accuracy_drop: Annotated[float, typer.Option(help="an exit may answer this much less accurately than the final exit")] = 0.01,
+    allow_code: AllowCodeOpt = False,
 ) -> None:
     """Add exit branches to MODEL, train them jointly on digits (BranchyNet), measure and tune them."""
     from tiercut.exits.build import build_exit_model, save_exit_model
@@ -50,6 +53,7 @@ def exits_add(
     from tiercut.exits.train import TrainingSettings
     from tiercut.graph import parse_shape
 
+    check_code_allowed(model, allow_code)
     check_rule(rule)
     points = [a.strip() for a in after.split(",") if a.strip()]
     if epochs < 1:

@@ -10,7 +10,7 @@ from tiercut.errors import TiercutError
 from tiercut.graph.model_spec import ModelRequest, parse_inputs
 
 MODEL_HELP = (
-    "zoo name (vgg16, resnet50, ...), package.module:factory, path/to/file.py:factory (with --allow-code), "
+    "zoo name (vgg16, resnet50, ...), package.module:factory or path/to/file.py:factory (both with --allow-code), "
     "an .onnx file, or a layer graph / problem JSON"
 )
 InputOpt = Annotated[
@@ -40,7 +40,10 @@ NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="trace the model again instead of reading the graph cache ($TIERCUT_CACHE_DIR)")
 ]
 AllowCodeOpt = Annotated[
-    bool, typer.Option("--allow-code", help="let MODEL be path/to/file.py:factory (loads and runs that file)")
+    bool, typer.Option(
+        "--allow-code",
+        help="let MODEL be user code: package.module:factory or path/to/file.py:factory (imports and runs it)",
+    ),
 ]
 
 
@@ -55,9 +58,14 @@ def model_request(
     allow_code: bool = False,
     no_cache: bool = False,
 ) -> ModelRequest:
-    """The :class:`ModelRequest` of a command's model options, checked before any model work."""
-    from tiercut.graph import GRANULARITIES
+    """The :class:`ModelRequest` of a command's model options, checked before any model work.
 
+    A MODEL that imports user code (``package.module:factory``, ``file.py:factory``) needs ``--allow-code``.
+    """
+    from tiercut.graph import GRANULARITIES
+    from tiercut.graph.model_spec import check_code_allowed
+
+    check_code_allowed(model, allow_code)
     if granularity not in GRANULARITIES:
         raise TiercutError(f"granularity {granularity!r} is not known; use one of {', '.join(GRANULARITIES)}")
     return ModelRequest(

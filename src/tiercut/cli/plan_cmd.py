@@ -112,7 +112,7 @@ def build_cli_problem(
 
 def _multi_problem(
     users: Path, model: str | None, env: str | None, *, objective: str | None, aggregate: str, granularity: str,
-    profile: Path | None, memory: bool, progress: Any, single_user_options: dict[str, Any],
+    profile: Path | None, memory: bool, progress: Any, single_user_options: dict[str, Any], allow_code: bool = False,
 ) -> MultiUserProblem:
     """The multi-user problem of ``--users FILE`` (MODEL, when given, is the model of users naming none)."""
     from tiercut.pipeline import multi_user_problem
@@ -126,7 +126,7 @@ def _multi_problem(
         raise TiercutError(f"--aggregate {aggregate!r} is not known; use mean or max")
     return multi_user_problem(
         env or "three-tier", users, objective=objective or "latency", aggregate=aggregate, granularity=granularity,
-        profile=profile, memory=memory, default_model=model, progress=progress,
+        profile=profile, memory=memory, default_model=model, allow_code=allow_code, progress=progress,
     )
 
 
@@ -364,7 +364,7 @@ def plan(
     if users is not None:
         problem: Problem | MultiUserProblem = _multi_problem(
             users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
-            memory=memory, progress=progress, single_user_options={
+            memory=memory, progress=progress, allow_code=allow_code, single_user_options={
                 "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
                 "--open-module": open_module, "--compute-table": compute_table,
                 "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
@@ -465,7 +465,7 @@ def compare(
     if users is not None:
         problem: Problem | MultiUserProblem = _multi_problem(
             users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
-            memory=memory, progress=progress, single_user_options={
+            memory=memory, progress=progress, allow_code=allow_code, single_user_options={
                 "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
                 "--open-module": open_module, "--compute-table": compute_table,
                 "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
