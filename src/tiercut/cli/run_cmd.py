@@ -98,8 +98,13 @@ def run(
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="client private key")] = None,
     tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="CA of the workers' certificates")] = None,
     artifact_format: Annotated[
-        str, typer.Option("--artifact-format", help="aten-json (exact, default) or onnx (onnxruntime, faster)")
-    ] = "aten-json",
+        str | None,
+        typer.Option(
+            "--artifact-format",
+            help="aten-json (exact; default for torch models) or onnx (onnxruntime, faster; always for an .onnx MODEL, "
+            "whose workers need --allow-onnx)",
+        ),
+    ] = None,
     emulate_links: Annotated[
         bool, typer.Option("--emulate-links/--no-emulate-links", help="shape traffic like the environment's links")
     ] = True,

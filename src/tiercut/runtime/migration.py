@@ -311,6 +311,9 @@ def prepare_migration(
     (:func:`read_upload_plan`). With ``problem`` (the plan's
     :class:`~tiercut.problem.Problem`), each stage's route forwards through
     the relays the cost model's routing chooses (:func:`route_relays`).
+    ``captured`` may be an ONNX model
+    (:class:`~tiercut.runtime.onnx_program.OnnxCaptured`): its programs are
+    then ``onnx`` programs whatever ``artifact_format`` says.
 
     Steps: read the plan (:func:`_view`), check its partitions against the
     model, build each stage's split, programs and route
@@ -318,12 +321,14 @@ def prepare_migration(
     then pack each server's uploads (:func:`_server_uploads`).
     """
     view = _view(plan, source)
+    if _is_onnx(captured):
+        artifact_format = "onnx"
     model = label or captured.graph.model or "model"
     _check_partitions(view, captured.graph, model)
     stages, stage_programs = _build_stages(captured, view, artifact_format, problem, progress or (lambda _: None))
     if not any(stage.devices == [view.source] for stage in stages):
         stages.append(_local_stage(captured, view.source, len(stages)))
-    node_tensors = _node_tensors(captured)
+    node_tensors = captured.node_tensors() if _is_onnx(captured) else _node_tensors(captured)
     plan_tag = hashlib.sha256(
         repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()
     ).hexdigest()[:10]
@@ -366,10 +371,10 @@ def _build_stages(
     captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress
 ) -> tuple[list[RuntimeStage], list[dict[str, list[BuiltProgram]]]]:
     """Every stage's split, route and the programs its server steps run (each exported once, shared by stages)."""
-    from tiercut.graph.split import split_by_placement
     from tiercut.profile.measure import record_fx_values
 
-    values = record_fx_values(captured)
+    onnx = _is_onnx(captured)
+    values = {} if onnx else record_fx_values(captured)
     programs: dict[tuple[Any, ...], BuiltProgram] = {}
     splits: dict[tuple[tuple[str, str], ...], Any] = {}
     stages: list[RuntimeStage] = []
@@ -379,8 +384,10 @@ def _build_stages(
         key = tuple(sorted(placement.items()))
         if key not in splits:
             note(f"stage {index}: splitting the model")
-            splits[key] = split_by_placement(captured, placement)
+            splits[key] = _split(captured, placement)
         split = splits[key]
+        if onnx:  # the tensors this cut's partitions exchange, on the example inputs
+            values = captured.example_values(split)
         built: dict[str, list[BuiltProgram]] = {}
         steps: list[Step] = []
         for partition in split.partitions:
@@ -390,7 +397,10 @@ def _build_stages(
                 if program_key not in programs:
                     note(f"stage {index}: exporting partition {partition.index} for {partition.device}")
                     inputs = {n: values[n] for n in partition.input_names}
-                    programs[program_key] = build_program(partition, inputs, format=artifact_format)
+                    programs[program_key] = (
+                        captured.build_program(partition, inputs) if onnx
+                        else build_program(partition, inputs, format=artifact_format)
+                    )
                 program = programs[program_key]
                 built.setdefault(partition.device, []).append(program)
                 program_id = program.program.manifest.program_id
@@ -408,12 +418,25 @@ def _build_stages(
     return stages, stage_programs
 
 
-def _local_stage(captured: Any, source: str, index: int) -> RuntimeStage:
-    """The all-local stage (every node on the source), for a plan that lacks one."""
+def _is_onnx(captured: Any) -> bool:
+    from tiercut.runtime.onnx_program import OnnxCaptured
+
+    return isinstance(captured, OnnxCaptured)
+
+
+def _split(captured: Any, placement: Mapping[str, str]) -> Any:
+    """The runnable partitions of ``placement``: an fx split, or an ONNX model's pieces in onnxruntime."""
     from tiercut.graph.split import split_by_placement
 
+    if _is_onnx(captured):
+        return captured.split(placement)
+    return split_by_placement(captured, placement)
+
+
+def _local_stage(captured: Any, source: str, index: int) -> RuntimeStage:
+    """The all-local stage (every node on the source), for a plan that lacks one."""
     placement = {node.name: source for node in captured.graph.nodes}
-    split = split_by_placement(captured, placement)
+    split = _split(captured, placement)
     steps = [Step(p.index, p.device, None, p.input_names, p.output_names) for p in split.partitions]
     route = Route(tuple(steps), tuple(split.output_spec.value_names()), source)
     return RuntimeStage(index, 0.0, math.inf, placement, {}, split, route)
