@@ -235,3 +235,32 @@ def test_leaf_module_on_the_command_line(capsys):
     code = main(["graph", spec, "--allow-code", "--leaf-module", "nn.TransformerEncoder", "--json"])
     out = capsys.readouterr().out
     assert code == 0 and '"op": "transformerencoder"' in out
+
+
+def test_leaf_module_holds_when_capture_falls_back_to_torch_export():
+    """fx cannot trace LoopThenBlock; torch.export opens every module, and --leaf-module MLPBlock merges it back."""
+    opened = capture_model("fixtures_models:LoopThenBlock", (2, 6))
+    kept = capture_model("fixtures_models:LoopThenBlock", (2, 6), module_types=ModuleTypes(leaf=("MLPBlock",)))
+    assert opened.method == kept.method == "export"
+    assert "mlpblock" not in [n.op for n in opened.graph.nodes]
+    (block,) = [n for n in kept.graph.nodes if n.op == "mlpblock"]
+    assert block.name == "block" and block.param_count == 6 * 8 + 8 + 8 * 6 + 6  # fc1 and fc2, all of it
+    assert len(kept.graph) < len(opened.graph) and kept.graph.granularity == "module"
+    assert kept.graph.total_flops == opened.graph.total_flops
+    assert sum(n.param_count for n in kept.graph.nodes) == sum(n.param_count for n in opened.graph.nodes)
+    # the kept block is one node a plan can place, and the split still equals the model
+    placement = {n.name: ("edge" if n.name == "block" else "end") for n in kept.graph.nodes}
+    split = split_by_placement(kept, placement)
+    assert [p.device for p in split.partitions] == ["end", "edge", "end"]
+    x = torch.randn(2, 6)
+    with torch.no_grad():
+        assert torch.equal(split.run(x), kept.graph_module(x))
+
+
+def test_leaf_module_on_the_command_line_holds_with_the_export_fallback(capsys):
+    import json
+
+    argv = ["graph", "fixtures_models:LoopThenBlock", "--allow-code", "--input-shape", "2,6", "--no-cache", "--json"]
+    assert main([*argv, "--leaf-module", "MLPBlock"]) == 0
+    ops = [n["op"] for n in json.loads(capsys.readouterr().out)["nodes"]]
+    assert ops.count("mlpblock") == 1 and ops.count("relu") == 1  # the block's relu is inside it, the head's is not
