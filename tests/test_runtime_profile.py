@@ -206,3 +206,40 @@ def test_workers_file_errors_are_one_line(tmp_path):
         assert "\n" not in str(exc.value)
     with pytest.raises(TiercutError, match="cannot read"):
         WorkersFile.load(tmp_path / "none.yaml")
+
+
+@pytest.mark.slow
+def test_plan_measure_on_sends_a_multi_input_model_with_token_ids_as_layer_programs(workers, tmp_path, capsys):
+    """A factory's model with int64 token ids and a bool mask: each layer goes to the worker as a program."""
+    edge = workers.start("edge1m")
+    slow = workers.start("edge2m", compute_slowdown=4.0)
+    env = tmp_path / "env.yaml"
+    env.write_text(yaml.safe_dump({"devices": [
+        {"name": "phone", "tier": "end"}, {"name": "edge1m", "tier": "edge"}, {"name": "edge2m", "tier": "edge"},
+    ], "links": [{"tiers": ["end", "edge"], "bandwidth_bytes_per_s": 1e7}]}))
+    wfile = tmp_path / "workers.yaml"
+    wfile.write_text(yaml.safe_dump({"workers": {"edge1m": edge, "edge2m": slow}, "token_env": "TIERCUT_TEST_TOKEN",
+                                     "max_seconds": 30}))
+    import os
+
+    os.environ["TIERCUT_TEST_TOKEN"] = TOKEN
+    try:
+        code = main(["plan", "fixtures_models:tiny_transformer", "--allow-code", "--input", "ids:int64:1x12",
+                     "--input", "mask:bool:1x12", "--env", str(env), "--measure-on", str(wfile), "--json"])
+    finally:
+        del os.environ["TIERCUT_TEST_TOKEN"]
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    problem = json.loads(out)["problem"]
+    inputs = {n["name"]: n["out_dtype"] for n in problem["nodes"] if n["op"] == "input"}
+    assert inputs == {"ids": "int64", "mask": "bool"}
+    compute = problem["compute_s"]
+    assert all(row["edge1m"] > 0 and row["edge2m"] > 0 and row["phone"] > 0 for row in compute.values())
+    total = {d: sum(row[d] for row in compute.values()) for d in ("edge1m", "edge2m")}
+    assert total["edge2m"] / total["edge1m"] > 1.5  # the 4x slower worker measures slower
+    provenance = problem["provenance"]
+    assert provenance["edge1m"].startswith(f"measured on worker {edge}") and "sent as a program" in provenance["edge1m"]
+    assert "emulating a 4x slower device" in provenance["edge2m"]
+    assert provenance["phone"].startswith("measured here")
+    for worker in workers.workers[-2:]:  # the layers were dropped again: the workers keep nothing
+        assert worker.store.partitions() == []

@@ -118,19 +118,6 @@ def _foreign_problem(
     return problem_
 
 
-def _measured_spec(model: Any, input_shape: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...] | None]:
-    """The model spec and the one float32 input shape workers measure at (their Profile request carries one)."""
-    from tiercut.graph import ModelRequest
-
-    if not isinstance(model, ModelRequest):
-        return model, input_shape
-    if model.inputs is None:
-        return model.spec, None
-    if len(model.inputs) != 1 or model.inputs[0].dtype != "float32" or model.inputs[0].name is not None:
-        raise TiercutError("--measure-on takes one float32 input (--input-shape); workers measure single-input models")
-    return model.spec, model.inputs[0].shape
-
-
 def problem(
     model: Any,
     env: str | Path | Environment | None = None,
@@ -211,13 +198,17 @@ def problem(
     if measure_on is not None:
         if table is not None:
             raise TiercutError("measuring on workers makes the compute table; drop the given compute table")
+        from tiercut.graph import ModelRequest
+
+        if not isinstance(model, (str, ModelRequest)) or example_inputs is not None:
+            raise TiercutError("measuring on workers needs the model's spec (a zoo name or a factory) or a ModelRequest")
+        from tiercut.pipeline.model import model_request
         from tiercut.runtime.profiling import WorkersFile, measure_on_workers
 
         with progress.step(f"measuring {layer_graph.model} on the workers of {measure_on}"):
-            spec, shape = _measured_spec(model, input_shape)
             table, provenance = measure_on_workers(
-                spec, layer_graph, environment_, WorkersFile.load(Path(measure_on)), source=src,
-                input_shape=shape, local_profile=local,
+                model_request(model, input_shape, granularity=granularity, allow_code=allow_code), layer_graph,
+                environment_, WorkersFile.load(Path(measure_on)), source=src, local_profile=local,
             )
     parsed = objective if isinstance(objective, Objective) else Objective.parse(objective or "latency")
     with progress.step(f"predicting {len(layer_graph)} layers' times on {len(environment_.devices)} devices"):
