@@ -8,28 +8,22 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_finite, check_output_path, check_plot_path, write_output
-from tiercut.cli.model_opts import (
-    MODEL_HELP,
-    AllowCodeOpt,
-    GranularityOpt,
-    InputOpt,
-    LeafModuleOpt,
-    NoCacheOpt,
-    OpenModuleOpt,
-    ShapeOpt,
-    model_request,
-)
+from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
+    ComputeOpt,
+    EnvOpt,
     OldOffloadingOpt,
     OldUploadOpt,
     OutJsonOpt,
+    ProfileOpt,
     QuietOpt,
+    SourceOpt,
     UploadAlgorithmOpt,
     alias,
     emit_json,
+    option_group,
     progress_for,
 )
-from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, ProfileOpt, SourceOpt
 from tiercut.errors import TiercutError
 from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
@@ -62,6 +56,7 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
         plt.close(fig)
 
 
+@option_group("model_options", ModelOptions)
 def run(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     env: EnvOpt = "three-tier",
@@ -81,13 +76,7 @@ def run(
     ] = DEFAULT_OFFLOADING_PLANNER,
     old_offloading: OldOffloadingOpt = None,
     source: SourceOpt = None,
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    granularity: GranularityOpt = "module",
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     rate: Annotated[float | None, typer.Option("--rate", help="queries per second (default: back to back)")] = None,
@@ -153,10 +142,7 @@ def run(
     check_finite("--keep-uploading-s", keep_uploading_s, minimum=0.0)
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
+    request = model_options.request(model)
     if plot is not None:
         check_plot_path(plot)
     if out is not None:

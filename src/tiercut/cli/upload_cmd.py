@@ -8,36 +8,23 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_output_path, check_plot_path, write_output
-from tiercut.cli.model_opts import (
-    MODEL_HELP,
-    AllowCodeOpt,
-    GranularityOpt,
-    InputOpt,
-    LeafModuleOpt,
-    NoCacheOpt,
-    OpenModuleOpt,
-    ShapeOpt,
-    model_request,
-)
+from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
+    ComputeOpt,
+    EnvOpt,
     JsonOpt,
     OldOffloadingOpt,
     OutJsonOpt,
+    ProfileOpt,
     QuietOpt,
+    SourceOpt,
     UploadAlgorithmOpt,
     alias,
     emit_json,
+    option_group,
     progress_for,
 )
-from tiercut.cli.plan_cmd import (
-    ComputeOpt,
-    EnvOpt,
-    ProfileOpt,
-    SourceOpt,
-    _human,
-    _parse_setting,
-    build_cli_problem,
-)
+from tiercut.cli.plan_cmd import _human, _parse_setting, build_cli_problem
 from tiercut.errors import TiercutError
 from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
@@ -97,6 +84,7 @@ def _print_upload(problem: Any, plan: Any, others: dict[str, Any]) -> None:
         console.print(f"note: {plan.note}")
 
 
+@option_group("model_options", ModelOptions)
 def upload(
     model: Annotated[str | None, typer.Argument(help=MODEL_HELP)] = None,
     env: EnvOpt = None,
@@ -111,13 +99,7 @@ def upload(
     ] = None,
     objective: Annotated[str, typer.Option(help="objective of the partition plan (queries are timed by latency)")] = "latency",
     source: SourceOpt = None,
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    granularity: GranularityOpt = "module",
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     profile: ProfileOpt = None,
     compute_table: ComputeOpt = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="upload planner setting NAME=VALUE (repeatable)")] = None,
@@ -155,10 +137,7 @@ def upload(
         raise TiercutError(f"--n-queries {n_queries} must be >= 1")
     settings = dict(_parse_setting(s) for s in setting or [])
     progress = progress_for(quiet)
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
+    request = model_options.request(model)
     problem = build_cli_problem(
         request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
         progress=progress,
