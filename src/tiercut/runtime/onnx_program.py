@@ -37,14 +37,13 @@ from tiercut.graph.onnx_run import OnnxModel, OnnxPiece, load_onnx_model, split_
 from tiercut.graph.split import InputSpec, OutputSpec, SplitModel
 from tiercut.graph.types import LayerGraph
 from tiercut.runtime.artifact import (
-    ONNX_STORE_LOCATION,
     ArtifactError,
     BuiltProgram,
     ProgramManifest,
     TensorSpec,
+    initializers_to_store,
     load_program,
     make_program,
-    tensor_digest,
 )
 from tiercut.runtime.codec import flatten_value
 
@@ -232,33 +231,14 @@ def pack_piece(piece: OnnxPiece, inputs: Mapping[str, Any], *, index: int = 0) -
     check the program as a worker does; :func:`build_onnx_program` does.
     """
     import onnx
-    import torch
-    from onnx import numpy_helper
 
     missing = [n for n in piece.input_names if n not in inputs]
     if missing:
         raise ArtifactError(f"ONNX partition {index} needs example value {missing[0]!r} to be packed")
     model = onnx.load_from_string(piece.model_bytes)
     model, names = _renamed(model, piece.input_names, piece.output_names)
-    weights: dict[str, tuple[str, Any]] = {}
-    sources: dict[str, str] = {}
-    specs: dict[str, TensorSpec] = {}
     original = {new: old for old, new in names.items()}
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        tensor = torch.from_numpy(array.copy())
-        digest = tensor_digest(tensor)
-        weights[init.name] = (digest, tensor)
-        sources[digest] = original.get(init.name, init.name)
-        specs[init.name] = TensorSpec.of(tensor)
-        nbytes = tensor.numel() * tensor.element_size()
-        for kind in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
-            init.ClearField(kind)
-        init.data_location = onnx.TensorProto.EXTERNAL
-        del init.external_data[:]
-        for key, value in (("location", ONNX_STORE_LOCATION), ("offset", "0"), ("length", str(nbytes))):
-            entry = init.external_data.add()
-            entry.key, entry.value = key, value
+    weights, sources, specs = initializers_to_store(model, lambda name: original.get(name, name))
     in_leaves: list[Any] = []
     in_structures = [flatten_value(inputs[n], in_leaves) for n in piece.input_names]
     declared = {v.name: v for v in model.graph.output}
