@@ -152,6 +152,17 @@ class Planner(Configurable):
         raise TiercutError(f"planner {self.name!r} plans single-user problems only")
 
 
+def check_server(problem: Problem, server: str | None) -> str | None:
+    """Why ``server`` (a planner's ``server`` setting; None: any) cannot be the server of ``problem``."""
+    if server is None:
+        return None
+    if server not in problem.device_names:
+        return f"server {server!r} is not a device; devices are {', '.join(problem.device_names)}"
+    if server == problem.source:
+        return "the server must not be the source device"
+    return None
+
+
 def cheap_rows(problem: Problem, scope: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """The cheap candidates every planner is checked against: all-local (where the source can run a node)
     and every all-on-one-device placement (inputs on the source; only devices in ``scope`` when given),
@@ -295,6 +306,7 @@ __all__ = [
     "PlacementResult",
     "Planner",
     "cheap_rows",
+    "check_server",
     "make_multi_plan",
     "make_plan",
     "no_worse_than_cheap",
