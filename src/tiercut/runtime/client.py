@@ -102,6 +102,7 @@ class RunResult:
         abandoned: servers whose uploads were given up, with the reason.
         uploads: the uploads' descriptions (bytes, programs, planned figures).
         duration_s: wall time of the run.
+        outputs: query index -> its output, kept when outputs are verified (for accuracy on labelled inputs).
     """
 
     model: str
@@ -115,6 +116,7 @@ class RunResult:
     abandoned: Mapping[str, str]
     uploads: tuple[Mapping[str, Any], ...]
     duration_s: float
+    outputs: Mapping[int, Any] = field(default_factory=dict)
 
     @property
     def failed_queries(self) -> int:
@@ -442,6 +444,7 @@ class MigrationClient:
             abandoned=dict(abandoned),
             uploads=tuple(i.to_dict() for items in plan.uploads.values() for i in items),
             duration_s=duration,
+            outputs=dict(outputs),
         )
 
     # ----------------------------------------------------------- helpers
@@ -660,9 +663,10 @@ class MigrationClient:
         records: list[HopRecord] = []
         counters = {"sent": 0, "received": 0}
         failed_at: list[int] = []
+        exited: list[str] = []
         error = ""
         fallback = False
-        future = loop.submit(self._run_remote(stage, values, records, counters, failed_at))
+        future = loop.submit(self._run_remote(stage, values, records, counters, failed_at, exited))
         try:
             future.result(timeout=settings.query_timeout_s)
         except (RemoteError, RouteError, concurrent.futures.TimeoutError) as exc:
@@ -686,8 +690,9 @@ class MigrationClient:
                 state.mark_suspect(server, settings.suspect_s)
             if server and code == "NOT_FOUND":
                 state.mark_lost(server)
-            self._finish_locally(stage, position, values, records)
-        output = stage.split.output_spec.build(values)
+            exited.clear()
+            self._finish_locally(stage, position, values, records, exited)
+        output = _query_output(stage, values, exited)
         end = time.monotonic()
         record = QueryRecord(
             user=plan.source,
@@ -704,6 +709,8 @@ class MigrationClient:
             fallback=fallback,
             error=error,
             spans=tuple(_span(hop, wall_start, start - t0) for hop in records),
+            exit=(exited[0] if exited else stage.last_exit) if stage.answer_name else "",
+            transfers=_transfers(records) if stage.answer_name else (),
         )
         return record, output
 
@@ -714,6 +721,7 @@ class MigrationClient:
         records: list[HopRecord],
         counters: dict[str, int],
         failed_at: list[int],
+        exited: list[str],
     ) -> None:
         plan = self.plan
         route = stage.route
@@ -751,18 +759,24 @@ class MigrationClient:
                     peer=device,
                     bytes_sent=reply.bytes_sent,
                     bytes_received=reply.bytes_received,
+                    payload_sent=sum(value_nbytes(v) for v in sent.values()),
+                    payload_received=sum(value_nbytes(v) for v in reply.frame.values.values()),
                 )
             )
             position = int(reply.frame.meta.get("position", -1))
+            exit_name = reply.frame.meta.get("exit", "")
             failed_at.pop()
-            return ForwardResult(reply.frame.values, position, hops)
+            return ForwardResult(reply.frame.values, position, hops, exit=exit_name if isinstance(exit_name, str) else "")
 
-        position = await run_route(route, plan.source, [], 0, values, run_step, forward, records)
+        position = await run_route(route, plan.source, [], 0, values, run_step, forward, records, exited)
         if position != len(route):
             raise RouteError(f"the route stopped at position {position} of {len(route)}")
 
-    def _finish_locally(self, stage: RuntimeStage, position: int, values: dict[str, Any], records: list[HopRecord]) -> None:
-        """Run the rest of the stage's partitions here, from ``position`` (the client holds the whole model)."""
+    def _finish_locally(
+        self, stage: RuntimeStage, position: int, values: dict[str, Any], records: list[HopRecord], exited: list[str]
+    ) -> None:
+        """Run the rest of the stage's partitions here, from ``position`` (the client holds the whole model);
+        an early exit of those steps fires here as it would have on its worker."""
         for step in stage.route.steps[position:]:
             partition = stage.split.partitions[step.index]
             begin = time.time()
@@ -770,6 +784,9 @@ class MigrationClient:
             if self.settings.source_slowdown > 1.0:
                 time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))
+            if step.exit is not None and step.exit.fires(values[step.exit.value]):
+                exited.append(step.exit.name)
+                return
 
     def _verify(
         self, queries: list[QueryRecord], outputs: Mapping[int, Any], inputs_of: Callable[[int], tuple[Any, ...]]
@@ -784,12 +801,37 @@ class MigrationClient:
             output = outputs.get(query.index)
             with torch.no_grad():
                 expected = gm(*inputs_of(query.index))
+            if query.exit:  # a multi-exit network returns every exit's logits; the query answered with one
+                expected = expected[self.plan.exit_positions[query.exit]]
             checked.append(dataclasses.replace(query, output_matches=_outputs_close(output, expected)))
         return checked
 
 
 #: the trace's span kind of each kind of hop record.
 _SPAN_KIND = {"run": "compute", "forward": "transfer", "relay": "relay"}
+
+
+def _query_output(stage: RuntimeStage, values: Mapping[str, Any], exited: Sequence[str]) -> Any:
+    """The query's answer: with exits the logits of the exit it left at (the last active one if none fired)."""
+    if not stage.answer_name:
+        return stage.split.output_spec.build(values)
+    if exited:
+        step = next(s for s in stage.route.steps if s.exit is not None and s.exit.name == exited[0])
+        assert step.exit is not None
+        return values[step.exit.value]
+    return values[stage.answer_name]
+
+
+def _transfers(records: Sequence[HopRecord]) -> tuple[tuple[str, str, int], ...]:
+    """Every tensor transfer of a query's forwards, in the order they were made: (from, to, bytes) for the values
+    sent, then (to, from, bytes) for the reply (a zero-byte direction is left out)."""
+    out: list[tuple[str, str, int]] = []
+    for hop in sorted((r for r in records if r.kind == "forward"), key=lambda r: r.start_s):
+        if hop.payload_sent:
+            out.append((hop.device, hop.peer, hop.payload_sent))
+        if hop.payload_received:
+            out.append((hop.peer, hop.device, hop.payload_received))
+    return tuple(out)
 
 
 def _span(hop: HopRecord, wall_start: float, start_s: float) -> Span:
