@@ -47,6 +47,9 @@ def exits_add(
     epochs: Annotated[int, typer.Option(help="training epochs over the digits")] = 12,
     seed: Annotated[int, typer.Option(help="seed of the split, the branch weights and the batch order")] = 0,
     accuracy_drop: Annotated[float, typer.Option(help="an exit may answer this much less accurately than the final exit")] = 0.01,
+    trunk_gradient: Annotated[float, typer.Option(
+        help="fraction of each branch's loss gradient reaching the shared trunk: 1 joint (BranchyNet), 0 detached "
+             "branches (the final exit then trains exactly as the network without exits)")] = 1.0,
 ) -> None:
     """Add exit branches to MODEL, train them jointly on digits (BranchyNet), measure and tune them."""
     from tiercut.exits.build import build_exit_model, save_exit_model
@@ -60,10 +63,15 @@ def exits_add(
         raise TiercutError(f"--epochs {epochs} must be >= 1")
     if not 0.0 <= accuracy_drop <= 1.0:
         raise TiercutError(f"--accuracy-drop {accuracy_drop} must be within 0..1")
+    if not 0.0 <= trunk_gradient <= 1.0:
+        raise TiercutError(f"--trunk-gradient {trunk_gradient} must be within 0..1 (1: joint, 0: detached branches)")
     if not out.parent.is_dir():
         raise TiercutError(f"--out {out}: folder {out.parent} does not exist; create it first")
     exit_model, net = build_exit_model(model, parse_shape(input_shape), points, rule=rule,
-                                       settings=TrainingSettings(epochs=epochs, seed=seed), accuracy_drop=accuracy_drop)
+                                       settings=TrainingSettings(epochs=epochs, seed=seed,
+                                                                 trunk_gradient=None if trunk_gradient == 1.0
+                                                                 else (trunk_gradient,) * len(points)),
+                                       accuracy_drop=accuracy_drop)
     written = save_exit_model(exit_model, net, out)
     _print_exits(written)
     typer.echo(f"wrote {out} and {out.parent / str(written.weights_file)}")
