@@ -188,6 +188,8 @@ class ExitRunReport:
         answers_match: queries whose answer equals the exit head's output of the whole network (atol 1e-5).
         fallbacks: queries that finished locally after a worker failed.
         payload_bytes: mean tensor bytes moved between devices per query (every hop).
+        planned_payload_bytes: the cost model's expected tensor bytes per query, each transfer counted on every
+            hop of its path (the answer goes back along the chain of calls).
     """
 
     active: tuple[str, ...]
@@ -204,6 +206,7 @@ class ExitRunReport:
     answers_match: int
     fallbacks: int
     payload_bytes: float
+    planned_payload_bytes: float
 
     def to_dict(self) -> dict[str, Any]:
         import math
@@ -230,7 +233,8 @@ class ExitRunReport:
                        f"{ms(self.measured_exit_latency_s[i]):>14}")
         out.append(f"accuracy planned {self.planned_accuracy:.4f}, measured {self.measured_accuracy:.4f}; latency "
                    f"planned {ms(self.planned_latency_s)} (expected), measured {ms(self.measured_latency_s)} (mean); "
-                   f"{self.payload_bytes:.0f} tensor bytes moved per query")
+                   f"tensor bytes moved per query planned {self.planned_payload_bytes:.0f}, measured "
+                   f"{self.payload_bytes:.0f}")
         return out
 
 
@@ -316,6 +320,8 @@ def run_exit_plan(
         answers_match=sum(bool(q.output_matches) for q in ran),
         fallbacks=result.fallbacks,
         payload_bytes=float(np.mean([sum(b for _, _, b in q.transfers) for q in ran])),
+        planned_payload_bytes=sum(p * sum(t.out_bytes * max(1, len(t.path) - 1) for t in q.transfers)
+                                  for p, q in zip(ev.exit_rates, ev.queries, strict=True)),
     )
     return report, result
 __all__ = ["ExitDeployment", "ExitRunReport", "ExitSplit", "run_exit_plan"]
