@@ -131,3 +131,5 @@ users:
     assert code == 2 and "back-to-back or poisson" in err
     code, _, err = run(capsys, "simulate", str(periodic), "--exits", str(tmp_path / "none.json"))
     assert code == 2 and "none.json" in err and "Traceback" not in err
+    code, _, err = run(capsys, "simulate", str(periodic), "--exits", str(exits_file), "--plot", str(tmp_path / "p.png"))
+    assert code == 2 and "drop them" in err and not (tmp_path / "p.png").exists()

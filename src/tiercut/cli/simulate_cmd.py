@@ -42,6 +42,11 @@ def simulate(
 
     if exits is not None:  # early exits (issue 15): per-query exits drawn from the plan's rates
         from tiercut.cli.exits_cmd import simulate_with_exits
+        from tiercut.errors import TiercutError
+
+        if plot is not None or queries:
+            raise TiercutError("--plot and --queries show a scenario's simulation; with --exits drop them (--json "
+                               "prints the exit plan's simulated rates and latencies)")
 
         simulate_with_exits(scenario, exits, allow_code=allow_code, as_json=as_json)
         return
