@@ -389,7 +389,8 @@ def reuse_message_memory(chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> bool:
     up to twice that of free memory is kept per malloc arena (glibc's own
     adaptive rule, fixed at this size).
 
-    Process-wide: a worker process calls it at start (:func:`tiercut.runtime.worker.run_worker`).
+    Process-wide: a worker process calls it at start (:func:`tiercut.runtime.worker.run_worker`), a
+    client when its run starts (:meth:`tiercut.runtime.client.MigrationClient.run`).
     Linux with glibc only; elsewhere it changes nothing and returns False.
     """
     import ctypes
