@@ -19,6 +19,7 @@ import torch
 from runtime_programs import bundle_of, hand_program, node, ref
 from tiercut.errors import TiercutError
 from tiercut.runtime.artifact import sha256_hex, tensor_digest
+from tiercut.runtime.profiling import ProfileRequest, request_profile
 from tiercut.runtime.protocol import Connection, Credentials, RemoteError
 from tiercut.runtime.route import Route, Step
 from tiercut.runtime.worker import Worker, WorkerConfig, read_client_tokens
@@ -91,21 +92,26 @@ def test_a_client_cannot_use_weights_it_did_not_upload_by_naming_their_digest():
                 bob_ran = "ran"
             except RemoteError as exc:
                 bob_ran = exc.code
+            try:  # nor may he time it (the Profile RPC runs a stored program)
+                await request_profile(bob, ProfileRequest(program_id=ALICE_PROGRAM.manifest.program_id, repeats=1))
+                bob_profiled = "profiled"
+            except RemoteError as exc:
+                bob_profiled = exc.code
             bob_status = await bob.status()
             alice_answer = await _query(alice, _route(ALICE_PROGRAM.manifest.program_id))
             # possession proven: Bob uploads the weight's bytes himself; they are stored once
             own = await _upload(bob, ALICE)
             bob_answer = await _query(bob, _route(ALICE_PROGRAM.manifest.program_id))
             held_after_bob = (await bob.status())["held_bytes"]
-            return stolen, bob_ran, bob_status, alice_answer, own, bob_answer, held_after_alice, held_after_bob
+            return stolen, (bob_ran, bob_profiled), bob_status, alice_answer, own, bob_answer, held_after_alice, held_after_bob
         finally:
             await alice.close()
             await bob.close()
             await worker.stop()
 
-    stolen, bob_ran, bob_status, alice_answer, own, bob_answer, held_alice, held_bob = _run(scenario())
+    stolen, bob_tries, bob_status, alice_answer, own, bob_answer, held_alice, held_bob = _run(scenario())
     assert not stolen.ok and stolen.code == "missing_weights" and stolen.missing == (secret_digest,)
-    assert bob_ran == "NOT_FOUND"  # Alice's program is unknown to Bob, not merely refused
+    assert bob_tries == ("NOT_FOUND", "NOT_FOUND")  # Alice's program is unknown to Bob, not merely refused
     assert _held(bob_status) == []  # and her partitions are not listed to him
     assert torch.equal(alice_answer, X * SECRET_W)
     assert own.ok and torch.equal(bob_answer, X * SECRET_W)

@@ -18,7 +18,10 @@ With a ``directory``, each admitted bundle is also written there (atomically:
 temporary file, fsync, rename) with an index in admission order, so a
 restarted worker reloads what it had (:meth:`PartitionStore.open`), checking
 every file's SHA-256 again; a file that fails the check is dropped and
-reported, and temporary files a crash left behind are removed.
+reported, and temporary files a crash left behind are removed. The file of
+a dropped partition whose weights later partitions of its owner still use
+is kept as a *carrier* of those weights (listed in the index, never run nor
+shown), until no partition of that owner uses them.
 
 Owners: every partition is held for the client that uploaded it (its
 *owner*: the principal a worker authenticated, see
@@ -121,6 +124,21 @@ class OpenReport:
     removed: tuple[str, ...] = ()
 
 
+def _stored(bundle: PartitionBundle, data: bytes, sha256: str, owner: str) -> StoredPartition:
+    """What the store records of a bundle admitted for ``owner``."""
+    uses = sorted({d for p in bundle.programs for d in p.manifest.weights.values()} - set(bundle.weights))
+    return StoredPartition(
+        partition_id=bundle.partition_id,
+        sha256=sha256,
+        nbytes=len(data),
+        nodes=tuple(bundle.nodes),
+        program_ids=tuple(p.manifest.program_id for p in bundle.programs),
+        weight_digests=tuple(sorted(bundle.weights)),
+        uses=tuple(uses),
+        owner=owner,
+    )
+
+
 class _Counts:
     """Reference counts of keys, in total and per owner (used under the store's lock)."""
 
@@ -186,6 +204,7 @@ class PartitionStore:
     _weight_refs: _Counts = field(default_factory=_Counts, init=False, repr=False)
     _programs: dict[str, PartitionProgram] = field(default_factory=dict, init=False, repr=False)
     _program_refs: _Counts = field(default_factory=_Counts, init=False, repr=False)
+    _carriers: dict[tuple[str, str], StoredPartition] = field(default_factory=dict, init=False, repr=False)
     _loaded: OrderedDict[str, LoadedProgram] = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
@@ -258,7 +277,14 @@ class PartitionStore:
             )
 
     def admit(
-        self, bundle: PartitionBundle, data: bytes, sha256: str, *, owner: str = SHARED_OWNER, persist: bool = True
+        self,
+        bundle: PartitionBundle,
+        data: bytes,
+        sha256: str,
+        *,
+        owner: str = SHARED_OWNER,
+        persist: bool = True,
+        carried: Mapping[str, Any] | None = None,
     ) -> StoredPartition:
         """Admit a verified bundle for ``owner``: load its programs against the weights it may use, then keep it.
 
@@ -266,38 +292,33 @@ class PartitionStore:
         directory when ``persist``. The programs see the bundle's own weights
         and those of ``owner``'s earlier partitions only: a weight another
         owner uploaded is missing for this one until it uploads the bytes
-        itself (then they are stored once). Raises :class:`MissingWeightsError`,
+        itself (then they are stored once). ``carried``: weights of ``owner``'s
+        dropped partitions kept in carrier files (a reload). Raises :class:`MissingWeightsError`,
         :class:`StoreFullError` or :class:`~tiercut.runtime.artifact.ArtifactError`
         and keeps nothing if anything fails.
         """
         bundle.check_name()
+        carried = carried or {}
         with self._lock:
-            existing = self._check_new(bundle, sha256, owner)
+            existing = self._check_new(bundle, sha256, owner, carried)
             if existing is not None:
                 return existing
-            available = {**{d: self._weights[d] for d in self._weight_refs.owned(owner)}, **bundle.weights}
+            available = {**carried, **{d: self._weights[d] for d in self._weight_refs.owned(owner)}, **bundle.weights}
         loaded = [self._load(p, available) for p in bundle.programs]  # outside the lock: the propagation takes time
-        uses = sorted({d for p in bundle.programs for d in p.manifest.weights.values()} - set(bundle.weights))
-        stored = StoredPartition(
-            partition_id=bundle.partition_id,
-            sha256=sha256,
-            nbytes=len(data),
-            nodes=tuple(bundle.nodes),
-            program_ids=tuple(p.manifest.program_id for p in bundle.programs),
-            weight_digests=tuple(sorted(bundle.weights)),
-            uses=tuple(uses),
-            owner=owner,
-        )
+        stored = _stored(bundle, data, sha256, owner)
         written = None
         if persist and self.directory is not None:
             written = self._write_file(stored, data)
         try:
             with self._lock:
-                existing = self._check_new(bundle, sha256, owner)  # again: another upload may have landed meanwhile
+                existing = self._check_new(bundle, sha256, owner, carried)  # again: another upload may have landed
                 if existing is not None:
                     return existing
                 for digest, tensor in bundle.weights.items():
                     self._weights.setdefault(digest, tensor)  # content addressed: one copy whoever uploads it
+                for digest in stored.uses:
+                    if digest not in self._weights:
+                        self._weights[digest] = carried[digest]
                 self._weight_refs.add(owner, set(stored.weight_digests) | set(stored.uses))
                 for program in bundle.programs:
                     self._programs.setdefault(program.manifest.program_id, program)
@@ -305,6 +326,7 @@ class PartitionStore:
                 for program in loaded:
                     self._remember(program)
                 self._partitions[stored.key] = stored
+                self._carriers.pop(stored.key, None)  # its own file carries its weights again
                 if written is not None:
                     self._write_index()
                 written = None
@@ -315,7 +337,9 @@ class PartitionStore:
                     if not self._file_in_use(stored.partition_id, stored.sha256):
                         written.unlink(missing_ok=True)
 
-    def _check_new(self, bundle: PartitionBundle, sha256: str, owner: str) -> StoredPartition | None:
+    def _check_new(
+        self, bundle: PartitionBundle, sha256: str, owner: str, carried: Mapping[str, Any]
+    ) -> StoredPartition | None:
         """``owner``'s stored partition if it holds this very bundle; raise if it cannot be admitted (under the lock)."""
         existing = self._partitions.get((owner, bundle.partition_id))
         if existing is not None:
@@ -328,7 +352,7 @@ class PartitionStore:
         new_programs = [p for p in bundle.programs if p.manifest.program_id not in self._programs]
         added = sum(t.numel() * t.element_size() for t in new_weights.values()) + sum(len(p.data) for p in new_programs)
         self.check_capacity(added)
-        available = self._weight_refs.owned(owner) | bundle.weights.keys()
+        available = self._weight_refs.owned(owner) | bundle.weights.keys() | carried.keys()
         missing = sorted({d for p in bundle.programs for d in p.manifest.weights.values() if d not in available})
         if missing:
             raise MissingWeightsError(
@@ -350,14 +374,25 @@ class PartitionStore:
                 self._programs.pop(program_id, None)
                 self._loaded.pop(program_id, None)
             if self.directory is not None:
-                if not self._file_in_use(stored.partition_id, stored.sha256):
-                    self._file(stored.partition_id, stored.sha256).unlink(missing_ok=True)
+                self._carriers[stored.key] = stored  # kept only while the owner's partitions use its weights
+                self._purge_carriers()
                 self._write_index()
             return True
 
+    def _purge_carriers(self) -> None:
+        """Forget carriers none of whose weights a partition of their owner uses; delete files nothing keeps (under the lock)."""
+        for key, carrier in list(self._carriers.items()):
+            if not set(carrier.weight_digests) & self._weight_refs.owned(carrier.owner):
+                del self._carriers[key]
+                if not self._file_in_use(carrier.partition_id, carrier.sha256):
+                    self._file(carrier.partition_id, carrier.sha256).unlink(missing_ok=True)
+
     def _file_in_use(self, partition_id: str, sha256: str) -> bool:
-        """Whether a held partition (of any owner) is kept in the file of ``partition_id`` and ``sha256`` (under the lock)."""
-        return any(p.partition_id == partition_id and p.sha256 == sha256 for p in self._partitions.values())
+        """Whether a partition or carrier (of any owner) is kept in the file of ``partition_id``, ``sha256`` (under the lock)."""
+        return any(
+            p.partition_id == partition_id and p.sha256 == sha256
+            for p in (*self._partitions.values(), *self._carriers.values())
+        )
 
     # ----------------------------------------------------------- persistence
     def _file(self, partition_id: str, sha256: str) -> Path:
@@ -382,7 +417,11 @@ class PartitionStore:
 
     def _write_index(self) -> None:
         assert self.directory is not None
-        index = {"schema_version": 1, "partitions": [p.to_dict() for p in self._partitions.values()]}
+        index = {
+            "schema_version": 1,
+            "partitions": [p.to_dict() for p in self._partitions.values()],
+            "carriers": [p.to_dict() for p in self._carriers.values()],
+        }
         temporary = self.directory / (INDEX_FILE + TEMPORARY_SUFFIX)
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(index, handle)
@@ -391,7 +430,12 @@ class PartitionStore:
         os.replace(temporary, self.directory / INDEX_FILE)
 
     def open(self) -> OpenReport:
-        """Reload the partitions persisted in ``directory`` (in admission order), re-verifying each."""
+        """Reload the partitions persisted in ``directory`` (in admission order), re-verifying each.
+
+        Carrier files (of dropped partitions) are read first, for the weights
+        their owner's partitions use; a carrier no partition needs any more
+        is deleted.
+        """
         if self.directory is None:
             return OpenReport((), ())
         removed = self._remove_temporaries()
@@ -401,29 +445,48 @@ class PartitionStore:
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
             entries = list(index["partitions"])
-        except (OSError, ValueError, KeyError, TypeError):
+            carrier_entries = list(index.get("carriers", []))
+            if not all(isinstance(e, dict) for e in (*entries, *carrier_entries)):
+                raise TypeError("an index entry is not a mapping")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise TiercutError(f"store index {index_path} is unreadable; move the store folder away to start empty") from None
+        carried: dict[str, dict[str, Any]] = {}
+        for entry in carrier_entries:
+            owner = str(entry.get("owner", SHARED_OWNER))
+            try:
+                bundle, data, sha256 = self._read_file(entry)
+            except (OSError, TiercutError):
+                continue  # its weights are missing: the partitions that use them are dropped below, and say why
+            carried.setdefault(owner, {}).update(bundle.weights)
+            with self._lock:
+                self._carriers[(owner, bundle.partition_id)] = _stored(bundle, data, sha256, owner)
         loaded: list[str] = []
         dropped: list[tuple[str, str]] = []
         for entry in entries:
-            partition_id = str(entry.get("partition_id", ""))
-            sha256 = str(entry.get("sha256", ""))
             owner = str(entry.get("owner", SHARED_OWNER))
-            path = self._file(partition_id, sha256)
             try:
-                data = path.read_bytes()
-                if sha256_hex(data) != sha256:
-                    raise ArtifactError(f"file {path.name} does not hash to its recorded SHA-256")
-                bundle = PartitionBundle.from_bytes(data)
-                if bundle.partition_id != partition_id:
-                    raise ArtifactError(f"file {path.name} holds partition {bundle.partition_id!r}")
-                self.admit(bundle, data, sha256, owner=owner, persist=False)
-                loaded.append(partition_id)
+                bundle, data, sha256 = self._read_file(entry)
+                self.admit(bundle, data, sha256, owner=owner, persist=False, carried=carried.get(owner))
+                loaded.append(bundle.partition_id)
             except (OSError, TiercutError) as exc:
-                dropped.append((partition_id, str(exc)))
+                dropped.append((str(entry.get("partition_id", "")), str(exc)))
         with self._lock:
+            self._purge_carriers()
             self._write_index()
         return OpenReport(tuple(loaded), tuple(dropped), removed)
+
+    def _read_file(self, entry: Mapping[str, Any]) -> tuple[PartitionBundle, bytes, str]:
+        """The bundle an index entry names, its bytes and SHA-256, checked against the entry."""
+        partition_id = str(entry.get("partition_id", ""))
+        sha256 = str(entry.get("sha256", ""))
+        path = self._file(partition_id, sha256)
+        data = path.read_bytes()
+        if sha256_hex(data) != sha256:
+            raise ArtifactError(f"file {path.name} does not hash to its recorded SHA-256")
+        bundle = PartitionBundle.from_bytes(data)
+        if bundle.partition_id != partition_id:
+            raise ArtifactError(f"file {path.name} holds partition {bundle.partition_id!r}")
+        return bundle, data, sha256
 
     def _remove_temporaries(self) -> tuple[str, ...]:
         """Delete the ``*.tmp`` files an interrupted write left (never complete, never indexed)."""
