@@ -176,7 +176,8 @@ def transport(quick: bool) -> dict[str, Any]:
             return time.perf_counter() - start
 
         try:
-            assert (await connection.upload("hop", data, sha256_hex(data))).ok
+            confirmation = await connection.upload("hop", data, sha256_hex(data))
+            assert confirmation.ok, f"the worker refused the benchmark partition: {confirmation.code}: {confirmation.reason}"
             hops: list[tuple[float, float, int, str]] = []
             echo_s: dict[str, list[float]] = {name: [] for name in echoes}
             order = ["hop", *echoes]
