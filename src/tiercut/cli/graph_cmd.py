@@ -17,7 +17,7 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
-from tiercut.cli.options import QuietOpt, progress_for
+from tiercut.cli.options import PreprocessOpt, QuietOpt, preprocess_note, progress_for
 from tiercut.graph import LayerGraph
 
 
@@ -73,15 +73,24 @@ def graph(
     no_cache: NoCacheOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the LayerGraph JSON instead of a table")] = False,
     quiet: QuietOpt = False,
+    preprocess: PreprocessOpt = None,
 ) -> None:
     """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
     from tiercut.pipeline import graph as graph_step
+    from tiercut.preprocess import parse_steps
+    from tiercut.preprocess import preprocess as preprocess_graph
+
+    steps = parse_steps(preprocess)  # a bad step name fails before any model work
 
     request = model_request(
         model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
         open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
     )
     layer_graph = graph_step(request, progress=progress_for(quiet))
+    if steps:
+        result = preprocess_graph(layer_graph, steps)
+        preprocess_note(result)
+        layer_graph = result.graph
     if as_json:
         typer.echo(json.dumps(layer_graph.to_dict(), indent=1))
     else:

@@ -28,7 +28,7 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
-from tiercut.cli.options import JsonOpt, OutJsonOpt, QuietOpt, alias, emit_json, progress_for
+from tiercut.cli.options import JsonOpt, OutJsonOpt, PreprocessOpt, QuietOpt, alias, emit_json, progress_for
 from tiercut.errors import TiercutError
 from tiercut.graph.model_spec import ModelRequest
 from tiercut.plan.base import DEFAULT_PLANNER
@@ -83,6 +83,7 @@ def build_cli_problem(
     memory: bool = True,
     measure_on: Path | None = None,
     progress: Any = None,
+    preprocess: str | None = None,
 ) -> Problem:
     """The problem the CLI options describe: the options checked and parsed, then :func:`tiercut.pipeline.problem`.
 
@@ -107,6 +108,7 @@ def build_cli_problem(
         measure_on=measure_on, latency_budget_s=latency_budget,
         energy_budget_j=energy_budget, energy_total_budget_j=energy_total_budget, cost_budget=cost_budget,
         pins=_parse_pins(pins), private_layers=private_layers, memory=memory, progress=progress or SILENT,
+        preprocess=preprocess,
     )
 
 
@@ -307,6 +309,7 @@ def plan(
     exits: Annotated[Path | None, typer.Option("--exits", help="exits file ('tiercut exits add'): plan with early exits")] = None,
     latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
     accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
+    preprocess: PreprocessOpt = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
@@ -333,6 +336,13 @@ def plan(
         raise TiercutError("--spatial auto tiles one model's conv stacks; drop --users (or --spatial)")
     if spatial == "auto" and exits is not None:
         raise TiercutError("--spatial auto and --exits are separate plans for now; drop one of them")
+    if preprocess is not None:
+        from tiercut.preprocess import parse_steps
+
+        parse_steps(preprocess)
+        for option, given in (("--users", users), ("--exits", exits), ("--spatial auto", spatial == "auto" or None)):
+            if given is not None:
+                raise TiercutError(f"--preprocess contracts one model's graph; drop {option} (or --preprocess)")
     if exits is not None:  # early exits (issue 15): the graph and the planners come from tiercut.exits
         from tiercut.cli import exits_cmd
 
@@ -371,7 +381,7 @@ def plan(
             request, env, objective=objective, source=source,
             profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
             energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-            memory=memory, measure_on=measure_on, progress=progress,
+            memory=memory, measure_on=measure_on, progress=progress, preprocess=preprocess,
         )
         if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
             from tiercut.graph import parse_shape
