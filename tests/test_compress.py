@@ -60,7 +60,7 @@ def test_lowrank_factors_are_exact_at_full_rank(layer, shape):
         pair[1].bias.copy_(layer.bias)
     assert torch.allclose(pair(x), layer(x), atol=1e-5)
     low, first, second = factor_weights(layer, kind, 1, LowRankSettings())
-    assert low == 1 and first.shape[0 if kind != "linear" else 0] >= 1
+    assert low == 1 and first.shape[0] == 1 and second.shape[1] == 1
 
 
 def test_pruning_zero_filters_keeps_the_output():
