@@ -134,6 +134,7 @@ def _saved(tmp_path):
     [
         (lambda s: s.update(format="other"), "is not a 'tiercut-compressed' spec"),
         (lambda s: s.update(base="evil.py:make"), "Python code"),
+        (lambda s: s.update(base="os:system"), "Python code"),
         (lambda s: s["stages"][0]["edits"].append({"op": "exec", "module": "0"}), "an edit needs op"),
         (lambda s: s["stages"][0]["edits"].append({"op": "resize", "module": "nope", "out": 3}), "lacks"),
         (lambda s: s["stages"][0]["edits"][0].update(out=7), "do not fit"),
@@ -173,3 +174,62 @@ def test_int8_and_fp16_keep_digits_accuracy_within_one_point():
                                      eval_labels=data.y_test, runs=2)
         assert abs(report.accuracy - reference.accuracy) <= 0.01, (method, report.accuracy, reference.accuracy)
         assert report.agreement >= 0.98
+
+
+# ----------------------------------------------------------------------------- the CLI
+CLI_MODEL = [BASE, "--input-shape", "1,1,8,8"]
+
+
+@pytest.mark.slow
+def test_cli_compress_writes_a_model_graph_and_plan_read(tmp_path, capsys):
+    from tiercut.cli import main
+
+    out = tmp_path / "pruned"
+    assert main(["compress", *CLI_MODEL, "--method", "prune", "--ratio", "0.5", "--runs", "2", "--out", str(out),
+                 "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["bytes_ratio"] < 0.5 and payload["flops_ratio"] < 0.5
+    assert payload["compressed"]["agreement"] is not None and payload["data"].startswith("random weights")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", SPEC_FILE]
+    assert main(["graph", str(out), "--json", "-q"]) == 0
+    graph = json.loads(capsys.readouterr().out)
+    assert sum(n["param_bytes"] for n in graph["nodes"]) == payload["compressed"]["weight_bytes"]
+    assert graph["model"] == "digits_cnn+prune"
+    # a compressed model compresses further (stages chain)
+    assert main(["compress", str(out), "--method", "fp16", "--runs", "2", "--out", str(tmp_path / "half"), "--json"]) == 0
+    chained = json.loads(capsys.readouterr().out)
+    assert chained["compressed"]["weight_bytes"] == payload["compressed"]["weight_bytes"] // 2
+    spec = json.loads((tmp_path / "half" / SPEC_FILE).read_text())
+    assert [s["method"] for s in spec["stages"]] == ["prune", "fp16"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "distill"], "--method 'distill' is not known"),
+        (["--method", "lowrank", "--energy", "0"], "--energy 0.0 must lie in (0, 1]"),
+        (["--method", "prune", "--ratio", "1"], "--ratio 1.0 must lie in [0, 1)"),
+        (["--method", "lowrank", "--rank", "0"], "--rank 0 must be >= 1"),
+        (["--method", "int8", "--int8-mode", "fast"], "--int8-mode 'fast' is not known"),
+        (["--method", "prune", "--finetune-epochs", "2"], "add --digits"),
+        (["--method", "fp16", "--runs", "0"], "--runs 0 must be >= 1"),
+    ],
+)
+def test_cli_compress_bad_input(tmp_path, capsys, extra, message):
+    from tiercut.cli import main
+
+    out = tmp_path / "m"
+    assert main(["compress", *CLI_MODEL, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_compress_refuses_a_used_out_directory(tmp_path, capsys):
+    from tiercut.cli import main
+
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("keep")
+    assert main(["compress", *CLI_MODEL, "--method", "fp16", "--out", str(tmp_path / "used")]) == 2
+    assert "not an empty directory" in capsys.readouterr().err
+    assert (tmp_path / "used" / "x").read_text() == "keep"

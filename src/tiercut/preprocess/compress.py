@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -302,6 +303,9 @@ def save_compressed(out_dir: str | Path, model: Any, base: str, inputs: Sequence
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # a directory like mkdir's, not mkdtemp's private one
     try:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
@@ -374,6 +378,11 @@ def load_compressed(path: str | Path, *, allow_code: bool = False, seed: int = 0
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TiercutError(f"{where}: the weights do not fit the architecture its spec rebuilds ({first})") from None
     return model.eval(), loaded.example_inputs, spec
+
+
+def model_label(spec: Mapping[str, Any]) -> str:
+    """``resnet18+prune+int8``: the base model and its compression stages."""
+    return "+".join([str(spec.get("base", "")).rpartition(":")[2] or "model", *(s.method for s in spec["stages"])])
 
 
 # ------------------------------------------------------------------------------------- measuring
@@ -482,6 +491,7 @@ __all__ = [
     "is_compressed_dir",
     "load_compressed",
     "measure_compression",
+    "model_label",
     "read_spec",
     "save_compressed",
 ]
