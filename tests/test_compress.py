@@ -233,3 +233,29 @@ def test_cli_compress_refuses_a_used_out_directory(tmp_path, capsys):
     assert main(["compress", *CLI_MODEL, "--method", "fp16", "--out", str(tmp_path / "used")]) == 2
     assert "not an empty directory" in capsys.readouterr().err
     assert (tmp_path / "used" / "x").read_text() == "keep"
+
+
+# ----------------------------------------------------------------------------- uploads see compressed sizes
+@pytest.mark.parametrize("method", ["prune", "fp16"])
+def test_upload_planners_see_the_compressed_weights(method, tmp_path):
+    """A compressed model's graph carries its smaller weights into the problem, so its partitions upload faster."""
+    from test_plan_zoo import zoo_problem
+    from tiercut.graph import extract_graph
+    from tiercut.upload import plan_upload
+
+    model = small_net()
+    x = torch.randn(1, 1, 8, 8)
+    result = compress(model, method, (x,), ratio=0.5)
+    out = save_compressed(tmp_path / "m", result.model, BASE, INPUTS, [result.stage])
+    times = {}
+    for label, spec in (("reference", BASE), ("compressed", str(out))):
+        graph = extract_graph(spec, (1, 1, 8, 8) if spec == BASE else None)
+        problem = zoo_problem(graph, "neurosurgeon-3g", "latency")
+        on_cloud = {n.name: ("mobile" if n.is_input else "cloud") for n in graph}
+        upload = plan_upload(problem, "direct", target=on_cloud)
+        assert upload.param_bytes == graph.total_param_bytes
+        times[label] = (upload.param_bytes, upload.upload_end_s)
+    ref_bytes, ref_s = times["reference"]
+    new_bytes, new_s = times["compressed"]
+    assert new_bytes <= 0.51 * ref_bytes
+    assert new_s < ref_s
