@@ -45,7 +45,8 @@ def _same_optimum(a, b) -> None:
        objective=OBJECTIVES, shape=SHAPES, limits=st.booleans())
 def test_merge_keeps_the_brute_force_optimum(rng, n_nodes, n_devices, objective, shape, limits):
     problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, shape=shape, objective=objective,
-                             missing_compute=0.2, constraints=limits)
+                             missing_compute=0.2, constraints=limits, missing_link=0.3, missing_source_link=0.2,
+                             directional=0.3)  # relayed and one-way-slow links too
     if problem.constraints.budgets():  # merge declines with budgets (checked below); memory and pins stay
         problem = problem.with_constraints(type(problem.constraints)(pinned=problem.constraints.pinned))
     result = preprocess(problem, "merge")

@@ -34,7 +34,8 @@ contracting them keeps the optimum of every exact planner. Here
   ``NV[a] - NV[b] - W[u, a, b]``
   ``+ sum_{y in in(V) - u} max_f [f != a] W[y, f, a]``
   ``+ [v output] ([s != a] W[v, a, s] - [s != b] W[v, b, s])``
-  ``+ sum_{d != s or v not output} max(0, [d != a] W[v, a, d] - [d != b] W[v, b, d])``,
+  ``+ (sum of the k largest positive [d != a] W[v, a, d] - [d != b] W[v, b, d] over d != s)``,
+  ``k`` the number of ``v``'s consumers (its tensor reaches at most ``k`` devices besides the source),
   and ``+inf`` if ``V`` may not run on ``a`` or, under a memory limit, ``V``
   holds weights;
 - ``Delta_B`` (move ``U`` from ``a`` to ``b``) =
@@ -52,7 +53,7 @@ outside input ``y`` of ``V`` may now need to reach ``a`` (at most
 ``W[y, x(y), a]`` more; its transfer to ``b`` may vanish, which only
 helps); and ``v``'s own transfers, from ``a`` instead of ``b`` to the same
 set of destinations (the consumers' devices, the source if ``v`` is an
-output), bounded by the sum over destinations of the positive changes.
+output), bounded by the sum of the ``k`` largest positive changes.
 So ``F(x') - F(x) <= Delta_A(a, b)``; symmetrically moving ``U`` to ``b``
 gives ``F(x'') - F(x) <= Delta_B(a, b)``. Memory: a moved group without
 weights changes no device's memory, and without memory limits memory is no
@@ -100,6 +101,12 @@ def seed_chain_groups(graph: LayerGraph) -> list[list[str]]:
     if current:
         groups.append(current)
     return [g for g in groups if len(g) > 1]
+
+
+def _top_positive(values: np.ndarray, k: int) -> float:
+    """Sum of the ``k`` largest positive entries (a tensor read by ``k`` consumers reaches at most ``k`` devices)."""
+    positive = np.sort(values[values > 0])[::-1]
+    return float(positive[:k].sum())
 
 
 class _Groups:
@@ -150,6 +157,7 @@ def exact_chain_groups(problem: Problem) -> tuple[list[list[str]], str]:
         preds[b].append(a)
         succs[a].append(b)
     groups = _Groups(node)
+    fanout = [len(succs[i]) for i in range(n)]  # v's tensor goes to at most this many devices (+ the source)
     weighty = has_weights.copy()  # per group root: holds weights
 
     def outside_inputs(root: int, skip: int = -1) -> list[int]:
@@ -187,14 +195,16 @@ def exact_chain_groups(problem: Problem) -> tuple[list[list[str]], str]:
                 if move_v_ok and np.isfinite(NV[a]):
                     old = np.where(dev == b, 0.0, W[v, b])
                     new = np.where(dev == a, 0.0, W[v, a])
-                    change = new - old
+                    with np.errstate(invalid="ignore"):
+                        change = new - old  # nan where both are inf: masked out below
                     feasible_dest = np.isfinite(old)
                     if comp.is_output[v]:
                         if not feasible_dest[src]:
                             continue  # x cannot return v's output from b: no feasible x here
-                        dest = change[src] + np.maximum(0.0, np.where(feasible_dest & (dev != src), change, 0.0)).sum()
+                        others = np.where(feasible_dest & (dev != src), change, 0.0)
+                        dest = change[src] + _top_positive(others, fanout[v])
                     else:
-                        dest = np.maximum(0.0, np.where(feasible_dest, change, 0.0)).sum()
+                        dest = _top_positive(np.where(feasible_dest, change, 0.0), fanout[v])
                     delta_a = NV[a] - NV[b] - W[u, a, b] + input_bound(ins_v, b, a) + dest
                 if delta_a <= 0:
                     continue
