@@ -23,6 +23,7 @@ the load average before and after each section.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -153,15 +154,23 @@ def preprocess_section(models: list[str], large: list[int], repeat: int) -> list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer models and runs")
-    parser.add_argument("--sections", default="digits,zoo,preprocess")
+    parser.add_argument("--sections", default="digits,zoo,preprocess",
+                        help="comma list; the other sections are kept from the last results file")
+    parser.add_argument("--zoo", default=None, help="comma list of zoo models (default: per --quick)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    from _common import RESULTS
     from tiercut.graph.models import ZOO
 
-    zoo_compress = ["resnet18", "mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2", "vgg16", "googlenet"]
-    zoo_graphs = ["resnet18", "googlenet"] if args.quick else sorted(ZOO)
+    chosen = [m.strip() for m in args.zoo.split(",") if m.strip()] if args.zoo else None
+    zoo_compress = chosen or (["resnet18", "mobilenet_v2"] if args.quick else ["resnet18", "mobilenet_v2", "vgg16", "googlenet"])
+    zoo_graphs = chosen or (["resnet18", "googlenet", "mobilenet_v2"] if args.quick else sorted(ZOO))
     runs = 5 if args.quick else 15
-    result: dict[str, Any] = {"sections": {}}
+    path = RESULTS / "compression.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    result.pop("host", None)
+    result.setdefault("sections", {})
+    written = path
     for section in [s.strip() for s in args.sections.split(",") if s.strip()]:
         load = list(os.getloadavg())
         start = time.perf_counter()
@@ -175,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unknown section {section!r}")
         result["sections"][section] = {"load_before": load, "load_after": list(os.getloadavg()),
-                                       "seconds": time.perf_counter() - start}
-    path = write_result("compression", result)
-    print(f"wrote {path}")
+                                       "seconds": time.perf_counter() - start, "quick": args.quick,
+                                       "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        written = write_result("compression", result)  # after every section: a long run keeps what it measured
+    print(f"wrote {written}")
     return 0
 
 
