@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.serialization import json_contract
 
 METHODS = ("lowrank", "prune", "int8", "fp16")
 FORMAT = "tiercut-compressed"
@@ -65,8 +66,9 @@ class Stage:
         return {"method": self.method, "settings": dict(self.settings), "edits": [dict(e) for e in self.edits]}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> Stage:
-        if not isinstance(data, Mapping) or data.get("method") not in METHODS:
+    @json_contract("compressed model stage", hint="write it with 'tiercut compress'")
+    def from_dict(cls, data: Mapping[str, Any], where: str = "compressed model stage") -> Stage:
+        if data.get("method") not in METHODS:
             raise TiercutError(f"{where}: a stage needs a method among {', '.join(METHODS)}")
         settings = data.get("settings", {})
         edits = data.get("edits", [])
@@ -341,7 +343,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
         raise TiercutError(f"{where}: 'inputs' must be a list of input specs like 'x:float32:1x3x224x224'")
     if not isinstance(data.get("stages"), list) or not isinstance(data.get("state"), dict):
         raise TiercutError(f"{where}: the spec needs 'stages' (a list) and 'state' (an object)")
-    data["stages"] = [Stage.from_dict(s, where) for s in data["stages"]]
+    data["stages"] = [Stage.from_dict(s, where=where) for s in data["stages"]]
     return data
 
 
