@@ -16,7 +16,8 @@
 
 The rank is the smallest keeping ``energy`` of the squared singular values,
 or a given ``rank``; a layer is replaced only when the two factors hold
-fewer weights than the original (so bytes and FLOPs both drop).
+fewer weights and do fewer multiply-adds than the original (a strided
+convolution's vertical factor runs at the input's width, which counts).
 """
 
 from __future__ import annotations
@@ -142,6 +143,20 @@ def factor_weight_count(module: Any, kind: str, rank: int) -> int:
     return rank * (module.in_channels * kh + module.out_channels * kw)
 
 
+def factor_flops_per_output(module: Any, kind: str, rank: int) -> float:
+    """Multiply-adds per output element of the two factors relative to the output grid.
+
+    The vertical ``k_h x 1`` convolution keeps the input's full width (its
+    column stride is 1), so a column stride ``s_w`` makes it ``s_w`` times
+    as wide as the output: ``r (C k_h s_w + N k_w)`` against ``N C k_h k_w``.
+    """
+    if kind != "conv_vh":
+        return float(factor_weight_count(module, kind, rank))
+    kh, kw = _pair(module.kernel_size)
+    _, sw = _pair(module.stride)
+    return float(rank * (module.in_channels * kh * sw + module.out_channels * kw))
+
+
 def named_layers(model: Any) -> Iterator[tuple[str, Any, str]]:
     for name, module in model.named_modules():
         kind = decomposable(module)
@@ -163,8 +178,8 @@ def decompose(model: Any, settings: LowRankSettings) -> tuple[Any, list[dict[str
         if original < settings.min_weights:
             continue
         rank, first, second = factor_weights(module, kind, None, settings)
-        if factor_weight_count(module, kind, rank) >= original:
-            continue
+        if factor_weight_count(module, kind, rank) >= original or factor_flops_per_output(module, kind, rank) >= original:
+            continue  # the factors must save both weights and multiply-adds
         replacement = factor_module(module, kind, rank)
         with torch.no_grad():
             replacement[0].weight.copy_(first)
