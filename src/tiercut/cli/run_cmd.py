@@ -110,7 +110,7 @@ def run(
     ] = 1.0,
     torch_device: Annotated[
         str,
-        typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where the local workers run their partitions"),
+        typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where the client and local workers run their partitions"),
     ] = "cpu",
     resume: Annotated[
         bool, typer.Option("--resume", help="count partitions the workers already hold instead of uploading afresh")

@@ -218,6 +218,10 @@ class RunSettings:
             times the partition's measured time (1: this host's speed). For
             experiments on one machine where the described client is slower
             than the servers (the migration seed's 1.1 GHz clients).
+        client_torch_device: where the client runs its own partitions
+            (``cpu`` or a resolved ``cuda:N``); values cross to and from the
+            device at the partition's edges, so what the client sends stays on
+            the CPU.
     """
 
     queries: int = 10
@@ -236,6 +240,7 @@ class RunSettings:
     queries_after_upload: int = 0
     max_extra_queries: int = 100_000
     source_slowdown: float = 1.0
+    client_torch_device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.queries < 0:
@@ -254,6 +259,11 @@ class RunSettings:
             raise TiercutError(f"give_up_unreachable_s {self.give_up_unreachable_s} must be >= 0 (or none)")
         if not (math.isfinite(self.source_slowdown) and self.source_slowdown >= 1.0):
             raise TiercutError(f"source slowdown {self.source_slowdown} must be a finite number >= 1 (1: this host's speed)")
+        if self.client_torch_device != "cpu" and not self.client_torch_device.startswith("cuda:"):
+            raise TiercutError(
+                f"client torch device {self.client_torch_device!r} is not resolved; use cpu or cuda:N "
+                "(tiercut.profile.measure.resolve_torch_device)"
+            )
 
 
 def default_query_inputs(captured: Any) -> Callable[[int], tuple[Any, ...]]:
@@ -346,6 +356,17 @@ class _State:
             return all(s in self.settled for s in self.servers)
 
 
+def _move(value: Any, device: str) -> Any:
+    """``value`` with every tensor in it (nested tuples, lists, dicts) on ``device``; other leaves as they are."""
+    if hasattr(value, "to") and hasattr(value, "device"):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_move(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    return value
+
+
 # --------------------------------------------------------------------- the client
 @dataclass(eq=False)
 class MigrationClient:
@@ -364,6 +385,37 @@ class MigrationClient:
     settings: RunSettings = field(default_factory=RunSettings)
     query_inputs: Callable[[int], tuple[Any, ...]] | None = None
     log: Callable[[str], None] | None = None
+    _on_device: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)  # partition -> module there
+
+    def run_partition(self, partition: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one of the client's partitions on ``settings.client_torch_device``; its outputs come back on the CPU.
+
+        On the CPU this is ``partition.run``. On a GPU the partition's module is
+        copied there once (the captured model, which ``verify`` re-runs on the
+        CPU, is left where it is), its inputs are moved in and its outputs
+        moved back -- the move back waits for the GPU, so the partition's
+        measured time is its GPU time.
+        """
+        device = self.settings.client_torch_device
+        if device == "cpu":
+            return partition.run(values)
+        import copy
+
+        import torch
+
+        module = self._on_device.get(partition)  # by identity: each stage has its own partitions (and indices)
+        if module is None:
+            module = self._on_device.setdefault(partition, copy.deepcopy(partition.graph_module).to(device))
+        with torch.no_grad():
+            produced = module(*(_move(values[name], device) for name in partition.input_names))
+        return dict(zip(partition.output_names, (_move(v, "cpu") for v in produced)))  # as Partition.run
+
+    def _run_local_stage(self, inputs: tuple[Any, ...]) -> Any:
+        split = self.plan.local_stage.split
+        values: dict[str, Any] = dict(split.input_spec.bind(tuple(inputs)))
+        for partition in split.partitions:
+            values.update(self.run_partition(partition, {n: values[n] for n in partition.input_names}))
+        return split.output_spec.build(values)
 
     def run(self) -> RunResult:
         """Upload and query concurrently; returns the measured trace (blocking)."""
@@ -377,7 +429,7 @@ class MigrationClient:
         for item in (i for items in plan.uploads.values() for i in items):
             item.data()  # encode every bundle before t = 0 (installation phase)
         with torch.no_grad():  # and warm the local kernels up once, so query 0 is not a cold start
-            plan.local_stage.split.run(*inputs_of(0))
+            self._run_local_stage(inputs_of(0))
         loop = _LoopThread()
         loop.start()
         state = _State(plan.servers, confirmed={s: 0 for s in plan.servers})
@@ -721,7 +773,7 @@ class MigrationClient:
         async def run_step(step: Any, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
             partition = stage.split.partitions[step.index]
             begin = time.perf_counter()
-            outputs = await asyncio.get_running_loop().run_in_executor(None, partition.run, inputs)
+            outputs = await asyncio.get_running_loop().run_in_executor(None, self.run_partition, partition, inputs)
             seconds = time.perf_counter() - begin
             if self.settings.source_slowdown > 1.0:
                 await asyncio.sleep(seconds * (self.settings.source_slowdown - 1.0))
@@ -766,7 +818,7 @@ class MigrationClient:
         for step in stage.route.steps[position:]:
             partition = stage.split.partitions[step.index]
             begin = time.time()
-            values.update(partition.run({n: values[n] for n in partition.input_names}))
+            values.update(self.run_partition(partition, {n: values[n] for n in partition.input_names}))
             if self.settings.source_slowdown > 1.0:
                 time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))
