@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from tiercut.cli import (
+    compress_cmd,
     demo_cmd,
     deploy_cmd,
     env_cmd,
@@ -79,6 +80,7 @@ def completion(
 
 app.command("demo")(demo_cmd.demo)
 app.command("graph")(graph_cmd.graph)
+app.command("compress")(compress_cmd.compress)
 app.command("profile")(profile_cmd.profile)
 devices_app = typer.Typer(
     help="The device catalog: list it, or calibrate a device from a profile taken on it.", invoke_without_command=True

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
-from tiercut.cli.options import QuietOpt, option_group, progress_for
+from tiercut.cli.options import PreprocessOpt, QuietOpt, option_group, preprocess_note, progress_for
 from tiercut.graph import LayerGraph
 
 
@@ -57,12 +57,21 @@ def graph(
     model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     as_json: Annotated[bool, typer.Option("--json", help="print the LayerGraph JSON instead of a table")] = False,
     quiet: QuietOpt = False,
+    preprocess: PreprocessOpt = None,
 ) -> None:
     """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
     from tiercut.pipeline import graph as graph_step
+    from tiercut.preprocess import parse_steps
+    from tiercut.preprocess import preprocess as preprocess_graph
+
+    steps = parse_steps(preprocess)  # a bad step name fails before any model work
 
     request = model_options.request(model)
     layer_graph = graph_step(request, progress=progress_for(quiet))
+    if steps:
+        result = preprocess_graph(layer_graph, steps)
+        preprocess_note(result)
+        layer_graph = result.graph
     if as_json:
         typer.echo(json.dumps(layer_graph.to_dict(), indent=1))
     else:

@@ -9,6 +9,7 @@ flag                   meaning (every command that has it)
 ``--json``             print the result as JSON (the docs/contracts.md contract)
 ``--torch-threads``    torch intra-op threads
 ``--quiet`` / ``-q``   no progress display on stderr
+``--preprocess``       structural preprocessing steps (``merge,blocks,dominators``)
 =====================  ==============================================================
 
 An old spelling (``--algorithms``, ``--upload``, ``--offloading``,
@@ -111,6 +112,14 @@ def emit_json(payload: Any, out: Path | None) -> None:
     typer.echo(f"wrote {out}", err=True)
 
 
+def preprocess_note(result: Any) -> None:
+    """One stderr line on what ``--preprocess`` did (a :class:`tiercut.preprocess.Preprocessed`)."""
+    if result.exact:
+        typer.echo(f"tiercut: --preprocess: {result.summary()}", err=True)
+    else:
+        warn(f"--preprocess: {result.summary()}")
+
+
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display on stderr")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON (docs/contracts.md)")]
 OutJsonOpt = Annotated[
@@ -119,6 +128,14 @@ OutJsonOpt = Annotated[
 AlgorithmOpt = Annotated[str, typer.Option("--algorithm", help="partition planner (tiercut plan --list)")]
 UploadAlgorithmOpt = Annotated[
     str, typer.Option("--upload-algorithm", help="upload planner (tiercut upload --list)")
+]
+PreprocessOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preprocess",
+        help="contract the graph first: a comma list of merge (exact on a problem), blocks, dominators (may lose "
+        "optimality; tiercut.preprocess)",
+    ),
 ]
 OldOffloadingOpt = Annotated[
     str | None, typer.Option("--offloading", hidden=True, help="deprecated: --algorithm")
@@ -144,6 +161,7 @@ __all__ = [
     "OldOffloadingOpt",
     "OldUploadOpt",
     "OutJsonOpt",
+    "PreprocessOpt",
     "ProfileOpt",
     "QuietOpt",
     "SourceOpt",
@@ -151,6 +169,7 @@ __all__ = [
     "alias",
     "emit_json",
     "option_group",
+    "preprocess_note",
     "progress_for",
     "warn",
 ]

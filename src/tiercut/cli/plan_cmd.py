@@ -24,6 +24,7 @@ from tiercut.cli.options import (
     EnvOpt,
     JsonOpt,
     OutJsonOpt,
+    PreprocessOpt,
     ProfileOpt,
     QuietOpt,
     SourceOpt,
@@ -86,6 +87,7 @@ def build_cli_problem(
     memory: bool = True,
     measure_on: Path | None = None,
     progress: Any = None,
+    preprocess: str | None = None,
 ) -> Problem:
     """The problem the CLI options describe: the options checked and parsed, then :func:`tiercut.pipeline.problem`.
 
@@ -110,6 +112,7 @@ def build_cli_problem(
         measure_on=measure_on, latency_budget_s=latency_budget,
         energy_budget_j=energy_budget, energy_total_budget_j=energy_total_budget, cost_budget=cost_budget,
         pins=_parse_pins(pins), private_layers=private_layers, memory=memory, progress=progress or SILENT,
+        preprocess=preprocess,
     )
 
 
@@ -294,19 +297,22 @@ class ProblemOptions:
     users: UsersOpt = None
     aggregate: AggregateOpt = "mean"
 
-    def single_user(self, model: ModelRequest | str, progress: Any = None) -> Problem:
+    def single_user(self, model: ModelRequest | str, progress: Any = None, preprocess: str | None = None) -> Problem:
         """The one-model problem of ``model`` (:func:`build_cli_problem`)."""
         return build_cli_problem(
             model, self.env, objective=self.objective, source=self.source, profile=self.profile,
             compute_table=self.compute_table, latency_budget=self.latency_budget, energy_budget=self.energy_budget,
             energy_total_budget=self.energy_total_budget, cost_budget=self.cost_budget, pins=self.pin,
             private_layers=self.private_layers, memory=self.memory, measure_on=self.measure_on, progress=progress,
+            preprocess=preprocess,
         )
 
-    def problem(self, model: str | None, model_options: ModelOptions, progress: Any) -> Problem | MultiUserProblem:
+    def problem(
+        self, model: str | None, model_options: ModelOptions, progress: Any, preprocess: str | None = None
+    ) -> Problem | MultiUserProblem:
         """MODEL's problem, or with ``--users`` the users' multi-user problem (MODEL: the model of users naming none)."""
         if self.users is None:
-            return self.single_user(model_options.request(model), progress)  # type: ignore[arg-type]
+            return self.single_user(model_options.request(model), progress, preprocess)  # type: ignore[arg-type]
         single_user_options = {
             "--source": self.source, **model_options.given(), "--compute-table": self.compute_table,
             "--measure-on": self.measure_on, "--latency-budget": self.latency_budget,
@@ -344,6 +350,7 @@ def plan(
     exits: Annotated[Path | None, typer.Option("--exits", help="exits file ('tiercut exits add'): plan with early exits")] = None,
     latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
     accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
+    preprocess: PreprocessOpt = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
@@ -371,6 +378,13 @@ def plan(
         raise TiercutError("--spatial auto tiles one model's conv stacks; drop --users (or --spatial)")
     if spatial == "auto" and exits is not None:
         raise TiercutError("--spatial auto and --exits are separate plans for now; drop one of them")
+    if preprocess is not None:
+        from tiercut.preprocess import parse_steps
+
+        parse_steps(preprocess)
+        for option, given in (("--users", opts.users), ("--exits", exits), ("--spatial auto", spatial == "auto" or None)):
+            if given is not None:
+                raise TiercutError(f"--preprocess contracts one model's graph; drop {option} (or --preprocess)")
     if exits is not None:  # early exits (issue 15): the graph and the planners come from tiercut.exits
         from tiercut.cli import exits_cmd
 
@@ -384,7 +398,7 @@ def plan(
         raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     progress = progress_for(quiet)
-    problem = problem_options.problem(model, model_options, progress)
+    problem = problem_options.problem(model, model_options, progress, preprocess=preprocess)
     if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
         from tiercut.graph import parse_shape
         from tiercut.spatial.tiles import attach_stacks

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.graph.flops import formula_flops
+from tiercut.graph.flops import formula_flops, is_quantized_module, quantized_module_flops
 from tiercut.graph.types import INPUT_OP, LayerGraph, Node
 
 _INT_BYTES = 8  # a Python int/float crossing devices is sent as one 64-bit value
@@ -384,7 +384,9 @@ def _measure(gm: Any, example_inputs: tuple[Any, ...]) -> dict[str, _Measured]:
                 if counted == 0:
                     args, _ = self.fetch_args_kwargs_from_env(n)
                     module = modules.get(n.target) if n.op == "call_module" else None
-                    counted = formula_flops(op_kind(n, modules), tuple(args), out, module)
+                    counted = matmul = quantized_module_flops(module, out)
+                    if counted == 0:
+                        counted = formula_flops(op_kind(n, modules), tuple(args), out, module)
             shape, dtype = _value_shape_dtype(out)
             measured[n.name] = _Measured(_value_bytes(out), shape, dtype, int(counted), int(matmul))
             return out
@@ -404,13 +406,30 @@ def _tensors_of(fx_node: Any, gm: Any, modules: dict[str, Any]) -> list[tuple[st
         prefix = f"{fx_node.target}."
         return [(prefix + n, t) for n, t in mod.named_parameters(remove_duplicate=False)] + [
             (prefix + n, t) for n, t in mod.named_buffers(remove_duplicate=False)
-        ]
+        ] + _packed_weights(mod, prefix)
     if fx_node.op == "get_attr":
         value = gm
         for part in str(fx_node.target).split("."):
             value = getattr(value, part)
         return [(str(fx_node.target), value)] if hasattr(value, "numel") else []
     return []
+
+
+def _packed_weights(mod: Any, prefix: str) -> list[tuple[str, Any]]:
+    """A quantized module's packed weight and bias (``torch.ao.nn.quantized``: neither parameters nor buffers).
+
+    They are what the module needs where it runs, so they count as its
+    weights (an int8 weight has element size 1).
+    """
+    if not is_quantized_module(mod):
+        return []
+    out = []
+    for name in ("weight", "bias"):
+        fn = getattr(mod, name, None)
+        value = fn() if callable(fn) else None
+        if value is not None and hasattr(value, "numel"):
+            out.append((prefix + name, value))
+    return out
 
 
 def _canonical_names(gm: Any) -> dict[int, str]:

@@ -81,6 +81,29 @@ def formula_flops(op: str, args: tuple[Any, ...], output: Any, module: Any = Non
     return 0
 
 
+def is_quantized_module(module: Any) -> bool:
+    """A module of torch.ao's quantized kernels (``torch.ao.nn.quantized``, ``torch.ao.nn.intrinsic.quantized``...)."""
+    name = type(module).__module__
+    return name.startswith("torch.ao.nn.") and ".quantized" in name
+
+
+def quantized_module_flops(module: Any, output: Any) -> int:
+    """FLOPs of a quantized convolution or linear module (``torch.ao.nn.quantized``), which the counter does not see.
+
+    The same multiply-adds as the float layer (one multiply-add = 2), counted
+    from the unpacked weight's shape: ``2 * output elements * weight elements
+    per output channel``. 0 for any other module.
+    """
+    if module is None or not is_quantized_module(module):
+        return 0
+    weight_fn = getattr(module, "weight", None)
+    if not callable(weight_fn):
+        return 0
+    weight = weight_fn()
+    per_output = math.prod(weight.shape[1:]) if weight.dim() > 1 else 1
+    return 2 * tensor_numel(output) * int(per_output)
+
+
 # ----------------------------------------------------------------------------------------------
 # Shape-only forms, for graphs known by tensor shapes rather than by execution (ONNX files).
 # They follow the conventions of ``torch.utils.flop_counter`` (one multiply-add = 2, bias not

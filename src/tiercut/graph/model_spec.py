@@ -414,7 +414,8 @@ def load_model(
     """The torch model ``spec`` names, with example inputs.
 
     Args:
-        spec: a zoo name, ``package.module:factory``, ``file.py:factory`` or an ``nn.Module``.
+        spec: a zoo name, ``package.module:factory``, ``file.py:factory``, a compressed model directory
+            (``tiercut compress``) or an ``nn.Module``.
         inputs: input specs (``InputSpec`` or their text); default: the factory's
             example inputs, or the zoo model's documented size.
         allow_code: allow loading user code: ``file.py:factory``, ``package.module:factory`` (``--allow-code``).
@@ -432,7 +433,14 @@ def load_model(
         if not has_torch_model(text):
             kind = "an ONNX file" if text.lower().endswith(".onnx") else "a JSON file (layer graph or problem)"
             raise TiercutError(f"{text} is {kind}, not a torch model; this needs a zoo name or a factory (file.py:factory)")
-        if text in ZOO:
+        from tiercut.preprocess.compress import is_compressed_dir
+
+        if is_compressed_dir(text):  # a 'tiercut compress' output: architecture from data, weights from safetensors
+            from tiercut.preprocess.compress import load_compressed, model_label
+
+            module, examples, compressed_spec = load_compressed(text, allow_code=allow_code, seed=seed)
+            label = model_label(compressed_spec)
+        elif text in ZOO:
             module = build_zoo_model(text, seed)
             if specs is None:
                 specs = (InputSpec(name=None, dtype="float32", shape=ZOO[text].input_shape()),)

@@ -138,6 +138,7 @@ def problem(
     private_layers: int = 0,
     memory: bool = True,
     allow_code: bool = False,
+    preprocess: str | Sequence[str] | None = None,
     progress: Progress = SILENT,
 ) -> Problem:
     """The placement problem of ``model`` over ``env`` (docs/DESIGN.md): graph, devices, links, compute table.
@@ -163,7 +164,48 @@ def problem(
         pins: node -> device it must run on; ``private_layers`` pins the first N layers to the source.
         memory: enforce the devices' memory limits.
         allow_code: allow a model spec that imports user code (``package.module:factory``, ``file.py:factory``).
+        preprocess: structural preprocessing steps (``"merge,blocks"``, :mod:`tiercut.preprocess`);
+            the problem returned is over the contracted graph.
     """
+    built = _problem(
+        model, env, objective=objective, source=source, example_inputs=example_inputs, input_shape=input_shape,
+        granularity=granularity, profile=profile, compute_s=compute_s, measure_on=measure_on,
+        latency_budget_s=latency_budget_s, energy_budget_j=energy_budget_j, energy_total_budget_j=energy_total_budget_j,
+        cost_budget=cost_budget, pins=pins, private_layers=private_layers, memory=memory, allow_code=allow_code,
+        progress=progress,
+    )
+    from tiercut.preprocess import parse_steps
+    from tiercut.preprocess import preprocess as preprocess_problem
+
+    steps = parse_steps(preprocess)
+    if not steps:
+        return built
+    with progress.step(f"preprocessing {len(built.graph)} nodes: {', '.join(steps)}"):
+        return preprocess_problem(built, steps).problem or built
+
+
+def _problem(
+    model: Any,
+    env: str | Path | Environment | None,
+    *,
+    objective: Objective | str | None,
+    source: str | None,
+    example_inputs: tuple[Any, ...] | Any | None,
+    input_shape: tuple[int, ...] | None,
+    granularity: str,
+    profile: str | Path | Any | None,
+    compute_s: Mapping[str, Mapping[str, float]] | str | Path | None,
+    measure_on: str | Path | None,
+    latency_budget_s: float | None,
+    energy_budget_j: float | None,
+    energy_total_budget_j: float | None,
+    cost_budget: float | None,
+    pins: Mapping[str, str] | None,
+    private_layers: int,
+    memory: bool,
+    allow_code: bool,
+    progress: Progress,
+) -> Problem:
     from tiercut.problem import build_problem, load_profile_file
 
     data = _problem_json(model) if env is None else None
