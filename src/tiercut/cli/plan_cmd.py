@@ -28,7 +28,17 @@ from tiercut.cli.model_opts import (
     ShapeOpt,
     model_request,
 )
-from tiercut.cli.options import JsonOpt, OutJsonOpt, QuietOpt, alias, emit_json, progress_for
+from tiercut.cli.options import (
+    AccuracyLossMaxOpt,
+    CutCompressionOpt,
+    JsonOpt,
+    OutJsonOpt,
+    QuietOpt,
+    alias,
+    cut_compression_codecs,
+    emit_json,
+    progress_for,
+)
 from tiercut.errors import TiercutError
 from tiercut.graph.model_spec import ModelRequest
 from tiercut.plan.base import DEFAULT_PLANNER
@@ -177,6 +187,9 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
         geometry = stage.geometry(problem)
         tiles = ", ".join(f"{t.device} {t.region.to_list()}" for t in stage.tiles)
         console.print(f"tiled stage: layers {geometry.names[0]}..{geometry.output_name}, home {stage.home}: {tiles}")
+    if plan.cut_compression:
+        sent = ", ".join(f"{node}: {codec}" for node, codec in plan.cut_compression.items())
+        console.print(f"cut compression (JALAD): {sent}; accuracy loss {plan.accuracy_loss:.3g}")
     if plan.note:
         console.print(f"note: {plan.note}")
     for violation in plan.violations:
@@ -209,6 +222,9 @@ def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
         f"objective {plan.objective_value:.5g}; feasible {'yes' if plan.feasible else 'NO'}; "
         f"solved in {plan.solve_s * 1e3:.1f} ms"
     )
+    if plan.cut_compression:
+        sent = ", ".join(f"{node}: {codec}" for node, codec in plan.cut_compression.items())
+        console.print(f"cut compression (JALAD): {sent}; accuracy loss {plan.accuracy_loss:.3g}")
     if plan.note:
         console.print(f"note: {plan.note}")
     for violation in plan.violations:
@@ -307,6 +323,8 @@ def plan(
     exits: Annotated[Path | None, typer.Option("--exits", help="exits file ('tiercut exits add'): plan with early exits")] = None,
     latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
     accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
+    cut_compression: CutCompressionOpt = None,
+    accuracy_loss_max: AccuracyLossMaxOpt = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
@@ -333,6 +351,8 @@ def plan(
         raise TiercutError("--spatial auto tiles one model's conv stacks; drop --users (or --spatial)")
     if spatial == "auto" and exits is not None:
         raise TiercutError("--spatial auto and --exits are separate plans for now; drop one of them")
+    conflict = next((o for o, on in (("--users", users), ("--spatial auto", spatial == "auto"), ("--exits", exits)) if on), None)
+    cut_codecs = cut_compression_codecs(cut_compression, accuracy_loss_max, conflict)
     if exits is not None:  # early exits (issue 15): the graph and the planners come from tiercut.exits
         from tiercut.cli import exits_cmd
 
@@ -373,6 +393,13 @@ def plan(
             energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
             memory=memory, measure_on=measure_on, progress=progress,
         )
+        if cut_compression is not None:  # JALAD: measure the cut tensors' codecs (cut_codecs None: raw)
+            from tiercut.pipeline.cut_compression import attach_cut_compression
+
+            problem = attach_cut_compression(
+                problem, request, cut_compression if cut_codecs is not None else "off",
+                accuracy_loss_max=accuracy_loss_max, progress=progress,
+            )
         if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
             from tiercut.graph import parse_shape
             from tiercut.spatial.tiles import attach_stacks
