@@ -218,6 +218,11 @@ class RunSettings:
             times the partition's measured time (1: this host's speed). For
             experiments on one machine where the described client is slower
             than the servers (the migration seed's 1.1 GHz clients).
+        cut_compression: value name -> ``(bits, granularity)``: those tensors
+            cross devices quantized and zstd-coded (JALAD; the plan's
+            ``cut_compression``, :func:`tiercut.runtime.cut_codec.plan_wire_codecs`),
+            to workers that advertise the codec; ``verify_outputs`` then
+            compares with the model whose crossing values are dequantized.
     """
 
     queries: int = 10
@@ -236,6 +241,7 @@ class RunSettings:
     queries_after_upload: int = 0
     max_extra_queries: int = 100_000
     source_slowdown: float = 1.0
+    cut_compression: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.queries < 0:
@@ -254,6 +260,24 @@ class RunSettings:
             raise TiercutError(f"give_up_unreachable_s {self.give_up_unreachable_s} must be >= 0 (or none)")
         if not (math.isfinite(self.source_slowdown) and self.source_slowdown >= 1.0):
             raise TiercutError(f"source slowdown {self.source_slowdown} must be a finite number >= 1 (1: this host's speed)")
+        from tiercut.runtime.cut_codec import CutCodecError, wire_codecs
+
+        try:
+            wire_codecs({"cut_codec": {str(k): list(v) for k, v in self.cut_compression.items()}})
+        except CutCodecError as exc:
+            raise TiercutError(f"run setting cut_compression: {exc}") from None
+
+
+def _crossing_values(graph: Any, placement: Mapping[str, str], source: str) -> list[str]:
+    """The values a placement sends to another device (a graph output counts when it is not on the source)."""
+    consumers = graph.consumers()
+    out = []
+    for node in graph:
+        here = placement.get(node.name, source)
+        there = {placement.get(w, source) for w in consumers[node.name]} | ({source} if node.is_output else set())
+        if there - {here}:
+            out.append(node.name)
+    return out
 
 
 def default_query_inputs(captured: Any) -> Callable[[int], tuple[Any, ...]]:
@@ -736,6 +760,8 @@ class MigrationClient:
             meta = {"route": route.to_dict(), "position": at, "chain": chain, "wanted": wanted, "from": plan.source}
             if rest:
                 meta["via"] = rest
+            if self.settings.cut_compression:
+                meta["cut_codec"] = {n: list(spec) for n, spec in self.settings.cut_compression.items()}
             begin = time.time()
             reply = await connection.execute(meta, sent, timeout_s=self.settings.query_timeout_s)
             counters["sent"] += reply.bytes_sent
@@ -778,12 +804,20 @@ class MigrationClient:
 
         import torch
 
+        from tiercut.runtime.cut_codec import compressed_reference
+
         gm = self.plan.captured.graph_module
+        codecs = dict(self.settings.cut_compression)
         checked = []
         for query in queries:
             output = outputs.get(query.index)
-            with torch.no_grad():
-                expected = gm(*inputs_of(query.index))
+            crossing = [] if query.fallback or not codecs else _crossing_values(self.plan.captured.graph, query.placement,
+                                                                                 self.plan.source)
+            if crossing:
+                expected = compressed_reference(gm, inputs_of(query.index), crossing, codecs)
+            else:
+                with torch.no_grad():
+                    expected = gm(*inputs_of(query.index))
             checked.append(dataclasses.replace(query, output_matches=_outputs_close(output, expected)))
         return checked
 

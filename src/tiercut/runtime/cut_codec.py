@@ -22,6 +22,16 @@ compresses them losslessly (JALAD uses Huffman coding; here zstd, the
 
 A tensor with a non-finite value is refused (:class:`CutCodecError`); the
 sender then sends it raw.
+
+On the wire (the runtime's hook, :func:`compress_values` /
+:func:`decompress_values`): a query's meta may carry ``cut_codec``, value name
+-> ``[bits, granularity]`` (the plan's ``cut_compression``; value names are
+the layer-graph node names at module granularity). A sender replaces those
+floating tensors by their blob (a uint8 tensor) and lists them in the meta's
+``compressed``; only to a worker whose ``Status`` advertised
+:data:`WIRE_FORMAT` (the negotiated flag; a worker started with cut
+compression off advertises nothing and refuses a compressed query). The
+receiver decodes them within its message budget before anything runs.
 """
 
 from __future__ import annotations
@@ -44,6 +54,11 @@ ALLOWED_DTYPES = ("float32", "float16", "bfloat16", "float64")
 MAX_HEADER_BYTES = 4096
 #: the zstd level (3: zstd's default, fast at 8-bit codes' entropy)
 DEFAULT_LEVEL = 3
+#: what a worker's Status advertises when it accepts compressed values
+WIRE_FORMAT = "TCQ1"
+#: query meta keys: value name -> [bits, granularity] to compress; names sent compressed
+META_CODECS = "cut_codec"
+META_COMPRESSED = "compressed"
 
 
 class CutCodecError(TiercutError):
@@ -254,14 +269,113 @@ def decode_tensor(blob: bytes, *, max_elements: int) -> Any:
     return dequantize(Quantized(codes, minimum, scale, bits, granularity), dtype)
 
 
+def wire_codecs(meta: Any) -> dict[str, tuple[int, str]]:
+    """The ``cut_codec`` map of a query's meta, checked (an absent one: empty)."""
+    raw = meta.get(META_CODECS) if isinstance(meta, dict) else None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > 4096:
+        raise CutCodecError("the query's cut_codec is not a map of at most 4096 value names")
+    out = {}
+    for name, spec in raw.items():
+        if not (isinstance(name, str) and isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], int)
+                and not isinstance(spec[0], bool) and 1 <= spec[0] <= 8 and spec[1] in ("tensor", "channel")):
+            raise CutCodecError(f"the query's cut_codec entry {str(name)[:80]!r} is not [bits 1..8, tensor|channel]")
+        out[name] = (spec[0], spec[1])
+    return out
+
+
+def compress_values(
+    values: dict[str, Any], codecs: dict[str, tuple[int, str]], already: Any = ()
+) -> tuple[dict[str, Any], list[str]]:
+    """``values`` with the floating tensors ``codecs`` names (and ``already`` does not) replaced by their blob as a
+    uint8 tensor, and the names compressed (a tensor the codec refuses, e.g. with inf, stays raw)."""
+    import torch
+
+    out = dict(values)
+    names = []
+    for name, (bits, granularity) in codecs.items():
+        value = out.get(name)
+        if name in already or not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+            continue
+        try:
+            blob = encode_tensor(value, bits, granularity)
+        except CutCodecError:
+            continue
+        out[name] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        names.append(name)
+    return out, names
+
+
+def decompress_values(values: dict[str, Any], names: Any, *, max_bytes: int) -> dict[str, Any]:
+    """``values`` with the compressed ``names`` decoded, their decoded bytes together at most ``max_bytes``."""
+    import torch
+
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise CutCodecError("the query's compressed list is not a list of distinct value names")
+    out = dict(values)
+    budget = int(max_bytes)
+    for name in names:
+        blob = out.get(name)
+        if not (isinstance(blob, torch.Tensor) and blob.dtype == torch.uint8 and blob.dim() == 1):
+            raise CutCodecError(f"compressed value {name[:80]!r} is not a byte string")
+        tensor = decode_tensor(blob.numpy().tobytes(), max_elements=max(budget, 0) // 2)
+        budget -= tensor.numel() * tensor.element_size()
+        if budget < 0:
+            raise CutCodecError(f"the compressed values decode to more than {max_bytes:,} bytes")
+        out[name] = tensor
+    return out
+
+
+def compressed_reference(graph_module: Any, inputs: tuple[Any, ...], names: Any, codecs: dict[str, tuple[int, str]]) -> Any:
+    """The model's output when the values ``names`` (those that cross devices) are received as their codec's
+    :func:`roundtrip`: what a run with those cuts compressed must answer."""
+    import torch
+    import torch.fx
+
+    chosen = {n: codecs[n] for n in names if n in codecs}
+
+    class Compressed(torch.fx.Interpreter):
+        def run_node(self, node: Any) -> Any:
+            out = super().run_node(node)
+            spec = chosen.get(node.name)
+            if spec is not None and isinstance(out, torch.Tensor) and out.is_floating_point():
+                try:
+                    return roundtrip(out, *spec)
+                except CutCodecError:
+                    return out
+            return out
+
+    with torch.no_grad():
+        return Compressed(graph_module).run(*inputs)
+
+
 __all__ = [
     "ALLOWED_DTYPES",
     "MAGIC",
+    "META_CODECS",
+    "META_COMPRESSED",
+    "WIRE_FORMAT",
     "CutCodecError",
     "Quantized",
+    "compress_values",
+    "compressed_reference",
     "decode_tensor",
+    "decompress_values",
     "dequantize",
     "encode_tensor",
+    "plan_wire_codecs",
     "quantize",
     "roundtrip",
+    "wire_codecs",
 ]
+
+
+def plan_wire_codecs(plan: Any, problem: Any) -> dict[str, tuple[int, str]]:
+    """A plan's ``cut_compression`` (node -> codec name) as the runtime's value name -> ``(bits, granularity)``."""
+    options = problem.cut_compression
+    if not plan.cut_compression:
+        return {}
+    if options is None:
+        raise CutCodecError("the plan compresses cut tensors but its problem has no cut_compression options")
+    return {node: (options.codec(k).bits, options.codec(k).granularity) for node, k in plan.cut_compression.items()}
