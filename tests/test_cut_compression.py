@@ -380,3 +380,19 @@ def test_cli_plans_a_problem_json_with_its_options(tmp_path, capsys):
     off = json.loads(capsys.readouterr().out)
     assert "cut_compression" not in off["problem"] and off["plan"]["latency_s"] > with_options["plan"]["latency_s"]
     assert np.isfinite(off["plan"]["latency_s"])
+
+
+# ----------------------------------------------------------------- the simulator agrees
+@pytest.mark.parametrize("execution", ["sequential", "overlapped"])
+def test_simulator_charges_a_compressed_cut_as_the_cost_model(execution):
+    from tiercut.sim import SimConfig, SimUser, simulate
+
+    problem = _two_device_problem(1e5)
+    placement = {"in": "phone", "a": "phone", "b": "cloud"}
+    user = SimUser("u", problem, placement=placement, cut_compression={"a": "int8"}, max_queries=1)
+    query = simulate([user], SimConfig(execution=execution)).queries[0]
+    ev = evaluate(problem, placement, compression={"a": "int8"})
+    raw = evaluate(problem, placement)
+    assert query.latency_s == pytest.approx(ev.latency_s, rel=1e-9) and ev.latency_s < raw.latency_s
+    assert query.energy_source_j == pytest.approx(ev.energy_source_j, rel=1e-9)
+    assert query.energy_total_j == pytest.approx(ev.energy_total_j, rel=1e-9)
