@@ -396,3 +396,18 @@ def test_simulator_charges_a_compressed_cut_as_the_cost_model(execution):
     assert query.latency_s == pytest.approx(ev.latency_s, rel=1e-9) and ev.latency_s < raw.latency_s
     assert query.energy_source_j == pytest.approx(ev.energy_source_j, rel=1e-9)
     assert query.energy_total_j == pytest.approx(ev.energy_total_j, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_cli_measures_a_model_and_plans_with_cut_compression(capsys):
+    argv = ["plan", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--env", "neurosurgeon-3g", "--json", "-q"]
+    assert main([*argv, "--cut-compression", "int8", "--accuracy-loss-max", "0.5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    options = out["problem"]["cut_compression"]
+    assert [c["name"] for c in options["codecs"]] == ["int8"] and options["accuracy_loss_max"] == 0.5
+    assert set(options["codecs"][0]["encode_s_per_byte"]) == {"mobile", "cloud"}
+    assert options["tensors"] and "measured on 8 random samples" in options["basis"]
+    again = Problem.from_dict(out["problem"])
+    plan_ = Plan.from_dict(out["plan"])
+    ev = evaluate(again, plan_.placement, compression=plan_.cut_compression)
+    assert ev.latency_s == pytest.approx(plan_.latency_s)
