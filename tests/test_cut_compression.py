@@ -411,3 +411,8 @@ def test_cli_measures_a_model_and_plans_with_cut_compression(capsys):
     plan_ = Plan.from_dict(out["plan"])
     ev = evaluate(again, plan_.placement, compression=plan_.cut_compression)
     assert ev.latency_s == pytest.approx(plan_.latency_s)
+
+
+def test_the_spatial_planner_refuses_cut_compression():
+    with pytest.raises(TiercutError, match="do not model cut compression"):
+        plan(_two_device_problem(1e5), "spatial")
