@@ -416,3 +416,22 @@ def test_cli_measures_a_model_and_plans_with_cut_compression(capsys):
 def test_the_spatial_planner_refuses_cut_compression():
     with pytest.raises(TiercutError, match="do not model cut compression"):
         plan(_two_device_problem(1e5), "spatial")
+
+
+def test_every_planner_keeps_the_contract_with_cut_compression():
+    """Every registered single-user planner: its decision is an option the problem offers, within the budget, and
+    its figures recompute from the problem alone; the ones that decide jointly are never beaten by the others."""
+    from tiercut.plan.registry import PLANNERS, get_planner
+
+    problem = _two_device_problem(2e5, loss=0.004, budget=0.01)
+    best = plan(problem, "brute-force")
+    assert best.cut_compression == {"a": "int8"}
+    for name in PLANNERS:
+        planner = get_planner(name)
+        if not planner.applicable(problem):
+            continue
+        result = planner.solve(problem)
+        ev = evaluate(problem, result.placement, compression=result.cut_compression)
+        assert result.latency_s == ev.latency_s and result.accuracy_loss == ev.accuracy_loss, name
+        assert result.accuracy_loss <= 0.01 + 1e-12, name
+        assert result.objective_value >= best.objective_value * (1 - 1e-9), name
