@@ -48,6 +48,10 @@ BUDGET = 0.01
 JALAD_REPORTED = {
     "source": "Li et al., JALAD, ICPADS 2018, pp. 671-678 (arXiv:1812.10027)",
     "verified": "abstract only: speed-up of edge-cloud inference 'with a guaranteed model accuracy loss' (no figure)",
+    "survey": (
+        "the partition survey (seed survey-dnn-partition-cloud-edge-end, its tables and Sec. on IP) lists JALAD as a "
+        "cloud-end, two-part layer partition with an accuracy constraint, formulated as an integer linear program"
+    ),
     "unverified_recollection": (
         "UNVERIFIED (recalled, not found through the search tool): 8-bit quantization plus Huffman coding of the "
         "cut feature map with an accuracy-loss budget of about 1 point, and latency speed-ups of about an order "
