@@ -222,9 +222,6 @@ def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
         f"objective {plan.objective_value:.5g}; feasible {'yes' if plan.feasible else 'NO'}; "
         f"solved in {plan.solve_s * 1e3:.1f} ms"
     )
-    if plan.cut_compression:
-        sent = ", ".join(f"{node}: {codec}" for node, codec in plan.cut_compression.items())
-        console.print(f"cut compression (JALAD): {sent}; accuracy loss {plan.accuracy_loss:.3g}")
     if plan.note:
         console.print(f"note: {plan.note}")
     for violation in plan.violations:
