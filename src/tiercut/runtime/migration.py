@@ -106,6 +106,9 @@ class RuntimeStage:
         requires: server -> uploads that must be confirmed before it may be used.
         split: the runnable partitions of the placement.
         route: the steps of a query (program ids on server steps).
+        answer_name: with early exits, the value the last active exit answers with ("" without exits:
+            the model's output is built from the route's result).
+        last_exit: with early exits, the last active exit's name.
     """
 
     index: int
@@ -115,6 +118,8 @@ class RuntimeStage:
     requires: Mapping[str, int]
     split: Any
     route: Route
+    answer_name: str = ""
+    last_exit: str = ""
 
     @property
     def devices(self) -> list[str]:
@@ -139,6 +144,7 @@ class MigrationPlan:
         uploads: server -> its uploads in order.
         stages: the stages in plan order (stage 0 needs nothing).
         artifact_format: the program format of the bundles.
+        exit_positions: with early exits, exit name -> its position among the network's outputs.
     """
 
     model: str
@@ -148,6 +154,7 @@ class MigrationPlan:
     uploads: Mapping[str, tuple[UploadItem, ...]]
     stages: tuple[RuntimeStage, ...]
     artifact_format: str = DEFAULT_FORMAT
+    exit_positions: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def servers(self) -> list[str]:
@@ -302,6 +309,7 @@ def prepare_migration(
     label: str | None = None,
     progress: Progress | None = None,
     problem: Problem | None = None,
+    exits: Any | None = None,
 ) -> MigrationPlan:
     """Build the uploads and stages of an upload plan for a captured model.
 
@@ -311,6 +319,10 @@ def prepare_migration(
     (:func:`read_upload_plan`). With ``problem`` (the plan's
     :class:`~tiercut.problem.Problem`), each stage's route forwards through
     the relays the cost model's routing chooses (:func:`route_relays`).
+    With ``exits`` (a :class:`~tiercut.exits.deploy.ExitDeployment`, the
+    captured model being its multi-exit network) every stage runs the exit
+    heads as partitions of their own and stops a query at the first exit
+    whose confidence rule fires.
 
     Steps: read the plan (:func:`_view`), check its partitions against the
     model, build each stage's split, programs and route
@@ -320,9 +332,9 @@ def prepare_migration(
     view = _view(plan, source)
     model = label or captured.graph.model or "model"
     _check_partitions(view, captured.graph, model)
-    stages, stage_programs = _build_stages(captured, view, artifact_format, problem, progress or (lambda _: None))
+    stages, stage_programs = _build_stages(captured, view, artifact_format, problem, progress or (lambda _: None), exits)
     if not any(stage.devices == [view.source] for stage in stages):
-        stages.append(_local_stage(captured, view.source, len(stages)))
+        stages.append(_local_stage(captured, view.source, len(stages), exits))
     node_tensors = _node_tensors(captured)
     plan_tag = hashlib.sha256(
         repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()
@@ -340,6 +352,7 @@ def prepare_migration(
         uploads=uploads,
         stages=tuple(stages),
         artifact_format=artifact_format,
+        exit_positions={} if exits is None else exits.positions,
     )
 
 
@@ -362,11 +375,35 @@ def _stage_placement(view: _PlanView, index: int, stage: Stage, graph: Any) -> t
     return placement, requires
 
 
+def _cut(captured: Any, placement: Mapping[str, str], source: str, exits: Any | None) -> tuple[Any, Any]:
+    """The stage's split and what its route needs of it: (split, exit split or None)."""
+    from tiercut.graph.split import split_by_placement
+
+    if exits is None:
+        return split_by_placement(captured, placement), None
+    cut = exits.split(captured, placement, source)
+    return cut.split, cut
+
+
+def _stage_route(split: Any, cut: Any, program_ids: Mapping[int, str | None], source: str,
+                 relays: Mapping[str, tuple[str, ...]]) -> tuple[Route, dict[str, str]]:
+    """The route of a stage's split (with exits: the exit split's order and checks) and the exit fields."""
+    order = range(len(split.partitions)) if cut is None else cut.order
+    steps = []
+    for i in order:
+        p = split.partitions[i]
+        check = None if cut is None else cut.checks.get(i)
+        steps.append(Step(p.index, p.device, program_ids.get(i), p.input_names, p.output_names, check))
+    if cut is None:
+        return Route(tuple(steps), tuple(split.output_spec.value_names()), source, relays), {}
+    return (Route(tuple(steps), (cut.answer_name,), source, relays),
+            {"answer_name": cut.answer_name, "last_exit": cut.last_exit})
+
+
 def _build_stages(
-    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress
+    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress, exits: Any | None = None
 ) -> tuple[list[RuntimeStage], list[dict[str, list[BuiltProgram]]]]:
     """Every stage's split, route and the programs its server steps run (each exported once, shared by stages)."""
-    from tiercut.graph.split import split_by_placement
     from tiercut.profile.measure import record_fx_values
 
     values = record_fx_values(captured)
@@ -379,12 +416,14 @@ def _build_stages(
         key = tuple(sorted(placement.items()))
         if key not in splits:
             note(f"stage {index}: splitting the model")
-            splits[key] = split_by_placement(captured, placement)
-        split = splits[key]
+            splits[key] = _cut(captured, placement, view.source, exits)
+        split, cut = splits[key]
         built: dict[str, list[BuiltProgram]] = {}
-        steps: list[Step] = []
+        program_ids: dict[int, str | None] = {}
         for partition in split.partitions:
             program_id = None
+            if cut is not None and partition.index not in cut.order:
+                continue  # an inactive exit's nodes: no query runs them
             if partition.device != view.source:
                 program_key = (partition.device, partition.nodes, partition.input_names, partition.output_names, artifact_format)
                 if program_key not in programs:
@@ -394,7 +433,7 @@ def _build_stages(
                 program = programs[program_key]
                 built.setdefault(partition.device, []).append(program)
                 program_id = program.program.manifest.program_id
-            steps.append(Step(partition.index, partition.device, program_id, partition.input_names, partition.output_names))
+            program_ids[partition.index] = program_id
         for server in built:
             if requires.get(server, 0) == 0:
                 raise TiercutError(
@@ -402,21 +441,18 @@ def _build_stages(
                     "say how many uploads each stage needs ('arrived')"
                 )
         relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
-        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays)
-        stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route))
+        route, exit_fields = _stage_route(split, cut, program_ids, view.source, relays)
+        stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, **exit_fields))
         stage_programs.append(built)
     return stages, stage_programs
 
 
-def _local_stage(captured: Any, source: str, index: int) -> RuntimeStage:
+def _local_stage(captured: Any, source: str, index: int, exits: Any | None = None) -> RuntimeStage:
     """The all-local stage (every node on the source), for a plan that lacks one."""
-    from tiercut.graph.split import split_by_placement
-
     placement = {node.name: source for node in captured.graph.nodes}
-    split = split_by_placement(captured, placement)
-    steps = [Step(p.index, p.device, None, p.input_names, p.output_names) for p in split.partitions]
-    route = Route(tuple(steps), tuple(split.output_spec.value_names()), source)
-    return RuntimeStage(index, 0.0, math.inf, placement, {}, split, route)
+    split, cut = _cut(captured, placement, source, exits)
+    route, exit_fields = _stage_route(split, cut, {}, source, {})
+    return RuntimeStage(index, 0.0, math.inf, placement, {}, split, route, **exit_fields)
 
 
 def _server_uploads(
