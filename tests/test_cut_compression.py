@@ -406,7 +406,8 @@ def test_simulator_charges_a_compressed_cut_as_the_cost_model(execution):
 
 @pytest.mark.slow
 def test_cli_measures_a_model_and_plans_with_cut_compression(capsys):
-    argv = ["plan", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--env", "neurosurgeon-3g", "--json", "-q"]
+    argv = ["plan", "fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8", "--env", "neurosurgeon-3g", "--json",
+            "-q"]
     assert main([*argv, "--cut-compression", "int8", "--accuracy-loss-max", "0.5"]) == 0
     out = json.loads(capsys.readouterr().out)
     options = out["problem"]["cut_compression"]
