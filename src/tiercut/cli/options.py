@@ -10,6 +10,8 @@ flag                   meaning (every command that has it)
 ``--torch-threads``    torch intra-op threads
 ``--quiet`` / ``-q``   no progress display on stderr
 ``--preprocess``       structural preprocessing steps (``merge,blocks,dominators``)
+``--cut-compression``  compress the tensor at a cut (JALAD): auto, off, int8, int4
+``--accuracy-loss-max`` the accuracy budget of cut compression (a fraction)
 =====================  ==============================================================
 
 An old spelling (``--algorithms``, ``--upload``, ``--offloading``,
@@ -153,9 +155,45 @@ ComputeOpt = Annotated[
     Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
 ]
 
+CutCompressionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cut-compression",
+        help="compress the tensor at a cut (JALAD: quantize + zstd): auto (the planner chooses int8, int4 or raw per "
+        "cut), int8 or int4 (only that codec offered), off (default; a problem JSON keeps its own options)",
+    ),
+]
+AccuracyLossMaxOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--accuracy-loss-max",
+        help="with --cut-compression: the summed top-1 accuracy loss the compressed cuts may cost, a fraction "
+        "(default 0.01)",
+    ),
+]
+
+
+def cut_compression_codecs(mode: str | None, accuracy_loss_max: float | None, unsupported: str | None) -> list[str] | None:
+    """The codecs ``--cut-compression`` offers (None: leave the problem as it is), checked before any model work;
+    ``unsupported`` names an option it cannot be combined with."""
+    from tiercut.pipeline.cut_compression import check_accuracy_loss_max, codec_names
+
+    check_accuracy_loss_max(accuracy_loss_max)
+    if mode is None:
+        if accuracy_loss_max is not None:
+            raise TiercutError("--accuracy-loss-max bounds cut compression; add --cut-compression auto (or int8)")
+        return None
+    names = codec_names(mode)
+    if names is not None and unsupported is not None:
+        raise TiercutError(f"--cut-compression plans one model's single-user cuts; drop {unsupported} or --cut-compression")
+    return names
+
+
 __all__ = [
+    "AccuracyLossMaxOpt",
     "AlgorithmOpt",
     "ComputeOpt",
+    "CutCompressionOpt",
     "EnvOpt",
     "JsonOpt",
     "OldOffloadingOpt",
@@ -167,6 +205,7 @@ __all__ = [
     "SourceOpt",
     "UploadAlgorithmOpt",
     "alias",
+    "cut_compression_codecs",
     "emit_json",
     "option_group",
     "preprocess_note",

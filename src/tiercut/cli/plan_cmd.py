@@ -20,7 +20,9 @@ import typer
 from tiercut.cli.checks import check_finite, check_output_path
 from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
+    AccuracyLossMaxOpt,
     ComputeOpt,
+    CutCompressionOpt,
     EnvOpt,
     JsonOpt,
     OutJsonOpt,
@@ -29,6 +31,7 @@ from tiercut.cli.options import (
     QuietOpt,
     SourceOpt,
     alias,
+    cut_compression_codecs,
     emit_json,
     option_group,
     progress_for,
@@ -193,6 +196,9 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
         geometry = stage.geometry(problem)
         tiles = ", ".join(f"{t.device} {t.region.to_list()}" for t in stage.tiles)
         console.print(f"tiled stage: layers {geometry.names[0]}..{geometry.output_name}, home {stage.home}: {tiles}")
+    if plan.cut_compression:
+        sent = ", ".join(f"{node}: {codec}" for node, codec in plan.cut_compression.items())
+        console.print(f"cut compression (JALAD): {sent}; accuracy loss {plan.accuracy_loss:.3g}")
     if plan.note:
         console.print(f"note: {plan.note}")
     for violation in plan.violations:
@@ -351,6 +357,8 @@ def plan(
     latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
     accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
     preprocess: PreprocessOpt = None,
+    cut_compression: CutCompressionOpt = None,
+    accuracy_loss_max: AccuracyLossMaxOpt = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
@@ -378,13 +386,16 @@ def plan(
         raise TiercutError("--spatial auto tiles one model's conv stacks; drop --users (or --spatial)")
     if spatial == "auto" and exits is not None:
         raise TiercutError("--spatial auto and --exits are separate plans for now; drop one of them")
+    combined = (("--users", opts.users), ("--spatial auto", spatial == "auto"), ("--exits", exits))
+    conflict = next((option for option, given in combined if given), None)
     if preprocess is not None:
         from tiercut.preprocess import parse_steps
 
         parse_steps(preprocess)
-        for option, given in (("--users", opts.users), ("--exits", exits), ("--spatial auto", spatial == "auto" or None)):
-            if given is not None:
+        for option, given in (*combined, ("--cut-compression", cut_compression)):
+            if given:
                 raise TiercutError(f"--preprocess contracts one model's graph; drop {option} (or --preprocess)")
+    cut_codecs = cut_compression_codecs(cut_compression, accuracy_loss_max, conflict)
     if exits is not None:  # early exits (issue 15): the graph and the planners come from tiercut.exits
         from tiercut.cli import exits_cmd
 
@@ -399,6 +410,12 @@ def plan(
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     progress = progress_for(quiet)
     problem = problem_options.problem(model, model_options, progress, preprocess=preprocess)
+    if cut_compression is not None and isinstance(problem, Problem):  # JALAD: measure the cut tensors' codecs
+        from tiercut.pipeline.cut_compression import attach_cut_compression
+
+        mode = cut_compression if cut_codecs is not None else "off"
+        request = model_options.request(model)  # type: ignore[arg-type]
+        problem = attach_cut_compression(problem, request, mode, accuracy_loss_max=accuracy_loss_max, progress=progress)
     if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
         from tiercut.graph import parse_shape
         from tiercut.spatial.tiles import attach_stacks

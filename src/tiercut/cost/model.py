@@ -26,6 +26,12 @@ For a placement ``x: V -> D`` (graph inputs on the source):
   parameter shared by several nodes is counted once per device that runs one
   of them; :meth:`tiercut.graph.LayerGraph.param_table`).
 
+Cut compression (JALAD, :mod:`tiercut.cost.cut_compression`): with a
+``compression`` decision (node -> codec), each transfer of a compressed tensor
+costs its encode time on the sender, the routed time of its compressed bytes
+and its decode time on the receiver; the summed accuracy loss of the
+compressed tensors must stay within the problem's ``accuracy_loss_max``.
+
 The multi-user equal-share model reuses :func:`evaluate` with share
 multipliers: compute times on a device times its ``device_share`` and each
 hop's ``out / bandwidth`` term times its link's ``link_share`` (the paths stay
@@ -41,6 +47,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tiercut.cost.cut_compression import accuracy_loss, transfer_figures
 from tiercut.errors import TiercutError
 from tiercut.problem import METRICS, Objective, Problem
 
@@ -70,6 +77,9 @@ class Transfer:
         path: the devices it travels through, ``src`` first and ``dst`` last
             (relays in between).
         hop_seconds: each hop's time.
+        codec: the cut codec it is compressed with ("" raw); then ``seconds``
+            includes ``encode_s`` on ``src`` and ``decode_s`` on ``dst``, and
+            ``wire_bytes`` travel the path.
     """
 
     node: str
@@ -79,6 +89,10 @@ class Transfer:
     seconds: float
     path: tuple[str, ...] = ()
     hop_seconds: tuple[float, ...] = ()
+    codec: str = ""
+    wire_bytes: float | None = None
+    encode_s: float = 0.0
+    decode_s: float = 0.0
 
     @property
     def hops(self) -> tuple[Hop, ...]:
@@ -105,6 +119,9 @@ class Evaluation:
             on the source and every transfer has a link. When False the
             figures are inf.
         violations: one line per broken rule or constraint.
+        compression: node -> cut codec of the tensors sent compressed (only
+            tensors that cross devices).
+        accuracy_loss: their summed accuracy loss.
     """
 
     placement: Mapping[str, str]
@@ -122,6 +139,8 @@ class Evaluation:
     objective_value: float
     valid: bool
     violations: tuple[str, ...] = field(default_factory=tuple)
+    compression: Mapping[str, str] = field(default_factory=dict)
+    accuracy_loss: float = 0.0
 
     @property
     def feasible(self) -> bool:
@@ -189,30 +208,11 @@ def _invalid(problem: Problem, placement: Mapping[str, str], memory: dict[str, i
     )
 
 
-def evaluate(
-    problem: Problem,
-    placement: Mapping[str, str],
-    *,
-    device_share: Mapping[str, float] | None = None,
-    link_share: Mapping[frozenset[str], float] | None = None,
-) -> Evaluation:
-    """Every figure of ``placement`` under ``problem``'s cost model and constraints.
-
-    ``placement`` maps every node (inputs may be left out: they are on the
-    source) to a device name. A node missing from it, or an unknown device,
-    is a :class:`TiercutError`; a placement that breaks the model (a node on
-    a device where it cannot run, an input off the source, a transfer
-    between devices no path of links joins) is evaluated as invalid with inf
-    figures. ``device_share`` (device -> factor on its compute times) and
-    ``link_share`` (link key -> factor on the ``out / bandwidth`` term of
-    every hop over it) are the multi-user equal-share multipliers (default 1).
-    """
-    graph = problem.graph
-    device_names = problem.device_names
-    names = set(device_names)
-    devices = {d.name: d for d in problem.devices}
+def _full_placement(problem: Problem, placement: Mapping[str, str]) -> dict[str, str]:
+    """``placement`` with the graph inputs on the source; a missing node, unknown device or node is an error."""
+    names = set(problem.device_names)
     full: dict[str, str] = {}
-    for node in graph:
+    for node in problem.graph:
         device = placement.get(node.name)
         if device is None:
             if node.is_input:
@@ -225,7 +225,39 @@ def evaluate(
     extra = set(placement) - set(full)
     if extra:
         raise TiercutError(f"placement names unknown node {sorted(extra)[0]!r}")
+    return full
 
+
+def evaluate(
+    problem: Problem,
+    placement: Mapping[str, str],
+    *,
+    device_share: Mapping[str, float] | None = None,
+    link_share: Mapping[frozenset[str], float] | None = None,
+    compression: Mapping[str, str] | None = None,
+) -> Evaluation:
+    """Every figure of ``placement`` under ``problem``'s cost model and constraints.
+
+    ``placement`` maps every node (inputs may be left out: they are on the
+    source) to a device name. A node missing from it, or an unknown device,
+    is a :class:`TiercutError`; a placement that breaks the model (a node on
+    a device where it cannot run, an input off the source, a transfer
+    between devices no path of links joins) is evaluated as invalid with inf
+    figures. ``device_share`` (device -> factor on its compute times) and
+    ``link_share`` (link key -> factor on the ``out / bandwidth`` term of
+    every hop over it) are the multi-user equal-share multipliers (default 1).
+    ``compression`` (node -> cut codec, :mod:`tiercut.cost.cut_compression`)
+    compresses those tensors' transfers; a tensor that crosses no device is
+    dropped from it, an option the problem does not offer is a
+    :class:`TiercutError`.
+    """
+    graph = problem.graph
+    device_names = problem.device_names
+    devices = {d.name: d for d in problem.devices}
+    full = _full_placement(problem, placement)
+
+    if compression:
+        accuracy_loss(problem, compression)  # every named option exists, crossing or not
     memory = memory_bytes(problem, full)
     dshare = device_share or {}
     lshare = link_share or {}
@@ -259,13 +291,34 @@ def evaluate(
     transfers: list[Transfer] = []
     transfer_total = 0.0
     busy_tx = busy_rx = 0.0
+    used: dict[str, str] = {}
     for node in graph:
         here = full[node.name]
         dest = {full[w] for w in consumers[node.name]}
         if node.is_output:
             dest.add(source)
+        codec = (compression or {}).get(node.name)
         for device in device_names:  # deterministic order
             if device not in dest or device == here:
+                continue
+            if codec is not None:
+                if lshare:
+                    raise TiercutError("cut compression is not part of the multi-user equal-share model")
+                fig = transfer_figures(problem, node.name, here, device, codec)
+                if fig is None:
+                    violations.append(f"{node.name!r} must go from {here!r} to {device!r}, which no path of links joins")
+                    continue
+                used[node.name] = codec
+                transfers.append(
+                    Transfer(node.name, here, device, node.out_bytes, fig.seconds, fig.path, fig.hop_seconds,
+                             codec, fig.wire_bytes, fig.encode_s, fig.decode_s)
+                )
+                transfer_total += fig.seconds
+                cost += fig.cost
+                energy_total += fig.energy_total_j
+                busy_compute += fig.busy_compute_source_s
+                busy_tx += fig.busy_tx_source_s
+                busy_rx += fig.busy_rx_source_s
                 continue
             path = routing.path(here, device, node.out_bytes)
             if path is None:
@@ -300,6 +353,10 @@ def evaluate(
     )
     metrics = {"latency": latency, "energy_source": energy_source, "energy_total": energy_total, "cost": cost}
     violations.extend(constraint_violations(problem, full, metrics, memory))
+    loss = accuracy_loss(problem, used)
+    budget = None if problem.cut_compression is None else problem.cut_compression.accuracy_loss_max
+    if budget is not None and loss > budget + 1e-12:
+        violations.append(f"accuracy loss {loss:.4g} of the compressed cut tensors is over its budget {budget:.4g}")
     return Evaluation(
         placement=full,
         latency_s=latency,
@@ -316,6 +373,8 @@ def evaluate(
         objective_value=objective_value(problem.objective, metrics),
         valid=True,
         violations=tuple(violations),
+        compression=used,
+        accuracy_loss=loss,
     )
 
 

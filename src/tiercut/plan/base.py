@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,6 +61,8 @@ class PlacementResult:
         gap: relative optimality gap, if the planner has one.
         note: one line for the reader (e.g. what was ignored).
         bound: a proven lower bound of the objective, if the planner has one.
+        compression: node -> cut codec of the tensors to send compressed
+            (JALAD; :mod:`tiercut.cost.cut_compression`).
     """
 
     placement: Mapping[str, str]
@@ -68,6 +70,7 @@ class PlacementResult:
     gap: float | None = None
     note: str = ""
     bound: float | None = None
+    compression: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class Planner(Configurable):
     #: compare the answer with the cheap candidates (all-local, every all-on placement) and keep the best;
     #: off for the baselines, which must return exactly their placement
     cheap_fallback: ClassVar[bool] = True
+    #: the planner chooses the cut compression (JALAD) jointly with the placement (ilp, brute-force); the
+    #: others get it by a post-pass on their placement (:func:`tiercut.cost.cut_compression.choose_compression`)
+    decides_compression: ClassVar[bool] = False
 
     # ----------------------------------------------------------- applicability
     def check(self, problem: Problem) -> str | None:
@@ -128,6 +134,8 @@ class Planner(Configurable):
             raise TiercutError(f"planner {self.name!r} cannot solve {problem.name or 'this problem'}: {reason}")
         start = time.perf_counter()
         result = self._solve(problem)
+        if problem.compresses_cuts and not self.decides_compression:
+            result = with_chosen_compression(problem, result)
         if self.cheap_fallback:
             result = no_worse_than_cheap(problem, result, self.scope(problem))
         solve_s = time.perf_counter() - start
@@ -187,10 +195,65 @@ def _deb_key(feasible: bool, valid: bool, objective: float, penalty: float) -> t
     return (0, objective) if feasible else ((1, penalty) if valid else (2, 0.0))
 
 
+def with_chosen_compression(problem: Problem, result: PlacementResult) -> PlacementResult:
+    """``result`` with the cut compression :func:`~tiercut.cost.cut_compression.choose_compression` picks for its
+    placement (the post-pass of every planner that does not decide it jointly); optimality is no longer
+    claimed, since another placement with compression may be better."""
+    from tiercut.cost.cut_compression import choose_compression
+
+    compression, exact = choose_compression(problem, result.placement)
+    note = "cut compression chosen for this placement by a post-pass" + ("" if exact else " (greedy under the budget)")
+    return replace(
+        result,
+        compression=compression,
+        optimal=False,
+        gap=None,
+        note="; ".join(filter(None, [result.note, note])),
+    )
+
+
+def _compressed_key(problem: Problem, placement: Mapping[str, str], compression: Mapping[str, str]) -> tuple[int, float]:
+    ev = evaluate(problem, placement, compression=compression)
+    return _deb_key(ev.feasible, ev.valid, ev.objective_value, len(ev.violations))
+
+
+def _no_worse_than_cheap_compressed(problem: Problem, result: PlacementResult, scope: list[str] | None) -> PlacementResult:
+    """:func:`no_worse_than_cheap` when tensors may be compressed: each cheap candidate with its best compression
+    (scalar cost model; infeasible ones ranked by their number of violations)."""
+    from tiercut.cost import compile_problem, decode
+    from tiercut.cost.cut_compression import choose_compression
+
+    comp = compile_problem(problem)
+    names, rows = cheap_rows(problem, scope)
+    try:
+        mine = _compressed_key(problem, result.placement, result.compression)
+    except TiercutError:
+        mine = (3, 0.0)
+    best: tuple[tuple[int, float], str, dict[str, str], dict[str, str]] | None = None
+    for name, row in zip(names, rows, strict=True):
+        placement = decode(comp, row)
+        compression, _ = choose_compression(problem, placement)
+        key = _compressed_key(problem, placement, compression)
+        if best is None or key < best[0]:
+            best = (key, name, placement, compression)
+    assert best is not None
+    key, label, placement, compression = best
+    if not (key[0] < mine[0] or (key[0] == mine[0] and key[1] < mine[1] - 1e-12 * max(1.0, abs(mine[1])))):
+        return result
+    why = f"the planner's placement was worse than the cheap candidate {label}, returned instead"
+    return PlacementResult(
+        placement, optimal=False, note="; ".join(filter(None, [result.note, why])), bound=result.bound,
+        compression=compression,
+    )
+
+
 def no_worse_than_cheap(problem: Problem, result: PlacementResult, scope: list[str] | None = None) -> PlacementResult:
     """``result``, or the best cheap candidate (:func:`cheap_rows` within ``scope``) when that is strictly better
     by Deb's rule (feasible first, then the objective; infeasible ones by their constraint excess)."""
     from tiercut.cost import compile_problem, decode, encode, evaluate_many
+
+    if problem.compresses_cuts:
+        return _no_worse_than_cheap_compressed(problem, result, scope)
 
     comp = compile_problem(problem)
     names, rows = cheap_rows(problem, scope)
@@ -250,7 +313,7 @@ def make_plan(
     problem: Problem, algorithm: str, result: PlacementResult, solve_s: float, settings: Mapping[str, Any]
 ) -> Plan:
     """A :class:`Plan` whose figures are the cost model's for ``result.placement``."""
-    ev = evaluate(problem, result.placement)
+    ev = evaluate(problem, result.placement, compression=result.compression or None)
     return Plan(
         algorithm=algorithm,
         placement=dict(ev.placement),
@@ -258,6 +321,8 @@ def make_plan(
         **_outcome(ev, result, solve_s, settings),
         memory_bytes=dict(ev.memory_bytes),
         bound=result.bound,
+        cut_compression=dict(ev.compression),
+        accuracy_loss=ev.accuracy_loss,
     )
 
 
@@ -311,4 +376,5 @@ __all__ = [
     "make_plan",
     "no_worse_than_cheap",
     "no_worse_than_cheap_multi",
+    "with_chosen_compression",
 ]

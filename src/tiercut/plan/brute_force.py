@@ -6,7 +6,10 @@ chunks by the vectorised cost model, so a few million are fine.
 
 Guarantee: optimal for every objective and every constraint (memory,
 budgets, pinned nodes); if no placement is feasible, it returns the one with
-the smallest constraint excess and says so.
+the smallest constraint excess and says so. When the problem offers cut
+compression (JALAD), every placement is tried with every per-tensor choice
+of codec (raw included) by the reference evaluator
+(:func:`tiercut.cost.evaluate`): the ground truth of the ILP's decision.
 Complexity: O(prod_v |allowed(v)| * |V| * |D|), i.e. |D|^|V|.
 """
 
@@ -16,7 +19,8 @@ import math
 
 import numpy as np
 
-from tiercut.cost import compile_problem, decode, evaluate_many
+from tiercut.cost import compile_problem, decode, evaluate, evaluate_many
+from tiercut.errors import TiercutError
 from tiercut.plan.base import PlacementResult, Planner
 from tiercut.problem import Problem
 
@@ -35,15 +39,27 @@ class BruteForcePlanner(Planner):
     summary = "exhaustive search over every placement (tiny problems, tests)"
     reference = "the problem's definition (survey Eq. 3-5); ground truth for the exact planners"
     guarantee = "optimal for every objective and constraint"
-    complexity = "O(|D|^|V| |V| |D|)"
+    complexity = "O(|D|^|V| |V| |D|) (times prod_v (1 + codecs of v) with cut compression)"
+    decides_compression = True
 
     def __init__(self, max_placements: int = 2_000_000, chunk: int = 20_000) -> None:
         self.max_placements = max_placements
         self.chunk = chunk
 
     def count(self, problem: Problem) -> int:
-        """The number of placements (an exact integer, however large)."""
-        return math.prod(len(problem.allowed_devices(n.name)) for n in problem.graph)
+        """The number of placements (an exact integer, however large), times the codec choices with cut compression."""
+        placements = math.prod(len(problem.allowed_devices(n.name)) for n in problem.graph)
+        return placements * math.prod(len(c) for c in self._codec_choices(problem).values())
+
+    @staticmethod
+    def _codec_choices(problem: Problem) -> dict[str, list[str | None]]:
+        """node -> [None (raw), codec...] for the tensors the problem lets compress."""
+        cc = problem.cut_compression
+        if not problem.compresses_cuts or cc is None:
+            return {}
+        return {
+            node: [None, *(c.name for c in cc.codecs if c.name in row)] for node, row in cc.tensors.items() if row
+        }
 
     def check(self, problem: Problem) -> str | None:
         if isinstance(self.max_placements, bool) or not isinstance(self.max_placements, int) or self.max_placements < 1:
@@ -59,6 +75,8 @@ class BruteForcePlanner(Planner):
         return None
 
     def _solve(self, problem: Problem) -> PlacementResult:
+        if problem.compresses_cuts:
+            return self._solve_compressed(problem)
         comp = compile_problem(problem)
         choices = [np.array([problem.device_index(d) for d in problem.allowed_devices(n.name)]) for n in problem.graph]
         radix = np.array([len(c) for c in choices], dtype=np.int64)
@@ -88,3 +106,40 @@ class BruteForcePlanner(Planner):
         return PlacementResult(
             decode(comp, fallback), note=f"no feasible placement among {total:,}; this one breaks the constraints least"
         )
+
+    def _solve_compressed(self, problem: Problem) -> PlacementResult:
+        """Every placement with every choice of codec per tensor, by the reference evaluator."""
+        import itertools
+
+        choices = self._codec_choices(problem)
+        nodes = list(choices)
+        allowed = [problem.allowed_devices(n.name) for n in problem.graph]
+        names = [n.name for n in problem.graph]
+        best: tuple[float, dict[str, str], dict[str, str]] | None = None
+        least: tuple[int, dict[str, str], dict[str, str]] | None = None
+        tried = 0
+        for devices in itertools.product(*allowed):
+            placement = dict(zip(names, devices, strict=True))
+            seen: set[tuple[tuple[str, str], ...]] = set()
+            for codecs in itertools.product(*(choices[n] for n in nodes)):
+                tried += 1
+                compression = {n: k for n, k in zip(nodes, codecs, strict=True) if k is not None}
+                try:
+                    ev = evaluate(problem, placement, compression=compression)
+                except TiercutError:
+                    continue  # a codec this transfer's devices cannot run
+                key = tuple(sorted(ev.compression.items()))
+                if key in seen:
+                    continue
+                seen.add(key)
+                if ev.feasible and (best is None or ev.objective_value < best[0]):
+                    best = (ev.objective_value, placement, dict(ev.compression))
+                if ev.valid and (least is None or len(ev.violations) < least[0]):
+                    least = (len(ev.violations), placement, dict(ev.compression))
+        if best is not None:
+            return PlacementResult(best[1], optimal=True, note=f"{tried:,} placements x codec choices tried",
+                                   compression=best[2])
+        if least is not None:
+            return PlacementResult(least[1], note=f"no feasible choice among {tried:,}; this one breaks the fewest rules",
+                                   compression=least[2])
+        return PlacementResult(problem.local_placement(), note=f"no evaluable choice among {tried:,}")

@@ -28,7 +28,18 @@ the coefficients are the cost model's linear forms,
 - objective and budgets: the linear forms over ``x`` and ``z``;
 - memory: ``sum_p bytes(p) m[p, d] <= memory(d)`` with ``m[p, d] >= x[v, d]``
   for each node ``v`` using parameter ``p`` (a shared parameter counted once
-  per device; a parameter of one node is its ``x``).
+  per device; a parameter of one node is its ``x``);
+- cut compression (JALAD, Li et al., ICPADS 2018, which chooses the cut and
+  the quantization bits together by an integer program under an accuracy
+  budget), when the problem offers it: ``y[u, k]`` binary, tensor ``u`` is
+  sent with codec ``k`` (``sum_k y[u, k] <= 1``); ``w[u, a, d, k]`` binary, the
+  compressed transfer, with ``w <= x[u, a]`` and ``w <= y[u, k]``, joining the
+  arrival rows next to ``z``, its coefficients the compressed transfer's
+  figures (:func:`tiercut.cost.cut_compression.transfer_figures`);
+  ``z[u, a, d] + sum_k y[u, k] <= 1`` (a compressed tensor is compressed on
+  every transfer, as the cost model charges it); and the accuracy row
+  ``sum accuracy_loss(u, k) y[u, k] <= accuracy_loss_max``. The
+  dominated-device presolve is off then.
 
 Presolve (``reduce_devices``): a device ``d2`` is dropped when another
 device ``d1`` *dominates* it: every node that can run on ``d2`` can run on
@@ -108,6 +119,10 @@ class MILP:
     x: dict[tuple[int, int], int] = field(default_factory=dict)
     z: dict[tuple[int, int, int], int] = field(default_factory=dict)
     m: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: cut compression: (node, codec) -> column of y; (node, from, to, codec) -> column of w and its metric terms
+    y: dict[tuple[int, str], int] = field(default_factory=dict)
+    w: dict[tuple[int, int, int, str], int] = field(default_factory=dict)
+    w_metrics: dict[tuple[int, int, int, str], dict[str, float]] = field(default_factory=dict)
 
     @property
     def n_vars(self) -> int:
@@ -220,6 +235,7 @@ class Candidate:
     objective: float
     feasible: bool
     penalty: float
+    compression: dict[str, str] = field(default_factory=dict)
 
 
 def reduced_problem(problem: Problem, merge: dict[int, int]) -> Problem:
@@ -276,8 +292,9 @@ def build_milp(
     model = MILP()
     _add_assignments(model, layout, objective)
     _add_transfers(model, layout, objective, [objective, *(f for f, _ in budgets.values())])
-    for form, budget in budgets.values():
-        _add_budget(model, layout, form, budget)
+    for metric, (form, budget) in budgets.items():
+        _add_budget(model, layout, form, budget, metric)
+    _add_accuracy_budget(model, layout)
     if comp.problem.constraints.memory:
         for d in kept:
             _add_memory_limit(model, layout, d)
@@ -291,6 +308,18 @@ class _Layout:
     comp: CompiledProblem
     is_input: np.ndarray
     allowed: list[list[int]]
+
+    @property
+    def problem(self) -> Problem:
+        return self.comp.problem
+
+    def codecs(self, u: int) -> list[str]:
+        """The cut codecs node ``u``'s tensor may be compressed with (none without cut compression)."""
+        cc = self.problem.cut_compression
+        if not self.problem.compresses_cuts or cc is None:
+            return []
+        row = cc.tensors.get(self.problem.graph.nodes[u].name, {})
+        return [c.name for c in cc.codecs if c.name in row]
 
 
 def _add_assignments(model: MILP, layout: _Layout, objective: LinearForm) -> None:
@@ -319,6 +348,11 @@ def _add_transfers(model: MILP, layout: _Layout, objective: LinearForm, forms: l
                 targets.setdefault(d, []).append(w)
         if comp.is_output[u]:
             targets.setdefault(comp.source, [])
+        codecs = layout.codecs(u)
+        if codecs:
+            for k in codecs:
+                model.y[(u, k)] = model.var(0.0, True)
+            model.row({model.y[(u, k)]: 1.0 for k in codecs}, -math.inf, 1.0)
         for d in sorted(targets):
             arrival = _arrival_terms(model, layout, objective, forms, u, d)
             if arrival is None:
@@ -346,11 +380,12 @@ def _arrival_terms(
         constant = 1.0 if d == comp.source else 0.0
     elif (u, d) in model.x:
         arrival[model.x[(u, d)]] = 1.0
+    codecs = layout.codecs(u)
     for a in sources:
         if a == d or not comp.reachable[a, d]:
             continue
         x_col = None if is_input else model.x[(u, a)]
-        if not any(float(f.transfer[u, a, d]) > 0.0 for f in forms):  # charged by no metric: free
+        if not codecs and not any(float(f.transfer[u, a, d]) > 0.0 for f in forms):  # charged by no metric: free
             if x_col is None:
                 constant = 1.0  # a free transfer of a graph input
             else:
@@ -361,10 +396,50 @@ def _arrival_terms(
         arrival[z_col] = 1.0
         if x_col is not None:
             model.row({z_col: 1.0, x_col: -1.0}, -math.inf, 0.0)  # z <= x[u, a]
+        if codecs:
+            _add_compressed(model, layout, objective, arrival, u, a, d, x_col)
+            model.row({z_col: 1.0, **{model.y[(u, k)]: 1.0 for k in codecs}}, -math.inf, 1.0)  # raw only if not compressed
     return None if constant >= 1.0 else arrival
 
 
-def _add_budget(model: MILP, layout: _Layout, form: LinearForm, budget: float) -> None:
+def _add_compressed(
+    model: MILP, layout: _Layout, objective: LinearForm, arrival: dict[int, float], u: int, a: int, d: int,
+    x_col: int | None,
+) -> None:
+    """The compressed transfers ``w[u, a, d, k]`` of ``u``'s tensor from ``a`` to ``d``, one per codec offered there."""
+    from tiercut.cost.cut_compression import transfer_figures
+
+    problem = layout.problem
+    cc = problem.cut_compression
+    assert cc is not None
+    names = problem.device_names
+    node = problem.graph.nodes[u].name
+    weights = problem.objective.metric_weights()
+    for k in cc.options(node, names[a], names[d]):
+        fig = transfer_figures(problem, node, names[a], names[d], k)
+        if fig is None:
+            continue
+        metrics = fig.metrics(problem)
+        col = model.var(sum(w * metrics[m] for m, w in weights.items()), True)
+        model.w[(u, a, d, k)] = col
+        model.w_metrics[(u, a, d, k)] = metrics
+        arrival[col] = 1.0
+        if x_col is not None:
+            model.row({col: 1.0, x_col: -1.0}, -math.inf, 0.0)  # w <= x[u, a]
+        model.row({col: 1.0, model.y[(u, k)]: -1.0}, -math.inf, 0.0)  # w <= y[u, k]
+
+
+def _add_accuracy_budget(model: MILP, layout: _Layout) -> None:
+    """``sum accuracy_loss(u, k) y[u, k] <= accuracy_loss_max`` (JALAD's accuracy constraint)."""
+    cc = layout.problem.cut_compression
+    if not model.y or cc is None or cc.accuracy_loss_max is None:
+        return
+    nodes = layout.problem.graph.nodes
+    terms = {col: cc.tensors[nodes[u].name][k].accuracy_loss for (u, k), col in model.y.items()}
+    model.row(terms, -math.inf, float(cc.accuracy_loss_max) + 1e-12)
+
+
+def _add_budget(model: MILP, layout: _Layout, form: LinearForm, budget: float, metric: str) -> None:
     """One metric's budget row over ``x`` and ``z``, normalised by the budget."""
     src = layout.comp.source
     norm = max(abs(budget), 1e-300)
@@ -374,6 +449,8 @@ def _add_budget(model: MILP, layout: _Layout, form: LinearForm, budget: float) -
         terms[col] = terms.get(col, 0.0) + float(form.node[v, d]) / norm
     for (u, a, d), col in model.z.items():
         terms[col] = terms.get(col, 0.0) + float(form.transfer[u, a, d]) / norm
+    for key, col in model.w.items():
+        terms[col] = terms.get(col, 0.0) + model.w_metrics[key][metric] / norm
     model.row(terms, -math.inf, (budget - fixed) / norm)
 
 
@@ -558,7 +635,11 @@ class ILPPlanner(Planner):
 
     name = "ilp"
     summary = "exact multi-device DAG placement with every constraint (HiGHS MILP, warm-started)"
-    reference = "survey Eq. 3-5; JointDNN (Eshratifar et al., TMC'19) ILP formulation; docs/cost-model.md"
+    reference = (
+        "survey Eq. 3-5; JointDNN (Eshratifar et al., TMC'19) ILP formulation; JALAD (Li et al., ICPADS'18) "
+        "cut compression; docs/cost-model.md"
+    )
+    decides_compression = True
     guarantee = (
         "optimal for every objective and constraint when HiGHS proves it; on a time-out never worse than the "
         "warm start, with the proven bound and gap"
@@ -610,7 +691,8 @@ class ILPPlanner(Planner):
         comp = compile_problem(problem)
         objective = linear_form(comp, problem.objective)
         budgets = {m: (linear_form(comp, m), b) for m, b in problem.constraints.budgets().items()}
-        merge = dominated_devices(comp, [objective, *(f for f, _ in budgets.values())]) if self.reduce_devices else {}
+        presolve = self.reduce_devices and not problem.compresses_cuts
+        merge = dominated_devices(comp, [objective, *(f for f, _ in budgets.values())]) if presolve else {}
         kept = [d for d in range(comp.n_devices) if d not in merge]
         best = self._warm_start(problem, comp, merge)
         if best.feasible and best.objective <= 0.0:
@@ -643,7 +725,9 @@ class ILPPlanner(Planner):
             gap = max(0.0, (chosen.objective - bound) / max(abs(chosen.objective), 1e-300))
             note += f"; bound {bound:.6g}, gap {100 * gap:.3g}%"
         optimal = proven and chosen.feasible
-        return PlacementResult(decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note)
+        return PlacementResult(
+            decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note, compression=chosen.compression
+        )
 
     def _tolerance(self) -> float:
         """A proof holds to HiGHS's tolerances (see PROOF_RTOL); the reported gap says how close the bound is."""
@@ -706,6 +790,13 @@ def _decoded(comp: CompiledProblem, model: MILP, solution: Solution) -> Candidat
     for (v, d), col in model.x.items():
         if solution.values[col] > 0.5:
             row[v] = d
+    if model.y:
+        from tiercut.cost import evaluate
+
+        problem = comp.problem
+        chosen = {problem.graph.nodes[u].name: k for (u, k), col in model.y.items() if solution.values[col] > 0.5}
+        ev = evaluate(problem, decode(comp, row), compression=chosen)
+        return Candidate(row, "ilp", ev.objective_value, ev.feasible, float(len(ev.violations)), dict(ev.compression))
     batch = evaluate_many(comp, row[None, :])
     return Candidate(row, "ilp", float(batch.objective[0]), bool(batch.feasible[0]), float(batch.penalty[0]))
 

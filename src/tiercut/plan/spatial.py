@@ -91,6 +91,8 @@ class SpatialPlanner(Planner):
             return f"max_tiles is {self.max_tiles!r}; give an integer >= 1"
         if self.base == self.name:
             return "the base planner must be a layer-only planner, not 'spatial' itself"
+        if problem.compresses_cuts:
+            return "tiled stages do not model cut compression (JALAD); plan without it (--cut-compression off)"
         if not isinstance(self.max_cuts, int) or self.max_cuts < 2:
             return f"max_cuts is {self.max_cuts!r}; give an integer >= 2"
         return None

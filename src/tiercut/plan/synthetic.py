@@ -16,7 +16,7 @@ import random
 
 from tiercut.env import Link
 from tiercut.graph.types import LayerGraph, Node
-from tiercut.problem import Constraints, Objective, Problem, ProblemDevice
+from tiercut.problem import Constraints, CutCodec, CutCompression, Objective, Problem, ProblemDevice, TensorCompression
 
 SHAPES = ("dag", "chain", "series-parallel")
 
@@ -248,4 +248,36 @@ def synthetic_problem(graph: LayerGraph, n_devices: int = 2, *, objective: str =
     return Problem(graph, devices, links, "mobile", compute, Objective.parse(objective), Constraints(), name=graph.model)
 
 
-__all__ = ["SHAPES", "SYNTHETIC_DEVICES", "random_problem", "synthetic_dag", "synthetic_problem"]
+__all__ = [
+    "SHAPES",
+    "SYNTHETIC_DEVICES",
+    "random_cut_compression",
+    "random_problem",
+    "synthetic_dag",
+    "synthetic_problem",
+]
+
+
+def random_cut_compression(
+    rng: random.Random, problem: Problem, *, n_codecs: int = 2, chance: float = 0.7, budget: bool = True
+) -> Problem:
+    """``problem`` with random cut-compression options (JALAD): ``n_codecs`` codecs with random encode/decode
+    seconds per byte on each device (sometimes absent on a device), each tensor compressible with a random
+    subset of them at a random ratio and accuracy loss, and (``budget``) a random accuracy-loss budget."""
+    names = problem.device_names
+    codecs = []
+    for k in range(n_codecs):
+        encode = {d: rng.uniform(0.0, 2e-5) for d in names if rng.random() < 0.9}
+        decode = {d: rng.uniform(0.0, 2e-5) for d in names if rng.random() < 0.9}
+        codecs.append(CutCodec(f"int{8 >> k}", bits=max(1, 8 >> k), encode_s_per_byte=encode, decode_s_per_byte=decode))
+    tensors = {}
+    for node in problem.graph:
+        row = {
+            c.name: TensorCompression(rng.uniform(0.05, 1.2), rng.choice([0.0, rng.uniform(0.0, 0.05)]))
+            for c in codecs
+            if rng.random() < chance
+        }
+        if row:
+            tensors[node.name] = row
+    limit = rng.choice([None, 0.0, rng.uniform(0.0, 0.06)]) if budget else None
+    return problem.with_cut_compression(CutCompression(tuple(codecs), tensors, limit, "random"))

@@ -20,6 +20,7 @@ from tiercut.problem.build import (
     load_profile_file,
     resolve_devices,
 )
+from tiercut.problem.compression import CutCodec, CutCompression, TensorCompression
 from tiercut.problem.plan import MultiPlan, Plan, UserFigures
 from tiercut.problem.types import (
     AGGREGATES,
@@ -40,12 +41,15 @@ __all__ = [
     "OBJECTIVES",
     "SCHEMA_VERSION",
     "Constraints",
+    "CutCodec",
+    "CutCompression",
     "MultiPlan",
     "MultiUserProblem",
     "Objective",
     "Plan",
     "Problem",
     "ProblemDevice",
+    "TensorCompression",
     "UserFigures",
     "UserProblem",
     "build_multi_user_problem",

@@ -39,6 +39,9 @@ class Plan:
         memory_bytes: device -> parameter bytes placed on it.
         note: anything the planner wants a reader to know (e.g. "constraints
             ignored by this algorithm; use ilp").
+        cut_compression: node -> cut codec of each tensor sent compressed
+            (JALAD; the problem's ``cut_compression`` options; empty: raw).
+        accuracy_loss: the summed accuracy loss of those tensors.
     """
 
     algorithm: str
@@ -57,6 +60,8 @@ class Plan:
     memory_bytes: Mapping[str, int] = field(default_factory=dict)
     note: str = ""
     bound: float | None = None
+    cut_compression: Mapping[str, str] = field(default_factory=dict)
+    accuracy_loss: float = 0.0
 
     def metric(self, name: str) -> float:
         """A figure by metric name (``latency``, ``energy_source``, ``energy_total``, ``cost``)."""
@@ -80,6 +85,8 @@ class Plan:
             **_outcome_to_dict(self),
             "bound": None if self.bound is None else json_float(self.bound),
             "memory_bytes": dict(self.memory_bytes),
+            "cut_compression": dict(self.cut_compression),
+            "accuracy_loss": self.accuracy_loss,
         }
 
     @classmethod
@@ -93,6 +100,8 @@ class Plan:
             **_outcome_from_dict(data),
             memory_bytes={str(k): int(v) for k, v in dict(data.get("memory_bytes", {})).items()},
             bound=optional_float(data.get("bound")),
+            cut_compression={str(k): str(v) for k, v in dict(data.get("cut_compression", {})).items()},
+            accuracy_loss=float(data.get("accuracy_loss", 0.0)),
         )
 
 

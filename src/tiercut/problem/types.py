@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from tiercut.env import Link
 from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph
+from tiercut.problem.compression import CutCompression
 from tiercut.serialization import json_contract, optional_float
 
 if TYPE_CHECKING:
@@ -261,6 +262,9 @@ class Problem:
             when they are not ``links`` (the same device pairs; the
             multi-user equal-share model keeps each user's nominal routes
             over shared, slower links); None: ``links``.
+        cut_compression: the JALAD options of compressing a tensor at a cut
+            (:class:`~tiercut.problem.compression.CutCompression`); None: tensors
+            travel raw.
     """
 
     graph: LayerGraph
@@ -273,6 +277,7 @@ class Problem:
     provenance: Mapping[str, str] = field(default_factory=dict)
     name: str = ""
     routing_links: tuple[Link, ...] | None = None
+    cut_compression: CutCompression | None = None
     _device_index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _links: dict[frozenset[str], Link] = field(default_factory=dict, init=False, repr=False, compare=False)
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -283,6 +288,8 @@ class Problem:
         self._index_links(label)
         self._check_compute(label)
         self._check_pins(label)
+        if self.cut_compression is not None:
+            self.cut_compression.check({n.name for n in self.graph}, set(self._device_index), label)
 
     def _index_devices(self, label: str) -> None:
         if not self.devices:
@@ -406,6 +413,15 @@ class Problem:
     def with_constraints(self, constraints: Constraints) -> Problem:
         return replace(self, constraints=constraints)
 
+    def with_cut_compression(self, cut_compression: CutCompression | None) -> Problem:
+        return replace(self, cut_compression=cut_compression)
+
+    @property
+    def compresses_cuts(self) -> bool:
+        """The problem offers at least one way to compress some tensor at a cut."""
+        cc = self.cut_compression
+        return cc is not None and bool(cc.codecs) and any(cc.tensors.values())
+
     def restricted_to(self, device_names: list[str] | tuple[str, ...], *, keep_relays: bool = True) -> Problem:
         """The same problem computing on a subset of the devices (which must contain the source).
 
@@ -439,6 +455,7 @@ class Problem:
             routing_links=routing_links,
             compute_s=compute,
             provenance={d: p for d, p in self.provenance.items() if d in keep_set},
+            cut_compression=None if self.cut_compression is None else self.cut_compression.on_devices(present),
         )
 
     # ----------------------------------------------------------- JSON
@@ -459,6 +476,7 @@ class Problem:
             "constraints": self.constraints.to_dict(),
             "provenance": dict(self.provenance),
             **({} if self.routing_links is None else {"routing_links": [k.to_dict() for k in self.routing_links]}),
+            **({} if self.cut_compression is None else {"cut_compression": self.cut_compression.to_dict()}),
         }
 
     @classmethod
@@ -486,6 +504,9 @@ class Problem:
             routing_links=None
             if data.get("routing_links") is None
             else tuple(Link.from_dict(k) for k in data["routing_links"]),
+            cut_compression=None
+            if data.get("cut_compression") is None
+            else CutCompression.from_dict(data["cut_compression"]),
         )
 
 

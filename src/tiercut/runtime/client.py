@@ -220,6 +220,11 @@ class RunSettings:
             times the partition's measured time (1: this host's speed). For
             experiments on one machine where the described client is slower
             than the servers (the migration seed's 1.1 GHz clients).
+        cut_compression: value name -> ``(bits, granularity)``: those tensors
+            cross devices quantized and zstd-coded (JALAD; the plan's
+            ``cut_compression``, :func:`tiercut.runtime.cut_codec.plan_wire_codecs`),
+            to workers that advertise the codec; ``verify_outputs`` then
+            compares with the model whose crossing values are dequantized.
         client_torch_device: where the client runs its own partitions
             (``cpu`` or a resolved ``cuda:N``); values cross to and from the
             device at the partition's edges, so what the client sends stays on
@@ -242,6 +247,7 @@ class RunSettings:
     queries_after_upload: int = 0
     max_extra_queries: int = 100_000
     source_slowdown: float = 1.0
+    cut_compression: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     client_torch_device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -266,6 +272,24 @@ class RunSettings:
                 f"client torch device {self.client_torch_device!r} is not resolved; use cpu or cuda:N "
                 "(tiercut.profile.measure.resolve_torch_device)"
             )
+        from tiercut.runtime.cut_codec import CutCodecError, wire_codecs
+
+        try:
+            wire_codecs({"cut_codec": {str(k): list(v) for k, v in self.cut_compression.items()}})
+        except CutCodecError as exc:
+            raise TiercutError(f"run setting cut_compression: {exc}") from None
+
+
+def _crossing_values(graph: Any, placement: Mapping[str, str], source: str) -> list[str]:
+    """The values a placement sends to another device (a graph output counts when it is not on the source)."""
+    consumers = graph.consumers()
+    out = []
+    for node in graph:
+        here = placement.get(node.name, source)
+        there = {placement.get(w, source) for w in consumers[node.name]} | ({source} if node.is_output else set())
+        if there - {here}:
+            out.append(node.name)
+    return out
 
 
 def default_query_inputs(captured: Any) -> Callable[[int], tuple[Any, ...]]:
@@ -797,6 +821,8 @@ class MigrationClient:
             meta = {"route": route.to_dict(), "position": at, "chain": chain, "wanted": wanted, "from": plan.source}
             if rest:
                 meta["via"] = rest
+            if self.settings.cut_compression:
+                meta["cut_codec"] = {n: list(spec) for n, spec in self.settings.cut_compression.items()}
             begin = time.time()
             reply = await connection.execute(meta, sent, timeout_s=self.settings.query_timeout_s)
             counters["sent"] += reply.bytes_sent
@@ -848,12 +874,20 @@ class MigrationClient:
 
         import torch
 
+        from tiercut.runtime.cut_codec import compressed_reference
+
         gm = self.plan.captured.graph_module
+        codecs = dict(self.settings.cut_compression)
         checked = []
         for query in queries:
             output = outputs.get(query.index)
-            with torch.no_grad():
-                expected = gm(*inputs_of(query.index))
+            crossing = [] if query.fallback or not codecs else _crossing_values(self.plan.captured.graph, query.placement,
+                                                                                 self.plan.source)
+            if crossing:
+                expected = compressed_reference(gm, inputs_of(query.index), crossing, codecs)
+            else:
+                with torch.no_grad():
+                    expected = gm(*inputs_of(query.index))
             if query.exit:  # a multi-exit network returns every exit's logits; the query answered with one
                 expected = expected[self.plan.exit_positions[query.exit]]
             checked.append(dataclasses.replace(query, output_matches=_outputs_close(output, expected)))

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.runtime import cut_codec
 from tiercut.runtime.artifact import ArtifactError, check_partition_id
 from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, Frame, decode_chunks, encode_chunks
 from tiercut.runtime.links import FaultPlan, LinkShaper, shaped
@@ -455,6 +456,7 @@ class Connection:
     max_message_bytes: int = 1 << 30
     borrow_replies: bool = False
     _channel: Any = field(default=None, init=False, repr=False)
+    _cut_codec_ok: bool | None = field(default=None, init=False, repr=False)
     _one_message_replies: set[int] = field(default_factory=set, init=False, repr=False)
     _without_run: bool = field(default=False, init=False, repr=False)
 
@@ -486,6 +488,7 @@ class Connection:
         values: Mapping[str, Any],
         *,
         timeout_s: float | None = None,
+        decode_compressed: bool = True,
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> ExecuteReply:
         """Send one query frame and decode the reply frame.
@@ -496,9 +499,12 @@ class Connection:
         The query goes to ``Run`` when its frame is one message and a reply
         to the same route position has been one message before; otherwise
         (and when ``Run`` says the reply needs more messages, or the worker
-        has no ``Run``) to ``Execute``.
+        has no ``Run``) to ``Execute``. Values the meta's ``cut_codec`` names
+        go compressed when the worker accepts it (:mod:`tiercut.runtime.cut_codec`);
+        compressed reply values are decoded unless ``decode_compressed`` is off (a relay).
         """
         start = time.perf_counter()
+        meta, values = await self._compressed(meta, values)
         chunks = encode_chunks(meta, values, chunk_bytes=self.chunk_bytes)
         sent = sum(len(c) for c in chunks)
         key = _reply_key(meta)
@@ -517,7 +523,31 @@ class Connection:
             frame = decode_chunks(received, max_bytes=self.max_message_bytes, borrow=self.borrow_replies)
         except CodecError as exc:
             raise RemoteError("DATA_LOSS", f"reply of worker {self.device!r} is damaged: {exc}") from None
+        if decode_compressed and frame.meta.get(cut_codec.META_COMPRESSED):
+            try:
+                values_ = cut_codec.decompress_values(
+                    frame.values, frame.meta[cut_codec.META_COMPRESSED], max_bytes=self.max_message_bytes
+                )
+            except cut_codec.CutCodecError as exc:
+                raise RemoteError("DATA_LOSS", f"reply of worker {self.device!r}: {exc}") from None
+            meta_ = {k: v for k, v in frame.meta.items() if k != cut_codec.META_COMPRESSED}
+            frame = Frame(meta_, values_)
         return ExecuteReply(frame, sent, sum(len(c) for c in received), time.perf_counter() - start, method)
+
+    async def _compressed(self, meta: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]:
+        """The query with the values its ``cut_codec`` names compressed, if this worker advertised the codec in its
+        Status (asked once); unchanged otherwise."""
+        codecs = cut_codec.wire_codecs(dict(meta))
+        if not codecs:
+            return meta, values
+        if self._cut_codec_ok is None:
+            status = await self.status()
+            self._cut_codec_ok = status.get("cut_codec") == cut_codec.WIRE_FORMAT
+        if not self._cut_codec_ok:
+            return meta, values
+        already = list(meta.get(cut_codec.META_COMPRESSED) or [])
+        values, names = cut_codec.compress_values(dict(values), codecs, already)
+        return ({**meta, cut_codec.META_COMPRESSED: [*already, *names]} if names else meta), values
 
     async def _run(
         self, message: bytes, key: int, timeout_s: float | None, metadata: Sequence[tuple[str, str]] | None = None

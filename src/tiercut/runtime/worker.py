@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from tiercut.errors import TiercutError
+from tiercut.runtime import cut_codec
 from tiercut.runtime.artifact import DEFAULT_MAX_RUN_BYTES, ArtifactError, PartitionBundle, RunControl, sha256_hex
 from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks, encode_chunks, value_nbytes
 from tiercut.runtime.health import WorkerHealth
@@ -312,6 +313,9 @@ class WorkerConfig:
             host: every partition run and every profiled call waits ``k - 1``
             times its own duration (:mod:`tiercut.runtime.profiling`); 1: off.
         torch_device: where partitions and profiles run (``cpu`` or ``cuda[:N]``).
+        cut_compression: accept values compressed at a cut (JALAD:
+            :mod:`tiercut.runtime.cut_codec`), advertised in ``Status``; off, a
+            compressed query is refused and clients send raw tensors.
         health_listen: ``host:port`` of a plaintext port serving only the
             gRPC health service (:mod:`tiercut.runtime.health`; for probes that
             cannot speak TLS); None: health on the worker's own port only.
@@ -345,6 +349,7 @@ class WorkerConfig:
     compute_slowdown: float = 1.0
     torch_device: str = "cpu"
     health_listen: str | None = None
+    cut_compression: bool = True
 
     def __post_init__(self) -> None:
         if not self.device:
@@ -930,6 +935,19 @@ class Worker:
         if via:
             timeout_s = max(0.001, min(config.peer_timeout_s, control.deadline_s - time.monotonic()))
             return await self._relay(context, frame, via, sender, timeout_s, forward_metadata)
+        values = dict(frame.values)
+        codecs: dict[str, tuple[int, str]] = {}
+        try:  # JALAD cut compression: decode what arrived compressed, within the message budget
+            codecs = cut_codec.wire_codecs(meta) if config.cut_compression else {}  # off: raw onwards and back
+            if meta.get(cut_codec.META_COMPRESSED):
+                if not config.cut_compression:
+                    raise cut_codec.CutCodecError("this worker does not accept compressed values; send them raw")
+                values = cut_codec.decompress_values(
+                    values, meta[cut_codec.META_COMPRESSED], max_bytes=config.max_message_bytes
+                )
+        except cut_codec.CutCodecError as exc:
+            self._count("queries_damaged")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"query message: {exc}")
         if not 0 <= position < len(route) or route.steps[position].device != config.device:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -949,6 +967,8 @@ class Worker:
             }
             if rest:
                 out_meta["via"] = rest
+            if codecs:
+                out_meta[cut_codec.META_CODECS] = meta[cut_codec.META_CODECS]
             start = time.time()
             timeout_s = max(0.001, min(config.peer_timeout_s, control.deadline_s - time.monotonic()))
             reply = await peer.execute(out_meta, values, timeout_s=timeout_s, metadata=forward_metadata)
@@ -974,7 +994,6 @@ class Worker:
         async def run_step(step: Step, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
             return await self._run_step(step, inputs, control, owner)
 
-        values = dict(frame.values)
         records: list[HopRecord] = []
         exited: list[str] = []
         try:
@@ -1002,6 +1021,9 @@ class Worker:
             if missing:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the route does not produce {missing[0][:80]!r} here")
             reply_values = {n: values[n] for n in wanted}
+        reply_values, compressed = cut_codec.compress_values(reply_values, codecs)
+        if compressed:
+            reply_meta[cut_codec.META_COMPRESSED] = compressed
         reply_chunks = encode_chunks(reply_meta, reply_values, chunk_bytes=config.chunk_bytes)
         self._count("queries_ok")
         return reply_chunks, (config.links.shaper(sender) if config.links is not None and sender else None)
@@ -1037,7 +1059,7 @@ class Worker:
             out_meta.pop("via", None)
         start = time.time()
         try:
-            reply = await peer.execute(out_meta, frame.values, timeout_s=timeout_s, metadata=metadata)
+            reply = await peer.execute(out_meta, frame.values, timeout_s=timeout_s, metadata=metadata, decode_compressed=False)
         except RemoteError as exc:
             code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNAVAILABLE)
             await context.abort(code, str(exc))
@@ -1078,6 +1100,7 @@ class Worker:
             "runs_active": self._runs_active,
             "runs_waiting": self._runs_waiting,
             "counters": dict(self.counters),
+            "cut_codec": cut_codec.WIRE_FORMAT if self.config.cut_compression else None,
             **memory_usage(),
         }
         return json.dumps(body).encode()

@@ -388,7 +388,8 @@ class _Run:
         if user.plan is None:
             placement = dict(user.placement) if user.placement is not None else user.problem.local_placement()
             stage = -2
-            planned = evaluate(user.problem, placement).latency_s
+            compression = dict(user.cut_compression)
+            planned = evaluate(user.problem, placement, compression=compression or None).latency_s
         else:
             stage = state.stage_index.get(key, -1)
             if stage >= 0:
@@ -401,7 +402,7 @@ class _Run:
                     s: {n for part in state.uploads[j][: key[j]] for n in part.nodes} for j, s in enumerate(state.servers)
                 }
                 placement, planned = state.solver.solve(available)
-        program = compile_program(user.problem, placement, self.config.execution)
+        program = compile_program(user.problem, placement, self.config.execution, compression if user.plan is None else None)
         bound = self.bind(state, program, stage, planned)
         state.bound[key] = bound
         return bound

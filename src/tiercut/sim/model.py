@@ -74,6 +74,10 @@ class SimUser:
             upload, every query runs with ``placement``.
         placement: the fixed placement when ``plan`` is None (default: all
             on the client); the servers are assumed to hold those weights.
+        cut_compression: with ``placement``: node -> cut codec of the tensors
+            sent compressed (a plan's ``cut_compression``, JALAD): encode on
+            the sender, the compressed bytes on the links, decode on the
+            receiver (:mod:`tiercut.cost.cut_compression`).
         arrivals: the query arrival process.
         join_s: when the user appears (its uploads start then).
         leave_s: when it stops issuing queries and uploading (None: never).
@@ -85,6 +89,7 @@ class SimUser:
     problem: Problem
     plan: UserUploadPlan | None = None
     placement: Mapping[str, str] | None = None
+    cut_compression: Mapping[str, str] = field(default_factory=dict)
     arrivals: ArrivalProcess = field(default_factory=BackToBack)
     join_s: float = 0.0
     leave_s: float | None = None
@@ -110,6 +115,8 @@ class SimUser:
             times = arrivals.times_s
             if any(not math.isfinite(t) or t < 0 for t in times) or any(b < a for a, b in itertools.pairwise(times)):
                 raise TiercutError(f"{label}: trace times must be finite, >= 0 and increasing")
+        if self.cut_compression and self.plan is not None:
+            raise TiercutError(f"{label}: cut_compression goes with a fixed placement, not an upload plan")
         if self.plan is not None and self.plan.source != self.problem.source:
             raise TiercutError(
                 f"{label}: its upload plan is for client {self.plan.source!r}, its problem's is {self.problem.source!r}"

@@ -118,9 +118,29 @@ def _compute_op(problem: Problem, node: str, device: str, deps: tuple[int, ...] 
     return Op(COMPUTE, device, seconds, 0.0, device, device, (node,), dev.power_compute_w * seconds, 0.0, role, deps)
 
 
-def _transfer_ops(problem: Problem, node: str, a: str, b: str) -> list[Op]:
-    """One operation per hop of the path ``node``'s tensor takes from ``a`` to ``b`` (deps left to the caller)."""
-    amount = float(problem.graph[node].out_bytes)
+def _codec_op(problem: Problem, node: str, device: str, seconds: float) -> Op:
+    """Encoding or decoding ``node``'s tensor on ``device`` (cut compression): computation there."""
+    dev = problem.device(device)
+    role = ROLE_COMPUTE if device == problem.source else ROLE_NONE
+    return Op(COMPUTE, device, seconds, 0.0, device, device, (node,), dev.power_compute_w * seconds, 0.0, role)
+
+
+def _transfer_ops(problem: Problem, node: str, a: str, b: str, codec: str | None = None) -> list[Op]:
+    """One operation per hop of the path ``node``'s tensor takes from ``a`` to ``b`` (deps left to the caller);
+    with a cut ``codec``, its encoding on ``a`` first and its decoding on ``b`` last, the compressed bytes between
+    (:func:`tiercut.cost.cut_compression.transfer_figures`)."""
+    if codec is not None:
+        from tiercut.cost.cut_compression import transfer_figures
+
+        fig = transfer_figures(problem, node, a, b, codec)
+        if fig is None:
+            raise TiercutError(f"placement sends {node!r} from {a!r} to {b!r}, which no path of links joins")
+        hops = _hop_ops(problem, node, a, b, fig.wire_bytes)
+        return [_codec_op(problem, node, a, fig.encode_s), *hops, _codec_op(problem, node, b, fig.decode_s)]
+    return _hop_ops(problem, node, a, b, float(problem.graph[node].out_bytes))
+
+
+def _hop_ops(problem: Problem, node: str, a: str, b: str, amount: float) -> list[Op]:
     path = problem.routing.path(a, b, amount)
     if path is None:
         raise TiercutError(f"placement sends {node!r} from {a!r} to {b!r}, which no path of links joins")
@@ -151,20 +171,23 @@ def _merge(first: Op, second: Op) -> Op:
     )
 
 
-def compile_program(problem: Problem, placement: Mapping[str, str], execution: str = "sequential") -> Program:
-    """The operations of one query of ``problem`` with ``placement``."""
+def compile_program(
+    problem: Problem, placement: Mapping[str, str], execution: str = "sequential", compression: Mapping[str, str] | None = None
+) -> Program:
+    """The operations of one query of ``problem`` with ``placement`` (``compression``: node -> cut codec)."""
     graph = problem.graph
+    codecs = dict(compression or {})
     place = {n.name: placement.get(n.name, problem.source if n.is_input else "") for n in graph}
     for name, device in place.items():
         if not device:
             raise TiercutError(f"placement has no device for node {name!r}; place every node")
     src = problem.device(problem.source)
-    ops = _sequential(problem, place) if execution == "sequential" else _overlapped(problem, place)
+    ops = _sequential(problem, place, codecs) if execution == "sequential" else _overlapped(problem, place, codecs)
     moved = sum(int(graph[n].out_bytes) for op in ops if op.kind == TRANSFER for n in op.nodes)
     return Program(placement, tuple(ops), execution, moved, src.power_compute_w, src.power_tx_w, src.power_rx_w, src.power_idle_w)
 
 
-def _sequential(problem: Problem, place: Mapping[str, str]) -> list[Op]:
+def _sequential(problem: Problem, place: Mapping[str, str], codecs: Mapping[str, str]) -> list[Op]:
     graph = problem.graph
     ops: list[Op] = []
     sent: set[tuple[str, str]] = set()
@@ -183,19 +206,19 @@ def _sequential(problem: Problem, place: Mapping[str, str]) -> list[Op]:
             here = place[u]
             if here != device and (u, device) not in sent:
                 sent.add((u, device))
-                for hop in _transfer_ops(problem, u, here, device):
+                for hop in _transfer_ops(problem, u, here, device, codecs.get(u)):
                     push(hop)
         push(_compute_op(problem, node.name, device))
     for node in graph.outputs:
         here = place[node.name]
         if here != problem.source and (node.name, problem.source) not in sent:
             sent.add((node.name, problem.source))
-            for hop in _transfer_ops(problem, node.name, here, problem.source):
+            for hop in _transfer_ops(problem, node.name, here, problem.source, codecs.get(node.name)):
                 push(hop)
     return ops
 
 
-def _overlapped(problem: Problem, place: Mapping[str, str]) -> list[Op]:
+def _overlapped(problem: Problem, place: Mapping[str, str], codecs: Mapping[str, str]) -> list[Op]:
     graph = problem.graph
     raw: list[Op] = []
     compute_of: dict[str, int] = {}
@@ -206,7 +229,7 @@ def _overlapped(problem: Problem, place: Mapping[str, str]) -> list[Op]:
         key = (u, dst)
         if key not in transfer_of:
             deps = () if graph[u].is_input else (compute_of[u],)
-            for hop in _transfer_ops(problem, u, place[u], dst):
+            for hop in _transfer_ops(problem, u, place[u], dst, codecs.get(u)):
                 raw.append(replace(hop, deps=deps))
                 deps = (len(raw) - 1,)
             transfer_of[key] = len(raw) - 1
