@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tiercut.cost import evaluate, evaluate_users
+from tiercut.cost.model import Evaluation
 from tiercut.errors import TiercutError
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem, UserFigures
 from tiercut.settings import Configurable
@@ -130,7 +131,11 @@ class Planner(Configurable):
         result = self._solve(problem)
         if self.cheap_fallback:
             result = no_worse_than_cheap(problem, result, self.scope(problem))
-        solve_s = time.perf_counter() - start
+        return self._plan(problem, result, time.perf_counter() - start)
+
+    def _plan(self, problem: Problem, result: PlacementResult, solve_s: float) -> Plan:
+        """The plan of ``result``: its figures from the cost model (a planner whose placements carry more than
+        node -> device, like tiled stages, overrides this to evaluate them with its cost-model layer)."""
         return make_plan(problem, self.name, result, solve_s, self.get_params())
 
     def solve_multi(self, problem: MultiUserProblem) -> MultiPlan:
@@ -236,10 +241,16 @@ def no_worse_than_cheap_multi(problem: MultiUserProblem, result: MultiPlacementR
 
 
 def make_plan(
-    problem: Problem, algorithm: str, result: PlacementResult, solve_s: float, settings: Mapping[str, Any]
+    problem: Problem,
+    algorithm: str,
+    result: PlacementResult,
+    solve_s: float,
+    settings: Mapping[str, Any],
+    evaluation: Evaluation | None = None,
 ) -> Plan:
-    """A :class:`Plan` whose figures are the cost model's for ``result.placement``."""
-    ev = evaluate(problem, result.placement)
+    """A :class:`Plan` whose figures are the cost model's for ``result.placement`` (``evaluation``: that
+    placement's figures already computed, e.g. by the tiled-stage layer :func:`tiercut.cost.tiled.evaluate_tiled`)."""
+    ev = evaluation if evaluation is not None else evaluate(problem, result.placement)
     return Plan(
         algorithm=algorithm,
         placement=dict(ev.placement),
