@@ -27,9 +27,24 @@ and link. This planner does both inside tiercut's cost model
 
 On a problem without spatial stacks it is the ``base`` planner.
 
-Guarantee: never worse than the ``base`` planner's layer-only plan; the
-search over sub-stacks, homes and device sets is exhaustive within its
-limits, the shares are a local optimum of the integer row split.
+What it guarantees (no optimality claim: the issue asks the planners to
+choose the stack, the devices and the shares, not to prove the choice
+optimal; tests/test_spatial_plan.py checks each point on hypothesis-drawn
+device speeds and links):
+
+- **never worse than layers only**: its plan is at least as good as the
+  ``base`` planner's layer-only plan by Deb's rule (feasible first, then the
+  objective), because that plan is one of the candidates compared last;
+- **locally optimal shares**: in a tiled stage it returns, moving one output
+  row (or column) from any strip to any other does not shorten the stage
+  (the refinement of step 3 stops only there); for two devices the stage
+  time is then the minimum over every integer split only in the cases the
+  tests enumerate, not in general;
+- **exhaustive within its limits**: every sub-stack between the (at most
+  ``max_cuts``) cut points, every home that can run it and every ``k <=
+  max_tiles`` is scored; the ``k`` devices are the ``k`` of fewest seconds
+  per row (a heuristic: another set of ``k`` may be better).
+
 Budget constraints are checked on the final plan (the re-placement of the
 rest ignores them).
 """
@@ -75,7 +90,7 @@ class SpatialPlanner(Planner):
     name = "spatial"
     summary = "tiles a fused conv/pool stack over several devices with speed- and link-proportional shares"
     reference = "Zhao et al., DeepThings, IEEE TCAD 2018; Zeng et al., CoEdge, IEEE/ACM ToN 2021"
-    guarantee = "never worse than the base planner's layer-only plan; shares locally optimal"
+    guarantee = "never worse than the base planner's layer-only plan; shares a local optimum of the row split"
     complexity = "O(stacks * cuts^2 * |D| * max_tiles) stage schedules + candidates * base planner"
     #: the layer-only plan it starts from already passed the base planner's cheap-candidate check, and the
     #: cheap candidates know nothing of tiles
