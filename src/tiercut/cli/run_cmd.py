@@ -75,6 +75,10 @@ def run(
     upload_plan: Annotated[
         Path | None, typer.Option("--upload-plan", help="use this 'tiercut upload --json' output instead of planning")
     ] = None,
+    tiled_plan: Annotated[
+        Path | None,
+        typer.Option("--tiled-plan", help="run this 'tiercut plan --spatial auto --json' output: tiles in parallel on workers"),
+    ] = None,
     server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
     algorithm: Annotated[
         str, typer.Option("--algorithm", help="partition planner choosing the server partition P1 (tiercut plan --list)")
@@ -159,7 +163,7 @@ def run(
     addresses = parse_peers(workers) if workers is not None else None
     outcome = run_step(
         request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=server, upload_plan=upload_plan,
-        queries=queries, rate_hz=rate, workers=addresses,
+        tiled_plan=tiled_plan, queries=queries, rate_hz=rate, workers=addresses,
         credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca), insecure=insecure,
         artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,
         source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,

@@ -719,9 +719,8 @@ class MigrationClient:
         route = stage.route
 
         async def run_step(step: Any, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
-            partition = stage.split.partitions[step.index]
             begin = time.perf_counter()
-            outputs = await asyncio.get_running_loop().run_in_executor(None, partition.run, inputs)
+            outputs = await asyncio.get_running_loop().run_in_executor(None, stage.run_step_here, step.index, inputs)
             seconds = time.perf_counter() - begin
             if self.settings.source_slowdown > 1.0:
                 await asyncio.sleep(seconds * (self.settings.source_slowdown - 1.0))
@@ -764,9 +763,8 @@ class MigrationClient:
     def _finish_locally(self, stage: RuntimeStage, position: int, values: dict[str, Any], records: list[HopRecord]) -> None:
         """Run the rest of the stage's partitions here, from ``position`` (the client holds the whole model)."""
         for step in stage.route.steps[position:]:
-            partition = stage.split.partitions[step.index]
             begin = time.time()
-            values.update(partition.run({n: values[n] for n in partition.input_names}))
+            values.update(stage.run_step_here(step.index, {n: values[n] for n in step.input_names}))
             if self.settings.source_slowdown > 1.0:
                 time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))

@@ -106,6 +106,8 @@ class RuntimeStage:
         requires: server -> uploads that must be confirmed before it may be used.
         split: the runnable partitions of the placement.
         route: the steps of a query (program ids on server steps).
+        extra_steps: step index -> how the client runs a route step that is not a partition of ``split``
+            (a tiled stage's crop, tiles and stitch, :func:`tiercut.runtime.tiled.tiled_steps`).
     """
 
     index: int
@@ -115,6 +117,14 @@ class RuntimeStage:
     requires: Mapping[str, int]
     split: Any
     route: Route
+    extra_steps: Mapping[int, Callable[[Mapping[str, Any]], Mapping[str, Any]]] = field(default_factory=dict)
+
+    def run_step_here(self, index: int, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run route step ``index`` on the client (which holds the whole model)."""
+        extra = self.extra_steps.get(index)
+        if extra is not None:
+            return extra(inputs)
+        return self.split.partitions[index].run(inputs)
 
     @property
     def devices(self) -> list[str]:
@@ -302,6 +312,7 @@ def prepare_migration(
     label: str | None = None,
     progress: Progress | None = None,
     problem: Problem | None = None,
+    tiled: Sequence[Any] = (),
 ) -> MigrationPlan:
     """Build the uploads and stages of an upload plan for a captured model.
 
@@ -311,6 +322,9 @@ def prepare_migration(
     (:func:`read_upload_plan`). With ``problem`` (the plan's
     :class:`~tiercut.problem.Problem`), each stage's route forwards through
     the relays the cost model's routing chooses (:func:`route_relays`).
+    ``tiled``: the plan's tiled stages (:class:`tiercut.spatial.problem.TiledStage`, ``problem`` then a
+    :class:`~tiercut.spatial.problem.SpatialProblem`): every stage that needs an upload to each of their
+    devices runs them as parallel tiles (:func:`tiercut.runtime.tiled.tiled_steps`).
 
     Steps: read the plan (:func:`_view`), check its partitions against the
     model, build each stage's split, programs and route
@@ -320,7 +334,9 @@ def prepare_migration(
     view = _view(plan, source)
     model = label or captured.graph.model or "model"
     _check_partitions(view, captured.graph, model)
-    stages, stage_programs = _build_stages(captured, view, artifact_format, problem, progress or (lambda _: None))
+    stages, stage_programs = _build_stages(
+        captured, view, artifact_format, problem, progress or (lambda _: None), tuple(tiled)
+    )
     if not any(stage.devices == [view.source] for stage in stages):
         stages.append(_local_stage(captured, view.source, len(stages)))
     node_tensors = _node_tensors(captured)
@@ -363,12 +379,19 @@ def _stage_placement(view: _PlanView, index: int, stage: Stage, graph: Any) -> t
 
 
 def _build_stages(
-    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress
+    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress, tiled: tuple[Any, ...] = ()
 ) -> tuple[list[RuntimeStage], list[dict[str, list[BuiltProgram]]]]:
     """Every stage's split, route and the programs its server steps run (each exported once, shared by stages)."""
     from tiercut.graph.split import split_by_placement
     from tiercut.profile.measure import record_fx_values
 
+    if tiled and problem is None:
+        raise TiercutError("tiled stages need the plan's problem (its spatial stacks); pass problem=")
+    stacks = {}
+    if tiled:
+        from tiercut.runtime.tiled import runtime_stack
+
+        stacks = {i: runtime_stack(captured, problem, stage) for i, stage in enumerate(tiled)}
     values = record_fx_values(captured)
     programs: dict[tuple[Any, ...], BuiltProgram] = {}
     splits: dict[tuple[tuple[str, str], ...], Any] = {}
@@ -376,14 +399,37 @@ def _build_stages(
     stage_programs: list[dict[str, list[BuiltProgram]]] = []
     for index, stage in enumerate(view.stages):
         placement, requires = _stage_placement(view, index, stage, captured.graph)
-        key = tuple(sorted(placement.items()))
+        here = [i for i, t in enumerate(tiled) if all(requires.get(d, 0) > 0 for d in [t.home, *t.devices] if d != view.source)]
+        cut = dict(placement)
+        for i in here:  # each tiled stack its own partition (a device name no placement uses)
+            cut.update({name: f"{tiled[i].home}~tiles{i}" for name in stacks[i].names})
+        key = tuple(sorted(cut.items()))
         if key not in splits:
             note(f"stage {index}: splitting the model")
-            splits[key] = split_by_placement(captured, placement)
+            splits[key] = split_by_placement(captured, cut)
         split = splits[key]
         built: dict[str, list[BuiltProgram]] = {}
         steps: list[Step] = []
+        extra: dict[int, Any] = {}
+        groups: list[tuple[int, int]] = []
+        next_index = len(split.partitions)  # route steps beyond the split's partitions
         for partition in split.partitions:
+            if "~tiles" in partition.device:
+                from tiercut.runtime.tiled import tiled_steps
+
+                which = int(partition.device.rpartition("~tiles")[2])
+                note(f"stage {index}: exporting {len(tiled[which].tiles)} tiles of {stacks[which].geometry.output_name}")
+                run = tiled_steps(
+                    stacks[which], tiled[which], values[stacks[which].geometry.input_name], source=view.source,
+                    first_index=next_index, artifact_format=artifact_format,
+                )  # fmt: skip
+                next_index += len(run.steps)
+                groups.append((len(steps) + run.group[0], len(steps) + run.group[1]))
+                steps.extend(run.steps)
+                extra.update(run.local)
+                for device, programs_of in run.programs.items():
+                    built.setdefault(device, []).extend(programs_of)
+                continue
             program_id = None
             if partition.device != view.source:
                 program_key = (partition.device, partition.nodes, partition.input_names, partition.output_names, artifact_format)
@@ -401,9 +447,9 @@ def _build_stages(
                     f"stage {index} runs partitions on {server!r} before any upload to it is confirmed; the plan must "
                     "say how many uploads each stage needs ('arrived')"
                 )
-        relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
-        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays)
-        stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route))
+        relays = route_relays(problem, placement, [view.source, *(s.device for s in steps)])
+        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays, tuple(groups))
+        stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, extra))
         stage_programs.append(built)
     return stages, stage_programs
 
@@ -503,16 +549,29 @@ def route_relays(problem: Any, placement: Mapping[str, str], devices: Sequence[s
 
 
 def placement_plan(
-    placement: Mapping[str, str], source: str, *, latency_s: float = math.nan, algorithm: str = "placement"
+    placement: Mapping[str, str],
+    source: str,
+    *,
+    latency_s: float = math.nan,
+    algorithm: str = "placement",
+    also_holds: Mapping[str, Sequence[str]] | None = None,
 ) -> UserUploadPlan:
     """An upload plan with one upload per server holding all its nodes (the ``direct`` shape).
+
+    ``also_holds``: server -> nodes it holds besides those placed on it (a tiled stage's tile devices hold the
+    stack's layers); such a server gets an upload too, and stage 1 needs it.
 
     Stage 0 is all-local, stage 1 (needing every server's upload) is
     ``placement``. For running a partition-offloading plan as it is; its
     upload figures are unknown (zero bytes and seconds planned, metrics
     not evaluated).
     """
-    servers = [d for d in dict.fromkeys(placement.values()) if d != source]
+    held = {server: [n for n, d in placement.items() if d == server] for server in placement.values() if server != source}
+    for server, nodes in (also_holds or {}).items():
+        if server != source:
+            mine = held.setdefault(server, [])
+            mine.extend(n for n in nodes if n not in mine)
+    servers = list(held)
     local = Stage(0.0, {n: source for n in placement}, math.inf, {})
     offloaded = Stage(0.0, dict(placement), math.inf if math.isnan(latency_s) else latency_s, {s: 1 for s in servers})
     unknown = UploadMetrics(0, math.inf, 0, math.inf, 0.0)
@@ -521,7 +580,7 @@ def placement_plan(
             algorithm=algorithm,
             server=server,
             source=source,
-            partitions=(UploadPartition(tuple(n for n, d in placement.items() if d == server), 0, 0.0, 0.0),),
+            partitions=(UploadPartition(tuple(held[server]), 0, 0.0, 0.0),),
             stages=(local, replace(offloaded, arrived={server: 1})),
             metrics=unknown,
         )
