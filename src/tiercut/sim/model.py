@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.problem import Problem
@@ -72,6 +73,9 @@ class SimUser:
             :class:`~tiercut.upload.UploadPlan` with
             :func:`tiercut.upload.multi.user_plan_from_upload`). None: no
             upload, every query runs with ``placement``.
+        tiled_stages: tiled stages run on top of ``placement`` (:class:`tiercut.spatial.problem.TiledStage`;
+            ``problem`` then a :class:`~tiercut.spatial.problem.SpatialProblem`, ``plan`` None): each query's
+            stage is scattered, computed in parallel and gathered (:func:`tiercut.sim.program.compile_tiled_program`).
         placement: the fixed placement when ``plan`` is None (default: all
             on the client); the servers are assumed to hold those weights.
         arrivals: the query arrival process.
@@ -85,6 +89,7 @@ class SimUser:
     problem: Problem
     plan: UserUploadPlan | None = None
     placement: Mapping[str, str] | None = None
+    tiled_stages: tuple[Any, ...] = ()
     arrivals: ArrivalProcess = field(default_factory=BackToBack)
     join_s: float = 0.0
     leave_s: float | None = None
@@ -110,6 +115,8 @@ class SimUser:
             times = arrivals.times_s
             if any(not math.isfinite(t) or t < 0 for t in times) or any(b < a for a, b in itertools.pairwise(times)):
                 raise TiercutError(f"{label}: trace times must be finite, >= 0 and increasing")
+        if self.tiled_stages and self.plan is not None:
+            raise TiercutError(f"{label}: tiled stages run on a fixed placement; give no upload plan (upload: none)")
         if self.plan is not None and self.plan.source != self.problem.source:
             raise TiercutError(
                 f"{label}: its upload plan is for client {self.plan.source!r}, its problem's is {self.problem.source!r}"
