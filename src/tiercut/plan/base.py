@@ -37,8 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tiercut.cost import evaluate, evaluate_users
-from tiercut.cost.model import Evaluation
+from tiercut.cost import Evaluation, MultiEvaluation, evaluate, evaluate_users
 from tiercut.errors import TiercutError
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem, UserFigures
 from tiercut.settings import Configurable
@@ -157,6 +156,17 @@ class Planner(Configurable):
         raise TiercutError(f"planner {self.name!r} plans single-user problems only")
 
 
+def check_server(problem: Problem, server: str | None) -> str | None:
+    """Why ``server`` (a planner's ``server`` setting; None: any) cannot be the server of ``problem``."""
+    if server is None:
+        return None
+    if server not in problem.device_names:
+        return f"server {server!r} is not a device; devices are {', '.join(problem.device_names)}"
+    if server == problem.source:
+        return "the server must not be the source device"
+    return None
+
+
 def cheap_rows(problem: Problem, scope: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """The cheap candidates every planner is checked against: all-local (where the source can run a node)
     and every all-on-one-device placement (inputs on the source; only devices in ``scope`` when given),
@@ -255,18 +265,8 @@ def make_plan(
         algorithm=algorithm,
         placement=dict(ev.placement),
         latency_s=ev.latency_s,
-        energy_source_j=ev.energy_source_j,
-        energy_total_j=ev.energy_total_j,
-        cost=ev.cost,
-        objective_value=ev.objective_value,
-        solve_s=solve_s,
-        feasible=ev.feasible,
-        optimal=bool(result.optimal and ev.feasible),
-        gap=result.gap,
-        settings=dict(settings),
-        violations=ev.violations,
+        **_outcome(ev, result, solve_s, settings),
         memory_bytes=dict(ev.memory_bytes),
-        note=result.note,
         bound=result.bound,
     )
 
@@ -284,18 +284,30 @@ def make_multi_plan(
         },
         latency_mean_s=ev.latency_mean_s,
         latency_max_s=ev.latency_max_s,
-        energy_source_j=ev.energy_source_j,
-        energy_total_j=ev.energy_total_j,
-        cost=ev.cost,
-        objective_value=ev.objective_value,
-        solve_s=solve_s,
-        feasible=ev.feasible,
-        optimal=bool(result.optimal and ev.feasible),
-        gap=result.gap,
-        settings=dict(settings),
-        violations=ev.violations,
-        note=result.note,
+        **_outcome(ev, result, solve_s, settings),
     )
+
+
+def _outcome(
+    ev: Evaluation | MultiEvaluation,
+    result: PlacementResult | MultiPlacementResult,
+    solve_s: float,
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The fields a plan and a multi-user plan take alike from the cost model's figures and the planner's result."""
+    return {
+        "energy_source_j": ev.energy_source_j,
+        "energy_total_j": ev.energy_total_j,
+        "cost": ev.cost,
+        "objective_value": ev.objective_value,
+        "solve_s": solve_s,
+        "feasible": ev.feasible,
+        "optimal": bool(result.optimal and ev.feasible),
+        "gap": result.gap,
+        "settings": dict(settings),
+        "violations": ev.violations,
+        "note": result.note,
+    }
 
 
 __all__ = [
@@ -304,6 +316,7 @@ __all__ = [
     "PlacementResult",
     "Planner",
     "cheap_rows",
+    "check_server",
     "make_multi_plan",
     "make_plan",
     "no_worse_than_cheap",

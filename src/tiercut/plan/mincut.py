@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tiercut.cost import CompiledProblem, LinearForm, compile_problem, decode, evaluate, linear_form, linear_value
-from tiercut.plan.base import PlacementResult, Planner
+from tiercut.plan.base import PlacementResult, Planner, check_server
 from tiercut.problem import Problem
 
 #: relative tolerance between the cut value and the partition's recomputed objective
@@ -172,11 +172,8 @@ class MinCutPlanner(Planner):
         return None if self.server is None else [problem.source, self.server]
 
     def check(self, problem: Problem) -> str | None:
-        if self.server is not None:
-            if self.server not in problem.device_names:
-                return f"server {self.server!r} is not a device; devices are {', '.join(problem.device_names)}"
-            if self.server == problem.source:
-                return "the server must not be the source device"
+        if (reason := check_server(problem, self.server)) is not None:
+            return reason
         if len(problem.devices) < 2:
             return "it needs a second device besides the source"
         return None

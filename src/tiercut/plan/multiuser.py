@@ -39,7 +39,11 @@ ILP, which keeps the user's budgets, pins and the remaining memory).
      is returned);
 3. stop after a round in which no user changed (converged: with ``selfish``
    a pure Nash equilibrium of the sharing game, with ``joint`` a point no
-   single user's best response improves) or after ``max_rounds`` rounds.
+   single user's best response improves) or after ``max_rounds`` rounds;
+4. when a cheap candidate (every user on one device) is better than the
+   point reached, run the rounds again from that candidate, so the answer
+   is never worse than the cheap candidates and "converged" still means
+   step 3 (returning the candidate as it is would not).
 
 Guarantee: none for the joint optimum (a heuristic); with ``accept="joint"``
 never worse than the start (the all-local placement). Deterministic.
@@ -48,14 +52,14 @@ Complexity: O(max_rounds * users * cost of one ``inner`` solve).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from tiercut.cost import compile_problem, compile_users, decode, encode, evaluate, evaluate_users_many, memory_bytes
 from tiercut.cost.multiuser import shared_problem, usage
 from tiercut.plan._population import Scores, better
-from tiercut.plan.base import DEFAULT_PLANNER, MultiPlacementResult, Planner
+from tiercut.plan.base import DEFAULT_PLANNER, MultiPlacementResult, Planner, no_worse_than_cheap_multi
 from tiercut.problem import MultiUserProblem, Objective, Problem
 
 ACCEPT = ("joint", "selfish")
@@ -141,12 +145,19 @@ class BestResponsePlanner(Planner):
         from tiercut.plan.registry import get_planner
 
         inner = get_planner(self.inner)
-        cm = compile_users(problem)
+        run = self._respond(problem, inner, self._start(problem, inner))
+        note = run.note(self)
+        # issue 10's rule (never worse than a cheap candidate) would otherwise swap in a candidate that no
+        # user has responded to; best response continues from it instead, so "converged" stays true
+        cheap = no_worse_than_cheap_multi(problem, MultiPlacementResult(run.best, optimal=False))
+        if cheap.placements != run.best:
+            first = run
+            run = self._respond(problem, inner, {u: dict(p) for u, p in cheap.placements.items()})
+            note = (f"{run.note(self)}; restarted from every user on one device, a cheap candidate better than the "
+                    f"point the run from start {self.start} reached ({first.changes} changes in {first.rounds} rounds)")
+        return MultiPlacementResult(run.best, optimal=False, note=note)
 
-        def joint(placements: dict[str, dict[str, str]]) -> Scores:
-            row = np.concatenate([encode(cu.problem, placements[u.name]) for cu, u in zip(cm.users, problem.users, strict=True)])
-            return Scores.of(evaluate_users_many(cm, row[None, :]))
-
+    def _start(self, problem: MultiUserProblem, inner: Planner) -> dict[str, dict[str, str]]:
         placements: dict[str, dict[str, str]] = {}
         for user in problem.users:
             if self.start == "solo" and inner.check(user.problem) is None:
@@ -155,19 +166,26 @@ class BestResponsePlanner(Planner):
                 comp = compile_problem(user.problem)
                 local = np.where(comp.allowed[:, comp.source], comp.source, np.argmax(comp.allowed, axis=1))
                 placements[user.name] = decode(comp, local)
+        return placements
+
+    def _respond(self, problem: MultiUserProblem, inner: Planner, placements: dict[str, dict[str, str]]) -> _Run:
+        """Rounds of best responses from ``placements`` until no user changes or ``max_rounds``."""
+        cm = compile_users(problem)
+
+        def joint(placements: dict[str, dict[str, str]]) -> Scores:
+            row = np.concatenate([encode(cu.problem, placements[u.name]) for cu, u in zip(cm.users, problem.users, strict=True)])
+            return Scores.of(evaluate_users_many(cm, row[None, :]))
+
         current = joint(placements)
-        best, best_scores = dict(placements), current
-        skipped: set[str] = set()
-        converged = False
-        rounds = 0
-        changes = 0
-        while rounds < self.max_rounds:
-            rounds += 1
+        run = _Run(best=dict(placements))
+        best_scores = current
+        while run.rounds < self.max_rounds:
+            run.rounds += 1
             changed = False
             for user in problem.users:
                 sub = response_problem(problem, placements, user.name)
                 if inner.check(sub) is not None:
-                    skipped.add(user.name)
+                    run.skipped.add(user.name)
                     continue
                 answer = dict(inner.solve(sub).placement)
                 if answer == placements[user.name]:
@@ -182,17 +200,33 @@ class BestResponsePlanner(Planner):
                 if adopt:
                     placements, current = candidate, scores
                     changed = True
-                    changes += 1
+                    run.changes += 1
                     if better(current, best_scores)[0]:
-                        best, best_scores = dict(placements), current
+                        run.best, best_scores = dict(placements), current
             if not changed:
-                converged = True
+                run.converged = True
                 break
-        note = f"best response ({self.accept}, inner {self.inner}, start {self.start}): {changes} changes in {rounds} rounds"
-        note += ", converged (no user changed in the last round)" if converged else f", stopped at max_rounds={self.max_rounds}"
-        if skipped:
-            note += f"; {self.inner} cannot plan {', '.join(sorted(skipped))}: kept as they were"
-        return MultiPlacementResult(best, optimal=False, note=note)
+        return run
+
+
+@dataclass
+class _Run:
+    """One run of best-response rounds: the best joint placement met and how the run ended."""
+
+    best: dict[str, dict[str, str]]
+    rounds: int = 0
+    changes: int = 0
+    converged: bool = False
+    skipped: set[str] = field(default_factory=set)
+
+    def note(self, planner: BestResponsePlanner) -> str:
+        text = (f"best response ({planner.accept}, inner {planner.inner}, start {planner.start}): "
+                f"{self.changes} changes in {self.rounds} rounds")
+        text += (", converged (no user changed in the last round)" if self.converged
+                 else f", stopped at max_rounds={planner.max_rounds}")
+        if self.skipped:
+            text += f"; {planner.inner} cannot plan {', '.join(sorted(self.skipped))}: kept as they were"
+        return text
 
 
 __all__ = ["BestResponsePlanner", "response_problem"]

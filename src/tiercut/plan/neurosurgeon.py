@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from tiercut.cost import compile_problem, decode, evaluate_many
-from tiercut.plan.base import PlacementResult, Planner
+from tiercut.plan.base import PlacementResult, Planner, check_server
 from tiercut.problem import Problem
 
 
@@ -56,11 +56,8 @@ class NeurosurgeonPlanner(Planner):
         return None if self.server is None else [problem.source, self.server]
 
     def check(self, problem: Problem) -> str | None:
-        if self.server is not None:
-            if self.server not in problem.device_names:
-                return f"server {self.server!r} is not a device; devices are {', '.join(problem.device_names)}"
-            if self.server == problem.source:
-                return "the server must not be the source device"
+        if (reason := check_server(problem, self.server)) is not None:
+            return reason
         if not self.servers(problem):
             return "no other device exchanges tensors with the source (no path of links)"
         return None

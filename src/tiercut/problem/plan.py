@@ -76,19 +76,10 @@ class Plan:
             "algorithm": self.algorithm,
             "placement": dict(self.placement),
             "latency_s": json_float(self.latency_s),
-            "energy_source_j": json_float(self.energy_source_j),
-            "energy_total_j": json_float(self.energy_total_j),
-            "cost": json_float(self.cost),
-            "objective_value": json_float(self.objective_value),
-            "solve_s": self.solve_s,
-            "feasible": self.feasible,
-            "optimal": self.optimal,
-            "gap": None if self.gap is None else json_float(self.gap),
+            **_figures_to_dict(self),
+            **_outcome_to_dict(self),
             "bound": None if self.bound is None else json_float(self.bound),
-            "settings": {k: jsonable(v) for k, v in self.settings.items()},
-            "violations": list(self.violations),
             "memory_bytes": dict(self.memory_bytes),
-            "note": self.note,
         }
 
     @classmethod
@@ -98,18 +89,9 @@ class Plan:
             algorithm=str(data["algorithm"]),
             placement={str(k): str(v) for k, v in data["placement"].items()},
             latency_s=from_json_float(data["latency_s"]),
-            energy_source_j=from_json_float(data["energy_source_j"]),
-            energy_total_j=from_json_float(data["energy_total_j"]),
-            cost=from_json_float(data["cost"]),
-            objective_value=from_json_float(data.get("objective_value")),
-            solve_s=float(data.get("solve_s", 0.0)),
-            feasible=bool(data["feasible"]),
-            optimal=bool(data["optimal"]),
-            gap=optional_float(data.get("gap")),
-            settings=dict(data.get("settings", {})),
-            violations=tuple(str(v) for v in data.get("violations", ())),
+            **_figures_from_dict(data),
+            **_outcome_from_dict(data),
             memory_bytes={str(k): int(v) for k, v in dict(data.get("memory_bytes", {})).items()},
-            note=str(data.get("note", "")),
             bound=optional_float(data.get("bound")),
         )
 
@@ -176,17 +158,8 @@ class MultiPlan:
             "users": {u: f.to_dict() for u, f in self.users.items()},
             "latency_mean_s": json_float(self.latency_mean_s),
             "latency_max_s": json_float(self.latency_max_s),
-            "energy_source_j": json_float(self.energy_source_j),
-            "energy_total_j": json_float(self.energy_total_j),
-            "cost": json_float(self.cost),
-            "objective_value": json_float(self.objective_value),
-            "solve_s": self.solve_s,
-            "feasible": self.feasible,
-            "optimal": self.optimal,
-            "gap": None if self.gap is None else json_float(self.gap),
-            "settings": {k: jsonable(v) for k, v in self.settings.items()},
-            "violations": list(self.violations),
-            "note": self.note,
+            **_figures_to_dict(self),
+            **_outcome_to_dict(self),
         }
 
     @classmethod
@@ -198,18 +171,48 @@ class MultiPlan:
             users={str(u): UserFigures.from_dict(f) for u, f in data["users"].items()},
             latency_mean_s=from_json_float(data["latency_mean_s"]),
             latency_max_s=from_json_float(data["latency_max_s"]),
-            energy_source_j=from_json_float(data["energy_source_j"]),
-            energy_total_j=from_json_float(data["energy_total_j"]),
-            cost=from_json_float(data["cost"]),
-            objective_value=from_json_float(data.get("objective_value")),
-            solve_s=float(data.get("solve_s", 0.0)),
-            feasible=bool(data["feasible"]),
-            optimal=bool(data["optimal"]),
-            gap=optional_float(data.get("gap")),
-            settings=dict(data.get("settings", {})),
-            violations=tuple(str(v) for v in data.get("violations", ())),
-            note=str(data.get("note", "")),
+            **_figures_from_dict(data),
+            **_outcome_from_dict(data),
         )
+
+
+# ---------------------------------------------------------------- the fields Plan and MultiPlan share
+_FIGURES = ("energy_source_j", "energy_total_j", "cost")
+
+
+def _figures_to_dict(plan: Plan | MultiPlan) -> dict[str, Any]:
+    return {name: json_float(getattr(plan, name)) for name in _FIGURES}
+
+
+def _figures_from_dict(data: Mapping[str, Any]) -> dict[str, float]:
+    return {name: from_json_float(data[name]) for name in _FIGURES}
+
+
+def _outcome_to_dict(plan: Plan | MultiPlan) -> dict[str, Any]:
+    """How the planner's run ended: objective, time, feasibility, optimality, settings, notes."""
+    return {
+        "objective_value": json_float(plan.objective_value),
+        "solve_s": plan.solve_s,
+        "feasible": plan.feasible,
+        "optimal": plan.optimal,
+        "gap": None if plan.gap is None else json_float(plan.gap),
+        "settings": {k: jsonable(v) for k, v in plan.settings.items()},
+        "violations": list(plan.violations),
+        "note": plan.note,
+    }
+
+
+def _outcome_from_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "objective_value": from_json_float(data.get("objective_value")),
+        "solve_s": float(data.get("solve_s", 0.0)),
+        "feasible": bool(data["feasible"]),
+        "optimal": bool(data["optimal"]),
+        "gap": optional_float(data.get("gap")),
+        "settings": dict(data.get("settings", {})),
+        "violations": tuple(str(v) for v in data.get("violations", ())),
+        "note": str(data.get("note", "")),
+    }
 
 
 __all__ = ["MultiPlan", "Plan", "UserFigures"]

@@ -31,7 +31,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tiercut.errors import TiercutError
@@ -97,35 +97,43 @@ class LinkShaper:
 
     async def transmit(self, nbytes: int) -> float:
         """Wait while ``nbytes`` are serialised on the link; returns when they would arrive (monotonic)."""
-        remaining = int(nbytes)
-        done = time.monotonic()
-        quantum = self.quantum_bytes
-        while True:
-            piece = min(remaining, quantum)
-            done = self._reserve(piece, time.monotonic())
-            remaining -= piece
-            delay = done - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if remaining <= 0:
-                break
-        return done + self.spec.latency_s
+        pieces = self._pieces(nbytes)
+        for delay in pieces:
+            await asyncio.sleep(delay)
+        return pieces.arrival_s
 
     def transmit_blocking(self, nbytes: int) -> float:
         """:meth:`transmit` for threads without an event loop."""
-        remaining = int(nbytes)
-        done = time.monotonic()
-        quantum = self.quantum_bytes
+        pieces = self._pieces(nbytes)
+        for delay in pieces:
+            time.sleep(delay)
+        return pieces.arrival_s
+
+    def _pieces(self, nbytes: int) -> _Pieces:
+        return _Pieces(self, int(nbytes))
+
+
+class _Pieces:
+    """``nbytes`` reserved on a link a quantum at a time: iterating yields how long to wait after each
+    reservation (only positive waits); ``arrival_s`` is when the last byte arrives (monotonic)."""
+
+    def __init__(self, link: LinkShaper, nbytes: int) -> None:
+        self.link = link
+        self.nbytes = nbytes
+        self.arrival_s = time.monotonic() + link.spec.latency_s
+
+    def __iter__(self) -> Iterator[float]:
+        remaining = self.nbytes
         while True:
-            piece = min(remaining, quantum)
-            done = self._reserve(piece, time.monotonic())
+            piece = min(remaining, self.link.quantum_bytes)
+            done = self.link._reserve(piece, time.monotonic())
             remaining -= piece
+            self.arrival_s = done + self.link.spec.latency_s
             delay = done - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                yield delay
             if remaining <= 0:
-                break
-        return done + self.spec.latency_s
+                return
 
 
 @dataclass

@@ -10,7 +10,7 @@ parameter-free layers).
 
 from __future__ import annotations
 
-from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, GroupResult, UploadPlanner
+from tiercut.upload.base import GroupResult, UploadPlanner
 from tiercut.upload.context import UploadContext
 
 
@@ -20,13 +20,6 @@ class DirectUploadPlanner(UploadPlanner):
     name = "direct"
     summary = "the offloading plan's server partition P1 uploaded in one piece"
     reference = "Neurosurgeon (Kang et al., ASPLOS'17), the migration seed's Direct Uploading"
-
-    def __init__(
-        self, server: str | None = None, offloading: str = DEFAULT_OFFLOADING_PLANNER, n_queries: int | None = None
-    ) -> None:
-        self.server = server
-        self.offloading = offloading
-        self.n_queries = n_queries
 
     def _groups(self, ctx: UploadContext) -> GroupResult:
         return GroupResult((tuple(ctx.nodes_of(range(len(ctx.chain)))),))

@@ -35,7 +35,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, GroupResult, UploadPlanner
+from tiercut.upload.base import GroupResult, UploadPlanner
 from tiercut.upload.context import UploadContext
 
 Range = tuple[int, int]
@@ -52,13 +52,6 @@ class EfficiencyUploadPlanner(UploadPlanner):
     summary = "greedy: the unit range of highest query-time gain per upload second next"
     reference = "Shin, Jeong and Moon, EMDL'19 (efficiency-based partitioning)"
     recursive: ClassVar[bool] = False
-
-    def __init__(
-        self, server: str | None = None, offloading: str = DEFAULT_OFFLOADING_PLANNER, n_queries: int | None = None
-    ) -> None:
-        self.server = server
-        self.offloading = offloading
-        self.n_queries = n_queries
 
     # ----------------------------------------------------------- scoring
     @staticmethod
@@ -134,13 +127,6 @@ class RecursiveEfficiencyUploadPlanner(EfficiencyUploadPlanner):
     summary = "efficiency greedy, each pick recursively split into its best finer sub-range"
     reference = "Shin, Jeong and Moon, EMDL'19 (recursive); the migration seed's best method (Xue, Wu and Li, 2023)"
     recursive: ClassVar[bool] = True
-
-    def __init__(
-        self, server: str | None = None, offloading: str = DEFAULT_OFFLOADING_PLANNER, n_queries: int | None = None
-    ) -> None:
-        self.server = server
-        self.offloading = offloading
-        self.n_queries = n_queries
 
 
 __all__ = ["EfficiencyUploadPlanner", "RecursiveEfficiencyUploadPlanner"]
