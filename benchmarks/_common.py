@@ -41,3 +41,45 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps({"host": host_description(), **payload}, indent=1))
     tmp.replace(path)
     return path
+
+
+def _busy_jiffies() -> tuple[float, float] | None:
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat, None where there is none."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class OthersCpuShare:
+    """How much of the machine other processes used while the block ran.
+
+    ``with OthersCpuShare() as share: ...`` then ``share.fraction``: the CPU
+    seconds every process spent (``/proc/stat``) minus what this process and
+    its children spent (``os.times``), over wall seconds x CPUs. A direct sign
+    of contention during *this* run, where the load average lags a minute
+    behind. ``None`` where ``/proc/stat`` is missing.
+    """
+
+    def __init__(self) -> None:
+        self.fraction: float | None = None
+
+    def __enter__(self) -> OthersCpuShare:
+        import time
+
+        self._start = (_busy_jiffies(), os.times(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        (jiffies0, times0, wall0), jiffies1, times1 = self._start, _busy_jiffies(), os.times()
+        wall = time.perf_counter() - wall0
+        if jiffies0 is None or jiffies1 is None or wall <= 0:
+            return
+        hz = os.sysconf("SC_CLK_TCK")
+        everyone_s = (jiffies1[0] - jiffies0[0]) / hz
+        mine_s = sum(times1[:4]) - sum(times0[:4])  # user, system, children's user, children's system
+        self.fraction = max(0.0, everyone_s - mine_s) / (wall * (os.cpu_count() or 1))

@@ -2,11 +2,14 @@
 
 The model is torchvision's ResNet architecture scaled to one BasicBlock per
 stage (``tiercut.exits.models:digits_resnet``) on 3x32x32 digits, with
-BranchyNet exits after layer1, layer2 and layer3, trained jointly on
-scikit-learn's digits (seeded); the same network without exits is trained
-with the same settings as the reference. For each environment (the three
-Neurosurgeon presets and ``three-tier``; device times predicted from the
-catalog):
+BranchyNet exits after layer1, layer2 and layer3, trained on scikit-learn's
+digits (seeded) with BranchyNet's weighted loss and the side branches'
+gradient kept out of the trunk (``trunk_gradient`` 0: the final exit is
+then the network without exits); the same network without exits is
+trained with the same settings as the reference, and the fully joint
+training (gradient into the trunk) is trained too for comparison. For each
+environment (the three Neurosurgeon presets and ``three-tier``; device
+times predicted from the catalog):
 
 - the accuracy-latency curve: each exit point's minimum latency (Edgent's
   right-sized model, exact ILP) and accuracy;
@@ -16,10 +19,15 @@ catalog):
   expected latency, accuracy and bytes sent per query, beside offloading the
   raw input to the cloud.
 
-Then the DDNN plan of ``three-tier`` runs in the split executor
-(:mod:`tiercut.exits.runtime`) on held-out digits: exit rates, accuracy and
-bytes sent, planned vs measured; and in the SimPy simulation (per-query
-exits drawn from the rates).
+Then the DDNN plan of ``three-tier``: its threshold trade-off (accuracy
+against expected latency over thresholds tuned for growing accuracy drops,
+:mod:`tiercut.exits.tradeoff`) and the point chosen for an accuracy floor 2
+points under the final exit (the fastest at least that accurate); it runs
+in the split executor (:mod:`tiercut.exits.runtime`) and on real gRPC
+workers (local processes, :func:`tiercut.exits.deploy.run_exit_plan`) on
+held-out digits: exit rates, accuracy, latency and bytes sent, planned vs
+measured; and in the SimPy simulation (per-query exits drawn from the
+rates).
 
 What the papers report (cited, not reproduced: other models, data and
 hardware):
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
@@ -120,26 +129,47 @@ def main() -> None:
     from tiercut.env import load_environment
     from tiercut.exits.build import build_exit_model
     from tiercut.exits.cost import ExitProblem, evaluate_expected
+    from tiercut.exits.deploy import run_exit_plan
     from tiercut.exits.runtime import ExitExecutor
     from tiercut.exits.simulate import simulate_exits
+    from tiercut.exits.tradeoff import choose_thresholds, threshold_tradeoff
     from tiercut.exits.train import TrainingSettings, load_digits_split
     from tiercut.graph import capture_model
     from tiercut.problem import build_problem
 
+    load_at_start = list(os.getloadavg())
     t0 = time.perf_counter()
-    exit_model, net = build_exit_model(MODEL, (1, 3, 32, 32), AFTER, settings=TrainingSettings(epochs=args.epochs, seed=0))
+    detached = TrainingSettings(epochs=args.epochs, seed=0, trunk_gradient=(0.0,) * len(AFTER))
+    exit_model, net = build_exit_model(MODEL, (1, 3, 32, 32), AFTER, settings=detached)
     train_s = time.perf_counter() - t0
     routing = exit_model.routing()
+    joint_model, _ = build_exit_model(MODEL, (1, 3, 32, 32), AFTER, settings=TrainingSettings(epochs=args.epochs, seed=0),
+                                      baseline=False)
+    joint_routing = joint_model.routing()
     training = {
         "model": MODEL, "after": AFTER, "epochs": args.epochs, "train_s_both_nets": train_s,
+        "settings": detached.to_dict(),
         "accuracy": {e.name: e.accuracy for e in exit_model.exits},
         "baseline_accuracy": exit_model.training["baseline_accuracy"],
+        "final_minus_baseline": exit_model.exits[-1].accuracy - exit_model.training["baseline_accuracy"],
         "thresholds": dict(exit_model.thresholds), "rule": exit_model.rule,
+        "accuracy_drop": exit_model.training["accuracy_drop"],
         "exit_rates_all_active": dict(zip((e.name for e in exit_model.exits), routing.exit_rates, strict=True)),
         "accuracy_all_active": routing.accuracy,
+        "joint_training": {
+            "note": "BranchyNet's joint training with every branch's gradient into the trunk, same seed and epochs",
+            "accuracy": {e.name: e.accuracy for e in joint_model.exits},
+            "final_minus_baseline": joint_model.exits[-1].accuracy - exit_model.training["baseline_accuracy"],
+            "exit_rates_all_active": dict(zip((e.name for e in joint_model.exits), joint_routing.exit_rates,
+                                              strict=True)),
+            "accuracy_all_active": joint_routing.accuracy,
+        },
     }
-    print(f"trained in {train_s:.1f} s: exit accuracies {training['accuracy']}, "
-          f"same net without exits {training['baseline_accuracy']:.4f}")
+    print(f"trained in {train_s:.1f} s (branches detached from the trunk): exit accuracies "
+          f"{ {k: round(v, 4) for k, v in training['accuracy'].items()} }, same net without exits "
+          f"{training['baseline_accuracy']:.4f}; exit mix {[round(r, 3) for r in routing.exit_rates]}")
+    print(f"joint training for comparison: { {k: round(v, 4) for k, v in training['joint_training']['accuracy'].items()} },"
+          f" exit mix {[round(r, 3) for r in joint_routing.exit_rates]}")
 
     envs: dict[str, Any] = {}
     problems = {}
@@ -188,6 +218,21 @@ def main() -> None:
         mismatches += int(trace.payload_bytes != exit_bytes[trace.exit])
     run_s = time.perf_counter() - t1
     measured_rates = [taken.count(a) / n for a in plan.active]
+    tradeoff = threshold_tradeoff(ep, plan.placement, plan.active)
+    floor = exit_model.exits[-1].accuracy - 0.02
+    chosen = choose_thresholds(tradeoff, accuracy_min=floor)
+    print(f"\nthree-tier DDNN ({'+'.join(plan.active)}): accuracy against expected latency over thresholds")
+    for q in tradeoff:
+        print(f"  drop {q.accuracy_drop:6.4f}: rates {[round(r, 3) for r in q.exit_rates]}, acc {q.accuracy:.4f}, "
+              f"{q.latency_s * 1e3:.3f} ms")
+    if chosen is not None:
+        print(f"  chosen for accuracy >= {floor:.4f}: drop {chosen.accuracy_drop}, rates "
+              f"{[round(r, 3) for r in chosen.exit_rates]}, acc {chosen.accuracy:.4f}, {chosen.latency_s * 1e3:.3f} ms")
+    print(f"\nthree-tier DDNN on gRPC workers (local processes, {n} held-out digits):")
+    worker_report, _ = run_exit_plan(exit_model, net, ep, plan, queries=n, env_spec="three-tier",
+                                     environment=load_environment("three-tier"))
+    for line in worker_report.lines():
+        print("  " + line)
     sim = simulate_exits(ep, plan.placement, plan.active, n_queries=5000, seed=0)
     sim_rates = [sum(q.exit == a for q in sim) / len(sim) for a in plan.active]
     runtime = {
@@ -202,6 +247,19 @@ def main() -> None:
         "simulated_exit_rates": sim_rates, "simulated_mean_latency_s": float(np.mean([q.latency_s for q in sim])),
         "planned_expected_latency_s": ev.latency_s,
         "note": "measured on the first held-out digits; the plan's rates are over all 450 (sampling error applies)",
+        "workers": {**worker_report.to_dict(),
+                    "note": "gRPC worker processes on this host (edge, cloud) with three-tier's links emulated; "
+                            "compute is this host's CPU, not the preset devices', so measured latency differs from "
+                            "the plan's predicted device times"},
+    }
+    threshold_choice = {
+        "env": "three-tier", "active": list(plan.active),
+        "curve": [q.to_dict() for q in tradeoff],
+        "accuracy_min": floor,
+        "chosen": None if chosen is None else chosen.to_dict(),
+        "tuned_with_fixed_drop": {"accuracy_drop": exit_model.training["accuracy_drop"],
+                                  "exit_rates": list(ev.exit_rates), "accuracy": ev.accuracy,
+                                  "latency_s": ev.latency_s},
     }
     print(f"\nthree-tier DDNN in the split executor ({n} held-out digits, {run_s:.1f} s):")
     for a, p, m, s in zip(plan.active, ev.exit_rates, measured_rates, sim_rates, strict=True):
@@ -213,7 +271,8 @@ def main() -> None:
     print(f"  bytes per exit (cost model) {exit_bytes}; queries whose sent bytes differ from their exit's: {mismatches}")
 
     path = write_result("early_exit", {
-        "training": training, "envs": envs, "runtime": runtime,
+        "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg()),
+        "training": training, "envs": envs, "runtime": runtime, "threshold_choice": threshold_choice,
         "reported": {
             "branchynet": "2x-6x speed-up on CPU and GPU at about the final exit's accuracy (ICPR 2016)",
             "ddnn": "communication cost reduced by over 20x vs offloading raw sensor data to the cloud (ICDCS 2017)",

@@ -548,7 +548,8 @@ NEUROSURGEON_DIFFERENCES = [
     "mobile energy: the TK1's 5 W compute power against the Wi-Fi radio's 5.5 W transmit power means computing "
     "locally rarely costs more than sending; the paper measured its board's power at the wall",
     "the paper's per-application partition points (its figures per network and per mobile CPU/GPU) could not be "
-    "retrieved with the search tool, so they are not tabulated here; its AlexNet-on-Wi-Fi split is checked "
+    "retrieved with the search tool; benchmarks/neurosurgeon_table.py tabulates tiercut's cuts per model and network "
+    "beside what is known of the paper's, each figure marked verified or not; its AlexNet-on-Wi-Fi split is checked "
     "(tests/test_plan_presets.py)",
 ]
 

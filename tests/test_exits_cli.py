@@ -109,8 +109,9 @@ def test_parse_duration():
             parse_duration(bad)
 
 
-def test_report_names_exit_plans_it_does_not_draw():
-    from tiercut.report.inputs import read_result
+def test_report_reads_exit_plans_and_names_a_malformed_one():
+    from tiercut.report.inputs import read_result, recognise
 
-    with pytest.raises(TiercutError, match="plan with early exits"):
+    assert recognise({"problem": {"exits": {}}, "plan": {}}) == "exit-plan"
+    with pytest.raises(TiercutError, match="the result"):
         read_result({"problem": {"exits": {}}, "plan": {}})

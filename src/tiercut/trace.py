@@ -99,6 +99,9 @@ class QueryRecord:
         output_matches: its output equals the whole model's (measured with
             output checking; None when not checked).
         spans: its compute and transfers (None when not recorded).
+        exit: the early exit it left at (a plan with exits; "" otherwise).
+        transfers: measured with exits: each tensor transfer between devices as
+            (from, to, tensor bytes), forwards and their replies on every hop.
     """
 
     user: str
@@ -118,6 +121,8 @@ class QueryRecord:
     error: str = ""
     output_matches: bool | None = None
     spans: tuple[Span, ...] | None = None
+    exit: str = ""
+    transfers: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def latency_s(self) -> float:
@@ -155,6 +160,9 @@ class QueryRecord:
             data["placement"] = dict(self.placement)
         if self.spans is not None:
             data["spans"] = [s.to_dict() for s in self.spans]
+        if self.exit:
+            data["exit"] = self.exit
+            data["transfers"] = [list(t) for t in self.transfers]
         return data
 
 

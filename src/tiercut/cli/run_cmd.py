@@ -114,7 +114,7 @@ def run(
     ] = 1.0,
     torch_device: Annotated[
         str,
-        typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where the local workers run their partitions"),
+        typer.Option("--torch-device", help="cpu, cuda, cuda:N or auto: where the client and local workers run their partitions"),
     ] = "cpu",
     resume: Annotated[
         bool, typer.Option("--resume", help="count partitions the workers already hold instead of uploading afresh")
@@ -131,6 +131,11 @@ def run(
         bool, typer.Option("--insecure", help="send the token to non-loopback --workers without TLS (a trusted network)")
     ] = False,
     quiet: QuietOpt = False,
+    exits: Annotated[
+        Path | None, typer.Option("--exits", help="exits file ('tiercut exits add'): run the exit plan on held-out digits")
+    ] = None,
+    latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
+    accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
     from tiercut.pipeline import parse_algorithms
@@ -152,6 +157,20 @@ def run(
     check_finite("--keep-uploading-s", keep_uploading_s, minimum=0.0)
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
+    if exits is not None:  # early exits (issue 15): plan with edgent/ddnn, run on workers, measure on held-out digits
+        from tiercut.cli.exits_cmd import run_with_exits
+
+        run_with_exits(
+            model, exits, env, algorithm="edgent" if algorithm == DEFAULT_OFFLOADING_PLANNER else algorithm,
+            latency_slo=latency_slo, accuracy_min=accuracy_min, source=source, profile=profile,
+            compute_table=compute_table, queries=queries, rate=rate,
+            addresses=parse_peers(workers) if workers is not None else None, insecure=insecure,
+            credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca),
+            emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, max_run_s=max_run_s, as_json=as_json, out=out,
+        )
+        return
+    if latency_slo is not None or accuracy_min is not None:
+        raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
     request = model_request(
         model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
         open_modules=open_module, allow_code=allow_code, no_cache=no_cache,

@@ -31,11 +31,25 @@ def simulate(
         bool,
         typer.Option("--allow-code", help="let the scenario's model: name package.module:factory (imports and runs that code)"),
     ] = False,
+    exits: Annotated[
+        Path | None, typer.Option("--exits", help="exits file: simulate the exit plan of the scenario's one user")
+    ] = None,
 ) -> None:
     """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links."""
     from rich.console import Console
 
     from tiercut.pipeline import simulate_scenario
+
+    if exits is not None:  # early exits (issue 15): per-query exits drawn from the plan's rates
+        from tiercut.cli.exits_cmd import simulate_with_exits
+        from tiercut.errors import TiercutError
+
+        if plot is not None or queries:
+            raise TiercutError("--plot and --queries show a scenario's simulation; with --exits drop them (--json "
+                               "prints the exit plan's simulated rates and latencies)")
+
+        simulate_with_exits(scenario, exits, allow_code=allow_code, as_json=as_json)
+        return
 
     if plot is not None:
         check_plot_path(plot)

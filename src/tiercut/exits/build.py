@@ -108,7 +108,7 @@ def build_exit_model(
     baseline_accuracy = None
     if baseline:
         train_jointly(reference, data, TrainingSettings(settings.epochs, settings.batch_size, settings.learning_rate,
-                                                        settings.seed, None))
+                                                        settings.seed, None, None))
         baseline_accuracy = accuracy(reference, data.x_test, data.y_test)[0]
     losses = train_jointly(net, data, settings)
     captured = capture_model(net, example_inputs=(data.x_test[:1],))
@@ -123,7 +123,9 @@ def build_exit_model(
         "after": list(net.after),
         "data": DATA_SOURCE,
         "split": f"stratified 75/25, seed {settings.seed}: {len(data.y_train)} train, {len(data.y_test)} held out",
-        "loss": "BranchyNet joint loss sum_k w_k * cross_entropy(exit_k)",
+        "loss": "BranchyNet joint loss sum_k w_k * cross_entropy(exit_k)" + (
+            "" if settings.trunk_gradient is None or all(g == 1.0 for g in settings.trunk_gradient)
+            else f"; side branches' gradient into the trunk scaled by {list(settings.trunk_gradient)}"),
         "settings": settings.to_dict(),
         "losses": [round(v, 6) for v in losses],
         "baseline_accuracy": baseline_accuracy,

@@ -15,7 +15,7 @@ answers.
 Each :class:`QueryTrace` records the exit taken, the answer (equal to the
 exit head's output), the tensors sent with their payload bytes (what the
 cost model counts as ``out(u)``) and their encoded frame bytes. It runs
-in-process: the gRPC workers of :mod:`tiercut.runtime` do not run exits yet.
+in-process; on gRPC workers the same rule runs through :mod:`tiercut.exits.deploy`.
 """
 
 from __future__ import annotations

@@ -79,6 +79,11 @@ class TrainingSettings:
         seed: seeds the weights of new branches, the batch order and the split.
         exit_weights: BranchyNet's loss weights, one per exit (side exits in
             depth order, then the final exit); None: 1 each.
+        trunk_gradient: per side exit (depth order), the fraction of its
+            branch's loss gradient that flows back into the shared trunk
+            (1: BranchyNet's joint training; 0: the branch trains on the
+            trunk's features as they are, a detached side classifier; the
+            forward values are the same either way); None: 1 each.
     """
 
     epochs: int = 12
@@ -86,6 +91,7 @@ class TrainingSettings:
     learning_rate: float = 2e-3
     seed: int = 0
     exit_weights: tuple[float, ...] | None = None
+    trunk_gradient: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +100,7 @@ class TrainingSettings:
             "learning_rate": self.learning_rate,
             "seed": self.seed,
             "exit_weights": None if self.exit_weights is None else list(self.exit_weights),
+            "trunk_gradient": None if self.trunk_gradient is None else list(self.trunk_gradient),
         }
 
 
@@ -101,8 +108,31 @@ def _logits_tuple(out: Any) -> tuple[Any, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
+def _scaled_gradient(x: Any, fraction: float) -> Any:
+    """``x`` in the forward pass; ``fraction`` of the gradient flows back through it."""
+    if fraction == 1.0:
+        return x
+    if fraction == 0.0:
+        return x.detach()
+    return x * fraction + x.detach() * (1.0 - fraction)
+
+
+def _training_outputs(net: Any, x: Any, trunk_gradient: Sequence[float] | None) -> tuple[Any, ...]:
+    """The logits of every exit, each side branch fed its trunk features with ``trunk_gradient`` applied."""
+    if trunk_gradient is None:
+        return _logits_tuple(net(x))
+    *features, final = net.backbone(x)
+    return (*(head(_scaled_gradient(f, g)) for head, f, g in zip(net.heads, features, trunk_gradient, strict=True)), final)
+
+
 def train_jointly(net: Any, data: DigitsData, settings: TrainingSettings) -> list[float]:
-    """Train ``net`` (one or several logits outputs) on ``sum_k w_k * CE_k``; returns the loss per epoch."""
+    """Train ``net`` (one or several logits outputs) on ``sum_k w_k * CE_k``; returns the loss per epoch.
+
+    With ``settings.trunk_gradient`` (a multi-exit net only) each side branch's
+    loss reaches the shared trunk scaled by its fraction.
+    """
+    import math
+
     import torch
 
     n_out = len(_logits_tuple(net(data.x_train[:1])))
@@ -111,6 +141,13 @@ def train_jointly(net: Any, data: DigitsData, settings: TrainingSettings) -> lis
         raise TiercutError(f"{len(weights)} exit weights for {n_out} exits; give one weight per exit, the final last")
     if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
         raise TiercutError("exit weights must be >= 0 with at least one > 0")
+    trunk_gradient = settings.trunk_gradient
+    if trunk_gradient is not None:
+        if not hasattr(net, "heads") or len(trunk_gradient) != n_out - 1:
+            raise TiercutError(f"{len(trunk_gradient)} trunk-gradient fractions for {n_out - 1} side exits; give one "
+                               "per side exit (a network with exits only)")
+        if not all(math.isfinite(g) and 0.0 <= g <= 1.0 for g in trunk_gradient):
+            raise TiercutError("trunk-gradient fractions must lie within 0..1 (1: joint training, 0: detached branch)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -126,7 +163,7 @@ def train_jointly(net: Any, data: DigitsData, settings: TrainingSettings) -> lis
             for start in range(0, n, settings.batch_size):
                 idx = order[start : start + settings.batch_size]
                 optimizer.zero_grad()
-                outs = _logits_tuple(net(data.x_train[idx]))
+                outs = _training_outputs(net, data.x_train[idx], trunk_gradient)
                 loss = sum(w * torch.nn.functional.cross_entropy(o, data.y_train[idx]) for w, o in zip(weights, outs))
                 loss.backward()
                 optimizer.step()

@@ -137,9 +137,8 @@ def run(
         raise TiercutError("give an upload plan or a tiled plan, not both")
     if upload_plan is None and tiled_plan is None:
         check_upload_algorithm(upload_algorithm)
+    # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
-    if torch_device != "cpu" and workers is not None:
-        raise TiercutError("the torch device applies to local workers; start remote ones with 'tiercut serve --torch-device'")
     credentials = credentials or Credentials()
     credentials.check_readable()
     if workers is not None and credentials.token and not credentials.uses_tls and not insecure:
@@ -151,7 +150,7 @@ def run(
             )
     settings = RunSettings(
         queries=queries, rate_hz=rate_hz, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
-        keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown,
+        keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown, client_torch_device=torch_device,
     )
     environment = load_environment(env)
     problem, tiled = None, ()

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 from tiercut.errors import TiercutError
+from tiercut.report.exits import exits_section
 from tiercut.report.inputs import ReportInput
 from tiercut.report.markup import Case, text
 from tiercut.report.multiuser import multi_section
@@ -40,7 +41,9 @@ def case_html(case: Case) -> str:
     r = case.result
     source = f' <span class="src">from {text(r.path)}</span>' if r.path else ""
     body: list[str] = []
-    if r.multi_problem is not None:
+    if r.exit_plan is not None:
+        body.append(exits_section(case))
+    elif r.multi_problem is not None:
         body.append(multi_section(case))
     elif case.problem is not None:
         body.append(problem_section(case))

@@ -12,6 +12,7 @@ command                   top-level keys                                    kind
 ``simulate --json``       ``scenario``, ``result``, ``analytic``            simulate
 ``run --json``            ``upload_plan``, ``run``                          run
 ``graph --json``          ``schema_version``, ``model``, ``nodes``          graph
+``plan --exits --json``   ``problem`` (with ``exits``), ``plan``            exit-plan
 ``plan --users --json``   ``problem`` (with ``users``), ``plan``            multi-plan
 ``compare --users``       ``problem`` (with ``users``), ``plans``           multi-compare
 ========================  ================================================  ==========
@@ -43,7 +44,7 @@ ACCEPTED = (
     "'graph --json', or a case file of 'tiercut demo'"
 )
 
-KINDS = ("plan", "compare", "demo", "upload", "simulate", "run", "graph", "multi-plan", "multi-compare")
+KINDS = ("plan", "compare", "demo", "upload", "simulate", "run", "graph", "multi-plan", "multi-compare", "exit-plan")
 
 
 def _number(value: Any) -> float:
@@ -126,6 +127,8 @@ class ReportInput:
         users: one result per user of the recommended multi-user plan: the user's problem as
             shared with the others (:func:`tiercut.plan.multiuser.response_problem`) and its placement,
             drawn like a single-user plan.
+        exit_problem, exit_plan: a plan with early exits (:class:`tiercut.exits.cost.ExitProblem`,
+            :class:`tiercut.exits.cost.ExitPlan`; ``problem`` is then its problem over the graph with branches).
     """
 
     kind: str
@@ -140,6 +143,23 @@ class ReportInput:
     multi_problem: MultiUserProblem | None = None
     multi_plans: Mapping[str, MultiPlan] = field(default_factory=dict)
     users: tuple[ReportInput, ...] = ()
+    exit_problem: Any = None
+    exit_plan: Any = None
+
+
+def _exit_result(data: Mapping[str, Any], path: str) -> ReportInput:
+    """A plan with early exits: its problem and plan through their own readers, the figures checked."""
+    from tiercut.exits.cost import ExitPlan, ExitProblem, check_exit_plan
+
+    if not isinstance(data["problem"], Mapping) or not isinstance(data["plan"], Mapping):
+        raise TiercutError("its 'problem' and 'plan' are not JSON objects")
+    ep = ExitProblem.from_dict(data["problem"])
+    plan = ExitPlan.from_dict(data["plan"])
+    problems = check_exit_plan(ep, plan)
+    if problems:
+        raise TiercutError(f"its plan does not match its problem ({problems[0]}); re-plan with 'tiercut plan --exits'")
+    label = f"{ep.problem.name or ep.problem.graph.model}: {plan.algorithm} with exits {' + '.join(plan.active)}"
+    return ReportInput("exit-plan", label, path, ep.problem.graph, ep.problem, exit_problem=ep, exit_plan=plan)
 
 
 def _is_multi(data: Any) -> bool:
@@ -285,10 +305,7 @@ def recognise(data: Any) -> str:
                 return "demo" if "upload_plans" in keys else "compare"
             if "plan" in keys:
                 if isinstance(data["problem"], Mapping) and "exits" in data["problem"]:
-                    raise TiercutError(
-                        "it is a plan with early exits ('tiercut plan --exits'), which the HTML report does not draw; "
-                        "its accuracy-latency curve is printed by 'tiercut plan --exits' (and benchmarks/early_exit.py)"
-                    )
+                    return "exit-plan"
                 return "plan"
         if "nodes" in keys and "devices" not in keys and "model" in keys:
             return "graph"
@@ -315,6 +332,8 @@ def read_result(data: Any, *, path: str = "") -> ReportInput:
         if kind == "graph":
             graph = LayerGraph.from_dict(data)
             return ReportInput(kind, f"graph of {graph.model}" if graph.model else "layer graph", path, graph=graph)
+        if kind == "exit-plan":
+            return _exit_result(data, path)
         if _is_multi(data["problem"]):
             return _multi_result(kind, data, path)
         problem = _problem(data["problem"])

@@ -102,6 +102,7 @@ class RunResult:
         abandoned: servers whose uploads were given up, with the reason.
         uploads: the uploads' descriptions (bytes, programs, planned figures).
         duration_s: wall time of the run.
+        outputs: query index -> its output, kept when outputs are verified (for accuracy on labelled inputs).
     """
 
     model: str
@@ -115,6 +116,7 @@ class RunResult:
     abandoned: Mapping[str, str]
     uploads: tuple[Mapping[str, Any], ...]
     duration_s: float
+    outputs: Mapping[int, Any] = field(default_factory=dict)
 
     @property
     def failed_queries(self) -> int:
@@ -218,6 +220,10 @@ class RunSettings:
             times the partition's measured time (1: this host's speed). For
             experiments on one machine where the described client is slower
             than the servers (the migration seed's 1.1 GHz clients).
+        client_torch_device: where the client runs its own partitions
+            (``cpu`` or a resolved ``cuda:N``); values cross to and from the
+            device at the partition's edges, so what the client sends stays on
+            the CPU.
     """
 
     queries: int = 10
@@ -236,6 +242,7 @@ class RunSettings:
     queries_after_upload: int = 0
     max_extra_queries: int = 100_000
     source_slowdown: float = 1.0
+    client_torch_device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.queries < 0:
@@ -254,6 +261,11 @@ class RunSettings:
             raise TiercutError(f"give_up_unreachable_s {self.give_up_unreachable_s} must be >= 0 (or none)")
         if not (math.isfinite(self.source_slowdown) and self.source_slowdown >= 1.0):
             raise TiercutError(f"source slowdown {self.source_slowdown} must be a finite number >= 1 (1: this host's speed)")
+        if self.client_torch_device != "cpu" and not self.client_torch_device.startswith("cuda:"):
+            raise TiercutError(
+                f"client torch device {self.client_torch_device!r} is not resolved; use cpu or cuda:N "
+                "(tiercut.profile.measure.resolve_torch_device)"
+            )
 
 
 def default_query_inputs(captured: Any) -> Callable[[int], tuple[Any, ...]]:
@@ -346,6 +358,17 @@ class _State:
             return all(s in self.settled for s in self.servers)
 
 
+def _move(value: Any, device: str) -> Any:
+    """``value`` with every tensor in it (nested tuples, lists, dicts) on ``device``; other leaves as they are."""
+    if hasattr(value, "to") and hasattr(value, "device"):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_move(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    return value
+
+
 # --------------------------------------------------------------------- the client
 @dataclass(eq=False)
 class MigrationClient:
@@ -364,6 +387,44 @@ class MigrationClient:
     settings: RunSettings = field(default_factory=RunSettings)
     query_inputs: Callable[[int], tuple[Any, ...]] | None = None
     log: Callable[[str], None] | None = None
+    _on_device: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)  # partition -> module there
+
+    def _run_here(self, stage: RuntimeStage, index: int, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run route step ``index`` of ``stage`` on the client: a partition, or a tiled stage's crop, tile or stitch."""
+        extra = stage.extra_steps.get(index)
+        if extra is not None:
+            return extra(values)
+        return self.run_partition(stage.split.partitions[index], values)
+
+    def run_partition(self, partition: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one of the client's partitions on ``settings.client_torch_device``; its outputs come back on the CPU.
+
+        On the CPU this is ``partition.run``. On a GPU the partition's module is
+        copied there once (the captured model, which ``verify`` re-runs on the
+        CPU, is left where it is), its inputs are moved in and its outputs
+        moved back -- the move back waits for the GPU, so the partition's
+        measured time is its GPU time.
+        """
+        device = self.settings.client_torch_device
+        if device == "cpu":
+            return partition.run(values)
+        import copy
+
+        import torch
+
+        module = self._on_device.get(partition)  # by identity: each stage has its own partitions (and indices)
+        if module is None:
+            module = self._on_device.setdefault(partition, copy.deepcopy(partition.graph_module).to(device))
+        with torch.no_grad():
+            produced = module(*(_move(values[name], device) for name in partition.input_names))
+        return dict(zip(partition.output_names, (_move(v, "cpu") for v in produced)))  # as Partition.run
+
+    def _run_local_stage(self, inputs: tuple[Any, ...]) -> Any:
+        split = self.plan.local_stage.split
+        values: dict[str, Any] = dict(split.input_spec.bind(tuple(inputs)))
+        for partition in split.partitions:
+            values.update(self.run_partition(partition, {n: values[n] for n in partition.input_names}))
+        return split.output_spec.build(values)
 
     def run(self) -> RunResult:
         """Upload and query concurrently; returns the measured trace (blocking)."""
@@ -377,7 +438,7 @@ class MigrationClient:
         for item in (i for items in plan.uploads.values() for i in items):
             item.data()  # encode every bundle before t = 0 (installation phase)
         with torch.no_grad():  # and warm the local kernels up once, so query 0 is not a cold start
-            plan.local_stage.split.run(*inputs_of(0))
+            self._run_local_stage(inputs_of(0))
         loop = _LoopThread()
         loop.start()
         state = _State(plan.servers, confirmed={s: 0 for s in plan.servers})
@@ -442,6 +503,7 @@ class MigrationClient:
             abandoned=dict(abandoned),
             uploads=tuple(i.to_dict() for items in plan.uploads.values() for i in items),
             duration_s=duration,
+            outputs=dict(outputs),
         )
 
     # ----------------------------------------------------------- helpers
@@ -660,9 +722,10 @@ class MigrationClient:
         records: list[HopRecord] = []
         counters = {"sent": 0, "received": 0}
         failed_at: list[int] = []
+        exited: list[str] = []
         error = ""
         fallback = False
-        future = loop.submit(self._run_remote(stage, values, records, counters, failed_at))
+        future = loop.submit(self._run_remote(stage, values, records, counters, failed_at, exited))
         try:
             future.result(timeout=settings.query_timeout_s)
         except (RemoteError, RouteError, concurrent.futures.TimeoutError) as exc:
@@ -686,8 +749,9 @@ class MigrationClient:
                 state.mark_suspect(server, settings.suspect_s)
             if server and code == "NOT_FOUND":
                 state.mark_lost(server)
-            self._finish_locally(stage, position, values, records)
-        output = stage.split.output_spec.build(values)
+            exited.clear()
+            self._finish_locally(stage, position, values, records, exited)
+        output = _query_output(stage, values, exited)
         end = time.monotonic()
         record = QueryRecord(
             user=plan.source,
@@ -704,6 +768,8 @@ class MigrationClient:
             fallback=fallback,
             error=error,
             spans=tuple(_span(hop, wall_start, start - t0) for hop in records),
+            exit=(exited[0] if exited else stage.last_exit) if stage.answer_name else "",
+            transfers=_transfers(records) if stage.answer_name else (),
         )
         return record, output
 
@@ -714,13 +780,14 @@ class MigrationClient:
         records: list[HopRecord],
         counters: dict[str, int],
         failed_at: list[int],
+        exited: list[str],
     ) -> None:
         plan = self.plan
         route = stage.route
 
         async def run_step(step: Any, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
             begin = time.perf_counter()
-            outputs = await asyncio.get_running_loop().run_in_executor(None, stage.run_step_here, step.index, inputs)
+            outputs = await asyncio.get_running_loop().run_in_executor(None, self._run_here, stage, step.index, inputs)
             seconds = time.perf_counter() - begin
             if self.settings.source_slowdown > 1.0:
                 await asyncio.sleep(seconds * (self.settings.source_slowdown - 1.0))
@@ -750,24 +817,33 @@ class MigrationClient:
                     peer=device,
                     bytes_sent=reply.bytes_sent,
                     bytes_received=reply.bytes_received,
+                    payload_sent=sum(value_nbytes(v) for v in sent.values()),
+                    payload_received=sum(value_nbytes(v) for v in reply.frame.values.values()),
                 )
             )
             position = int(reply.frame.meta.get("position", -1))
+            exit_name = reply.frame.meta.get("exit", "")
             failed_at.pop()
-            return ForwardResult(reply.frame.values, position, hops)
+            return ForwardResult(reply.frame.values, position, hops, exit=exit_name if isinstance(exit_name, str) else "")
 
-        position = await run_route(route, plan.source, [], 0, values, run_step, forward, records)
+        position = await run_route(route, plan.source, [], 0, values, run_step, forward, records, exited)
         if position != len(route):
             raise RouteError(f"the route stopped at position {position} of {len(route)}")
 
-    def _finish_locally(self, stage: RuntimeStage, position: int, values: dict[str, Any], records: list[HopRecord]) -> None:
-        """Run the rest of the stage's partitions here, from ``position`` (the client holds the whole model)."""
+    def _finish_locally(
+        self, stage: RuntimeStage, position: int, values: dict[str, Any], records: list[HopRecord], exited: list[str]
+    ) -> None:
+        """Run the rest of the stage's partitions here, from ``position`` (the client holds the whole model);
+        an early exit of those steps fires here as it would have on its worker."""
         for step in stage.route.steps[position:]:
             begin = time.time()
-            values.update(stage.run_step_here(step.index, {n: values[n] for n in step.input_names}))
+            values.update(self._run_here(stage, step.index, {n: values[n] for n in step.input_names}))
             if self.settings.source_slowdown > 1.0:
                 time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))
+            if step.exit is not None and step.exit.fires(values[step.exit.value]):
+                exited.append(step.exit.name)
+                return
 
     def _verify(
         self, queries: list[QueryRecord], outputs: Mapping[int, Any], inputs_of: Callable[[int], tuple[Any, ...]]
@@ -782,12 +858,37 @@ class MigrationClient:
             output = outputs.get(query.index)
             with torch.no_grad():
                 expected = gm(*inputs_of(query.index))
+            if query.exit:  # a multi-exit network returns every exit's logits; the query answered with one
+                expected = expected[self.plan.exit_positions[query.exit]]
             checked.append(dataclasses.replace(query, output_matches=_outputs_close(output, expected)))
         return checked
 
 
 #: the trace's span kind of each kind of hop record.
 _SPAN_KIND = {"run": "compute", "forward": "transfer", "relay": "relay"}
+
+
+def _query_output(stage: RuntimeStage, values: Mapping[str, Any], exited: Sequence[str]) -> Any:
+    """The query's answer: with exits the logits of the exit it left at (the last active one if none fired)."""
+    if not stage.answer_name:
+        return stage.split.output_spec.build(values)
+    if exited:
+        step = next(s for s in stage.route.steps if s.exit is not None and s.exit.name == exited[0])
+        assert step.exit is not None
+        return values[step.exit.value]
+    return values[stage.answer_name]
+
+
+def _transfers(records: Sequence[HopRecord]) -> tuple[tuple[str, str, int], ...]:
+    """Every tensor transfer of a query's forwards, in the order they were made: (from, to, bytes) for the values
+    sent, then (to, from, bytes) for the reply (a zero-byte direction is left out)."""
+    out: list[tuple[str, str, int]] = []
+    for hop in sorted((r for r in records if r.kind == "forward"), key=lambda r: r.start_s):
+        if hop.payload_sent:
+            out.append((hop.device, hop.peer, hop.payload_sent))
+        if hop.payload_received:
+            out.append((hop.peer, hop.device, hop.payload_received))
+    return tuple(out)
 
 
 def _span(hop: HopRecord, wall_start: float, start_s: float) -> Span:

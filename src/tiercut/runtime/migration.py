@@ -108,6 +108,9 @@ class RuntimeStage:
         route: the steps of a query (program ids on server steps).
         extra_steps: step index -> how the client runs a route step that is not a partition of ``split``
             (a tiled stage's crop, tiles and stitch, :func:`tiercut.runtime.tiled.tiled_steps`).
+        answer_name: with early exits, the value the last active exit answers with ("" without exits:
+            the model's output is built from the route's result).
+        last_exit: with early exits, the last active exit's name.
     """
 
     index: int
@@ -118,13 +121,8 @@ class RuntimeStage:
     split: Any
     route: Route
     extra_steps: Mapping[int, Callable[[Mapping[str, Any]], Mapping[str, Any]]] = field(default_factory=dict)
-
-    def run_step_here(self, index: int, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Run route step ``index`` on the client (which holds the whole model)."""
-        extra = self.extra_steps.get(index)
-        if extra is not None:
-            return extra(inputs)
-        return self.split.partitions[index].run(inputs)
+    answer_name: str = ""
+    last_exit: str = ""
 
     @property
     def devices(self) -> list[str]:
@@ -149,6 +147,7 @@ class MigrationPlan:
         uploads: server -> its uploads in order.
         stages: the stages in plan order (stage 0 needs nothing).
         artifact_format: the program format of the bundles.
+        exit_positions: with early exits, exit name -> its position among the network's outputs.
     """
 
     model: str
@@ -158,6 +157,7 @@ class MigrationPlan:
     uploads: Mapping[str, tuple[UploadItem, ...]]
     stages: tuple[RuntimeStage, ...]
     artifact_format: str = DEFAULT_FORMAT
+    exit_positions: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def servers(self) -> list[str]:
@@ -313,6 +313,7 @@ def prepare_migration(
     progress: Progress | None = None,
     problem: Problem | None = None,
     tiled: Sequence[Any] = (),
+    exits: Any | None = None,
 ) -> MigrationPlan:
     """Build the uploads and stages of an upload plan for a captured model.
 
@@ -325,6 +326,10 @@ def prepare_migration(
     ``tiled``: the plan's tiled stages (:class:`tiercut.spatial.problem.TiledStage`, ``problem`` then a
     :class:`~tiercut.spatial.problem.SpatialProblem`): every stage that needs an upload to each of their
     devices runs them as parallel tiles (:func:`tiercut.runtime.tiled.tiled_steps`).
+    With ``exits`` (a :class:`~tiercut.exits.deploy.ExitDeployment`, the
+    captured model being its multi-exit network) every stage runs the exit
+    heads as partitions of their own and stops a query at the first exit
+    whose confidence rule fires.
 
     Steps: read the plan (:func:`_view`), check its partitions against the
     model, build each stage's split, programs and route
@@ -335,10 +340,10 @@ def prepare_migration(
     model = label or captured.graph.model or "model"
     _check_partitions(view, captured.graph, model)
     stages, stage_programs = _build_stages(
-        captured, view, artifact_format, problem, progress or (lambda _: None), tuple(tiled)
+        captured, view, artifact_format, problem, progress or (lambda _: None), exits, tuple(tiled)
     )
     if not any(stage.devices == [view.source] for stage in stages):
-        stages.append(_local_stage(captured, view.source, len(stages)))
+        stages.append(_local_stage(captured, view.source, len(stages), exits))
     node_tensors = _node_tensors(captured)
     plan_tag = hashlib.sha256(
         repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()
@@ -356,6 +361,7 @@ def prepare_migration(
         uploads=uploads,
         stages=tuple(stages),
         artifact_format=artifact_format,
+        exit_positions={} if exits is None else exits.positions,
     )
 
 
@@ -378,15 +384,42 @@ def _stage_placement(view: _PlanView, index: int, stage: Stage, graph: Any) -> t
     return placement, requires
 
 
+def _cut(captured: Any, placement: Mapping[str, str], source: str, exits: Any | None) -> tuple[Any, Any]:
+    """The stage's split and what its route needs of it: (split, exit split or None)."""
+    from tiercut.graph.split import split_by_placement
+
+    if exits is None:
+        return split_by_placement(captured, placement), None
+    cut = exits.split(captured, placement, source)
+    return cut.split, cut
+
+
+def _stage_route(split: Any, cut: Any, program_ids: Mapping[int, str | None], source: str,
+                 relays: Mapping[str, tuple[str, ...]]) -> tuple[Route, dict[str, str]]:
+    """The route of a stage's split (with exits: the exit split's order and checks) and the exit fields."""
+    order = range(len(split.partitions)) if cut is None else cut.order
+    steps = []
+    for i in order:
+        p = split.partitions[i]
+        check = None if cut is None else cut.checks.get(i)
+        steps.append(Step(p.index, p.device, program_ids.get(i), p.input_names, p.output_names, check))
+    if cut is None:
+        return Route(tuple(steps), tuple(split.output_spec.value_names()), source, relays), {}
+    return (Route(tuple(steps), (cut.answer_name,), source, relays),
+            {"answer_name": cut.answer_name, "last_exit": cut.last_exit})
+
+
 def _build_stages(
-    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress, tiled: tuple[Any, ...] = ()
+    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress, exits: Any | None = None,
+    tiled: tuple[Any, ...] = (),
 ) -> tuple[list[RuntimeStage], list[dict[str, list[BuiltProgram]]]]:
     """Every stage's split, route and the programs its server steps run (each exported once, shared by stages)."""
-    from tiercut.graph.split import split_by_placement
     from tiercut.profile.measure import record_fx_values
 
     if tiled and problem is None:
         raise TiercutError("tiled stages need the plan's problem (its spatial stacks); pass problem=")
+    if tiled and exits is not None:
+        raise TiercutError("a plan with tiled stages runs without early exits; give one or the other")
     stacks = {}
     if tiled:
         from tiercut.runtime.tiled import runtime_stack
@@ -400,18 +433,17 @@ def _build_stages(
     for index, stage in enumerate(view.stages):
         placement, requires = _stage_placement(view, index, stage, captured.graph)
         here = [i for i, t in enumerate(tiled) if all(requires.get(d, 0) > 0 for d in [t.home, *t.devices] if d != view.source)]
-        cut = dict(placement)
+        cut_placement = dict(placement)
         for i in here:  # each tiled stack its own partition (a device name no placement uses)
-            cut.update({name: f"{tiled[i].home}~tiles{i}" for name in stacks[i].names})
-        key = tuple(sorted(cut.items()))
+            cut_placement.update({name: f"{tiled[i].home}~tiles{i}" for name in stacks[i].names})
+        key = tuple(sorted(cut_placement.items()))
         if key not in splits:
             note(f"stage {index}: splitting the model")
-            splits[key] = split_by_placement(captured, cut)
-        split = splits[key]
+            splits[key] = _cut(captured, cut_placement, view.source, exits)
+        split, cut = splits[key]
         built: dict[str, list[BuiltProgram]] = {}
-        steps: list[Step] = []
-        extra: dict[int, Any] = {}
-        groups: list[tuple[int, int]] = []
+        program_ids: dict[int, str | None] = {}
+        tiled_runs: dict[int, Any] = {}
         next_index = len(split.partitions)  # route steps beyond the split's partitions
         for partition in split.partitions:
             if "~tiles" in partition.device:
@@ -424,13 +456,13 @@ def _build_stages(
                     first_index=next_index, artifact_format=artifact_format,
                 )  # fmt: skip
                 next_index += len(run.steps)
-                groups.append((len(steps) + run.group[0], len(steps) + run.group[1]))
-                steps.extend(run.steps)
-                extra.update(run.local)
+                tiled_runs[partition.index] = run
                 for device, programs_of in run.programs.items():
                     built.setdefault(device, []).extend(programs_of)
                 continue
             program_id = None
+            if cut is not None and partition.index not in cut.order:
+                continue  # an inactive exit's nodes: no query runs them
             if partition.device != view.source:
                 program_key = (partition.device, partition.nodes, partition.input_names, partition.output_names, artifact_format)
                 if program_key not in programs:
@@ -440,29 +472,42 @@ def _build_stages(
                 program = programs[program_key]
                 built.setdefault(partition.device, []).append(program)
                 program_id = program.program.manifest.program_id
-            steps.append(Step(partition.index, partition.device, program_id, partition.input_names, partition.output_names))
+            program_ids[partition.index] = program_id
         for server in built:
             if requires.get(server, 0) == 0:
                 raise TiercutError(
                     f"stage {index} runs partitions on {server!r} before any upload to it is confirmed; the plan must "
                     "say how many uploads each stage needs ('arrived')"
                 )
-        relays = route_relays(problem, placement, [view.source, *(s.device for s in steps)])
-        route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays, tuple(groups))
-        stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, extra))
+        if tiled_runs:
+            steps: list[Step] = []
+            groups: list[tuple[int, int]] = []
+            extra: dict[int, Any] = {}
+            for p in split.partitions:
+                run = tiled_runs.get(p.index)
+                if run is None:
+                    steps.append(Step(p.index, p.device, program_ids.get(p.index), p.input_names, p.output_names))
+                    continue
+                groups.append((len(steps) + run.group[0], len(steps) + run.group[1]))
+                steps.extend(run.steps)
+                extra.update(run.local)
+            relays = route_relays(problem, placement, [view.source, *(s.device for s in steps)])
+            route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays, tuple(groups))
+            stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, extra))
+        else:
+            relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
+            route, exit_fields = _stage_route(split, cut, program_ids, view.source, relays)
+            stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, **exit_fields))
         stage_programs.append(built)
     return stages, stage_programs
 
 
-def _local_stage(captured: Any, source: str, index: int) -> RuntimeStage:
+def _local_stage(captured: Any, source: str, index: int, exits: Any | None = None) -> RuntimeStage:
     """The all-local stage (every node on the source), for a plan that lacks one."""
-    from tiercut.graph.split import split_by_placement
-
     placement = {node.name: source for node in captured.graph.nodes}
-    split = split_by_placement(captured, placement)
-    steps = [Step(p.index, p.device, None, p.input_names, p.output_names) for p in split.partitions]
-    route = Route(tuple(steps), tuple(split.output_spec.value_names()), source)
-    return RuntimeStage(index, 0.0, math.inf, placement, {}, split, route)
+    split, cut = _cut(captured, placement, source, exits)
+    route, exit_fields = _stage_route(split, cut, {}, source, {})
+    return RuntimeStage(index, 0.0, math.inf, placement, {}, split, route, **exit_fields)
 
 
 def _server_uploads(

@@ -20,6 +20,15 @@ devices that called it (the client first):
 
 Only values a later step or the model's output reads are kept or sent.
 
+Early exits (:class:`ExitCheck`): a step may carry an exit check, naming the
+value its exit head produced (logits), a confidence rule from a fixed set
+(:data:`EXIT_RULES`, BranchyNet's entropy or the max softmax) and a
+threshold. The device that ran the step evaluates the rule right after it;
+when it fires the query ends there: every other value is dropped, nothing is
+forwarded further, and the exit's answer returns along the chain of calls
+(``ForwardResult.exit`` names the exit; the position is the route's end).
+The check is data: a rule *name* the process looks up in its own table.
+
 A route arrives from the network: :meth:`Route.from_dict` bounds its steps
 (:data:`MAX_ROUTE_STEPS`), its value names (:data:`MAX_ROUTE_NAMES` in all,
 each at most :data:`MAX_NAME_CHARS` characters), and everything done with it
@@ -54,6 +63,8 @@ from tiercut.errors import TiercutError
 MAX_ROUTE_STEPS = 4096
 MAX_ROUTE_NAMES = 65536
 MAX_NAME_CHARS = 256
+#: confidence rules an exit check may name (tiercut.exits.confidence evaluates them; nothing else is accepted)
+EXIT_RULES = ("entropy", "max_softmax")
 #: at most this many relays on one forward, and relay entries in one route (bounds what a message can ask)
 MAX_RELAYS = 8
 MAX_RELAY_PAIRS = 256
@@ -73,6 +84,59 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class ExitCheck:
+    """An early exit evaluated right after a step, on the device that ran it.
+
+    Attributes:
+        name: the exit's name (``exit1``...).
+        value: the step's output holding the exit head's logits (batch x classes).
+        rule: ``entropy`` (exits when the softmax entropy in nats < threshold) or ``max_softmax``
+            (exits when the largest softmax probability >= threshold).
+        threshold: the rule's threshold.
+    """
+
+    name: str
+    value: str
+    rule: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        import math
+
+        if self.rule not in EXIT_RULES:
+            raise RouteError(f"exit check rule {self.rule!r:.40} is not one of {', '.join(EXIT_RULES)}")
+        if not isinstance(self.threshold, float) or not math.isfinite(self.threshold):
+            raise RouteError("exit check threshold is not a finite number")
+        for what, text in (("name", self.name), ("value", self.value)):
+            if not isinstance(text, str) or not 0 < len(text) <= MAX_NAME_CHARS:
+                raise RouteError(f"exit check {what} is not a string of 1..{MAX_NAME_CHARS} characters")
+
+    def fires(self, logits: Any) -> bool:
+        """Whether the exit lets the query out: every row of ``logits`` (a 2-D float tensor) is confident."""
+        import torch
+
+        from tiercut.exits.confidence import fires, scores_from_logits
+
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point() or logits.numel() == 0:
+            shown = f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise RouteError(f"exit {self.name!r} reads {self.value!r}, {shown}, not a 2-D float tensor of logits")
+        entropy, max_prob = scores_from_logits(logits.detach().cpu())
+        return bool(fires(entropy if self.rule == "entropy" else max_prob, self.rule, self.threshold).all())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "rule": self.rule, "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExitCheck:
+        if not isinstance(data, Mapping):
+            raise RouteError("exit check is not a mapping")
+        threshold = data.get("threshold")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise RouteError("exit check threshold is not a number")
+        return cls(data.get("name"), data.get("value"), data.get("rule"), float(threshold))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Step:
     """One partition of a query's route.
 
@@ -82,6 +146,7 @@ class Step:
         program_id: the program a worker runs (None for the client's own steps).
         input_names: values it reads.
         output_names: values it produces.
+        exit: the early exit evaluated after it (None: none); its value is one of ``output_names``.
     """
 
     index: int
@@ -89,15 +154,23 @@ class Step:
     program_id: str | None
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    exit: ExitCheck | None = None
+
+    def __post_init__(self) -> None:
+        if self.exit is not None and self.exit.value not in self.output_names:
+            raise RouteError(f"exit {self.exit.name!r} reads {self.exit.value!r}, which its step does not produce")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "index": self.index,
             "device": self.device,
             "program_id": self.program_id,
             "input_names": list(self.input_names),
             "output_names": list(self.output_names),
         }
+        if self.exit is not None:
+            data["exit"] = self.exit.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Step:
@@ -116,6 +189,7 @@ class Step:
                 program_id=program_id,
                 input_names=_names(data["input_names"], "step inputs"),
                 output_names=_names(data["output_names"], "step outputs"),
+                exit=None if data.get("exit") is None else ExitCheck.from_dict(data["exit"]),
             )
         except (KeyError, TypeError, ValueError):
             raise RouteError("a route step lacks a field or holds a wrong type") from None
@@ -214,6 +288,13 @@ class Route:
     def devices(self) -> list[str]:
         return list(dict.fromkeys(step.device for step in self.steps))
 
+    def exit_step(self, name: str, start: int, end: int) -> Step | None:
+        """The step of ``start..end-1`` whose exit is ``name`` (None if none)."""
+        for step in self.steps[start:end]:
+            if step.exit is not None and step.exit.name == name:
+                return step
+        return None
+
     def next_hop(self, me: str, target: str) -> tuple[str, list[str]]:
         """Where ``me`` sends a forward meant for ``target``: (the device to call, the rest of the path after it)."""
         path = self.relays.get(f"{me}>{target}", ())
@@ -287,6 +368,7 @@ class HopRecord:
         compute_s: seconds of the partition's execution (run).
         peer: the device forwarded to (forward).
         bytes_sent, bytes_received: frame bytes of the forward and its reply.
+        payload_sent, payload_received: the tensor bytes among them (what the cost model counts as ``out(u)``).
     """
 
     kind: str
@@ -298,6 +380,8 @@ class HopRecord:
     peer: str = ""
     bytes_sent: int = 0
     bytes_received: int = 0
+    payload_sent: int = 0
+    payload_received: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -310,6 +394,8 @@ class HopRecord:
             "peer": self.peer,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            "payload_sent": self.payload_sent,
+            "payload_received": self.payload_received,
         }
 
     @classmethod
@@ -324,16 +410,22 @@ class HopRecord:
             peer=str(data.get("peer", "")),
             bytes_sent=int(data.get("bytes_sent", 0)),
             bytes_received=int(data.get("bytes_received", 0)),
+            payload_sent=int(data.get("payload_sent", 0)),
+            payload_received=int(data.get("payload_received", 0)),
         )
 
 
 @dataclass(frozen=True)
 class ForwardResult:
-    """What a forward returns: the values asked for, the position reached, and the callee's records."""
+    """What a forward returns: the values asked for, the position reached, and the callee's records.
+
+    ``exit`` names the early exit the query left at below (then ``values`` holds only its answer).
+    """
 
     values: Mapping[str, Any]
     position: int
     records: Sequence[HopRecord] = ()
+    exit: str = ""
 
 
 RunStep = Callable[[Step, Mapping[str, Any]], Awaitable[tuple[Mapping[str, Any], float]]]
@@ -421,6 +513,7 @@ async def run_route(
     run_step: RunStep,
     forward: Forward,
     records: list[HopRecord],
+    exited: list[str] | None = None,
 ) -> int:
     """Follow ``route`` from ``position`` as device ``me`` called by ``chain``; returns the position reached.
 
@@ -428,8 +521,18 @@ async def run_route(
     pruned to what is still needed). ``run_step(step, inputs)`` runs one of
     ``me``'s steps and returns ``(outputs, compute_s)``;
     ``forward(device, position, values, wanted, chain)`` sends a span to
-    another device.
+    another device. When an early exit fires (here or below), ``values``
+    keeps only its answer, its name is appended to ``exited`` and the route's
+    end is returned: nothing further runs or is sent.
     """
+
+    def leave(name: str, answer: str) -> int:
+        kept = values[answer]
+        values.clear()
+        values[answer] = kept
+        if exited is not None:
+            exited.append(name)
+        return len(route)
 
     stop = set(chain)
     if me in stop:
@@ -450,11 +553,35 @@ async def run_route(
         elif step.device == me:
             values.update(await _run_own(step, me, values, run_step, records))
             position += 1
+            if step.exit is not None and step.exit.fires(values.get(step.exit.value)):
+                return leave(step.exit.name, step.exit.value)
         elif step.device in stop:
             break
         else:
             end = route.span_end(position, stop | {me})
-            result = await _forward_span(route, step.device, position, end, values, forward, [*chain, me])
+            needed = route.needed(position, end)
+            missing = [n for n in needed if n not in values]
+            if missing:
+                raise RouteError(f"device {me!r} must send {missing[0]!r} to {step.device!r} but does not hold it")
+            wanted = [n for n in route.produced(position, end) if route.is_live(n, end)]
+            result = await forward(step.device, position, {n: values[n] for n in needed}, wanted, [*chain, me])
+            if result.exit:
+                check = route.exit_step(result.exit, position, end)
+                if check is None or check.exit is None or result.position != len(route):
+                    raise RouteError(f"device {step.device!r} reports exit {result.exit[:40]!r}, which is not on its span")
+                if check.exit.value not in result.values:
+                    raise RouteError(f"device {step.device!r} left at exit {result.exit!r} without its answer")
+                values[check.exit.value] = result.values[check.exit.value]
+                records.extend(result.records)
+                return leave(result.exit, check.exit.value)
+            if result.position != end:
+                raise RouteError(
+                    f"device {step.device!r} stopped at partition position {result.position}, expected {end}; "
+                    "the devices disagree about the route"
+                )
+            absent = [n for n in wanted if n not in result.values]
+            if absent:
+                raise RouteError(f"device {step.device!r} did not return {absent[0]!r}")
             values.update(result.values)
             records.extend(result.records)
             position = end
@@ -466,4 +593,4 @@ async def run_route(
     return position
 
 
-__all__ = ["MAX_RELAYS", "ForwardResult", "HopRecord", "Route", "RouteError", "Step", "run_route"]
+__all__ = ["EXIT_RULES", "MAX_RELAYS", "ExitCheck", "ForwardResult", "HopRecord", "Route", "RouteError", "Step", "run_route"]

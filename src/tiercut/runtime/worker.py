@@ -58,7 +58,7 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.runtime.artifact import DEFAULT_MAX_RUN_BYTES, ArtifactError, PartitionBundle, RunControl, sha256_hex
-from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks, encode_chunks
+from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks, encode_chunks, value_nbytes
 from tiercut.runtime.health import WorkerHealth
 from tiercut.runtime.interpreter import RunStoppedError
 from tiercut.runtime.links import LinkTable, shaped
@@ -906,17 +906,22 @@ class Worker:
                     peer=device,
                     bytes_sent=reply.bytes_sent,
                     bytes_received=reply.bytes_received,
+                    payload_sent=sum(value_nbytes(v) for v in values.values()),
+                    payload_received=sum(value_nbytes(v) for v in reply.frame.values.values()),
                 )
             )
-            return ForwardResult(reply.frame.values, int(reply.frame.meta.get("position", -1)), records)
+            exit_name = reply.frame.meta.get("exit", "")
+            return ForwardResult(reply.frame.values, int(reply.frame.meta.get("position", -1)), records,
+                                 exit=exit_name if isinstance(exit_name, str) else "")
 
         async def run_step(step: Step, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
             return await self._run_step(step, inputs, control)
 
         values = dict(frame.values)
         records: list[HopRecord] = []
+        exited: list[str] = []
         try:
-            end = await run_route(route, config.device, chain, position, values, run_step, forward, records)
+            end = await run_route(route, config.device, chain, position, values, run_step, forward, records, exited)
         except UnknownPartitionError as exc:
             self._count("queries_unknown")
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
@@ -930,14 +935,17 @@ class Worker:
             await context.abort(code, str(exc))
         except (ArtifactError, RouteError, CodecError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        missing = [n for n in wanted if n not in values]
-        if missing:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the route does not produce {missing[0][:80]!r} here")
-        reply_chunks = encode_chunks(
-            {"position": end, "records": [r.to_dict() for r in records], "device": config.device},
-            {n: values[n] for n in wanted},
-            chunk_bytes=config.chunk_bytes,
-        )
+        reply_meta: dict[str, Any] = {"position": end, "records": [r.to_dict() for r in records], "device": config.device}
+        if exited:  # an early exit fired here or below: only its answer goes back (values holds just that)
+            self._count("queries_exited")
+            reply_meta["exit"] = exited[0]
+            reply_values = dict(values)
+        else:
+            missing = [n for n in wanted if n not in values]
+            if missing:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the route does not produce {missing[0][:80]!r} here")
+            reply_values = {n: values[n] for n in wanted}
+        reply_chunks = encode_chunks(reply_meta, reply_values, chunk_bytes=config.chunk_bytes)
         self._count("queries_ok")
         return reply_chunks, (config.links.shaper(sender) if config.links is not None and sender else None)
 
