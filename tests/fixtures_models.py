@@ -35,6 +35,30 @@ class LoopsOverBatch(nn.Module):
         return torch.stack(rows)
 
 
+class MLPBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class LoopThenBlock(nn.Module):
+    """fx cannot iterate over a traced size (torch.export can); then a block to keep whole with --leaf-module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.block = MLPBlock()
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.stack([self.fc(x[i]) for i in range(x.shape[0])])
+        return self.head(torch.relu(self.block(rows)))
+
+
 class DataDependent(nn.Module):
     def __init__(self) -> None:
         super().__init__()

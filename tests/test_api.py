@@ -173,9 +173,9 @@ def test_the_cli_and_the_api_give_identical_plans(lab, capsys):
 
     common = ["--input-shape", "1,3,8,8", "--env", str(lab["env"]), "--compute-table", str(lab["table"]),
               "--objective", "energy_source", "--latency-budget", "1.0"]
-    assert main(["plan", MODEL, "--algorithm", "ilp", *common, "--json"]) == 0
+    assert main(["plan", MODEL, "--allow-code", "--algorithm", "ilp", *common, "--json"]) == 0
     cli_plan = json.loads(capsys.readouterr().out)
-    assert main(["compare", MODEL, "--algorithm", "mincut,dp,greedy", *common, "--json"]) == 0
+    assert main(["compare", MODEL, "--allow-code", "--algorithm", "mincut,dp,greedy", *common, "--json"]) == 0
     cli_compare = json.loads(capsys.readouterr().out)
 
     problem = tiercut.problem(MODEL, lab["env"], input_shape=SHAPE, compute_s=lab["table"], objective="energy_source",

@@ -31,13 +31,14 @@ def test_every_subcommand_has_complete_help(name, capsys):
 
 
 def test_graph_table_prints_totals(capsys):
-    assert main(["graph", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8"]) == 0
+    assert main(["graph", "fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8"]) == 0
     out = capsys.readouterr().out
     assert "total:" in out and "parameters" in out and "conv2d" in out
 
 
 def test_graph_json_round_trips(capsys):
-    assert main(["graph", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--granularity", "block", "--json"]) == 0
+    argv = ["graph", "fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8", "--granularity", "block"]
+    assert main([*argv, "--json"]) == 0
     graph = LayerGraph.from_dict(json.loads(capsys.readouterr().out))
     assert graph.granularity == "block" and graph.total_param_count > 0
 

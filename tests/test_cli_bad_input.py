@@ -18,7 +18,7 @@ from tiercut.cli import main
 from tiercut.cli.checks import write_output
 from tiercut.errors import TiercutError
 
-TINY = ["fixtures_models:tiny_net", "--input-shape", "1,3,8,8"]
+TINY = ["fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8"]
 #: a model spec that fails if anything tries to build it: an error naming it means the options were checked too late
 UNTOUCHABLE = "no_such_package.module:factory"
 
@@ -45,13 +45,13 @@ def _fails(argv: list[str], capsys, message: str) -> str:
     ],
 )
 def test_model_specs_that_are_not_models_are_one_line_errors(spec, message, capsys):
-    _fails(["graph", spec, "--input-shape", "1,3,8,8"], capsys, message)
+    _fails(["graph", spec, "--allow-code", "--input-shape", "1,3,8,8"], capsys, message)
 
 
 def test_a_module_that_exits_while_imported_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     (tmp_path / "exits_on_import.py").write_text("raise SystemExit(0)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    _fails(["graph", "exits_on_import:factory", "--input-shape", "1,3"], capsys, "raised SystemExit")
+    _fails(["graph", "exits_on_import:factory", "--allow-code", "--input-shape", "1,3"], capsys, "raised SystemExit")
 
 
 @pytest.mark.parametrize(
@@ -67,8 +67,8 @@ def test_a_module_that_exits_while_imported_is_a_one_line_error(tmp_path, monkey
     ],
 )
 def test_input_shapes_that_cannot_be_allocated_are_refused_before_any_model_work(shape, message, capsys):
-    for command in (["graph", UNTOUCHABLE], ["profile", UNTOUCHABLE], ["plan", UNTOUCHABLE]):
-        _fails([*command, "--input-shape", shape], capsys, message)
+    for command in ("graph", "profile", "plan"):
+        _fails([command, UNTOUCHABLE, "--allow-code", "--input-shape", shape], capsys, message)
 
 
 # ----------------------------------------------------------------- options checked before any model work
@@ -86,16 +86,17 @@ def test_input_shapes_that_cannot_be_allocated_are_refused_before_any_model_work
     ],
 )
 def test_run_options_are_checked_before_any_model_work(option, value, message, capsys):
-    _fails(["run", UNTOUCHABLE, option, value], capsys, message)
+    _fails(["run", UNTOUCHABLE, "--allow-code", option, value], capsys, message)
 
 
 @pytest.mark.parametrize("budget", ["--latency-budget", "--energy-budget", "--cost-budget"])
 def test_nan_budgets_are_refused_before_any_model_work(budget, capsys):
-    _fails(["plan", UNTOUCHABLE, budget, "nan"], capsys, f"{budget} nan is not a finite number")
+    _fails(["plan", UNTOUCHABLE, "--allow-code", budget, "nan"], capsys, f"{budget} nan is not a finite number")
 
 
 def test_a_token_to_a_remote_worker_without_tls_is_refused(capsys):
-    _fails(["run", UNTOUCHABLE, "--workers", "edge=10.1.2.3:50051", "--token", "t"], capsys, "would travel in clear")
+    argv = ["run", UNTOUCHABLE, "--allow-code", "--workers", "edge=10.1.2.3:50051", "--token", "t"]
+    _fails(argv, capsys, "would travel in clear")
     _fails(["serve", "--device", "edge", "--listen", "0.0.0.0:0", "--token", "t"], capsys, "receive its token in clear")
 
 
@@ -117,7 +118,7 @@ def test_unreadable_tls_files_are_one_line_errors(pem_files, which, message, cap
     path = str(pem_files[which])
     tls = ["--tls-cert", path, "--tls-key", path, "--tls-ca", path]
     _fails(["serve", "--device", "edge", "--listen", "127.0.0.1:0", *tls], capsys, message)
-    _fails(["run", UNTOUCHABLE, "--workers", "edge=127.0.0.1:1", *tls], capsys, message)
+    _fails(["run", UNTOUCHABLE, "--allow-code", "--workers", "edge=127.0.0.1:1", *tls], capsys, message)
 
 
 # ----------------------------------------------------------------- binary and hostile data files
@@ -227,10 +228,10 @@ def outputs(tmp_path: Path) -> dict[str, Path]:
 
 def _output_commands(path: Path) -> list[list[str]]:
     return [
-        ["profile", UNTOUCHABLE, "--out", str(path)],
+        ["profile", UNTOUCHABLE, "--allow-code", "--out", str(path)],
         ["deploy", "k8s", "--env", "three-tier", "--out", str(path)],
-        ["run", UNTOUCHABLE, "--plot", str(path)],
-        ["upload", UNTOUCHABLE, "--plot", str(path)],
+        ["run", UNTOUCHABLE, "--allow-code", "--plot", str(path)],
+        ["upload", UNTOUCHABLE, "--allow-code", "--plot", str(path)],
         ["report", "no-such-result.json", "--out", str(path)],
     ]
 

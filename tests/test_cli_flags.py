@@ -46,7 +46,7 @@ def lab(tmp_path: Path) -> dict[str, Path]:
 
 
 def _common(lab):
-    return [MODEL, "--input-shape", "1,3,8,8", "--env", str(lab["env"]), "--compute-table", str(lab["table"])]
+    return [MODEL, "--allow-code", "--input-shape", "1,3,8,8", "--env", str(lab["env"]), "--compute-table", str(lab["table"])]
 
 
 # ---------------------------------------------------------------- one flag per concept
@@ -100,17 +100,17 @@ def test_upload_old_spellings(lab, capsys):
 
 
 def test_run_old_spellings_are_checked_before_any_work(capsys):
-    assert main(["run", MODEL, "--upload", "teleport"]) == 2
+    assert main(["run", MODEL, "--allow-code", "--upload", "teleport"]) == 2
     err = capsys.readouterr().err
     assert "--upload is deprecated; use --upload-algorithm" in err and "upload planner 'teleport' is not known" in err
-    assert main(["run", MODEL, "--offloading", "magic"]) == 2
+    assert main(["run", MODEL, "--allow-code", "--offloading", "magic"]) == 2
     assert "planner 'magic' is not known" in capsys.readouterr().err
-    assert main(["run", MODEL, "--upload-algorithm", "ionn", "--upload", "direct"]) == 2
+    assert main(["run", MODEL, "--allow-code", "--upload-algorithm", "ionn", "--upload", "direct"]) == 2
     assert "give --upload-algorithm only" in capsys.readouterr().err
 
 
 def test_profile_and_deploy_old_spellings(tmp_path, capsys):
-    assert main(["profile", MODEL, "--threads", "0"]) == 2
+    assert main(["profile", MODEL, "--allow-code", "--threads", "0"]) == 2
     err = capsys.readouterr().err
     assert "--threads is deprecated; use --torch-threads" in err and "--torch-threads 0 is not positive" in err
     out = tmp_path / "k8s.yaml"
@@ -211,6 +211,6 @@ def test_a_command_reports_progress_on_every_slow_step(lab, monkeypatch, capsys)
     from tiercut.cli import plan_cmd
 
     monkeypatch.setattr(plan_cmd, "progress_for", lambda quiet: Recorder())
-    assert main(["plan", MODEL, "--input-shape", "1,3,8,8", "--env", str(lab["env"]), "--algorithm", "ilp"]) == 0
+    assert main(["plan", MODEL, "--allow-code", "--input-shape", "1,3,8,8", "--env", str(lab["env"]), "--algorithm", "ilp"]) == 0
     capsys.readouterr()
     assert [s.split()[0] for s in steps] == ["tracing", "predicting", "planning"], steps

@@ -125,10 +125,10 @@ def test_models_without_a_file_are_not_cached(traces):
 
 def test_cli_commands_share_the_cache_and_no_cache_bypasses_it(traces, capsys):
     args = ["--input", "ids:int64:1x8", "--input", "mask:bool:1x8"]
-    assert main(["graph", SPEC, *args, "--json"]) == 0
-    assert main(["plan", SPEC, *args, "--algorithm", "local", "--json"]) == 0
+    assert main(["graph", SPEC, "--allow-code", *args, "--json"]) == 0
+    assert main(["plan", SPEC, "--allow-code", *args, "--algorithm", "local", "--json"]) == 0
     assert len(traces) == 1
-    assert main(["graph", SPEC, *args, "--no-cache", "--json"]) == 0
+    assert main(["graph", SPEC, "--allow-code", *args, "--no-cache", "--json"]) == 0
     assert len(traces) == 2
     capsys.readouterr()
 

@@ -85,6 +85,71 @@ def test_a_file_factory_is_not_run_without_allow_code(tmp_path, capsys):
     assert main(["graph", f"{path}:make", "--input-shape", "1,6", "--allow-code"]) == 0 and marker.exists()
 
 
+@pytest.mark.parametrize("command", ["graph", "plan", "profile", "run", "upload"])
+def test_a_module_factory_is_not_imported_without_allow_code(tmp_path, monkeypatch, capsys, command):
+    """package.module:factory imports user code like file.py:factory does: the same --allow-code rule."""
+    marker = tmp_path / "ran"
+    (tmp_path / "user_models_on_path.py").write_text(f"open({str(marker)!r}, 'w').close()\n" + MODEL_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    err = _fails([command, "user_models_on_path:make", "--input-shape", "1,6"], capsys, "pass --allow-code")
+    assert "imports and runs the Python module user_models_on_path" in err
+    assert not marker.exists()
+
+
+def test_with_allow_code_a_module_factory_runs(tmp_path, monkeypatch):
+    (tmp_path / "user_models_allowed.py").write_text(MODEL_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["graph", "user_models_allowed:make", "--input-shape", "1,6", "--allow-code", "--json"]) == 0
+
+
+@pytest.mark.parametrize(
+    "spec, user_code",
+    [
+        ("resnet18", False),
+        ("torchvision.models:vgg19", False),
+        ("tiercut.exits.models:digits_cnn", False),
+        ("model.onnx", False),
+        ("graph.json", False),
+        ("mypkg.models:make", True),
+        ("models.py:make", True),
+        ("tiercut_fork.models:make", True),  # only tiercut's own package, not a look-alike
+        ("torchvision.io:decode", True),  # torchvision's model factories only
+    ],
+)
+def test_which_model_specs_import_user_code(spec, user_code):
+    from tiercut.graph.model_spec import check_code_allowed, imports_user_code
+
+    assert imports_user_code(spec) is user_code
+    check_code_allowed(spec, allow_code=True)
+    if user_code:
+        with pytest.raises(TiercutError, match="--allow-code"):
+            check_code_allowed(spec, allow_code=False)
+    else:
+        check_code_allowed(spec, allow_code=False)
+
+
+def test_a_data_file_may_name_torchvision_and_tiercut_factories_without_allow_code():
+    from tiercut.graph import data_model_spec
+
+    assert data_model_spec("torchvision.models:vgg19", where="users.yaml") == "torchvision.models:vgg19"
+    with pytest.raises(TiercutError, match="--allow-code"):
+        data_model_spec("mypkg.models:make", where="users.yaml")
+
+
+def test_a_users_file_naming_user_code_needs_allow_code(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    marker = tmp_path / "ran"
+    (tmp_path / "user_models_in_users.py").write_text(f"open({str(marker)!r}, 'w').close()\n" + MODEL_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    users = tmp_path / "users.yaml"
+    users.write_text(yaml.safe_dump({"users": [
+        {"name": "ann", "device": "phone", "model": "user_models_in_users:make", "input_shape": [1, 6]},
+    ]}))
+    err = _fails(["plan", "--users", str(users), "--algorithm", "greedy"], capsys, "pass --allow-code")
+    assert "user_models_in_users" in err and not marker.exists()
+
+
 @pytest.mark.parametrize(
     "suffix, message",
     [
@@ -162,10 +227,40 @@ def test_a_leaf_module_makes_a_data_dependent_model_capturable():
     ],
 )
 def test_module_type_mistakes_are_one_line_errors(args, message, capsys):
-    _fails(["graph", "fixtures_models:tiny_transformer_with_inputs", *args], capsys, message)
+    _fails(["graph", "fixtures_models:tiny_transformer_with_inputs", "--allow-code", *args], capsys, message)
 
 
 def test_leaf_module_on_the_command_line(capsys):
-    code = main(["graph", "fixtures_models:tiny_transformer_with_inputs", "--leaf-module", "nn.TransformerEncoder", "--json"])
+    spec = "fixtures_models:tiny_transformer_with_inputs"
+    code = main(["graph", spec, "--allow-code", "--leaf-module", "nn.TransformerEncoder", "--json"])
     out = capsys.readouterr().out
     assert code == 0 and '"op": "transformerencoder"' in out
+
+
+def test_leaf_module_holds_when_capture_falls_back_to_torch_export():
+    """fx cannot trace LoopThenBlock; torch.export opens every module, and --leaf-module MLPBlock merges it back."""
+    opened = capture_model("fixtures_models:LoopThenBlock", (2, 6))
+    kept = capture_model("fixtures_models:LoopThenBlock", (2, 6), module_types=ModuleTypes(leaf=("MLPBlock",)))
+    assert opened.method == kept.method == "export"
+    assert "mlpblock" not in [n.op for n in opened.graph.nodes]
+    (block,) = [n for n in kept.graph.nodes if n.op == "mlpblock"]
+    assert block.name == "block" and block.param_count == 6 * 8 + 8 + 8 * 6 + 6  # fc1 and fc2, all of it
+    assert len(kept.graph) < len(opened.graph) and kept.graph.granularity == "module"
+    assert kept.graph.total_flops == opened.graph.total_flops
+    assert sum(n.param_count for n in kept.graph.nodes) == sum(n.param_count for n in opened.graph.nodes)
+    # the kept block is one node a plan can place, and the split still equals the model
+    placement = {n.name: ("edge" if n.name == "block" else "end") for n in kept.graph.nodes}
+    split = split_by_placement(kept, placement)
+    assert [p.device for p in split.partitions] == ["end", "edge", "end"]
+    x = torch.randn(2, 6)
+    with torch.no_grad():
+        assert torch.equal(split.run(x), kept.graph_module(x))
+
+
+def test_leaf_module_on_the_command_line_holds_with_the_export_fallback(capsys):
+    import json
+
+    argv = ["graph", "fixtures_models:LoopThenBlock", "--allow-code", "--input-shape", "2,6", "--no-cache", "--json"]
+    assert main([*argv, "--leaf-module", "MLPBlock"]) == 0
+    ops = [n["op"] for n in json.loads(capsys.readouterr().out)["nodes"]]
+    assert ops.count("mlpblock") == 1 and ops.count("relu") == 1  # the block's relu is inside it, the head's is not

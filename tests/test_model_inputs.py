@@ -157,7 +157,7 @@ def test_multi_input_models_split_run_equals_the_whole_model(spec):
 def test_plan_of_a_multi_input_model_places_every_input_on_the_source(capsys):
     from tiercut.cli import main
 
-    code = main(["plan", "fixtures_models:tiny_transformer", *INPUT_ARGS,
+    code = main(["plan", "fixtures_models:tiny_transformer", "--allow-code", *INPUT_ARGS,
                  "--env", "three-tier", "--algorithm", "mincut", "--json"])
     out = capsys.readouterr().out
     assert code == 0
@@ -171,7 +171,8 @@ def test_plan_of_a_multi_input_model_places_every_input_on_the_source(capsys):
 def test_cli_input_errors_are_one_line(capsys):
     from tiercut.cli import main
 
-    code = main(["graph", "fixtures_models:tiny_transformer", "--input", "ids:int64:1x12", "--input-shape", "1,12"])
+    argv = ["graph", "fixtures_models:tiny_transformer", "--allow-code", "--input", "ids:int64:1x12", "--input-shape", "1,12"]
+    code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and "--input only" in err and len(err.strip().splitlines()) == 1
 
@@ -206,7 +207,7 @@ def test_token_ids_and_mask_run_split_on_local_workers(tmp_path, capsys):
     plan = _transformer_upload_plan(tmp_path)
     torch.set_num_threads(1)
     code = main([
-        "run", "fixtures_models:tiny_transformer_with_inputs", "--env", "three-tier", "--upload-plan", str(plan),
+        "run", "fixtures_models:tiny_transformer_with_inputs", "--allow-code", "--env", "three-tier", "--upload-plan", str(plan),
         "--queries", "10", "--rate", "1", "--verify", "--json", "--keep-uploading-s", "60", "--no-emulate-links",
     ])
     out, err = capsys.readouterr()

@@ -8,7 +8,7 @@ import pytest
 
 from tiercut.cli import main
 
-TINY = ["fixtures_models:tiny_net", "--input-shape", "1,3,8,8"]
+TINY = ["fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8"]
 
 
 def _json(argv, capsys):

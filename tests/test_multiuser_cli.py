@@ -16,6 +16,7 @@ from tiercut.plan.multiuser import response_problem
 from tiercut.problem import MultiPlan, MultiUserProblem
 
 MODEL = "fixtures_models:tiny_net"
+USER_CODE = (MODEL, "--allow-code")  # a factory of the tests' own code needs --allow-code
 MULTI = [name for name, cls in PLANNERS.items() if cls.multi_user]
 
 
@@ -38,7 +39,7 @@ def lab(tmp_path: Path) -> dict[str, Path]:
 
 def _plan_json(lab, capsys, *extra: str) -> dict:
     # MODEL is the model of bo, who names none in the users file
-    assert main(["plan", MODEL, "--users", str(lab["users"]), "--env", str(lab["env"]), *extra, "--json"]) == 0
+    assert main(["plan", *USER_CODE, "--users", str(lab["users"]), "--env", str(lab["env"]), *extra, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -58,14 +59,14 @@ def test_plan_users_prints_a_multi_user_plan_whose_figures_recompute(lab, capsys
 
 
 def test_plan_users_table_shows_each_user(lab, capsys):
-    assert main(["plan", MODEL, "--users", str(lab["users"]), "--env", str(lab["env"]), "--algorithm", "greedy"]) == 0
+    assert main(["plan", *USER_CODE, "--users", str(lab["users"]), "--env", str(lab["env"]), "--algorithm", "greedy"]) == 0
     out = capsys.readouterr().out
     assert "greedy placement of 2 users" in out and re.search(r"ann\s.*phone", out) and re.search(r"bo\s.*tablet", out)
 
 
 @pytest.mark.slow
 def test_compare_users_runs_the_multi_user_planners(lab, capsys):
-    args = ["compare", MODEL, "--users", str(lab["users"]), "--env", str(lab["env"])]
+    args = ["compare", *USER_CODE, "--users", str(lab["users"]), "--env", str(lab["env"])]
     assert main([*args, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert list(data["plans"]) == MULTI
@@ -97,19 +98,19 @@ def test_bad_users_options_are_one_line_errors(lab, capsys, extra, users, messag
     if users is not None:
         path = path.with_name("bad-users.yaml")
         path.write_text(yaml.safe_dump(users))
-    code = main(["plan", MODEL, "--users", str(path), "--env", str(lab["env"]), "--algorithm", "greedy", *extra])
+    code = main(["plan", *USER_CODE, "--users", str(path), "--env", str(lab["env"]), "--algorithm", "greedy", *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_missing_users_file_is_a_user_error(lab, capsys):
-    assert main(["compare", MODEL, "--users", str(lab["users"].with_name("nope.yaml")), "--env", str(lab["env"])]) == 2
+    assert main(["compare", *USER_CODE, "--users", str(lab["users"].with_name("nope.yaml")), "--env", str(lab["env"])]) == 2
     assert "nope.yaml" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the report draws them
 def _report_pieces(lab, tmp_path, capsys):
-    args = ["compare", MODEL, "--users", str(lab["users"]), "--env", str(lab["env"]), "--algorithm", "greedy,best-response"]
+    args = ["compare", *USER_CODE, "--users", str(lab["users"]), "--env", str(lab["env"]), "--algorithm", "greedy,best-response"]
     assert main([*args, "--out", str(tmp_path / "multi.json")]) == 0
     capsys.readouterr()
     data = json.loads((tmp_path / "multi.json").read_text())

@@ -68,7 +68,12 @@ def test_speed_ups_are_finite_or_explained():
 
     problem = three_servers()
     best = plan(problem, "ilp")
-    assert speedup_text(plan(problem, "local"), best).endswith("x")
+    local = plan(problem, "local")
+    ratio = local.latency_s / best.latency_s
+    assert ratio > 1.01  # the split beats running everything on the phone
+    assert speedup_text(local, best) == f"{ratio:.2f}x slower"  # said from the baseline's side: it is slower
+    assert speedup_text(best, local) == f"{ratio:.2f}x faster"
+    assert speedup_text(best, best) == "same"
     island = plan(problem, "all-on", device="island")
     assert speedup_text(island, best) == "- (baseline not evaluable)"
     assert speedup_text(best, island) == "- (plan not evaluable)"
@@ -86,3 +91,10 @@ def test_brute_force_refuses_astronomically_large_problems_in_one_line():
     assert count_text(1234) == "1.23e+03"
     with pytest.raises(TiercutError, match="max_placements"):
         plan(random_problem(rng, n_nodes=3, n_devices=2), "brute-force", max_placements=0)
+
+
+def test_demo_verdict_says_slower_when_the_plan_loses():
+    from tiercut.cli.demo_cmd import _faster_or_slower
+
+    assert _faster_or_slower(4.0, "local-only") == "4.00x faster than local-only"
+    assert _faster_or_slower(0.25, "cloud-only") == "4.00x slower than cloud-only"

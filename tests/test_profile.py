@@ -359,8 +359,8 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
     out = tmp_path / "tiny.json"
     result = CliRunner().invoke(
         _app(),
-        ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--repeats", "3", "--torch-threads", "1",
-         "--out", str(out)],
+        ["profile", "fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8", "--repeats", "3",
+         "--torch-threads", "1", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
     assert "whole model" in result.output and "sum of nodes" in result.output
@@ -375,10 +375,10 @@ def test_profile_command_writes_a_loadable_profile(tmp_path):
 )
 def test_profile_command_rejects_bad_options_in_one_line(args):
     result = CliRunner().invoke(
-        _app(), ["profile", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", *args]
+        _app(), ["profile", "fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8", *args]
     )
     assert isinstance(result.exception, TiercutError)
-    assert "\n" not in str(result.exception)
+    assert "\n" not in str(result.exception) and "--allow-code" not in str(result.exception)
 
 
 def test_devices_command_lists_the_catalog():

@@ -426,7 +426,7 @@ def test_a_real_run_trace_is_reported(tmp_path, capsys):
 
     threads = torch.get_num_threads()
     try:
-        code = main(["run", "fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--env", "migration-12",
+        code = main(["run", "fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8", "--env", "migration-12",
                      "--upload", "direct", "--queries", "5", "--bandwidth-scale", "100", "--keep-uploading-s", "60",
                      "--json"])
     finally:

@@ -132,6 +132,7 @@ def test_run_with_a_given_upload_plan_prints_the_full_trace(tmp_path, capsys):
     plan = _tiny_plan(tmp_path)
     args = [
         "fixtures_models:tiny_net",
+        "--allow-code",
         "--input-shape",
         "1,3,8,8",
         "--env",
@@ -158,6 +159,7 @@ def test_run_with_a_given_upload_plan_prints_the_full_trace(tmp_path, capsys):
 def test_run_plans_the_upload_with_the_named_planner_and_summarises(capsys, tmp_path):
     args = [
         "fixtures_models:tiny_net",
+        "--allow-code",
         "--input-shape",
         "1,3,8,8",
         "--env",
@@ -188,6 +190,7 @@ def test_run_plans_the_upload_with_the_named_planner_and_summarises(capsys, tmp_
 def test_run_mistakes_are_one_line_errors(extra, message, capsys, tmp_path):
     args = [
         "fixtures_models:tiny_net",
+        "--allow-code",
         "--input-shape",
         "1,3,8,8",
         "--env",
@@ -205,6 +208,7 @@ def test_a_plan_for_another_model_is_refused(capsys, tmp_path):
     data = json.loads(path.read_text())
     data["upload_plan"]["partitions"][0]["nodes"].append("no_such_layer")
     path.write_text(json.dumps(data))
-    args = ["fixtures_models:tiny_net", "--input-shape", "1,3,8,8", "--env", "three-tier", "--upload-plan", str(path)]
+    args = ["fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8", "--env", "three-tier"]
+    args += ["--upload-plan", str(path)]
     code, _, err = invoke(run, args, capsys)
     assert code == 2 and "no_such_layer" in err and len(err.strip().splitlines()) == 1

@@ -161,29 +161,35 @@ def test_a_worker_profiles_only_a_program_it_stores(workers):
     assert reply["kind"] == "program" and reply["program_id"] == program_id and reply["timing"]["median_s"] > 0
 
 
+def _plan_measured_on(tmp_path, capsys, edges: dict[str, str], model: list[str], *, extra_devices=(), max_seconds=60):
+    """``tiercut plan MODEL --measure-on`` with a phone, the ``edges`` (device -> worker address) and
+    ``extra_devices``: the problem JSON it prints."""
+    import os
+
+    devices = [{"name": "phone", "tier": "end"}, *({"name": e, "tier": "edge"} for e in edges), *extra_devices]
+    links = [{"tiers": ["end", "edge"], "bandwidth_bytes_per_s": 1e7}]
+    links += [{"tiers": ["end", d["tier"]], "bandwidth_bytes_per_s": 1e6} for d in extra_devices]
+    env = tmp_path / "env.yaml"
+    env.write_text(yaml.safe_dump({"devices": devices, "links": links}))
+    wfile = tmp_path / "workers.yaml"
+    wfile.write_text(yaml.safe_dump({"workers": edges, "token_env": "TIERCUT_TEST_TOKEN", "max_seconds": max_seconds}))
+    os.environ["TIERCUT_TEST_TOKEN"] = TOKEN
+    try:
+        code = main(["plan", *model, "--env", str(env), "--measure-on", str(wfile), "--json"])
+    finally:
+        del os.environ["TIERCUT_TEST_TOKEN"]
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)["problem"]
+
+
 @pytest.mark.slow
 def test_plan_measure_on_builds_the_table_from_the_workers(workers, tmp_path, capsys):
     fast = workers.start("edge1")
     slow = workers.start("edge2", compute_slowdown=3.0)
-    env = tmp_path / "env.yaml"
-    env.write_text(yaml.safe_dump({"devices": [
-        {"name": "phone", "tier": "end"}, {"name": "edge1", "tier": "edge"}, {"name": "edge2", "tier": "edge"},
-        {"name": "cloud", "tier": "cloud", "spec": "nvidia_t4"},
-    ], "links": [{"tiers": ["end", "edge"], "bandwidth_bytes_per_s": 1e7},
-                 {"tiers": ["end", "cloud"], "bandwidth_bytes_per_s": 1e6}]}))
-    wfile = tmp_path / "workers.yaml"
-    wfile.write_text(yaml.safe_dump({"workers": {"edge1": fast, "edge2": slow}, "token_env": "TIERCUT_TEST_TOKEN",
-                                     "max_seconds": 60}))
-    import os
-
-    os.environ["TIERCUT_TEST_TOKEN"] = TOKEN
-    try:
-        code = main(["plan", "resnet18", "--env", str(env), "--input-shape", ",".join(map(str, SHAPE)),
-                     "--measure-on", str(wfile), "--json"])
-    finally:
-        del os.environ["TIERCUT_TEST_TOKEN"]
-    assert code == 0
-    problem = json.loads(capsys.readouterr().out)["problem"]
+    cloud = {"name": "cloud", "tier": "cloud", "spec": "nvidia_t4"}
+    problem = _plan_measured_on(tmp_path, capsys, {"edge1": fast, "edge2": slow}, ["resnet18", "--input-shape",
+                                ",".join(map(str, SHAPE))], extra_devices=[cloud], max_seconds=60)
     compute = problem["compute_s"]
     total = {d: sum(row[d] for row in compute.values()) for d in ("edge1", "edge2", "phone", "cloud")}
     assert total["edge2"] / total["edge1"] > 1.5  # the 3x slower worker measures slower (how close to 3x: a benchmark figure)
@@ -206,3 +212,24 @@ def test_workers_file_errors_are_one_line(tmp_path):
         assert "\n" not in str(exc.value)
     with pytest.raises(TiercutError, match="cannot read"):
         WorkersFile.load(tmp_path / "none.yaml")
+
+
+@pytest.mark.slow
+def test_plan_measure_on_sends_a_multi_input_model_with_token_ids_as_layer_programs(workers, tmp_path, capsys):
+    """A factory's model with int64 token ids and a bool mask: each layer goes to the worker as a program."""
+    edge = workers.start("edge1m")
+    slow = workers.start("edge2m", compute_slowdown=4.0)
+    model = ["fixtures_models:tiny_transformer", "--allow-code", "--input", "ids:int64:1x12", "--input", "mask:bool:1x12"]
+    problem = _plan_measured_on(tmp_path, capsys, {"edge1m": edge, "edge2m": slow}, model, max_seconds=30)
+    inputs = {n["name"]: n["out_dtype"] for n in problem["nodes"] if n["op"] == "input"}
+    assert inputs == {"ids": "int64", "mask": "bool"}
+    compute = problem["compute_s"]
+    assert all(row["edge1m"] > 0 and row["edge2m"] > 0 and row["phone"] > 0 for row in compute.values())
+    total = {d: sum(row[d] for row in compute.values()) for d in ("edge1m", "edge2m")}
+    assert total["edge2m"] / total["edge1m"] > 1.5  # the 4x slower worker measures slower
+    provenance = problem["provenance"]
+    assert provenance["edge1m"].startswith(f"measured on worker {edge}") and "sent as a program" in provenance["edge1m"]
+    assert "emulating a 4x slower device" in provenance["edge2m"]
+    assert provenance["phone"].startswith("measured here")
+    for worker in workers.workers[-2:]:  # the layers were dropped again: the workers keep nothing
+        assert worker.store.partitions() == []

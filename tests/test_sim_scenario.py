@@ -197,7 +197,7 @@ def test_upload_command_prints_the_contract(tmp_path, capsys):
     }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
     args = dict(model="fixtures_models:tiny_net", env=str(tmp_path / "env.yaml"), input_shape="1,3,8,8",
-                compute_table=tmp_path / "table.json")
+                compute_table=tmp_path / "table.json", allow_code=True)
     upload(**args, algorithm="ionn", as_json=True, compare=True)
     data = json.loads(capsys.readouterr().out)
     problem = Problem.from_dict(data["problem"])

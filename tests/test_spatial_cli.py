@@ -12,8 +12,8 @@ from spatial_fixtures import edge_cluster_problem
 from tiercut.cli import main
 from tiercut.plan.spatial import plan_from_json, recompute
 
-MODEL = ["spatial_fixtures:SmallCNN", "--input-shape", "1,3,40,40"]
-UNTOUCHABLE = ["no_such_package.module:factory", "--input-shape", "1,3,40,40"]
+MODEL = ["spatial_fixtures:SmallCNN", "--allow-code", "--input-shape", "1,3,40,40"]
+UNTOUCHABLE = ["no_such_package.module:factory", "--allow-code", "--input-shape", "1,3,40,40"]
 
 
 @pytest.fixture

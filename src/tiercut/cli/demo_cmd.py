@@ -36,6 +36,13 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms"
 
 
+def _faster_or_slower(speedup: float, than: str) -> str:
+    """``2.00x faster than local-only`` for a speed-up of 2, ``4.00x slower than ...`` for 0.25."""
+    if speedup >= 1.0:
+        return f"{speedup:.2f}x faster than {than}"
+    return f"{1.0 / speedup:.2f}x slower than {than}"
+
+
 def verdict(case: DemoCase) -> str:
     """One sentence: how the best plan compares with local-only and cloud-only."""
     speedup, vs_cloud = case.speedup_vs_local, case.speedup_vs_cloud
@@ -43,9 +50,9 @@ def verdict(case: DemoCase) -> str:
     if case.beats_both:
         return (f"it splits the model over {', '.join(used)} and beats both local-only ({_ms(case.local.latency_s)}, "  # type: ignore[union-attr]
                 f"{speedup:.2f}x) and cloud-only ({_ms(case.cloud.latency_s)}, {vs_cloud:.2f}x)")  # type: ignore[union-attr]
-    vs_local = (f"{speedup:.2f}x faster than local-only" if speedup == speedup
+    vs_local = (_faster_or_slower(speedup, "local-only") if speedup == speedup and speedup > 0
                 else "local-only is not possible here (a layer cannot run on the source)")
-    return (vs_local + (f", {vs_cloud:.2f}x faster than cloud-only" if vs_cloud == vs_cloud else "")
+    return (vs_local + (f", {_faster_or_slower(vs_cloud, 'cloud-only')}" if vs_cloud == vs_cloud and vs_cloud > 0 else "")
             + (f" (runs everything on {used[0]})" if len(used) == 1 else ""))
 
 

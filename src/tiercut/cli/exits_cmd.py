@@ -21,7 +21,9 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.model_opts import AllowCodeOpt
 from tiercut.errors import TiercutError
+from tiercut.graph.model_spec import check_code_allowed
 
 #: planners that read exits; ``ilp`` / ``brute-force`` under --exits mean Edgent with that inner planner
 EXIT_PLANNERS = ("edgent", "ddnn")
@@ -50,6 +52,7 @@ def exits_add(
     trunk_gradient: Annotated[float, typer.Option(
         help="fraction of each branch's loss gradient reaching the shared trunk: 1 joint (BranchyNet), 0 detached "
              "branches (the final exit then trains exactly as the network without exits)")] = 1.0,
+    allow_code: AllowCodeOpt = False,
 ) -> None:
     """Add exit branches to MODEL, train them jointly on digits (BranchyNet), measure and tune them."""
     from tiercut.exits.build import build_exit_model, save_exit_model
@@ -57,6 +60,7 @@ def exits_add(
     from tiercut.exits.train import TrainingSettings
     from tiercut.graph import parse_shape
 
+    check_code_allowed(model, allow_code)
     check_rule(rule)
     points = [a.strip() for a in after.split(",") if a.strip()]
     if epochs < 1:

@@ -7,17 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tiercut.cli.model_opts import (
-    MODEL_HELP,
-    AllowCodeOpt,
-    InputOpt,
-    LeafModuleOpt,
-    NoCacheOpt,
-    OpenModuleOpt,
-    ShapeOpt,
-    model_request,
-)
-from tiercut.cli.options import QuietOpt, progress_for
+from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
+from tiercut.cli.options import QuietOpt, option_group, progress_for
 from tiercut.graph import LayerGraph
 
 
@@ -60,27 +51,17 @@ def graph_table(graph: LayerGraph) -> None:
         )
 
 
+@option_group("model_options", ModelOptions)
 def graph(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    granularity: Annotated[
-        str, typer.Option(help="module: one node per leaf module or function call; block: one per residual/inception block")
-    ] = "module",
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     as_json: Annotated[bool, typer.Option("--json", help="print the LayerGraph JSON instead of a table")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract a model's layer graph (DAG) with FLOPs, parameter bytes and output bytes."""
     from tiercut.pipeline import graph as graph_step
 
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
+    request = model_options.request(model)
     layer_graph = graph_step(request, progress=progress_for(quiet))
     if as_json:
         typer.echo(json.dumps(layer_graph.to_dict(), indent=1))

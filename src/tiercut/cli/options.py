@@ -19,7 +19,12 @@ that still works and prints a one-line deprecation warning on stderr
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -28,6 +33,48 @@ import typer
 from tiercut.errors import TiercutError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option_group(parameter: str, group: type) -> Callable[[F], F]:
+    """Give a command the options of ``group`` (a dataclass of typer options) where it declares ``parameter``.
+
+    Typer sees one option per field of ``group`` (its ``Annotated`` type and
+    default), in the place of ``parameter``; the command receives them as one
+    ``group`` instance. Options several commands share are declared once, in
+    the class; calling the decorated command from Python takes the fields as
+    keywords too (missing ones take their defaults).
+    """
+    fields = dataclasses.fields(group)
+    group_hints = typing.get_type_hints(group, include_extras=True)
+    names = {f.name for f in fields}
+
+    def decorate(command: F) -> F:
+        hints = typing.get_type_hints(command, include_extras=True)
+        signature = inspect.signature(command)
+        if parameter not in signature.parameters:
+            raise TypeError(f"{command.__name__} declares no parameter {parameter!r} for {group.__name__}")
+        parameters: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name != parameter:
+                parameters.append(param.replace(annotation=hints.get(param.name, param.annotation)))
+                continue
+            parameters += [
+                inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
+                                  annotation=group_hints[f.name])
+                for f in fields
+            ]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+            return command(*args, **kwargs, **{parameter: group(**values)})
+
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": hints.get("return")}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def warn(message: str) -> None:
@@ -77,17 +124,33 @@ OldOffloadingOpt = Annotated[
     str | None, typer.Option("--offloading", hidden=True, help="deprecated: --algorithm")
 ]
 OldUploadOpt = Annotated[str | None, typer.Option("--upload", hidden=True, help="deprecated: --upload-algorithm")]
+EnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env", help="environment preset (tiercut env list) or YAML/JSON file (default three-tier; a problem JSON has its own)"
+    ),
+]
+SourceOpt = Annotated[str | None, typer.Option(help="source device (default: the environment's first user's device)")]
+ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node profile file of this host (tiercut profile)")]
+ComputeOpt = Annotated[
+    Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
+]
 
 __all__ = [
     "AlgorithmOpt",
+    "ComputeOpt",
+    "EnvOpt",
     "JsonOpt",
     "OldOffloadingOpt",
     "OldUploadOpt",
     "OutJsonOpt",
+    "ProfileOpt",
     "QuietOpt",
+    "SourceOpt",
     "UploadAlgorithmOpt",
     "alias",
     "emit_json",
+    "option_group",
     "progress_for",
     "warn",
 ]

@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tiercut.cli.checks import check_finite, check_output_path
-from tiercut.cli.model_opts import (
-    MODEL_HELP,
-    AllowCodeOpt,
-    GranularityOpt,
-    InputOpt,
-    LeafModuleOpt,
-    NoCacheOpt,
-    OpenModuleOpt,
-    ShapeOpt,
-    model_request,
+from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
+from tiercut.cli.options import (
+    ComputeOpt,
+    EnvOpt,
+    JsonOpt,
+    OutJsonOpt,
+    ProfileOpt,
+    QuietOpt,
+    SourceOpt,
+    alias,
+    emit_json,
+    option_group,
+    progress_for,
 )
-from tiercut.cli.options import JsonOpt, OutJsonOpt, QuietOpt, alias, emit_json, progress_for
 from tiercut.errors import TiercutError
 from tiercut.graph.model_spec import ModelRequest
 from tiercut.plan.base import DEFAULT_PLANNER
@@ -112,7 +115,7 @@ def build_cli_problem(
 
 def _multi_problem(
     users: Path, model: str | None, env: str | None, *, objective: str | None, aggregate: str, granularity: str,
-    profile: Path | None, memory: bool, progress: Any, single_user_options: dict[str, Any],
+    profile: Path | None, memory: bool, progress: Any, single_user_options: dict[str, Any], allow_code: bool = False,
 ) -> MultiUserProblem:
     """The multi-user problem of ``--users FILE`` (MODEL, when given, is the model of users naming none)."""
     from tiercut.pipeline import multi_user_problem
@@ -126,19 +129,29 @@ def _multi_problem(
         raise TiercutError(f"--aggregate {aggregate!r} is not known; use mean or max")
     return multi_user_problem(
         env or "three-tier", users, objective=objective or "latency", aggregate=aggregate, granularity=granularity,
-        profile=profile, memory=memory, default_model=model, progress=progress,
+        profile=profile, memory=memory, default_model=model, allow_code=allow_code, progress=progress,
     )
 
 
 def speedup_text(baseline: Plan, plan: Plan) -> str:
-    """``baseline latency / plan latency`` as ``1.23x``, or why there is no finite figure."""
+    """How ``baseline``'s latency compares with ``plan``'s, said from the baseline's side.
+
+    ``8.84x slower`` when the baseline takes 8.84 times the plan's latency,
+    ``2.00x faster`` when it takes half of it, ``same`` within 0.5 %; or why
+    there is no finite figure.
+    """
     if not math.isfinite(baseline.latency_s):
         return "- (baseline not evaluable)"
     if not math.isfinite(plan.latency_s):
         return "- (plan not evaluable)"
-    if plan.latency_s <= 0:
-        return "- (plan latency 0)"
-    return f"{baseline.latency_s / plan.latency_s:.2f}x"
+    if plan.latency_s <= 0 or baseline.latency_s <= 0:
+        return "- (latency 0)"
+    ratio = baseline.latency_s / plan.latency_s  # > 1: the baseline takes longer than the plan
+    if abs(ratio - 1.0) <= 0.005:
+        return "same"
+    if ratio > 1.0:
+        return f"{ratio:.2f}x slower"
+    return f"{1.0 / ratio:.2f}x faster"
 
 
 def _console(width: int = 160) -> Any:
@@ -162,7 +175,7 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     console.print(where)
     console.print("predicted figures (docs/cost-model.md):")
     figures = Table()
-    for column in ("plan", "latency", "source energy", "total energy", "cost", "feasible", "optimal", "latency speed-up"):
+    for column in ("plan", "latency", "source energy", "total energy", "cost", "feasible", "optimal", "latency vs plan"):
         figures.add_column(column, justify="left" if column == "plan" else "right")
     rows = {plan.algorithm: plan, **baselines}
     for label, p in rows.items():
@@ -181,7 +194,7 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
         console.print(f"note: {plan.note}")
     for violation in plan.violations:
         console.print(f"[red]violation:[/red] {violation}")
-    console.print("speed-up = baseline latency / plan latency")
+    console.print(f"latency vs plan: each baseline's latency next to the {plan.algorithm} plan's")
 
 
 def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
@@ -232,23 +245,12 @@ def _list_planners() -> None:
 
 # ---------------------------------------------------------------- commands
 ModelArg = Annotated[str | None, typer.Argument(help=MODEL_HELP)]
-EnvOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--env", help="environment preset (tiercut env list) or YAML/JSON file (default three-tier; a problem JSON has its own)"
-    ),
-]
 ObjectiveOpt = Annotated[
     str | None,
     typer.Option(
         help="latency (default; a problem JSON keeps its own) | energy_source | energy_total | cost | "
         "weighted:latency=1,energy_source=0.1"
     ),
-]
-SourceOpt = Annotated[str | None, typer.Option(help="source device (default: the environment's first user's device)")]
-ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="a per-node profile file of this host (tiercut profile)")]
-ComputeOpt = Annotated[
-    Path | None, typer.Option("--compute-table", help="JSON node -> device -> seconds to use instead of the profiler")
 ]
 MeasureOnOpt = Annotated[
     Path | None,
@@ -268,31 +270,66 @@ UsersOpt = Annotated[
 AggregateOpt = Annotated[str, typer.Option("--aggregate", help="with --users: users' latencies combine by mean or max")]
 
 
+@dataclass(frozen=True)
+class ProblemOptions:
+    """The options ``plan`` and ``compare`` share: the environment, the compute times, the constraints, the users.
+
+    :meth:`problem` builds the problem they and the model options describe
+    (one model, or with ``--users`` several users' models planned jointly).
+    """
+
+    env: EnvOpt = None
+    objective: ObjectiveOpt = None
+    source: SourceOpt = None
+    profile: ProfileOpt = None
+    compute_table: ComputeOpt = None
+    measure_on: MeasureOnOpt = None
+    latency_budget: LatencyBudgetOpt = None
+    energy_budget: EnergyBudgetOpt = None
+    energy_total_budget: EnergyTotalBudgetOpt = None
+    cost_budget: CostBudgetOpt = None
+    pin: PinOpt = None
+    private_layers: PrivateOpt = 0
+    memory: MemoryOpt = True
+    users: UsersOpt = None
+    aggregate: AggregateOpt = "mean"
+
+    def single_user(self, model: ModelRequest | str, progress: Any = None) -> Problem:
+        """The one-model problem of ``model`` (:func:`build_cli_problem`)."""
+        return build_cli_problem(
+            model, self.env, objective=self.objective, source=self.source, profile=self.profile,
+            compute_table=self.compute_table, latency_budget=self.latency_budget, energy_budget=self.energy_budget,
+            energy_total_budget=self.energy_total_budget, cost_budget=self.cost_budget, pins=self.pin,
+            private_layers=self.private_layers, memory=self.memory, measure_on=self.measure_on, progress=progress,
+        )
+
+    def problem(self, model: str | None, model_options: ModelOptions, progress: Any) -> Problem | MultiUserProblem:
+        """MODEL's problem, or with ``--users`` the users' multi-user problem (MODEL: the model of users naming none)."""
+        if self.users is None:
+            return self.single_user(model_options.request(model), progress)  # type: ignore[arg-type]
+        single_user_options = {
+            "--source": self.source, **model_options.given(), "--compute-table": self.compute_table,
+            "--measure-on": self.measure_on, "--latency-budget": self.latency_budget,
+            "--energy-budget": self.energy_budget, "--energy-total-budget": self.energy_total_budget,
+            "--cost-budget": self.cost_budget, "--pin": self.pin, "--private-layers": self.private_layers,
+        }
+        return _multi_problem(
+            self.users, model, self.env, objective=self.objective, aggregate=self.aggregate,
+            granularity=model_options.granularity, profile=self.profile, memory=self.memory, progress=progress,
+            allow_code=model_options.allow_code, single_user_options=single_user_options,
+        )
+
+
+DEFAULT_PROBLEM_OPTIONS = ProblemOptions()
+
+
+@option_group("problem_options", ProblemOptions)
+@option_group("model_options", ModelOptions)
 def plan(
     model: ModelArg = None,
-    env: EnvOpt = None,
     algorithm: Annotated[str, typer.Option("--algorithm", help="planner name (see --list)")] = DEFAULT_PLANNER,
-    objective: ObjectiveOpt = None,
-    source: SourceOpt = None,
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    granularity: GranularityOpt = "module",
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
-    profile: ProfileOpt = None,
-    compute_table: ComputeOpt = None,
-    measure_on: MeasureOnOpt = None,
-    latency_budget: LatencyBudgetOpt = None,
-    energy_budget: EnergyBudgetOpt = None,
-    energy_total_budget: EnergyTotalBudgetOpt = None,
-    cost_budget: CostBudgetOpt = None,
-    pin: PinOpt = None,
-    private_layers: PrivateOpt = 0,
-    memory: MemoryOpt = True,
-    users: UsersOpt = None,
-    aggregate: AggregateOpt = "mean",
+    problem_options: ProblemOptions = DEFAULT_PROBLEM_OPTIONS,
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="planner setting NAME=VALUE (repeatable), e.g. --set server=cloud")
     ] = None,
@@ -320,7 +357,8 @@ def plan(
     if list_planners:
         _list_planners()
         return
-    if model is None and users is None:
+    opts = problem_options
+    if model is None and opts.users is None:
         raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), --users FILE, or --list")
     if out is not None:
         check_output_path(out, "--out")
@@ -329,7 +367,7 @@ def plan(
         raise TiercutError(f"--spatial {spatial!r} is not known; use auto or off")
     if max_tiles < 1:
         raise TiercutError(f"--max-tiles {max_tiles} must be >= 1")
-    if spatial == "auto" and users is not None:
+    if spatial == "auto" and opts.users is not None:
         raise TiercutError("--spatial auto tiles one model's conv stacks; drop --users (or --spatial)")
     if spatial == "auto" and exits is not None:
         raise TiercutError("--spatial auto and --exits are separate plans for now; drop one of them")
@@ -337,12 +375,7 @@ def plan(
         from tiercut.cli import exits_cmd
 
         def build(graph_path: str) -> Problem:
-            return build_cli_problem(
-                ModelRequest(spec=graph_path, granularity=granularity), env, objective=objective, source=source,
-                profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
-                energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin,
-                private_layers=private_layers, memory=memory, measure_on=measure_on,
-            )
+            return opts.single_user(ModelRequest(spec=graph_path, granularity=model_options.granularity))
 
         ep = exits_cmd.exit_problem_for(model, exits, build, latency_slo=latency_slo, accuracy_min=accuracy_min)
         exits_cmd.plan_exits(ep, algorithm, settings, as_json)
@@ -351,33 +384,13 @@ def plan(
         raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     progress = progress_for(quiet)
-    if users is not None:
-        problem: Problem | MultiUserProblem = _multi_problem(
-            users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
-            memory=memory, progress=progress, single_user_options={
-                "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
-                "--open-module": open_module, "--compute-table": compute_table,
-                "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
-                "--energy-total-budget": energy_total_budget, "--cost-budget": cost_budget, "--pin": pin,
-                "--private-layers": private_layers,
-            },
-        )
-    else:
-        request = model_request(
-            model, input_shape=input_shape, inputs=inputs, granularity=granularity,  # type: ignore[arg-type]
-            leaf_modules=leaf_module, open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-        )
-        problem = build_cli_problem(
-            request, env, objective=objective, source=source,
-            profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
-            energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-            memory=memory, measure_on=measure_on, progress=progress,
-        )
-        if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
-            from tiercut.graph import parse_shape
-            from tiercut.spatial.tiles import attach_stacks
+    problem = problem_options.problem(model, model_options, progress)
+    if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
+        from tiercut.graph import parse_shape
+        from tiercut.spatial.tiles import attach_stacks
 
-            problem = attach_stacks(problem, model, parse_shape(input_shape) if input_shape else None)
+        shape = model_options.input_shape
+        problem = attach_stacks(problem, model, parse_shape(shape) if shape else None)  # type: ignore[arg-type]
     warm_imports()
     if spatial == "auto":
         result = plan_step(problem, "spatial", progress=progress, base=algorithm, max_tiles=max_tiles,
@@ -407,30 +420,12 @@ def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str,
     return compare_step(problem, names).plans  # type: ignore[return-value]
 
 
+@option_group("problem_options", ProblemOptions)
+@option_group("model_options", ModelOptions)
 def compare(
     model: ModelArg = None,
-    env: EnvOpt = None,
-    objective: ObjectiveOpt = None,
-    source: SourceOpt = None,
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    granularity: GranularityOpt = "module",
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
-    profile: ProfileOpt = None,
-    compute_table: ComputeOpt = None,
-    measure_on: MeasureOnOpt = None,
-    latency_budget: LatencyBudgetOpt = None,
-    energy_budget: EnergyBudgetOpt = None,
-    energy_total_budget: EnergyTotalBudgetOpt = None,
-    cost_budget: CostBudgetOpt = None,
-    pin: PinOpt = None,
-    private_layers: PrivateOpt = 0,
-    memory: MemoryOpt = True,
-    users: UsersOpt = None,
-    aggregate: AggregateOpt = "mean",
+    problem_options: ProblemOptions = DEFAULT_PROBLEM_OPTIONS,
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     algorithm: Annotated[
         str | None, typer.Option("--algorithm", help="comma-separated planner names (default: every applicable one)")
     ] = None,
@@ -447,33 +442,12 @@ def compare(
 
     algorithm = alias(algorithm, old_algorithms, new="--algorithm", old="--algorithms", default=None)
     names = parse_algorithms(algorithm)
-    if model is None and users is None:
+    if model is None and problem_options.users is None:
         raise TiercutError("compare needs a MODEL (e.g. 'tiercut compare vgg16 --env three-tier') or --users FILE")
     if out is not None:
         check_output_path(out, "--out")
     progress = progress_for(quiet)
-    if users is not None:
-        problem: Problem | MultiUserProblem = _multi_problem(
-            users, model, env, objective=objective, aggregate=aggregate, granularity=granularity, profile=profile,
-            memory=memory, progress=progress, single_user_options={
-                "--source": source, "--input-shape": input_shape, "--input": inputs, "--leaf-module": leaf_module,
-                "--open-module": open_module, "--compute-table": compute_table,
-                "--measure-on": measure_on, "--latency-budget": latency_budget, "--energy-budget": energy_budget,
-                "--energy-total-budget": energy_total_budget, "--cost-budget": cost_budget, "--pin": pin,
-                "--private-layers": private_layers,
-            },
-        )
-    else:
-        request = model_request(
-            model, input_shape=input_shape, inputs=inputs, granularity=granularity,  # type: ignore[arg-type]
-            leaf_modules=leaf_module, open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-        )
-        problem = build_cli_problem(
-            request, env, objective=objective, source=source,
-            profile=profile, compute_table=compute_table, latency_budget=latency_budget, energy_budget=energy_budget,
-            energy_total_budget=energy_total_budget, cost_budget=cost_budget, pins=pin, private_layers=private_layers,
-            memory=memory, measure_on=measure_on, progress=progress,
-        )
+    problem = problem_options.problem(model, model_options, progress)
     comparison = compare_step(problem, names, progress=progress)
     if out is not None:
         emit_json(comparison.to_dict(), out)

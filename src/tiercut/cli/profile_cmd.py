@@ -9,17 +9,8 @@ from typing import Annotated
 import typer
 
 from tiercut.cli.checks import check_output_path, write_text_output
-from tiercut.cli.model_opts import (
-    MODEL_HELP,
-    AllowCodeOpt,
-    InputOpt,
-    LeafModuleOpt,
-    NoCacheOpt,
-    OpenModuleOpt,
-    ShapeOpt,
-    model_request,
-)
-from tiercut.cli.options import QuietOpt, alias, progress_for
+from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
+from tiercut.cli.options import QuietOpt, alias, option_group, progress_for
 from tiercut.errors import TiercutError
 
 
@@ -27,6 +18,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
 
+@option_group("model_options", ModelOptions)
 def profile(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     repeats: Annotated[
@@ -37,15 +29,7 @@ def profile(
     ] = None,
     old_threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="deprecated: --torch-threads")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="profile JSON file to write")] = Path("profile.json"),
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
-    granularity: Annotated[
-        str, typer.Option(help="module: one node per leaf module or function call; block: one per residual/inception block")
-    ] = "module",
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     clock: Annotated[
         str | None,
         typer.Option(help="wall: latency (CPU default); cpu: the thread's CPU time (--torch-threads 1); cuda: CUDA events"),
@@ -61,10 +45,7 @@ def profile(
     from rich.console import Console
     from rich.table import Table
 
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
+    request = model_options.request(model)
     if repeats < 1:
         raise TiercutError(f"--repeats {repeats} is not positive; use at least 1")
     if threads is not None and threads < 1:

@@ -8,28 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_finite, check_output_path, check_plot_path, write_output
-from tiercut.cli.model_opts import (
-    MODEL_HELP,
-    AllowCodeOpt,
-    GranularityOpt,
-    InputOpt,
-    LeafModuleOpt,
-    NoCacheOpt,
-    OpenModuleOpt,
-    ShapeOpt,
-    model_request,
-)
+from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
-    OldOffloadingOpt,
     OldUploadOpt,
     OutJsonOpt,
     QuietOpt,
-    UploadAlgorithmOpt,
     alias,
     emit_json,
+    option_group,
     progress_for,
 )
-from tiercut.cli.plan_cmd import ComputeOpt, EnvOpt, ProfileOpt, SourceOpt
+from tiercut.cli.upload_cmd import DEFAULT_UPLOAD_OPTIONS, UploadOptions
 from tiercut.errors import TiercutError
 from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
@@ -62,10 +51,11 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
         plt.close(fig)
 
 
+@option_group("upload_options", UploadOptions)
+@option_group("model_options", ModelOptions)
 def run(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
-    env: EnvOpt = "three-tier",
-    upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
+    upload_options: UploadOptions = DEFAULT_UPLOAD_OPTIONS,
     old_upload: OldUploadOpt = None,
     queries: Annotated[int, typer.Option("--queries", help="queries the client issues")] = 20,
     workers: Annotated[
@@ -79,21 +69,7 @@ def run(
         Path | None,
         typer.Option("--tiled-plan", help="run this 'tiercut plan --spatial auto --json' output: tiles in parallel on workers"),
     ] = None,
-    server: Annotated[str | None, typer.Option(help="server to upload to (default: the offloading plan's)")] = None,
-    algorithm: Annotated[
-        str, typer.Option("--algorithm", help="partition planner choosing the server partition P1 (tiercut plan --list)")
-    ] = DEFAULT_OFFLOADING_PLANNER,
-    old_offloading: OldOffloadingOpt = None,
-    source: SourceOpt = None,
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    granularity: GranularityOpt = "module",
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
-    profile: ProfileOpt = None,
-    compute_table: ComputeOpt = None,
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     rate: Annotated[float | None, typer.Option("--rate", help="queries per second (default: back to back)")] = None,
     token: Annotated[
         str | None, typer.Option("--token", envvar="TIERCUT_TOKEN", help="token of the --workers (also $TIERCUT_TOKEN)")
@@ -102,8 +78,13 @@ def run(
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="client private key")] = None,
     tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="CA of the workers' certificates")] = None,
     artifact_format: Annotated[
-        str, typer.Option("--artifact-format", help="aten-json (exact, default) or onnx (onnxruntime, faster)")
-    ] = "aten-json",
+        str | None,
+        typer.Option(
+            "--artifact-format",
+            help="aten-json (exact; default for torch models) or onnx (onnxruntime, faster; always for an .onnx MODEL, "
+            "whose workers need --allow-onnx)",
+        ),
+    ] = None,
     emulate_links: Annotated[
         bool, typer.Option("--emulate-links/--no-emulate-links", help="shape traffic like the environment's links")
     ] = True,
@@ -143,11 +124,12 @@ def run(
     from tiercut.runtime.protocol import Credentials
     from tiercut.runtime.worker import parse_peers
 
-    env = env or "three-tier"
+    opts = upload_options
+    env = opts.env or "three-tier"
     upload_algorithm = alias(
-        upload_algorithm, old_upload, new="--upload-algorithm", old="--upload", default=DEFAULT_UPLOAD_PLANNER
+        opts.upload_algorithm, old_upload, new="--upload-algorithm", old="--upload", default=DEFAULT_UPLOAD_PLANNER
     )
-    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default=DEFAULT_OFFLOADING_PLANNER)
+    algorithm = opts.partition_planner()
     parse_algorithms(algorithm)
     # every option is checked before any model work
     check_finite("--bandwidth-scale", bandwidth_scale, positive=True)
@@ -159,11 +141,13 @@ def run(
         raise TiercutError(f"--queries {queries} must be >= 1")
     if exits is not None:  # early exits (issue 15): plan with edgent/ddnn, run on workers, measure on held-out digits
         from tiercut.cli.exits_cmd import run_with_exits
+        from tiercut.graph.model_spec import check_code_allowed
 
+        check_code_allowed(model, model_options.allow_code)
         run_with_exits(
             model, exits, env, algorithm="edgent" if algorithm == DEFAULT_OFFLOADING_PLANNER else algorithm,
-            latency_slo=latency_slo, accuracy_min=accuracy_min, source=source, profile=profile,
-            compute_table=compute_table, queries=queries, rate=rate,
+            latency_slo=latency_slo, accuracy_min=accuracy_min, source=opts.source, profile=opts.profile,
+            compute_table=opts.compute_table, queries=queries, rate=rate,
             addresses=parse_peers(workers) if workers is not None else None, insecure=insecure,
             credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca),
             emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, max_run_s=max_run_s, as_json=as_json, out=out,
@@ -171,23 +155,21 @@ def run(
         return
     if latency_slo is not None or accuracy_min is not None:
         raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
+    request = model_options.request(model)
     if plot is not None:
         check_plot_path(plot)
     if out is not None:
         check_output_path(out, "--out")
     addresses = parse_peers(workers) if workers is not None else None
     outcome = run_step(
-        request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=server, upload_plan=upload_plan,
-        tiled_plan=tiled_plan, queries=queries, rate_hz=rate, workers=addresses,
+        request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=opts.server, upload_plan=upload_plan,
+        tiled_plan=tiled_plan,
+        queries=queries, rate_hz=rate, workers=addresses,
         credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca), insecure=insecure,
         artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,
         source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,
-        keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=source, profile=profile,
-        compute_table=compute_table, predict=plot is not None, progress=progress_for(quiet),
+        keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=opts.source, profile=opts.profile,
+        compute_table=opts.compute_table, predict=plot is not None, progress=progress_for(quiet),
         log=(lambda line: typer.echo(line, err=True)) if not as_json else None,
     )
     if plot is not None:

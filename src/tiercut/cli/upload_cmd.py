@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tiercut.cli.checks import check_output_path, check_plot_path, write_output
-from tiercut.cli.model_opts import (
-    MODEL_HELP,
-    AllowCodeOpt,
-    GranularityOpt,
-    InputOpt,
-    LeafModuleOpt,
-    NoCacheOpt,
-    OpenModuleOpt,
-    ShapeOpt,
-    model_request,
-)
+from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
+    ComputeOpt,
+    EnvOpt,
     JsonOpt,
     OldOffloadingOpt,
     OutJsonOpt,
+    ProfileOpt,
     QuietOpt,
+    SourceOpt,
     UploadAlgorithmOpt,
     alias,
     emit_json,
+    option_group,
     progress_for,
 )
-from tiercut.cli.plan_cmd import (
-    ComputeOpt,
-    EnvOpt,
-    ProfileOpt,
-    SourceOpt,
-    _human,
-    _parse_setting,
-    build_cli_problem,
-)
+from tiercut.cli.plan_cmd import _human, _parse_setting, build_cli_problem
 from tiercut.errors import TiercutError
 from tiercut.upload.base import DEFAULT_OFFLOADING_PLANNER, DEFAULT_UPLOAD_PLANNER
 
@@ -97,29 +85,41 @@ def _print_upload(problem: Any, plan: Any, others: dict[str, Any]) -> None:
         console.print(f"note: {plan.note}")
 
 
-def upload(
-    model: Annotated[str | None, typer.Argument(help=MODEL_HELP)] = None,
-    env: EnvOpt = None,
-    upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER,
-    server: Annotated[str | None, typer.Option(help="server to upload to (default: the partition plan's)")] = None,
+@dataclass(frozen=True)
+class UploadOptions:
+    """The options ``upload`` and ``run`` share: the environment, the partition plan choosing the server
+    partition P1, and the upload planner sending it in pieces."""
+
+    env: EnvOpt = None
+    upload_algorithm: UploadAlgorithmOpt = DEFAULT_UPLOAD_PLANNER
+    server: Annotated[str | None, typer.Option(help="server to upload to (default: the partition plan's)")] = None
     algorithm: Annotated[
         str, typer.Option("--algorithm", help="partition planner choosing the server partition P1 (tiercut plan --list)")
-    ] = DEFAULT_OFFLOADING_PLANNER,
-    old_offloading: OldOffloadingOpt = None,
+    ] = DEFAULT_OFFLOADING_PLANNER
+    old_offloading: OldOffloadingOpt = None
+    source: SourceOpt = None
+    profile: ProfileOpt = None
+    compute_table: ComputeOpt = None
+
+    def partition_planner(self) -> str:
+        """``--algorithm`` (or the deprecated ``--offloading``)."""
+        return alias(self.algorithm, self.old_offloading, new="--algorithm", old="--offloading",
+                     default=DEFAULT_OFFLOADING_PLANNER)
+
+
+DEFAULT_UPLOAD_OPTIONS = UploadOptions()
+
+
+@option_group("upload_options", UploadOptions)
+@option_group("model_options", ModelOptions)
+def upload(
+    model: Annotated[str | None, typer.Argument(help=MODEL_HELP)] = None,
+    upload_options: UploadOptions = DEFAULT_UPLOAD_OPTIONS,
     n_queries: Annotated[
         int | None, typer.Option("--n-queries", help="n of 'time for n queries' (default: queries issued during a direct upload)")
     ] = None,
     objective: Annotated[str, typer.Option(help="objective of the partition plan (queries are timed by latency)")] = "latency",
-    source: SourceOpt = None,
-    input_shape: ShapeOpt = None,
-    inputs: InputOpt = None,
-    granularity: GranularityOpt = "module",
-    leaf_module: LeafModuleOpt = None,
-    open_module: OpenModuleOpt = None,
-    allow_code: AllowCodeOpt = False,
-    no_cache: NoCacheOpt = False,
-    profile: ProfileOpt = None,
-    compute_table: ComputeOpt = None,
+    model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     setting: Annotated[list[str] | None, typer.Option("--set", help="upload planner setting NAME=VALUE (repeatable)")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="also show every other upload planner's figures")] = False,
     as_json: JsonOpt = False,
@@ -136,7 +136,8 @@ def upload(
     if list_planners:
         _list_upload_planners()
         return
-    algorithm = alias(algorithm, old_offloading, new="--algorithm", old="--offloading", default=DEFAULT_OFFLOADING_PLANNER)
+    opts = upload_options
+    algorithm, upload_algorithm = opts.partition_planner(), opts.upload_algorithm
     if algorithm in UPLOAD_PLANNERS:  # the old meaning of upload --algorithm (the names are disjoint)
         upload_algorithm = alias(
             upload_algorithm, algorithm, new=f"--upload-algorithm {algorithm}", old=f"--algorithm {algorithm}",
@@ -155,16 +156,13 @@ def upload(
         raise TiercutError(f"--n-queries {n_queries} must be >= 1")
     settings = dict(_parse_setting(s) for s in setting or [])
     progress = progress_for(quiet)
-    request = model_request(
-        model, input_shape=input_shape, inputs=inputs, granularity=granularity, leaf_modules=leaf_module,
-        open_modules=open_module, allow_code=allow_code, no_cache=no_cache,
-    )
+    request = model_options.request(model)
     problem = build_cli_problem(
-        request, env, objective=objective, source=source, profile=profile, compute_table=compute_table,
-        progress=progress,
+        request, opts.env, objective=objective, source=opts.source, profile=opts.profile,
+        compute_table=opts.compute_table, progress=progress,
     )
     result = plan_uploads(
-        problem, upload_algorithm, server=server, offloading=algorithm, n_queries=n_queries, compare=compare,
+        problem, upload_algorithm, server=opts.server, offloading=algorithm, n_queries=n_queries, compare=compare,
         progress=progress, **settings,
     )
     if plot is not None:
@@ -205,4 +203,4 @@ def _plot_curves(problem: Any, plans: dict[str, Any], path: Path) -> None:
         plt.close(fig)
 
 
-__all__ = ["upload"]
+__all__ = ["DEFAULT_UPLOAD_OPTIONS", "UploadOptions", "upload"]

@@ -16,7 +16,15 @@ from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.graph.capture import CapturedModel, ModuleTypes, capture
-from tiercut.graph.model_spec import InputSpec, LoadedModel, ModelRequest, check_code_allowed, load_model, parse_inputs
+from tiercut.graph.model_spec import (
+    InputSpec,
+    LoadedModel,
+    ModelRequest,
+    check_code_allowed,
+    is_file_factory_spec,
+    load_model,
+    parse_inputs,
+)
 from tiercut.graph.models import (
     ZOO,
     check_input_shape,
@@ -120,7 +128,8 @@ def graph_of(request: ModelRequest) -> LayerGraph:
         return extract_graph(request.spec, specs[0].shape if specs else None, granularity=request.granularity)
     if is_graph_json_path(request.spec):
         return extract_graph(request.spec, granularity=request.granularity, inputs=request.inputs)
-    check_code_allowed(request.spec, request.allow_code)  # also when the graph is cached: same rule, same answer
+    if is_file_factory_spec(request.spec):  # also when the graph is cached: same rule, same answer
+        check_code_allowed(request.spec, request.allow_code)
     return cached_graph(request, lambda: capture_request(dataclasses.replace(request, use_cache=False)).graph)
 
 

@@ -228,7 +228,9 @@ def trace_module(module: Any, example_inputs: tuple[Any, ...], module_types: Mod
     """The fx GraphModule of ``module`` and the method that made it.
 
     ``module_types`` applies to the symbolic trace; the torch.export fallback
-    sees ATen ops and keeps no module whole.
+    sees ATen ops and opens every module (so ``open`` holds there as well);
+    :func:`capture` then merges each ``leaf`` module's ops back into one
+    node (:func:`_keep_leaves_whole`).
     """
     import torch
 
@@ -515,6 +517,42 @@ def _module_graph(gm: Any, measured: dict[str, _Measured], label: str, original:
     return graph, owner
 
 
+def _keep_leaves_whole(
+    graph: LayerGraph, owner: dict[str, str], root: Any, module_types: ModuleTypes
+) -> tuple[LayerGraph, dict[str, str]]:
+    """``--leaf-module`` on a torch.export graph: the ops each instance of a leaf type ran become one node.
+
+    torch.export records, on every ATen op, the path of the module that called
+    it (``nn_module_stack``); an op under an instance of a ``leaf`` type (the
+    outermost such instance) gets that instance's path as its key, and each run
+    of consecutive ops with the same key is merged into one node named after
+    the instance, of op kind its class name (:func:`~tiercut.graph.blocks.collapse_runs`),
+    as the symbolic trace would have kept it.
+    """
+    from tiercut.graph.blocks import collapse_runs
+
+    keys: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.is_input or not node.module:
+            continue
+        parts = node.module.split(".")
+        for depth in range(1, len(parts) + 1):
+            path = ".".join(parts[:depth])
+            try:
+                module = root.get_submodule(path)
+            except AttributeError:
+                break
+            if module_types._matches(module, module_types.leaf):
+                keys[node.name] = path
+                break
+    if not keys:
+        return graph, owner
+    collapsed = collapse_runs(graph, keys, lambda path: type(root.get_submodule(path)).__name__.lower())
+    collapsed = collapsed.with_nodes(collapsed.nodes, granularity=graph.granularity)
+    holder = {member: node.name for node in collapsed for member in node.members}
+    return collapsed, {fx_name: holder[fx_name] for fx_name in owner}
+
+
 def capture(
     module: Any,
     example_inputs: tuple[Any, ...],
@@ -536,6 +574,8 @@ def capture(
     gm, method = trace_module(module, example_inputs, module_types)
     measured = _measure(gm, example_inputs)
     graph, owner = _module_graph(gm, measured, label or type(module).__name__.lower(), module)
+    if method == "export" and module_types is not None and module_types.leaf:
+        graph, owner = _keep_leaves_whole(graph, owner, module, module_types)
     if granularity == "block":
         graph, owner = collapse_blocks(graph, owner, module)
     return CapturedModel(graph_module=gm, example_inputs=example_inputs, graph=graph, method=method, owner=owner)

@@ -4,10 +4,13 @@ A model spec is one of:
 
 - a zoo name (``resnet50``; :mod:`tiercut.graph.models`), evaluated at its
   documented input size;
-- ``package.module:factory``: a callable (imported from the user's own code);
-- ``path/to/file.py:factory``: the same from a Python file, loaded as a
-  module only when the caller allows code (``--allow-code``): running a file
-  is the user's explicit decision, never a side effect of naming a path;
+- ``package.module:factory``: a callable imported from the user's own code;
+- ``path/to/file.py:factory``: the same from a Python file, loaded as a module.
+  Both import and run code, so both need the caller's leave (``--allow-code``,
+  ``allow_code=True``): running code is the user's explicit decision, never a
+  side effect of naming a model. Factories of tiercut's and torchvision's own
+  model modules (``torchvision.models:vgg19``, ``tiercut.exits.models:digits_cnn``)
+  are not user code and need no leave;
 - an ``.onnx`` file or a layer graph / problem JSON: these have no torch
   model; :func:`load_model` names them in a one-line error and the graph
   stage (:func:`tiercut.graph.extract_graph`) reads them.
@@ -44,11 +47,14 @@ from typing import Any
 from tiercut.errors import TiercutError
 from tiercut.graph.models import (
     MAX_INPUT_ELEMENTS,
+    TRUSTED_FACTORY_MODULES,
     ZOO,
     build_zoo_model,
     check_input_shape,
     import_factory,
+    imports_user_code,
     is_factory_spec,
+    is_file_factory,
     parse_shape,
 )
 
@@ -242,8 +248,7 @@ class LoadedModel:
 
 def is_file_factory_spec(spec: str) -> bool:
     """Whether ``spec`` is written ``path/to/file.py:factory``."""
-    path, sep, attr = spec.rpartition(":")
-    return bool(sep) and path.lower().endswith(".py") and all(p.isidentifier() for p in attr.split("."))
+    return is_file_factory(spec)
 
 
 def has_torch_model(spec: Any) -> bool:
@@ -252,12 +257,16 @@ def has_torch_model(spec: Any) -> bool:
 
 
 def check_code_allowed(spec: str, allow_code: bool) -> None:
-    """A one-line error if ``spec`` is ``file.py:factory`` and loading code was not allowed."""
-    if is_file_factory_spec(spec) and not allow_code:
-        raise TiercutError(
-            f"model {spec!r} runs the Python file {spec.rpartition(':')[0]}; pass --allow-code to load it "
-            "(or name a zoo model)"
-        )
+    """A one-line error if ``spec`` imports user code (:func:`imports_user_code`) and that was not allowed."""
+    if allow_code or not imports_user_code(spec):
+        return
+    if is_file_factory_spec(spec):
+        what = f"runs the Python file {spec.rpartition(':')[0]}"
+    else:
+        what = f"imports and runs the Python module {spec.partition(':')[0]}"
+    raise TiercutError(
+        f"model {spec!r} {what}; pass --allow-code to load it (allow_code=True in Python), or name a zoo model"
+    )
 
 
 def load_file_factory(spec: str, *, allow_code: bool) -> Any:
@@ -408,7 +417,7 @@ def load_model(
         spec: a zoo name, ``package.module:factory``, ``file.py:factory`` or an ``nn.Module``.
         inputs: input specs (``InputSpec`` or their text); default: the factory's
             example inputs, or the zoo model's documented size.
-        allow_code: allow loading ``file.py:factory`` (``--allow-code``).
+        allow_code: allow loading user code: ``file.py:factory``, ``package.module:factory`` (``--allow-code``).
         seed: seeds the weights of zoo models and factories, and the example inputs.
     """
     import torch
@@ -456,11 +465,13 @@ def load_model(
 
 __all__ = [
     "DTYPES",
+    "TRUSTED_FACTORY_MODULES",
     "InputSpec",
     "LoadedModel",
     "ModelRequest",
     "check_code_allowed",
     "has_torch_model",
+    "imports_user_code",
     "is_file_factory_spec",
     "load_file_factory",
     "load_model",

@@ -144,9 +144,26 @@ def is_graph_json_path(spec: Any) -> bool:
     return isinstance(spec, (str, Path)) and str(spec).lower().endswith(".json")
 
 
-def _is_file_factory(spec: str) -> bool:
+def is_file_factory(spec: str) -> bool:
+    """Whether ``spec`` is written ``path/to/file.py:factory``."""
     path, sep, attr = spec.rpartition(":")
     return bool(sep) and path.lower().endswith(".py") and all(p.isidentifier() for p in attr.split("."))
+
+
+#: modules whose factories are this project's or torchvision's own code: naming them runs no user code
+TRUSTED_FACTORY_MODULES = ("tiercut", "torchvision.models")
+
+
+def imports_user_code(spec: Any) -> bool:
+    """Whether ``spec`` loads user code: ``file.py:factory``, or ``package.module:factory`` outside
+    tiercut's and torchvision's model modules (:data:`TRUSTED_FACTORY_MODULES`)."""
+    text = str(spec)
+    if is_file_factory(text):
+        return True
+    if not is_factory_spec(text):
+        return False  # a zoo name, an .onnx or JSON file, or nothing loadable
+    module_name = text.partition(":")[0]
+    return not any(module_name == m or module_name.startswith(m + ".") for m in TRUSTED_FACTORY_MODULES)
 
 
 def data_model_spec(spec: str, *, where: str, allow_code: bool = False, base_dir: Path | None = None) -> str:
@@ -162,10 +179,12 @@ def data_model_spec(spec: str, *, where: str, allow_code: bool = False, base_dir
     if spec.lower().endswith((".onnx", ".json")):
         path = Path(spec)
         return str(path if path.is_absolute() or base_dir is None else base_dir / path)
-    if is_factory_spec(spec) or _is_file_factory(spec):
+    if is_factory_spec(spec) and not imports_user_code(spec):
+        return spec  # tiercut's or torchvision's own factories run no user code
+    if is_factory_spec(spec) or is_file_factory(spec):
         if allow_code:
             path, sep, attr = spec.rpartition(":")
-            if _is_file_factory(spec) and base_dir is not None and not Path(path).is_absolute():
+            if is_file_factory(spec) and base_dir is not None and not Path(path).is_absolute():
                 return f"{base_dir / path}{sep}{attr}"
             return spec
         raise TiercutError(

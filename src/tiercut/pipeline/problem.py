@@ -118,19 +118,6 @@ def _foreign_problem(
     return problem_
 
 
-def _measured_spec(model: Any, input_shape: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...] | None]:
-    """The model spec and the one float32 input shape workers measure at (their Profile request carries one)."""
-    from tiercut.graph import ModelRequest
-
-    if not isinstance(model, ModelRequest):
-        return model, input_shape
-    if model.inputs is None:
-        return model.spec, None
-    if len(model.inputs) != 1 or model.inputs[0].dtype != "float32" or model.inputs[0].name is not None:
-        raise TiercutError("--measure-on takes one float32 input (--input-shape); workers measure single-input models")
-    return model.spec, model.inputs[0].shape
-
-
 def problem(
     model: Any,
     env: str | Path | Environment | None = None,
@@ -150,6 +137,7 @@ def problem(
     pins: Mapping[str, str] | None = None,
     private_layers: int = 0,
     memory: bool = True,
+    allow_code: bool = False,
     progress: Progress = SILENT,
 ) -> Problem:
     """The placement problem of ``model`` over ``env`` (docs/DESIGN.md): graph, devices, links, compute table.
@@ -174,6 +162,7 @@ def problem(
         latency_budget_s, energy_budget_j, energy_total_budget_j, cost_budget: upper bounds.
         pins: node -> device it must run on; ``private_layers`` pins the first N layers to the source.
         memory: enforce the devices' memory limits.
+        allow_code: allow a model spec that imports user code (``package.module:factory``, ``file.py:factory``).
     """
     from tiercut.problem import build_problem, load_profile_file
 
@@ -195,7 +184,7 @@ def problem(
         return _foreign_problem(spec, data, objective=objective, source=source, constraints=constraints)
     environment_ = environment(env if env is not None else DEFAULT_ENV)
     layer_graph = graph_step(
-        model, example_inputs, input_shape=input_shape, granularity=granularity, progress=progress
+        model, example_inputs, input_shape=input_shape, granularity=granularity, allow_code=allow_code, progress=progress
     )
     src = source or environment_.default_source()
     constraints = _constraints(
@@ -209,13 +198,17 @@ def problem(
     if measure_on is not None:
         if table is not None:
             raise TiercutError("measuring on workers makes the compute table; drop the given compute table")
+        from tiercut.graph import ModelRequest
+
+        if not isinstance(model, (str, ModelRequest)) or example_inputs is not None:
+            raise TiercutError("measuring on workers needs the model's spec (a zoo name or a factory) or a ModelRequest")
+        from tiercut.pipeline.model import model_request
         from tiercut.runtime.profiling import WorkersFile, measure_on_workers
 
         with progress.step(f"measuring {layer_graph.model} on the workers of {measure_on}"):
-            spec, shape = _measured_spec(model, input_shape)
             table, provenance = measure_on_workers(
-                spec, layer_graph, environment_, WorkersFile.load(Path(measure_on)), source=src,
-                input_shape=shape, local_profile=local,
+                model_request(model, input_shape, granularity=granularity, allow_code=allow_code), layer_graph,
+                environment_, WorkersFile.load(Path(measure_on)), source=src, local_profile=local,
             )
     parsed = objective if isinstance(objective, Objective) else Objective.parse(objective or "latency")
     with progress.step(f"predicting {len(layer_graph)} layers' times on {len(environment_.devices)} devices"):
@@ -267,6 +260,7 @@ def multi_user_problem(
     memory: bool = True,
     default_model: str | None = None,
     models: Mapping[str, Any] | None = None,
+    allow_code: bool = False,
     progress: Progress = SILENT,
 ) -> MultiUserProblem:
     """Several users' models over one environment's shared devices and links (equal-share model).
@@ -276,12 +270,17 @@ def multi_user_problem(
     ``aggregate``: how users' latencies combine in the objective (``mean`` or ``max``).
     ``models``: model name -> a model (anything :func:`tiercut.graph` takes) or a
     :class:`LayerGraph`; a user's ``model`` is looked up there first.
+    ``allow_code``: allow users' models that import user code (``package.module:factory``, ``file.py:factory``).
     """
     from tiercut.problem import build_multi_user_problem, load_profile_file
 
     environment_ = environment(env)
     if isinstance(users, (str, Path)):
+        from tiercut.graph.model_spec import check_code_allowed
+
         users = read_users(users, default_model=default_model)
+        for user in users:  # a data file names code only with the caller's leave
+            check_code_allowed(user.model, allow_code)
     if users is not None:
         from dataclasses import replace
 
@@ -293,7 +292,9 @@ def multi_user_problem(
         key = (user.model, user.input_shape)
         if key not in graphs:
             model = (models or {}).get(user.model, user.model)
-            graphs[key] = graph_step(model, input_shape=user.input_shape, granularity=granularity, progress=progress)
+            graphs[key] = graph_step(
+                model, input_shape=user.input_shape, granularity=granularity, allow_code=allow_code, progress=progress
+            )
     text = objective if isinstance(objective, str) else None
     obj = Objective.parse(text, aggregate) if text is not None else objective
     local = load_profile_file(profile) if isinstance(profile, (str, Path)) else profile

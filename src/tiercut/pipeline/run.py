@@ -63,6 +63,21 @@ def predicted_queries(problem: Problem, upload_plan: Mapping[str, Any], queries:
     return [(q.start_s, q.end_s - q.start_s) for q in result.queries if math.isfinite(q.end_s)]
 
 
+def _onnx_captured(model: Any, input_shape: tuple[int, ...] | None, granularity: str, progress: Progress) -> Any:
+    """An ``.onnx`` model (a spec or a :class:`~tiercut.graph.ModelRequest`) ready to be split over workers."""
+    from tiercut.graph import ModelRequest
+    from tiercut.runtime.onnx_program import load_onnx_captured
+
+    if isinstance(model, ModelRequest):
+        specs = model.inputs or ()
+        if len(specs) > 1 or any(s.name is not None for s in specs):
+            raise TiercutError(f"{model.spec} takes one --input-shape for its first input; its other inputs keep theirs")
+        input_shape = specs[0].shape if specs else input_shape
+        granularity, model = model.granularity, model.spec
+    with progress.step(f"reading {model}"):
+        return load_onnx_captured(model, input_shape, granularity=granularity)
+
+
 def run(
     model: Any,
     env: str = "three-tier",
@@ -77,7 +92,7 @@ def run(
     workers: Mapping[str, str] | None = None,
     credentials: Any = None,
     insecure: bool = False,
-    artifact_format: str = "aten-json",
+    artifact_format: str | None = None,
     emulate_links: bool = True,
     bandwidth_scale: float = 1.0,
     verify: bool = False,
@@ -106,11 +121,13 @@ def run(
         workers: server name -> ``host:port`` of running workers (None: start local ones).
         credentials: a :class:`tiercut.runtime.protocol.Credentials` for ``workers``.
         insecure: allow a token to travel in clear to non-loopback workers.
+        artifact_format: ``aten-json`` or ``onnx`` (default: ``onnx`` for an ``.onnx`` model, whose
+            partitions run in onnxruntime on workers started with ``--allow-onnx``; else ``aten-json``).
         predict: also simulate the same run (single server, real link figures, back-to-back queries).
         log: called with each line the run reports (uploads confirmed, workers' state).
     """
     from tiercut.env import load_environment
-    from tiercut.graph import ModelRequest
+    from tiercut.graph import ModelRequest, is_onnx_path
     from tiercut.graph.model_spec import has_torch_model
     from tiercut.pipeline.model import capture
     from tiercut.pipeline.problem import problem as problem_step
@@ -125,12 +142,20 @@ def run(
 
     # every setting is checked before any model work
     spec = model.spec if isinstance(model, ModelRequest) else model
-    if isinstance(spec, str) and not has_torch_model(spec):
+    onnx_file = isinstance(spec, str) and is_onnx_path(spec)
+    if isinstance(spec, str) and not has_torch_model(spec) and not onnx_file:
         raise TiercutError(
             f"run executes the model itself; {spec} holds only its graph (pass the zoo name or the factory it came from)"
         )
+    if artifact_format is None:
+        artifact_format = "onnx" if onnx_file else "aten-json"
     if artifact_format not in ARTIFACT_FORMATS:
         raise TiercutError(f"artifact format {artifact_format!r} is not known; use {' or '.join(ARTIFACT_FORMATS)}")
+    if onnx_file and artifact_format != "onnx":
+        raise TiercutError(
+            f"{spec} is an ONNX model: its partitions run as onnx programs (workers need --allow-onnx); "
+            f"drop --artifact-format {artifact_format}"
+        )
     if queries < 1:
         raise TiercutError(f"queries {queries} must be >= 1")
     if upload_plan is not None and tiled_plan is not None:
@@ -171,7 +196,10 @@ def run(
         plan = read_upload_plan(upload_plan)
     else:
         plan = dict(upload_plan)
-    captured = capture(model, input_shape, granularity=granularity, progress=progress)
+    if onnx_file:
+        captured = _onnx_captured(model, input_shape, granularity, progress)
+    else:
+        captured = capture(model, input_shape, granularity=granularity, progress=progress)
     label = spec if isinstance(spec, str) else captured.graph.model
     plan_source = source or plan.get("source") or environment.default_source()
     note = log or progress.log

@@ -51,6 +51,7 @@ from tiercut.serialization import json_contract
 
 if TYPE_CHECKING:
     from tiercut.graph.capture import CapturedModel
+    from tiercut.graph.types import LayerGraph
     from tiercut.profile.profile_file import Profile
 
 #: progress callback: (done, total, what was just measured)
@@ -566,6 +567,94 @@ def _private_copy(value: Any) -> Any:
     return value
 
 
+#: the label :func:`profile_calls` gives the whole model's timing (node names never hold a space)
+WHOLE_MODEL = "whole model"
+#: what a profile times: given the threads in use, (node name, call) per node then (WHOLE_MODEL, call)
+Calls = Callable[[int], Iterator[tuple[str, Callable[[], Any]]]]
+
+
+def profile_calls(
+    graph: LayerGraph,
+    calls: Calls,
+    *,
+    input_shapes: tuple[tuple[int, ...], ...],
+    repeats: int | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    rule: StoppingRule | None = None,
+    measure_host_roofline: bool = True,
+    clock: str = "wall",
+    torch_device: str = "cpu",
+    timer: Timer | None = None,
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> Profile:
+    """Time what ``calls`` yields with one stopping rule, thread setting and timer: the profile of ``graph``.
+
+    The one method behind :func:`measure_profile` (torch) and
+    :func:`~tiercut.profile.onnx_measure.measure_onnx_profile` (onnxruntime):
+    the host is described (and its roofline measured), then ``calls(threads)``
+    yields each node's call (a node is set up while the previous ones are
+    already timed) and last the whole model's, each timed until ``rule``
+    stops (:func:`repeat_until_stable`) inside ``context``; the samples'
+    quality is assessed against the machine's load.
+    """
+    import os
+
+    from tiercut.profile.features import graph_features
+    from tiercut.profile.host import describe_host, load_average, measure_host
+    from tiercut.profile.profile_file import NodeProfile, Profile
+
+    rule = rule or StoppingRule()
+    if repeats is not None:
+        rule = rule.with_max_repeats(repeats)
+    features = graph_features(graph)
+    total = len(features) + 1 + int(measure_host_roofline)
+    done = 0
+
+    def tick(label: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, label)
+
+    load_before = load_average()
+    nodes: dict[str, NodeProfile] = {}
+    whole: TimingStats | None = None
+    with thread_count(threads) as used:
+        timer = timer or timer_for(clock, used, torch_device)
+        if measure_host_roofline:
+            host = measure_host(used, timer=timer, torch_device=torch_device, timer_name=clock)
+            tick("host roofline")
+        else:
+            host = describe_host(used, torch_device=torch_device)
+        with context():
+            for name, call in calls(used):
+                timing = repeat_until_stable(call, rule, timer)
+                if name == WHOLE_MODEL:
+                    whole = timing
+                else:
+                    nodes[name] = NodeProfile(name=name, features=features[name], timing=timing)
+                tick(name)
+    if whole is None:
+        raise TiercutError(f"the profile of {graph.model} timed no whole model; this is a tiercut bug")
+    quality = assess_quality(
+        [n.timing for n in nodes.values()], whole, load_before=load_before, load_after=load_average(),
+        cpus=os.cpu_count() or 0, threads=used, clock=clock,
+    )
+    return Profile(
+        model=graph.model,
+        granularity=graph.granularity,
+        input_shapes=input_shapes,
+        host=host,
+        rule=rule,
+        nodes=nodes,
+        whole_model=whole,
+        clock=clock,
+        created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        quality=quality,
+    )
+
+
 def measure_profile(
     captured: CapturedModel,
     *,
@@ -604,71 +693,32 @@ def measure_profile(
         :class:`ProfileQuality` (``busy`` and why, or ``stable``).
     """
     import copy
-    import os
 
     import torch
 
     from tiercut.profile.features import graph_features
-    from tiercut.profile.host import describe_host, load_average, measure_host
-    from tiercut.profile.profile_file import NodeProfile, Profile
-
-    rule = rule or StoppingRule()
-    if repeats is not None:
-        rule = rule.with_max_repeats(repeats)
-    graph = captured.graph
-    features = graph_features(graph)
-    total = len(features) + 1 + int(measure_host_roofline)
-    done = 0
-
-    def tick(label: str) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total, label)
 
     device = resolve_torch_device(torch_device)
     clock = clock or ("cuda" if device.startswith("cuda") else "wall")
     if device != "cpu":
         captured = _on_device(captured, device, copy)
-    load_before = load_average()
-    with thread_count(threads) as used:
-        timer = timer or timer_for(clock, used, device)
-        if measure_host_roofline:
-            host = measure_host(used, timer=timer, torch_device=device, timer_name=clock)
-            tick("host roofline")
-        else:
-            host = describe_host(used, torch_device=device)
+
+    def calls(used: int) -> Iterator[tuple[str, Callable[[], Any]]]:
         programs = node_programs(captured)
         values = record_fx_values(captured)
-        nodes: dict[str, NodeProfile] = {}
-        with torch.no_grad():
-            for name, feats in features.items():
-                program = programs[name]
-                args = tuple(_private_copy(values[i]) for i in program.input_fx_nodes)
-                module = program.module
-                timing = repeat_until_stable(lambda m=module, a=args: m(*a), rule, timer)
-                nodes[name] = NodeProfile(name=name, features=feats, timing=timing)
-                tick(name)
-            del values
-            gm = captured.graph_module
-            inputs = tuple(captured.example_inputs)
-            whole = repeat_until_stable(lambda: gm(*inputs), rule, timer)
-            tick("whole model")
-    quality = assess_quality(
-        [n.timing for n in nodes.values()], whole, load_before=load_before, load_after=load_average(),
-        cpus=os.cpu_count() or 0, threads=used, clock=clock,
-    )
-    return Profile(
-        model=graph.model,
-        granularity=graph.granularity,
-        input_shapes=tuple(tuple(getattr(x, "shape", ())) for x in captured.example_inputs),
-        host=host,
-        rule=rule,
-        nodes=nodes,
-        whole_model=whole,
-        clock=clock,
-        created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        quality=quality,
+        for name in graph_features(captured.graph):
+            program = programs[name]
+            args = tuple(_private_copy(values[i]) for i in program.input_fx_nodes)
+            yield name, lambda m=program.module, a=args: m(*a)
+        del values
+        gm = captured.graph_module
+        inputs = tuple(captured.example_inputs)
+        yield WHOLE_MODEL, lambda: gm(*inputs)
+
+    return profile_calls(
+        captured.graph, calls, input_shapes=tuple(tuple(getattr(x, "shape", ())) for x in captured.example_inputs),
+        repeats=repeats, threads=threads, progress=progress, rule=rule, measure_host_roofline=measure_host_roofline,
+        clock=clock, torch_device=device, timer=timer, context=torch.no_grad,
     )
 
 

@@ -79,7 +79,7 @@ import json
 import math
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -580,7 +580,6 @@ def _export_onnx(
 ) -> tuple[bytes, dict[str, tuple[str, Any]], dict[str, str], dict[str, TensorSpec]]:
     import onnx
     import torch
-    from onnx import numpy_helper
 
     buffer = io.BytesIO()
     input_names = [f"input_{i}" for i in range(len(leaves))]
@@ -606,6 +605,24 @@ def _export_onnx(
     unused = [init for init in model.graph.initializer if init.name not in used]
     for init in unused:  # onnxruntime refuses initializers no node reads
         model.graph.initializer.remove(init)
+    weights, sources, specs = initializers_to_store(model, lambda name: name.removeprefix("gm."))
+    data = model.SerializeToString()
+    return data, weights, sources, specs
+
+
+def initializers_to_store(
+    model: Any, source_of: Callable[[str], str] = str
+) -> tuple[dict[str, tuple[str, Any]], dict[str, str], dict[str, TensorSpec]]:
+    """Move an ONNX model's initializers out of it (in place) to the weight store.
+
+    Each initializer becomes external data at :data:`ONNX_STORE_LOCATION`
+    (which only a worker's store satisfies). Returns initializer name ->
+    (digest, tensor), digest -> ``source_of(name)`` and name -> its spec.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
     weights: dict[str, tuple[str, Any]] = {}
     sources: dict[str, str] = {}
     specs: dict[str, TensorSpec] = {}
@@ -614,7 +631,7 @@ def _export_onnx(
         tensor = torch.from_numpy(array.copy())
         digest = tensor_digest(tensor)
         weights[init.name] = (digest, tensor)
-        sources[digest] = init.name.removeprefix("gm.")
+        sources[digest] = source_of(init.name)
         specs[init.name] = TensorSpec.of(tensor)
         nbytes = len(init.raw_data) if init.HasField("raw_data") else array.nbytes
         for fname in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
@@ -624,8 +641,7 @@ def _export_onnx(
         for key, value in (("location", ONNX_STORE_LOCATION), ("offset", "0"), ("length", str(nbytes))):
             entry = init.external_data.add()
             entry.key, entry.value = key, value
-    data = model.SerializeToString()
-    return data, weights, sources, specs
+    return weights, sources, specs
 
 
 # --------------------------------------------------------------------- loading (worker side)
@@ -1064,6 +1080,7 @@ __all__ = [
     "check_operator",
     "check_partition_id",
     "export_aten",
+    "initializers_to_store",
     "load_program",
     "make_program",
     "operator_name",

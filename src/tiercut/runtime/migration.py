@@ -326,6 +326,9 @@ def prepare_migration(
     ``tiled``: the plan's tiled stages (:class:`tiercut.spatial.problem.TiledStage`, ``problem`` then a
     :class:`~tiercut.spatial.problem.SpatialProblem`): every stage that needs an upload to each of their
     devices runs them as parallel tiles (:func:`tiercut.runtime.tiled.tiled_steps`).
+    ``captured`` may be an ONNX model
+    (:class:`~tiercut.runtime.onnx_program.OnnxCaptured`): its programs are
+    then ``onnx`` programs whatever ``artifact_format`` says.
     With ``exits`` (a :class:`~tiercut.exits.deploy.ExitDeployment`, the
     captured model being its multi-exit network) every stage runs the exit
     heads as partitions of their own and stops a query at the first exit
@@ -337,6 +340,8 @@ def prepare_migration(
     then pack each server's uploads (:func:`_server_uploads`).
     """
     view = _view(plan, source)
+    if _is_onnx(captured):
+        artifact_format = "onnx"
     model = label or captured.graph.model or "model"
     _check_partitions(view, captured.graph, model)
     stages, stage_programs = _build_stages(
@@ -344,7 +349,7 @@ def prepare_migration(
     )
     if not any(stage.devices == [view.source] for stage in stages):
         stages.append(_local_stage(captured, view.source, len(stages), exits))
-    node_tensors = _node_tensors(captured)
+    node_tensors = captured.node_tensors() if _is_onnx(captured) else _node_tensors(captured)
     plan_tag = hashlib.sha256(
         repr((model, view.algorithm, view.source, sorted(view.partitions.items(), key=str))).encode()
     ).hexdigest()[:10]
@@ -388,6 +393,10 @@ def _cut(captured: Any, placement: Mapping[str, str], source: str, exits: Any | 
     """The stage's split and what its route needs of it: (split, exit split or None)."""
     from tiercut.graph.split import split_by_placement
 
+    if _is_onnx(captured):  # an ONNX model's pieces, run in onnxruntime
+        if exits is not None:
+            raise TiercutError("early exits are added to torch models; an ONNX model runs without them")
+        return captured.split(placement), None
     if exits is None:
         return split_by_placement(captured, placement), None
     cut = exits.split(captured, placement, source)
@@ -420,12 +429,15 @@ def _build_stages(
         raise TiercutError("tiled stages need the plan's problem (its spatial stacks); pass problem=")
     if tiled and exits is not None:
         raise TiercutError("a plan with tiled stages runs without early exits; give one or the other")
+    onnx = _is_onnx(captured)
+    if tiled and onnx:
+        raise TiercutError("a plan with tiled stages runs a torch model (its tiles are torch layers), not an ONNX file")
     stacks = {}
     if tiled:
         from tiercut.runtime.tiled import runtime_stack
 
         stacks = {i: runtime_stack(captured, problem, stage) for i, stage in enumerate(tiled)}
-    values = record_fx_values(captured)
+    values = {} if onnx else record_fx_values(captured)
     programs: dict[tuple[Any, ...], BuiltProgram] = {}
     splits: dict[tuple[tuple[str, str], ...], Any] = {}
     stages: list[RuntimeStage] = []
@@ -441,6 +453,8 @@ def _build_stages(
             note(f"stage {index}: splitting the model")
             splits[key] = _cut(captured, cut_placement, view.source, exits)
         split, cut = splits[key]
+        if onnx:  # the tensors this cut's partitions exchange, on the example inputs
+            values = captured.example_values(split)
         built: dict[str, list[BuiltProgram]] = {}
         program_ids: dict[int, str | None] = {}
         tiled_runs: dict[int, Any] = {}
@@ -468,7 +482,10 @@ def _build_stages(
                 if program_key not in programs:
                     note(f"stage {index}: exporting partition {partition.index} for {partition.device}")
                     inputs = {n: values[n] for n in partition.input_names}
-                    programs[program_key] = build_program(partition, inputs, format=artifact_format)
+                    programs[program_key] = (
+                        captured.build_program(partition, inputs) if onnx
+                        else build_program(partition, inputs, format=artifact_format)
+                    )
                 program = programs[program_key]
                 built.setdefault(partition.device, []).append(program)
                 program_id = program.program.manifest.program_id
@@ -500,6 +517,12 @@ def _build_stages(
             stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, **exit_fields))
         stage_programs.append(built)
     return stages, stage_programs
+
+
+def _is_onnx(captured: Any) -> bool:
+    from tiercut.runtime.onnx_program import OnnxCaptured
+
+    return isinstance(captured, OnnxCaptured)
 
 
 def _local_stage(captured: Any, source: str, index: int, exits: Any | None = None) -> RuntimeStage:

@@ -45,10 +45,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiercut.errors import TiercutError
 from tiercut.runtime.protocol import SERVICE
+
+if TYPE_CHECKING:
+    from tiercut.runtime.artifact import PartitionBundle
 
 METHOD_PROFILE = f"/{SERVICE}/Profile"
 #: the longest a worker spends on one Profile request
@@ -363,8 +366,81 @@ class WorkersFile:
         return Credentials(token=token, tls_cert=path("cert"), tls_key=path("key"), tls_ca=path("ca"))
 
 
+def _by_name(request: Any) -> tuple[str, tuple[int, ...] | None] | None:
+    """(zoo name, input shape) when a worker can build the model itself; None when it must receive it."""
+    from tiercut.graph import ZOO
+
+    if request.spec not in ZOO or request.leaf_modules or request.open_modules:
+        return None
+    if request.inputs is None:
+        return request.spec, None
+    (first, *others) = request.inputs
+    if others or first.dtype != "float32" or first.name is not None or first.fill is not None:
+        return None
+    return request.spec, first.shape
+
+
+def _layer_programs(captured: Any) -> tuple[PartitionBundle, dict[str, str]]:
+    """Every layer-graph node as its own ``aten-json`` program, all in one bundle; node -> program id.
+
+    The model is split with each node on a device of its own, so every
+    partition holds one node; the programs are made as for a run
+    (:func:`~tiercut.runtime.artifact.build_program`: data only, checked as a worker checks them).
+    """
+    from tiercut.graph.split import split_by_placement
+    from tiercut.profile.measure import record_fx_values
+    from tiercut.runtime.artifact import ArtifactError, PartitionBundle, build_program
+
+    placement = {n.name: ("client" if n.is_input else f"layer{i}") for i, n in enumerate(captured.graph.nodes)}
+    split = split_by_placement(captured, placement)
+    values = record_fx_values(captured)
+    programs: dict[str, Any] = {}
+    weights: dict[str, Any] = {}
+    for partition in split.partitions:
+        if partition.device == "client":
+            continue
+        try:
+            built = build_program(partition, {n: values[n] for n in partition.input_names})
+        except ArtifactError as exc:
+            raise TiercutError(f"--measure-on cannot send layer {partition.nodes[0]!r} to the workers: {exc}") from None
+        (node,) = partition.nodes
+        programs[node] = built.program
+        weights.update(built.weights)
+    unique = {p.manifest.program_id: p for p in programs.values()}
+    bundle = PartitionBundle("", tuple(programs), weights, tuple(unique.values())).named(
+        f"measure.{''.join(c if c.isalnum() else '_' for c in captured.graph.model)[:48]}"
+    )
+    return bundle, {node: p.manifest.program_id for node, p in programs.items()}
+
+
+async def _profile_programs(
+    connection: Any, bundle: PartitionBundle, program_of: Mapping[str, str], repeats: int, max_seconds: float
+) -> dict[str, Any]:
+    """Upload ``bundle`` to one worker, time each layer's program there, drop the bundle; node -> seconds."""
+    from tiercut.runtime.artifact import sha256_hex
+
+    data = bundle.to_bytes()
+    result = await connection.upload(bundle.partition_id, data, sha256_hex(data))
+    if not result.ok:
+        raise TiercutError(f"worker {connection.device!r} refused the layers to measure: {result.reason}")
+    try:
+        share = max(min(max_seconds / max(len(set(program_of.values())), 1), MAX_PROFILE_SECONDS), 0.05)
+        timed: dict[str, float] = {}
+        for program_id in dict.fromkeys(program_of.values()):
+            reply = await request_profile(
+                connection, ProfileRequest(program_id=program_id, repeats=repeats, max_seconds=share)
+            )
+            timed[program_id] = float(reply["timing"]["median_s"])
+        return {
+            "seconds": {node: timed[program_id] for node, program_id in program_of.items()},
+            "compute_slowdown": float(reply.get("compute_slowdown", 1.0)) if program_of else 1.0,
+        }
+    finally:
+        await connection.drop([bundle.partition_id])
+
+
 def measure_on_workers(
-    model: str,
+    model: Any,
     graph: Any,
     env: Any,
     workers: WorkersFile,
@@ -377,19 +453,27 @@ def measure_on_workers(
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """The compute table of ``graph`` with measured columns for the workers and the client.
 
-    Every device of ``workers`` profiles ``model`` on its own hardware (the
-    ``Profile`` RPC); the source device is measured here (``local_profile``,
-    or a fresh :func:`~tiercut.profile.measure_profile`); the other devices
-    are predicted from the catalog as usual. Returns node -> device ->
-    seconds and device -> provenance.
+    ``model``: a :class:`~tiercut.graph.ModelRequest` (its inputs of any
+    number and dtype, its module types) or a spec with ``input_shape``. Every
+    device of ``workers`` times the model on its own hardware (the ``Profile``
+    RPC): a zoo model at its one float32 input the worker builds itself, by
+    name (every node alone and the whole model); any other model (a factory,
+    several inputs, token ids, a mask) reaches the worker as data only: each
+    layer as its own ``aten-json`` program, uploaded, timed alone on inputs of
+    its declared shapes, then dropped. The source device is measured here
+    (``local_profile``, or a fresh :func:`~tiercut.profile.measure_profile` of
+    the same model and inputs); the other devices are predicted from the
+    catalog as usual. Returns node -> device -> seconds and device -> provenance.
     """
-    from tiercut.graph import ZOO
+    from tiercut.graph import ModelRequest, capture_request
+    from tiercut.graph.model_spec import InputSpec
     from tiercut.problem import compute_table_for, resolve_devices
     from tiercut.profile import Profile, compute_table
     from tiercut.runtime.protocol import Connection
 
-    if model not in ZOO:
-        raise TiercutError(f"--measure-on profiles zoo models on the workers; {model!r} is not one ({', '.join(ZOO)})")
+    if not isinstance(model, ModelRequest):
+        inputs = (InputSpec(name=None, dtype="float32", shape=tuple(input_shape)),) if input_shape else None
+        model = ModelRequest(spec=str(model), inputs=inputs, granularity=graph.granularity)
     names = set(env.device_names)
     for device in workers.workers:
         if device not in names:
@@ -397,25 +481,33 @@ def measure_on_workers(
     if source in workers.workers:
         raise TiercutError(f"the source {source!r} is measured here; drop it from the workers file")
     credentials = credentials or workers.credentials()
-    request = ProfileRequest(model=model, input_shape=input_shape, granularity=graph.granularity, repeats=repeats,
-                             max_seconds=workers.max_seconds)
+    by_name = _by_name(model)
+    captured = None if by_name is not None and local_profile is not None else capture_request(model)
+    if by_name is not None:
+        request = ProfileRequest(model=by_name[0], input_shape=by_name[1], granularity=graph.granularity,
+                                 repeats=repeats, max_seconds=workers.max_seconds)
+    else:
+        assert captured is not None
+        bundle, program_of = _layer_programs(captured)
 
     async def gather() -> dict[str, dict[str, Any]]:
         replies = {}
         for device, address in workers.workers.items():  # one at a time: they may share this host's cores
             connection = Connection(device=device, address=address, credentials=credentials)
             try:
-                replies[device] = await request_profile(connection, request)
+                if by_name is not None:
+                    replies[device] = await request_profile(connection, request)
+                else:
+                    replies[device] = await _profile_programs(connection, bundle, program_of, repeats, workers.max_seconds)
             finally:
                 await connection.close()
         return replies
 
     replies = asyncio.run(gather())
     if local_profile is None:
-        from tiercut.graph import capture_model
         from tiercut.profile import measure_profile
 
-        local_profile = measure_profile(capture_model(model, input_shape, granularity=graph.granularity), repeats=repeats)
+        local_profile = measure_profile(captured, repeats=repeats)
     specs, _, provenance = resolve_devices(env)
     predicted_specs = {d: s for d, s in specs.items() if d not in workers.workers and d != source}
     seconds: dict[str, dict[str, float]] = {n.name: {} for n in graph if not n.is_input}
@@ -425,18 +517,31 @@ def measure_on_workers(
         for node, row in table.items():
             seconds[node].update(row)
         provenance.update(basis)
-    measured = {source: local_profile, **{d: Profile.from_dict(r["profile"], where=f"profile from worker {d!r}")
-                                          for d, r in replies.items()}}
+    measured: dict[str, Any] = {source: local_profile}
+    if by_name is not None:
+        measured.update({d: Profile.from_dict(r["profile"], where=f"profile from worker {d!r}") for d, r in replies.items()})
     for device, profile in measured.items():
         column = compute_table(graph, {device: None}, profile=profile)
         for node, row in column.seconds.items():
             seconds[node][device] = row[device]
         where = "here" if device == source else f"on worker {workers.workers[device]}"
-        slow = replies.get(device, {}).get("compute_slowdown", 1.0)
-        note = f" (emulating a {slow:g}x slower device)" if slow != 1.0 else ""
         quality = profile.quality.verdict if profile.quality is not None else "unknown"
-        provenance[device] = f"measured {where}{note}: {column.basis[device]}; host {quality}"
+        provenance[device] = f"measured {where}{_slowdown_note(replies.get(device, {}))}: {column.basis[device]}; host {quality}"
+    if by_name is None:
+        for device, reply in replies.items():
+            for node, node_s in reply["seconds"].items():
+                seconds[node][device] = node_s
+            provenance[device] = (
+                f"measured on worker {workers.workers[device]}{_slowdown_note(reply)}: each of {len(reply['seconds'])} "
+                f"layers sent as a program and timed alone (median of up to {repeats} runs, the worker's per-call "
+                "overhead included)"
+            )
     return seconds, provenance
+
+
+def _slowdown_note(reply: Mapping[str, Any]) -> str:
+    slow = reply.get("compute_slowdown", 1.0)
+    return f" (emulating a {slow:g}x slower device)" if slow != 1.0 else ""
 
 
 __all__ = [
