@@ -10,8 +10,10 @@ Sections (``--sections``, all by default):
   check of the worker on (frame checksums, the run's input and per-step
   checks, budgets, the execution thread); in the same loop, query by
   query, plain grpc.aio echoes of 1 MiB to another process (on a stream,
-  unary, unary with the worker's malloc setting): the floor under any gRPC
-  runtime on this machine at the same load, and what tiercut adds above it;
+  unary, unary with the worker's malloc setting), each round in a rotating
+  order: the floor under any gRPC runtime on this machine at the same load,
+  and what tiercut adds above it (median of the per-round differences);
+  ``--sections transport --quick`` takes about half a minute;
 - ``formats``: the zoo's partitions (each model cut in three) as
   ``aten-json`` programs (ATen interpreter) and ``onnx`` programs
   (onnxruntime): run time on this CPU, max deviation from PyTorch;
@@ -116,7 +118,7 @@ def transport(quick: bool) -> dict[str, Any]:
     from tiercut.graph.split import split_by_placement
     from tiercut.profile.measure import record_fx_values
     from tiercut.runtime.artifact import PartitionBundle, build_program, sha256_hex
-    from tiercut.runtime.protocol import Connection
+    from tiercut.runtime.protocol import Connection, reuse_message_memory
     from tiercut.runtime.route import HopRecord, Route, Step
     from tiercut.runtime.session import LocalCluster
 
@@ -135,8 +137,11 @@ def transport(quick: bool) -> dict[str, Any]:
     bundle = PartitionBundle("hop", remote.nodes, dict(program.weights), (program.program,))
     data = bundle.to_bytes()
     x = torch.randn(*shape)
-    repeats = 50 if quick else 300
-    warm_up = 10
+    repeats = 150 if quick else 400
+    warm_up = 20
+    # this process is a tiercut client: it tunes malloc as `tiercut run` does (and as the worker does); the echo
+    # clients share the process, so the floor is measured with the same setting
+    client_malloc_tuned = reuse_message_memory()
     load_before = os.getloadavg()
 
     async def measure(address: str, token: str, echo_ports: dict[str, int]) -> dict[str, Any]:
@@ -153,26 +158,41 @@ def transport(quick: bool) -> dict[str, Any]:
             "echo_unary_tuned": channels["tuned"].unary_unary("/bench.Echo/U"),
         }
         payload = os.urandom(1 << 20)
+        meta = {"route": route.to_dict(), "position": 0, "chain": ["end"], "wanted": list(route.result_names), "from": "end"}
+
+        async def hop() -> tuple[float, float, int, str]:
+            start = time.perf_counter()
+            reply = await connection.execute(meta, {remote.input_names[0]: x})
+            rtt = time.perf_counter() - start
+            compute = sum(HopRecord.from_dict(r).compute_s for r in reply.frame.meta["records"])
+            return rtt, compute, reply.bytes_sent + reply.bytes_received, getattr(reply, "method", "Execute")
+
+        async def echo(name: str) -> float:
+            start = time.perf_counter()
+            if name == "echo_stream":
+                _ = [m async for m in echoes[name](iter([payload]))]
+            else:
+                _ = await echoes[name](payload)
+            return time.perf_counter() - start
+
         try:
-            assert (await connection.upload("hop", data, sha256_hex(data))).ok
+            confirmation = await connection.upload("hop", data, sha256_hex(data))
+            assert confirmation.ok, f"the worker refused the benchmark partition: {confirmation.code}: {confirmation.reason}"
             hops: list[tuple[float, float, int, str]] = []
             echo_s: dict[str, list[float]] = {name: [] for name in echoes}
-            meta = {"route": route.to_dict(), "position": 0, "chain": ["end"], "wanted": list(route.result_names), "from": "end"}
+            order = ["hop", *echoes]
             for i in range(repeats + warm_up):
-                start = time.perf_counter()
-                reply = await connection.execute(meta, {remote.input_names[0]: x})
-                rtt = time.perf_counter() - start
-                compute = sum(HopRecord.from_dict(r).compute_s for r in reply.frame.meta["records"])
-                if i >= warm_up:
-                    hops.append((rtt, compute, reply.bytes_sent + reply.bytes_received, getattr(reply, "method", "Execute")))
-                for name, call in echoes.items():
-                    start = time.perf_counter()
-                    if name == "echo_stream":
-                        _ = [m async for m in call(iter([payload]))]
+                # one round of every exchange, in a rotating order (no exchange always runs first after a pause)
+                shift = i % len(order)
+                for name in order[shift:] + order[:shift]:
+                    if name == "hop":
+                        sample = await hop()
+                        if i >= warm_up:
+                            hops.append(sample)
                     else:
-                        _ = await call(payload)
-                    if i >= warm_up:
-                        echo_s[name].append(time.perf_counter() - start)
+                        seconds = await echo(name)
+                        if i >= warm_up:
+                            echo_s[name].append(seconds)
             return {"hops": hops, "echo_s": echo_s}
         finally:
             await connection.close()
@@ -190,11 +210,14 @@ def transport(quick: bool) -> dict[str, Any]:
     overhead = [(rtt - compute) / 2 for rtt, compute, _, _ in samples]
     per_hop = statistics.median(overhead)
     floors = {name: statistics.median(times) / 2 for name, times in echo_s.items()}
-    floor = floors["echo_unary"]  # the cheapest plain exchange of 1 MiB each way: one gRPC message per direction
+    floor = floors["echo_unary_tuned"]  # one gRPC message each way, the server with the worker's malloc setting
+    # paired: each round's hop overhead minus the same round's echo, so load that changes over the run cancels
+    above = {name: statistics.median(o - t / 2 for o, t in zip(overhead, times)) for name, times in echo_s.items()}
     return {
         "tensor_bytes": 1 << 20,
         "samples": len(samples),
         "methods": sorted({s[3] for s in samples}),
+        "client_malloc_tuned": client_malloc_tuned,
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
         "round_trip_median_s": statistics.median(s[0] for s in samples),
@@ -207,13 +230,35 @@ def transport(quick: bool) -> dict[str, Any]:
         "grpc_echo_unary_per_hop_s": floors["echo_unary"],
         "grpc_echo_unary_tuned_malloc_per_hop_s": floors["echo_unary_tuned"],
         "grpc_floor_per_hop_s": floor,
-        # what tiercut adds to gRPC itself (frames, checks, thread handoff): steadier than the total on a loaded machine
-        "overhead_above_grpc_floor_per_hop_s": per_hop - floor,
-        "overhead_above_grpc_stream_echo_per_hop_s": per_hop - floors["echo_stream"],
+        # what tiercut adds to gRPC itself (frames, checks, thread handoff), paired round by round (median of the
+        # differences): steadier than the total on a loaded machine
+        "overhead_above_grpc_floor_per_hop_s": above["echo_unary_tuned"],
+        "overhead_above_grpc_unary_echo_per_hop_s": above["echo_unary"],
+        "overhead_above_grpc_stream_echo_per_hop_s": above["echo_stream"],
         "frame_bytes_per_round_trip": samples[0][2],
         "target_s": TARGET_HOP_S,
         "meets_target": per_hop < TARGET_HOP_S,
     }
+
+
+def _print_transport(t: dict[str, Any]) -> None:
+    """The transport section as a table (ms per hop: half a round trip of 1 MiB each way)."""
+    load = t.get("load_average_before", [math.nan])[0]
+    rows = [
+        ("tiercut hop, all checks on (round trip - compute) / 2", t["overhead_per_hop_median_s"]),
+        ("  p90", t["overhead_per_hop_p90_s"]),
+        ("plain gRPC unary echo, worker malloc setting (floor)", t["grpc_floor_per_hop_s"]),
+        ("plain gRPC unary echo, default malloc", t["grpc_echo_unary_per_hop_s"]),
+        ("plain gRPC stream echo", t["grpc_echo_stream_per_hop_s"]),
+        ("tiercut above the floor (paired, median of differences)", t["overhead_above_grpc_floor_per_hop_s"]),
+        ("tiercut above the default unary echo (paired)", t.get("overhead_above_grpc_unary_echo_per_hop_s", math.nan)),
+    ]
+    print(f"  transport, 1 MiB each way, {t['samples']} rounds, load average {load:.1f} on {os.cpu_count()} cores")
+    print(f"  {'exchange':<58} {'ms/hop':>7}")
+    for label, seconds in rows:
+        print(f"  {label:<58} {seconds * 1e3:7.3f}")
+    verdict = "meets" if t["meets_target"] else "misses"
+    print(f"  target < {t['target_s'] * 1e3:.1f} ms per hop: {verdict}", flush=True)
 
 
 _ECHO_SERVER = """
@@ -614,6 +659,7 @@ def main() -> int:
             out[section] = serialization(args.quick)
         elif section == "transport":
             out[section] = transport(args.quick)
+            _print_transport(out[section])
         elif section == "formats":
             out[section] = formats(args.quick, models)
         elif section == "load":
@@ -633,9 +679,8 @@ def main() -> int:
         t = out["transport"]
         print(
             f"{'transport':<14} {t['overhead_per_hop_median_s'] * 1e3:.2f} ms per hop for 1 MiB (target < 2 ms); "
-            f"plain gRPC echo in the same loop {t['grpc_floor_per_hop_s'] * 1e3:.2f} ms per hop unary, "
-            f"{t.get('grpc_echo_stream_per_hop_s', math.nan) * 1e3:.2f} ms on a stream "
-            f"(+{t.get('overhead_above_grpc_floor_per_hop_s', math.nan) * 1e3:.2f} ms above unary; load average "
+            f"plain gRPC unary echo in the same rounds {t['grpc_floor_per_hop_s'] * 1e3:.2f} ms per hop "
+            f"(+{t.get('overhead_above_grpc_floor_per_hop_s', math.nan) * 1e3:.2f} ms above it, paired; load average "
             f"{t.get('load_average_before', [math.nan])[0]:.1f} on {os.cpu_count()} cores)"
         )
     if "formats" in out:

@@ -100,6 +100,20 @@ def test_a_token_to_a_remote_worker_without_tls_is_refused(capsys):
     _fails(["serve", "--device", "edge", "--listen", "0.0.0.0:0", "--token", "t"], capsys, "receive its token in clear")
 
 
+def test_client_token_files_are_checked_before_the_worker_starts(tmp_path, capsys):
+    tokens = tmp_path / "clients.txt"
+    tokens.write_text("alice secret-a\nbob secret-b\n")
+    tokens.chmod(0o644)
+    serve = ["serve", "--device", "edge", "--listen", "127.0.0.1:0", "--client-tokens", str(tokens)]
+    _fails(serve, capsys, "is readable by others; run chmod 600")
+    tokens.chmod(0o600)
+    remote = ["serve", "--device", "edge", "--listen", "0.0.0.0:0", "--client-tokens", str(tokens)]
+    _fails(remote, capsys, "receive its token in clear")
+    tokens.write_text("alice\n")
+    _fails(serve, capsys, "is not 'NAME TOKEN'")
+    _fails([*serve[:-1], str(tmp_path / "missing.txt")], capsys, "cannot read the client token file")
+
+
 @pytest.fixture()
 def pem_files(tmp_path: Path) -> dict[str, Path]:
     garbage = tmp_path / "garbage.pem"

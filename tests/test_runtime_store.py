@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from tiercut.graph import capture_model
@@ -159,3 +161,61 @@ def test_programs_with_the_same_bytes_and_other_weights_are_two_programs():
     first = store.program(program.manifest.program_id).run(inputs)
     second = store.program(twin.manifest.program_id).run(inputs)
     assert not all(torch.equal(first[k], second[k]) for k in first)
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["admit", "drop"]), st.sampled_from(["alice", "bob"]), st.sampled_from([0, 1])),
+        max_size=14,
+    )
+)
+@settings(max_examples=40, deadline=None)
+@pytest.mark.slow  # up to 14 admissions (each loads its programs) per example
+def test_owners_keep_their_own_references_whatever_the_order_of_admits_and_drops(steps, tmp_path_factory):
+    """A model of who holds what: each owner reaches exactly its own partitions' programs and weights; storage is shared.
+
+    Bundle 1 carries weights, bundle 2 uses them without carrying them: an
+    owner may admit bundle 2 only while it holds bundle 1 (or held it: the
+    weights stay referenced by its bundle 2), never thanks to the other owner.
+    """
+    b1, b2, _, _ = _two_bundles()
+    bundles = (b1, b2)
+    directory = tmp_path_factory.mktemp("owners")
+    store = PartitionStore(directory=directory)
+    held: dict[str, set[int]] = {"alice": set(), "bob": set()}
+    for action, owner, which in steps:
+        bundle = bundles[which]
+        if action == "admit":
+            data = bundle.to_bytes()
+            may = which == 0 or 0 in held[owner] or 1 in held[owner]
+            if may:
+                store.admit(bundle, data, sha256_hex(data), owner=owner)
+                held[owner].add(which)
+            else:
+                with pytest.raises(MissingWeightsError):
+                    store.admit(bundle, data, sha256_hex(data), owner=owner)
+        else:
+            assert store.drop(bundle.partition_id, owner) == (which in held[owner])
+            held[owner].discard(which)
+        for name, mine in held.items():
+            assert sorted(p.partition_id for p in store.partitions(name)) == sorted(bundles[i].partition_id for i in mine)
+            for i, candidate in enumerate(bundles):
+                program_id = candidate.programs[0].manifest.program_id
+                assert store.has_program(program_id, name) == (i in mine)
+                assert (store.program(program_id, name) is not None) == (i in mine)
+            reachable = set(store.weights_view(name))
+            expected = set().union(*(set(bundles[i].weights) | set(bundles[i].requires) for i in mine)) if mine else set()
+            assert reachable == expected
+        everything = set().union(*held.values())
+        assert set(store.weights_view()) == (
+            set().union(*(set(bundles[i].weights) | set(bundles[i].requires) for i in everything)) if everything else set()
+        )
+        files = {path.name.split(".")[0] + "." + path.name.split(".")[1] for path in directory.glob("*.safetensors")}
+        # bundle 1's file stays while an owner holds bundle 1, or bundle 2, which uses its weights (a carrier)
+        assert files == {b.partition_id for i, b in enumerate(bundles) if any(mine and max(mine) >= i for mine in held.values())}
+    reopened = PartitionStore(directory=directory)
+    assert reopened.open().dropped == ()
+    for name, mine in held.items():
+        assert sorted(p.partition_id for p in reopened.partitions(name)) == sorted(bundles[i].partition_id for i in mine)
+        for i in mine:  # and each runs: its weights came back, from its own file or a carrier
+            assert reopened.program(bundles[i].programs[0].manifest.program_id, name) is not None

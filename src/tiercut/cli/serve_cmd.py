@@ -85,6 +85,14 @@ def serve(
         str | None,
         typer.Option("--token", envvar="TIERCUT_TOKEN", help="shared secret clients send (also from $TIERCUT_TOKEN)"),
     ] = None,
+    client_tokens: Annotated[
+        Path | None,
+        typer.Option(
+            "--client-tokens",
+            help="private file (chmod 600) of 'NAME TOKEN' lines: each client its own token, and its partitions and "
+            "weights kept apart from every other client's",
+        ),
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate chain of this worker")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of this worker")] = None,
     tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="PEM CA that signs client certificates (mutual TLS)")] = None,
@@ -150,7 +158,14 @@ def serve(
     from tiercut.profile.measure import resolve_torch_device
     from tiercut.runtime.links import LinkTable
     from tiercut.runtime.protocol import Credentials
-    from tiercut.runtime.worker import WorkerConfig, is_loopback, parse_address, parse_peers, run_worker
+    from tiercut.runtime.worker import (
+        WorkerConfig,
+        is_loopback,
+        parse_address,
+        parse_peers,
+        read_client_tokens,
+        run_worker,
+    )
 
     concurrent_partitions = alias(
         concurrent_partitions, old_threads, new="--concurrent-partitions", old="--threads", default=4
@@ -158,8 +173,9 @@ def serve(
     host, _ = parse_address(listen)
     tls_cert, tls_key, tls_ca = tls_files(tls_dir, tls_cert, tls_key, tls_ca)
     credentials = Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
+    tokens = read_client_tokens(client_tokens) if client_tokens is not None else {}
     if not is_loopback(host) and not credentials.uses_tls and not insecure:
-        if credentials.token:
+        if credentials.token or tokens:
             raise TiercutError(
                 f"worker on {listen} would receive its token in clear; pass --tls-cert/--tls-key/--tls-ca, "
                 "or --insecure on a trusted network"
@@ -203,6 +219,7 @@ def serve(
         torch_device=resolve_torch_device(torch_device),
         allow_onnx=allow_onnx,
         health_listen=health_listen,
+        client_tokens=tokens,
     )
     typer.echo(f"torch intra-op threads: {threads_used} ({threads_reason})", err=True)
     run_worker(config)

@@ -42,7 +42,7 @@ from typing import Any
 from tiercut.errors import TiercutError
 from tiercut.runtime.codec import value_nbytes
 from tiercut.runtime.migration import MigrationPlan, RuntimeStage, UploadItem
-from tiercut.runtime.protocol import ConfirmationResult, Connection, RemoteError, upload_timeout_s
+from tiercut.runtime.protocol import ConfirmationResult, Connection, RemoteError, reuse_message_memory, upload_timeout_s
 from tiercut.runtime.route import ForwardResult, HopRecord, RouteError, run_route
 from tiercut.trace import QueryRecord, Span
 
@@ -435,6 +435,7 @@ class MigrationClient:
         if missing:
             raise TiercutError(f"no worker address for server {missing[0]!r}; pass --workers {missing[0]}=HOST:PORT")
         inputs_of = self.query_inputs or default_query_inputs(plan.captured)
+        reuse_message_memory()  # the client moves the same large messages as its workers (protocol.reuse_message_memory)
         for item in (i for items in plan.uploads.values() for i in items):
             item.data()  # encode every bundle before t = 0 (installation phase)
         with torch.no_grad():  # and warm the local kernels up once, so query 0 is not a cold start

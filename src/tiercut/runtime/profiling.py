@@ -254,7 +254,7 @@ class ProfileService:
         import grpc
 
         worker = self.worker
-        await worker._authorize(context)
+        owner = await worker._authorize(context)
         try:
             parsed = ProfileRequest.from_dict(json.loads(request or b"{}"))
         except (UnicodeDecodeError, ValueError):
@@ -270,12 +270,12 @@ class ProfileService:
             try:
                 if parsed.program_id is not None:
                     store = worker.store
-                    if store is None or not store.has_program(parsed.program_id):
+                    if store is None or not store.has_program(parsed.program_id, owner):
                         await context.abort(
                             grpc.StatusCode.NOT_FOUND,
                             f"program {parsed.program_id[:12]} is not stored on {config.device!r}; upload it first",
                         )
-                    program = store.program(parsed.program_id)
+                    program = store.program(parsed.program_id, owner)
                     work = loop.run_in_executor(None, lambda: profile_program(program, parsed, slowdown=slowdown))
                     body: dict[str, Any] = {"kind": "program", **(await asyncio.wait_for(work, parsed.max_seconds * 1.5 + 5))}
                 else:

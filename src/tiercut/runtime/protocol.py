@@ -389,7 +389,8 @@ def reuse_message_memory(chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> bool:
     up to twice that of free memory is kept per malloc arena (glibc's own
     adaptive rule, fixed at this size).
 
-    Process-wide: a worker process calls it at start (:func:`tiercut.runtime.worker.run_worker`).
+    Process-wide: a worker process calls it at start (:func:`tiercut.runtime.worker.run_worker`), a
+    client when its run starts (:meth:`tiercut.runtime.client.MigrationClient.run`).
     Linux with glibc only; elsewhere it changes nothing and returns False.
     """
     import ctypes
@@ -480,9 +481,17 @@ class Connection:
         return RemoteError(_status_name(exc), f"{what} on worker {self.device!r} ({self.address}) failed: {details}")
 
     async def execute(
-        self, meta: Mapping[str, Any], values: Mapping[str, Any], *, timeout_s: float | None = None
+        self,
+        meta: Mapping[str, Any],
+        values: Mapping[str, Any],
+        *,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> ExecuteReply:
         """Send one query frame and decode the reply frame.
+
+        ``metadata`` replaces this connection's credentials metadata for this
+        call (a worker forwarding a query sends its client's token on).
 
         The query goes to ``Run`` when its frame is one message and a reply
         to the same route position has been one message before; otherwise
@@ -496,10 +505,10 @@ class Connection:
         received = None
         method = "Run"
         if len(chunks) == 1 and key in self._one_message_replies and not self._without_run:
-            received = await self._run(chunks[0], key, timeout_s)
+            received = await self._run(chunks[0], key, timeout_s, metadata)
         if received is None:
             method = "Execute"
-            received = await self._execute(chunks, timeout_s)
+            received = await self._execute(chunks, timeout_s, metadata)
             if len(received) == 1:
                 if len(self._one_message_replies) >= _MAX_REMEMBERED_REPLIES:
                     self._one_message_replies.clear()
@@ -510,7 +519,9 @@ class Connection:
             raise RemoteError("DATA_LOSS", f"reply of worker {self.device!r} is damaged: {exc}") from None
         return ExecuteReply(frame, sent, sum(len(c) for c in received), time.perf_counter() - start, method)
 
-    async def _run(self, message: bytes, key: int, timeout_s: float | None) -> list[bytes] | None:
+    async def _run(
+        self, message: bytes, key: int, timeout_s: float | None, metadata: Sequence[tuple[str, str]] | None = None
+    ) -> list[bytes] | None:
         """The reply of ``Run`` as a list of messages, or None if the query must go to ``Execute`` instead."""
         import grpc
 
@@ -518,7 +529,9 @@ class Connection:
             arrived = [m async for m in shaped([message], self.shaper, self.faults)]
             message = arrived[0] if arrived else b""  # a lost message: the worker receives an empty frame, as on Execute
         try:
-            reply = await self._open().unary_unary(METHOD_RUN)(message, metadata=self.credentials.metadata(), timeout=timeout_s)
+            reply = await self._open().unary_unary(METHOD_RUN)(
+                message, metadata=self.credentials.metadata() if metadata is None else tuple(metadata), timeout=timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
             code = _status_name(exc)
             if code == "UNIMPLEMENTED":  # a worker from before Run
@@ -534,13 +547,17 @@ class Connection:
             reply = self.reply_faults.apply(reply)
         return [] if reply is None else [reply]
 
-    async def _execute(self, chunks: list[bytes], timeout_s: float | None) -> list[bytes]:
+    async def _execute(
+        self, chunks: list[bytes], timeout_s: float | None, metadata: Sequence[tuple[str, str]] | None = None
+    ) -> list[bytes]:
         """The reply messages of ``Execute``."""
         import grpc
 
         plain = self.shaper is None and (self.faults is None or not self.faults.active)
         requests = iter(chunks) if plain else shaped(chunks, self.shaper, self.faults)
-        call = self._open().stream_stream(METHOD_EXECUTE)(requests, metadata=self.credentials.metadata(), timeout=timeout_s)
+        call = self._open().stream_stream(METHOD_EXECUTE)(
+            requests, metadata=self.credentials.metadata() if metadata is None else tuple(metadata), timeout=timeout_s
+        )
         received: list[bytes] = []
         total = 0
         try:

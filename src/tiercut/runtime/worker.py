@@ -33,6 +33,13 @@ client can make the worker hold is bounded (:class:`WorkerConfig`):
   admitting uploads use their own small executor, so Status and uploads
   are answered while long queries run.
 
+Clients are kept apart: with ``client_tokens`` each client authenticates
+with its own token, whose name is the *owner* of what it uploads. It runs,
+lists and drops only its own partitions, and its programs may use only
+weights it uploaded itself, while identical bytes are still stored once
+(:class:`~tiercut.runtime.store.PartitionStore`). A forwarded query carries
+its client's token to the next worker, so it runs there as the same owner.
+
 Settings live in :class:`WorkerConfig`; :class:`Worker` serves them inside a
 running event loop (:meth:`Worker.start`, :meth:`Worker.stop`);
 :func:`run_worker` is the blocking entry point of ``tiercut serve``.
@@ -86,7 +93,7 @@ from tiercut.runtime.route import (
     Step,
     run_route,
 )
-from tiercut.runtime.store import MissingWeightsError, PartitionStore, StoreFullError
+from tiercut.runtime.store import SHARED_OWNER, MissingWeightsError, PartitionStore, StoreFullError
 
 #: query frames smaller than this are decoded on the event loop (a copy at memory speed, not execution)
 INLINE_DECODE_BYTES = 8 << 20
@@ -143,6 +150,37 @@ def parse_peers(text: str | None) -> dict[str, str]:
             raise TiercutError(f"device {name!r} is given two addresses; give one")
         peers[name] = address
     return peers
+
+
+def read_client_tokens(path: Path) -> dict[str, str]:
+    """Client name -> token from a private file of ``NAME TOKEN`` lines (``#`` comments) for ``client_tokens``.
+
+    The file must not be readable by group or others (``chmod 600``), as a
+    token file of ``tiercut deploy``; each name and token is checked by
+    :class:`WorkerConfig`.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TiercutError(f"cannot read the client token file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if mode & 0o077:
+        raise TiercutError(f"client token file {path} is readable by others; run chmod 600 {path}")
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise TiercutError(f"{path}:{number} is not 'NAME TOKEN'; write one client per line")
+        name, token = fields
+        if name in tokens:
+            raise TiercutError(f"{path}:{number} names client {name[:64]!r} a second time; give each client one line")
+        tokens[name] = token
+    if not tokens:
+        raise TiercutError(f"client token file {path} names no client; write 'NAME TOKEN' lines")
+    return tokens
 
 
 def is_loopback(host: str) -> bool:
@@ -213,6 +251,10 @@ class ByteBudget:
         self.total -= nbytes
 
 
+#: characters of a client's name (``WorkerConfig.client_tokens``)
+_CLIENT_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
 @dataclass(eq=False)
 class _PartialUpload:
     """Chunks of an upload received so far (kept for a resend of the missing ones).
@@ -248,6 +290,14 @@ class WorkerConfig:
         listen: ``host:port`` to bind (port 0: any free port).
         credentials: token and/or mutual TLS; with neither, anyone who can
             reach the port may use the worker (loopback and tests only).
+            Clients holding ``credentials.token`` (or all clients, without
+            tokens) are one owner, :data:`~tiercut.runtime.store.SHARED_OWNER`.
+        client_tokens: client name -> its own token, each also accepted; a
+            client's partitions and weights are its own (it cannot run,
+            list, use the weights of or drop another client's). Give every
+            worker of a deployment the same table: a forwarded query runs on
+            the next worker as its client (:func:`read_client_tokens` reads
+            one from a private file).
         store_dir: folder where confirmed partitions persist (None: memory only).
         max_message_bytes: largest upload or query frame accepted.
         max_store_bytes: bound on the weights and programs held.
@@ -291,6 +341,7 @@ class WorkerConfig:
     device: str
     listen: str = "127.0.0.1:0"
     credentials: Credentials = field(default_factory=Credentials)
+    client_tokens: Mapping[str, str] = field(default_factory=dict)
     store_dir: Path | None = None
     max_message_bytes: int = 1 << 30
     max_store_bytes: int = 8 * 1024**3
@@ -348,6 +399,18 @@ class WorkerConfig:
                 raise TiercutError(f"worker setting {name} is {value}; it must be a finite number > 0")
         if self.device in self.peers:
             raise TiercutError(f"worker {self.device!r} lists itself among its peers; drop that entry")
+        tokens = [self.credentials.token] if self.credentials.token else []
+        for name, token in self.client_tokens.items():
+            if not isinstance(name, str) or not 0 < len(name) <= 64 or not set(name) <= _CLIENT_NAME or name == SHARED_OWNER:
+                raise TiercutError(
+                    f"client name {str(name)[:80]!r} must be 1-64 letters, digits, '_', '.' or '-', and not "
+                    f"{SHARED_OWNER!r}; rename it"
+                )
+            if not isinstance(token, str) or not token or any(c.isspace() for c in token) or len(token) > 512:
+                raise TiercutError(f"the token of client {name!r} must be 1-512 characters without spaces; give another")
+            if token in tokens:
+                raise TiercutError(f"the token of client {name!r} is also another client's or the shared one; give each its own")
+            tokens.append(token)
         if not (math.isfinite(self.compute_slowdown) and 1.0 <= self.compute_slowdown <= 1000.0):
             raise TiercutError(f"compute slowdown {self.compute_slowdown} must be a number in [1, 1000] (1: this host's speed)")
 
@@ -376,8 +439,9 @@ class Worker:
     _budget: ByteBudget | None = field(default=None, init=False, repr=False)
     _reaper: Any = field(default=None, init=False, repr=False)
     _peers: dict[str, Connection] = field(default_factory=dict, init=False, repr=False)
-    _pending: dict[str, _PartialUpload] = field(default_factory=dict, init=False, repr=False)
+    _pending: dict[tuple[str, str], _PartialUpload] = field(default_factory=dict, init=False, repr=False)
     _device_programs: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _accepted: tuple[tuple[bytes, str], ...] = field(default=(), init=False, repr=False)
     _started_s: float = field(default=0.0, init=False, repr=False)
     health: Any = field(default=None, init=False, repr=False)
 
@@ -405,6 +469,9 @@ class Worker:
         for partition_id, reason in report.dropped:
             self.log(f"[{config.device}] dropped stored partition {_shown(partition_id)}: {reason}")
         self._budget = ByteBudget(config.max_pending_bytes, config.max_pending_bytes_per_peer)
+        accepted = [(config.credentials.token, SHARED_OWNER)] if config.credentials.token else []
+        accepted += [(token, name) for name, token in config.client_tokens.items()]
+        self._accepted = tuple((f"Bearer {token}".encode(), owner) for token, owner in accepted)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tiercut-run")
         self._aux_executor = concurrent.futures.ThreadPoolExecutor(max_workers=AUX_THREADS, thread_name_prefix="tiercut-aux")
         self._run_slots = asyncio.Semaphore(config.threads)
@@ -469,17 +536,21 @@ class Worker:
     def _count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
 
-    async def _authorize(self, context: Any) -> None:
+    async def _authorize(self, context: Any) -> str:
+        """The caller's owner name (``SHARED_OWNER`` without per-client tokens); aborts on a missing or wrong token."""
         import grpc
 
-        token = self.config.credentials.token
-        if not token:
-            return
-        metadata = dict(context.invocation_metadata() or ())
-        sent = str(metadata.get(AUTH_METADATA_KEY, ""))
-        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        if not self._accepted:
+            return SHARED_OWNER
+        sent = _authorization(context).encode()
+        owner = None
+        for expected, name in self._accepted:  # each compared in constant time; no early exit
+            if hmac.compare_digest(sent, expected):
+                owner = name
+        if owner is None:
             self._count("refused")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token; pass the worker's --token")
+        return owner
 
     async def _in_aux(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run hashing, parsing or admission off the event loop (not on the execution threads)."""
@@ -516,15 +587,15 @@ class Worker:
         return connection
 
     # ----------------------------------------------------------- Upload
-    def _forget_pending(self, partition_id: str) -> None:
-        partial = self._pending.pop(partition_id, None)
+    def _forget_pending(self, key: tuple[str, str]) -> None:
+        partial = self._pending.pop(key, None)
         if partial is not None and self._budget is not None:
             partial.release(self._budget)
 
     def _expire_pending(self) -> None:
         now = time.monotonic()
-        for partition_id in [pid for pid, p in self._pending.items() if now - p.updated_s > self.config.pending_ttl_s]:
-            self._forget_pending(partition_id)
+        for key in [key for key, p in self._pending.items() if now - p.updated_s > self.config.pending_ttl_s]:
+            self._forget_pending(key)
             self._count("uploads_expired")
 
     async def _reap_pending(self) -> None:
@@ -537,7 +608,7 @@ class Worker:
     async def _upload(self, request_iterator: Any, context: Any) -> bytes:
         import grpc
 
-        await self._authorize(context)
+        owner = await self._authorize(context)
         config = self.config
         if self._uploads_active >= config.max_concurrent_uploads:
             self._count("uploads_busy")
@@ -546,7 +617,7 @@ class Worker:
             ).to_bytes()
         self._uploads_active += 1
         try:
-            return await self._receive_upload(request_iterator.__aiter__(), context, grpc)
+            return await self._receive_upload(request_iterator.__aiter__(), context, grpc, owner)
         except TimeoutError:
             self._count("uploads_idle")
             return ConfirmationResult(
@@ -555,7 +626,7 @@ class Worker:
         finally:
             self._uploads_active -= 1
 
-    async def _receive_upload(self, iterator: Any, context: Any, grpc: Any) -> bytes:
+    async def _receive_upload(self, iterator: Any, context: Any, grpc: Any, owner: str) -> bytes:
         assert self.store is not None and self._budget is not None
         config = self.config
         first = await self._next(iterator)
@@ -581,9 +652,10 @@ class Worker:
                 f"of {config.max_chunks_per_upload} per upload; send larger chunks",
             )
         self._expire_pending()
-        partial = self._pending.get(header.partition_id)
+        key = (owner, header.partition_id)  # each client's incomplete uploads are its own
+        partial = self._pending.get(key)
         if partial is None or partial.header != header:
-            self._forget_pending(header.partition_id)
+            self._forget_pending(key)
             if len(self._pending) >= config.max_pending_uploads:
                 self._count("uploads_busy")
                 return ConfirmationResult(
@@ -598,7 +670,7 @@ class Worker:
                 self._count("uploads_refused")
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             partial = _PartialUpload(header)
-            self._pending[header.partition_id] = partial
+            self._pending[key] = partial
         peer = str(context.peer() or "")
         damaged = 0
         over_budget = ""
@@ -646,8 +718,8 @@ class Worker:
             )
             return failure(code, reason, missing_chunks=tuple(missing))
         data = b"".join(partial.chunks[i] for i in range(header.chunk_count))
-        if self._pending.get(header.partition_id) is partial:
-            del self._pending[header.partition_id]
+        if self._pending.get(key) is partial:
+            del self._pending[key]
         partial.chunks.clear()  # ``data`` holds the bytes now; the budget stays charged until they are processed
         try:
             digest = await self._in_aux(sha256_hex, data)
@@ -656,7 +728,7 @@ class Worker:
             bundle = await self._in_aux(PartitionBundle.from_bytes, data)
             if bundle.partition_id != header.partition_id:
                 return failure("invalid", f"the bundle holds partition {bundle.partition_id!r}, not {header.partition_id!r}")
-            stored = await self._in_aux(self.store.admit, bundle, data, digest)
+            stored = await self._in_aux(functools.partial(self.store.admit, bundle, data, digest, owner=owner))
         except MissingWeightsError as exc:
             return failure("missing_weights", str(exc), missing=tuple(exc.missing))
         except StoreFullError as exc:
@@ -682,13 +754,15 @@ class Worker:
         ).to_bytes()
 
     # ----------------------------------------------------------- Execute
-    async def _run_step(self, step: Step, inputs: Mapping[str, Any], control: RunControl) -> tuple[Mapping[str, Any], float]:
-        """Run one partition on an execution thread (bounded queue; stops with ``control``)."""
+    async def _run_step(
+        self, step: Step, inputs: Mapping[str, Any], control: RunControl, owner: str = SHARED_OWNER
+    ) -> tuple[Mapping[str, Any], float]:
+        """Run one of ``owner``'s partitions on an execution thread (bounded queue; stops with ``control``)."""
         assert self.store is not None
         if step.program_id is None:
             raise RouteError(f"partition {step.index} is routed to worker {self.config.device!r} without a program id")
         program_id = step.program_id
-        if not self.store.has_program(program_id):
+        if not self.store.has_program(program_id, owner):  # another client's program is unknown to this one
             raise UnknownPartitionError(
                 f"partition {step.index} (program {program_id[:12]!r}) is not on device {self.config.device!r}; "
                 "upload it before querying it"
@@ -705,7 +779,7 @@ class Worker:
         device = self.config.torch_device
 
         def timed() -> tuple[Mapping[str, Any], float]:
-            program = store.program(program_id)  # on this thread: rebuilding an evicted program takes time
+            program = store.program(program_id, owner)  # on this thread: rebuilding an evicted program takes time
             if program is None:
                 raise UnknownPartitionError(f"partition {step.index} was dropped from device {self.config.device!r}")
             if device != "cpu":  # its weights copied to the GPU once
@@ -794,13 +868,13 @@ class Worker:
         """``Execute``: a query frame in any number of messages, answered the same way."""
         import grpc
 
-        await self._authorize(context)
+        owner = await self._authorize(context)
         assert self._budget is not None
         control = self._query_control(context)
         charged = [0]
         try:
             chunks = await self._receive_query(request_iterator, context, grpc, charged)
-            reply, shaper = await self._answer(chunks, context, control)
+            reply, shaper = await self._answer(chunks, context, control, owner)
             if shaper is None:
                 for chunk in reply:
                     yield chunk
@@ -814,13 +888,13 @@ class Worker:
         """``Run``: a query frame in one message, answered with one message (one gRPC batch each way)."""
         import grpc
 
-        await self._authorize(context)
+        owner = await self._authorize(context)
         assert self._budget is not None
         control = self._query_control(context)
         peer = str(context.peer() or "")
         await self._admit_message(context, grpc, peer, 0, len(request))
         try:
-            reply, shaper = await self._answer([request], context, control)
+            reply, shaper = await self._answer([request], context, control, owner)
             if len(reply) > 1:
                 self._count("queries_reply_too_large")
                 await context.abort(
@@ -835,11 +909,15 @@ class Worker:
         finally:
             self._budget.release(peer, len(request))
 
-    async def _answer(self, chunks: list[bytes], context: Any, control: RunControl) -> tuple[list[bytes], Any]:
-        """Decode a query, run its route from here, encode the reply: (reply messages, shaper of the link back)."""
+    async def _answer(
+        self, chunks: list[bytes], context: Any, control: RunControl, owner: str
+    ) -> tuple[list[bytes], Any]:
+        """Decode ``owner``'s query, run its route from here, encode the reply: (reply messages, shaper of the link back)."""
         import grpc
 
         config = self.config
+        sent = _authorization(context)  # forwarded as it came: the next worker runs the query for the same client
+        forward_metadata = ((AUTH_METADATA_KEY, sent),) if sent else None
         total = sum(len(c) for c in chunks)
         try:
             if total < INLINE_DECODE_BYTES:
@@ -872,7 +950,7 @@ class Worker:
         via = meta.get("via")
         if via:
             timeout_s = max(0.001, min(config.peer_timeout_s, control.deadline_s - time.monotonic()))
-            return await self._relay(context, frame, via, sender, timeout_s)
+            return await self._relay(context, frame, via, sender, timeout_s, forward_metadata)
         if not 0 <= position < len(route) or route.steps[position].device != config.device:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -894,7 +972,7 @@ class Worker:
                 out_meta["via"] = rest
             start = time.time()
             timeout_s = max(0.001, min(config.peer_timeout_s, control.deadline_s - time.monotonic()))
-            reply = await peer.execute(out_meta, values, timeout_s=timeout_s)
+            reply = await peer.execute(out_meta, values, timeout_s=timeout_s, metadata=forward_metadata)
             records = [HopRecord.from_dict(r) for r in reply.frame.meta.get("records", [])]
             records.append(
                 HopRecord(
@@ -915,7 +993,7 @@ class Worker:
                                  exit=exit_name if isinstance(exit_name, str) else "")
 
         async def run_step(step: Step, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
-            return await self._run_step(step, inputs, control)
+            return await self._run_step(step, inputs, control, owner)
 
         values = dict(frame.values)
         records: list[HopRecord] = []
@@ -950,7 +1028,7 @@ class Worker:
         return reply_chunks, (config.links.shaper(sender) if config.links is not None and sender else None)
 
     async def _relay(
-        self, context: Any, frame: Any, via: Any, sender: str, timeout_s: float
+        self, context: Any, frame: Any, via: Any, sender: str, timeout_s: float, metadata: Any = None
     ) -> tuple[list[bytes], Any]:
         """Pass a query message on to the next device of its path and its reply back, computing nothing.
 
@@ -980,7 +1058,7 @@ class Worker:
             out_meta.pop("via", None)
         start = time.time()
         try:
-            reply = await peer.execute(out_meta, frame.values, timeout_s=timeout_s)
+            reply = await peer.execute(out_meta, frame.values, timeout_s=timeout_s, metadata=metadata)
         except RemoteError as exc:
             code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNAVAILABLE)
             await context.abort(code, str(exc))
@@ -1001,7 +1079,8 @@ class Worker:
 
     # ----------------------------------------------------------- Status / Drop
     async def _status(self, request: bytes, context: Any) -> bytes:
-        await self._authorize(context)
+        """What the worker holds for the caller (its own partitions only) and how loaded it is."""
+        owner = await self._authorize(context)
         assert self.store is not None and self._budget is not None
         body = {
             "device": self.config.device,
@@ -1009,7 +1088,7 @@ class Worker:
             "uptime_s": time.time() - self._started_s,
             "partitions": [
                 {"partition_id": p.partition_id, "sha256": p.sha256, "nbytes": p.nbytes, "programs": list(p.program_ids)}
-                for p in self.store.partitions()
+                for p in self.store.partitions(owner)
             ],
             "held_bytes": self.store.held_bytes,
             "max_store_bytes": self.config.max_store_bytes,
@@ -1025,24 +1104,33 @@ class Worker:
         return json.dumps(body).encode()
 
     async def _drop(self, request: bytes, context: Any) -> bytes:
+        """Forget the caller's partitions (listed, or all of its own); other clients' stay, even identical ones."""
         import grpc
 
-        await self._authorize(context)
+        owner = await self._authorize(context)
         assert self.store is not None
         try:
             body = json.loads(request or b"{}")
             if body.get("all"):
-                ids = [p.partition_id for p in self.store.partitions()]
+                ids = [p.partition_id for p in self.store.partitions(owner)]
             else:
                 ids = [str(p) for p in body.get("partition_ids", [])]
         except (UnicodeDecodeError, ValueError, AttributeError, TypeError, RecursionError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "drop request is not JSON with partition_ids or all")
         store = self.store
-        dropped = await self._in_aux(lambda: [p for p in reversed(ids) if store.drop(p)])
+        dropped = await self._in_aux(lambda: [p for p in reversed(ids) if store.drop(p, owner)])
         self._device_programs.clear()  # device copies of dropped programs must not outlive them
         if dropped:
             self.log(f"[{self.config.device}] dropped {len(dropped)} partition(s)")
         return json.dumps({"dropped": dropped}).encode()
+
+
+def _authorization(context: Any) -> str:
+    """The ``authorization`` metadata a call carried ('' without)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTH_METADATA_KEY:
+            return str(value)
+    return ""
 
 
 def run_worker(config: WorkerConfig, *, announce: Callable[[str], None] | None = None) -> None:
@@ -1078,5 +1166,6 @@ __all__ = [
     "memory_usage",
     "parse_address",
     "parse_peers",
+    "read_client_tokens",
     "run_worker",
 ]
