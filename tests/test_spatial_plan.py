@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spatial_fixtures import captured_small_cnn, edge_cluster_problem
 from tiercut.cost import evaluate
@@ -145,3 +147,43 @@ def test_shares_follow_device_speed_coedge():
         for b in range(1, 10 - a):
             other = planner._stage(0, geometry, "edge0", ["edge0", "edge1", "edge2"], [a, b, 10 - a - b])
             assert schedule_stage(problem, other).stage_s >= best * (1 - 1e-9)
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.floats(0.3, 3.0), min_size=3, max_size=3),
+    st.floats(1e6, 1e9),
+    st.floats(1e7, 2e9),
+    st.sampled_from(["latency", "energy_total"]),
+)
+def test_docstring_guarantees_hold_on_drawn_speeds_and_links(slowdowns, uplink_bytes_per_s, lan_bytes_per_s, objective):
+    """The planner's stated guarantees: never worse than the layer-only base plan (Deb's rule), and the shares
+    of a returned stage are a local optimum (no one-row move between strips shortens the stage)."""
+    from dataclasses import replace
+
+    base = spatial_problem(3, objective)
+    compute = {n: {d: c * (slowdowns[int(d[-1])] if d.startswith("edge") else 1.0) for d, c in row.items()}
+               for n, row in base.compute_s.items()}  # fmt: skip
+    links = tuple(
+        replace(k, bandwidth_bytes_per_s=uplink_bytes_per_s if "phone" in (k.a, k.b) else lan_bytes_per_s) for k in base.links
+    )
+    problem = replace(base, compute_s=compute, links=links)
+    layer_only = get_planner("ilp").solve(problem)
+    planner = get_planner("spatial", candidates=2, max_cuts=4)
+    plan = planner.solve(problem)
+    assert (not plan.feasible, plan.objective_value) <= (not layer_only.feasible, layer_only.objective_value * (1 + 1e-9))
+    assert recompute(problem, plan).evaluation.objective_value == pytest.approx(plan.objective_value)
+    for stage in plan.stages:
+        geometry = stage.geometry(problem)
+        sizes = [t.region.rows.size for t in stage.tiles]
+        devices = [t.device for t in stage.tiles]
+        best = schedule_stage(problem, stage).stage_s
+        for i in range(len(sizes)):
+            for j in range(len(sizes)):
+                if i != j and sizes[i] > 1:
+                    moved = list(sizes)
+                    moved[i] -= 1
+                    moved[j] += 1
+                    other = planner._stage(stage.stack, geometry, stage.home, devices, moved)
+                    assert schedule_stage(problem, other).stage_s >= best * (1 - 1e-9)

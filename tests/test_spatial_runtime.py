@@ -91,13 +91,13 @@ def test_executor_refuses_what_it_cannot_run():
 
 @pytest.mark.slow
 def test_a_worker_process_killed_mid_query_has_its_tile_recomputed_and_the_answer_stays_correct(tmp_path):
-    """Three worker processes; edge1 is slowed 200x so its tile is surely still computing when it is killed."""
+    """Three worker processes; edge1 is slowed 1000x (by its CPU time) so its tile is surely still running when killed."""
     from tiercut.runtime.processes import spawn_worker
 
     body, x, stack = conv_stack()
     devices = ["edge0", "edge1", "edge2"]
     processes = [
-        spawn_worker(d, token=TOKEN, extra_args=["--compute-slowdown", "200" if d == "edge1" else "1"],
+        spawn_worker(d, token=TOKEN, extra_args=["--compute-slowdown", "1000" if d == "edge1" else "1"],
                      log_path=tmp_path / f"{d}.log")
         for d in devices
     ]  # fmt: skip
@@ -111,7 +111,7 @@ def test_a_worker_process_killed_mid_query_has_its_tile_recomputed_and_the_answe
                 executor.build(x)
                 assert all(cr.ok for cr in (await executor.upload()).values())
                 query = asyncio.ensure_future(executor.run(x))
-                await asyncio.sleep(0.3)  # edge1's tile takes 200x its compute (seconds): it is mid-run
+                await asyncio.sleep(0.3)  # edge1's tile takes 1000x its CPU time (seconds): it is mid-run
                 assert not query.done()
                 processes[1].kill()
                 during = await query
@@ -132,3 +132,23 @@ def test_a_worker_process_killed_mid_query_has_its_tile_recomputed_and_the_answe
         (moved,) = query.recomputed
         assert moved.planned == "edge1" and moved.ran_on in ("edge0", "edge2", "local")
         assert moved.failures and moved.failures[0].startswith("edge1:")
+
+
+def test_compute_slowdown_scales_cpu_time_not_time_spent_waiting_for_a_core():
+    """A slowed worker waits (k - 1) x the CPU time of a run: time it spent without the CPU (a shared core,
+    here a sleep) is not the device's work and is not multiplied; on a GPU the wall time is."""
+    import time
+
+    from tiercut.runtime.worker import _run_cpu_s, emulated_wait_s
+
+    assert emulated_wait_s(10.0, cpu_s=0.01, wall_s=0.5) == pytest.approx(0.09)
+    assert emulated_wait_s(10.0, cpu_s=0.01, wall_s=0.5, torch_device="cuda") == pytest.approx(4.5)
+    assert emulated_wait_s(1.0, cpu_s=0.01, wall_s=0.5) == 0.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        before = _run_cpu_s("cpu")
+        time.sleep(0.2)  # off the CPU, as a run waiting for a busy core
+        assert _run_cpu_s("cpu") - before < 0.1
+    finally:
+        torch.set_num_threads(threads)

@@ -65,6 +65,10 @@ def run(
     upload_plan: Annotated[
         Path | None, typer.Option("--upload-plan", help="use this 'tiercut upload --json' output instead of planning")
     ] = None,
+    tiled_plan: Annotated[
+        Path | None,
+        typer.Option("--tiled-plan", help="run this 'tiercut plan --spatial auto --json' output: tiles in parallel on workers"),
+    ] = None,
     model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     rate: Annotated[float | None, typer.Option("--rate", help="queries per second (default: back to back)")] = None,
     token: Annotated[
@@ -159,6 +163,7 @@ def run(
     addresses = parse_peers(workers) if workers is not None else None
     outcome = run_step(
         request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=opts.server, upload_plan=upload_plan,
+        tiled_plan=tiled_plan,
         queries=queries, rate_hz=rate, workers=addresses,
         credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca), insecure=insecure,
         artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,

@@ -86,6 +86,7 @@ def run(
     algorithm: str = "mincut",
     server: str | None = None,
     upload_plan: Mapping[str, Any] | str | Path | None = None,
+    tiled_plan: str | Path | None = None,
     queries: int = 20,
     rate_hz: float | None = None,
     workers: Mapping[str, str] | None = None,
@@ -115,6 +116,8 @@ def run(
     Args:
         upload_algorithm: the upload planner; ``algorithm``: the partition planner choosing P1.
         upload_plan: run this upload plan (a ``tiercut upload --json`` file or its ``upload_plan``) instead of planning.
+        tiled_plan: run this ``tiercut plan --spatial auto --json`` file: one upload per server (tile devices
+            included), its tiled stages' tiles in parallel on their workers (:mod:`tiercut.runtime.tiled`).
         workers: server name -> ``host:port`` of running workers (None: start local ones).
         credentials: a :class:`tiercut.runtime.protocol.Credentials` for ``workers``.
         insecure: allow a token to travel in clear to non-loopback workers.
@@ -155,7 +158,9 @@ def run(
         )
     if queries < 1:
         raise TiercutError(f"queries {queries} must be >= 1")
-    if upload_plan is None:
+    if upload_plan is not None and tiled_plan is not None:
+        raise TiercutError("give an upload plan or a tiled plan, not both")
+    if upload_plan is None and tiled_plan is None:
         check_upload_algorithm(upload_algorithm)
     # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
@@ -173,8 +178,13 @@ def run(
         keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown, client_torch_device=torch_device,
     )
     environment = load_environment(env)
-    problem = None
-    if upload_plan is None:
+    problem, tiled = None, ()
+    if tiled_plan is not None:
+        from tiercut.runtime.tiled import load_tiled_plan
+
+        problem, planned_tiles, typed = load_tiled_plan(tiled_plan, [d.name for d in environment.devices])
+        plan, tiled = typed.to_dict(), planned_tiles.stages
+    elif upload_plan is None:
         full = problem_step(
             model, environment, source=source, input_shape=input_shape, granularity=granularity, profile=profile,
             compute_s=compute_table, progress=progress,
@@ -196,7 +206,7 @@ def run(
     with progress.step("cutting the model into partitions"):
         migration = prepare_migration(
             captured, plan, source=plan_source, artifact_format=artifact_format, label=label, progress=note,
-            problem=problem,
+            problem=problem, tiled=tiled,
         )
     link_env = environment if emulate_links else None
     running = f"running {queries} queries of {label} while its partitions upload"

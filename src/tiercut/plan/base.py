@@ -138,7 +138,11 @@ class Planner(Configurable):
             result = with_chosen_compression(problem, result)
         if self.cheap_fallback:
             result = no_worse_than_cheap(problem, result, self.scope(problem))
-        solve_s = time.perf_counter() - start
+        return self._plan(problem, result, time.perf_counter() - start)
+
+    def _plan(self, problem: Problem, result: PlacementResult, solve_s: float) -> Plan:
+        """The plan of ``result``: its figures from the cost model (a planner whose placements carry more than
+        node -> device, like tiled stages, overrides this to evaluate them with its cost-model layer)."""
         return make_plan(problem, self.name, result, solve_s, self.get_params())
 
     def solve_multi(self, problem: MultiUserProblem) -> MultiPlan:
@@ -310,10 +314,16 @@ def no_worse_than_cheap_multi(problem: MultiUserProblem, result: MultiPlacementR
 
 
 def make_plan(
-    problem: Problem, algorithm: str, result: PlacementResult, solve_s: float, settings: Mapping[str, Any]
+    problem: Problem,
+    algorithm: str,
+    result: PlacementResult,
+    solve_s: float,
+    settings: Mapping[str, Any],
+    evaluation: Evaluation | None = None,
 ) -> Plan:
-    """A :class:`Plan` whose figures are the cost model's for ``result.placement``."""
-    ev = evaluate(problem, result.placement, compression=result.compression or None)
+    """A :class:`Plan` whose figures are the cost model's for ``result.placement`` (``evaluation``: that
+    placement's figures already computed, e.g. by the tiled-stage layer :func:`tiercut.cost.tiled.evaluate_tiled`)."""
+    ev = evaluation if evaluation is not None else evaluate(problem, result.placement, compression=result.compression or None)
     return Plan(
         algorithm=algorithm,
         placement=dict(ev.placement),

@@ -27,9 +27,24 @@ and link. This planner does both inside tiercut's cost model
 
 On a problem without spatial stacks it is the ``base`` planner.
 
-Guarantee: never worse than the ``base`` planner's layer-only plan; the
-search over sub-stacks, homes and device sets is exhaustive within its
-limits, the shares are a local optimum of the integer row split.
+What it guarantees (no optimality claim: the issue asks the planners to
+choose the stack, the devices and the shares, not to prove the choice
+optimal; tests/test_spatial_plan.py checks each point on hypothesis-drawn
+device speeds and links):
+
+- **never worse than layers only**: its plan is at least as good as the
+  ``base`` planner's layer-only plan by Deb's rule (feasible first, then the
+  objective), because that plan is one of the candidates compared last;
+- **locally optimal shares**: in a tiled stage it returns, moving one output
+  row (or column) from any strip to any other does not shorten the stage
+  (the refinement of step 3 stops only there); for two devices the stage
+  time is then the minimum over every integer split only in the cases the
+  tests enumerate, not in general;
+- **exhaustive within its limits**: every sub-stack between the (at most
+  ``max_cuts``) cut points, every home that can run it and every ``k <=
+  max_tiles`` is scored; the ``k`` devices are the ``k`` of fewest seconds
+  per row (a heuristic: another set of ``k`` may be better).
+
 Budget constraints are checked on the final plan (the re-placement of the
 rest ignores them).
 """
@@ -37,13 +52,12 @@ rest ignores them).
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tiercut.cost.tiled import TiledEvaluation, evaluate_tiled, schedule_stage
 from tiercut.errors import TiercutError
-from tiercut.plan.base import Planner
+from tiercut.plan.base import PlacementResult, Planner, make_plan
 from tiercut.problem import Plan, Problem
 from tiercut.spatial.geometry import Interval, Region, split_sizes
 from tiercut.spatial.problem import SpatialProblem, Tile, TiledPlan, TiledStage
@@ -63,14 +77,24 @@ def _strips(geometry: StackGeometry, sizes: list[int]) -> list[Region]:
     return out
 
 
+@dataclass(frozen=True)
+class TiledPlacement(PlacementResult):
+    """A placement and the tiled stages run on top of it (what :meth:`SpatialPlanner._solve` returns)."""
+
+    stages: tuple[TiledStage, ...] = ()
+
+
 class SpatialPlanner(Planner):
     """Fused-stack tiles over several devices (DeepThings FTP, CoEdge shares) jointly with the layer placement."""
 
     name = "spatial"
     summary = "tiles a fused conv/pool stack over several devices with speed- and link-proportional shares"
     reference = "Zhao et al., DeepThings, IEEE TCAD 2018; Zeng et al., CoEdge, IEEE/ACM ToN 2021"
-    guarantee = "never worse than the base planner's layer-only plan; shares locally optimal"
+    guarantee = "never worse than the base planner's layer-only plan; shares a local optimum of the row split"
     complexity = "O(stacks * cuts^2 * |D| * max_tiles) stage schedules + candidates * base planner"
+    #: the layer-only plan it starts from already passed the base planner's cheap-candidate check, and the
+    #: cheap candidates know nothing of tiles
+    cheap_fallback = False
 
     def __init__(
         self,
@@ -212,29 +236,14 @@ class SpatialPlanner(Planner):
             energy_total_budget_j=None,
             cost_budget=None,
         )
-        derived = Problem(
-            graph=problem.graph,
-            devices=problem.devices,
-            links=problem.links,
-            source=problem.source,
-            compute_s=compute,
-            objective=problem.objective,
-            constraints=constraints,
-            provenance=problem.provenance,
-            name=problem.name,
-            routing_links=problem.routing_links,
-        )
+        derived = replace(problem, compute_s=compute, constraints=constraints)
         try:
             return dict(self._layer_only(derived).placement)
         except TiercutError:
             return None
 
     # ----------------------------------------------------------- solving
-    def solve(self, problem: Problem) -> TiledPlan:
-        reason = self.check(problem)
-        if reason is not None:
-            raise TiercutError(f"planner {self.name!r} cannot solve {problem.name or 'this problem'}: {reason}")
-        start = time.perf_counter()
+    def _solve(self, problem: Problem) -> TiledPlacement:
         layer_only = self._layer_only(problem)
         best_placement, best_stages = dict(layer_only.placement), ()
         best = evaluate_tiled(problem, best_placement, ())
@@ -264,24 +273,13 @@ class SpatialPlanner(Planner):
             )
         elif options:
             notes.append("no tiling beat it")
-        ev = best.evaluation
-        return TiledPlan(
-            algorithm=self.name,
-            placement=dict(ev.placement),
-            latency_s=ev.latency_s,
-            energy_source_j=ev.energy_source_j,
-            energy_total_j=ev.energy_total_j,
-            cost=ev.cost,
-            objective_value=ev.objective_value,
-            solve_s=time.perf_counter() - start,
-            feasible=ev.feasible,
-            optimal=False,
-            settings=self.get_params(),
-            violations=ev.violations,
-            memory_bytes=dict(ev.memory_bytes),
-            note="; ".join(notes),
-            stages=best_stages,
-        )
+        return TiledPlacement(best_placement, note="; ".join(notes), stages=best_stages)
+
+    def _plan(self, problem: Problem, result: PlacementResult, solve_s: float) -> TiledPlan:
+        stages = result.stages if isinstance(result, TiledPlacement) else ()
+        evaluation = evaluate_tiled(problem, result.placement, stages).evaluation
+        plan = make_plan(problem, self.name, result, solve_s, self.get_params(), evaluation)
+        return TiledPlan.of(plan, stages)
 
 
 def recompute(problem: SpatialProblem | Problem, plan: Plan) -> TiledEvaluation:
@@ -298,4 +296,4 @@ def plan_from_json(data: dict[str, Any]) -> tuple[Problem, Plan]:
     return problem, plan
 
 
-__all__ = ["SpatialPlanner", "plan_from_json", "recompute"]
+__all__ = ["SpatialPlanner", "TiledPlacement", "plan_from_json", "recompute"]

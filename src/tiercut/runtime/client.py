@@ -413,6 +413,13 @@ class MigrationClient:
     log: Callable[[str], None] | None = None
     _on_device: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)  # partition -> module there
 
+    def _run_here(self, stage: RuntimeStage, index: int, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run route step ``index`` of ``stage`` on the client: a partition, or a tiled stage's crop, tile or stitch."""
+        extra = stage.extra_steps.get(index)
+        if extra is not None:
+            return extra(values)
+        return self.run_partition(stage.split.partitions[index], values)
+
     def run_partition(self, partition: Any, values: Mapping[str, Any]) -> dict[str, Any]:
         """Run one of the client's partitions on ``settings.client_torch_device``; its outputs come back on the CPU.
 
@@ -804,9 +811,8 @@ class MigrationClient:
         route = stage.route
 
         async def run_step(step: Any, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
-            partition = stage.split.partitions[step.index]
             begin = time.perf_counter()
-            outputs = await asyncio.get_running_loop().run_in_executor(None, self.run_partition, partition, inputs)
+            outputs = await asyncio.get_running_loop().run_in_executor(None, self._run_here, stage, step.index, inputs)
             seconds = time.perf_counter() - begin
             if self.settings.source_slowdown > 1.0:
                 await asyncio.sleep(seconds * (self.settings.source_slowdown - 1.0))
@@ -857,9 +863,8 @@ class MigrationClient:
         """Run the rest of the stage's partitions here, from ``position`` (the client holds the whole model);
         an early exit of those steps fires here as it would have on its worker."""
         for step in stage.route.steps[position:]:
-            partition = stage.split.partitions[step.index]
             begin = time.time()
-            values.update(self.run_partition(partition, {n: values[n] for n in partition.input_names}))
+            values.update(self._run_here(stage, step.index, {n: values[n] for n in step.input_names}))
             if self.settings.source_slowdown > 1.0:
                 time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))

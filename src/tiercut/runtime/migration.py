@@ -106,6 +106,8 @@ class RuntimeStage:
         requires: server -> uploads that must be confirmed before it may be used.
         split: the runnable partitions of the placement.
         route: the steps of a query (program ids on server steps).
+        extra_steps: step index -> how the client runs a route step that is not a partition of ``split``
+            (a tiled stage's crop, tiles and stitch, :func:`tiercut.runtime.tiled.tiled_steps`).
         answer_name: with early exits, the value the last active exit answers with ("" without exits:
             the model's output is built from the route's result).
         last_exit: with early exits, the last active exit's name.
@@ -118,6 +120,7 @@ class RuntimeStage:
     requires: Mapping[str, int]
     split: Any
     route: Route
+    extra_steps: Mapping[int, Callable[[Mapping[str, Any]], Mapping[str, Any]]] = field(default_factory=dict)
     answer_name: str = ""
     last_exit: str = ""
 
@@ -309,6 +312,7 @@ def prepare_migration(
     label: str | None = None,
     progress: Progress | None = None,
     problem: Problem | None = None,
+    tiled: Sequence[Any] = (),
     exits: Any | None = None,
 ) -> MigrationPlan:
     """Build the uploads and stages of an upload plan for a captured model.
@@ -319,6 +323,9 @@ def prepare_migration(
     (:func:`read_upload_plan`). With ``problem`` (the plan's
     :class:`~tiercut.problem.Problem`), each stage's route forwards through
     the relays the cost model's routing chooses (:func:`route_relays`).
+    ``tiled``: the plan's tiled stages (:class:`tiercut.spatial.problem.TiledStage`, ``problem`` then a
+    :class:`~tiercut.spatial.problem.SpatialProblem`): every stage that needs an upload to each of their
+    devices runs them as parallel tiles (:func:`tiercut.runtime.tiled.tiled_steps`).
     ``captured`` may be an ONNX model
     (:class:`~tiercut.runtime.onnx_program.OnnxCaptured`): its programs are
     then ``onnx`` programs whatever ``artifact_format`` says.
@@ -337,7 +344,9 @@ def prepare_migration(
         artifact_format = "onnx"
     model = label or captured.graph.model or "model"
     _check_partitions(view, captured.graph, model)
-    stages, stage_programs = _build_stages(captured, view, artifact_format, problem, progress or (lambda _: None), exits)
+    stages, stage_programs = _build_stages(
+        captured, view, artifact_format, problem, progress or (lambda _: None), exits, tuple(tiled)
+    )
     if not any(stage.devices == [view.source] for stage in stages):
         stages.append(_local_stage(captured, view.source, len(stages), exits))
     node_tensors = captured.node_tensors() if _is_onnx(captured) else _node_tensors(captured)
@@ -410,12 +419,24 @@ def _stage_route(split: Any, cut: Any, program_ids: Mapping[int, str | None], so
 
 
 def _build_stages(
-    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress, exits: Any | None = None
+    captured: Any, view: _PlanView, artifact_format: str, problem: Problem | None, note: Progress, exits: Any | None = None,
+    tiled: tuple[Any, ...] = (),
 ) -> tuple[list[RuntimeStage], list[dict[str, list[BuiltProgram]]]]:
     """Every stage's split, route and the programs its server steps run (each exported once, shared by stages)."""
     from tiercut.profile.measure import record_fx_values
 
+    if tiled and problem is None:
+        raise TiercutError("tiled stages need the plan's problem (its spatial stacks); pass problem=")
+    if tiled and exits is not None:
+        raise TiercutError("a plan with tiled stages runs without early exits; give one or the other")
     onnx = _is_onnx(captured)
+    if tiled and onnx:
+        raise TiercutError("a plan with tiled stages runs a torch model (its tiles are torch layers), not an ONNX file")
+    stacks = {}
+    if tiled:
+        from tiercut.runtime.tiled import runtime_stack
+
+        stacks = {i: runtime_stack(captured, problem, stage) for i, stage in enumerate(tiled)}
     values = {} if onnx else record_fx_values(captured)
     programs: dict[tuple[Any, ...], BuiltProgram] = {}
     splits: dict[tuple[tuple[str, str], ...], Any] = {}
@@ -423,16 +444,36 @@ def _build_stages(
     stage_programs: list[dict[str, list[BuiltProgram]]] = []
     for index, stage in enumerate(view.stages):
         placement, requires = _stage_placement(view, index, stage, captured.graph)
-        key = tuple(sorted(placement.items()))
+        here = [i for i, t in enumerate(tiled) if all(requires.get(d, 0) > 0 for d in [t.home, *t.devices] if d != view.source)]
+        cut_placement = dict(placement)
+        for i in here:  # each tiled stack its own partition (a device name no placement uses)
+            cut_placement.update({name: f"{tiled[i].home}~tiles{i}" for name in stacks[i].names})
+        key = tuple(sorted(cut_placement.items()))
         if key not in splits:
             note(f"stage {index}: splitting the model")
-            splits[key] = _cut(captured, placement, view.source, exits)
+            splits[key] = _cut(captured, cut_placement, view.source, exits)
         split, cut = splits[key]
         if onnx:  # the tensors this cut's partitions exchange, on the example inputs
             values = captured.example_values(split)
         built: dict[str, list[BuiltProgram]] = {}
         program_ids: dict[int, str | None] = {}
+        tiled_runs: dict[int, Any] = {}
+        next_index = len(split.partitions)  # route steps beyond the split's partitions
         for partition in split.partitions:
+            if "~tiles" in partition.device:
+                from tiercut.runtime.tiled import tiled_steps
+
+                which = int(partition.device.rpartition("~tiles")[2])
+                note(f"stage {index}: exporting {len(tiled[which].tiles)} tiles of {stacks[which].geometry.output_name}")
+                run = tiled_steps(
+                    stacks[which], tiled[which], values[stacks[which].geometry.input_name], source=view.source,
+                    first_index=next_index, artifact_format=artifact_format,
+                )  # fmt: skip
+                next_index += len(run.steps)
+                tiled_runs[partition.index] = run
+                for device, programs_of in run.programs.items():
+                    built.setdefault(device, []).extend(programs_of)
+                continue
             program_id = None
             if cut is not None and partition.index not in cut.order:
                 continue  # an inactive exit's nodes: no query runs them
@@ -455,9 +496,25 @@ def _build_stages(
                     f"stage {index} runs partitions on {server!r} before any upload to it is confirmed; the plan must "
                     "say how many uploads each stage needs ('arrived')"
                 )
-        relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
-        route, exit_fields = _stage_route(split, cut, program_ids, view.source, relays)
-        stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, **exit_fields))
+        if tiled_runs:
+            steps: list[Step] = []
+            groups: list[tuple[int, int]] = []
+            extra: dict[int, Any] = {}
+            for p in split.partitions:
+                run = tiled_runs.get(p.index)
+                if run is None:
+                    steps.append(Step(p.index, p.device, program_ids.get(p.index), p.input_names, p.output_names))
+                    continue
+                groups.append((len(steps) + run.group[0], len(steps) + run.group[1]))
+                steps.extend(run.steps)
+                extra.update(run.local)
+            relays = route_relays(problem, placement, [view.source, *(s.device for s in steps)])
+            route = Route(tuple(steps), tuple(split.output_spec.value_names()), view.source, relays, tuple(groups))
+            stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, extra))
+        else:
+            relays = route_relays(problem, placement, [view.source, *(p.device for p in split.partitions)])
+            route, exit_fields = _stage_route(split, cut, program_ids, view.source, relays)
+            stages.append(RuntimeStage(index, stage.from_s, stage.latency_s, placement, requires, split, route, **exit_fields))
         stage_programs.append(built)
     return stages, stage_programs
 
@@ -560,16 +617,29 @@ def route_relays(problem: Any, placement: Mapping[str, str], devices: Sequence[s
 
 
 def placement_plan(
-    placement: Mapping[str, str], source: str, *, latency_s: float = math.nan, algorithm: str = "placement"
+    placement: Mapping[str, str],
+    source: str,
+    *,
+    latency_s: float = math.nan,
+    algorithm: str = "placement",
+    also_holds: Mapping[str, Sequence[str]] | None = None,
 ) -> UserUploadPlan:
     """An upload plan with one upload per server holding all its nodes (the ``direct`` shape).
+
+    ``also_holds``: server -> nodes it holds besides those placed on it (a tiled stage's tile devices hold the
+    stack's layers); such a server gets an upload too, and stage 1 needs it.
 
     Stage 0 is all-local, stage 1 (needing every server's upload) is
     ``placement``. For running a partition-offloading plan as it is; its
     upload figures are unknown (zero bytes and seconds planned, metrics
     not evaluated).
     """
-    servers = [d for d in dict.fromkeys(placement.values()) if d != source]
+    held = {server: [n for n, d in placement.items() if d == server] for server in placement.values() if server != source}
+    for server, nodes in (also_holds or {}).items():
+        if server != source:
+            mine = held.setdefault(server, [])
+            mine.extend(n for n in nodes if n not in mine)
+    servers = list(held)
     local = Stage(0.0, {n: source for n in placement}, math.inf, {})
     offloaded = Stage(0.0, dict(placement), math.inf if math.isnan(latency_s) else latency_s, {s: 1 for s in servers})
     unknown = UploadMetrics(0, math.inf, 0, math.inf, 0.0)
@@ -578,7 +648,7 @@ def placement_plan(
             algorithm=algorithm,
             server=server,
             source=source,
-            partitions=(UploadPartition(tuple(n for n, d in placement.items() if d == server), 0, 0.0, 0.0),),
+            partitions=(UploadPartition(tuple(held[server]), 0, 0.0, 0.0),),
             stages=(local, replace(offloaded, arrived={server: 1})),
             metrics=unknown,
         )

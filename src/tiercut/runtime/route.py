@@ -34,6 +34,15 @@ A route arrives from the network: :meth:`Route.from_dict` bounds its steps
 each at most :data:`MAX_NAME_CHARS` characters), and everything done with it
 is linear in its size (each value's last reader is found once).
 
+Parallel groups (:attr:`Route.parallel`): a run of consecutive steps that
+read nothing of each other (the tiles of a tiled stage,
+:mod:`tiercut.runtime.tiled`) runs at once. The device that reaches the
+group runs its own steps of it and forwards every other step alone (a
+process entered at a step inside a group runs that one step and returns),
+all concurrently; when a forward fails, that step is run here instead if
+this device holds its program (the tile recomputed locally), else the
+failure propagates as any forward's would.
+
 Relays (:attr:`Route.relays`): when the cost model routes the tensors
 between two devices through others (no direct link, or a faster path of
 links), a forward goes to the first relay with the rest of the path in the
@@ -203,9 +212,30 @@ class Route:
     result_names: tuple[str, ...]
     source: str
     relays: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    parallel: tuple[tuple[int, int], ...] = ()
     _last_read: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _group: dict[int, tuple[int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if len(self.parallel) > MAX_ROUTE_STEPS:
+            raise RouteError(f"route has {len(self.parallel)} parallel groups, more than {MAX_ROUTE_STEPS}")
+        previous_end = 0
+        for group in self.parallel:
+            if (
+                not isinstance(group, tuple) or len(group) != 2
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in group)
+                or not previous_end <= group[0] < group[1] <= len(self.steps)
+            ):
+                raise RouteError(f"route parallel group {group!r:.80} is not an increasing, disjoint step range")
+            previous_end = group[1]
+            made: set[str] = set()
+            for step in self.steps[group[0] : group[1]]:
+                made.update(step.output_names)
+            for step in self.steps[group[0] : group[1]]:
+                if made & set(step.input_names):
+                    raise RouteError(f"step {step.index} of a parallel group reads a value another step of it makes")
+            for position in range(*group):
+                self._group[position] = group
         if len(self.relays) > MAX_RELAY_PAIRS:
             raise RouteError(f"route has {len(self.relays)} relay entries, more than {MAX_RELAY_PAIRS}")
         for key, path in self.relays.items():
@@ -220,6 +250,10 @@ class Route:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def group_of(self, position: int) -> tuple[int, int] | None:
+        """The parallel group (start, end) holding step ``position``, if any."""
+        return self._group.get(position)
 
     def is_live(self, name: str, position: int) -> bool:
         """Whether a step from ``position`` on, or the result, reads ``name``."""
@@ -280,6 +314,8 @@ class Route:
         }
         if self.relays:
             data["relays"] = {k: list(v) for k, v in self.relays.items()}
+        if self.parallel:
+            data["parallel"] = [list(g) for g in self.parallel]
         return data
 
     @classmethod
@@ -305,11 +341,17 @@ class Route:
             )
         ):
             raise RouteError("route relays are not a small mapping of device pairs to device lists")
+        parallel = data.get("parallel", [])
+        if not isinstance(parallel, list) or len(parallel) > MAX_ROUTE_STEPS or not all(
+            isinstance(g, list) and len(g) == 2 for g in parallel
+        ):
+            raise RouteError("route parallel groups are not a list of [start, end] pairs")
         return cls(
             steps=steps,
             result_names=_names(data["result_names"], "result"),
             source=data["source"][:MAX_NAME_CHARS],
             relays={k: tuple(v) for k, v in relays.items()},
+            parallel=tuple(tuple(g) for g in parallel),
         )
 
 
@@ -390,6 +432,78 @@ RunStep = Callable[[Step, Mapping[str, Any]], Awaitable[tuple[Mapping[str, Any],
 Forward = Callable[[str, int, Mapping[str, Any], list[str], list[str]], Awaitable[ForwardResult]]
 
 
+async def _run_own(
+    step: Step, me: str, values: Mapping[str, Any], run_step: RunStep, records: list[HopRecord]
+) -> Mapping[str, Any]:
+    import time
+
+    missing = [n for n in step.input_names if n not in values]
+    if missing:
+        raise RouteError(f"partition {step.index} on {me!r} needs value {missing[0]!r}, which did not arrive")
+    start = time.time()
+    outputs, compute_s = await run_step(step, {n: values[n] for n in step.input_names})
+    records.append(HopRecord("run", me, step.index, start, time.time(), compute_s=compute_s))
+    return outputs
+
+
+async def _forward_span(
+    route: Route, device: str, position: int, end: int, values: Mapping[str, Any], forward: Forward, chain: list[str]
+) -> ForwardResult:
+    """Send steps ``position..end-1`` to ``device``; checks it came back at ``end`` with every value asked."""
+    me = chain[-1]
+    needed = route.needed(position, end)
+    missing = [n for n in needed if n not in values]
+    if missing:
+        raise RouteError(f"device {me!r} must send {missing[0]!r} to {device!r} but does not hold it")
+    wanted = [n for n in route.produced(position, end) if route.is_live(n, end)]
+    result = await forward(device, position, {n: values[n] for n in needed}, wanted, chain)
+    if result.position != end:
+        raise RouteError(
+            f"device {device!r} stopped at partition position {result.position}, expected {end}; "
+            "the devices disagree about the route"
+        )
+    absent = [n for n in wanted if n not in result.values]
+    if absent:
+        raise RouteError(f"device {device!r} did not return {absent[0]!r}")
+    return result
+
+
+async def _run_group(
+    route: Route,
+    me: str,
+    chain: list[str],
+    group: tuple[int, int],
+    values: dict[str, Any],
+    run_step: RunStep,
+    forward: Forward,
+    records: list[HopRecord],
+) -> None:
+    """Every step of a parallel group at once: ours here, each other one forwarded alone; a failed forward's
+    step is run here when this device holds its program (else the forward's error propagates)."""
+    import asyncio
+
+    async def one(position: int) -> tuple[Mapping[str, Any], list[HopRecord]]:
+        step = route.steps[position]
+        own: list[HopRecord] = []
+        if step.device == me:
+            return await _run_own(step, me, values, run_step, own), own
+        try:
+            result = await _forward_span(route, step.device, position, position + 1, values, forward, chain)
+            return result.values, list(result.records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as failure:  # the tile's worker is lost: recompute it here if we can
+            try:
+                return await _run_own(step, me, values, run_step, own), own
+            except Exception:
+                raise failure from None
+
+    results = await asyncio.gather(*(one(p) for p in range(*group)))
+    for outputs, hops in results:
+        values.update(outputs)
+        records.extend(hops)
+
+
 async def run_route(
     route: Route,
     me: str,
@@ -411,7 +525,6 @@ async def run_route(
     keeps only its answer, its name is appended to ``exited`` and the route's
     end is returned: nothing further runs or is sent.
     """
-    import time
 
     def leave(name: str, answer: str) -> int:
         kept = values[answer]
@@ -424,17 +537,21 @@ async def run_route(
     stop = set(chain)
     if me in stop:
         raise RouteError(f"device {me!r} appears twice in the call chain {list(chain)}; the route loops")
+    entered = route.group_of(position)
+    if chain and entered is not None:  # sent one step of a parallel group: run it and return
+        if route.steps[position].device != me:
+            raise RouteError(f"step {position} of a parallel group was sent to {me!r}, not its device")
+        values.update(await _run_own(route.steps[position], me, values, run_step, records))
+        return position + 1
     while position < len(route):
         start_position = position
         step = route.steps[position]
-        if step.device == me:
-            missing = [n for n in step.input_names if n not in values]
-            if missing:
-                raise RouteError(f"partition {step.index} on {me!r} needs value {missing[0]!r}, which did not arrive")
-            start = time.time()
-            outputs, compute_s = await run_step(step, {n: values[n] for n in step.input_names})
-            records.append(HopRecord("run", me, step.index, start, time.time(), compute_s=compute_s))
-            values.update(outputs)
+        group = route.group_of(position)
+        if group is not None and group[0] == position:
+            await _run_group(route, me, [*chain, me], group, values, run_step, forward, records)
+            position = group[1]
+        elif step.device == me:
+            values.update(await _run_own(step, me, values, run_step, records))
             position += 1
             if step.exit is not None and step.exit.fires(values.get(step.exit.value)):
                 return leave(step.exit.name, step.exit.value)

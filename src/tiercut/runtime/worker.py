@@ -70,7 +70,7 @@ from tiercut.runtime.codec import DEFAULT_CHUNK_BYTES, CodecError, decode_chunks
 from tiercut.runtime.health import WorkerHealth
 from tiercut.runtime.interpreter import RunStoppedError
 from tiercut.runtime.links import LinkTable, shaped
-from tiercut.runtime.profiling import ProfileService, on_device, pause
+from tiercut.runtime.profiling import ProfileService, on_device
 from tiercut.runtime.protocol import (
     AUTH_METADATA_KEY,
     REPLY_NEEDS_EXECUTE_TEXT,
@@ -108,6 +108,23 @@ class WorkerBusyError(TiercutError):
 
 class UnknownPartitionError(TiercutError):
     """A route names a partition program this worker does not hold."""
+
+
+def _run_cpu_s(torch_device: str) -> float:
+    """The CPU seconds a run on this thread has used so far: the thread's own when torch computes on it alone
+    (one intra-op thread), else the process's (which then also counts concurrent runs)."""
+    import torch
+
+    if torch_device == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time()
+    return time.process_time()
+
+
+def emulated_wait_s(slowdown: float, cpu_s: float, wall_s: float, torch_device: str = "cpu") -> float:
+    """How long a run that used ``cpu_s`` CPU seconds (``wall_s`` wall seconds) waits to look ``slowdown``
+    times slower: ``(slowdown - 1) * cpu_s`` on the CPU (what the device would take for the same work, not
+    the time spent waiting for a core), ``(slowdown - 1) * wall_s`` on a GPU (whose work is not CPU time)."""
+    return max(0.0, (slowdown - 1.0) * (cpu_s if torch_device == "cpu" else wall_s))
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -310,7 +327,11 @@ class WorkerConfig:
             op-type allow-list and static shape check); off by default, so
             a worker runs allow-listed ATen programs only.
         compute_slowdown: emulate a device this many times slower than this
-            host: every partition run and every profiled call waits ``k - 1``
+            host: every partition run then sleeps ``k - 1`` times the CPU
+            time it used (:func:`emulated_wait_s`: on a core shared with
+            other processes its wall time would count their work too, and a
+            sleep leaves the core to them, so slowed workers sharing cores do
+            not inflate each other), and every profiled call waits ``k - 1``
             times its own duration (:mod:`tiercut.runtime.profiling`); 1: off.
         torch_device: where partitions and profiles run (``cpu`` or ``cuda[:N]``).
         cut_compression: accept values compressed at a cut (JALAD:
@@ -769,10 +790,10 @@ class Worker:
             if device != "cpu":  # its weights copied to the GPU once
                 program = self._device_programs.get(program_id) or self._device_programs.setdefault(
                     program_id, on_device(program, device))
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _run_cpu_s(device)
             outputs = program.run(inputs, control)
             if slowdown > 1.0:
-                pause((slowdown - 1.0) * (time.perf_counter() - start))
+                time.sleep(emulated_wait_s(slowdown, _run_cpu_s(device) - cpu_start, time.perf_counter() - start, device))
             return outputs, time.perf_counter() - start
 
         self._runs_waiting += 1

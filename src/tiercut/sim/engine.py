@@ -54,6 +54,7 @@ from tiercut.sim.program import (
     Program,
     channel_key,
     compile_program,
+    compile_tiled_program,
     link_key,
 )
 from tiercut.sim.results import ArrivalRecord, ResourceSummary, SimResult
@@ -385,6 +386,14 @@ class _Run:
         if bound is not None:
             return bound
         user = state.user
+        if user.plan is None and user.tiled_stages:
+            from tiercut.cost.tiled import evaluate_tiled
+
+            placement = dict(user.placement) if user.placement is not None else user.problem.local_placement()
+            planned = evaluate_tiled(user.problem, placement, user.tiled_stages).latency_s
+            bound = self.bind(state, compile_tiled_program(user.problem, placement, user.tiled_stages), -2, planned)
+            state.bound[key] = bound
+            return bound
         if user.plan is None:
             placement = dict(user.placement) if user.placement is not None else user.problem.local_placement()
             stage = -2

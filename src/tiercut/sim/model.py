@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tiercut.errors import TiercutError
 from tiercut.problem import Problem
@@ -72,6 +73,9 @@ class SimUser:
             :class:`~tiercut.upload.UploadPlan` with
             :func:`tiercut.upload.multi.user_plan_from_upload`). None: no
             upload, every query runs with ``placement``.
+        tiled_stages: tiled stages run on top of ``placement`` (:class:`tiercut.spatial.problem.TiledStage`;
+            ``problem`` then a :class:`~tiercut.spatial.problem.SpatialProblem`, ``plan`` None): each query's
+            stage is scattered, computed in parallel and gathered (:func:`tiercut.sim.program.compile_tiled_program`).
         placement: the fixed placement when ``plan`` is None (default: all
             on the client); the servers are assumed to hold those weights.
         cut_compression: with ``placement``: node -> cut codec of the tensors
@@ -90,6 +94,7 @@ class SimUser:
     plan: UserUploadPlan | None = None
     placement: Mapping[str, str] | None = None
     cut_compression: Mapping[str, str] = field(default_factory=dict)
+    tiled_stages: tuple[Any, ...] = ()
     arrivals: ArrivalProcess = field(default_factory=BackToBack)
     join_s: float = 0.0
     leave_s: float | None = None
@@ -117,6 +122,10 @@ class SimUser:
                 raise TiercutError(f"{label}: trace times must be finite, >= 0 and increasing")
         if self.cut_compression and self.plan is not None:
             raise TiercutError(f"{label}: cut_compression goes with a fixed placement, not an upload plan")
+        if self.tiled_stages and self.plan is not None:
+            raise TiercutError(f"{label}: tiled stages run on a fixed placement; give no upload plan (upload: none)")
+        if self.tiled_stages and self.cut_compression:
+            raise TiercutError(f"{label}: tiled stages and cut compression are not simulated together; drop one")
         if self.plan is not None and self.plan.source != self.problem.source:
             raise TiercutError(
                 f"{label}: its upload plan is for client {self.plan.source!r}, its problem's is {self.problem.source!r}"

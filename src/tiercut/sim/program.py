@@ -135,15 +135,16 @@ def _transfer_ops(problem: Problem, node: str, a: str, b: str, codec: str | None
         fig = transfer_figures(problem, node, a, b, codec)
         if fig is None:
             raise TiercutError(f"placement sends {node!r} from {a!r} to {b!r}, which no path of links joins")
-        hops = _hop_ops(problem, node, a, b, fig.wire_bytes)
+        hops = _hop_ops(problem, float(fig.wire_bytes), a, b, (node,))
         return [_codec_op(problem, node, a, fig.encode_s), *hops, _codec_op(problem, node, b, fig.decode_s)]
-    return _hop_ops(problem, node, a, b, float(problem.graph[node].out_bytes))
+    return _hop_ops(problem, float(problem.graph[node].out_bytes), a, b, (node,))
 
 
-def _hop_ops(problem: Problem, node: str, a: str, b: str, amount: float) -> list[Op]:
+def _hop_ops(problem: Problem, amount: float, a: str, b: str, nodes: tuple[str, ...]) -> list[Op]:
+    """One operation per hop of the path ``amount`` bytes take from ``a`` to ``b`` (deps left to the caller)."""
     path = problem.routing.path(a, b, amount)
     if path is None:
-        raise TiercutError(f"placement sends {node!r} from {a!r} to {b!r}, which no path of links joins")
+        raise TiercutError(f"placement sends {nodes[0]!r} from {a!r} to {b!r}, which no path of links joins")
     ops = []
     for hop in path.hops:
         link = problem.link(hop.src, hop.dst)
@@ -151,7 +152,7 @@ def _hop_ops(problem: Problem, node: str, a: str, b: str, amount: float) -> list
         role = ROLE_TX if hop.src == problem.source else (ROLE_RX if hop.dst == problem.source else ROLE_NONE)
         power = problem.device(hop.src).power_tx_w + problem.device(hop.dst).power_rx_w
         where = channel_key(link, hop.src, hop.dst)
-        ops.append(Op(TRANSFER, where, amount, hop.latency_s, hop.src, hop.dst, (node,), 0.0, power, role))
+        ops.append(Op(TRANSFER, where, amount, hop.latency_s, hop.src, hop.dst, nodes, 0.0, power, role))
     return ops
 
 
@@ -187,14 +188,28 @@ def compile_program(
     return Program(placement, tuple(ops), execution, moved, src.power_compute_w, src.power_tx_w, src.power_rx_w, src.power_idle_w)
 
 
-def _sequential(problem: Problem, place: Mapping[str, str], codecs: Mapping[str, str]) -> list[Op]:
+def _sequential(
+    problem: Problem,
+    place: Mapping[str, str],
+    codecs: Mapping[str, str] | None = None,
+    blocks: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """The sequential operations (``codecs``: node -> cut codec of a tensor sent compressed); with ``blocks``
+    (first layer of a tiled stack -> its stage), each tiled stack's layers are one marker (the stage) in the
+    list instead of compute operations."""
+    codecs = codecs or {}
     graph = problem.graph
-    ops: list[Op] = []
+    ops: list[Any] = []
     sent: set[tuple[str, str]] = set()
+    blocks = blocks or {}
+    skipped: set[str] = set()
+    for stage in blocks.values():
+        skipped.update(stage.names)
 
     def push(op: Op) -> None:
-        if ops and ops[-1].kind == op.kind and ops[-1].src == op.src and ops[-1].dst == op.dst:
-            ops[-1] = _merge(ops[-1], op)
+        last = ops[-1] if ops else None
+        if isinstance(last, Op) and last.kind == op.kind and last.src == op.src and last.dst == op.dst:
+            ops[-1] = _merge(last, op)
         else:
             ops.append(op)
 
@@ -202,6 +217,15 @@ def _sequential(problem: Problem, place: Mapping[str, str], codecs: Mapping[str,
         if node.is_input:
             continue
         device = place[node.name]
+        if node.name in skipped:
+            if node.name in blocks:  # the stack's input arrives at its home, then the stage runs
+                for u in dict.fromkeys(node.inputs):
+                    if place[u] != device and (u, device) not in sent:
+                        sent.add((u, device))
+                        for hop in _transfer_ops(problem, u, place[u], device):
+                            push(hop)
+                ops.append(blocks[node.name])
+            continue
         for u in dict.fromkeys(node.inputs):
             here = place[u]
             if here != device and (u, device) not in sent:
@@ -216,6 +240,99 @@ def _sequential(problem: Problem, place: Mapping[str, str], codecs: Mapping[str,
             for hop in _transfer_ops(problem, node.name, here, problem.source, codecs.get(node.name)):
                 push(hop)
     return ops
+
+
+@dataclass(frozen=True)
+class _StageBlock:
+    """A tiled stage's place in a sequential program: its layers, and its schedule (the cost model's)."""
+
+    names: tuple[str, ...]
+    timing: Any
+
+
+def compile_tiled_program(problem: Problem, placement: Mapping[str, str], stages: Any) -> Program:
+    """The operations of one query of ``placement`` with tiled ``stages`` (:mod:`tiercut.cost.tiled`), as a DAG.
+
+    The layers outside the stacks run sequentially (each operation after the
+    previous one, exactly :func:`compile_program`'s sequential order); each
+    tiled stage, in its stack's place, is the cost model's schedule as
+    operations with dependencies: the home sends the tiles' inputs one after
+    another (each over its routed path, hop by hop), a tile is computed on its
+    device once its input is there (the home's own tiles after its sends;
+    tiles sharing a device one after another), and the outputs come back to
+    the home one at a time, after its own tiles, in the order the cost model
+    has them finish. Alone on idle resources one query takes exactly
+    :func:`tiercut.cost.tiled.evaluate_tiled`'s latency; with other queries
+    the tiles contend for devices and links like any operation (so two
+    stages' tiles on one device share it, and a gather may wait on a busy
+    link -- the gather order stays the uncontended one).
+    """
+    from tiercut.cost.tiled import evaluate_tiled, stage_placement
+
+    tiled = evaluate_tiled(problem, placement, stages)
+    if not tiled.evaluation.valid:
+        raise TiercutError(f"the tiled plan cannot run: {'; '.join(tiled.evaluation.violations[:1])}")
+    full = stage_placement(problem, placement, stages)
+    graph = problem.graph
+    place = {n.name: full.get(n.name, problem.source if n.is_input else "") for n in graph}
+    blocks = {}
+    for timing in tiled.stages:
+        names = tuple(timing.stage.geometry(problem).names)
+        first = next(n.name for n in graph if n.name in set(names))
+        blocks[first] = _StageBlock(names, timing)
+    items = _sequential(problem, place, blocks=blocks)
+    ops: list[Op] = []
+    frontier: tuple[int, ...] = ()
+    for item in items:
+        if isinstance(item, Op):
+            ops.append(replace(item, deps=frontier))
+            frontier = (len(ops) - 1,)
+        else:
+            frontier = _stage_ops(problem, item, frontier, ops)
+    src = problem.device(problem.source)
+    moved = int(sum(op.amount for op in ops if op.kind == TRANSFER))
+    return Program(full, tuple(ops), "overlapped", moved, src.power_compute_w, src.power_tx_w, src.power_rx_w,
+                   src.power_idle_w)  # fmt: skip
+
+
+def _stage_ops(problem: Problem, block: _StageBlock, entry: tuple[int, ...], ops: list[Op]) -> tuple[int, ...]:
+    """Append a tiled stage's operations after ``entry``; returns the operations the rest must wait for."""
+    timing = block.timing
+    home = timing.stage.home
+
+    def chain(hops: list[Op], after: tuple[int, ...]) -> int:
+        for hop in hops:
+            ops.append(replace(hop, deps=after))
+            after = (len(ops) - 1,)
+        return after[0]
+
+    sent = entry
+    arrived: dict[int, int] = {}
+    for i, t in enumerate(timing.tiles):  # scatter, in tile order
+        if t.tile.device != home:
+            label = (f"{block.names[0]}..{block.names[-1]} tile {i} in",)
+            arrived[i] = chain(_hop_ops(problem, float(t.in_bytes), home, t.tile.device, label), sent)
+            sent = (arrived[i],)
+    last_on: dict[str, int] = {}
+    computed: dict[int, int] = {}
+    for i, t in enumerate(timing.tiles):  # compute: after the input arrived and the device's previous tile
+        device = t.tile.device
+        deps = sent if device == home else (arrived[i],)
+        if device in last_on:
+            deps = tuple(sorted({*deps, last_on[device]}))
+        role = ROLE_COMPUTE if device == problem.source else ROLE_NONE
+        power = problem.device(device).power_compute_w
+        ops.append(Op(COMPUTE, device, t.compute_s, 0.0, device, device, block.names, power * t.compute_s, 0.0, role, deps))
+        computed[i] = last_on[device] = len(ops) - 1
+    own = tuple(computed[i] for i, t in enumerate(timing.tiles) if t.tile.device == home)
+    received = own or sent
+    order = sorted((i for i, t in enumerate(timing.tiles) if t.tile.device != home), key=lambda k: (timing.tiles[k].finish_s, k))
+    for i in order:  # gather, one at a time, after the home's own tiles
+        t = timing.tiles[i]
+        label = (f"{block.names[0]}..{block.names[-1]} tile {i} out",)
+        deps = tuple(sorted({computed[i], *received}))
+        received = (chain(_hop_ops(problem, float(t.out_bytes), t.tile.device, home, label), deps),)
+    return tuple(sorted({*received, *own}))
 
 
 def _overlapped(problem: Problem, place: Mapping[str, str], codecs: Mapping[str, str]) -> list[Op]:
@@ -300,5 +417,6 @@ __all__ = [
     "Program",
     "channel_key",
     "compile_program",
+    "compile_tiled_program",
     "link_key",
 ]

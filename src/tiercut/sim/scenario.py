@@ -32,6 +32,9 @@ settings::
         max_queries: 1000
       - name: user2
         problem: user2_problem.json    # a problem JSON ('tiercut plan --json') instead of model + environment
+      - name: camera
+        plan: tiled.json               # run this 'tiercut plan --json' plan as it is, tiled stages included
+                                       # ('tiercut plan --spatial auto'); its upload algorithm must be none
     bandwidth_traces:
       - {a: client1, b: edge5, points: [[0, 10.0e+6], [30, 2.0e+6]]}   # time_s, bytes/s
       - {a: client1, b: cloud1, file: uplink.csv}                       # CSV rows: time_s,bytes_per_s
@@ -124,6 +127,7 @@ class UserSpec(_Strict):
     input_shape: list[int] | None = None
     granularity: str = "module"
     problem: str | None = None
+    plan: str | None = None
     compute_table: str | None = None
     servers: list[str] | None = None
     arrivals: ArrivalSpec | None = None
@@ -137,6 +141,8 @@ class UserSpec(_Strict):
     def _source(self) -> UserSpec:
         if self.problem is not None and (self.model is not None or self.compute_table is not None):
             raise ValueError("give either problem (a problem JSON) or model (with an environment), not both")
+        if self.plan is not None and (self.problem is not None or self.model is not None or self.compute_table is not None):
+            raise ValueError("a plan file holds its problem: give plan or problem/model, not both")
         if self.leave_s is not None and self.leave_s <= self.join_s:
             raise ValueError(f"leave_s {self.leave_s} must be after join_s {self.join_s}")
         return self
@@ -269,6 +275,8 @@ def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tup
     from tiercut.problem import build_problem
 
     label = scenario.label
+    if user.plan is not None:
+        return _user_plan(scenario, user)[0]
     if joint and user.servers is not None:
         raise TiercutError(
             f"scenario {label}: user {user.name!r} lists servers, but in joint mode the multi-user planner chooses them; drop it"
@@ -326,6 +334,22 @@ def _user_problem(scenario: Scenario, user: UserSpec, env: Any, graphs: dict[tup
     return build_problem(graphs[key], env, source=device, devices=[device, *servers], compute_s=compute)
 
 
+def _user_plan(scenario: Scenario, user: UserSpec) -> tuple[Problem, Any]:
+    """The problem and plan (tiled or not) of a user's ``plan`` file (``tiercut plan --json``)."""
+    from tiercut.plan.spatial import plan_from_json
+
+    data = _read_json(scenario.path(user.plan or ""), f"plan of user {user.name!r}")
+    if not isinstance(data, dict) or not isinstance(data.get("problem"), dict) or not isinstance(data.get("plan"), dict):
+        raise TiercutError(f"scenario {scenario.label}: user {user.name!r}: the plan file must hold the 'problem' and "
+                           "'plan' of 'tiercut plan --json'")  # fmt: skip
+    problem, plan = plan_from_json(data)
+    if user.device is not None and user.device != problem.source:
+        raise TiercutError(
+            f"scenario {scenario.label}: user {user.name!r} is on {user.device!r} but its plan's source is {problem.source!r}"
+        )
+    return problem, plan
+
+
 def build_scenario(scenario: Scenario) -> BuiltScenario:
     """Plan every user's uploads and assemble the :class:`~tiercut.sim.Simulation`."""
     from tiercut.env import load_environment
@@ -357,6 +381,18 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
 
     plans: dict[str, UserUploadPlan | None] = {}
     placements: dict[str, dict[str, str]] = {}
+    tiles: dict[str, tuple[Any, ...]] = {}
+    for user in user_specs:  # a user with a plan file runs that plan as it is
+        if user.plan is None:
+            continue
+        algorithm = (user.upload.algorithm if user.upload and user.upload.algorithm else None) or upload.algorithm
+        if algorithm != "none" or joint:
+            raise TiercutError(f"scenario {scenario.label}: user {user.name!r} runs a given plan; set its upload "
+                               "algorithm none (per-user mode): the simulator runs a plan file as it is")  # fmt: skip
+        _, given = _user_plan(scenario, user)
+        placements[user.name] = dict(given.placement)
+        plans[user.name] = None
+        tiles[user.name] = tuple(getattr(given, "stages", ()))
     if joint:
         multi = MultiUserProblem(tuple(UserProblem(n, problems[n]) for n in names), name=spec.name)
         if upload.algorithm == "none":
@@ -372,6 +408,8 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
     else:
         planner = get_planner(upload.offloading, **upload.offloading_settings)
         for user in user_specs:
+            if user.plan is not None:
+                continue
             problem = problems[user.name]
             placement = dict(planner.solve(problem).placement)
             placements[user.name] = placement
@@ -412,6 +450,7 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
             problem=problems[u.name],
             plan=plans.get(u.name),
             placement=placements.get(u.name) if plans.get(u.name) is None else None,
+            tiled_stages=tiles.get(u.name, ()),
             arrivals=arrivals(u),
             join_s=u.join_s,
             leave_s=u.leave_s,

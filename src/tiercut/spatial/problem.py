@@ -15,7 +15,7 @@ from the problem JSON alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tiercut.errors import TiercutError
@@ -31,6 +31,10 @@ class SpatialProblem(Problem):
 
     Requires every stack's layers and input to be nodes of the graph and
     the stacks' layers to be disjoint (a planner tiles sub-stacks of them).
+
+    A subclass rather than a wrapper: every consumer of a :class:`Problem`
+    (the cost model, every layer-only planner, the simulator) takes it as
+    it is, and only the code that tiles reads :attr:`stacks`.
     """
 
     stacks: tuple[StackGeometry, ...] = field(default=())
@@ -60,19 +64,7 @@ class SpatialProblem(Problem):
     @classmethod
     def of(cls, problem: Problem, stacks: tuple[StackGeometry, ...]) -> SpatialProblem:
         """``problem`` with ``stacks`` attached."""
-        return cls(
-            graph=problem.graph,
-            devices=problem.devices,
-            links=problem.links,
-            source=problem.source,
-            compute_s=problem.compute_s,
-            objective=problem.objective,
-            constraints=problem.constraints,
-            provenance=problem.provenance,
-            name=problem.name,
-            routing_links=problem.routing_links,
-            stacks=tuple(stacks),
-        )
+        return cls(**{f.name: getattr(problem, f.name) for f in fields(Problem) if f.init}, stacks=tuple(stacks))
 
 
 @dataclass(frozen=True)
@@ -157,6 +149,9 @@ class TiledPlan(Plan):
     @classmethod
     @json_contract("plan", version=SCHEMA_VERSION, hint="pass the 'plan' object of 'tiercut plan --json'")
     def from_dict(cls, data: Mapping[str, Any]) -> TiledPlan:
-        base = Plan.from_dict(data)
-        stages = tuple(TiledStage.from_dict(s) for s in data.get("tiled_stages", ()))
-        return cls(**{f: getattr(base, f) for f in Plan.__dataclass_fields__}, stages=stages)
+        return cls.of(Plan.from_dict(data), tuple(TiledStage.from_dict(s) for s in data.get("tiled_stages", ())))
+
+    @classmethod
+    def of(cls, plan: Plan, stages: tuple[TiledStage, ...]) -> TiledPlan:
+        """``plan`` with ``stages`` attached (its figures must be the tiled cost model's for them)."""
+        return cls(**{f.name: getattr(plan, f.name) for f in fields(Plan) if f.init}, stages=tuple(stages))
