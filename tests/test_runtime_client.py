@@ -128,7 +128,10 @@ def test_every_query_during_and_after_the_upload_equals_the_whole_model(model, e
             environment=load_environment(env_file),
         )
     _check_outputs_and_order(result, migration)
-    assert [a.ok for a in result.attempts] == [True] * len(migration.uploads["edge"])
+    # every upload confirmed once; on a loaded machine an attempt may time out and be resent, nothing else
+    confirmed = [a.position for a in result.attempts if a.ok]
+    assert len(confirmed) == len(set(confirmed)) == len(migration.uploads["edge"])
+    assert all(a.code in ("timeout", "DEADLINE_EXCEEDED") for a in result.attempts if not a.ok), result.attempts
     assert result.fallbacks == 0
     remote = [q for q in result.queries if q.stage > 0]
     assert remote and all(q.bytes_sent > 0 and q.bytes_received > 0 for q in remote)
