@@ -62,3 +62,24 @@ def bundle_of(label: str, program: PartitionProgram, weights: Mapping[str, torch
 
 
 __all__ = ["bundle_of", "hand_program", "node", "ref"]
+
+
+def split_route(captured: Any, owner: Mapping[str, str], label: str = "mlp") -> tuple[Any, dict[str, PartitionBundle], Any]:
+    """A captured model split by ``owner`` (node -> device; the client is ``end``): the split, one bundle per
+    worker device (its partition's program and weights) and the route a query takes."""
+    from tiercut.graph.split import split_by_placement
+    from tiercut.profile.measure import record_fx_values
+    from tiercut.runtime.artifact import build_program
+    from tiercut.runtime.route import Route, Step
+
+    split = split_by_placement(captured, owner)
+    values = record_fx_values(captured)
+    steps, bundles = [], {}
+    for p in split.partitions:
+        program_id = None
+        if p.device != "end":
+            built = build_program(p, {n: values[n] for n in p.input_names})
+            program_id = built.program.manifest.program_id
+            bundles[p.device] = PartitionBundle(f"{label}.{p.device}", p.nodes, dict(built.weights), (built.program,))
+        steps.append(Step(p.index, p.device, program_id, p.input_names, p.output_names))
+    return split, bundles, Route(tuple(steps), tuple(split.output_spec.value_names()), "end")

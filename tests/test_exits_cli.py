@@ -6,12 +6,10 @@ import json
 
 import pytest
 
-from tiercut.cli import main
+from exits_cli_fixtures import CNN, add_exits, run
 from tiercut.cli.exits_cmd import parse_duration
 from tiercut.errors import TiercutError
 from tiercut.exits.cost import ExitPlan, ExitProblem, check_exit_plan
-
-CNN = "tiercut.exits.models:digits_cnn"
 
 # every test but the last trains an exits file once (imports sklearn, torch.optim: seconds)
 slow = pytest.mark.slow
@@ -19,15 +17,7 @@ slow = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def exits_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exits") / "cnn.exits.json"
-    assert main(["exits", "add", CNN, "--after", "_1,_4", "--out", str(out), "--epochs", "1"]) == 0
-    return out
-
-
-def run(capsys, *args):
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return add_exits(tmp_path_factory.mktemp("exits"), epochs=1)
 
 
 @slow

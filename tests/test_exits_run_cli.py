@@ -6,23 +6,14 @@ import json
 
 import pytest
 
-from tiercut.cli import main
+from exits_cli_fixtures import CNN, add_exits, run
 
-CNN = "tiercut.exits.models:digits_cnn"
 slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def exits_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exits") / "cnn.exits.json"
-    assert main(["exits", "add", CNN, "--after", "_1,_4", "--out", str(out), "--epochs", "2"]) == 0
-    return out
-
-
-def run(capsys, *args):
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return add_exits(tmp_path_factory.mktemp("exits"), epochs=2)
 
 
 @slow

@@ -10,13 +10,12 @@ import torch
 import zstandard
 from torch import nn
 
+from runtime_programs import split_route
 from tiercut.graph import capture_model
-from tiercut.graph.split import split_by_placement
-from tiercut.profile.measure import record_fx_values
-from tiercut.runtime.artifact import PartitionBundle, build_program, sha256_hex
+from tiercut.runtime.artifact import sha256_hex
 from tiercut.runtime.cut_codec import compressed_reference, encode_tensor
 from tiercut.runtime.protocol import Connection, Credentials, RemoteError
-from tiercut.runtime.route import ForwardResult, HopRecord, Route, Step, run_route
+from tiercut.runtime.route import ForwardResult, HopRecord, run_route
 from tiercut.runtime.worker import Worker, WorkerConfig
 
 TOKEN = "cut-codec-token"
@@ -30,18 +29,8 @@ def _setup():
     captured = capture_model(model, (4, 16))
     names = [n.name for n in captured.graph.nodes]
     owner = {name: ("end" if i < 2 or i >= 5 else ("edge" if i < 4 else "cloud")) for i, name in enumerate(names)}
-    split = split_by_placement(captured, owner)
-    values = record_fx_values(captured)
-    steps, bundles = [], {}
-    for p in split.partitions:
-        program_id = None
-        if p.device != "end":
-            built = build_program(p, {n: values[n] for n in p.input_names})
-            program_id = built.program.manifest.program_id
-            bundles[p.device] = PartitionBundle(f"mlp.{p.device}", p.nodes, dict(built.weights), (built.program,))
-        steps.append(Step(p.index, p.device, program_id, p.input_names, p.output_names))
-    route = Route(tuple(steps), tuple(split.output_spec.value_names()), "end")
-    crossing = sorted({n for s in steps for n in s.input_names if n not in split.input_spec.names})
+    split, bundles, route = split_route(captured, owner)
+    crossing = sorted({n for s in route.steps for n in s.input_names if n not in split.input_spec.names})
     return captured, split, bundles, route, crossing
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from runtime_programs import split_route
 from tiercut.errors import TiercutError
 from tiercut.graph import capture_model
-from tiercut.graph.split import split_by_placement
 from tiercut.profile.measure import record_fx_values
 from tiercut.runtime.artifact import PartitionBundle, build_program, sha256_hex
 from tiercut.runtime.links import FaultPlan
@@ -35,17 +35,7 @@ def _setup(devices: tuple[str, ...] = ("end", "edge", "cloud")):
     owner = {names[0]: "end", names[1]: "end"}
     for i, name in enumerate(names[2:], 2):
         owner[name] = devices[1] if i < 4 else (devices[2] if i < 5 else devices[0])
-    split = split_by_placement(captured, owner)
-    values = record_fx_values(captured)
-    steps, bundles = [], {}
-    for p in split.partitions:
-        program_id = None
-        if p.device != "end":
-            built = build_program(p, {n: values[n] for n in p.input_names})
-            program_id = built.program.manifest.program_id
-            bundles[p.device] = PartitionBundle(f"mlp.{p.device}", p.nodes, dict(built.weights), (built.program,))
-        steps.append(Step(p.index, p.device, program_id, p.input_names, p.output_names))
-    route = Route(tuple(steps), tuple(split.output_spec.value_names()), "end")
+    split, bundles, route = split_route(captured, owner)
     return captured, split, bundles, route
 
 
