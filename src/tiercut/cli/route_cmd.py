@@ -82,7 +82,7 @@ def route_eval(
     thresholds: Annotated[
         str | None, typer.Option(help="comma-separated thresholds in 0..1 (default 0, 0.05, ..., 1)")
     ] = None,
-    score: Annotated[str, typer.Option(help="appeal score: predictor (AppealNet's head) or max_softmax (baseline)")] = "predictor",
+    score: Annotated[str, typer.Option(help="appeal score: predictor (AppealNet) or max_softmax (baseline)")] = "predictor",
     env: Annotated[str | None, typer.Option("--env", help="environment preset or file: adds the expected latency/energy")] = None,
     cloud: Annotated[str, typer.Option(help="device of --env the big model runs on")] = "cloud",
     source: Annotated[
