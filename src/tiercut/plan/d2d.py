@@ -14,10 +14,13 @@ this is the formulation tiercut uses, stated in full:
 1. **Segmentation.** The non-input nodes in topological order are cut into
    ``K`` contiguous segments, for ``K = 1 .. min(max_segments, helpers + 1,
    nodes)``: the two balanced segmentations (equal source compute time,
-   equal parameter bytes) and every choice of ``K - 1`` boundaries among the
-   ``cut_candidates`` positions whose crossing tensors are smallest (a D2D
-   link is slow, so where the activations are small is where a model is cut;
-   DCOSD2D's "dynamically find the partition point").
+   equal parameter bytes) and every choice of ``K - 1`` boundaries among
+   ``cut_candidates`` positions where little crosses (the local minima of the
+   crossing bytes first: a D2D link is slow, so where the activations are
+   small is where a model is cut; DCOSD2D's "dynamically find the partition
+   point") and the positions the helpers' memory calls for (around a layer
+   no helper can hold, and where a greedy packing into the largest helper
+   memory ends a run).
 2. **Matching (KM).** Rows are the segments; columns are the helper devices
    (each takes at most one segment, DCOSD2D's one task per helper) and ``K``
    copies of the source (it may keep any number of segments). The weight of
@@ -35,14 +38,24 @@ this is the formulation tiercut uses, stated in full:
    separable, so the best assignment is a linear assignment problem, solved
    exactly by ``scipy.optimize.linear_sum_assignment`` (Kuhn-Munkres /
    Jonker-Volgenant).
-3. **Selection.** Every (segmentation, matching) candidate becomes a
+3. **Refinement (iterated KM).** Relaying every boundary through the source
+   over-charges a chain of helpers passing tensors straight to each other.
+   So, up to ``refine_rounds`` times, each segment is re-weighted in a
+   *neighbour* model that fixes the others where the last matching put them
+   (a segment pays for each tensor it reads from its maker's current device,
+   and for the graph outputs it sends to the source) and KM is solved again,
+   until the assignment repeats. Each round is exact for its own weights;
+   together they are a local search (the joint problem with pairwise
+   transfer costs is a quadratic assignment problem, which KM alone does not
+   solve).
+4. **Selection.** Every (segmentation, matching) candidate becomes a
    placement whose figures come from the cost model (direct D2D transfers
    between helpers where the routing finds them faster than the star); the
    best feasible one wins (and, as for every planner, no worse than all-local
    or all-on-one-device).
 
-Guarantee: the matching step is exact for its star-model weights (equal to
-brute force over all assignments; tests/test_plan_d2d.py). The star model
+Guarantee: every matching step is exact for its weights (equal to brute
+force over all assignments; tests/test_plan_d2d.py). The star model
 approximates the cost model: where every tensor crossing a boundary is read
 by one other device (a chain), the cost model's latency of the placement is
 at most its star-model weight (a direct D2D path is never slower than the
@@ -81,9 +94,10 @@ class Matching:
     Attributes:
         segments: each segment's node indices (contiguous in topological order).
         columns: the device of each column of ``weights`` (helpers once, then ``K`` copies of the source).
-        weights: [K, columns] star-model weights (inf: the segment cannot go there).
+        weights: [K, columns] the weights KM solved (star or neighbour model; inf: the segment cannot go there).
         assignment: each segment's column.
         total: the sum of the chosen weights (inf: no feasible assignment).
+        model: ``"star"`` (the first matching) or ``"neighbour"`` (a refinement round).
     """
 
     segments: tuple[tuple[int, ...], ...]
@@ -91,6 +105,7 @@ class Matching:
     weights: np.ndarray
     assignment: tuple[int, ...]
     total: float
+    model: str = "star"
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -156,18 +171,59 @@ def crossing_bytes(comp: CompiledProblem) -> np.ndarray:
 
 
 def cheap_boundaries(comp: CompiledProblem, count: int) -> list[int]:
-    """The ``count`` inner boundaries (1 .. nodes-1) with the fewest crossing bytes, ascending."""
+    """``count`` inner boundaries (1 .. nodes-1) where little crosses, ascending.
+
+    The local minima of the crossing bytes come first (a boundary no more costly than the one before it and
+    cheaper than the one after it: the end of a pooling stage, a block's output), cheapest first; other
+    boundaries, cheapest first, fill up to ``count``. Local minima keep the candidates spread over the model
+    instead of bunched on one plateau of small tensors near its end.
+    """
     crossing = crossing_bytes(comp)
     inner = np.arange(1, len(crossing) - 1)
-    order = inner[np.lexsort((inner, crossing[inner]))]
+    if not len(inner):
+        return []
+    minimum = (crossing[inner] <= crossing[inner - 1]) & (crossing[inner] < crossing[inner + 1])
+    order = inner[np.lexsort((inner, crossing[inner], ~minimum))]
     return sorted(int(j) for j in order[:count])
 
 
+def memory_boundaries(comp: CompiledProblem) -> list[int]:
+    """Inner boundaries the helpers' memory calls for, ascending.
+
+    Around every node no helper can take (its parameters exceed every helper's memory, it cannot run on any
+    helper, or it is pinned to the source), and at the ends of a greedy packing of the order into runs whose
+    parameters fit the largest helper memory.
+    """
+    problem = comp.problem
+    helpers = [problem.device_index(d) for d in helper_devices(problem)]
+    nodes = [i for i, n in enumerate(problem.graph) if not n.is_input]
+    if not helpers or len(nodes) < 2:
+        return []
+    capacity = float(max(comp.memory_limit[h] for h in helpers))
+    pinned = set(comp.pinned_nodes.tolist())
+    out: set[int] = set()
+    run_bytes = 0.0
+    for position, v in enumerate(nodes):
+        size = float(comp.param_bytes[v])
+        stuck = size > capacity or v in pinned or not np.isfinite(comp.compute[v, helpers]).any()
+        if stuck:
+            out.update((position, position + 1))
+            run_bytes = 0.0
+            continue
+        if run_bytes + size > capacity:
+            out.add(position)
+            run_bytes = 0.0
+        run_bytes += size
+    return sorted(j for j in out if 0 < j < len(nodes))
+
+
 def segmentations(comp: CompiledProblem, k: int, cut_candidates: int) -> list[tuple[tuple[int, ...], ...]]:
-    """The candidate cuts of the non-input order into ``k`` segments (balanced ones, then cheap boundaries)."""
+    """The candidate cuts of the non-input order into ``k`` segments: the balanced ones, then every choice of
+    ``k - 1`` boundaries among the cheap ones (:func:`cheap_boundaries`) and the memory ones (:func:`memory_boundaries`)."""
     nodes = [i for i, n in enumerate(comp.problem.graph) if not n.is_input]
     out = [tuple(balanced_segments(comp, k, by)) for by in SEGMENTATIONS]
-    for bounds in itertools.combinations(cheap_boundaries(comp, cut_candidates), k - 1):
+    candidates = sorted(set(cheap_boundaries(comp, cut_candidates)) | set(memory_boundaries(comp)))
+    for bounds in itertools.combinations(candidates, k - 1):
         edges = [0, *bounds, len(nodes)]
         out.append(tuple(tuple(nodes[a:b]) for a, b in itertools.pairwise(edges)))
     unique: dict[tuple[tuple[int, ...], ...], None] = dict.fromkeys(out)
@@ -175,9 +231,18 @@ def segmentations(comp: CompiledProblem, k: int, cut_candidates: int) -> list[tu
 
 
 def segment_weights(
-    comp: CompiledProblem, segments: Sequence[Sequence[int]], node: np.ndarray, transfer: np.ndarray
+    comp: CompiledProblem,
+    segments: Sequence[Sequence[int]],
+    node: np.ndarray,
+    transfer: np.ndarray,
+    placed: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The star-model weight matrix [K, helpers + K] and the device of each column (see the module docstring)."""
+    """The weight matrix [K, helpers + K] and the device of each column (see the module docstring).
+
+    Without ``placed``: the star model. With ``placed`` (each segment's current device index): the neighbour
+    model of the refinement: a segment pays for each tensor it reads from its maker's current device (the
+    source for graph inputs) and for sending the graph outputs it makes to the source.
+    """
     problem = comp.problem
     names = problem.device_names
     s = comp.source
@@ -210,7 +275,11 @@ def segment_weights(
                 W[k, c] = math.inf
                 continue
             w = float(node[list(seg), d].sum())
-            w += float(sum(transfer[u, s, d] for u in reads)) + float(sum(transfer[u, d, s] for u in consumers_outside))
+            if placed is None:
+                w += float(sum(transfer[u, s, d] for u in reads)) + float(sum(transfer[u, d, s] for u in consumers_outside))
+            else:
+                w += float(sum(transfer[u, s if seg_of[u] < 0 else placed[seg_of[u]], d] for u in reads))
+                w += float(sum(transfer[u, d, s] for u in seg if comp.is_output[u]))
             W[k, c] = w if math.isfinite(w) else math.inf
     return W, tuple(names[d] for d in cols)
 
@@ -242,8 +311,14 @@ def brute_force_matching(weights: np.ndarray) -> tuple[tuple[int, ...], float]:
     return best
 
 
-def matchings(problem: Problem, max_segments: int | None = None, cut_candidates: int = 8) -> list[Matching]:
-    """Every (segmentation, KM matching) candidate of ``problem``, K from 1 to its maximum."""
+def matchings(
+    problem: Problem, max_segments: int | None = None, cut_candidates: int = 8, refine_rounds: int = 3
+) -> list[Matching]:
+    """Every (segmentation, KM matching) candidate of ``problem``, K from 1 to its maximum, with the refinements.
+
+    For each segmentation: the star-model matching, then up to ``refine_rounds`` rounds of KM on the
+    neighbour-model weights of the previous round's assignment (until the assignment repeats).
+    """
     comp = compile_problem(problem)
     form = linear_form(comp, problem.objective)
     n_compute = sum(1 for n in problem.graph if not n.is_input)
@@ -254,6 +329,18 @@ def matchings(problem: Problem, max_segments: int | None = None, cut_candidates:
             W, columns = segment_weights(comp, segments, form.node, form.transfer)
             assignment, total = match_segments(W)
             out.append(Matching(segments, columns, W, assignment, total))
+            seen = {tuple(columns[c] for c in assignment)}
+            for _ in range(refine_rounds if k > 1 else 0):
+                if not math.isfinite(total):
+                    break
+                placed = [problem.device_index(columns[c]) for c in assignment]
+                W, columns = segment_weights(comp, segments, form.node, form.transfer, placed)
+                assignment, total = match_segments(W)
+                devices = tuple(columns[c] for c in assignment)
+                if devices in seen:
+                    break
+                seen.add(devices)
+                out.append(Matching(segments, columns, W, assignment, total, "neighbour"))
     return out
 
 
@@ -271,25 +358,29 @@ class D2DPlanner(Planner):
     name = "d2d"
     summary = "segments of the model matched to D2D helper devices by Kuhn-Munkres (DCOSD2D)"
     reference = "Guo, Dong, Wen, DCOSD2D, ICCBN 2021 (doi:10.1145/3456415.3457224)"
-    guarantee = "the matching is exact for its star-model weights; the segmentation is a heuristic (not globally optimal)"
-    complexity = "O(S (K_max (|V| + |E|) |D| + K_max^3)), S = sum_K C(cut_candidates, K-1) segmentations, K_max = helpers + 1"
+    guarantee = "each KM matching is exact for its weights; segmentation and refinement are heuristics (not globally optimal)"
+    complexity = ("O(S R (K_max (|V| + |E|) |D| + K_max^3)), S = sum_K C(boundaries, K-1) segmentations, "
+                  "R = refine_rounds + 1, K_max = helpers + 1")
 
-    def __init__(self, max_segments: int | None = None, cut_candidates: int = 8) -> None:
+    def __init__(self, max_segments: int | None = None, cut_candidates: int = 8, refine_rounds: int = 3) -> None:
         self.max_segments = max_segments
         self.cut_candidates = cut_candidates
+        self.refine_rounds = refine_rounds
 
     def check(self, problem: Problem) -> str | None:
         if self.max_segments is not None and (not isinstance(self.max_segments, int) or self.max_segments < 1):
             return f"max_segments must be a whole number >= 1 (got {self.max_segments!r})"
         if not isinstance(self.cut_candidates, int) or self.cut_candidates < 0:
             return f"cut_candidates must be a whole number >= 0 (got {self.cut_candidates!r})"
+        if not isinstance(self.refine_rounds, int) or self.refine_rounds < 0:
+            return f"refine_rounds must be a whole number >= 0 (got {self.refine_rounds!r})"
         if not helper_devices(problem):
             return "no other device exchanges tensors with the source (no D2D link or path of links)"
         return None
 
     def _solve(self, problem: Problem) -> PlacementResult:
         comp = compile_problem(problem)
-        candidates = matchings(problem, self.max_segments, self.cut_candidates)
+        candidates = matchings(problem, self.max_segments, self.cut_candidates, self.refine_rounds)
         X = np.stack([matching_placement(comp, m) for m in candidates])
         batch = evaluate_many(comp, X)
         keys = [
@@ -300,7 +391,7 @@ class D2DPlanner(Planner):
         best = candidates[i]
         helpers_used = sorted({d for d in best.devices if d != problem.source})
         note = (f"{len(best.segments)} segment(s); helpers used: {', '.join(helpers_used) or 'none'}; "
-                f"star-model weight {best.total:.6g}")
+                f"{best.model}-model weight {best.total:.6g}")
         row = X[i]
         placement = {n.name: problem.device_names[int(row[j])] for j, n in enumerate(problem.graph)}
         return PlacementResult(placement, optimal=False, note=note)
@@ -318,6 +409,7 @@ __all__ = [
     "match_segments",
     "matching_placement",
     "matchings",
+    "memory_boundaries",
     "segment_weights",
     "segmentations",
 ]
