@@ -14,8 +14,8 @@ For each zoo model and ``h`` = 1..4:
 - the exact joint optimum (``ilp``, any placement over the same devices, 60 s
   limit: ``exact_optimal`` says whether it proved it) and the d2d plan's gap.
 
-Each phone lends the preset's 256 MB, or 64 MB for the ResNets that then do
-not fit on one phone. In the sequential cost model (one node or transfer at
+Each phone lends the preset's 256 MB, or less (16-64 MB) so that the model
+does not fit on one phone. In the sequential cost model (one node or transfer at
 a time) identical helpers add nothing once the model fits on one of them;
 more helpers pay off when the model must be spread for memory.
 
@@ -51,7 +51,7 @@ MB = 1_000_000
 MEASURED_RATE, UPPER_RATE = 6.5e6, 40e6
 #: (model, memory each phone lends, D2D rate): 256 MB is the preset's; with less, the model must be spread over
 #: several phones (MoDNN-style memory-driven distribution): VGG-16's conv stack (59 MB) needs two phones at
-#: 32 MB, ResNet-50 (102 MB) two at 64 MB, ResNet-101 (178 MB) three, ResNet-152 (241 MB) four
+#: 32 MB and four at 16 MB, ResNet-50 (102 MB) two at 64 MB, DenseNet-121 (32 MB) two at 16 MB
 CASES_QUICK = (
     ("alexnet", 256 * MB, MEASURED_RATE),
     ("vgg16", 256 * MB, MEASURED_RATE),
@@ -63,8 +63,8 @@ CASES_FULL = (
     *CASES_QUICK,
     ("resnet18", 256 * MB, MEASURED_RATE),
     ("mobilenet_v2", 256 * MB, MEASURED_RATE),
-    ("resnet101", 64 * MB, UPPER_RATE),
-    ("resnet152", 64 * MB, UPPER_RATE),
+    ("vgg16", 16 * MB, MEASURED_RATE),
+    ("densenet121", 16 * MB, UPPER_RATE),
 )
 
 
