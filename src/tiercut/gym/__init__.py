@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tiercut.gym.dqn import DQN, DQNPolicy
+from tiercut.gym.dqn import DQN, DQNPolicy, Transitions
 from tiercut.gym.env import ACTION_MODES, PartitionEnv
 from tiercut.gym.policies import (
     EpisodeResult,
@@ -117,6 +117,7 @@ __all__ = [
     "PolicySummary",
     "RandomPolicy",
     "StaticPolicy",
+    "Transitions",
     "compare_policies",
     "default_task",
     "make_env",
