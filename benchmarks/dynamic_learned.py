@@ -42,8 +42,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 SCENARIO: dict[str, Any] = {
     "model": "vgg16",
     "environment": "three-tier",

@@ -257,6 +257,17 @@ def test_processes_are_seeded_and_validated():
             bad()
 
 
+def test_an_episode_replays_as_simulator_traces(task):
+    env = make_env(task)
+    env.reset(seed=8)
+    now = env.episode.conditions.at(slice(env.history, None))
+    traces = task.sim_traces(now)
+    assert [(t.a, t.b) for t in traces] == task.links
+    for k, trace in enumerate(traces):
+        back = tg.PiecewiseConstant.from_sim_trace(trace).values(now.times_s - now.times_s[0], np.random.default_rng())
+        np.testing.assert_array_equal(back, now.bandwidth_bytes_per_s[:, k])
+
+
 def test_bad_settings_are_one_line_errors(task):
     problem = chain_problem()
     with pytest.raises(TiercutError, match="no link end-nowhere"):

@@ -317,6 +317,18 @@ class PartitionTask:
             return 0.0
         return self.switching_weight * self.upload_seconds(missing_bytes, problem_now)
 
+    def sim_traces(self, conditions: Conditions) -> tuple[Any, ...]:
+        """The tracked links' bandwidth in ``conditions`` as the simulator's traces
+        (:class:`tiercut.sim.BandwidthTrace`, times from 0), to replay an episode event by event."""
+        from tiercut.sim.model import BandwidthTrace
+
+        times = conditions.times_s - conditions.times_s[0]
+        return tuple(
+            BandwidthTrace(a, b, tuple((float(t), float(v)) for t, v in zip(times, conditions.bandwidth_bytes_per_s[:, k],
+                                                                             strict=True)))
+            for k, (a, b) in enumerate(self.links)
+        )
+
     def placement(self, row: np.ndarray) -> dict[str, str]:
         """A candidate row as a placement dict."""
         return decode(self.compiled, np.asarray(row))
