@@ -152,10 +152,10 @@ def main() -> None:
           f"built in {result['candidates_s']:.1f} s")
     print(f"DQN: {result['dqn']['settings']['train_steps']} steps ({result['dqn']['episodes']} episodes) "
           f"in {result['dqn']['fit_s']:.1f} s; {len(result['test_seeds'])} held-out episodes")
-    print(f"{'policy':<15}{'mean reward':>13}{'latency ms':>12}{'switches':>10}{'cost/oracle':>11}{'beats greedy':>14}")
+    print(f"{'policy':<15}{'mean reward':>13}{'latency ms':>12}{'switches':>10}{'cost/oracle':>13}{'beats greedy':>14}")
     for row in result["policies"]:
         print(f"{row['policy']:<15}{row['mean_reward']:>13.4f}{row['mean_latency_ms']:>12.1f}"
-              f"{row['switches_per_episode']:>10.1f}{row['reward_vs_oracle']:>11.2f}"
+              f"{row['switches_per_episode']:>10.1f}{row['reward_vs_oracle']:>13.2f}"
               f"{row['wins_vs_greedy']:>9}/{len(result['test_seeds'])}")
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, load {m['loadavg_before'][0]:.1f} -> {m['loadavg_after'][0]:.1f}")
