@@ -199,7 +199,7 @@ def test_placement_mode_refuses_an_invalid_placement():
 # ---------------------------------------------------------------- baselines and the oracle
 def test_the_oracle_is_never_beaten_on_the_same_episode(task):
     env = make_env(task, episode_steps=40)
-    policies = [tg.StaticPolicy(), tg.GreedyPolicy(), tg.MyopicOracle(), tg.RandomPolicy(seed=1),
+    policies = [tg.StaticPolicy(), tg.GreedyPolicy(), tg.HysteresisPolicy(), tg.MyopicOracle(), tg.RandomPolicy(seed=1),
                 tg.RandomPolicy(seed=2, name="random2")]
     oracle = tg.Oracle()
     for seed in (0, 1, 2, 3):
@@ -228,6 +228,25 @@ def test_static_policy_keeps_one_plan_and_greedy_follows_the_estimate(task):
         expected = int(np.argmin(task.objectives(task.candidates().placements, env.last_estimate())[0]))
         assert choice == expected
         env.step(choice)
+
+
+def test_hysteresis_switches_only_after_the_dwell():
+    task = tg.PartitionTask(chain_problem(), {("end", "edge"): tg.PiecewiseConstant(((0.0, 0.25e6), (10.0, 16e6)))})
+    env = tg.PartitionEnv(task, episode_steps=20, history=1, initial_plan=0)  # starts local; the link improves at 10 s
+    result = tg.rollout(env, tg.HysteresisPolicy(threshold=0.1, dwell=3), 0)
+    best_fast = int(np.argmin(env.episode.objectives[-1]))
+    assert best_fast != 0
+    # the estimate sees the fast link from step 11 on; three steps of gain later (steps 11, 12, 13) it switches
+    assert result.plans[:13] == (0,) * 13 and result.plans[13:] == (best_fast,) * 7
+    assert result.switches == 1
+
+
+def test_policies_play_the_placement_mode_too(task):
+    env = make_env(task, action_mode="placement", episode_steps=15)
+    by_candidates = tg.rollout(make_env(task, episode_steps=15), tg.GreedyPolicy(), 4)
+    by_placement = tg.rollout(env, tg.GreedyPolicy(), 4)
+    assert by_placement.plans == by_candidates.plans
+    assert by_placement.total_reward == pytest.approx(by_candidates.total_reward, rel=1e-12)
 
 
 # ---------------------------------------------------------------- processes
@@ -291,25 +310,49 @@ def test_bad_settings_are_one_line_errors(task):
 
 
 # ---------------------------------------------------------------- the DQN
+class _PlainSGD:
+    """Gradient descent by hand: torch.optim's first use imports torch._dynamo (seconds), which this test can skip."""
+
+    def __init__(self, params, lr: float) -> None:
+        self.params, self.lr = list(params), lr
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for p in self.params:
+                p -= self.lr * p.grad
+
+
 def test_dqn_update_fits_the_rewards_of_a_bandit():
     """gamma = 0: the double-DQN target is the reward, so repeated updates drive Q(s, a) to r(s, a)."""
-    import torch
-
-    dqn = tg.DQN(gamma=0.0, learning_rate=1e-2, hidden=16)
-    torch.manual_seed(0)
-    network = dqn._network(2, 3)
     import copy
 
+    import torch
+
+    dqn = tg.DQN(gamma=0.0, hidden=16)
+    torch.manual_seed(0)
+    network = dqn._network(2, 3)
     target = copy.deepcopy(network)
-    optimizer = torch.optim.Adam(network.parameters(), lr=dqn.learning_rate)
+    optimizer = _PlainSGD(network.parameters(), lr=0.5)
     obs = np.array([[1, 0], [0, 1]] * 3, dtype=np.float32)
     actions = np.array([0, 0, 1, 1, 2, 2])
     rewards = np.array([1.0, -1.0, 0.5, 0.0, -0.5, 2.0], dtype=np.float32)
     batch = tg.Transitions(obs, actions, rewards, obs, np.zeros(6, dtype=bool))
-    losses = [dqn.update(network, target, optimizer, batch) for _ in range(250)]
+    losses = [dqn.update(network, target, optimizer, batch) for _ in range(300)]
     assert losses[-1] < 1e-3 < losses[0]
     q = network(torch.as_tensor(obs)).detach().numpy()
     np.testing.assert_allclose(q[np.arange(6), actions], rewards, atol=0.05)
+    # with gamma > 0 the target adds gamma * Q_target(s', argmax_a Q(s', a)) (double DQN), not Q(s', .) itself
+    dqn.gamma = 0.5
+    with torch.no_grad():
+        for p in target.parameters():
+            p.zero_()
+    assert dqn.update(network, target, optimizer, batch) < 1e-3  # a zero target network: the target is r again
 
 
 @pytest.mark.slow

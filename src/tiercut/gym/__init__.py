@@ -33,6 +33,7 @@ from tiercut.gym.env import ACTION_MODES, PartitionEnv
 from tiercut.gym.policies import (
     EpisodeResult,
     GreedyPolicy,
+    HysteresisPolicy,
     MyopicOracle,
     Oracle,
     Policy,
@@ -106,6 +107,7 @@ __all__ = [
     "DQNPolicy",
     "EpisodeResult",
     "GreedyPolicy",
+    "HysteresisPolicy",
     "LogRandomWalk",
     "MarkovChain",
     "MyopicOracle",

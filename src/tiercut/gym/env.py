@@ -218,9 +218,10 @@ class PartitionEnv(gymnasium.Env):
             free = self._free_nodes()
             if devices.shape != free.shape or devices.min(initial=0) < 0 or devices.max(initial=0) >= task.compiled.n_devices:
                 raise TiercutError(f"action must be {len(free)} device indices in 0..{task.compiled.n_devices - 1}")
-            index = -1
             new = np.full(task.compiled.n_nodes, task.compiled.source, dtype=np.int64)
             new[free] = devices
+            same = np.flatnonzero((cands.placements == new[None, :]).all(axis=1))
+            index = int(same[0]) if len(same) else -1  # the candidate it is, if any
             batch = task.evaluate(new[None, :], self._now(t))
             objective = float(batch.objective[0])
             latency = float(batch.latency_s[0])
@@ -240,13 +241,12 @@ class PartitionEnv(gymnasium.Env):
                 upload_s = task.upload_seconds(missing, problem_now)
                 switch = task.switching_weight * upload_s
             reward = -(objective + switch)
-            if index >= 0:
-                ep.plan = index
+            ep.plan = index
             ep.placement = new.copy()
         ep.t += 1
         info = {
             "step": t,
-            "plan": ep.plan if self.action_mode == "candidates" else -1,
+            "plan": ep.plan,
             "valid": valid,
             "objective": objective,
             "latency_s": latency,
@@ -264,7 +264,8 @@ class PartitionEnv(gymnasium.Env):
         t = min(ep.t, self.episode_steps - 1)
         bw = ", ".join(f"{a}->{b} {v / 1e6:.2f} MB/s" for (a, b), v in
                        zip(self.task.links, ep.conditions.bandwidth_bytes_per_s[self.history + t], strict=True))
-        return f"step {ep.t}/{self.episode_steps}: plan {self.candidates.labels[ep.plan]}; {bw}"
+        plan = self.candidates.labels[ep.plan] if ep.plan >= 0 else "a placement outside the candidates"
+        return f"step {ep.t}/{self.episode_steps}: plan {plan}; {bw}"
 
     # ----------------------------------------------------------- what baselines and the oracle read
     @property
@@ -338,7 +339,7 @@ class _Episode:
         self.objectives = objectives  # [T, K] each candidate's objective at each step
         self.latency_s = latency_s  # [T, K] and its latency
         self.start_plan = plan
-        self.plan = plan
+        self.plan = plan  # the candidate running now (-1: a placement that is no candidate)
         self.placement = placement
         self.t = 0
         self.switch: np.ndarray | None = None

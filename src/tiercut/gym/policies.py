@@ -10,6 +10,8 @@ Each policy chooses among the candidate plans (in either action mode, through
   (the agent's estimates, one step old), ignoring the switching cost:
   Neurosurgeon-style re-planning at every step (Kang et al., ASPLOS'17
   re-partition on bandwidth changes);
+- :class:`HysteresisPolicy`: greedy, but it switches only when the predicted
+  gain exceeds a threshold for a dwell of several steps (the runtime's rule);
 - :class:`MyopicOracle`: the best candidate for the true current conditions,
   step by step (knows the present, not the future; ignores switching);
 - :class:`Oracle`: the best sequence of candidates for the whole episode,
@@ -88,6 +90,45 @@ class GreedyPolicy:
     def act(self, observation: np.ndarray, env: PartitionEnv) -> Any:
         objectives = env.task.objectives(env.candidates.placements, env.last_estimate())
         return env.action_for(int(np.argmin(objectives[0])))
+
+
+@dataclass
+class HysteresisPolicy:
+    """Greedy re-planning with hysteresis: switch to the best candidate for the last estimate only when its
+    predicted gain over the current plan exceeds ``threshold`` (a fraction of the current plan's objective)
+    for ``dwell`` consecutive steps (the runtime's adaptation rule, ``tiercut run --adapt``)."""
+
+    threshold: float = 0.2
+    dwell: int = 3
+    name: str = "hysteresis"
+    _streak: int = field(default=0, init=False)
+    _target: int = field(default=-1, init=False)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise TiercutError(f"hysteresis threshold {self.threshold!r} must be a finite number >= 0")
+        if int(self.dwell) < 1:
+            raise TiercutError(f"hysteresis dwell {self.dwell!r} must be >= 1 step")
+
+    def begin(self, env: PartitionEnv) -> None:
+        self._streak, self._target = 0, -1
+
+    def act(self, observation: np.ndarray, env: PartitionEnv) -> Any:
+        current = env.episode.plan
+        objectives = env.task.objectives(env.candidates.placements, env.last_estimate())[0]
+        best = int(np.argmin(objectives))
+        if current < 0:  # running a placement outside the candidates (placement mode): take the best one
+            return env.action_for(best)
+        gain = objectives[current] - objectives[best]
+        if best != current and gain > self.threshold * objectives[current]:
+            self._streak = self._streak + 1 if best == self._target else 1
+            self._target = best
+        else:
+            self._streak, self._target = 0, -1
+        if self._streak >= self.dwell:
+            self._streak, self._target = 0, -1
+            return env.action_for(best)
+        return env.action_for(current)
 
 
 @dataclass
@@ -262,6 +303,7 @@ def compare_policies(env: PartitionEnv, policies: Sequence[Policy], seeds: Seque
 __all__ = [
     "EpisodeResult",
     "GreedyPolicy",
+    "HysteresisPolicy",
     "MyopicOracle",
     "Oracle",
     "Policy",
