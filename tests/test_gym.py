@@ -95,6 +95,17 @@ def test_registered_explicitly_and_made_by_id(task):
     env.close()
 
 
+@pytest.mark.slow
+def test_the_registered_default_is_vgg16_on_a_markov_wifi_link():
+    tg.register()
+    env = gymnasium.make(tg.ENV_ID, episode_steps=5)
+    check_env(env.unwrapped, skip_render_check=True)
+    task = env.unwrapped.task
+    assert task.problem.graph.model == "vgg16" and task.links == [("mobile", "cloud")]
+    assert len(task.candidates()) >= 2
+    env.close()
+
+
 def test_episodes_are_reproducible_per_seed(task):
     first, again = play(make_env(task), 11), play(make_env(task), 11)
     other = play(make_env(task), 12)

@@ -61,7 +61,7 @@ def default_task(
     *,
     levels: tuple[float, ...] = DEFAULT_LEVELS,
     stay_probability: float = 0.9,
-    switching_weight: float = 0.1,
+    switching_weight: float = 0.01,
 ) -> PartitionTask:
     """A ready task: ``model`` on the preset ``environment``; every link touching the source follows a sticky
     Markov chain over ``levels`` times its nominal bandwidth (:meth:`MarkovChain.sticky`)."""
