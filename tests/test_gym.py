@@ -170,6 +170,17 @@ def test_reward_is_the_cost_model_figure_under_the_step_conditions():
         assert info["step"] == t
 
 
+def test_the_step_latency_is_what_the_simulator_measures_event_by_event(task):
+    env = make_env(task)
+    env.reset(seed=6)
+    cands = task.candidates()
+    for action in range(len(cands)):
+        _, _, _, _, info = env.step(action)
+        simulated = task.simulated_latency_s(cands.placements[action], info["bandwidth_bytes_per_s"], info["load"],
+                                             queries=2)
+        assert simulated == pytest.approx(info["latency_s"], rel=1e-9)
+
+
 def test_each_candidate_is_optimal_at_the_conditions_it_was_planned_for(task):
     cands = task.candidates()
     assert len(cands) >= 3 and cands.labels[0] == "local"

@@ -329,6 +329,19 @@ class PartitionTask:
             for k, (a, b) in enumerate(self.links)
         )
 
+    def simulated_latency_s(self, row: np.ndarray, bandwidth_bytes_per_s: np.ndarray, load: np.ndarray | None = None,
+                            *, queries: int = 1) -> float:
+        """Mean latency of ``queries`` back-to-back queries of placement ``row`` in the discrete-event simulator
+        (:func:`tiercut.sim.simulate`, sequential execution) on the problem at these conditions
+        (:meth:`problem_at`): the event-by-event check of the step figures the environment takes from the
+        cost model (one user, nothing else on the links, so the two agree)."""
+        from tiercut.sim import BackToBack, SimConfig, SimUser, simulate
+
+        problem = self.problem_at(np.asarray(bandwidth_bytes_per_s), None if load is None else np.asarray(load))
+        user = SimUser("agent", problem, placement=self.placement(row), arrivals=BackToBack(), max_queries=int(queries))
+        result = simulate([user], SimConfig(execution="sequential"))
+        return float(np.mean([q.latency_s for q in result.queries]))
+
     def placement(self, row: np.ndarray) -> dict[str, str]:
         """A candidate row as a placement dict."""
         return decode(self.compiled, np.asarray(row))
