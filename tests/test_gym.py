@@ -186,9 +186,26 @@ def test_each_candidate_is_optimal_at_the_conditions_it_was_planned_for(task):
     assert len(cands) >= 3 and cands.labels[0] == "local"
     nominal = task.nominal_bandwidth()
     for k in range(1, len(cands)):
-        conditions = tg.Conditions(np.zeros(1), nominal[None, :] * cands.bandwidth_factors[k],
+        conditions = tg.Conditions(np.zeros(1), nominal[None, :] * cands.bandwidth_factors[k][None, :],
                                    np.full((1, 1), cands.load_factors[k]))
         objectives = task.objectives(cands.placements, conditions)[0]
+        assert objectives[k] <= objectives.min() * (1 + 1e-9)
+
+
+def test_a_product_grid_plans_every_combination_of_link_factors(task):
+    product = tg.PartitionTask(task.problem, dict(task.bandwidth), loads=dict(task.loads), load_grid=task.load_grid,
+                               bandwidth_grid=(0.25, 4.0), grid="product")
+    cands = product.candidates()
+    joint = {tuple(row) for row in tg.PartitionTask(task.problem, dict(task.bandwidth), bandwidth_grid=(0.25, 4.0),
+                                                    loads=dict(task.loads), load_grid=task.load_grid)
+             .candidates().placements}
+    assert joint <= {tuple(row) for row in cands.placements}  # the joint points are among the product's
+    assert cands.bandwidth_factors.shape == (len(cands), 2)
+    nominal = product.nominal_bandwidth()
+    for k in range(1, len(cands)):
+        conditions = tg.Conditions(np.zeros(1), nominal[None, :] * cands.bandwidth_factors[k][None, :],
+                                   np.full((1, 1), cands.load_factors[k]))
+        objectives = product.objectives(cands.placements, conditions)[0]
         assert objectives[k] <= objectives.min() * (1 + 1e-9)
 
 
@@ -317,6 +334,8 @@ def test_bad_settings_are_one_line_errors(task):
         tg.PartitionTask(problem, {("end", "edge"): tg.Constant(1.0), ("edge", "end"): tg.Constant(1.0)})
     with pytest.raises(TiercutError, match="unknown device"):
         tg.PartitionTask(problem, {("end", "edge"): tg.Constant(1.0)}, loads={"gpu": tg.Constant(1.0)})
+    with pytest.raises(TiercutError, match="grid 'all'"):
+        tg.PartitionTask(problem, {("end", "edge"): tg.Constant(1.0)}, grid="all")
     with pytest.raises(TiercutError, match="planner"):
         tg.PartitionTask(problem, {("end", "edge"): tg.Constant(1.0)}, planner="magic")
     with pytest.raises(TiercutError, match="action_mode"):

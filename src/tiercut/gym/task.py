@@ -41,6 +41,7 @@ other over the client's links at the step's bandwidths.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,8 @@ from tiercut.problem import Problem
 
 #: bandwidth factors (of the nominal links) the candidate plans are planned at, by default
 DEFAULT_BANDWIDTH_GRID = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: how the bandwidth grid covers several tracked links: all at one factor, or every combination
+GRIDS = ("joint", "product")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,9 @@ class CandidateSet:
     Attributes:
         placements: [K, n] device indices (``problem.device_names`` order, nodes in graph order).
         labels: how each was obtained (``local``, ``ilp@bw x0.5 load x1``...).
-        bandwidth_factors, load_factors: [K] the grid point each was first planned at (nan for ``local``).
+        bandwidth_factors: [K, L] the grid point (factors of each tracked link's nominal bandwidth) each was
+            first planned at (nan for ``local``).
+        load_factors: [K] the load factor it was planned at (nan for ``local``).
         missing_bytes: [K, K, D] parameter bytes plan ``j`` needs on device ``d`` that plan ``i`` does not
             put there (0 on the source, which holds the whole model).
     """
@@ -112,7 +117,9 @@ class PartitionTask:
         step_s: seconds between two decisions.
         planner: registry name of the planner that builds the candidates (exact by default).
         planner_settings: its settings.
-        bandwidth_grid: factors of the nominal bandwidths (every tracked link at once) to plan at.
+        bandwidth_grid: factors of the nominal bandwidths to plan at.
+        grid: ``joint`` (every tracked link at the same factor: one solve per factor) or ``product`` (every
+            combination of factors over the tracked links: ``len(bandwidth_grid) ** L`` solves).
         load_grid: load factors (every tracked server at once) to plan at.
         switching_weight: objective units charged per second of uploading a new plan's missing parameters
             (0: switching is free).
@@ -126,6 +133,7 @@ class PartitionTask:
     planner: str = "ilp"
     planner_settings: Mapping[str, Any] = field(default_factory=dict)
     bandwidth_grid: tuple[float, ...] = DEFAULT_BANDWIDTH_GRID
+    grid: str = "joint"
     load_grid: tuple[float, ...] = (1.0,)
     switching_weight: float = 0.0
     include_local: bool = True
@@ -155,6 +163,8 @@ class PartitionTask:
         for name, grid in (("bandwidth_grid", self.bandwidth_grid), ("load_grid", self.load_grid)):
             if not grid or any(not (math.isfinite(f) and f > 0) for f in grid):
                 raise TiercutError(f"PartitionTask: {name} must be finite factors > 0, got {grid!r}")
+        if self.grid not in GRIDS:
+            raise TiercutError(f"PartitionTask: grid {self.grid!r} is not known; use {' or '.join(GRIDS)}")
         if not (math.isfinite(self.switching_weight) and self.switching_weight >= 0):
             raise TiercutError(f"PartitionTask: switching_weight {self.switching_weight!r} must be >= 0")
         from tiercut.plan.registry import PLANNERS
@@ -238,29 +248,34 @@ class PartitionTask:
         comp = self.compiled
         rows: list[np.ndarray] = []
         labels: list[str] = []
-        bw_f: list[float] = []
+        bw_f: list[np.ndarray] = []
         load_f: list[float] = []
         if self.include_local:
             local = np.full(comp.n_nodes, comp.source, dtype=np.int64)
             if bool(evaluate_many(comp, local).valid[0]):
                 rows.append(local)
                 labels.append("local")
-                bw_f.append(math.nan)
+                bw_f.append(np.full(len(self.links), math.nan))
                 load_f.append(math.nan)
         planner = get_planner(self.planner, **dict(self.planner_settings))
         nominal = self.nominal_bandwidth()
+        if self.grid == "joint":
+            points = [np.full(len(nominal), f) for f in self.bandwidth_grid]
+        else:
+            points = [np.array(p) for p in itertools.product(self.bandwidth_grid, repeat=len(nominal))]
         for lf in self.load_grid:
-            for bf in self.bandwidth_grid:
-                plan = planner.solve(self.problem_at(nominal * bf, np.full(len(self.servers), lf)))
+            for factors in points:
+                plan = planner.solve(self.problem_at(nominal * factors, np.full(len(self.servers), lf)))
                 row = encode(comp, plan.placement)
                 if any(np.array_equal(row, r) for r in rows):
                     continue
                 rows.append(row)
-                labels.append(f"{self.planner}@bw x{bf:g} load x{lf:g}")
-                bw_f.append(bf)
+                bw = f"x{factors[0]:g}" if self.grid == "joint" else "(" + ",".join(f"x{f:g}" for f in factors) + ")"
+                labels.append(f"{self.planner}@bw {bw} load x{lf:g}")
+                bw_f.append(factors)
                 load_f.append(lf)
         placements = np.stack(rows)
-        result = CandidateSet(placements, tuple(labels), np.array(bw_f), np.array(load_f), self._missing(placements))
+        result = CandidateSet(placements, tuple(labels), np.stack(bw_f), np.array(load_f), self._missing(placements))
         self._derived["candidates"] = result
         return result
 
@@ -347,4 +362,4 @@ class PartitionTask:
         return decode(self.compiled, np.asarray(row))
 
 
-__all__ = ["DEFAULT_BANDWIDTH_GRID", "CandidateSet", "Conditions", "PartitionTask"]
+__all__ = ["DEFAULT_BANDWIDTH_GRID", "GRIDS", "CandidateSet", "Conditions", "PartitionTask"]
