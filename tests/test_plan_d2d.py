@@ -208,3 +208,36 @@ def test_the_d2d_preset_is_a_mesh_of_end_devices_and_the_camera_gets_help():
     local = evaluate(problem, {n.name: "camera" for n in problem.graph})
     assert result.feasible and result.latency_s < local.latency_s
     assert any(d != "camera" for d in result.placement.values())
+
+
+def test_memory_boundaries_surround_what_no_helper_holds_and_pack_the_rest():
+    from tiercut.env import environment_from_mapping
+    from tiercut.plan.d2d import memory_boundaries
+    from tiercut.problem import build_problem
+
+    sizes = [400, 400, 5000, 400, 400, 400]  # the third layer fits on no helper (1000 bytes each)
+    nodes = [Node("x", "input", (), out_bytes=10)]
+    for i, size in enumerate(sizes):
+        nodes.append(Node(f"l{i}", "linear", (nodes[-1].name,), flops=1, param_bytes=size, out_bytes=10,
+                          is_output=i == len(sizes) - 1))
+    env = environment_from_mapping({
+        "name": "mem",
+        "devices": [{"name": "cam", "tier": "end"}, {"name": "p1", "tier": "end", "memory_bytes": 1000}],
+        "links": [{"a": "cam", "b": "p1", "bandwidth_bytes_per_s": 1e6, "latency_s": 0.0}],
+    })
+    graph = LayerGraph(tuple(nodes))
+    problem = build_problem(graph, env, source="cam", compute_s={n.name: {"cam": 1.0, "p1": 0.1} for n in nodes[1:]})
+    # around l2 (positions 2 and 3), and l3+l4 fill a helper so a run ends before l5 (position 5)
+    assert memory_boundaries(compile_problem(problem)) == [2, 3, 5]
+    result = plan(problem, "d2d")
+    assert result.placement["l2"] == "cam" and result.feasible
+
+
+def test_boundary_choices_are_bounded():
+    from tiercut.plan.d2d import MAX_COMBINATIONS
+
+    rng = random.Random(12)
+    problem = random_problem(rng, n_nodes=40, n_devices=5, shape="chain")
+    comp = compile_problem(problem)
+    for k in range(1, 6):
+        assert len(segmentations(comp, k, cut_candidates=40)) <= MAX_COMBINATIONS + 2

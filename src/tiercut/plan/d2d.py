@@ -85,6 +85,9 @@ from tiercut.problem import Problem
 
 #: the ways a model is cut into contiguous segments (each K tries every one)
 SEGMENTATIONS = ("time", "params")
+#: at most this many boundary choices per number of segments (the candidates with the most crossing bytes are
+#: dropped first)
+MAX_COMBINATIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -203,11 +206,14 @@ def memory_boundaries(comp: CompiledProblem) -> list[int]:
     pinned = set(comp.pinned_nodes.tolist())
     out: set[int] = set()
     run_bytes = 0.0
+    was_stuck = False
     for position, v in enumerate(nodes):
         size = float(comp.param_bytes[v])
         stuck = size > capacity or v in pinned or not np.isfinite(comp.compute[v, helpers]).any()
+        if stuck != was_stuck:  # the ends of each run of nodes no helper can take
+            out.add(position)
+        was_stuck = stuck
         if stuck:
-            out.update((position, position + 1))
             run_bytes = 0.0
             continue
         if run_bytes + size > capacity:
@@ -222,8 +228,12 @@ def segmentations(comp: CompiledProblem, k: int, cut_candidates: int) -> list[tu
     ``k - 1`` boundaries among the cheap ones (:func:`cheap_boundaries`) and the memory ones (:func:`memory_boundaries`)."""
     nodes = [i for i, n in enumerate(comp.problem.graph) if not n.is_input]
     out = [tuple(balanced_segments(comp, k, by)) for by in SEGMENTATIONS]
-    candidates = sorted(set(cheap_boundaries(comp, cut_candidates)) | set(memory_boundaries(comp)))
-    for bounds in itertools.combinations(candidates, k - 1):
+    crossing = crossing_bytes(comp)
+    memory = sorted(memory_boundaries(comp), key=lambda j: (crossing[j], j))[:cut_candidates]
+    candidates = sorted(set(cheap_boundaries(comp, cut_candidates)) | set(memory), key=lambda j: (crossing[j], j))
+    while len(candidates) > k - 1 and math.comb(len(candidates), k - 1) > MAX_COMBINATIONS:
+        candidates.pop()  # the costliest boundary goes first
+    for bounds in itertools.combinations(sorted(candidates), k - 1):
         edges = [0, *bounds, len(nodes)]
         out.append(tuple(tuple(nodes[a:b]) for a, b in itertools.pairwise(edges)))
     unique: dict[tuple[tuple[int, ...], ...], None] = dict.fromkeys(out)
@@ -398,6 +408,7 @@ class D2DPlanner(Planner):
 
 
 __all__ = [
+    "MAX_COMBINATIONS",
     "SEGMENTATIONS",
     "D2DPlanner",
     "Matching",
