@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from tiercut.cli.checks import check_output_path
-from tiercut.cli.options import emit_json
+from tiercut.cli.options import JsonOpt, OutJsonOpt, emit_json
 from tiercut.errors import TiercutError
 
 RouterArg = Annotated[Path, typer.Argument(help="router file written by 'tiercut route train' (.safetensors)")]
@@ -88,8 +88,8 @@ def route_eval(
     source: Annotated[
         str | None, typer.Option(help="device of --env the small model runs on (default: its first user's)")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON (the problems, so every figure recomputes)")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="write the JSON here instead of printing it")] = None,
+    as_json: JsonOpt = False,
+    out: OutJsonOpt = None,
 ) -> None:
     """Accuracy vs fraction of held-out inputs sent to the cloud as the threshold sweeps."""
     from tiercut.appeal.curve import router_answers, routing_curve
@@ -109,7 +109,7 @@ def route_eval(
         if problems is not None:
             row["expected"] = expected_routing(problems[0], problems[1], cloud, point.fraction_offloaded).to_dict()
         rows.append(row)
-    if json_out or out is not None:
+    if as_json or out is not None:
         payload: dict[str, Any] = {
             "schema_version": ROUTING_SCHEMA_VERSION,
             "score": score,
@@ -145,7 +145,7 @@ def route_run(
     cloud: Annotated[str, typer.Option(help="name of the cloud worker")] = "cloud",
     env: Annotated[str | None, typer.Option("--env", help="environment whose source-cloud links the worker emulates")] = None,
     source: Annotated[str | None, typer.Option(help="the device of --env the router runs on (default: its first user's)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Route held-out digits one by one: the small model here, appealed inputs to the big model on a local worker."""
     import statistics
@@ -193,7 +193,7 @@ def route_run(
         "median_latency_local_s": statistics.median(local) if local else None,
         "median_latency_appealed_s": statistics.median(remote) if remote else None,
     }
-    if json_out:
+    if as_json:
         emit_json(summary, None)
         return
     typer.echo(f"routed {len(run.queries)} held-out digits at threshold {threshold}: {run.fraction_offloaded:.1%} to "
