@@ -1,0 +1,248 @@
+"""Mobility in the simulator: hand-overs, strategies, memory bounds, link rates, scenario errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tiercut.cost import evaluate
+from tiercut.env import Link
+from tiercut.errors import TiercutError
+from tiercut.graph.types import LayerGraph, Node
+from tiercut.problem import Problem, ProblemDevice
+from tiercut.sim import SimConfig, SimUser, TraceArrivals
+from tiercut.sim.mobile import MobileSimulation, compare_strategies
+from tiercut.sim.mobility import (
+    AttachmentTrace,
+    Backhaul,
+    Mobility,
+    RandomWaypoint,
+    ShannonRadio,
+    Site,
+    WaypointPath,
+    attached_problem,
+    handovers,
+    link_timeline,
+    mobile_problem,
+    predict_heading,
+)
+from tiercut.sim.scenario import build_scenario, parse_scenario
+from tiercut.sim.strategies import Oracle, Proactive, Reactive, Static
+
+
+def _problem(sites=("e1", "e2", "e3"), n_layers=5, memory=None, client="phone", param_bytes=2_000_000) -> Problem:
+    """A chain whose layers run 10x faster on the sites; its weights take a few seconds to upload at 10 MB/s."""
+    nodes = [Node("in", "input", out_bytes=600_000)]
+    for i in range(n_layers):
+        last = i == n_layers - 1
+        nodes.append(Node(f"l{i}", "conv2d", ("in" if i == 0 else f"l{i - 1}",), out_bytes=4_000 if last else 300_000,
+                          param_bytes=param_bytes, is_output=last))  # fmt: skip
+    devices = (ProblemDevice(client, "end"), *(ProblemDevice(s, "edge", memory_bytes=memory) for s in sites))
+    compute = {f"l{i}": {client: 0.05, **dict.fromkeys(sites, 0.005)} for i in range(n_layers)}
+    links = tuple(Link(client, s, 1e7, 0.005) for s in sites)
+    return Problem(LayerGraph(nodes), devices, links, client, compute, name="chain")
+
+
+ROAD = (Site("e1", 0, 0), Site("e2", 400, 0), Site("e3", 800, 0))
+
+
+def _road(users, **kw) -> Mobility:
+    return Mobility(sites=ROAD, users=users, backhaul=Backhaul(1.25e7, 0.002), window_s=5.0, **kw)
+
+
+# ---------------------------------------------------------------- the model
+def test_radio_rate_falls_with_distance_and_timeline_hands_over_at_the_midpoint():
+    radio = ShannonRadio()
+    rates = [radio.bytes_per_s(d) for d in (10, 100, 300, 1000)]
+    assert rates == sorted(rates, reverse=True) and rates[-1] > 0
+    # 3GPP macro path loss at 100 m: 90.5 dB; 23 dBm - 90.5 - (-174 + 73.0 + 9) = 24.5 dB SNR
+    assert radio.snr_db(100) == pytest.approx(23 - 90.5 - (-174 + 10 * math.log10(20e6) + 9), abs=1e-9)
+    mob = _road({"u": WaypointPath(((0, 0, 0), (80, 800, 0)))}, step_s=1.0)
+    timeline = link_timeline(mob, "u", 80)
+    changes = [(h.t_s, h.old, h.new) for h in handovers("u", timeline)]
+    # at 10 m/s the midpoints 200 m and 600 m are reached at 20 s and 60 s (a tie stays), passed at the next step
+    assert changes == [(21.0, "e1", "e2"), (61.0, "e2", "e3")]
+    assert predict_heading(mob, WaypointPath(((0, 0, 0), (80, 800, 0))), 15.0) == "e2"
+
+
+def test_random_waypoint_is_seeded_and_stays_in_its_area():
+    walk = RandomWaypoint(500, 200, speed_mps=(1, 3), pause_s=(0, 2), seed=4)
+    a, b = walk.path(100), walk.path(100)
+    assert a == b and a != RandomWaypoint(500, 200, speed_mps=(1, 3), pause_s=(0, 2), seed=5).path(100)
+    assert a.points[-1][0] >= 100
+    assert all(0 <= x <= 500 and 0 <= y <= 200 for _, x, y in a.points)
+
+
+# ---------------------------------------------------------------- strategies
+def test_proactive_beats_reactive_around_predictable_handovers():
+    mob = _road({"u": WaypointPath(((0, 0, 0), (60, 800, 0)))})
+    cmp = compare_strategies([SimUser("u", _problem())], SimConfig(duration_s=60), mob)
+    fig = {f.strategy: f for f in cmp.figures()}
+    assert fig["reactive"].handovers == fig["proactive"].handovers == 2
+    reactive, proactive, oracle, static = fig["reactive"], fig["proactive"], fig["oracle"], fig["static"]
+    assert proactive.handover_max_latency_s < 0.75 * reactive.handover_max_latency_s
+    assert proactive.handover_mean_latency_s < reactive.handover_mean_latency_s
+    assert oracle.handover_mean_latency_s <= proactive.handover_mean_latency_s + 1e-9
+    assert static.mean_latency_s > reactive.mean_latency_s  # reached over the backhaul after each hand-over
+    assert proactive.wasted_bytes == reactive.wasted_bytes == 0  # the prediction was right: all used
+    assert oracle.uploaded_bytes == static.uploaded_bytes == 0 and reactive.uploaded_bytes > 0
+    # the static plan never changes; after the hand-overs it still computes on e1, through the backhaul
+    static_run = cmp.by_strategy("static").result
+    assert {q.placement["l0"] for q in static_run.queries} == {"e1"}
+    late = [q for q in cmp.by_strategy("reactive").result.queries if q.start_s > 55]
+    assert late and all(q.placement["l0"] == "e3" for q in late)
+
+
+def test_a_wrong_prediction_wastes_the_prefetched_bytes():
+    # heading east towards e2, the user turns north before reaching it: e2 never serves it
+    sites = (Site("e1", 0, 0), Site("e2", 300, 0), Site("e3", 150, 300))
+    path = WaypointPath(((0, 0, 0), (14, 140, 0), (40, 150, 400)))
+    mob = Mobility(sites=sites, users={"u": path}, backhaul=Backhaul(1.25e7, 0.002), lookahead_s=10.0)
+    cmp = compare_strategies([SimUser("u", _problem())], SimConfig(duration_s=40), mob, ["reactive", "proactive"])
+    proactive = cmp.by_strategy("proactive")
+    assert {h.new for h in proactive.handovers} == {"e3"}
+    sent_to_e2 = sum(u.param_bytes for u in proactive.uploads if u.server == "e2")
+    assert sent_to_e2 > 0 and proactive.figures().wasted_bytes >= sent_to_e2
+    assert cmp.by_strategy("reactive").figures().wasted_bytes == 0
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_sites=st.integers(2, 3),
+    memory_mb=st.sampled_from([3, 5, 9, 50]),
+    n_users=st.integers(1, 2),
+    seed=st.integers(0, 10_000),
+    strategy=st.sampled_from(["static", "reactive", "proactive", "oracle"]),
+)
+def test_no_site_ever_holds_more_than_its_memory(n_sites, memory_mb, n_users, seed, strategy):
+    sites = tuple(Site(f"e{i}", 250.0 * i, 0.0) for i in range(n_sites))
+    names = tuple(s.server for s in sites)
+    users, movements = [], {}
+    for k in range(n_users):
+        client = f"c{k}"
+        users.append(SimUser(f"u{k}", _problem(names, n_layers=4, memory=memory_mb * 1_000_000, client=client)))
+        movements[f"u{k}"] = RandomWaypoint(250.0 * n_sites, 100, speed_mps=(8, 20), seed=seed + k)
+    mob = Mobility(sites=sites, users=movements, backhaul=Backhaul(1.25e7, 0.001), lookahead_s=5.0)
+    run = MobileSimulation(users, SimConfig(duration_s=20), mob, strategy).run()
+    cap = memory_mb * 1_000_000
+    assert all(peak <= cap for peak in run.peak_memory_bytes.values())
+    # what the sites hold, replayed from the uploads: never beyond the capacity either
+    for u in run.uploads:
+        assert u.param_bytes <= cap
+    assert run.figures().memory_exceeded is False
+    assert run.result.queries  # the users kept answering
+
+
+# ---------------------------------------------------------------- rates
+def test_link_rate_segments_change_transfer_times_exactly_as_the_cost_model_says():
+    problem = _problem(("e1", "e2"))
+    rates = (1e7, 2.5e6, 4e7)
+    trace = AttachmentTrace(((0.0, "e1", rates[0]), (10.0, "e1", rates[1]), (20.0, "e2", rates[2])))
+    mob = Mobility(sites=(Site("e1", 0, 0), Site("e2", 100, 0)), users={"u": trace}, backhaul=Backhaul(1.25e7, 0.002))
+    starts = (1.0, 12.0, 25.0, 9.99)
+    user = SimUser("u", problem, arrivals=TraceArrivals(tuple(sorted(starts))))
+    run = MobileSimulation([user], SimConfig(duration_s=30), mob, Oracle()).run()
+    by_start = {round(q.start_s, 6): q for q in run.result.queries}
+    mobile = mobile_problem(problem, mob)
+    for start, server, rate in ((1.0, "e1", rates[0]), (12.0, "e1", rates[1]), (25.0, "e2", rates[2])):
+        q = by_start[start]
+        expected = evaluate(attached_problem(mobile, server, rate, mob), q.placement).latency_s
+        assert q.latency_s == pytest.approx(expected, rel=1e-9)
+    # a query whose input crosses the change at 10 s: its bytes go at 1e7 B/s until 10 s, the rest at 2.5e6 B/s
+    q = by_start[9.99]
+    assert q.placement["l0"] == "e1" and all(q.placement[f"l{i}"] == "e1" for i in range(5))
+    sent_by_change = (10.0 - (9.99 + 0.005)) * rates[0]
+    input_done = 10.0 + (600_000 - sent_by_change) / rates[1]
+    expected_end = input_done + 5 * 0.005 + 0.005 + 4_000 / rates[1]
+    assert q.end_s == pytest.approx(expected_end, rel=1e-9)
+
+
+# ---------------------------------------------------------------- scenarios and errors
+@pytest.fixture()
+def problem_file(tmp_path: Path) -> Path:
+    path = tmp_path / "problem.json"
+    import json
+
+    path.write_text(json.dumps({"problem": _problem(("e1", "e2")).to_dict()}))
+    return path
+
+
+def _scenario(problem_file: Path, **mobility) -> dict:
+    data = {
+        "schema_version": 1,
+        "duration_s": 20,
+        "upload": {"algorithm": "ionn"},
+        "users": [{"name": "u", "problem": str(problem_file)}],
+        "mobility": {
+            "sites": [{"server": "e1", "x_m": 0, "y_m": 0}, {"server": "e2", "x_m": 300, "y_m": 0}],
+            "users": {"u": {"waypoints": [[0, 0, 0], [20, 300, 0]]}},
+            "backhaul": {"bandwidth_bytes_per_s": 1.25e7},
+        },
+    }
+    data["mobility"].update(mobility)
+    return data
+
+
+def test_scenario_with_mobility_runs_every_strategy(problem_file, tmp_path):
+    built = build_scenario(parse_scenario(_scenario(problem_file, strategies=["static", "proactive"]), "s.yaml", tmp_path))
+    assert [s.name for s in built.strategies] == ["static", "proactive"]
+    assert isinstance(built.strategies[1], Proactive) and built.strategies[1].upload == "ionn"
+    assert isinstance(built.strategies[0], Static) and not isinstance(built.strategies[0], Reactive)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("duration_s"), "mobility needs duration_s"),
+        (lambda d: d["mobility"].update(strategies=["psychic"]), "mobility.strategies.0"),
+        (lambda d: d["mobility"]["users"]["u"].update(attachments=[[0, "e1", 1e6]]), "exactly one of"),
+        (lambda d: d["mobility"]["sites"][0].pop("x_m"), "mobility.sites.0.x_m"),
+        (lambda d: d["mobility"].update(step_s=0), "mobility.step_s"),
+        (lambda d: d["mobility"].update(users={"u": {"attachments": [[0, "e9", 1e6]]}}), "'e9' is not a site"),
+        (lambda d: d["mobility"].update(users={"u": {"attachments": [[1, "e1", 1e6]]}}), "starts at t_s 0"),
+        (lambda d: d["mobility"].update(users={"u": {"waypoints": [[0, 0, 0], [0, 1, 1]]}}), "strictly increasing"),
+        (lambda d: d["mobility"]["sites"].append({"server": "e7", "x_m": 1, "y_m": 1}), "'e7' is not a device"),
+        (lambda d: d["mobility"].update(users={}), "no movement"),
+        (lambda d: d["mobility"].pop("backhaul"), "joined by no links"),
+        (lambda d: d["upload"].update(algorithm="none"), "not none"),
+        (lambda d: d["users"][0].update(servers=["e1"]), "drop its plan/servers"),
+        (lambda d: d.update(bandwidth_traces=[{"a": "phone", "b": "e1", "points": [[0, 1e6]]}]), "wireless link"),
+    ],
+)
+def test_bad_mobility_input_is_one_line(problem_file, tmp_path, change, message):
+    data = _scenario(problem_file)
+    change(data)
+    with pytest.raises(TiercutError) as err:
+        build_scenario(parse_scenario(data, "s.yaml", tmp_path))
+    text = str(err.value)
+    assert message in text and "\n" not in text
+
+
+def test_simulate_command_prints_strategies_and_refuses_them_without_mobility(problem_file, tmp_path, capsys):
+    import json
+
+    from tiercut.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(_scenario(problem_file)))
+    assert main(["simulate", str(path), "--no-progress", "--json", "--strategies", "reactive,oracle"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [s["strategy"] for s in data["mobility"]["strategies"]] == ["reactive", "oracle"]
+    assert data["mobility"]["strategies"][0]["memory_exceeded"] is False
+    assert main(["simulate", str(path), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "proactive" in table and "wasted" in table
+    assert main(["simulate", str(path), "--no-progress", "--strategies", "psychic"]) == 2
+    err = capsys.readouterr().err
+    assert "psychic" in err and len(err.strip().splitlines()) == 1
+    still = dict(_scenario(problem_file))
+    still.pop("mobility")
+    path.write_text(yaml.safe_dump(still))
+    assert main(["simulate", str(path), "--no-progress", "--strategies", "reactive"]) == 2
+    err = capsys.readouterr().err
+    assert "no mobility" in err and len(err.strip().splitlines()) == 1
