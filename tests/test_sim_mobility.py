@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ from tiercut.errors import TiercutError
 from tiercut.graph.types import LayerGraph, Node
 from tiercut.problem import Problem, ProblemDevice
 from tiercut.sim import SimConfig, SimUser, TraceArrivals
-from tiercut.sim.mobile import MobileSimulation, compare_strategies
+from tiercut.sim.mobile import MobileRun, MobileSimulation, compare_strategies
 from tiercut.sim.mobility import (
     AttachmentTrace,
     Backhaul,
@@ -114,28 +115,59 @@ def test_a_wrong_prediction_wastes_the_prefetched_bytes():
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n_sites=st.integers(2, 3),
-    memory_mb=st.sampled_from([3, 5, 9, 50]),
-    n_users=st.integers(1, 2),
+    memory_mb=st.sampled_from([5, 9, 13, 50]),
+    n_users=st.integers(1, 3),
     seed=st.integers(0, 10_000),
     strategy=st.sampled_from(["static", "reactive", "proactive", "oracle"]),
 )
 def test_no_site_ever_holds_more_than_its_memory(n_sites, memory_mb, n_users, seed, strategy):
     sites = tuple(Site(f"e{i}", 250.0 * i, 0.0) for i in range(n_sites))
     names = tuple(s.server for s in sites)
+    cap = memory_mb * 1_000_000
     users, movements = [], {}
-    for k in range(n_users):
-        client = f"c{k}"
-        users.append(SimUser(f"u{k}", _problem(names, n_layers=4, memory=memory_mb * 1_000_000, client=client)))
+    for k in range(n_users):  # each user's whole model (8 MB) fits a site alone; several users compete for it
+        users.append(SimUser(f"u{k}", _problem(names, n_layers=4, memory=cap, client=f"c{k}")))
         movements[f"u{k}"] = RandomWaypoint(250.0 * n_sites, 100, speed_mps=(8, 20), seed=seed + k)
     mob = Mobility(sites=sites, users=movements, backhaul=Backhaul(1.25e7, 0.001), lookahead_s=5.0)
-    run = MobileSimulation(users, SimConfig(duration_s=20), mob, strategy).run()
-    cap = memory_mb * 1_000_000
+    held_max: dict[str, int] = {}
+    reserve = MobileRun._reserve
+
+    def checked(run, mover, server, params):  # recount every site's holdings from the parameter names after each call
+        ok = reserve(run, mover, server, params)
+        for site, memory in run.memory.items():
+            total = sum(_param_bytes(run.movers[u].problem, params) for u, params in memory.held.items())
+            held_max[site] = max(held_max.get(site, 0), total)
+        return ok
+
+    with patch.object(MobileRun, "_reserve", checked):
+        run = MobileSimulation(users, SimConfig(duration_s=20), mob, strategy).run()
+    assert all(v <= cap for v in held_max.values())
+    assert all(run.peak_memory_bytes[s] == v for s, v in held_max.items())  # the run's own count agrees
     assert all(peak <= cap for peak in run.peak_memory_bytes.values())
-    # what the sites hold, replayed from the uploads: never beyond the capacity either
-    for u in run.uploads:
-        assert u.param_bytes <= cap
     assert run.figures().memory_exceeded is False
     assert run.result.queries  # the users kept answering
+
+
+def _param_bytes(problem: Problem, params) -> int:
+    sizes = problem.graph.param_table()[0]
+    return sum(sizes[p] for p in params)
+
+
+def test_a_full_site_evicts_a_user_attached_elsewhere_and_refuses_one_in_use():
+    # each site holds one model (8 MB of 9 MB); the backhaul is too slow to compute on a site one has left
+    sites = (Site("e1", 0, 0), Site("e2", 100, 0))
+    users = [SimUser(f"u{k}", _problem(("e1", "e2"), n_layers=4, memory=9_000_000, client=f"c{k}")) for k in (1, 2)]
+    movements = {"u1": AttachmentTrace(((0.0, "e1", 1e7), (5.0, "e2", 1e7))),
+                 "u2": AttachmentTrace(((0.0, "e2", 1e7), (10.0, "e1", 1e7)))}  # fmt: skip
+    mob = Mobility(sites=sites, users=movements, backhaul=Backhaul(1e5, 0.01))
+    run = MobileSimulation(users, SimConfig(duration_s=20), mob, Reactive()).run()
+    assert run.refusals >= 1  # at 5 s u1 wants e2, which u2 is using: refused, u1 computes locally
+    assert run.evictions == 1  # at 10 s u2 wants e1, which u1 left: u1's weights there are evicted
+    assert all(peak <= 9_000_000 for peak in run.peak_memory_bytes.values())
+    u1 = [q for q in run.result.queries if q.user == "u1" and q.start_s > 5.5]
+    u2 = [q for q in run.result.queries if q.user == "u2" and q.start_s > 13]
+    assert u1 and all(set(q.placement.values()) == {"c1"} for q in u1)
+    assert u2 and all(q.placement["l0"] == "e1" for q in u2)
 
 
 # ---------------------------------------------------------------- rates

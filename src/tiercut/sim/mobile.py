@@ -144,6 +144,8 @@ class MobileRun(_Run):
         self.memory = {s: _Memory(s, self.devices[s].memory_bytes) for s in mobility.servers}
         self.upload_records: list[UploadRecord] = []
         self.handover_records: list[Handover] = []
+        self.evictions = 0  # (user, site) holdings evicted to make room
+        self.refusals = 0  # partitions or installs a site's memory could not take
 
     # ----------------------------------------------------------- processes
     def start(self) -> None:
@@ -167,8 +169,11 @@ class MobileRun(_Run):
         first = mover.timeline[0]
         self._set_rate(mover, first)
         self.strategy.start(self, mover.name, first.server)
-        if self.strategy.fixed:
-            mover.fixed = dict(self.target(mover.name, first.server))
+        if self.strategy.fixed:  # the t = 0 plan, or the client alone if the site's memory could not take it
+            target = self.target(mover.name, first.server)
+            held = mover.present.get(first.server, set())
+            ok = all(n in held for n, d in target.items() if d == first.server)
+            mover.fixed = dict(target) if ok else mover.problem.local_placement()
         for sample in mover.timeline[1:]:
             yield env.timeout(sample.t_s - env.now)
             self._set_rate(mover, sample)
@@ -235,12 +240,14 @@ class MobileRun(_Run):
     def cancel_client_uploads(self, user: str) -> None:
         self.movers[user].client_generation += 1
 
-    def install(self, user: str, server: str, nodes: list[str]) -> None:
+    def install(self, user: str, server: str, nodes: list[str]) -> bool:
         mover = self.movers[user]
         params = held_params(mover.problem, nodes)
-        if self._reserve(mover, server, params):
-            mover.present.setdefault(server, set()).update(nodes)
-            mover.version += 1
+        if not self._reserve(mover, server, params):
+            return False
+        mover.present.setdefault(server, set()).update(nodes)
+        mover.version += 1
+        return True
 
     def upload(self, user: str, server: str, placement: dict[str, str], route: str) -> None:
         from tiercut.upload.registry import get_upload_planner
@@ -312,31 +319,46 @@ class MobileRun(_Run):
         return mover.server == server or server in mover.devices or bool(mover.inflight.get(server))
 
     def _reserve(self, mover: _Mover, server: str, params: frozenset[str]) -> bool:
-        """Hold ``params`` for ``mover`` on ``server`` (evicting idle users' parameters if needed); False if they do not fit."""
+        """Hold ``params`` for ``mover`` on ``server``; False (nothing held, nothing evicted) if they cannot fit.
+
+        When the site is too full, the holdings of users attached elsewhere
+        (and not using the site or sending to it) are evicted, least recently
+        attached first, but only if evicting them all would make room.
+        """
         memory = self.memory[server]
         sizes = mover.problem.graph.param_table()[0]
         held = memory.held.get(mover.name, set())
         need = sum(sizes[p] for p in params - held)
+        if need == 0:
+            return True
         if memory.capacity is not None and memory.used + need > memory.capacity:
-            idle = [m for m in self.movers.values() if m is not mover and m.name in memory.held and not self._in_use(m, server)]
+            idle = [m for m in self.movers.values()
+                    if m is not mover and memory.held.get(m.name) and not self._in_use(m, server)]  # fmt: skip
+            freeable = sum(self._held_bytes(m, server) for m in idle)
+            if memory.used - freeable + need > memory.capacity:
+                self.refusals += 1
+                return False
             idle.sort(key=lambda m: m.last_attached.get(server, -1.0))
             for other in idle:
                 if memory.used + need <= memory.capacity:
                     break
                 self._evict(other, server)
-            if memory.used + need > memory.capacity:
-                return False
         memory.held.setdefault(mover.name, set()).update(params)
         memory.used += need
         memory.peak = max(memory.peak, memory.used)
         return True
 
+    def _held_bytes(self, mover: _Mover, server: str) -> int:
+        sizes = mover.problem.graph.param_table()[0]
+        return sum(sizes[p] for p in self.memory[server].held.get(mover.name, ()))
+
     def _evict(self, mover: _Mover, server: str) -> None:
         memory = self.memory[server]
-        sizes = mover.problem.graph.param_table()[0]
-        memory.used -= sum(sizes[p] for p in memory.held.pop(mover.name, set()))
+        memory.used -= self._held_bytes(mover, server)
+        memory.held.pop(mover.name, None)
         mover.present.pop(server, None)
         mover.version += 1
+        self.evictions += 1
 
     # ----------------------------------------------------------- queries
     def _current(self, state: _UserState) -> Any:
@@ -383,6 +405,8 @@ class StrategyFigures:
     wasted_bytes: int
     peak_memory_bytes: dict[str, int]
     memory_bytes: dict[str, int | None]
+    evictions: int = 0
+    refusals: int = 0
 
     @property
     def memory_exceeded(self) -> bool:
@@ -407,6 +431,8 @@ class MobilityResult:
     peak_memory_bytes: dict[str, int]
     memory_bytes: dict[str, int | None]
     window_s: float
+    evictions: int = 0
+    refusals: int = 0
 
     def figures(self) -> StrategyFigures:
         queries = self.result.queries
@@ -430,6 +456,8 @@ class MobilityResult:
             wasted_bytes=sum(u.param_bytes for u in self.uploads if not u.used),
             peak_memory_bytes=dict(self.peak_memory_bytes),
             memory_bytes=dict(self.memory_bytes),
+            evictions=self.evictions,
+            refusals=self.refusals,
         )
 
     def to_dict(self, include_queries: bool = False) -> dict[str, Any]:
@@ -509,6 +537,8 @@ class MobileSimulation(Simulation):
             peak_memory_bytes={s: m.peak for s, m in run.memory.items()},
             memory_bytes={s: m.capacity for s, m in run.memory.items()},
             window_s=self.mobility.window_s,
+            evictions=run.evictions,
+            refusals=run.refusals,
         )
 
 

@@ -48,8 +48,9 @@ class StrategyContext(Protocol):
     def target(self, user: str, server: str) -> dict[str, str]:
         """The offloading planner's placement for ``user`` attached to ``server`` at the current link rate."""
 
-    def install(self, user: str, server: str, nodes: list[str]) -> None:
-        """Make ``nodes``' parameters present on ``server`` now, without a transfer (memory permitting)."""
+    def install(self, user: str, server: str, nodes: list[str]) -> bool:
+        """Make ``nodes``' parameters present on ``server`` now, without a transfer; False (nothing installed)
+        when the site's memory cannot take them."""
 
     def upload(self, user: str, server: str, placement: dict[str, str], route: str) -> None:
         """Send what ``placement`` needs on ``server`` and is not there yet, partition by partition in the upload
