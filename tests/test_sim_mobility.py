@@ -33,7 +33,7 @@ from tiercut.sim.mobility import (
     predict_heading,
 )
 from tiercut.sim.scenario import build_scenario, parse_scenario
-from tiercut.sim.strategies import Oracle, Proactive, Reactive, Static
+from tiercut.sim.strategies import STRATEGIES, Oracle, Proactive, Reactive, Static
 
 
 def _problem(sites=("e1", "e2", "e3"), n_layers=5, memory=None, client="phone", param_bytes=2_000_000) -> Problem:
@@ -118,7 +118,7 @@ def test_a_wrong_prediction_wastes_the_prefetched_bytes():
     memory_mb=st.sampled_from([5, 9, 13, 50]),
     n_users=st.integers(1, 3),
     seed=st.integers(0, 10_000),
-    strategy=st.sampled_from(["static", "reactive", "proactive", "oracle"]),
+    strategy=st.sampled_from(sorted(STRATEGIES)),
 )
 def test_no_site_ever_holds_more_than_its_memory(n_sites, memory_mb, n_users, seed, strategy):
     sites = tuple(Site(f"e{i}", 250.0 * i, 0.0) for i in range(n_sites))
@@ -278,3 +278,39 @@ def test_simulate_command_prints_strategies_and_refuses_them_without_mobility(pr
     assert main(["simulate", str(path), "--no-progress", "--strategies", "reactive"]) == 2
     err = capsys.readouterr().err
     assert "no mobility" in err and len(err.strip().splitlines()) == 1
+
+
+def test_example_mobility_scenario_is_valid():
+    import jsonschema
+
+    from tiercut.serialization import file_schema
+
+    path = Path(__file__).parents[1] / "examples" / "mobility.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert list(jsonschema.Draft202012Validator(file_schema("scenario")).iter_errors(data)) == []
+    scenario = parse_scenario(data, str(path), path.parent)
+    assert scenario.spec.mobility is not None and len(scenario.spec.mobility.strategies) == 4
+
+
+@pytest.mark.slow
+def test_example_mobility_scenario_runs():
+    from tiercut.pipeline import simulate_scenario
+
+    run = simulate_scenario(Path(__file__).parents[1] / "examples" / "mobility.yaml", strategies=["reactive", "proactive"])
+    figures = {f.strategy: f for f in run.mobility.figures()}
+    assert figures["reactive"].handovers >= 2 and not figures["proactive"].memory_exceeded
+    assert figures["proactive"].handover_max_latency_s <= figures["reactive"].handover_max_latency_s
+
+
+def test_a_run_stepped_from_outside_equals_one_run_at_once():
+    mob = _road({"u": WaypointPath(((0, 0, 0), (30, 800, 0)))})
+    sim = MobileSimulation([SimUser("u", _problem())], SimConfig(duration_s=30), mob, "proactive")
+    run = sim.begin()
+    seen = []
+    for t in range(1, 31):
+        run.env.run(until=float(t))
+        seen.append(len(run.handover_records))
+    stepped, whole = sim.finish(run), sim.run()
+    assert seen[-1] == 2 and seen[5] == 0
+    assert [q.end_s for q in stepped.result.queries] == [q.end_s for q in whole.result.queries]
+    assert stepped.figures().to_dict() == whole.figures().to_dict()

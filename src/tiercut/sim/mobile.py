@@ -511,24 +511,17 @@ class MobileSimulation(Simulation):
         if extra:
             raise TiercutError(f"mobility gives a movement for {sorted(extra)[0]!r}, which is no user; drop it")
 
-    def run(self, progress: Progress | None = None) -> MobilityResult:  # type: ignore[override]
-        """Simulate; ``progress(now_s, total_s)`` at checkpoints."""
-        import time
-
-        from tiercut.sim.engine import PROGRESS_STEPS
-
+    def begin(self) -> MobileRun:
+        """A checked, started run to step from outside: ``run.env.run(until=t)`` as often as needed, then
+        :meth:`finish` (a learning environment's loop; :meth:`run` does it all at once)."""
         self.check()
         run = MobileRun(self.users, self.config, self.mobility, self.strategy, self.event_loop)
-        start = time.perf_counter()
-        duration = self.config.duration_s
-        assert duration is not None
-        with _collector_paused():
-            run.start()
-            for step in range(1, PROGRESS_STEPS + 1):
-                run.env.run(until=duration * step / PROGRESS_STEPS)
-                if progress is not None:
-                    progress(run.env.now, duration)
-        result = run.result(time.perf_counter() - start)
+        run.start()
+        return run
+
+    def finish(self, run: MobileRun, wall_s: float = 0.0) -> MobilityResult:
+        """The :class:`MobilityResult` of a run made by :meth:`begin` (at the clock it has reached)."""
+        result = run.result(wall_s)
         return MobilityResult(
             strategy=self.strategy.name,
             result=result,
@@ -540,6 +533,23 @@ class MobileSimulation(Simulation):
             evictions=run.evictions,
             refusals=run.refusals,
         )
+
+    def run(self, progress: Progress | None = None) -> MobilityResult:  # type: ignore[override]
+        """Simulate ``config.duration_s``; ``progress(now_s, total_s)`` at checkpoints."""
+        import time
+
+        from tiercut.sim.engine import PROGRESS_STEPS
+
+        start = time.perf_counter()
+        duration = self.config.duration_s
+        with _collector_paused():
+            run = self.begin()
+            assert duration is not None
+            for step in range(1, PROGRESS_STEPS + 1):
+                run.env.run(until=duration * step / PROGRESS_STEPS)
+                if progress is not None:
+                    progress(run.env.now, duration)
+        return self.finish(run, time.perf_counter() - start)
 
 
 @dataclass
