@@ -272,6 +272,12 @@ def test_simulate_command_prints_strategies_and_refuses_them_without_mobility(pr
     assert main(["simulate", str(path), "--no-progress", "--strategies", "psychic"]) == 2
     err = capsys.readouterr().err
     assert "psychic" in err and len(err.strip().splitlines()) == 1
+    report_in, page = tmp_path / "sim.json", tmp_path / "report.html"
+    assert main(["simulate", str(path), "--no-progress", "--json", "--queries", "--strategies", "static,proactive"]) == 0
+    report_in.write_text(capsys.readouterr().out)
+    assert main(["report", str(report_in), "--out", str(page)]) == 0
+    html = page.read_text()
+    assert "Hand-over strategies" in html and "proactive" in html and "static" in html
     still = dict(_scenario(problem_file))
     still.pop("mobility")
     path.write_text(yaml.safe_dump(still))
