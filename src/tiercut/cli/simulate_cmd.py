@@ -65,6 +65,8 @@ def simulate(
         from tiercut.sim.plot import plot_delays
 
         title = f"{run.name}: query delay while partitions upload"
+        if run.mobility is not None:
+            title = f"{run.name}: query delay, strategy {run.mobility.results[0].strategy}"
         write_output(plot, "--plot", lambda temporary: plot_delays(result, temporary, title=title))
     if as_json:
         typer.echo(json.dumps(run.to_dict(include_queries=queries), indent=1))

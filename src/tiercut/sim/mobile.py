@@ -360,6 +360,15 @@ class MobileRun(_Run):
         mover.version += 1
         self.evictions += 1
 
+    def result(self, wall_s: float) -> SimResult:
+        """The simulation's result; a user's "planned" partitions are those its strategy sent (none are planned ahead)."""
+        out = super().result(wall_s)
+        sent: dict[str, int] = {}
+        for record in self.upload_records:
+            sent[record.user] = sent.get(record.user, 0) + 1
+        out.users = {u: (join, sent.get(u, 0)) for u, (join, _) in out.users.items()}
+        return out
+
     # ----------------------------------------------------------- queries
     def _current(self, state: _UserState) -> Any:
         mover = self.movers[state.user.name]
@@ -391,7 +400,23 @@ class MobileRun(_Run):
 
 @dataclass(frozen=True)
 class StrategyFigures:
-    """One strategy's figures over a mobile run (module docstring: what each means)."""
+    """One strategy's figures over a mobile run.
+
+    Attributes:
+        strategy: its name.
+        queries: completed queries (every user).
+        mean_latency_s: their mean latency.
+        handovers: hand-overs (every user).
+        handover_queries: queries that started within ``window_s`` after one of their user's hand-overs.
+        handover_mean_latency_s, handover_p95_latency_s, handover_max_latency_s: their latency (the spike).
+        uploaded_bytes: parameter bytes of every partition sent (over the wireless link or the backhaul),
+            including one still on its way at the end.
+        wasted_bytes: those of partitions no later query of their user ran on that site.
+        peak_memory_bytes: site -> the most parameter bytes it held at once (every user).
+        memory_bytes: site -> its capacity (None: unlimited).
+        evictions: holdings of users attached elsewhere evicted to make room.
+        refusals: partitions or installs a site's memory could not take.
+    """
 
     strategy: str
     queries: int
