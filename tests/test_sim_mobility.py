@@ -174,17 +174,21 @@ def test_a_full_site_evicts_a_user_attached_elsewhere_and_refuses_one_in_use():
 def test_link_rate_segments_change_transfer_times_exactly_as_the_cost_model_says():
     problem = _problem(("e1", "e2"))
     rates = (1e7, 2.5e6, 4e7)
-    trace = AttachmentTrace(((0.0, "e1", rates[0]), (10.0, "e1", rates[1]), (20.0, "e2", rates[2])))
+    trace = AttachmentTrace(((0.0, "e1", rates[0]), (10.0, "e1", rates[1]), (20.0, "e2", rates[2], 0.03)))
     mob = Mobility(sites=(Site("e1", 0, 0), Site("e2", 100, 0)), users={"u": trace}, backhaul=Backhaul(1.25e7, 0.002))
     starts = (1.0, 12.0, 25.0, 9.99)
     user = SimUser("u", problem, arrivals=TraceArrivals(tuple(sorted(starts))))
     run = MobileSimulation([user], SimConfig(duration_s=30), mob, Oracle()).run()
     by_start = {round(q.start_s, 6): q for q in run.result.queries}
     mobile = mobile_problem(problem, mob)
-    for start, server, rate in ((1.0, "e1", rates[0]), (12.0, "e1", rates[1]), (25.0, "e2", rates[2])):
+    for start, server, rate, latency in ((1.0, "e1", rates[0], None), (12.0, "e1", rates[1], None),
+                                         (25.0, "e2", rates[2], 0.03)):  # fmt: skip
         q = by_start[start]
-        expected = evaluate(attached_problem(mobile, server, rate, mob), q.placement).latency_s
+        expected = evaluate(attached_problem(mobile, server, rate, mob, latency), q.placement).latency_s
         assert q.latency_s == pytest.approx(expected, rel=1e-9)
+    assert by_start[1.0].placement["l0"] == "e1" and by_start[12.0].placement["l0"] == "phone"  # the oracle re-plans
+    assert by_start[25.0].placement["l0"] == "e2"
+    assert by_start[25.0].latency_s > evaluate(attached_problem(mobile, "e2", rates[2], mob), by_start[25.0].placement).latency_s
     # a query whose input crosses the change at 10 s: its bytes go at 1e7 B/s until 10 s, the rest at 2.5e6 B/s
     q = by_start[9.99]
     assert q.placement["l0"] == "e1" and all(q.placement[f"l{i}"] == "e1" for i in range(5))
@@ -192,6 +196,28 @@ def test_link_rate_segments_change_transfer_times_exactly_as_the_cost_model_says
     input_done = 10.0 + (600_000 - sent_by_change) / rates[1]
     expected_end = input_done + 5 * 0.005 + 0.005 + 4_000 / rates[1]
     assert q.end_s == pytest.approx(expected_end, rel=1e-9)
+
+
+def test_a_backhaul_bandwidth_trace_slows_the_static_plan_exactly_as_the_cost_model_says():
+    # after the hand-over the static plan computes on e1 through e2 and the e1-e2 backhaul, whose rate a trace halves
+    from dataclasses import replace as dc_replace
+
+    from tiercut.sim import BandwidthTrace
+
+    problem = _problem(("e1", "e2"))
+    trace = AttachmentTrace(((0.0, "e1", 1e7), (5.0, "e2", 1e7)))
+    mob = Mobility(sites=(Site("e1", 0, 0), Site("e2", 100, 0)), users={"u": trace}, backhaul=Backhaul(2e7, 0.002))
+    user = SimUser("u", problem, arrivals=TraceArrivals((8.0, 16.0)))
+    config = SimConfig(duration_s=20, traces=(BandwidthTrace("e1", "e2", ((0.0, 2e7), (12.0, 1e7))),))
+    run = MobileSimulation([user], config, mob, Static()).run()
+    q1, q2 = sorted(run.result.queries, key=lambda q: q.start_s)
+    attached = attached_problem(mobile_problem(problem, mob), "e2", 1e7, mob)
+    assert q1.placement["l0"] == q2.placement["l0"] == "e1"
+    assert q1.latency_s == pytest.approx(evaluate(attached, q1.placement).latency_s, rel=1e-9)
+    halved = dc_replace(attached, links=tuple(dc_replace(k, bandwidth_bytes_per_s=1e7) if {k.a, k.b} == {"e1", "e2"} else k
+                                               for k in attached.links))  # fmt: skip
+    assert q2.latency_s == pytest.approx(evaluate(halved, q2.placement).latency_s, rel=1e-9)
+    assert q2.latency_s > q1.latency_s
 
 
 # ---------------------------------------------------------------- scenarios and errors
@@ -237,6 +263,8 @@ def test_scenario_with_mobility_runs_every_strategy(problem_file, tmp_path):
         (lambda d: d["mobility"].update(step_s=0), "mobility.step_s"),
         (lambda d: d["mobility"].update(users={"u": {"attachments": [[0, "e9", 1e6]]}}), "'e9' is not a site"),
         (lambda d: d["mobility"].update(users={"u": {"attachments": [[1, "e1", 1e6]]}}), "starts at t_s 0"),
+        (lambda d: d["mobility"].update(users={"u": {"attachments": [[0, "e1", 1e6, -1]]}}), "latency_s"),
+        (lambda d: d["mobility"].update(users={"u": {"attachments": [[0, "e1", 0]]}}), "bytes_per_s"),
         (lambda d: d["mobility"].update(users={"u": {"waypoints": [[0, 0, 0], [0, 1, 1]]}}), "strictly increasing"),
         (lambda d: d["mobility"]["sites"].append({"server": "e7", "x_m": 1, "y_m": 1}), "'e7' is not a device"),
         (lambda d: d["mobility"].update(users={}), "no movement"),

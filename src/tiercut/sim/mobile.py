@@ -107,6 +107,7 @@ class _Mover:
         self.path = path
         self.server = timeline[0].server
         self.bandwidth = timeline[0].bandwidth_bytes_per_s
+        self.latency: float | None = timeline[0].latency_s
         self.present: dict[str, set[str]] = {}
         self.inflight: dict[str, set[str]] = {}
         self.client_generation = 0
@@ -118,7 +119,7 @@ class _Mover:
         self.bound_key: tuple[Any, ...] | None = None
         self.bound: Any = None
         self.devices: set[str] = set()
-        self.targets: dict[tuple[str, float], dict[str, str]] = {}
+        self.targets: dict[tuple[str, float, float | None], dict[str, str]] = {}
         self.solvers: dict[tuple[Any, ...], StageSolver] = {}
         self.uploads: dict[str, list[UploadRecord]] = {}
 
@@ -179,6 +180,7 @@ class MobileRun(_Run):
             self._set_rate(mover, sample)
             old = mover.server
             mover.bandwidth = sample.bandwidth_bytes_per_s
+            mover.latency = sample.latency_s
             if sample.server != old:
                 handover = Handover(mover.name, env.now, old, sample.server)
                 mover.server = sample.server
@@ -209,13 +211,13 @@ class MobileRun(_Run):
         return self.movers[user].server
 
     def _attached_problem(self, mover: _Mover, server: str | None = None) -> Problem:
-        return attached_problem(mover.problem, server or mover.server, mover.bandwidth, self.mobility)
+        return attached_problem(mover.problem, server or mover.server, mover.bandwidth, self.mobility, mover.latency)
 
     def target(self, user: str, server: str) -> dict[str, str]:
         from tiercut.plan import get_planner
 
         mover = self.movers[user]
-        key = (server, mover.bandwidth)
+        key = (server, mover.bandwidth, mover.latency)
         placement = mover.targets.get(key)
         if placement is None:
             pair = self._attached_problem(mover, server).restricted_to([mover.problem.source, server])
@@ -372,7 +374,7 @@ class MobileRun(_Run):
     # ----------------------------------------------------------- queries
     def _current(self, state: _UserState) -> Any:
         mover = self.movers[state.user.name]
-        key = (mover.server, mover.version, mover.bandwidth if self.strategy.follows_rates else None)
+        key = (mover.server, mover.version, (mover.bandwidth, mover.latency) if self.strategy.follows_rates else None)
         if key == mover.bound_key:
             return mover.bound
         problem = self._attached_problem(mover)
@@ -381,7 +383,7 @@ class MobileRun(_Run):
             placement = mover.fixed
         else:
             holding = tuple(s for s in self.mobility.servers if mover.present.get(s))
-            solver_key = (mover.server, mover.bandwidth, holding)
+            solver_key = (mover.server, mover.bandwidth, mover.latency, holding)
             solver = mover.solvers.get(solver_key)
             if solver is None:
                 solver = mover.solvers[solver_key] = StageSolver(problem.restricted_to([source, *holding]))

@@ -16,7 +16,7 @@ The model (every figure below is a default the scenario may change):
   Boleng and Davies, "A Survey of Mobility Models for Ad Hoc Network
   Research", WCMC 2002), seeded. Or an :class:`AttachmentTrace` states the
   attachment and the link's bandwidth directly, ``(t_s, server,
-  bytes_per_s)`` piecewise constant, with no geometry.
+  bytes_per_s[, latency_s])`` piecewise constant, with no geometry.
 - **Link rate.** The uplink/downlink between a user's client and its site is
   one channel whose rate is the Shannon capacity of the link budget
   (:class:`ShannonRadio`): ``W * log2(1 + SNR)`` bits/s with
@@ -32,7 +32,9 @@ The model (every figure below is a default the scenario may change):
   1, assumed). The rate is sampled every ``step_s`` and held piecewise
   constant in between, exactly as a bandwidth trace
   (:class:`tiercut.sim.BandwidthTrace`). The link's latency is the
-  environment's client-site link latency, or ``radio.latency_s``.
+  environment's client-site link latency, or ``radio.latency_s``, held
+  constant (assumed: propagation over 1 km adds 3.3 us); an attachment
+  trace may state it per point.
 - **Backhaul.** Sites reach each other over the environment's links (or a
   full mesh of ``backhaul`` links the mobility section adds): a placement
   whose partitions sit on another site than the attached one is reached
@@ -169,9 +171,14 @@ class RandomWaypoint:
 
 @dataclass(frozen=True)
 class AttachmentTrace:
-    """The attachment and the link rate as a trace states them: from ``t_s`` on, ``server`` at ``bytes_per_s``."""
+    """The attachment and the link as a trace states them: from ``t_s`` on, ``server`` at ``bytes_per_s``.
 
-    points: tuple[tuple[float, str, float], ...]
+    A point may give a fourth figure, the link's one-way latency in seconds
+    from then on (absent: the environment's client-site latency, or
+    ``radio.latency_s``).
+    """
+
+    points: tuple[tuple[float, str, float] | tuple[float, str, float, float], ...]
 
     def __post_init__(self) -> None:
         if not self.points:
@@ -181,6 +188,8 @@ class AttachmentTrace:
             raise TiercutError("an attachment trace starts at t_s 0 and its times increase strictly")
         if any(not (math.isfinite(p[2]) and p[2] > 0) for p in self.points):
             raise TiercutError("an attachment trace's bytes_per_s must be finite numbers > 0")
+        if any(len(p) > 3 and not (math.isfinite(p[3]) and p[3] >= 0) for p in self.points):  # type: ignore[misc]
+            raise TiercutError("an attachment trace's latency_s (a point's 4th figure) must be a finite number >= 0")
 
 
 Movement = WaypointPath | RandomWaypoint | AttachmentTrace
@@ -291,7 +300,8 @@ class Mobility:
             raise TiercutError(f"mobility predictor {self.predictor!r} is not known; use {' or '.join(PREDICTORS)}")
         for user, movement in self.users.items():
             if isinstance(movement, AttachmentTrace):
-                for _, server, _ in movement.points:
+                for point in movement.points:
+                    server = point[1]
                     if server not in names:
                         raise TiercutError(f"mobility of user {user!r}: server {server!r} is not a site; sites are "
                                            f"{', '.join(names)}")  # fmt: skip
@@ -315,11 +325,13 @@ class Mobility:
 
 @dataclass(frozen=True, slots=True)
 class LinkSample:
-    """From ``t_s`` on (until the next sample) the user is attached to ``server`` at ``bandwidth_bytes_per_s``."""
+    """From ``t_s`` on (until the next sample) the user is attached to ``server`` at ``bandwidth_bytes_per_s``
+    (and ``latency_s``; None: the link's own)."""
 
     t_s: float
     server: str
     bandwidth_bytes_per_s: float
+    latency_s: float | None = None
 
 
 def link_timeline(mobility: Mobility, user: str, duration_s: float) -> tuple[LinkSample, ...]:
@@ -329,7 +341,8 @@ def link_timeline(mobility: Mobility, user: str, duration_s: float) -> tuple[Lin
     movement = mobility.users[user]
     samples: list[LinkSample] = []
     if isinstance(movement, AttachmentTrace):
-        samples = [LinkSample(float(t), s, float(bw)) for t, s, bw in movement.points if t < duration_s]
+        samples = [LinkSample(float(p[0]), p[1], float(p[2]), float(p[3]) if len(p) > 3 else None)  # type: ignore[misc]
+                   for p in movement.points if p[0] < duration_s]  # fmt: skip
     else:
         path = mobility.path(user, duration_s)
         assert path is not None
@@ -437,11 +450,14 @@ def mobile_problem(problem: Problem, mobility: Mobility) -> Problem:
     return out
 
 
-def attached_problem(problem: Problem, server: str, bandwidth_bytes_per_s: float, mobility: Mobility) -> Problem:
+def attached_problem(
+    problem: Problem, server: str, bandwidth_bytes_per_s: float, mobility: Mobility, latency_s: float | None = None
+) -> Problem:
     """The mobile ``problem`` while its client is attached to ``server`` at ``bandwidth_bytes_per_s``.
 
     The client's only wireless link is the one to ``server`` (with that
-    rate); the other sites are reached through it and the backhaul.
+    rate, and ``latency_s`` when given); the other sites are reached
+    through it and the backhaul.
     """
     client = problem.source
     sites = set(mobility.servers)
@@ -450,7 +466,8 @@ def attached_problem(problem: Problem, server: str, bandwidth_bytes_per_s: float
         ends = {link.a, link.b}
         if client in ends and ends & sites:
             if server in ends:
-                links.append(replace(link, bandwidth_bytes_per_s=float(bandwidth_bytes_per_s)))
+                latency = link.latency_s if latency_s is None else float(latency_s)
+                links.append(replace(link, bandwidth_bytes_per_s=float(bandwidth_bytes_per_s), latency_s=latency))
             continue
         links.append(link)
     return replace(problem, links=tuple(links), routing_links=None)

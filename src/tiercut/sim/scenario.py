@@ -189,7 +189,7 @@ class RandomWaypointSpec(_Strict):
 class MovementSpec(_Strict):
     waypoints: list[tuple[float, float, float]] | None = None
     random_waypoint: RandomWaypointSpec | None = None
-    attachments: list[tuple[float, str, float]] | None = None
+    attachments: list[tuple[float, str, float] | tuple[float, str, float, float]] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> MovementSpec:
@@ -238,7 +238,8 @@ class MobilitySpec(_Strict):
             elif m.random_waypoint is not None:
                 movements[name] = RandomWaypoint(**m.random_waypoint.model_dump())
             else:
-                movements[name] = AttachmentTrace(tuple((float(t), s, float(b)) for t, s, b in m.attachments or ()))
+                movements[name] = AttachmentTrace(tuple((float(p[0]), p[1], *(float(v) for v in p[2:]))  # type: ignore[misc]
+                                                        for p in m.attachments or ()))  # fmt: skip
         return Mobility(
             sites=tuple(Site(s.server, s.x_m, s.y_m) for s in self.sites),
             users=movements,
