@@ -99,6 +99,21 @@ def test_proactive_beats_reactive_around_predictable_handovers():
     assert late and all(q.placement["l0"] == "e3" for q in late)
 
 
+def test_proactive_prefetches_at_most_its_fraction_of_the_server_part():
+    mob = _road({"u": WaypointPath(((0, 0, 0), (60, 800, 0)))})
+    user = [SimUser("u", _problem())]
+    partial = MobileSimulation(user, SimConfig(duration_s=60), mob, Proactive(prefetch_fraction=0.3)).run()
+    ahead: dict[str, int] = {}
+    for u in partial.uploads:
+        if u.route == "backhaul":
+            ahead[u.server] = ahead.get(u.server, 0) + u.param_bytes
+    assert set(ahead) == {"e2", "e3"}
+    assert all(0 < b <= 0.3 * 5 * 2_000_000 for b in ahead.values())  # the server part is 5 layers of 2 MB
+    assert any(u.route == "client" for u in partial.uploads)  # the rest goes up after the hand-over
+    with pytest.raises(TiercutError, match="prefetch_fraction"):
+        Proactive(prefetch_fraction=0.0)
+
+
 def test_a_wrong_prediction_wastes_the_prefetched_bytes():
     # heading east towards e2, the user turns north before reaching it: e2 never serves it
     sites = (Site("e1", 0, 0), Site("e2", 300, 0), Site("e3", 150, 300))
@@ -132,8 +147,8 @@ def test_no_site_ever_holds_more_than_its_memory(n_sites, memory_mb, n_users, se
     held_max: dict[str, int] = {}
     reserve = MobileRun._reserve
 
-    def checked(run, mover, server, params):  # recount every site's holdings from the parameter names after each call
-        ok = reserve(run, mover, server, params)
+    def checked(run, mover, server, params, **kw):  # recount every site's holdings from the parameter names after each call
+        ok = reserve(run, mover, server, params, **kw)
         for site, memory in run.memory.items():
             total = sum(_param_bytes(run.movers[u].problem, params) for u, params in memory.held.items())
             held_max[site] = max(held_max.get(site, 0), total)

@@ -100,14 +100,11 @@ def simulate_scenario(
         from dataclasses import replace
 
         from tiercut.sim.mobile import MobileSimulation, MobilityComparison
-        from tiercut.sim.strategies import get_strategy
+        from tiercut.sim.scenario import mobility_strategy
 
         chosen = list(built.strategies)
         if strategies is not None:
-            base = chosen[0]
-            settings = dict(offloading=base.offloading, upload=base.upload, offloading_settings=base.offloading_settings,
-                            upload_settings=base.upload_settings)  # fmt: skip
-            chosen = [get_strategy(name, **settings) for name in dict.fromkeys(strategies)]
+            chosen = [mobility_strategy(loaded, name) for name in dict.fromkeys(strategies)]
             if not chosen:
                 raise TiercutError("--strategies is empty; give e.g. static,reactive,proactive,oracle")
         comparison = MobilityComparison()

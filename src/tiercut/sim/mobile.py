@@ -251,7 +251,7 @@ class MobileRun(_Run):
         mover.version += 1
         return True
 
-    def upload(self, user: str, server: str, placement: dict[str, str], route: str) -> None:
+    def upload(self, user: str, server: str, placement: dict[str, str], route: str, fraction: float = 1.0) -> None:
         from tiercut.upload.registry import get_upload_planner
 
         mover = self.movers[user]
@@ -268,15 +268,19 @@ class MobileRun(_Run):
         plan = planner.solve(pair, placement)
         parts = [tuple(n for n in p.nodes if n not in have) for p in plan.partitions]
         parts = [p for p in parts if p]
+        budget = fraction * mover.problem.graph.weight_bytes(needed)
         if parts:
-            self.env.process(self._upload_process(mover, server, parts, route, mover.client_generation, mover.server))
+            process = self._upload_process(mover, server, parts, route, mover.client_generation, mover.server, budget)
+            self.env.process(process)
 
     def _upload_process(
-        self, mover: _Mover, server: str, parts: list[tuple[str, ...]], route: str, generation: int, origin: str
-    ) -> Iterator[Any]:
+        self, mover: _Mover, server: str, parts: list[tuple[str, ...]], route: str, generation: int, origin: str,
+        budget: float,
+    ) -> Iterator[Any]:  # fmt: skip
         env = self.env
         problem = mover.problem
         source = problem.source
+        sent = 0
         for nodes in parts:
             if not self._alive(mover) or (route == "client" and (generation != mover.client_generation
                                                                  or mover.server != server)):  # fmt: skip
@@ -289,9 +293,13 @@ class MobileRun(_Run):
             memory = self.memory[server]
             before = set(memory.held.get(mover.name, set()))
             params = held_params(problem, nodes)
-            if not self._reserve(mover, server, params):
+            sizes = problem.graph.param_table()[0]
+            if sent + sum(sizes[p] for p in params - before) > budget * (1 + 1e-12):
+                return  # the strategy's share of the bytes is spent
+            if not self._reserve(mover, server, params, speculative=route == "backhaul"):
                 return  # the site's memory is full: bounded, stop here
-            nbytes = sum(problem.graph.param_table()[0][p] for p in params - before)
+            nbytes = sum(sizes[p] for p in params - before)
+            sent += nbytes
             inflight.update(nodes)
             record = UploadRecord(mover.name, server, route, nodes, int(nbytes), env.now)
             self.upload_records.append(record)
@@ -320,12 +328,17 @@ class MobileRun(_Run):
     def _in_use(self, mover: _Mover, server: str) -> bool:
         return mover.server == server or server in mover.devices or bool(mover.inflight.get(server))
 
-    def _reserve(self, mover: _Mover, server: str, params: frozenset[str]) -> bool:
+    def _reserve(self, mover: _Mover, server: str, params: frozenset[str], *, speculative: bool = False) -> bool:
         """Hold ``params`` for ``mover`` on ``server``; False (nothing held, nothing evicted) if they cannot fit.
 
-        When the site is too full, the holdings of users attached elsewhere
-        (and not using the site or sending to it) are evicted, least recently
-        attached first, but only if evicting them all would make room.
+        When the site is too full, holdings are evicted, but only if evicting
+        every candidate would make room. Candidates are the users not attached
+        to the site, not computing on it and not sending to it: first those
+        whose holding is not a pending prediction (least recently attached
+        first), then -- only for a request that is not itself speculative --
+        other users' prefetches waiting for their hand-over (PerDNN's
+        prefetches use spare memory; they never push out what attached users
+        need, and attached users' needs come before them).
         """
         memory = self.memory[server]
         sizes = mover.problem.graph.param_table()[0]
@@ -334,14 +347,18 @@ class MobileRun(_Run):
         if need == 0:
             return True
         if memory.capacity is not None and memory.used + need > memory.capacity:
-            idle = [m for m in self.movers.values()
-                    if m is not mover and memory.held.get(m.name) and not self._in_use(m, server)]  # fmt: skip
-            freeable = sum(self._held_bytes(m, server) for m in idle)
+            idle, waiting = [], []
+            for m in self.movers.values():
+                if m is mover or not memory.held.get(m.name) or self._in_use(m, server):
+                    continue
+                (waiting if server in m.prefetching else idle).append(m)
+            idle.sort(key=lambda m: m.last_attached.get(server, -1.0))
+            candidates = idle if speculative else idle + waiting
+            freeable = sum(self._held_bytes(m, server) for m in candidates)
             if memory.used - freeable + need > memory.capacity:
                 self.refusals += 1
                 return False
-            idle.sort(key=lambda m: m.last_attached.get(server, -1.0))
-            for other in idle:
+            for other in candidates:
                 if memory.used + need <= memory.capacity:
                     break
                 self._evict(other, server)

@@ -229,6 +229,7 @@ class MobilitySpec(_Strict):
     window_s: float = Field(default=5.0, gt=0)
     lookahead_s: float = Field(default=10.0, gt=0)
     predictor: Literal["heading", "markov"] = "heading"
+    prefetch_fraction: float = Field(default=1.0, gt=0, le=1)
 
     def build(self) -> Mobility:
         movements: dict[str, Movement] = {}
@@ -588,10 +589,21 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
     return BuiltScenario(spec.name or scenario.label, simulation, problems, plans)
 
 
-def _mobility(scenario: Scenario, user_specs: list[UserSpec]) -> tuple[Mobility, tuple[Any, ...]]:
-    """The scenario's :class:`Mobility` and its strategies (planned with the scenario's upload section)."""
+def mobility_strategy(scenario: Scenario, name: str) -> Any:
+    """The hand-over strategy ``name`` with the scenario's planners (its upload section) and mobility settings."""
     from tiercut.sim.strategies import get_strategy
 
+    upload = scenario.spec.upload
+    settings: dict[str, Any] = dict(offloading=upload.offloading, upload=upload.algorithm,
+                                    offloading_settings=dict(upload.offloading_settings),
+                                    upload_settings=dict(upload.settings))  # fmt: skip
+    if name == "proactive" and scenario.spec.mobility is not None:
+        settings["prefetch_fraction"] = scenario.spec.mobility.prefetch_fraction
+    return get_strategy(name, **settings)
+
+
+def _mobility(scenario: Scenario, user_specs: list[UserSpec]) -> tuple[Mobility, tuple[Any, ...]]:
+    """The scenario's :class:`Mobility` and its strategies (planned with the scenario's upload section)."""
     spec, label = scenario.spec, scenario.label
     assert spec.mobility is not None
     for user in user_specs:
@@ -604,13 +616,9 @@ def _mobility(scenario: Scenario, user_specs: list[UserSpec]) -> tuple[Mobility,
         mobility = spec.mobility.build()
     except TiercutError as exc:
         raise TiercutError(f"scenario {label}: mobility: {exc}") from None
-    upload = spec.upload
-    strategies = tuple(
-        get_strategy(name, offloading=upload.offloading, upload=upload.algorithm,
-                     offloading_settings=dict(upload.offloading_settings), upload_settings=dict(upload.settings))
-        for name in dict.fromkeys(spec.mobility.strategies)
-    )  # fmt: skip
+    strategies = tuple(mobility_strategy(scenario, name) for name in dict.fromkeys(spec.mobility.strategies))
     return mobility, strategies
 
 
-__all__ = ["SCHEMA_VERSION", "BuiltScenario", "Scenario", "ScenarioSpec", "build_scenario", "load_scenario", "parse_scenario"]
+__all__ = ["SCHEMA_VERSION", "BuiltScenario", "Scenario", "ScenarioSpec", "build_scenario", "load_scenario", "mobility_strategy",
+           "parse_scenario"]

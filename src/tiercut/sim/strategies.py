@@ -52,10 +52,11 @@ class StrategyContext(Protocol):
         """Make ``nodes``' parameters present on ``server`` now, without a transfer; False (nothing installed)
         when the site's memory cannot take them."""
 
-    def upload(self, user: str, server: str, placement: dict[str, str], route: str) -> None:
+    def upload(self, user: str, server: str, placement: dict[str, str], route: str, fraction: float = 1.0) -> None:
         """Send what ``placement`` needs on ``server`` and is not there yet, partition by partition in the upload
         planner's order; ``route`` ``client`` (over the user's wireless link) or ``backhaul`` (from its
-        current site); each partition only if the site's memory admits it."""
+        current site); each partition only if the site's memory admits it, and no more than ``fraction`` of
+        the placement's parameter bytes there."""
 
     def prefetched(self, user: str, server: str) -> bool:
         """A backhaul upload to ``server`` was already started since the user's last hand-over."""
@@ -118,14 +119,25 @@ class Reactive(_Planned):
 
 @dataclass(frozen=True)
 class Proactive(Reactive):
-    """PerDNN (Jeong et al., ICDCS 2020): upload to the predicted next site ahead of time, bounded by its memory."""
+    """PerDNN (Jeong et al., ICDCS 2020): upload to the predicted next site ahead of time, bounded by its memory.
+
+    ``prefetch_fraction``: at most this fraction of the planned server part's
+    parameter bytes goes ahead (the first partitions of the upload order, the
+    most useful per byte); PerDNN migrates "only a tiny fraction of the
+    server-side DNN layers" to spare the backhaul. 1: all of it.
+    """
 
     name = "proactive"
+    prefetch_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.prefetch_fraction <= 1.0:
+            raise TiercutError(f"proactive prefetch_fraction {self.prefetch_fraction!r} must be in (0, 1]")
 
     def on_step(self, ctx: StrategyContext, user: str) -> None:
         nxt = ctx.predict_next(user)
         if nxt is not None and nxt != ctx.attached(user) and not ctx.prefetched(user, nxt):
-            ctx.upload(user, nxt, ctx.target(user, nxt), "backhaul")
+            ctx.upload(user, nxt, ctx.target(user, nxt), "backhaul", self.prefetch_fraction)
 
     def start(self, ctx: StrategyContext, user: str, server: str) -> None:
         super().start(ctx, user, server)
