@@ -363,3 +363,12 @@ def test_a_run_stepped_from_outside_equals_one_run_at_once():
     assert seen[-1] == 2 and seen[5] == 0
     assert [q.end_s for q in stepped.result.queries] == [q.end_s for q in whole.result.queries]
     assert stepped.figures().to_dict() == whole.figures().to_dict()
+
+
+def test_a_user_who_leaves_stops_handing_over_and_uploading():
+    mob = _road({"u": WaypointPath(((0, 0, 0), (60, 800, 0)))})
+    user = SimUser("u", _problem(), leave_s=30.0)
+    run = MobileSimulation([user], SimConfig(duration_s=60), mob, "proactive").run()
+    assert [h.new for h in run.handovers] == ["e2"]  # at 13.3 m/s: e2 at 16 s, e3 at 46 s (after it left)
+    assert all(u.start_s < 30.0 for u in run.uploads)
+    assert all(q.start_s < 30.0 for q in run.result.queries)

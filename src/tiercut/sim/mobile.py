@@ -177,6 +177,8 @@ class MobileRun(_Run):
             mover.fixed = dict(target) if ok else mover.problem.local_placement()
         for sample in mover.timeline[1:]:
             yield env.timeout(sample.t_s - env.now)
+            if not self._alive(mover):
+                return  # the user left: no more hand-overs
             self._set_rate(mover, sample)
             old = mover.server
             mover.bandwidth = sample.bandwidth_bytes_per_s

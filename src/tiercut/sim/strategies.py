@@ -121,7 +121,9 @@ class Reactive(_Planned):
 class Proactive(Reactive):
     """PerDNN (Jeong et al., ICDCS 2020): upload to the predicted next site ahead of time, bounded by its memory.
 
-    ``prefetch_fraction``: at most this fraction of the planned server part's
+    The speculative plan for the predicted site is made at the current
+    link rate (the rate there is not known yet). ``prefetch_fraction``: at
+    most this fraction of the planned server part's
     parameter bytes goes ahead (the first partitions of the upload order, the
     most useful per byte); PerDNN migrates "only a tiny fraction of the
     server-side DNN layers" to spare the backhaul. 1: all of it.
