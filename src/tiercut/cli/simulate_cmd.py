@@ -52,6 +52,9 @@ def simulate(
         if plot is not None or queries:
             raise TiercutError("--plot and --queries show a scenario's simulation; with --exits drop them (--json "
                                "prints the exit plan's simulated rates and latencies)")
+        if strategies is not None:
+            raise TiercutError("--strategies compares hand-over strategies of a mobility scenario; --exits simulates "
+                               "one user's exit plan: drop one of them")
 
         simulate_with_exits(scenario, exits, allow_code=allow_code, as_json=as_json)
         return
