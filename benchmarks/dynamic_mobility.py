@@ -18,6 +18,10 @@ Scenarios:
 - ``road-1`` / ``road`` (the next server is predictable): one user, then
   several, drive along the road at 8-15 m/s from staggered starts; the
   heading predictor is right;
+- ``road-gbe``: ``road`` with the edge-edge backhaul at Gigabit Ethernet
+  (1 Gbit/s = 1.25e8 B/s, 0.2 ms, the figures of tiercut's edge-cluster
+  preset) instead of the seed's 10 MB/s: whether the backhaul can carry
+  the prefetched bytes before the hand-over;
 - ``random-waypoint`` (it is not): users move by the seeded random waypoint
   model at 5-15 m/s in the 700 m x 150 m area; predictions can be wrong
   (wasted bytes);
@@ -78,6 +82,16 @@ def template() -> Any:
     problem = build_problem(extract_graph(MODEL), env, source="client1", devices=["client1", *(s for s, _ in SITES)])
     devices = tuple(replace(d, memory_bytes=SITE_MEMORY_BYTES) if d.tier == "edge" else d for d in problem.devices)
     return replace(problem, devices=devices)
+
+
+def with_gigabit_backhaul(problem: Any) -> Any:
+    """``problem`` with every edge-edge link at 1 Gbit/s, 0.2 ms (edge-cluster preset's Gigabit Ethernet)."""
+    from dataclasses import replace
+
+    edges = {d.name for d in problem.devices if d.tier == "edge"}
+    links = tuple(replace(k, bandwidth_bytes_per_s=1.25e8, latency_s=0.0002) if {k.a, k.b} <= edges else k
+                  for k in problem.links)  # fmt: skip
+    return replace(problem, links=links)
 
 
 def users_and_mobility(problem: Any, scenario: str, n_users: int, seed: int) -> tuple[list[Any], Any, float]:
@@ -196,15 +210,17 @@ def run(quick: bool) -> dict[str, Any]:
     problem = template()
     seeds = [0] if quick else [0, 1, 2]
     many = 2 if quick else 4
-    cases = [("road-1", "road", 1), ("road", "road", many), ("random-waypoint", "random-waypoint", many)]
+    cases = [("road-1", "road", 1), ("road", "road", many), ("road-gbe", "road", many),
+             ("random-waypoint", "random-waypoint", many)]  # fmt: skip
     if not quick:
         cases.append(("commute", "commute", many))
     scenarios: dict[str, Any] = {}
     road0 = None
+    gigabit = with_gigabit_backhaul(problem)
     for label, scenario, n_users in cases:
         runs = []
         for seed in seeds:
-            by_strategy = run_scenario(problem, scenario, n_users, seed)
+            by_strategy = run_scenario(gigabit if label == "road-gbe" else problem, scenario, n_users, seed)
             if label == "road-1" and seed == seeds[0]:
                 road0 = by_strategy
             runs.append(by_strategy)
