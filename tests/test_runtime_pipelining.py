@@ -61,7 +61,6 @@ def test_window_holds_at_most_size_and_delivers_in_order():
     """Queries finishing in random order: never more than 3 issued and undelivered, delivery in index order."""
     window = _Window(3)
     delivered: list[int] = []
-    lock = threading.Lock()
     rng = random.Random(7)
     delays = [rng.uniform(0.0, 0.01) for _ in range(40)]
     stop = threading.Event()
@@ -72,8 +71,7 @@ def test_window_holds_at_most_size_and_delivers_in_order():
 
         def finish(i=index):
             time.sleep(delays[i])
-            with lock:  # the client appends under the window's order, as here
-                delivered.extend(k for k, _ in window.answered(i, i))
+            window.answered(i, i, lambda k, answer: delivered.append(answer))  # under the window's lock
 
         thread = threading.Thread(target=finish)
         thread.start()

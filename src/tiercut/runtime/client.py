@@ -429,12 +429,19 @@ class _Window:
             self.peak = max(self.peak, len(self._issued))
             return True
 
-    def answered(self, index: int, answer: Any) -> list[tuple[int, Any]]:
+    def answered(
+        self, index: int, answer: Any, deliver: Callable[[int, Any], None] | None = None
+    ) -> list[tuple[int, Any]]:
+        """Take ``index``'s answer; every answer now deliverable, in order, is passed to ``deliver`` (under the
+        window's lock, so two threads never interleave their deliveries) and returned."""
         with self._lock:
             self._ready[index] = answer
             out = []
             while self._next in self._ready:
-                out.append((self._next, self._ready.pop(self._next)))
+                item = (self._next, self._ready.pop(self._next))
+                if deliver is not None:
+                    deliver(*item)
+                out.append(item)
                 self._issued.discard(self._next)
                 self._next += 1
             self._lock.notify_all()
@@ -785,14 +792,13 @@ class MigrationClient:
         window = _Window(settings.in_flight)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.in_flight, thread_name_prefix="tiercut-query")
 
-        def deliver(index: int, record: QueryRecord, output: Any) -> None:
-            for _, delivered in window.answered(index, (record, output)):  # in query order
-                if delivered is None:  # a query that ended in an unexpected error (re-raised below)
-                    continue
-                ready, answer = delivered
-                queries.append(ready)
-                if settings.verify_outputs:
-                    outputs[ready.index] = answer
+        def deliver(_: int, delivered: Any) -> None:  # called in query order
+            if delivered is None:  # a query that ended in an unexpected error (re-raised below)
+                return
+            ready, answer = delivered
+            queries.append(ready)
+            if settings.verify_outputs:
+                outputs[ready.index] = answer
 
         def one(index: int, inputs: tuple[Any, ...]) -> None:
             try:
@@ -801,7 +807,7 @@ class MigrationClient:
                 failed.set()  # as the one-at-a-time loop: an unexpected error ends the queries
                 window.abandon(index)
                 raise
-            deliver(index, record, output)
+            window.answered(index, (record, output), deliver)
 
         failed = threading.Event()
         running: list[concurrent.futures.Future[None]] = []

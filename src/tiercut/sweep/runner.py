@@ -217,7 +217,10 @@ def _ray_cell_task(cell: Cell, graph_data: dict[str, Any] | str) -> dict[str, An
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray (``address``) or start a local one; True when this call started it (the caller shuts it down)."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise TiercutError("Ray is not installed: pip install 'tiercut[sweep]' (or run the sweep with --serial)") from None
 
     if ray.is_initialized():
         return False

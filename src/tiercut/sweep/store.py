@@ -115,9 +115,12 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, formats: Sequence[str] = TABLE_FORMATS) -> list[Path]:
     """Write ``rows`` (one per cell, grid order) as ``results.parquet`` and/or ``results.csv``; returns the paths."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TiercutError("pyarrow is not installed: pip install 'tiercut[sweep]'") from None
 
     unknown = [f for f in formats if f not in TABLE_FORMATS]
     if unknown:
