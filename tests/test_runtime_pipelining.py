@@ -95,8 +95,9 @@ def test_pipeline_stages_recompute_from_the_problem():
     placement = {"a": "m", "b": "c", "c": "m"}
     prediction = pipeline_stages(p, placement)
     stages = {s.name: s.seconds for s in prediction.stages}
-    # m computes a and c, c computes b; a goes m->c and b comes back c->m, each 0.01 + 500 / 1e4
-    assert stages == pytest.approx({"m": 0.3, "c": 0.005, "m->c": 0.06, "c->m": 0.06})
+    # m computes a and c, c computes b; a goes m->c and b comes back c->m, each 500 / 1e4 on the link
+    # (the 0.01 s latency is propagation: it delays a query, it does not occupy the link)
+    assert stages == pytest.approx({"m": 0.3, "c": 0.005, "m->c": 0.05, "c->m": 0.05})
     assert prediction.bottleneck.name == "m"
     assert prediction.throughput_qps == pytest.approx(1 / 0.3)
     assert prediction.latency_s == pytest.approx(0.425)

@@ -139,8 +139,13 @@ def test_cells_expand_in_order_and_keys_follow_the_inputs(grid_dir):
 
 
 @pytest.mark.slow  # twelve plans and simulations, three times
-def test_an_interrupted_serial_sweep_resumes_without_recomputing(grid_dir, tmp_path):
+def test_an_interrupted_serial_sweep_resumes_without_recomputing(grid_dir, tmp_path, monkeypatch):
+    import tiercut.sweep.runner as runner
+
     grid = load_grid(grid_dir / "grid.yaml")
+    extracted = []
+    real_extract = runner.extract_graph
+    monkeypatch.setattr(runner, "extract_graph", lambda model, g: extracted.append(model.label) or real_extract(model, g))
     seen = []
 
     def stop_after_five(row):
@@ -153,10 +158,12 @@ def test_an_interrupted_serial_sweep_resumes_without_recomputing(grid_dir, tmp_p
     stored = sorted(p.name for p in (tmp_path / "cells").glob("*.json"))
     assert stored == sorted(f"{k}.json" for k in seen)
     assert not (tmp_path / "results.parquet").exists()  # no table from a partial sweep
+    assert extracted == ["small"]  # one graph extraction for the model's five cells
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json")}
     recomputed = []
     result = run_sweep(grid, tmp_path, serial=True, on_row=lambda row: recomputed.append(row["key"]))
     assert (result.reused, result.computed) == (5, 7)
+    assert extracted == ["small", "small", "wide"]  # once per model per run, only for models with cells left
     assert not set(recomputed) & set(seen)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*.json") if p.name in mtimes} == mtimes
     assert [r["position"] for r in result.rows] == list(range(12))

@@ -15,10 +15,13 @@ The prediction is the pipelined model of a stream of queries (DADS'
 heavy-load case, Hu et al., INFOCOM 2019; the pipelined objective of
 TREND-WANT): in steady state the stream goes as fast as its slowest stage,
 so the predicted throughput is ``1 / max(stage seconds)``, where a device's
-stage time is the compute of every node placed on it and a link
-direction's stage time is every transfer over it (the cost model's hop
-times), all from the plan's problem alone (:func:`pipeline_stages`).
-The latency of one query stays the sequential ``T(x)``.
+stage time is the compute of every node placed on it (plus the encode /
+decode seconds of the compressed tensors it sends / receives) and a link
+direction's stage time is ``bytes / bandwidth`` of every transfer hop over
+it (the hop's latency is propagation: it delays a query without occupying
+the link, as the runtime's emulated links do), all from the plan's problem
+alone (:func:`pipeline_stages`). The latency of one query stays the
+sequential ``T(x)``.
 
 :func:`pipeline_stages` computes the stages from
 :func:`tiercut.cost.model.evaluate`'s per-node compute and per-hop
@@ -95,10 +98,11 @@ class PipelinePrediction:
 def pipeline_stages(problem: Any, placement: Mapping[str, str]) -> PipelinePrediction:
     """The pipeline stages of ``placement`` under ``problem``'s cost model (see the module docstring).
 
-    A device's stage is ``sum c(v, d)`` over its nodes; a link direction's
-    stage is the sum of the hop times of every transfer over it (a routed
-    transfer loads every link of its path). Raises a :class:`TiercutError`
-    for a placement the cost model finds invalid.
+    A device's stage is ``sum c(v, d)`` over its nodes (plus its transfers'
+    encode / decode seconds); a link direction's stage is ``bytes /
+    bandwidth`` summed over the transfer hops on it (a routed transfer loads
+    every link of its path). Raises a :class:`TiercutError` for a placement
+    the cost model finds invalid.
     """
     from tiercut.cost.model import evaluate
 
@@ -113,9 +117,16 @@ def pipeline_stages(problem: Any, placement: Mapping[str, str]) -> PipelinePredi
             compute[device] = compute.get(device, 0.0) + float(seconds)
     links: dict[str, float] = {}
     for transfer in evaluation.transfers:
-        for hop in transfer.hops:
-            key = f"{hop.src}->{hop.dst}"
-            links[key] = links.get(key, 0.0) + hop.seconds
+        nbytes = float(transfer.out_bytes if transfer.wire_bytes is None else transfer.wire_bytes)
+        compute[transfer.src] = compute.get(transfer.src, 0.0) + transfer.encode_s
+        compute[transfer.dst] = compute.get(transfer.dst, 0.0) + transfer.decode_s
+        path = transfer.path or (transfer.src, transfer.dst)
+        for a, b in zip(path, path[1:]):
+            link = problem.link(a, b)
+            if link is None:
+                raise TiercutError(f"the placement sends {transfer.node!r} over {a}-{b}, which has no link")
+            key = f"{a}->{b}"
+            links[key] = links.get(key, 0.0) + nbytes / float(link.direction(a, b).bandwidth_bytes_per_s)
     stages = [PipelineStage(d, "compute", s) for d, s in compute.items() if s > 0]
     stages += [PipelineStage(k, "link", s) for k, s in links.items() if s > 0]
     return PipelinePrediction(tuple(stages), evaluation.latency_s)
