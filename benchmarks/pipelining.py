@@ -25,9 +25,11 @@ framing, which the cost model does not count):
   bottleneck. The client's emulation scales its measured wall time, so
   other processes on this shared machine slow it down: the load is shown.
 
-Per level: measured throughput (queries/s over the steady part: the first
-``in_flight`` queries left out), latency p50/p95 per query, the ratio to
-the predicted throughput, and that every answer came back once, in order.
+Per level: measured throughput (completions per second after the first
+``in_flight`` ones, :func:`tiercut.runtime.pipelining.measure_pipeline`),
+beside Little's law's ``in_flight / mean latency`` as a check, latency
+p50/p95 per query, the ratio to the predicted throughput, and that every
+answer came back once, in order.
 
     .venv/bin/python benchmarks/pipelining.py [--quick]
 
@@ -117,6 +119,7 @@ def _scenario(
                 {
                     **measured.to_dict(),
                     "ratio_to_predicted": measured.throughput_qps / predicted.throughput_qps,
+                    "little_qps": level / measured.latency_mean_s,  # Little's law: in flight / mean latency
                     "every_answer_once_in_order": indices == list(range(queries + level)),
                     "fallbacks": result.fallbacks,
                     "failed": result.failed_queries,

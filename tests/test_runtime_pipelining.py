@@ -121,7 +121,9 @@ def test_measure_pipeline_counts_the_stage_and_percentiles():
 
     measured = measure_pipeline(Result())
     assert measured.stage == 1 and measured.queries == 3 and measured.in_order
-    assert measured.throughput_qps == pytest.approx(2 / 0.6)
+    assert measured.throughput_qps == pytest.approx(3 / (1.6 - 0.5))  # from the first issue to the last end
+    after_fill = measure_pipeline(Result(), skip=1)
+    assert after_fill.queries == 2 and after_fill.throughput_qps == pytest.approx(2 / (1.6 - 1.0))  # since the 1st end
     assert measured.latency_p50_s == pytest.approx(0.5)
     assert measured.latency_p95_s == pytest.approx(0.59)  # between 0.5 and 0.6 at 0.95 * 2 = 1.9
 

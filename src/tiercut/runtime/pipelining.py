@@ -33,6 +33,7 @@ steady part of the stream and the latency percentiles under that load.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ def pipeline_stages(problem: Any, placement: Mapping[str, str]) -> PipelinePredi
         compute[transfer.src] = compute.get(transfer.src, 0.0) + transfer.encode_s
         compute[transfer.dst] = compute.get(transfer.dst, 0.0) + transfer.decode_s
         path = transfer.path or (transfer.src, transfer.dst)
-        for a, b in zip(path, path[1:]):
+        for a, b in itertools.pairwise(path):
             link = problem.link(a, b)
             if link is None:
                 raise TiercutError(f"the placement sends {transfer.node!r} over {a}-{b}, which has no link")
@@ -150,8 +151,8 @@ class PipelineMeasurement:
     Attributes:
         in_flight: the queries allowed in flight.
         peak_in_flight: the most that were.
-        queries: queries counted (those that ran the stage remotely, no fallback).
-        throughput_qps: ``(queries - 1) / (last end - first end)`` over them (nan with fewer than 2).
+        queries: queries counted (those that ran the stage remotely, no fallback, after the ones skipped).
+        throughput_qps: completions per second over them (:func:`measure_pipeline`).
         latency_p50_s, latency_p95_s, latency_mean_s: per query, issue to answer.
         stage: the plan stage measured.
         in_order: every answer was delivered once, in query order.
@@ -184,21 +185,29 @@ class PipelineMeasurement:
 def measure_pipeline(result: Any, stage: int | None = None, *, skip: int = 0) -> PipelineMeasurement:
     """Throughput and latency of ``result``'s queries on ``stage`` (default: the last stage any query ran).
 
-    ``skip``: leave out that many of the stage's first queries (the pipeline
-    filling up). Fallbacks (queries finished locally) are not counted.
+    ``skip``: leave out that many of the stage's first completions (the
+    pipeline filling up). Throughput counts the completions after them over
+    the time since the last one left out (since the first counted query's
+    issue when none is): queries finish in bursts when several share a link
+    or a device, and timing from a burst's end keeps whole bursts in the
+    window. Fallbacks (queries finished locally) are not counted.
     """
     records = list(result.queries)
     indices = [q.index for q in records]
     in_order = indices == sorted(set(indices))
     chosen = max((q.stage for q in records), default=0) if stage is None else stage
-    on_stage = [q for q in records if q.stage == chosen and not q.fallback][skip:]
-    ends = sorted(q.end_s for q in on_stage)
-    throughput = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) >= 2 and ends[-1] > ends[0] else math.nan
-    latencies = [q.latency_s for q in on_stage]
+    on_stage = sorted((q for q in records if q.stage == chosen and not q.fallback), key=lambda q: q.end_s)
+    counted = on_stage[skip:]
+    throughput = math.nan
+    if counted:
+        since = on_stage[skip - 1].end_s if skip > 0 else min(q.start_s for q in counted)
+        span = counted[-1].end_s - since
+        throughput = len(counted) / span if span > 0 else math.nan
+    latencies = [q.latency_s for q in counted]
     return PipelineMeasurement(
         in_flight=int(getattr(result, "in_flight", 1)),
         peak_in_flight=int(getattr(result, "peak_in_flight", 0)),
-        queries=len(on_stage),
+        queries=len(counted),
         throughput_qps=throughput,
         latency_p50_s=_percentile(latencies, 0.5),
         latency_p95_s=_percentile(latencies, 0.95),
