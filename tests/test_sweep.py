@@ -204,3 +204,25 @@ def test_ray_sweep_equals_serial_and_resumes_a_partial_grid(grid_dir, tmp_path, 
     assert _comparable(parquet) == _comparable(read_table(tmp_path / "serial" / "results.parquet"))
     assert [r["model"] for r in parquet] == ["small"] * 6 + ["wide"] * 6
     assert (tmp_path / "ray" / "results.csv").exists() and "| planner |" in (tmp_path / "ray" / "report.md").read_text()
+
+
+@pytest.mark.slow  # planners' imports and two plans: seconds on a loaded machine
+def test_cli_sweep_serial_writes_the_table_and_report_then_reuses_them(grid_dir, tmp_path, capsys):
+    from tiercut.cli import main
+
+    grid = {"name": "one", "models": ["small.json"], "environments": ["three-tier"], "planners": ["mincut", "local"]}
+    path = grid_dir / "one.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--serial", "-q", "-o", str(out), "--format", "csv"]) == 0
+    text = capsys.readouterr().out
+    assert "sweep one: 2 cells (2 computed, 0 reused)" in text and "| small | three-tier | mincut |" in text
+    assert (out / "results.csv").exists() and not (out / "results.parquet").exists() and (out / "report.md").exists()
+    rows = read_table(out / "results.csv")
+    assert [r["planner"] for r in rows] == ["mincut", "local"] and rows[1]["devices"] == "end"
+    assert rows[0]["objective_value"] <= rows[1]["objective_value"]  # min-cut is optimal, local a candidate
+    assert main(["sweep", str(path), "--serial", "-q", "-o", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["computed"], summary["reused"], summary["workers"]) == (0, 2, 1)
+    assert main(["sweep", str(path), "--format", "xlsx"]) == 2
+    assert "--format 'xlsx'" in capsys.readouterr().err
