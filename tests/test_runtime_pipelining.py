@@ -128,6 +128,26 @@ def test_measure_pipeline_counts_the_stage_and_percentiles():
     assert measured.latency_p95_s == pytest.approx(0.59)  # between 0.5 and 0.6 at 0.95 * 2 = 1.9
 
 
+def _small_residual_net():
+    """A small CNN with residual joins (a DAG), quick to capture, cut and upload."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(width, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), *(Block(16) for _ in range(4)), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, 10),
+    ).eval()
+
+
 @pytest.mark.slow  # spawns two worker processes
 def test_three_tier_run_with_queries_in_flight_answers_every_query_once_in_order(tmp_path):
     import torch
@@ -141,7 +161,7 @@ def test_three_tier_run_with_queries_in_flight_answers_every_query_once_in_order
     env_file = tmp_path / "links.yaml"
     env_file.write_text(yaml.safe_dump(ENVIRONMENT))
     environment = load_environment(env_file)
-    captured = capture_model("mobilenet_v2", (1, 3, 32, 32))
+    captured = capture_model(_small_residual_net(), (1, 3, 16, 16))
     nodes = [n.name for n in captured.graph.nodes]
     quarter = len(nodes) // 4
     tiers = ["end"] * quarter + ["edge"] * quarter + ["cloud"] * (len(nodes) - 2 * quarter - 2) + ["end"] * 2
@@ -181,6 +201,7 @@ def test_three_tier_run_with_queries_in_flight_answers_every_query_once_in_order
     final = [q for q in result.queries if q.stage == 1 and not q.fallback]
     assert len(final) == 12  # all ran across the three tiers
     assert [h.device for h in final[-1].spans if h.kind == "compute"] == ["end", "edge", "cloud", "end"]
+    assert {h.device for q in final for h in q.spans if h.kind == "compute"} == {"end", "edge", "cloud"}
     # backpressure: never more than in_flight queries between issue and delivery, nor waiting on a worker
     assert 2 <= result.peak_in_flight <= in_flight
     for device, body in status.items():
