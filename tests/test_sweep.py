@@ -226,3 +226,10 @@ def test_cli_sweep_serial_writes_the_table_and_report_then_reuses_them(grid_dir,
     assert (summary["computed"], summary["reused"], summary["workers"]) == (0, 2, 1)
     assert main(["sweep", str(path), "--format", "xlsx"]) == 2
     assert "--format 'xlsx'" in capsys.readouterr().err
+
+
+def test_the_example_grid_loads():
+    from pathlib import Path
+
+    grid = load_grid(Path(__file__).parents[1] / "examples" / "sweep" / "presets.yaml")
+    assert grid.size == 24 and [p.label for p in grid.planners] == ["mincut", "neurosurgeon", "ga(seed=0)"]
