@@ -5,10 +5,10 @@
 1. expands the grid into cells (:func:`tiercut.sweep.grid.expand`) and
    looks each up in the store (:class:`tiercut.sweep.store.CellStore`):
    finished cells are reused, not recomputed;
-2. extracts each model's graph once for the cells left (one task per model;
-   the graph goes into Ray's object store and every cell of that model
-   reads the same copy; the on-disk graph cache makes the next sweep skip
-   the tracing too);
+2. extracts each model's graph once for the cells left (a zoo model in one
+   task, a model file here, where the file is); the graph goes into Ray's
+   object store and every cell of that model reads the same copy; the
+   on-disk graph cache makes the next sweep skip the tracing too;
 3. runs the cells left as Ray tasks (one CPU each) on a local Ray
    (``ray.init()``, ``num_cpus`` workers) or the cluster at ``address``,
    storing each row the moment it arrives, so a sweep stopped at any point
@@ -256,8 +256,12 @@ def _run_on_ray(
         graphs: dict[Any, Any] = {}
         for cell in pending:  # one extraction per model; its result stays in the object store, shared by its cells
             key = _model_key(cell.model)
-            if key not in graphs:
+            if key in graphs:
+                continue
+            if "zoo" in cell.model.identity:  # traced in a task, on any node
                 graphs[key] = graph_task.remote(cell.model, granularity)
+            else:  # a file only this machine may have: read here, its graph shipped through the object store
+                graphs[key] = ray.put(_graph_or_error(cell.model, granularity))
         running = {cell_task.remote(cell, graphs[_model_key(cell.model)]): cell for cell in pending}
         failed = 0
         while running:
