@@ -226,9 +226,11 @@ class RunSettings:
             waiting for the uploads.
         source_slowdown: compute emulation of a client slower than this host:
             after each of its partitions the client idles ``(slowdown - 1)``
-            times the partition's measured time (1: this host's speed). For
-            experiments on one machine where the described client is slower
-            than the servers (the migration seed's 1.1 GHz clients).
+            times the CPU time the partition used (1: this host's speed; as a
+            worker's ``--compute-slowdown``, :func:`tiercut.runtime.worker.emulated_wait_s`),
+            its compute stage busy meanwhile. For experiments on one machine
+            where the described client is slower than the servers (the
+            migration seed's 1.1 GHz clients).
         cut_compression: value name -> ``(bits, granularity)``: those tensors
             cross devices quantized and zstd-coded (JALAD; the plan's
             ``cut_compression``, :func:`tiercut.runtime.cut_codec.plan_wire_codecs`),
@@ -491,11 +493,16 @@ class MigrationClient:
 
     def _run_here(self, stage: RuntimeStage, index: int, values: Mapping[str, Any]) -> Mapping[str, Any]:
         """Run route step ``index`` of ``stage`` on the client: a partition, or a tiled stage's crop, tile or stitch."""
-        with self._compute_stage:
+        from tiercut.runtime.worker import _run_cpu_s, emulated_wait_s
+
+        slowdown, device = self.settings.source_slowdown, self.settings.client_torch_device
+        with self._compute_stage:  # held through the emulated wait: the slow device is busy meanwhile
+            start, cpu_start = time.perf_counter(), _run_cpu_s(device)
             extra = stage.extra_steps.get(index)
-            if extra is not None:
-                return extra(values)
-            return self.run_partition(stage.split.partitions[index], values)
+            outputs = extra(values) if extra is not None else self.run_partition(stage.split.partitions[index], values)
+            if slowdown > 1.0:
+                time.sleep(emulated_wait_s(slowdown, _run_cpu_s(device) - cpu_start, time.perf_counter() - start, device))
+            return outputs
 
     def run_partition(self, partition: Any, values: Mapping[str, Any]) -> dict[str, Any]:
         """Run one of the client's partitions on ``settings.client_torch_device``; its outputs come back on the CPU.
@@ -921,9 +928,6 @@ class MigrationClient:
         async def run_step(step: Any, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
             begin = time.perf_counter()
             outputs = await asyncio.get_running_loop().run_in_executor(None, self._run_here, stage, step.index, inputs)
-            seconds = time.perf_counter() - begin
-            if self.settings.source_slowdown > 1.0:
-                await asyncio.sleep(seconds * (self.settings.source_slowdown - 1.0))
             return outputs, time.perf_counter() - begin
 
         async def forward(device: str, at: int, sent: Mapping[str, Any], wanted: list[str], chain: list[str]) -> ForwardResult:
@@ -973,8 +977,6 @@ class MigrationClient:
         for step in stage.route.steps[position:]:
             begin = time.time()
             values.update(self._run_here(stage, step.index, {n: values[n] for n in step.input_names}))
-            if self.settings.source_slowdown > 1.0:
-                time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))
             if step.exit is not None and step.exit.fires(values[step.exit.value]):
                 exited.append(step.exit.name)
