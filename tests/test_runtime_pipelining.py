@@ -219,3 +219,11 @@ def test_run_in_flight_out_of_range_is_one_line_and_exit_2(value, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert "--in-flight" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_run_in_flight_with_exits_is_refused(tmp_path, capsys):
+    from tiercut.cli import main
+
+    code = main(["run", "no_such_package.module:factory", "--in-flight", "2", "--exits", str(tmp_path / "e.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--in-flight pipelines plain runs" in err and len(err.splitlines()) == 1

@@ -147,6 +147,8 @@ def run(
 
     if not 1 <= in_flight <= MAX_IN_FLIGHT:
         raise TiercutError(f"--in-flight {in_flight} must be within 1..{MAX_IN_FLIGHT}")
+    if exits is not None and in_flight != 1:
+        raise TiercutError("--in-flight pipelines plain runs; drop it with --exits (exit plans run one query at a time)")
     if exits is not None:  # early exits (issue 15): plan with edgent/ddnn, run on workers, measure on held-out digits
         from tiercut.cli.exits_cmd import run_with_exits
         from tiercut.graph.model_spec import check_code_allowed
