@@ -18,6 +18,7 @@ from tiercut.plan.edgent import EdgentPlanner
 from tiercut.plan.ga import GAPlanner
 from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
+from tiercut.plan.jmdp import JointAllocationPlanner
 from tiercut.plan.mincut import MinCutPlanner
 from tiercut.plan.multiuser import BestResponsePlanner
 from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
@@ -44,6 +45,7 @@ PLANNERS: dict[str, type[Planner]] = {
     "spatial": SpatialPlanner,
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
+    "jmdp": JointAllocationPlanner,
 }
 
 
