@@ -38,3 +38,29 @@ def random_placements(rng: random.Random, problem: MultiUserProblem, servers_onl
             placement[node.name] = rng.choice(options or [p.source])
         out[user.name] = placement
     return out
+
+
+def panda_problem(n_layers: int = 6, pinned: int = 0) -> Problem:
+    """A device-edge chain with a latency/energy trade-off: offloading is faster but the radio costs energy.
+
+    Figures are made up for the tests (no device is meant): a 1 W device core, a 4 W radio, a 10x faster
+    edge; outputs shrink layer by layer. ``pinned``: the first layers pinned to the device (privacy).
+    """
+    from tiercut.env import Link
+    from tiercut.graph.types import LayerGraph, Node
+    from tiercut.problem import Constraints, ProblemDevice
+
+    nodes = [Node("x", "input", out_bytes=400_000)]
+    out = 300_000
+    for i in range(n_layers):
+        nodes.append(Node(f"l{i}", "conv2d", (nodes[-1].name,), out_bytes=out, is_output=i == n_layers - 1))
+        out = max(out // 2, 1000)
+    graph = LayerGraph(tuple(nodes))
+    devices = (
+        ProblemDevice("phone", "end", power_compute_w=1.0, power_tx_w=4.0, power_rx_w=1.0, power_idle_w=0.1),
+        ProblemDevice("edge", "edge", power_compute_w=50.0),
+    )
+    compute = {f"l{i}": {"phone": 0.04 + 0.01 * i, "edge": 0.004 + 0.001 * i} for i in range(n_layers)}
+    links = (Link("phone", "edge", 2e6, 0.002, 0.0),)
+    cons = Constraints(pinned={f"l{i}": "phone" for i in range(pinned)})
+    return Problem(graph, devices, links, "phone", compute, Objective("latency"), cons, name="panda-chain")

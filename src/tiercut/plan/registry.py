@@ -22,6 +22,7 @@ from tiercut.plan.jmdp import JointAllocationPlanner
 from tiercut.plan.mincut import MinCutPlanner
 from tiercut.plan.multiuser import BestResponsePlanner
 from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
+from tiercut.plan.panda import PandaPlanner
 from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
@@ -46,6 +47,7 @@ PLANNERS: dict[str, type[Planner]] = {
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
     "jmdp": JointAllocationPlanner,
+    "panda": PandaPlanner,
 }
 
 
