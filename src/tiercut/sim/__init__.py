@@ -24,6 +24,7 @@ from tiercut.sim.model import (
     SimConfig,
     SimUser,
     TraceArrivals,
+    user_shares,
 )
 from tiercut.sim.program import Program, compile_program
 from tiercut.sim.results import ArrivalRecord, QueryRecord, SimResult, UserSummary
@@ -47,4 +48,5 @@ __all__ = [
     "UserSummary",
     "compile_program",
     "simulate",
+    "user_shares",
 ]
