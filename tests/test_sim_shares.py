@@ -63,3 +63,32 @@ def test_bad_share_weight_is_an_error():
     problem = random_multi_problem(random.Random(1), 2, n_nodes=3)
     with pytest.raises(TiercutError, match="resource share must be a finite number > 0"):
         SimUser("u0", problem.users[0].problem, shares={"d3": 0.0})
+
+
+def _scenario(tmp_path, offloading: str, allocation: str, mode: str = "joint"):
+    import json
+
+    from tiercut.sim.scenario import build_scenario, parse_scenario
+
+    problem = random_multi_problem(random.Random(4), 3, n_nodes=3)
+    users = []
+    for u in problem.users:
+        path = tmp_path / f"{u.name}.json"
+        path.write_text(json.dumps(u.problem.to_dict()))
+        users.append({"name": u.name, "problem": path.name, "max_queries": 5, "arrivals": {"kind": "back-to-back"}})
+    data = {"schema_version": 1, "name": "shares", "users": users,
+            "upload": {"algorithm": "none", "offloading": offloading, "mode": mode, "allocation": allocation}}
+    return build_scenario(parse_scenario(data, "s.yaml", tmp_path))
+
+
+def test_scenario_gives_users_their_optimal_shares(tmp_path):
+    equal = _scenario(tmp_path, "best-response", "equal")
+    assert all(not u.shares for u in equal.simulation.users)
+    optimal = _scenario(tmp_path, "best-response", "optimal")
+    joint = _scenario(tmp_path, "jmdp", "equal")  # jmdp's plan carries its shares
+    for built in (optimal, joint):
+        weights = [w for u in built.simulation.users for w in u.shares.values()]
+        assert weights and all(0 < w <= 1 for w in weights)
+        assert built.simulation.run().queries
+    with pytest.raises(TiercutError, match=r"upload\.allocation optimal"):
+        _scenario(tmp_path, "ilp", "optimal", mode="per-user")

@@ -46,15 +46,16 @@ Complexity: O(max_rounds * users * (2 inner solves + 2 allocations)).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tiercut.cost import evaluate_users
 from tiercut.cost.allocation import Allocation, allocate
 from tiercut.cost.multiuser import usage
-from tiercut.plan.base import DEFAULT_PLANNER, MultiPlacementResult, Planner
+from tiercut.plan.base import DEFAULT_PLANNER, MultiPlacementResult, Planner, make_multi_plan
 from tiercut.plan.multiuser import START, BestResponsePlanner, response_problem
-from tiercut.problem import MultiUserProblem, Shares
+from tiercut.problem import MultiPlan, MultiUserProblem, Shares
 
 #: relative improvement a proposal must make to be adopted.
 IMPROVEMENT_RTOL = 1e-9
@@ -196,9 +197,15 @@ def _improves(new: tuple[int, float], old: tuple[int, float]) -> bool:
     return new[1] < old[1] - IMPROVEMENT_RTOL * max(abs(old[1]), 1e-300)
 
 
-def with_optimal_shares(problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]]) -> Shares:
-    """The optimal shares of ``placements`` (the allocation step alone, e.g. after any multi-user planner)."""
-    return allocate(problem, placements).shares
+def with_optimal_allocation(problem: MultiUserProblem, plan: MultiPlan) -> MultiPlan:
+    """``plan`` with the optimal shares of its placements (the allocation step alone, after any multi-user
+    planner), its figures recomputed by the cost model with them."""
+    start = time.perf_counter()
+    allocation = allocate(problem, plan.placements)
+    note = f"optimal allocation of the shared resources ({allocation.method}) after {plan.algorithm}"
+    result = MultiPlacementResult(plan.placements, optimal=False, note="; ".join(filter(None, [plan.note, note])),
+                                  shares=allocation.shares)
+    return make_multi_plan(problem, plan.algorithm, result, plan.solve_s + time.perf_counter() - start, plan.settings)
 
 
-__all__ = ["IMPROVEMENT_RTOL", "JointAllocationPlanner", "JointRun", "with_optimal_shares"]
+__all__ = ["IMPROVEMENT_RTOL", "JointAllocationPlanner", "JointRun", "with_optimal_allocation"]
