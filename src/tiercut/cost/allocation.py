@@ -62,7 +62,7 @@ import numpy as np
 from tiercut.cost.model import evaluate
 from tiercut.cost.multiuser import _full, evaluate_users, usage
 from tiercut.errors import TiercutError
-from tiercut.problem import METRICS, MultiUserProblem, Shares
+from tiercut.problem import METRICS, MultiUserProblem, Problem, Shares
 from tiercut.problem.shares import link_name
 
 #: how an allocation was solved.
@@ -128,54 +128,72 @@ class Allocation:
 
 
 # ---------------------------------------------------------------- the affine model, read off the cost model
-def share_terms(problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]]) -> ShareTerms:
+def share_terms(
+    problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]], cache: dict[Any, Any] | None = None
+) -> ShareTerms:
     """The affine model ``M_i(s) = M_i^0 + sum_r k_{i,r} / s_{i,r}`` of ``placements``, from the cost model.
 
     Each slope is ``evaluate`` with multiplier 2 on one resource minus ``evaluate`` with multiplier 1 (the
     model is exactly affine in the multipliers: docs/cost-model.md's latency and energies are sums of
     stretched times). An invalid placement (a node where it cannot run, an unreachable transfer) is an error.
+    A user's terms depend on its own placement only: ``cache`` (a dict the caller keeps across calls, e.g.
+    the rounds of :mod:`tiercut.plan.jmdp`) holds them per user and placement.
     """
     users = tuple(u.name for u in problem.users)
     for name in placements:
         problem.user(name)
-    used: list[tuple[set[str], set[frozenset[str]]]] = []
-    fulls = {}
+    rows = []
     for user in problem.users:
         if user.name not in placements:
             raise TiercutError(f"no placement for user {user.name!r}; give one per user")
-        fulls[user.name] = _full(user.problem, placements[user.name])
-        used.append(usage(user.problem, fulls[user.name]))
+        full = _full(user.problem, placements[user.name])
+        key = (user.name, tuple(sorted(full.items())))
+        row = cache.get(key) if cache is not None else None
+        if row is None:
+            row = _user_terms(user.name, user.problem, full)
+            if cache is not None:
+                cache[key] = row
+        rows.append(row)
     device_order = {d: i for i, d in enumerate(problem.device_names)}
-    resources: list[tuple[str, str]] = sorted({("device", d) for devs, _ in used for d in devs}, key=lambda r: device_order[r[1]])
-    resources += sorted({("link", link_name(k)) for _, links in used for k in links})
+    resources: list[tuple[str, str]] = sorted({r for row in rows for r in row[1] if r[0] == "device"},
+                                              key=lambda r: device_order[r[1]])
+    resources += sorted({r for row in rows for r in row[1] if r[0] == "link"})
     index = {r: j for j, r in enumerate(resources)}
     U, R = len(users), len(resources)
     uses = np.zeros((U, R), dtype=bool)
     constant = {m: np.zeros(U) for m in METRICS}
     slope = {m: np.zeros((U, R)) for m in METRICS}
-    for i, (user, (devs, links)) in enumerate(zip(problem.users, used, strict=True)):
-        alone = replace(user.problem, constraints=replace(user.problem.constraints, memory=False))
-        dmult = dict.fromkeys(devs, 1.0)
-        lmult = dict.fromkeys(links, 1.0)
-        base = evaluate(alone, fulls[user.name], device_share=dmult, link_share=lmult)
-        if not base.valid:
-            raise TiercutError(f"user {user.name!r}'s placement is not valid ({base.violations[0]}); fix it first")
-        total = {m: base.metric(m) for m in METRICS}
-        for d in devs:
-            j = index[("device", d)]
-            uses[i, j] = True
-            ev = evaluate(alone, fulls[user.name], device_share={**dmult, d: 2.0}, link_share=lmult)
-            for m in METRICS:
-                slope[m][i, j] = max(0.0, ev.metric(m) - total[m])
-        for key in links:
-            j = index[("link", link_name(key))]
-            uses[i, j] = True
-            ev = evaluate(alone, fulls[user.name], device_share=dmult, link_share={**lmult, key: 2.0})
-            for m in METRICS:
-                slope[m][i, j] = max(0.0, ev.metric(m) - total[m])
+    for i, (const, slopes) in enumerate(rows):
         for m in METRICS:
-            constant[m][i] = total[m] - slope[m][i].sum()
+            constant[m][i] = const[m]
+        for r, per_metric in slopes.items():
+            uses[i, index[r]] = True
+            for m in METRICS:
+                slope[m][i, index[r]] = per_metric[m]
     return ShareTerms(users, tuple(resources), uses, constant, slope)
+
+
+def _user_terms(
+    name: str, problem: Problem, full: Mapping[str, str]
+) -> tuple[dict[str, float], dict[tuple[str, str], dict[str, float]]]:
+    """One user's constant figures and per-resource slopes (``share_terms``)."""
+    devs, links = usage(problem, full)
+    alone = replace(problem, constraints=replace(problem.constraints, memory=False))
+    dmult = dict.fromkeys(devs, 1.0)
+    lmult = dict.fromkeys(links, 1.0)
+    base = evaluate(alone, full, device_share=dmult, link_share=lmult)
+    if not base.valid:
+        raise TiercutError(f"user {name!r}'s placement is not valid ({base.violations[0]}); fix it first")
+    total = {m: base.metric(m) for m in METRICS}
+    slopes: dict[tuple[str, str], dict[str, float]] = {}
+    for d in devs:
+        ev = evaluate(alone, full, device_share={**dmult, d: 2.0}, link_share=lmult)
+        slopes[("device", d)] = {m: max(0.0, ev.metric(m) - total[m]) for m in METRICS}
+    for key in links:
+        ev = evaluate(alone, full, device_share=dmult, link_share={**lmult, key: 2.0})
+        slopes[("link", link_name(key))] = {m: max(0.0, ev.metric(m) - total[m]) for m in METRICS}
+    constant = {m: total[m] - sum(sl[m] for sl in slopes.values()) for m in METRICS}
+    return constant, slopes
 
 
 def objective_of(problem: MultiUserProblem, terms: ShareTerms, S: np.ndarray) -> float:
@@ -344,20 +362,30 @@ def _numerical_shares(problem: MultiUserProblem, terms: ShareTerms, method: str,
     return S
 
 
-def allocate(problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]], method: str = "auto") -> Allocation:
+def allocate(
+    problem: MultiUserProblem,
+    placements: Mapping[str, Mapping[str, str]],
+    method: str = "auto",
+    *,
+    start: Shares | None = None,
+    cache: dict[Any, Any] | None = None,
+) -> Allocation:
     """The optimal shares of every shared device and link for ``placements`` (module docstring).
 
     ``method``: ``auto`` (closed form for the mean, bisection or SLSQP for the max), ``equal`` (the
-    equal-share model, for comparison) or ``slsqp`` / ``trust-constr`` (the general solver).
+    equal-share model, for comparison) or ``slsqp`` / ``trust-constr`` (the general solver). ``start``:
+    shares to start the numerical solver from (a neighbouring allocation; resources or users it lacks
+    start at their equal share). ``cache``: see :func:`share_terms`.
     """
-    terms = share_terms(problem, placements)
+    terms = share_terms(problem, placements, cache)
     equal = terms.equal_shares()
     equal_value = objective_of(problem, terms, equal)
     weights = problem.objective.metric_weights()
     if method == "equal":
         S, used = equal, "equal"
     elif method in ("slsqp", "trust-constr"):
-        S, used = numerical_shares(problem, terms, "SLSQP" if method == "slsqp" else "trust-constr"), "slsqp"
+        S = numerical_shares(problem, terms, "SLSQP" if method == "slsqp" else "trust-constr", _start_matrix(terms, start))
+        used = method
     elif method != "auto":
         raise TiercutError(f"allocation method {method!r} is not known; use auto, equal, slsqp or trust-constr")
     elif problem.objective.aggregate == "mean" or weights.get("latency", 0.0) == 0.0:
@@ -365,11 +393,25 @@ def allocate(problem: MultiUserProblem, placements: Mapping[str, Mapping[str, st
     elif set(weights) == {"latency"} and int((terms.uses & terms.contended[None, :]).sum(axis=1).max(initial=0)) <= 1:
         S, used = _bisection_shares(terms), "bisection"
     else:
-        S, used = numerical_shares(problem, terms, "SLSQP"), "slsqp"
+        S, used = numerical_shares(problem, terms, "SLSQP", _start_matrix(terms, start)), "slsqp"
     value = objective_of(problem, terms, S)
     if method != "equal" and not value <= equal_value:
         S, value, used = equal, equal_value, "equal"
     return Allocation(to_shares(terms, S), value, equal_value, used, S, terms)
+
+
+def _start_matrix(terms: ShareTerms, start: Shares | None) -> np.ndarray | None:
+    """``start`` as a [U, R] matrix over ``terms`` (equal shares where it has none), inside the simplex."""
+    if start is None:
+        return None
+    S = terms.equal_shares()
+    for j, (kind, name) in enumerate(terms.resources):
+        row = (start.devices if kind == "device" else start.links).get(name, {})
+        for i, user in enumerate(terms.users):
+            if terms.uses[i, j] and user in row:
+                S[i, j] = max(row[user], 1e-3)
+    total = S.sum(axis=0)
+    return np.where(total[None, :] > 1.0, S / np.maximum(total, 1.0)[None, :], S)
 
 
 def check_allocation(problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]], allocation: Allocation) -> float:

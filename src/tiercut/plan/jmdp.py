@@ -49,6 +49,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tiercut.cost import evaluate_users
 from tiercut.cost.allocation import Allocation, allocate
@@ -136,7 +137,8 @@ class JointAllocationPlanner(Planner):
         else:
             start = BestResponsePlanner(inner=self.inner)._start(problem, inner)
         placements = {u: dict(p) for u, p in start.items()}
-        state = self._state(problem, placements)
+        cache: dict[Any, Any] = {}  # each user's share terms per placement, across rounds
+        state = self._state(problem, placements, cache)
         run = JointRun(objective_per_round=[state.allocation.objective_value])
         while run.rounds < self.max_rounds:
             run.rounds += 1
@@ -150,7 +152,8 @@ class JointAllocationPlanner(Planner):
                     answer = dict(inner.solve(sub).placement)
                     if answer == state.placements[user.name]:
                         continue
-                    candidate = self._state(problem, {**state.placements, user.name: answer})
+                    candidate = self._state(problem, {**state.placements, user.name: answer}, cache,
+                                            state.allocation.shares)
                     if best is None or candidate.key < best.key:
                         best = candidate
                 if best is not None and _improves(best.key, state.key):
@@ -164,8 +167,10 @@ class JointAllocationPlanner(Planner):
         return state, run
 
     @staticmethod
-    def _state(problem: MultiUserProblem, placements: dict[str, dict[str, str]]) -> _State:
-        allocation = allocate(problem, placements)
+    def _state(
+        problem: MultiUserProblem, placements: dict[str, dict[str, str]], cache: dict[Any, Any], start: Shares | None = None
+    ) -> _State:
+        allocation = allocate(problem, placements, start=start, cache=cache)
         return _State(placements, allocation, _key(problem, placements, allocation.shares))
 
     @staticmethod
