@@ -158,3 +158,17 @@ def test_bad_shares_are_one_line_errors():
         allocate(problem, placements, method="magic")
     objective = replace(problem.objective)
     assert objective.aggregate == "mean"
+
+
+def test_warm_start_and_cache_reach_the_same_optimum():
+    """A start from other shares (a neighbour's) and the per-user terms cache change nothing but the work."""
+    for seed in range(4):
+        problem, placements = _instance(seed, 3, Objective("weighted", {"latency": 1.0, "energy_source": 0.2}, "max"))
+        cold = allocate(problem, placements)
+        cache: dict = {}
+        neighbour = allocate(problem, placements, method="equal").shares
+        warm = allocate(problem, placements, start=neighbour, cache=cache)
+        assert warm.objective_value == pytest.approx(cold.objective_value, rel=1e-5)
+        assert len(cache) == 3
+        again = allocate(problem, placements, cache=cache)
+        assert again.objective_value == pytest.approx(cold.objective_value, rel=1e-9) and len(cache) == 3
