@@ -178,7 +178,7 @@ def _user_terms(
 ) -> tuple[dict[str, float], dict[tuple[str, str], dict[str, float]]]:
     """One user's constant figures and per-resource slopes (``share_terms``)."""
     devs, links = usage(problem, full)
-    alone = replace(problem, constraints=replace(problem.constraints, memory=False))
+    alone = problem.with_constraints(replace(problem.constraints, memory=False))
     dmult = dict.fromkeys(devs, 1.0)
     lmult = dict.fromkeys(links, 1.0)
     base = evaluate(alone, full, device_share=dmult, link_share=lmult)

@@ -149,7 +149,7 @@ def evaluate_users(
     link_share = {k: float(max(1, n)) for k, n in link_users.items()}
     per_user = _share_multipliers(problem, fulls, device_users, link_users, shares) if shares is not None else None
     for user in problem.users:
-        unshared = replace(user.problem, constraints=replace(user.problem.constraints, memory=False))
+        unshared = user.problem.with_constraints(replace(user.problem.constraints, memory=False))  # routing kept
         if per_user is not None:
             ev = evaluate(unshared, fulls[user.name], device_share=per_user[user.name][0], link_share=per_user[user.name][1])
         else:
