@@ -19,9 +19,11 @@ from tiercut.plan.edgent import EdgentPlanner
 from tiercut.plan.ga import GAPlanner
 from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
+from tiercut.plan.jmdp import JointAllocationPlanner
 from tiercut.plan.mincut import MinCutPlanner
 from tiercut.plan.multiuser import BestResponsePlanner
 from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
+from tiercut.plan.panda import PandaPlanner
 from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
@@ -46,6 +48,8 @@ PLANNERS: dict[str, type[Planner]] = {
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
     "d2d": D2DPlanner,
+    "jmdp": JointAllocationPlanner,
+    "panda": PandaPlanner,
 }
 
 
