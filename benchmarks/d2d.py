@@ -220,6 +220,12 @@ def main() -> None:
     quick = "--quick" in sys.argv
     result = run(quick)
     path = write_result("d2d", result)
+    report(result)
+    print(f"wrote {path}")
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the speed-up table of a :func:`run` result."""
     head = ("model", "lent MB", "MB/s", "helpers", "local ms", "d2d ms", "speed-up", "exact ms", "gap", "used")
     print("".join(f"{h:>10}" for h in head))
     for r in result["speedups"]:
@@ -237,7 +243,6 @@ def main() -> None:
         m = result["measured"]
         print(f"measured: {m['outputs_equal_whole_model']}/{m['queries']} outputs equal the whole model; "
               f"helpers {','.join(m['helpers_used'])}; median latency on helpers {m['median_latency_s_on_helpers']}")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -194,8 +194,14 @@ def run(quick: bool) -> dict[str, Any]:
 def main() -> None:
     quick = "--quick" in sys.argv
     result = run(quick)
-    _plot(result)
     path = write_result("routing", result)
+    report(result)
+    print(f"wrote {path} and {RESULTS / 'routing.png'}")
+
+
+def report(result: dict[str, Any]) -> None:
+    """Draw routing.png and print the accuracy table of a :func:`run` result."""
+    _plot(result)
     for s in result["seeds"]:
         print(f"seed {s['seed']}: small {s['accuracy_small']:.3f}, big {s['accuracy_big']:.3f} "
               f"(held-out {s['held_out']}; trained in {s['train_s']:.1f} s)")
@@ -211,7 +217,6 @@ def main() -> None:
     print(f"measured: {m['queries']} inputs at threshold {m['threshold']}: {m['fraction_offloaded']:.1%} appealed, accuracy "
           f"{m['accuracy']:.3f}; answers equal the chosen model: {m['answers_equal_chosen_model']}/{m['queries']}; "
           f"median latency local {m['median_latency_local_s']}, appealed {m['median_latency_appealed_s']}")
-    print(f"wrote {path} and {RESULTS / 'routing.png'}")
 
 
 if __name__ == "__main__":
