@@ -172,6 +172,13 @@ class AdaptiveRunResult(RunResult):
             f"{trace.settings.dwell_s:g} s): {len(trace.switches)} switch(es), {overhead['decisions']} decisions, "
             f"re-planning median {overhead['median_s'] * 1e3:.2f} ms"
         )
+        for plan in trace.plans:
+            mine = [q for q, p in zip(self.queries, trace.query_plans) if p == plan["plan"]]
+            if mine:
+                lines.append(
+                    f"    plan {plan['plan']} ({'+'.join(plan['offloaded']) or 'local'}): {len(mine)} queries, mean "
+                    f"{statistics.fmean(q.latency_s for q in mine) * 1e3:.1f} ms"
+                )
         for switch in trace.switches:
             lines.append(
                 f"    {switch.at_s:7.2f} s: plan {switch.from_plan} -> {switch.to_plan} (decided {switch.decided_s:.2f} s, "
@@ -255,6 +262,8 @@ class AdaptiveClient:
         schedule: a bandwidth schedule applied during the run (None: none).
         apply_rate: how a scheduled rate is applied (default: the client's shapers in ``connections``).
         query_inputs, log: as :class:`~tiercut.runtime.client.MigrationClient`.
+        replan: re-plan (False: keep the first plan, only estimate and apply the schedule -- the static
+            baseline under the same schedule, without probes).
     """
 
     problem: Any
@@ -268,6 +277,7 @@ class AdaptiveClient:
     apply_rate: Callable[[str, str, float], None] | None = None
     query_inputs: Callable[[int], tuple[Any, ...]] | None = None
     log: Callable[[str], None] | None = None
+    replan: bool = True
 
     # ----------------------------------------------------------- setup
     def _check(self) -> None:
@@ -355,7 +365,7 @@ class AdaptiveClient:
                 apply = self.apply_rate or _connections_applier(self.connections, self.migration.source)
                 threads.append(self.schedule.start(self._t0, apply, self._stop))
             self._start_uploads(initial, loop)
-            if adapt.probe_interval_s > 0:
+            if adapt.probe_interval_s > 0 and self.replan:
                 prober = threading.Thread(target=self._probe_loop, name="tiercut-probe", daemon=True)
                 prober.start()
                 threads.append(prober)
@@ -485,6 +495,8 @@ class AdaptiveClient:
         for key, estimate in snapshot.items():
             a, b = sorted(key)
             self._estimate_log.append((now, f"{a}-{b}", estimate.bandwidth_bytes_per_s, estimate.latency_s))
+        if not self.replan:
+            return
         planned = replan(self.problem, snapshot, self._active.placement, self.adapt.algorithm)
         candidate = placement_key(planned.placement, self.problem.source)
         decision = self._controller.decide(
