@@ -2,9 +2,9 @@
 
 A client (the ``end`` device, emulated ``SLOWDOWN`` times slower than this
 host) runs a conv net split with one edge worker over a link whose rate
-follows a schedule: 4 MB/s, then 0.25 MB/s (the drop), then 4 MB/s again
+follows a schedule: 4 MB/s, then 0.05 MB/s (the drop), then 4 MB/s again
 (the recovery). The plan made for 4 MB/s offloads the convolutions; at
-0.25 MB/s running everything locally is faster. Two runs under the same
+0.05 MB/s running everything locally is faster. Two runs under the same
 schedule, each with fresh workers:
 
 * ``static``: the plan stays (``tiercut run --link-schedule ...``);
@@ -59,7 +59,7 @@ RESULTS = HERE / "results"
 #: the client is emulated this many times slower than this host (RunSettings.source_slowdown); the compute table
 #: charges the end device the host's measured seconds times this, the edge the host's seconds
 SLOWDOWN = 8.0
-HIGH_BPS, LOW_BPS = 4e6, 0.25e6
+HIGH_BPS, LOW_BPS = 4e6, 0.05e6
 LATENCY_S = 0.002
 RATE_HZ = 10.0
 #: (drop, recovery, end) seconds
@@ -77,13 +77,14 @@ def _model() -> Any:
 
         def __init__(self) -> None:
             super().__init__()
-            self.c1 = nn.Conv2d(3, 32, 3, padding=1)
-            self.c2 = nn.Conv2d(32, 32, 3, padding=1)
-            self.fc = nn.Linear(32 * 16 * 16, 10)
+            self.c1 = nn.Conv2d(3, 64, 3, padding=1)
+            self.c2 = nn.Conv2d(64, 64, 3, padding=1)
+            self.c3 = nn.Conv2d(64, 64, 3, padding=1)
+            self.fc = nn.Linear(64 * 16 * 16, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.relu(self.c1(x))
-            y = torch.max_pool2d(torch.relu(self.c2(y)), 4)
+            y = torch.relu(self.c2(torch.relu(self.c1(x))))
+            y = torch.max_pool2d(torch.relu(self.c3(y)), 4)
             return self.fc(torch.flatten(y, 1))
 
     torch.manual_seed(0)
@@ -205,7 +206,7 @@ def predicted(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
     from tiercut.runtime.adapt import AdaptSettings, HysteresisController, placement_key, replan
     from tiercut.runtime.estimator import LinkEstimates, LinkSample
     from tiercut.sim import SimConfig, SimUser, simulate
-    from tiercut.sim.model import Periodic
+    from tiercut.sim.model import BackToBack
 
     problem = setup["problem"]
     drop, recover, end = PHASES[quick]
@@ -214,7 +215,8 @@ def predicted(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
     local = problem.local_placement()
     curves = {}
     for name, placement in (("first_plan", offloaded), ("local", local)):
-        user = SimUser("end-user", problem, placement=placement, arrivals=Periodic(1.0 / RATE_HZ))
+        # one query at a time, as the runtime issues them (a query due while the previous runs waits for it)
+        user = SimUser("end-user", problem, placement=placement, arrivals=BackToBack(think_s=1.0 / RATE_HZ))
         result = simulate([user], SimConfig(duration_s=end, traces=schedule.traces()))
         curves[name] = [(q.start_s, q.end_s - q.start_s) for q in result.queries if math.isfinite(q.end_s)]
 
@@ -230,7 +232,9 @@ def predicted(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
     for step in range(1, int(end * RATE_HZ) + 1):
         t = step / RATE_HZ
         rate = schedule.rate_at("end", "edge", t) or HIGH_BPS
-        estimates.observe("end", "edge", LinkSample(t, nbytes, 2 * LATENCY_S + nbytes / rate, 2))
+        probe_every = round(settings.probe_interval_s * RATE_HZ)  # all local: only the probes measure the link
+        if current != () or step % probe_every == 0:
+            estimates.observe("end", "edge", LinkSample(t, nbytes, 2 * LATENCY_S + nbytes / rate, 2))
         planned = replan(problem, estimates.snapshot(t), placements[current], settings.algorithm)
         key = placement_key(planned.placement, "end")
         placements.setdefault(key, planned.placement)
@@ -367,7 +371,7 @@ def run(quick: bool) -> dict[str, Any]:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_before": load_before, "load_after": os.getloadavg()},
         "setup": {
-            "model": "CameraNet (conv 3->32, conv 32->32 on 64x64, max-pool 4, linear 8192->10), random weights",
+            "model": "CameraNet (conv 3->64, two conv 64->64 on 64x64, max-pool 4, linear 16384->10), random weights",
             "client_slowdown": SLOWDOWN, "rate_hz": RATE_HZ, "link_latency_s": LATENCY_S,
             "schedule": {"high_bytes_per_s": HIGH_BPS, "low_bytes_per_s": LOW_BPS, "drop_s": drop, "recover_s": recover,
                          "end_s": end},
@@ -431,7 +435,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         for t in (drop, recover):
             ax.axvline(t, color="grey", alpha=0.4)
         ax.set_yscale("log")
-        ax.set_title(f"{section} links: 4 MB/s -> 0.25 MB/s at {drop:g} s -> 4 MB/s at {recover:g} s")
+        ax.set_title(f"{section} links: 4 MB/s -> 0.05 MB/s at {drop:g} s -> 4 MB/s at {recover:g} s")
         ax.set_xlabel("query start (s)")
         ax.set_ylabel("latency (ms)")
         ax.legend(fontsize=7)

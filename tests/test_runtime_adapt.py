@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
@@ -418,3 +419,26 @@ def test_local_worker_run_adapts_to_a_drop_and_a_recovery(three_regimes, tmp_pat
     back = [s for s in trace.switches if s.decided_s > recover_s]
     assert back and back[0].to_plan == 0 and back[0].uploaded_bytes == 0
     assert len(trace.switches) <= 3
+    # the trace as `tiercut run --json` prints it
+    data = json.loads(json.dumps(result.to_dict()))["adaptation"]
+    assert [s["to_plan"] for s in data["switches"]] == [s.to_plan for s in trace.switches]
+    assert len(data["query_plans"]) == len(result.queries)
+    assert data["plans"][first.to_plan]["upload_bytes"] == first.uploaded_bytes
+
+
+@pytest.mark.slow
+def test_cli_run_with_adapt_and_a_schedule_prints_the_adaptation(capsys, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parent)
+    code = main([
+        "run", *TINY, "--env", "three-tier", "--queries", "30", "--rate", "20", "--verify", "--json", "-q",
+        "--adapt", "--adapt-estimator", "window", "--adapt-dwell", "0.3", "--adapt-threshold", "0.3",
+        "--link-schedule", "end-edge=0:2MB/s,0.5:100kB/s",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    run = json.loads(out)["run"]
+    assert all(q["output_matches"] for q in run["queries"]) and len(run["queries"]) == 30
+    adaptation = run["adaptation"]
+    assert adaptation["settings"]["estimator"] == "window" and adaptation["settings"]["dwell_s"] == 0.3
+    assert adaptation["schedule"]["links"][0]["points"] == [[0.0, 2e6], [0.5, 1e5]]
+    assert len(adaptation["query_plans"]) == 30 and adaptation["overhead"]["decisions"] >= 1

@@ -304,7 +304,8 @@ class AdaptiveClient:
             len(self._deployments), placement_key(placement, migration.source), dict(placement), client, state, now_s,
             predicted_s, confirmed_s={s: [-1.0] * len(migration.uploads[s]) for s in migration.servers},
         )
-        self._deployments[deployment.key] = deployment
+        with self._lock:
+            self._deployments[deployment.key] = deployment
         return deployment
 
     def _start_uploads(self, deployment: _Deployment, loop: _LoopThread) -> None:
@@ -374,7 +375,7 @@ class AdaptiveClient:
             )
             querier.start()
             querier.join(timeout=max(0.0, self._deadline - time.monotonic()) + 5.0)
-            for deployment in self._deployments.values():
+            for deployment in list(self._deployments.values()):
                 deployment.state.queries_done.set()
             wait_until = min(self._deadline, time.monotonic() + settings.keep_uploading_s)
             for thread in initial.threads:
@@ -474,7 +475,7 @@ class AdaptiveClient:
 
     def _observe_uploads(self) -> None:
         with self._lock:
-            for deployment in self._deployments.values():
+            for deployment in list(self._deployments.values()):
                 new = deployment.attempts[deployment.fed:]
                 deployment.fed += len(new)
                 for attempt in new:
@@ -563,6 +564,8 @@ class AdaptiveClient:
                 raise TiercutError(f"the new plan uses {missing[0]!r}, which the client has no connection to")
             for item in (i for items in migration.uploads.values() for i in items):
                 item.data()
+            if self._stop.is_set():
+                return
             deployment = self._deployment(migration, placement, self._now(), predicted_s)
             deployment.decided_s, deployment.gain = decided_s, gain
             if migration.servers:
