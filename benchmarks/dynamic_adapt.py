@@ -9,7 +9,11 @@ schedule, each with fresh workers:
 
 * ``static``: the plan stays (``tiercut run --link-schedule ...``);
 * ``adaptive``: ``tiercut run --adapt --link-schedule ...`` (EWMA estimator,
-  threshold 0.2, dwell 1 s, probes every 0.5 s).
+  threshold 0.2, dwell 1 s, probes every 0.5 s);
+* ``adaptive-window``: the same with the windowed estimator
+  (``--adapt-estimator window``, 2 s): the EWMA of seconds per byte sees a
+  drop at once but climbs back from an 80x drop in about ten samples, the
+  window's median forgets the drop after half a window.
 
 Two kinds of shaping, each its own section:
 
@@ -65,6 +69,9 @@ RATE_HZ = 10.0
 #: (drop, recovery, end) seconds
 PHASES = {False: (12.0, 24.0, 34.0), True: (8.0, 15.0, 21.0)}
 VETH = ("ad0", "ad1")
+#: the adaptive runs: name -> link estimator
+ADAPTIVE_RUNS = {"adaptive": "ewma", "adaptive-window": "window"}
+RUNS = {"static": None, **ADAPTIVE_RUNS}
 SUBNET = "10.232.1"
 
 
@@ -133,8 +140,9 @@ def _schedule(quick: bool) -> Any:
     return LinkSchedule.parse([f"end-edge=0:{HIGH_BPS:g},{drop:g}:{LOW_BPS:g},{recover:g}:{HIGH_BPS:g}"])
 
 
-def _one_run(setup: dict[str, Any], addresses: dict[str, str], credentials: Any, *, adaptive: bool, quick: bool,
+def _one_run(setup: dict[str, Any], addresses: dict[str, str], credentials: Any, *, estimator: str | None, quick: bool,
              environment: Any, apply_rate: Any = None) -> Any:
+    """One run under the schedule: static (``estimator`` None) or adaptive with that link estimator."""
     from tiercut.runtime.adapt import AdaptSettings
     from tiercut.runtime.adaptive import AdaptiveClient
     from tiercut.runtime.client import RunSettings
@@ -151,8 +159,8 @@ def _one_run(setup: dict[str, Any], addresses: dict[str, str], credentials: Any,
                            source_slowdown=SLOWDOWN)
     client = AdaptiveClient(
         setup["problem"], setup["migration"], setup["placement"], connections, settings,
-        AdaptSettings(dwell_s=1.0, probe_interval_s=0.5), label="camera-net", schedule=_schedule(quick),
-        apply_rate=apply_rate, replan=adaptive,
+        AdaptSettings(estimator=estimator or "ewma", dwell_s=1.0, probe_interval_s=0.5), label="camera-net",
+        schedule=_schedule(quick), apply_rate=apply_rate, replan=estimator is not None,
     )
     return client.run()
 
@@ -201,10 +209,58 @@ def run_figures(result: Any, quick: bool) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- the simulator's prediction
+def _replay_controller(setup: dict[str, Any], quick: bool, estimator: str) -> dict[str, Any]:
+    """The estimator and the controller on the cost model's run: queries one at a time (each the cost model's
+    latency of the plan in use at the scheduled rate, its sample arriving when it ends, decisions between
+    queries), the link sampled only by probes every ``probe_interval_s`` while everything runs locally."""
+    from tiercut.cost import evaluate
+    from tiercut.runtime.adapt import AdaptSettings, HysteresisController, estimated_problem, placement_key, replan
+    from tiercut.runtime.estimator import LinkEstimate, LinkEstimates, LinkSample
+
+    problem, first = setup["problem"], setup["placement"]
+    drop, recover, end = PHASES[quick]
+    schedule = _schedule(quick)
+    settings = AdaptSettings(estimator=estimator, dwell_s=1.0, probe_interval_s=0.5)
+    estimates = LinkEstimates.for_problem(problem, settings.estimator, **settings.estimator_settings())
+    controller = HysteresisController.of(settings)
+    current = placement_key(first, "end")
+    placements = {current: first}
+    nbytes = problem.graph["x"].out_bytes
+    key = frozenset(("end", "edge"))
+    switches: list[dict[str, Any]] = []
+    t, due, last_probe, last_decision = 0.0, 0.0, 0.0, -math.inf
+    while t < end:
+        start = max(t, due)
+        rate = schedule.rate_at("end", "edge", start) or HIGH_BPS
+        transfer_s = 2 * LATENCY_S + nbytes / rate
+        latency = evaluate(estimated_problem(problem, {key: LinkEstimate(rate, LATENCY_S)}), placements[current]).latency_s
+        t = start + latency
+        if current != ():
+            estimates.observe("end", "edge", LinkSample(t, nbytes, transfer_s, 2))
+        while current == () and last_probe + settings.probe_interval_s <= t:
+            last_probe += settings.probe_interval_s
+            estimates.observe("end", "edge", LinkSample(last_probe + transfer_s, nbytes, transfer_s, 2))
+        due += 1.0 / RATE_HZ
+        if t - last_decision < settings.interval_s:
+            continue
+        last_decision = t
+        planned = replan(problem, estimates.snapshot(t), placements[current], settings.algorithm)
+        candidate = placement_key(planned.placement, "end")
+        placements.setdefault(candidate, planned.placement)
+        if controller.decide(t, planned.current_latency_s, planned.latency_s, candidate, current).action == "switch":
+            switches.append({"at_s": t, "to": "local" if candidate == () else "offload"})
+            current = candidate
+            last_probe = t
+            controller.reset()
+    return {
+        "controller_switches": switches,
+        "time_to_adapt_drop_s": next((s["at_s"] - drop for s in switches if drop <= s["at_s"] < recover), None),
+        "time_to_adapt_recovery_s": next((s["at_s"] - recover for s in switches if s["at_s"] >= recover), None),
+    }
+
+
 def predicted(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Each plan simulated under the schedule, and the controller replayed on the cost model's transfer times."""
-    from tiercut.runtime.adapt import AdaptSettings, HysteresisController, placement_key, replan
-    from tiercut.runtime.estimator import LinkEstimates, LinkSample
     from tiercut.sim import SimConfig, SimUser, simulate
     from tiercut.sim.model import BackToBack
 
@@ -223,27 +279,7 @@ def predicted(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
     def phase(curve: list[tuple[float, float]], lo: float, hi: float) -> float:
         return _median([lat for t, lat in curve if lo <= t < hi])
 
-    # the controller on the samples the cost model predicts (one query's input per query, plus the link's latency)
-    settings = AdaptSettings(dwell_s=1.0)
-    estimates = LinkEstimates.for_problem(problem, settings.estimator, **settings.estimator_settings())
-    controller = HysteresisController.of(settings)
-    current, placements, switches = placement_key(offloaded, "end"), {placement_key(offloaded, "end"): offloaded}, []
-    nbytes = problem.graph["x"].out_bytes
-    for step in range(1, int(end * RATE_HZ) + 1):
-        t = step / RATE_HZ
-        rate = schedule.rate_at("end", "edge", t) or HIGH_BPS
-        probe_every = round(settings.probe_interval_s * RATE_HZ)  # all local: only the probes measure the link
-        if current != () or step % probe_every == 0:
-            estimates.observe("end", "edge", LinkSample(t, nbytes, 2 * LATENCY_S + nbytes / rate, 2))
-        planned = replan(problem, estimates.snapshot(t), placements[current], settings.algorithm)
-        key = placement_key(planned.placement, "end")
-        placements.setdefault(key, planned.placement)
-        if controller.decide(t, planned.current_latency_s, planned.latency_s, key, current).action == "switch":
-            switches.append({"at_s": t, "to": "local" if key == () else "offload"})
-            current = key
-            controller.reset()
-    on_drop = next((s["at_s"] - drop for s in switches if drop <= s["at_s"] < recover), None)
-    on_back = next((s["at_s"] - recover for s in switches if s["at_s"] >= recover), None)
+    replays = {name: _replay_controller(setup, quick, estimator) for name, estimator in ADAPTIVE_RUNS.items()}
     phases = {
         name: {"before_s": phase(curve, drop - 3, drop), "drop_s": phase(curve, drop + 1, recover),
                "after_s": phase(curve, recover + 1, end)}
@@ -251,9 +287,7 @@ def predicted(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
     }
     return {
         **phases,
-        "controller_switches": switches,
-        "time_to_adapt_drop_s": on_drop,
-        "time_to_adapt_recovery_s": on_back,
+        **replays,
         "curves": {k: [[round(t, 3), round(lat, 5)] for t, lat in v] for k, v in curves.items()},
     }
 
@@ -263,9 +297,9 @@ def emulated(setup: dict[str, Any], env_path: Path, quick: bool) -> dict[str, An
     from tiercut.runtime.session import LocalCluster
 
     out = {}
-    for name, adaptive in (("static", False), ("adaptive", True)):
+    for name, estimator in RUNS.items():
         with LocalCluster(["edge"], env=str(env_path), torch_threads=1) as cluster:
-            result = _one_run(setup, cluster.addresses, cluster.credentials(), adaptive=adaptive, quick=quick,
+            result = _one_run(setup, cluster.addresses, cluster.credentials(), estimator=estimator, quick=quick,
                               environment=setup["environment"])
         out[name] = run_figures(result, quick)
     return out
@@ -326,9 +360,9 @@ def tc_scenario(out_path: str, quick: bool) -> None:
                 "edge", listen="0.0.0.0:50091", token=token, extra_args=["--torch-threads", "1", "--insecure"],
                 command_prefix=inside, log_path=Path(out_path).with_suffix(".edge.log"),
             )
-            for name, adaptive in (("static", False), ("adaptive", True)):
+            for name, estimator in RUNS.items():
                 apply("end", "edge", HIGH_BPS)
-                result = _one_run(setup, {"edge": f"{SUBNET}.2:50091"}, Credentials(token=token), adaptive=adaptive,
+                result = _one_run(setup, {"edge": f"{SUBNET}.2:50091"}, Credentials(token=token), estimator=estimator,
                                   quick=quick, environment=None, apply_rate=apply)
                 report[name] = run_figures(result, quick)
         finally:
@@ -375,7 +409,8 @@ def run(quick: bool) -> dict[str, Any]:
             "client_slowdown": SLOWDOWN, "rate_hz": RATE_HZ, "link_latency_s": LATENCY_S,
             "schedule": {"high_bytes_per_s": HIGH_BPS, "low_bytes_per_s": LOW_BPS, "drop_s": drop, "recover_s": recover,
                          "end_s": end},
-            "adapt": {"estimator": "ewma", "alpha": 0.25, "threshold": 0.2, "dwell_s": 1.0, "probe_interval_s": 0.5},
+            "adapt": {"estimators": ADAPTIVE_RUNS, "alpha": 0.25, "window_s": 2.0, "threshold": 0.2, "dwell_s": 1.0,
+                      "probe_interval_s": 0.5},
             "first_plan_offloaded_nodes": sum(1 for d in setup["placement"].values() if d == "edge"),
         },
         "predicted": prediction,
@@ -393,22 +428,26 @@ def _table(results: dict[str, Any]) -> list[str]:
 
     p = results["predicted"]
     lines = [
-        "section     run       before ms  drop ms  after ms  adapt(drop) s  adapt(back) s  replan ms (med/p90)  failed",
-        f"predicted   static      {ms(p['first_plan']['before_s'])}  {ms(p['first_plan']['drop_s'])}  "
+        "section     run              before ms  drop ms  after ms  adapt(drop) s  adapt(back) s  replan ms (med/p90)  failed",
+        f"predicted   static             {ms(p['first_plan']['before_s'])}  {ms(p['first_plan']['drop_s'])}  "
         f"{ms(p['first_plan']['after_s'])}",
-        f"predicted   adaptive    {ms(p['first_plan']['before_s'])}  {ms(p['local']['drop_s'])}  "
-        f"{ms(p['first_plan']['after_s'])}       {s(p['time_to_adapt_drop_s'])}          {s(p['time_to_adapt_recovery_s'])}",
     ]
+    for name in ADAPTIVE_RUNS:
+        lines.append(
+            f"predicted   {name:<16}   {ms(p['first_plan']['before_s'])}  {ms(p['local']['drop_s'])}  "
+            f"{ms(p['first_plan']['after_s'])}       {s(p[name]['time_to_adapt_drop_s'])}          "
+            f"{s(p[name]['time_to_adapt_recovery_s'])}"
+        )
     for section in ("emulated", "tc"):
         block = results.get(section, {})
         if "static" not in block:
             lines.append(f"{section:<11} {next(iter(block.values()), '')[:90]}")
             continue
-        for name in ("static", "adaptive"):
+        for name in RUNS:
             r = block[name]
             o = r["overhead"]
             lines.append(
-                f"{section:<11} {name:<9}   {ms(r['latency_before_s'])}  {ms(r['latency_during_drop_s'])}  "
+                f"{section:<11} {name:<16}   {ms(r['latency_before_s'])}  {ms(r['latency_during_drop_s'])}  "
                 f"{ms(r['latency_after_recovery_s'])}       {s(r['time_to_adapt_drop_s'])}          "
                 f"{s(r['time_to_adapt_recovery_s'])}        {ms(o['median_s'])}/{ms(o['p90_s'])}      "
                 f"{r['failed']} ({r['outputs_equal']}/{r['queries']} equal)"
@@ -426,7 +465,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(len(sections) or 1, 1, figsize=(9, 3.6 * max(1, len(sections))), squeeze=False)
     drop, recover = results["setup"]["schedule"]["drop_s"], results["setup"]["schedule"]["recover_s"]
     for ax, section in zip(axes[:, 0], sections):
-        for name, style in (("static", "o"), ("adaptive", "s")):
+        for name, style in (("static", "o"), ("adaptive", "s"), ("adaptive-window", "^")):
             line = results[section][name]["timeline"]
             ax.plot([t for t, _, _ in line], [lat * 1e3 for _, lat, _ in line], style, markersize=2.5, label=f"measured {name}")
         for name, style in (("first_plan", "--"), ("local", ":")):
