@@ -409,9 +409,11 @@ def test_local_worker_run_adapts_to_a_drop_and_a_recovery(three_regimes, tmp_pat
     # the drop: a switch to a new placement (uploaded in the background) once the gain held for the dwell
     first = next(s for s in trace.switches if s.decided_s > drop_s)
     assert first.uploaded_bytes > 0 and first.to_plan != 0
-    waits = [d for d in trace.decisions if d.action == "wait" and d.at_s < first.decided_s]
-    assert first.decided_s - waits[-1].at_s <= dwell_s + 1.0 and first.decided_s >= drop_s + dwell_s
-    assert first.decided_s <= drop_s + 4.0  # detection (a few queries and probes) plus the dwell, on a loaded machine
+    decision = next(d for d in trace.decisions if d.action == "switch" and d.at_s == first.decided_s)
+    # held for the dwell, and switched at the first decision after it (decisions come between queries: one
+    # query at the dropped rate, about 0.3 s, may separate two)
+    assert dwell_s <= decision.held_s <= dwell_s + 1.0
+    assert drop_s + dwell_s <= first.decided_s <= drop_s + 4.0  # detection (a few queries) plus the dwell
     # queries before the switch ran the first plan, after it the new one
     plan_at = {q.start_s: p for q, p in zip(result.queries, trace.query_plans)}
     assert all(p == first.to_plan for t, p in plan_at.items() if first.at_s < t < recover_s)
