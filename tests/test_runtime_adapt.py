@@ -281,7 +281,7 @@ def test_hysteresis_prevents_flapping_on_a_noisy_trace(three_regimes):
             lo = mid
         else:
             hi = mid
-    trace = [(30.0, hi)]
+    trace = [(15.0, hi)]
     naive = _replay(problem, trace, AdaptSettings(threshold=0.0, dwell_s=0.0, interval_s=0.1), noise=0.3, seed=3)
     guarded = _replay(problem, trace, AdaptSettings(threshold=0.2, dwell_s=1.0, interval_s=0.1), noise=0.3, seed=3)
     assert len(naive) >= 10  # the plain argmin flaps with the noise
