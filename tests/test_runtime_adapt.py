@@ -366,6 +366,7 @@ def _fails(argv, capsys, message):
         (["--link-schedule", "end-edge:0:1MB/s"], "write A-B=TIME:RATE"),
         (["--adapt", "--upload-plan", "plan.json"], "drop --exits, --upload-plan and --tiled-plan"),
         (["--link-schedule", "end-edge=0:1MB/s", "--no-emulate-links"], "drop --no-emulate-links"),
+        (["--adapt", "--in-flight", "2"], "drop --in-flight"),
         (["--link-schedule", "end-moon=0:1MB/s"], "lacks"),
     ],
 )

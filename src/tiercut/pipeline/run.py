@@ -28,16 +28,47 @@ class RunOutcome:
         result: the measured trace (:class:`tiercut.runtime.client.RunResult`).
         problem: the client-server problem it was planned on (None for a given upload plan).
         prediction: the simulator's (start_s, latency_s) of the same queries, when asked and comparable.
+        pipeline: with queries in flight, the pipelined model's stages of the final placement
+            (:class:`tiercut.runtime.pipelining.PipelinePrediction`; None without a problem).
     """
 
     upload_plan: dict[str, Any]
     result: Any
     problem: Problem | None = None
     prediction: list[tuple[float, float]] | None = None
+    pipeline: Any = None
+
+    def pipeline_lines(self) -> list[str]:
+        """Measured throughput and latency under load beside the pipelined prediction (runs with ``in_flight > 1``)."""
+        from tiercut.runtime.pipelining import measure_pipeline
+
+        if getattr(self.result, "in_flight", 1) <= 1:
+            return []
+        measured = measure_pipeline(self.result)
+        line = (
+            f"  pipelined, {measured.in_flight} in flight (peak {measured.peak_in_flight}): "
+            f"{measured.throughput_qps:.2f} queries/s measured over {measured.queries} queries of stage {measured.stage}, "
+            f"latency p50 {measured.latency_p50_s * 1e3:.1f} ms, p95 {measured.latency_p95_s * 1e3:.1f} ms"
+        )
+        lines = [line]
+        if self.pipeline is not None and self.pipeline.stages:
+            lines.append(
+                f"  predicted: {self.pipeline.throughput_qps:.2f} queries/s (bottleneck {self.pipeline.bottleneck.name}, "
+                f"{self.pipeline.bottleneck_s * 1e3:.1f} ms per query)"
+            )
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints."""
-        return {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints (``pipeline`` too with queries in flight)."""
+        out = {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+        if getattr(self.result, "in_flight", 1) > 1:
+            from tiercut.runtime.pipelining import measure_pipeline
+
+            out["pipeline"] = {
+                "measured": measure_pipeline(self.result).to_dict(),
+                "predicted": self.pipeline.to_dict() if self.pipeline is not None else None,
+            }
+        return out
 
 
 def read_upload_plan(path: str | Path) -> dict[str, Any]:
@@ -78,6 +109,26 @@ def _onnx_captured(model: Any, input_shape: tuple[int, ...] | None, granularity:
         return load_onnx_captured(model, input_shape, granularity=granularity)
 
 
+def _checked_schedule(
+    link_schedule: Any, *, adaptive: bool, fixed_plan: bool, in_flight: int, emulate_links: bool
+) -> Any:
+    """The run's :class:`~tiercut.runtime.adapt.LinkSchedule` (parsed from its texts), with the adaptive run's
+    settings checked: the run plans its own problem, one query at a time, on emulated links for a schedule."""
+    if isinstance(link_schedule, (list, tuple)):
+        from tiercut.runtime.adapt import LinkSchedule
+
+        link_schedule = LinkSchedule.parse(link_schedule) if link_schedule else None
+    if not adaptive and link_schedule is None:
+        return None
+    if fixed_plan:
+        raise TiercutError("--adapt and --link-schedule run the problem planned here; drop --upload-plan and --tiled-plan")
+    if in_flight != 1:
+        raise TiercutError("--adapt and --link-schedule switch plans between queries, one at a time; drop --in-flight")
+    if link_schedule is not None and not emulate_links:
+        raise TiercutError("--link-schedule changes the emulated links' rates; drop --no-emulate-links")
+    return link_schedule
+
+
 def run(
     model: Any,
     env: str = "three-tier",
@@ -89,6 +140,7 @@ def run(
     tiled_plan: str | Path | None = None,
     queries: int = 20,
     rate_hz: float | None = None,
+    in_flight: int = 1,
     workers: Mapping[str, str] | None = None,
     credentials: Any = None,
     insecure: bool = False,
@@ -125,6 +177,8 @@ def run(
         insecure: allow a token to travel in clear to non-loopback workers.
         artifact_format: ``aten-json`` or ``onnx`` (default: ``onnx`` for an ``.onnx`` model, whose
             partitions run in onnxruntime on workers started with ``--allow-onnx``; else ``aten-json``).
+        in_flight: queries in flight at once (pipelining, :mod:`tiercut.runtime.pipelining`); local workers then
+            run one partition at a time, each device one stage of the pipeline.
         predict: also simulate the same run (single server, real link figures, back-to-back queries).
         log: called with each line the run reports (uploads confirmed, workers' state).
         adapt: an :class:`~tiercut.runtime.adapt.AdaptSettings`: estimate the links, re-plan with hysteresis,
@@ -168,15 +222,11 @@ def run(
         raise TiercutError("give an upload plan or a tiled plan, not both")
     if upload_plan is None and tiled_plan is None:
         check_upload_algorithm(upload_algorithm)
-    if isinstance(link_schedule, (list, tuple)):
-        from tiercut.runtime.adapt import LinkSchedule
-
-        link_schedule = LinkSchedule.parse(link_schedule) if link_schedule else None
+    link_schedule = _checked_schedule(
+        link_schedule, adaptive=adapt is not None, fixed_plan=upload_plan is not None or tiled_plan is not None,
+        in_flight=in_flight, emulate_links=emulate_links,
+    )
     adaptive = adapt is not None or link_schedule is not None
-    if adaptive and (upload_plan is not None or tiled_plan is not None):
-        raise TiercutError("--adapt and --link-schedule run the problem planned here; drop --upload-plan and --tiled-plan")
-    if link_schedule is not None and not emulate_links:
-        raise TiercutError("--link-schedule changes the emulated links' rates; drop --no-emulate-links")
     # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
     credentials = credentials or Credentials()
@@ -191,6 +241,7 @@ def run(
     settings = RunSettings(
         queries=queries, rate_hz=rate_hz, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown, client_torch_device=torch_device,
+        in_flight=in_flight,
     )
     environment = load_environment(env)
     problem, tiled = None, ()
@@ -255,6 +306,8 @@ def run(
         devices = [*migration.servers, *migration.relays]
         if adaptive:  # a new plan may use any server of the problem
             devices = [d for d in problem.device_names if d != problem.source]
+        if in_flight > 1:  # each device one pipeline stage, its queue long enough for every query in flight
+            extra += ["--concurrent-partitions", "1", "--max-queued-runs", str(max(16, in_flight))]
         cluster = LocalCluster(
             devices, env=env if emulate_links else None,
             bandwidth_scale=bandwidth_scale, log_dir=log_dir, extra_args=extra,
@@ -274,7 +327,24 @@ def run(
     prediction = None
     if predict and problem is not None and emulate_links and bandwidth_scale == 1.0 and rate_hz is None:
         prediction = predicted_queries(problem, plan, queries)
-    return RunOutcome(plan, result, problem, prediction)
+    return RunOutcome(plan, result, problem, prediction, pipeline=_pipeline_prediction(problem, plan, in_flight))
+
+
+def _pipeline_prediction(problem: Problem | None, plan: Mapping[str, Any], in_flight: int) -> Any:
+    """The pipelined model of the plan's final placement (None for one query at a time, or without a problem)."""
+    from tiercut.runtime.pipelining import pipeline_stages
+
+    stages = plan.get("stages")
+    if in_flight <= 1 or problem is None or not isinstance(stages, list) or not stages:
+        return None
+    placement = stages[-1].get("placement") if isinstance(stages[-1], dict) else None
+    if not isinstance(placement, dict):
+        return None
+    known = {n.name for n in problem.graph}
+    try:
+        return pipeline_stages(problem, {n: d for n, d in placement.items() if n in known})
+    except TiercutError:
+        return None
 
 
 __all__ = ["RunOutcome", "predicted_queries", "read_upload_plan", "run"]
