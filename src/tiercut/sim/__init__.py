@@ -32,6 +32,7 @@ from tiercut.sim.model import (
     SimConfig,
     SimUser,
     TraceArrivals,
+    user_shares,
 )
 from tiercut.sim.program import Program, compile_program
 from tiercut.sim.results import ArrivalRecord, QueryRecord, SimResult, UserSummary
@@ -74,4 +75,5 @@ __all__ = [
     "compile_program",
     "get_strategy",
     "simulate",
+    "user_shares",
 ]

@@ -18,6 +18,9 @@ settings::
       mode: per-user                   # ... or `joint` with a multi-user planner (pso, ga, ...)
       settings: {}                     # upload planner settings
       offloading_settings: {}
+      allocation: equal                # joint mode: `optimal` gives each user the optimal shares of the
+                                       # servers and links it shares (tiercut.cost.allocation; the jmdp
+                                       # planner always does) as processor-sharing weights
     users:                             # omit to take the environment's users
       - name: user1
         device: client1
@@ -123,6 +126,7 @@ class UploadSpec(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
     offloading_settings: dict[str, Any] = Field(default_factory=dict)
     n_queries: int | None = Field(default=None, ge=1)
+    allocation: Literal["equal", "optimal"] = "equal"
 
 
 class UserUploadSpec(_Strict):
@@ -504,12 +508,25 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
         placements[user.name] = dict(given.placement)
         plans[user.name] = None
         tiles[user.name] = tuple(getattr(given, "stages", ()))
+    shares: dict[str, dict[str, float]] = {}
+    if upload.allocation == "optimal" and not (joint and upload.algorithm == "none"):
+        raise TiercutError(f"scenario {scenario.label}: upload.allocation optimal shares servers among jointly planned "
+                           "users; set upload.mode joint and upload.algorithm none")
     if joint:
         multi = MultiUserProblem(tuple(UserProblem(n, problems[n]) for n in names), name=spec.name)
         if upload.algorithm == "none":
             offload = get_planner(upload.offloading, **upload.offloading_settings).solve_multi(multi)
             placements = {u: dict(p) for u, p in offload.placements.items()}
             plans = dict.fromkeys(names)
+            chosen = offload.shares
+            if chosen is None and upload.allocation == "optimal":
+                from tiercut.cost.allocation import allocate
+
+                chosen = allocate(multi, placements).shares
+            if chosen is not None:
+                from tiercut.sim.model import user_shares
+
+                shares = {n: user_shares(chosen, n) for n in names}
         else:
             multi_plan = plan_multi_upload(
                 multi, upload.algorithm, offloading=upload.offloading, offloading_settings=upload.offloading_settings,
@@ -567,6 +584,7 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
             leave_s=u.leave_s,
             max_queries=u.max_queries,
             seed=u.seed if u.seed is not None else spec.seed + i,
+            shares=shares.get(u.name, {}),
         )
         for i, u in enumerate(user_specs)
     ]
