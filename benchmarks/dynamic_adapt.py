@@ -494,10 +494,15 @@ def main(argv: list[str] | None = None) -> None:
     results = run(args.quick)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "dynamic_adapt.json").write_text(json.dumps(results, indent=1))
+    report(results)
+    print(f"wrote {RESULTS / 'dynamic_adapt.json'}")
+
+
+def report(results: dict[str, Any]) -> None:
+    """Draw dynamic_adapt.png and print the table of a :func:`run` result."""
     _plot(results, RESULTS / "dynamic_adapt.png")
     print("\n".join(_table(results)))
-    print(f"load {results['machine']['load_before'][0]:.1f} -> {results['machine']['load_after'][0]:.1f}; "
-          f"wrote {RESULTS / 'dynamic_adapt.json'}")
+    print(f"load {results['machine']['load_before'][0]:.1f} -> {results['machine']['load_after'][0]:.1f}")
 
 
 if __name__ == "__main__":
