@@ -86,7 +86,7 @@ from scipy.sparse import csr_matrix
 
 from tiercut.cost import CompiledProblem, LinearForm, compile_problem, decode, encode, evaluate_many, linear_form
 from tiercut.plan.base import PlacementResult, Planner
-from tiercut.problem import Problem
+from tiercut.problem import Objective, Problem
 
 #: solvers: HiGHS through the API scipy bundles (MIP start, cutoff, tolerances), or scipy.optimize.milp (neither)
 SOLVERS = ("auto", "highs", "scipy")
@@ -123,6 +123,8 @@ class MILP:
     y: dict[tuple[int, str], int] = field(default_factory=dict)
     w: dict[tuple[int, int, int, str], int] = field(default_factory=dict)
     w_metrics: dict[tuple[int, int, int, str], dict[str, float]] = field(default_factory=dict)
+    #: the throughput objective's bottleneck variable B (:mod:`tiercut.plan.throughput_ilp`), if any
+    bottleneck: int | None = None
 
     @property
     def n_vars(self) -> int:
@@ -162,6 +164,12 @@ class MILP:
             values[col] = 1.0 if (row[u] == a and (u, d) in needed) else 0.0
         for (p, d), col in self.m.items():
             values[col] = 1.0 if any(row[v] == d for v in comp.shared_params[p][1]) else 0.0
+        if self.bottleneck is not None:  # B at the least value its rows (stage <= B) allow
+            A = self.matrix().tocsc()
+            coef = A[:, self.bottleneck].toarray().ravel()
+            lhs = A @ values
+            rows = coef < 0
+            values[self.bottleneck] = max(0.0, float((lhs[rows] / -coef[rows]).max(initial=0.0)))
         return values
 
 
@@ -640,6 +648,7 @@ class ILPPlanner(Planner):
         "cut compression; docs/cost-model.md"
     )
     decides_compression = True
+    plans_throughput = True
     guarantee = (
         "optimal for every objective and constraint when HiGHS proves it; on a time-out never worse than the "
         "warm start, with the proven bound and gap"
@@ -689,17 +698,26 @@ class ILPPlanner(Planner):
         answer fails the cost model's check), then the better of the answer and the warm start."""
         start_time = time.perf_counter()
         comp = compile_problem(problem)
-        objective = linear_form(comp, problem.objective)
+        throughput = problem.objective.is_throughput
         budgets = {m: (linear_form(comp, m), b) for m, b in problem.constraints.budgets().items()}
-        presolve = self.reduce_devices and not problem.compresses_cuts
-        merge = dominated_devices(comp, [objective, *(f for f, _ in budgets.values())]) if presolve else {}
+        if throughput:  # min max of the stages (tiercut.plan.throughput_ilp); no device presolve
+            merge: dict[int, int] = {}
+        else:
+            objective = linear_form(comp, problem.objective)
+            presolve = self.reduce_devices and not problem.compresses_cuts
+            merge = dominated_devices(comp, [objective, *(f for f, _ in budgets.values())]) if presolve else {}
         kept = [d for d in range(comp.n_devices) if d not in merge]
         best = self._warm_start(problem, comp, merge)
         if best.feasible and best.objective <= 0.0:
             # every coefficient is >= 0: a feasible placement of objective 0 is optimal
             note = f"warm start {best.name} is feasible with objective 0, the least possible"
             return PlacementResult(decode(comp, best.row), optimal=True, gap=0.0, bound=0.0, note=note)
-        model = build_milp(comp, objective, budgets, kept)
+        if throughput:
+            from tiercut.plan.throughput_ilp import build_bottleneck_milp
+
+            model = build_bottleneck_milp(comp, budgets, kept, best.objective if best.feasible else math.nan)
+        else:
+            model = build_milp(comp, objective, budgets, kept)
         solution, found = self._run(model, comp, best, merge, start_time)
 
         note = (
@@ -735,7 +753,8 @@ class ILPPlanner(Planner):
 
     def _warm_start(self, problem: Problem, comp: CompiledProblem, merge: dict[int, int]) -> Candidate:
         """The best cheap candidate (Deb's rule), or the all-local placement without a warm start."""
-        candidates = cheap_candidates(reduced_problem(problem, merge), comp, with_dp=True) if self.warm_start else []
+        seeding = problem.with_objective(Objective("latency")) if problem.objective.is_throughput else problem
+        candidates = cheap_candidates(reduced_problem(seeding, merge), comp, with_dp=True) if self.warm_start else []
         if candidates:
             return candidates[0]
         local = problem.local_placement()
