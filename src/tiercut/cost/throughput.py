@@ -33,6 +33,7 @@ planners (ILP, DP, min-cut) build their models from.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def stage_times(problem: Problem, placement: Mapping[str, str], transfers: Itera
         times[tr.src] += tr.encode_s
         times[tr.dst] += tr.decode_s
         path = tr.path or (tr.src, tr.dst)
-        for a, b in zip(path, path[1:]):
+        for a, b in itertools.pairwise(path):
             times[link_stage_name(a, b)] += nbytes / _bandwidth(problem, a, b)
     return times
 
@@ -142,7 +143,7 @@ def stage_times_many(problem: Problem | CompiledProblem, placements: np.ndarray)
     D = comp.n_devices
     c = comp.compute[np.arange(n)[None, :], X]
     c = np.where(np.isfinite(c), c, 0.0)
-    devices = np.stack([(c * (X == d)).sum(axis=1) for d in range(D)], axis=1) if P else np.zeros((0, D))
+    devices = np.stack([(c * (d == X)).sum(axis=1) for d in range(D)], axis=1) if P else np.zeros((0, D))
     columns = _stage_columns(comp)
     links = np.zeros((P, len(columns)))
     if len(comp.senders) and len(columns) and P:

@@ -25,6 +25,8 @@ from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
 from tiercut.plan.spatial import SpatialPlanner
+from tiercut.plan.throughput_dp import ThroughputDPPlanner
+from tiercut.plan.throughput_mincut import ThroughputMinCutPlanner
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 
 PLANNERS: dict[str, type[Planner]] = {
@@ -44,6 +46,8 @@ PLANNERS: dict[str, type[Planner]] = {
     "spatial": SpatialPlanner,
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
+    "throughput-mincut": ThroughputMinCutPlanner,
+    "throughput-dp": ThroughputDPPlanner,
 }
 
 
