@@ -80,4 +80,17 @@ def applicable_planners(problem: Problem | MultiUserProblem, names: list[str] | 
     return out
 
 
-__all__ = ["DEFAULT_PLANNER", "PLANNERS", "applicable_planners", "get_planner", "plan"]
+# several models on shared devices (JointProblem, the shared-capacity model): their own small registry
+from tiercut.plan.joint import DEFAULT_JOINT_PLANNER, JOINT_PLANNERS, get_joint_planner, plan_joint  # noqa: E402
+
+__all__ = [
+    "DEFAULT_JOINT_PLANNER",
+    "DEFAULT_PLANNER",
+    "JOINT_PLANNERS",
+    "PLANNERS",
+    "applicable_planners",
+    "get_joint_planner",
+    "get_planner",
+    "plan",
+    "plan_joint",
+]
