@@ -25,7 +25,10 @@ the coefficients are the cost model's linear forms,
   once to each device that needs it, however many consumers it has there.
   These rows make the LP relaxation tight where the textbook
   ``z >= x[u, a] + y[u, d] - 1`` makes transfers almost free;
-- objective and budgets: the linear forms over ``x`` and ``z``;
+- objective and budgets: the linear forms over ``x`` and ``z``; the
+  ``throughput`` objective (the bottleneck stage, docs/cost-model.md
+  "Throughput") is ``min B`` with one row ``stage_s <= B`` per pipeline stage
+  (:mod:`tiercut.plan.throughput_ilp`), without the device presolve;
 - memory: ``sum_p bytes(p) m[p, d] <= memory(d)`` with ``m[p, d] >= x[v, d]``
   for each node ``v`` using parameter ``p`` (a shared parameter counted once
   per device; a parameter of one node is its ``x``);
