@@ -18,8 +18,9 @@ registry, the figures always from :func:`tiercut.cost.joint.evaluate_joint`):
   per-model blocks of :func:`tiercut.plan.ilp.build_milp`) with the shared
   rows ``sum_m r_m stage_s(x_m) <= U`` for every stage: ``min U`` for
   throughput; for latency ``min`` the rate-weighted mean (or the max, by an
-  epigraph variable) of the models' latency forms with ``U <= 1``; memory is
-  checked jointly, not optimised. Warm start and cutoff: the independent
+  epigraph variable) of the models' latency forms with ``U <= 1``; memory:
+  ``sum_m`` of every model's parameter bytes on a device ``<=`` its memory
+  (shared parameters once per model, by the per-model ``m`` columns). Cutoff: the independent
   plans; the answer is the better of the two by Deb's rule, so it is never
   worse than planning each alone;
 - ``joint-brute-force``: every combination of every model's placements
@@ -41,7 +42,7 @@ from tiercut.cost import compile_problem, decode, evaluate_many, linear_form, me
 from tiercut.cost.joint import JointEvaluation, evaluate_joint
 from tiercut.cost.throughput import stage_forms, stage_times_many
 from tiercut.errors import TiercutError
-from tiercut.problem import Constraints, Objective
+from tiercut.problem import Objective
 from tiercut.problem.joint import JointPlan, JointProblem, ModelFigures
 from tiercut.settings import Configurable
 
@@ -206,8 +207,8 @@ class JointILPPlanner(JointPlanner):
         "docs/cost-model.md 'Several DNNs'"
     )
     guarantee = (
-        "optimal for the joint objective when HiGHS proves it and no memory limit binds; never worse than the "
-        "independent plans"
+        "optimal for the joint objective and every constraint when HiGHS proves it; never worse than the independent "
+        "plans"
     )
     complexity = "NP-hard; the sum of the models' ILP sizes plus one row per stage"
 
@@ -252,9 +253,7 @@ class JointILPPlanner(JointPlanner):
         if found is not None:
             candidates.append((found, evaluate_joint(problem, found), "joint"))
         placements, ev, label = min(candidates, key=lambda c: (_key(c[1]), c[2] != "joint"))
-        memory_binds = any(m.problem.constraints.memory for m in problem.models) and any(
-            d.memory_bytes is not None for d in problem.models[0].problem.devices)
-        proven = solution.status in ("optimal", "cut_off") and not memory_binds
+        proven = solution.status in ("optimal", "cut_off")
         if solution.status == "cut_off":
             note += "; HiGHS proved nothing beats the independent plans"
         elif solution.status != "optimal":
@@ -263,8 +262,6 @@ class JointILPPlanner(JointPlanner):
             tol = max(float(self.mip_rel_gap), 1e-4) * max(abs(ev.objective_value), 1e-300)
             proven = proven and (solution.status == "cut_off" or ev.objective_value <= solution.bound + tol)
         note += f"; {label} plan kept (independent: {alone_ev.objective_value:.6g})"
-        if memory_binds:
-            note += "; memory limits are checked, not optimised"
         return JointResult(placements, optimal=proven, note=note)
 
     def _build(self, problem: JointProblem, alone: JointEvaluation):
@@ -279,16 +276,17 @@ class JointILPPlanner(JointPlanner):
         latency_cols: list[dict[int, float]] = []
         ref = alone.objective_value if alone.feasible and math.isfinite(alone.objective_value) and \
             alone.objective_value > 0 else 1.0
+        enforce = any(m.problem.constraints.memory for m in problem.models)
+        devices = problem.models[0].problem.devices
+        memory_terms: list[dict[int, float]] = [{} for _ in devices]
         for m in problem.models:
-            unshared = replace(m.problem, constraints=Constraints(
-                memory=False, latency_budget_s=m.problem.constraints.latency_budget_s,
-                energy_source_budget_j=m.problem.constraints.energy_source_budget_j,
-                energy_total_budget_j=m.problem.constraints.energy_total_budget_j,
-                cost_budget=m.problem.constraints.cost_budget, pinned=m.problem.constraints.pinned))
-            comp = compile_problem(unshared)
+            # each model's own memory rows (implied by the joint ones, they create the shared parameters' m columns)
+            own = m.problem if m.problem.constraints.memory == enforce else m.problem.with_constraints(
+                replace(m.problem.constraints, memory=enforce))
+            comp = compile_problem(own)
             forms = stage_forms(comp)
             latency = linear_form(comp, "latency")
-            budgets = {k: (linear_form(comp, k), b) for k, b in unshared.constraints.budgets().items()}
+            budgets = {k: (linear_form(comp, k), b) for k, b in own.constraints.budgets().items()}
             charged = latency
             for _, form in forms:
                 charged = charged + form
@@ -307,6 +305,11 @@ class JointILPPlanner(JointPlanner):
             x_cols = {k: c + offset for k, c in block.x.items()}
             z_cols = {k: c + offset for k, c in block.z.items()}
             blocks.append((comp, x_cols))
+            for (v, d), col in x_cols.items():
+                if comp.private_param_bytes[v] > 0:
+                    memory_terms[d][col] = float(comp.private_param_bytes[v])
+            for (p, d), col in block.m.items():
+                memory_terms[d][col + offset] = float(comp.shared_params[p][0])
 
             def terms(form, x_cols=x_cols, z_cols=z_cols, weight=1.0) -> dict[int, float]:
                 out: dict[int, float] = {}
@@ -325,6 +328,10 @@ class JointILPPlanner(JointPlanner):
                         acc[col] = acc.get(col, 0.0) + val
             latency_cols.append(terms(latency))
         assert shared is not None
+        for device, terms in zip(devices, memory_terms, strict=True):  # every model's parameters on one device
+            if enforce and device.memory_bytes is not None and terms:
+                norm = max(float(device.memory_bytes), 1.0)
+                model.row({c: v / norm for c, v in terms.items()}, -math.inf, float(device.memory_bytes) / norm)
         if throughput:
             u = model.var(ref, False, 0.0, math.inf)
             for row in shared:
