@@ -19,7 +19,12 @@ and every link direction is a stage):
   (no placement has a smaller bottleneck), then the cuts at thresholds spaced
   geometrically from it up to no restriction are evaluated; the one with the
   least bottleneck wins (Deb's rule with the budgets, e.g. a latency bound),
-  beside the latency-optimal cut (DADS' light-load DSL).
+  beside the latency-optimal cut (DADS' light-load DSL) and, since a
+  per-element restriction cannot move layers off a device whose layers are
+  each small but add up to the bottleneck, ``rounds`` cuts of weighted stage
+  sums ``sum_s w_s stage_s`` with the weights raised multiplicatively on the
+  bottleneck stages (the multiplicative-weights method for a min-max of
+  linear terms).
 
 Guarantee: never worse than the latency-optimal cut; the unrestricted cut ``x`` is among them, and ``B(x) <= S(x) <=
 S(x*) <= k B(x*)`` for the optimum ``x*``, with ``k`` the number of stages two
@@ -27,7 +32,7 @@ devices load (their two compute stages and the link directions of the paths
 between them; 3 in DADS' model, 4 with the downlink here): a ``k``-approximation,
 as DADS'; never marked optimal (use ``ilp``, or ``throughput-dp`` on chains).
 With more than two devices, each other device is tried as the server.
-Complexity: O(log(|V| |D|) + probes) max-flows per server.
+Complexity: O(log(|V| |D|) + probes + rounds) max-flows per server.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from functools import reduce
 
 import numpy as np
 
-from tiercut.cost import LinearForm, compile_problem, decode, evaluate_many, linear_form
+from tiercut.cost import LinearForm, compile_problem, decode, evaluate_many, linear_form, linear_value
 from tiercut.cost.throughput import stage_forms
 from tiercut.plan.base import PlacementResult, Planner, check_server
 from tiercut.plan.mincut import mincut_two_devices
@@ -62,12 +67,35 @@ class ThroughputMinCutPlanner(Planner):
         "bottleneck within a factor k (stages two devices load, 4 with the downlink) of the optimum over two-device "
         "placements, never worse than the latency-optimal cut; budgets checked, not optimised"
     )
-    complexity = "O(log(|V| |D|) + probes) max-flows on O(|V|) vertices per server"
+    complexity = "O(log(|V| |D|) + probes + rounds) max-flows on O(|V|) vertices per server"
     plans_throughput = True
 
-    def __init__(self, server: str | None = None, probes: int = 8) -> None:
+    def __init__(self, server: str | None = None, probes: int = 8, rounds: int = 12) -> None:
         self.server = server
         self.probes = probes
+        self.rounds = rounds
+
+    def _weighted_cuts(self, comp, forms: list[LinearForm], src: int, srv: int) -> list[np.ndarray]:
+        """Cuts of weighted stage sums ``sum_s w_s stage_s`` (separable, so one min cut each), the weights raised
+        multiplicatively on the stages that are the bottleneck (the multiplicative-weights method for a min-max
+        of linear terms): what moves layers off a stage the threshold restriction cannot, e.g. a device whose
+        layers are each small but sum to the bottleneck."""
+        weights = np.ones(len(forms))
+        out: list[np.ndarray] = []
+        for _ in range(self.rounds):
+            weighted = reduce(lambda a, b: a + b, [f.scaled(float(w)) for f, w in zip(forms, weights, strict=True)])
+            found = mincut_two_devices(comp, weighted, src, srv)
+            if found is None:
+                break
+            row = found[0]
+            out.append(row)
+            loads = np.array([float(linear_value(comp, f, row)[0]) for f in forms])
+            peak = float(loads.max())
+            if peak <= 0:
+                break
+            weights = weights * np.exp(loads / peak)
+            weights = weights / weights.sum() * len(forms)
+        return out
 
     def servers(self, problem: Problem) -> list[str]:
         if self.server is not None:
@@ -86,6 +114,8 @@ class ThroughputMinCutPlanner(Planner):
             return "it needs a second device besides the source"
         if not (isinstance(self.probes, int) and self.probes >= 1):
             return f"setting probes={self.probes!r} must be an integer >= 1"
+        if not (isinstance(self.rounds, int) and self.rounds >= 0):
+            return f"setting rounds={self.rounds!r} must be an integer >= 0"
         return None
 
     def _solve(self, problem: Problem) -> PlacementResult:
@@ -137,14 +167,17 @@ class ThroughputMinCutPlanner(Planner):
                 probed += 1
                 if found is not None:
                     rows.append(found)
+            rows += self._weighted_cuts(comp, forms, src, srv)
+            probed += self.rounds
         if not rows:
             return PlacementResult(problem.local_placement(), note="no two-device placement exists")
+        rows = [r for r in rows if r is not None]
         X = np.stack(rows)
         batch = evaluate_many(comp, X)
         keys = [(0 if batch.feasible[i] else 1, batch.objective[i] if batch.feasible[i] else batch.penalty[i])
                 for i in range(len(X))]
         best = min(range(len(X)), key=lambda i: keys[i])
-        note = f"{probed} restricted min cuts; best bottleneck {float(batch.objective[best]):.6g} s"
+        note = f"{probed} min cuts (restricted and weighted); best bottleneck {float(batch.objective[best]):.6g} s"
         if not problem.constraints.is_unconstrained:
             note += "; budgets are checked, not optimised (ilp optimises them)"
         return PlacementResult(decode(comp, X[best]), optimal=False, note=note)
