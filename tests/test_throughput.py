@@ -229,3 +229,21 @@ def test_multi_user_equal_share_refuses_throughput():
     problem = random_problem(random.Random(1), n_nodes=3, n_devices=2)
     with pytest.raises(TiercutError, match="JointProblem"):
         MultiUserProblem((UserProblem("u", problem),), Objective("throughput"))
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 6), n_devices=st.integers(2, 3))
+def test_ilp_breaks_bottleneck_ties_by_latency(rng, n_nodes, n_devices):
+    """Throughput first, then latency: of the placements with the optimal bottleneck, one of least latency."""
+    import itertools
+
+    problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, shape="dag", objective="throughput",
+                             missing_compute=0.2, directional=0.3)
+    comp = compile_problem(problem)
+    X = np.array(list(itertools.product(*[np.flatnonzero(comp.allowed[v]) for v in range(comp.n_nodes)])))
+    batch = evaluate_many(comp, X)
+    best = batch.objective[batch.feasible].min()
+    tied = batch.feasible & (batch.objective <= best * (1 + 1e-9))
+    result = plan(problem, "ilp")
+    assert result.bottleneck_s == pytest.approx(best, rel=1e-7)
+    assert result.latency_s == pytest.approx(batch.latency_s[tied].min(), rel=1e-6)

@@ -737,6 +737,9 @@ class ILPPlanner(Planner):
         else:
             proven = solution.status == "optimal" and _consistent(solution, found, self._tolerance())
         chosen = found if found is not None and not _better(best, found) else best
+        if throughput and chosen.feasible and math.isfinite(chosen.objective) and chosen.objective > 0:
+            chosen, tied = self._least_latency(comp, budgets, chosen, start_time)
+            note += tied
         if not proven:
             note += self._unproven_note(solution, time.perf_counter() - start_time)
             if chosen is best:
@@ -749,6 +752,23 @@ class ILPPlanner(Planner):
         return PlacementResult(
             decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note, compression=chosen.compression
         )
+
+    def _least_latency(
+        self, comp: CompiledProblem, budgets: dict, chosen: Candidate, start_time: float
+    ) -> tuple[Candidate, str]:
+        """The throughput objective's tie-break: among the placements as good as ``chosen``, one of least latency
+        (:func:`tiercut.plan.throughput_ilp.least_latency_at_bottleneck`)."""
+        from tiercut.plan.throughput_ilp import least_latency_at_bottleneck
+
+        remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
+        found = least_latency_at_bottleneck(comp, budgets, chosen.row, chosen.objective, remaining,
+                                            float(self.mip_rel_gap))
+        if found is None or not found.feasible or found.objective > chosen.objective * (1 + 1e-9):
+            return chosen, ""
+        latency = evaluate_many(comp, np.stack([chosen.row, found.row])).latency_s
+        if latency[1] >= latency[0]:
+            return chosen, ""
+        return replace(found, name=chosen.name), f"; least latency at that bottleneck ({latency[1]:.6g} s)"
 
     def _tolerance(self) -> float:
         """A proof holds to HiGHS's tolerances (see PROOF_RTOL); the reported gap says how close the bound is."""

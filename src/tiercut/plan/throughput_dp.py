@@ -153,7 +153,7 @@ class ThroughputDPPlanner(Planner):
             if not loads:
                 break
         last = order[-1]
-        best: tuple[float, int, int] | None = None
+        best: tuple[tuple[float, float], int, int] | None = None
         for d, labels in loads.items():
             sent = send(last, d, {src} if comp.is_output[last] else set())
             if sent is None:
@@ -163,9 +163,10 @@ class ThroughputDPPlanner(Planner):
             total[:, -1] += sent[1]
             ok = total[:, -1] <= limit
             values = np.where(ok, total[:, :-1].max(axis=1), np.inf)
-            i = int(np.argmin(values))
-            if math.isfinite(values[i]) and (best is None or values[i] < best[0]):
-                best = (float(values[i]), d, i)
+            i = int(np.lexsort((total[:, -1], values))[0])  # least bottleneck, then least latency among its labels
+            key = (float(values[i]), float(total[i, -1]))
+            if math.isfinite(key[0]) and (best is None or key < best[0]):
+                best = (key, d, i)
         if best is None or len(back) < len(order) - 1:
             return PlacementResult(problem.local_placement(), note="no chain placement beats the incumbent within the bounds")
         row = np.full(comp.n_nodes, src, dtype=np.int64)

@@ -27,7 +27,7 @@ from functools import reduce
 
 import numpy as np
 
-from tiercut.cost import CompiledProblem, LinearForm
+from tiercut.cost import CompiledProblem, LinearForm, linear_form
 from tiercut.cost.throughput import stage_forms
 
 
@@ -42,8 +42,8 @@ def build_bottleneck_milp(
     from tiercut.plan.ilp import build_milp
 
     forms = [form for _, form in stage_forms(comp)]
-    charged = reduce(lambda a, b: a + b, forms)
-    model = build_milp(comp, charged, budgets, kept)  # every transfer a stage charges gets its z
+    charged = reduce(lambda a, b: a + b, forms) + linear_form(comp, "latency")
+    model = build_milp(comp, charged, budgets, kept)  # every transfer a stage or the latency charges gets its z
     model.c = [0.0] * model.n_vars
     model.offset = 0.0
     ref = reference if math.isfinite(reference) and reference > 0 else 1.0
@@ -62,4 +62,31 @@ def build_bottleneck_milp(
     return model
 
 
-__all__ = ["build_bottleneck_milp"]
+def least_latency_at_bottleneck(comp: CompiledProblem, budgets: dict[str, tuple[LinearForm, float]], row: np.ndarray,
+                                bottleneck_s: float, time_limit_s: float, mip_rel_gap: float):
+    """Among the placements whose bottleneck is at most ``bottleneck_s`` (the optimum found), one of least latency:
+    the same MILP with ``B <= bottleneck_s`` and the latency form as the objective, started from ``row``
+    (lexicographic: throughput first, then latency). Returns the answer as a :class:`tiercut.plan.ilp.Candidate`
+    (its objective the bottleneck, by the cost model), or None when HiGHS gives none."""
+    from tiercut.plan.ilp import _decoded, _highs_class, solve_highs, solve_scipy
+
+    model = build_bottleneck_milp(comp, budgets, list(range(comp.n_devices)), bottleneck_s)
+    assert model.bottleneck is not None
+    model.ub[model.bottleneck] = 1.0 + 1e-9  # B is in units of bottleneck_s
+    latency = linear_form(comp, "latency")
+    model.c = [0.0] * model.n_vars
+    for (v, d), col in model.x.items():
+        model.c[col] = float(latency.node[v, d])
+    for (u, a, d), col in model.z.items():
+        model.c[col] = float(latency.transfer[u, a, d])
+    start = model.column_values(comp, row)
+    reference = float(np.dot(model.c, start))
+    scale = 1.0 / reference if reference > 0 else 1.0
+    if _highs_class()[0] is not None:
+        solution = solve_highs(model, scale, start, None, time_limit_s, mip_rel_gap)
+    else:
+        solution = solve_scipy(model, scale, None, time_limit_s, mip_rel_gap)
+    return _decoded(comp, model, solution)
+
+
+__all__ = ["build_bottleneck_milp", "least_latency_at_bottleneck"]
