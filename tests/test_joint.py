@@ -145,3 +145,11 @@ def test_bad_joint_problems_are_one_line_errors():
         with pytest.raises(TiercutError, match=message) as info:
             make()
         assert "\n" not in str(info.value)
+
+
+def test_the_front_door_plans_a_joint_problem():
+    import tiercut
+
+    problem = joint_problem(random.Random(5), 2, 2, 2, Objective("throughput"))
+    assert tiercut.plan(problem).algorithm == "joint-ilp"
+    assert tiercut.plan(problem, "independent").algorithm == "independent"

@@ -27,7 +27,7 @@ from tiercut.plan.shortest_path import ShortestPathPlanner
 from tiercut.plan.spatial import SpatialPlanner
 from tiercut.plan.throughput_dp import ThroughputDPPlanner
 from tiercut.plan.throughput_mincut import ThroughputMinCutPlanner
-from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
+from tiercut.problem import JointPlan, JointProblem, MultiPlan, MultiUserProblem, Plan, Problem
 
 PLANNERS: dict[str, type[Planner]] = {
     "local": LocalPlanner,
@@ -63,8 +63,13 @@ def get_planner(algorithm: str, **settings: Any) -> Planner:
     return planner.set_params(**settings)
 
 
-def plan(problem: Problem | MultiUserProblem, algorithm: str = DEFAULT_PLANNER, **settings: Any) -> Plan | MultiPlan:
-    """Solve ``problem`` with the planner ``algorithm`` (a single- or multi-user problem; :data:`DEFAULT_PLANNER` by default)."""
+def plan(
+    problem: Problem | MultiUserProblem | JointProblem, algorithm: str = DEFAULT_PLANNER, **settings: Any
+) -> Plan | MultiPlan | JointPlan:
+    """Solve ``problem`` with the planner ``algorithm`` (a single- or multi-user problem; :data:`DEFAULT_PLANNER` by
+    default); a :class:`JointProblem` goes to the joint planners (``joint-ilp`` by default)."""
+    if isinstance(problem, JointProblem):  # several models on shared devices: the joint planners
+        return plan_joint(problem, DEFAULT_JOINT_PLANNER if algorithm == DEFAULT_PLANNER else algorithm, **settings)
     planner = get_planner(algorithm, **settings)
     if isinstance(problem, MultiUserProblem):
         return planner.solve_multi(problem)
