@@ -23,7 +23,9 @@ def test_plan_throughput_json_recomputes_and_keeps_the_latency_bound(files):  # 
     unbounded = run("plan", *USER_CODE, *base(files), "--objective", "throughput", "--json")
     assert unbounded.exit_code == 0, unbounded.output
     free = json.loads(unbounded.output)["plan"]
-    bound = free["latency_s"] * 0.9
+    fastest = json.loads(run("plan", *USER_CODE, *base(files), "--objective", "latency", "--json").output)["plan"]
+    assert fastest["latency_s"] < free["latency_s"]  # here the throughput optimum costs latency
+    bound = fastest["latency_s"] * 1.05
     result = run("plan", *USER_CODE, *base(files), "--objective", "throughput", "--latency-max-s", str(bound), "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -34,6 +36,9 @@ def test_plan_throughput_json_recomputes_and_keeps_the_latency_bound(files):  # 
     assert plan.bottleneck_s == pytest.approx(ev.bottleneck_s) and plan.objective_value == pytest.approx(ev.bottleneck_s)
     assert plan.optimal and plan.latency_s <= bound * (1 + 1e-9)
     assert plan.bottleneck_s >= free["bottleneck_s"] * (1 - 1e-9)  # the bound can only cost throughput
+    truth = run("plan", *USER_CODE, *base(files), "--objective", "throughput", "--latency-max-s", str(bound),
+                "--algorithm", "brute-force", "--json")
+    assert plan.bottleneck_s == pytest.approx(json.loads(truth.output)["plan"]["bottleneck_s"], rel=1e-9)
 
 
 def test_plan_throughput_table_shows_the_throughput_column(files):  # noqa: F811
