@@ -52,7 +52,9 @@ from _common import host_description, write_result
 MEASURE_PIPELINED: Callable[[Any, Any], dict[str, Any]] | None = None
 
 PRESETS_QUICK = ("neurosurgeon-wifi", "three-tier")
-PRESETS = ("neurosurgeon-3g", "neurosurgeon-wifi", "three-tier", "edge-cluster")
+#: edge-cluster (7 devices) is left out: three MILPs per case without the dominated-device presolve ran into
+#: their time limits on the shared 2-core machine (load ~9)
+PRESETS = ("neurosurgeon-3g", "neurosurgeon-wifi", "three-tier")
 ZOO_QUICK = ("alexnet", "resnet18")
 ZOO = ("alexnet", "vgg16", "resnet18", "mobilenet_v2", "resnet50")
 #: several DNNs: (model, rate, source) pairs on migration-12's two clients sharing its fastest edge and cloud servers
