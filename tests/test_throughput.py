@@ -247,3 +247,23 @@ def test_ilp_breaks_bottleneck_ties_by_latency(rng, n_nodes, n_devices):
     result = plan(problem, "ilp")
     assert result.bottleneck_s == pytest.approx(best, rel=1e-7)
     assert result.latency_s == pytest.approx(batch.latency_s[tied].min(), rel=1e-6)
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 7), n_devices=st.integers(2, 4))
+def test_the_runtime_prediction_agrees_with_the_cost_model(rng, n_nodes, n_devices):
+    """The runtime's pipelined prediction (tiercut.runtime.pipelining) and the cost model's stages are one model."""
+    from tiercut.runtime.pipelining import pipeline_stages
+
+    problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, shape="dag", objective="throughput",
+                             missing_link=0.3, directional=0.4)
+    comp = compile_problem(problem)
+    row = [rng.choice(list(np.flatnonzero(comp.allowed[v]))) for v in range(comp.n_nodes)]
+    placement = {n.name: problem.device_names[d] for n, d in zip(problem.graph, row, strict=True)}
+    ev = evaluate(problem, placement)
+    if not ev.valid:
+        return
+    predicted = pipeline_stages(problem, placement)
+    busy = {name: seconds for name, seconds in ev.pipeline_stages.items() if seconds > 0}
+    assert {s.name: s.seconds for s in predicted.stages if s.seconds > 0} == pytest.approx(busy, rel=1e-12)
+    assert predicted.bottleneck_s == pytest.approx(ev.bottleneck_s, rel=1e-12)

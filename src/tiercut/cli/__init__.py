@@ -27,6 +27,7 @@ from tiercut.cli import (
     schema_cmd,
     serve_cmd,
     simulate_cmd,
+    sweep_cmd,
     upload_cmd,
 )
 from tiercut.errors import TiercutError
@@ -97,6 +98,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("run")(run_cmd.run)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("report")(report_cmd.report)
+app.command("sweep")(sweep_cmd.sweep)
 app.command("schema")(schema_cmd.schema)
 app.command("completion")(completion)
 exits_app = typer.Typer(help="Early exits: add exit branches to a model, train and measure them.", no_args_is_help=True)

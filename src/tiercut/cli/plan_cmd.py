@@ -218,6 +218,18 @@ def _qps(plan: Plan) -> str:
     return f"{plan.throughput_qps:.4g}/s"
 
 
+def _check_allocation(allocation: str | None, multi_user: bool, algorithm: str) -> None:
+    """``--allocation``'s value against the other options (one-line errors)."""
+    if allocation is None:
+        return
+    if allocation not in ("equal", "optimal"):
+        raise TiercutError(f"--allocation {allocation!r} is not known; use equal or optimal")
+    if not multi_user:
+        raise TiercutError("--allocation shares servers and links among users; give --users FILE (or drop it)")
+    if allocation == "equal" and algorithm == "jmdp":
+        raise TiercutError("jmdp plans the optimal shares with the placements; use --allocation optimal or another planner")
+
+
 def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
     from rich.table import Table
 
@@ -226,7 +238,8 @@ def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
     console = _console()
     console.print(
         f"[bold]{problem.name}[/bold]: {plan.algorithm} placement of {len(problem.users)} users "
-        f"(equal-share model, objective {problem.objective.describe()} over users, {problem.objective.aggregate})"
+        f"({'optimal resource shares' if plan.shares is not None else 'equal-share model'}, objective "
+        f"{problem.objective.describe()} over users, {problem.objective.aggregate})"
     )
     table = Table()
     for column in ("user", "source", "placement (layers on device, in order)", "latency", "source energy", "cost"):
@@ -391,11 +404,16 @@ def plan(
     rates: Annotated[
         str | None, typer.Option("--rates", help="with --models: each model's queries per second, e.g. 10,5")
     ] = None,
+    allocation: Annotated[
+        str | None,
+        typer.Option("--allocation", help="with --users: equal (each of n users gets 1/n of a shared server or link) "
+                     "or optimal (the optimal shares for the plan's placements; jmdp plans them jointly)"),
+    ] = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
     With --users FILE the users' models are planned jointly over shared devices (multi-user planners:
-    pso, ga, sa, greedy, best-response). With --models a,b --rates x,y several models share the devices under
+    pso, ga, sa, greedy, best-response, jmdp). With --models a,b --rates x,y several models share the devices under
     the shared-capacity model (docs/cost-model.md "Several DNNs").
     """
     from tiercut.pipeline import baselines, warm_imports
@@ -410,7 +428,8 @@ def plan(
         _plan_models(model, models, rates, algorithm, settings=[*(setting or [])], problem_options=opts,
                       model_options=model_options, as_json=as_json, out=out, quiet=quiet,
                       others={"--users": opts.users, "--spatial auto": spatial == "auto", "--exits": exits,
-                              "--preprocess": preprocess, "--cut-compression": cut_compression})
+                              "--preprocess": preprocess, "--cut-compression": cut_compression,
+                              "--allocation": allocation})
         return
     if model is None and opts.users is None:
         raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), --users FILE, or --list")
@@ -447,6 +466,7 @@ def plan(
     if latency_slo is not None or accuracy_min is not None:
         raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
+    _check_allocation(allocation, opts.users is not None, algorithm)
     progress = progress_for(quiet)
     problem = problem_options.problem(model, model_options, progress, preprocess=preprocess)
     if cut_compression is not None and isinstance(problem, Problem):  # JALAD: measure the cut tensors' codecs
@@ -467,6 +487,10 @@ def plan(
                            base_settings=settings or None)  # fmt: skip
     else:
         result = plan_step(problem, algorithm, progress=progress, **settings)
+    if allocation == "optimal" and isinstance(problem, MultiUserProblem) and result.shares is None:  # type: ignore[union-attr]
+        from tiercut.plan.jmdp import with_optimal_allocation
+
+        result = with_optimal_allocation(problem, result)  # type: ignore[arg-type]
     payload = {"problem": problem.to_dict(), "plan": result.to_dict()}
     if out is not None:
         emit_json(payload, out)

@@ -71,6 +71,10 @@ def run(
     ] = None,
     model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     rate: Annotated[float | None, typer.Option("--rate", help="queries per second (default: back to back)")] = None,
+    in_flight: Annotated[
+        int,
+        typer.Option("--in-flight", help="queries in flight at once across the tiers (pipelining; answers stay in order)"),
+    ] = 1,
     token: Annotated[
         str | None, typer.Option("--token", envvar="TIERCUT_TOKEN", help="token of the --workers (also $TIERCUT_TOKEN)")
     ] = None,
@@ -139,6 +143,12 @@ def run(
     check_finite("--keep-uploading-s", keep_uploading_s, minimum=0.0)
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
+    from tiercut.runtime.client import MAX_IN_FLIGHT
+
+    if not 1 <= in_flight <= MAX_IN_FLIGHT:
+        raise TiercutError(f"--in-flight {in_flight} must be within 1..{MAX_IN_FLIGHT}")
+    if exits is not None and in_flight != 1:
+        raise TiercutError("--in-flight pipelines plain runs; drop it with --exits (exit plans run one query at a time)")
     if exits is not None:  # early exits (issue 15): plan with edgent/ddnn, run on workers, measure on held-out digits
         from tiercut.cli.exits_cmd import run_with_exits
         from tiercut.graph.model_spec import check_code_allowed
@@ -164,7 +174,7 @@ def run(
     outcome = run_step(
         request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=opts.server, upload_plan=upload_plan,
         tiled_plan=tiled_plan,
-        queries=queries, rate_hz=rate, workers=addresses,
+        queries=queries, rate_hz=rate, in_flight=in_flight, workers=addresses,
         credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca), insecure=insecure,
         artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,
         source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,
@@ -180,7 +190,7 @@ def run(
         if out is None:
             emit_json(outcome.to_dict(), None)
         return
-    for line in outcome.result.summary_lines():
+    for line in [*outcome.result.summary_lines(), *outcome.pipeline_lines()]:
         typer.echo(line)
     if plot is not None:
         typer.echo(f"plot: {plot}")

@@ -28,16 +28,47 @@ class RunOutcome:
         result: the measured trace (:class:`tiercut.runtime.client.RunResult`).
         problem: the client-server problem it was planned on (None for a given upload plan).
         prediction: the simulator's (start_s, latency_s) of the same queries, when asked and comparable.
+        pipeline: with queries in flight, the pipelined model's stages of the final placement
+            (:class:`tiercut.runtime.pipelining.PipelinePrediction`; None without a problem).
     """
 
     upload_plan: dict[str, Any]
     result: Any
     problem: Problem | None = None
     prediction: list[tuple[float, float]] | None = None
+    pipeline: Any = None
+
+    def pipeline_lines(self) -> list[str]:
+        """Measured throughput and latency under load beside the pipelined prediction (runs with ``in_flight > 1``)."""
+        from tiercut.runtime.pipelining import measure_pipeline
+
+        if getattr(self.result, "in_flight", 1) <= 1:
+            return []
+        measured = measure_pipeline(self.result)
+        line = (
+            f"  pipelined, {measured.in_flight} in flight (peak {measured.peak_in_flight}): "
+            f"{measured.throughput_qps:.2f} queries/s measured over {measured.queries} queries of stage {measured.stage}, "
+            f"latency p50 {measured.latency_p50_s * 1e3:.1f} ms, p95 {measured.latency_p95_s * 1e3:.1f} ms"
+        )
+        lines = [line]
+        if self.pipeline is not None and self.pipeline.stages:
+            lines.append(
+                f"  predicted: {self.pipeline.throughput_qps:.2f} queries/s (bottleneck {self.pipeline.bottleneck.name}, "
+                f"{self.pipeline.bottleneck_s * 1e3:.1f} ms per query)"
+            )
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints."""
-        return {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints (``pipeline`` too with queries in flight)."""
+        out = {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+        if getattr(self.result, "in_flight", 1) > 1:
+            from tiercut.runtime.pipelining import measure_pipeline
+
+            out["pipeline"] = {
+                "measured": measure_pipeline(self.result).to_dict(),
+                "predicted": self.pipeline.to_dict() if self.pipeline is not None else None,
+            }
+        return out
 
 
 def read_upload_plan(path: str | Path) -> dict[str, Any]:
@@ -89,6 +120,7 @@ def run(
     tiled_plan: str | Path | None = None,
     queries: int = 20,
     rate_hz: float | None = None,
+    in_flight: int = 1,
     workers: Mapping[str, str] | None = None,
     credentials: Any = None,
     insecure: bool = False,
@@ -123,6 +155,8 @@ def run(
         insecure: allow a token to travel in clear to non-loopback workers.
         artifact_format: ``aten-json`` or ``onnx`` (default: ``onnx`` for an ``.onnx`` model, whose
             partitions run in onnxruntime on workers started with ``--allow-onnx``; else ``aten-json``).
+        in_flight: queries in flight at once (pipelining, :mod:`tiercut.runtime.pipelining`); local workers then
+            run one partition at a time, each device one stage of the pipeline.
         predict: also simulate the same run (single server, real link figures, back-to-back queries).
         log: called with each line the run reports (uploads confirmed, workers' state).
     """
@@ -176,6 +210,7 @@ def run(
     settings = RunSettings(
         queries=queries, rate_hz=rate_hz, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown, client_torch_device=torch_device,
+        in_flight=in_flight,
     )
     environment = load_environment(env)
     problem, tiled = None, ()
@@ -222,6 +257,8 @@ def run(
         extra = ["--allow-onnx"] if artifact_format == "onnx" else []
         if torch_device != "cpu":
             extra += ["--torch-device", torch_device]
+        if in_flight > 1:  # each device one pipeline stage, its queue long enough for every query in flight
+            extra += ["--concurrent-partitions", "1", "--max-queued-runs", str(max(16, in_flight))]
         cluster = LocalCluster(
             [*migration.servers, *migration.relays], env=env if emulate_links else None,
             bandwidth_scale=bandwidth_scale, log_dir=log_dir, extra_args=extra,
@@ -244,7 +281,24 @@ def run(
     prediction = None
     if predict and problem is not None and emulate_links and bandwidth_scale == 1.0 and rate_hz is None:
         prediction = predicted_queries(problem, plan, queries)
-    return RunOutcome(plan, result, problem, prediction)
+    return RunOutcome(plan, result, problem, prediction, pipeline=_pipeline_prediction(problem, plan, in_flight))
+
+
+def _pipeline_prediction(problem: Problem | None, plan: Mapping[str, Any], in_flight: int) -> Any:
+    """The pipelined model of the plan's final placement (None for one query at a time, or without a problem)."""
+    from tiercut.runtime.pipelining import pipeline_stages
+
+    stages = plan.get("stages")
+    if in_flight <= 1 or problem is None or not isinstance(stages, list) or not stages:
+        return None
+    placement = stages[-1].get("placement") if isinstance(stages[-1], dict) else None
+    if not isinstance(placement, dict):
+        return None
+    known = {n.name for n in problem.graph}
+    try:
+        return pipeline_stages(problem, {n: d for n, d in placement.items() if n in known})
+    except TiercutError:
+        return None
 
 
 __all__ = ["RunOutcome", "predicted_queries", "read_upload_plan", "run"]

@@ -18,9 +18,11 @@ from tiercut.plan.edgent import EdgentPlanner
 from tiercut.plan.ga import GAPlanner
 from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
+from tiercut.plan.jmdp import JointAllocationPlanner
 from tiercut.plan.mincut import MinCutPlanner
 from tiercut.plan.multiuser import BestResponsePlanner
 from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
+from tiercut.plan.panda import PandaPlanner
 from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
@@ -48,6 +50,8 @@ PLANNERS: dict[str, type[Planner]] = {
     "ddnn": DDNNPlanner,
     "throughput-mincut": ThroughputMinCutPlanner,
     "throughput-dp": ThroughputDPPlanner,
+    "jmdp": JointAllocationPlanner,
+    "panda": PandaPlanner,
 }
 
 
