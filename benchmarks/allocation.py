@@ -1,4 +1,4 @@
-"""Issue 19's front door: shared resources and online decisions (allocation, Lyapunov; more sections to come).
+"""Issue 19's front door: shared resources and online decisions (allocation, Lyapunov, D2D, input routing).
 
 Sections (``--sections``, default all; each a ``run(quick) -> dict`` in :data:`SECTIONS`):
 
@@ -13,6 +13,8 @@ Sections (``--sections``, default all; each a ``run(quick) -> dict`` in :data:`S
   ``neurosurgeon-wifi``; i.i.d. slots over 0.05x-2x the link's nominal bandwidth; the mobile's clock at 0.6,
   0.8 or 1.0 of nominal with the cubic power model): average latency, average source energy and the largest
   virtual-queue backlog against V, with the static optimum and the offline oracle (PNG + JSON).
+- ``d2d``: DCOSD2D's speed-up with 1-4 helper phones (``benchmarks/d2d.py``, which also runs alone).
+- ``routing``: AppealNet's accuracy against the fraction of inputs offloaded (``benchmarks/routing.py``).
 
 Writes benchmarks/results/allocation.json (and allocation_lyapunov.png) and prints a table. The machine's
 load average is recorded before and after: the figures are analytic or simulated, the solve times are not.
@@ -31,6 +33,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import d2d
+import routing
 from _common import RESULTS, host_description, write_result
 
 USER_COUNTS = (2, 4, 8, 12, 16, 20)
@@ -181,10 +185,17 @@ def _plot(data: dict[str, Any]) -> Path:
     return path
 
 
-#: section name -> its run(quick); the other engineers' sections (d2d, routing, variants) add one line each.
+#: section name -> its run(quick); d2d and routing live in their own scripts (each also runs alone)
 SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "allocation": run_allocation,
     "lyapunov": run_lyapunov,
+    "d2d": d2d.run,
+    "routing": routing.run,
+}
+#: section name -> what prints its table (the sections defined here print theirs in :func:`main`)
+REPORTS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "d2d": d2d.report,
+    "routing": routing.report,
 }
 
 
@@ -229,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         for c in ly["curve"]:
             print(f"{c['V']:8.2f} {c['mean_latency_s'] * 1e3:10.3f} {c['mean_energy_j'] * 1e3:10.3f} "
                   f"{c['max_queue_j']:10.3f} {c['queue_bound_j']:10.3f}")
+    for name, report in REPORTS.items():
+        if name in results:
+            print(f"\n[{name}]")
+            report(results[name])
     print(f"\nwrote {path} (load average before {load_before}, after {list(os.getloadavg())}; "
           f"cpu {host_description()['cpu']})")
     return 0

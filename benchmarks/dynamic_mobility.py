@@ -277,8 +277,13 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.quick)
     path = write_result("dynamic_mobility", result)
-    print(table(result))
+    report(result)
     print(f"wrote {path.relative_to(ROOT)} and {result['plot']}")
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the strategies table of a :func:`run` result."""
+    print(table(result))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.adapt_opts import DEFAULT_ADAPT_OPTIONS, AdaptOptions
 from tiercut.cli.checks import check_finite, check_output_path, check_plot_path, write_output
 from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
@@ -53,6 +54,7 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
 
 @option_group("upload_options", UploadOptions)
 @option_group("model_options", ModelOptions)
+@option_group("adapt_options", AdaptOptions)
 def run(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     upload_options: UploadOptions = DEFAULT_UPLOAD_OPTIONS,
@@ -121,6 +123,7 @@ def run(
     ] = None,
     latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
     accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
+    adapt_options: AdaptOptions = DEFAULT_ADAPT_OPTIONS,
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
     from tiercut.pipeline import parse_algorithms
@@ -149,6 +152,13 @@ def run(
         raise TiercutError(f"--in-flight {in_flight} must be within 1..{MAX_IN_FLIGHT}")
     if exits is not None and in_flight != 1:
         raise TiercutError("--in-flight pipelines plain runs; drop it with --exits (exit plans run one query at a time)")
+    adapt = adapt_options.settings(algorithm, upload_algorithm)
+    link_schedule = adapt_options.schedule()
+    fixed = exits is not None or upload_plan is not None or tiled_plan is not None
+    if (adapt is not None or link_schedule is not None) and fixed:
+        raise TiercutError("--adapt and --link-schedule re-plan the run's own plan; drop --exits, --upload-plan and --tiled-plan")
+    if (adapt is not None or link_schedule is not None) and in_flight != 1:
+        raise TiercutError("--adapt and --link-schedule switch plans between queries, one at a time; drop --in-flight")
     if exits is not None:  # early exits (issue 15): plan with edgent/ddnn, run on workers, measure on held-out digits
         from tiercut.cli.exits_cmd import run_with_exits
         from tiercut.graph.model_spec import check_code_allowed
@@ -180,7 +190,7 @@ def run(
         source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=opts.source, profile=opts.profile,
         compute_table=opts.compute_table, predict=plot is not None, progress=progress_for(quiet),
-        log=(lambda line: typer.echo(line, err=True)) if not as_json else None,
+        log=(lambda line: typer.echo(line, err=True)) if not as_json else None, adapt=adapt, link_schedule=link_schedule,
     )
     if plot is not None:
         _plot(outcome.result, outcome.upload_plan, outcome.prediction, plot)

@@ -109,6 +109,26 @@ def _onnx_captured(model: Any, input_shape: tuple[int, ...] | None, granularity:
         return load_onnx_captured(model, input_shape, granularity=granularity)
 
 
+def _checked_schedule(
+    link_schedule: Any, *, adaptive: bool, fixed_plan: bool, in_flight: int, emulate_links: bool
+) -> Any:
+    """The run's :class:`~tiercut.runtime.adapt.LinkSchedule` (parsed from its texts), with the adaptive run's
+    settings checked: the run plans its own problem, one query at a time, on emulated links for a schedule."""
+    if isinstance(link_schedule, (list, tuple)):
+        from tiercut.runtime.adapt import LinkSchedule
+
+        link_schedule = LinkSchedule.parse(link_schedule) if link_schedule else None
+    if not adaptive and link_schedule is None:
+        return None
+    if fixed_plan:
+        raise TiercutError("--adapt and --link-schedule run the problem planned here; drop --upload-plan and --tiled-plan")
+    if in_flight != 1:
+        raise TiercutError("--adapt and --link-schedule switch plans between queries, one at a time; drop --in-flight")
+    if link_schedule is not None and not emulate_links:
+        raise TiercutError("--link-schedule changes the emulated links' rates; drop --no-emulate-links")
+    return link_schedule
+
+
 def run(
     model: Any,
     env: str = "three-tier",
@@ -142,6 +162,8 @@ def run(
     predict: bool = False,
     progress: Progress = SILENT,
     log: Callable[[str], None] | None = None,
+    adapt: Any | None = None,
+    link_schedule: Any | None = None,
 ) -> RunOutcome:
     """Run ``model`` split over workers: uploads in the planned pieces while ``queries`` queries run.
 
@@ -159,6 +181,10 @@ def run(
             run one partition at a time, each device one stage of the pipeline.
         predict: also simulate the same run (single server, real link figures, back-to-back queries).
         log: called with each line the run reports (uploads confirmed, workers' state).
+        adapt: an :class:`~tiercut.runtime.adapt.AdaptSettings`: estimate the links, re-plan with hysteresis,
+            upload new partitions in the background and switch between queries (:mod:`tiercut.runtime.adaptive`).
+        link_schedule: a :class:`~tiercut.runtime.adapt.LinkSchedule` (or its ``A-B=T:RATE,...`` texts): the
+            emulated links' rates over the run (with or without ``adapt``).
     """
     from tiercut.env import load_environment
     from tiercut.graph import ModelRequest, is_onnx_path
@@ -196,6 +222,11 @@ def run(
         raise TiercutError("give an upload plan or a tiled plan, not both")
     if upload_plan is None and tiled_plan is None:
         check_upload_algorithm(upload_algorithm)
+    link_schedule = _checked_schedule(
+        link_schedule, adaptive=adapt is not None, fixed_plan=upload_plan is not None or tiled_plan is not None,
+        in_flight=in_flight, emulate_links=emulate_links,
+    )
+    adaptive = adapt is not None or link_schedule is not None
     # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
     credentials = credentials or Credentials()
@@ -231,6 +262,8 @@ def run(
         plan = read_upload_plan(upload_plan)
     else:
         plan = dict(upload_plan)
+    if link_schedule is not None and problem is not None:
+        link_schedule.check_links(problem)
     if onnx_file:
         captured = _onnx_captured(model, input_shape, granularity, progress)
     else:
@@ -245,22 +278,38 @@ def run(
         )
     link_env = environment if emulate_links else None
     running = f"running {queries} queries of {label} while its partitions upload"
-    if workers is not None:
-        with progress.step(running):
-            result = run_migration(
-                migration, workers, credentials=credentials, settings=settings, environment=link_env,
+
+    def run_on(addresses: Mapping[str, str], creds: Any) -> Any:
+        if not adaptive:
+            return run_migration(
+                migration, addresses, credentials=creds, settings=settings, environment=link_env,
                 bandwidth_scale=bandwidth_scale, log=note,
             )
+        from tiercut.runtime.adapt import AdaptSettings
+        from tiercut.runtime.session import run_adaptive
+
+        return run_adaptive(
+            problem, migration, plan["stages"][-1]["placement"], addresses, credentials=creds, settings=settings,
+            adapt=adapt or AdaptSettings(algorithm=algorithm, upload_algorithm=upload_algorithm), replan=adapt is not None,
+            schedule=link_schedule, environment=link_env, bandwidth_scale=bandwidth_scale, label=label, log=note,
+        )
+
+    if workers is not None:
+        with progress.step(running):
+            result = run_on(workers, credentials)
     else:
         import torch
 
         extra = ["--allow-onnx"] if artifact_format == "onnx" else []
         if torch_device != "cpu":
             extra += ["--torch-device", torch_device]
+        devices = [*migration.servers, *migration.relays]
+        if adaptive:  # a new plan may use any server of the problem
+            devices = [d for d in problem.device_names if d != problem.source]
         if in_flight > 1:  # each device one pipeline stage, its queue long enough for every query in flight
             extra += ["--concurrent-partitions", "1", "--max-queued-runs", str(max(16, in_flight))]
         cluster = LocalCluster(
-            [*migration.servers, *migration.relays], env=env if emulate_links else None,
+            devices, env=env if emulate_links else None,
             bandwidth_scale=bandwidth_scale, log_dir=log_dir, extra_args=extra,
         )
         threads = torch.get_num_threads()
@@ -270,10 +319,7 @@ def run(
                 cluster.start()
             try:
                 with progress.step(running):
-                    result = run_migration(
-                        migration, cluster.addresses, credentials=cluster.credentials(), settings=settings,
-                        environment=link_env, bandwidth_scale=bandwidth_scale, log=note,
-                    )
+                    result = run_on(cluster.addresses, cluster.credentials())
             finally:
                 cluster.stop()
         finally:

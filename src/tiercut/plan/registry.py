@@ -12,6 +12,7 @@ from tiercut.errors import TiercutError
 from tiercut.plan.base import DEFAULT_PLANNER, Planner
 from tiercut.plan.baselines import AllOnPlanner, LocalPlanner
 from tiercut.plan.brute_force import BruteForcePlanner
+from tiercut.plan.d2d import D2DPlanner
 from tiercut.plan.ddnn import DDNNPlanner
 from tiercut.plan.dp import DynamicProgrammingPlanner
 from tiercut.plan.edgent import EdgentPlanner
@@ -50,6 +51,7 @@ PLANNERS: dict[str, type[Planner]] = {
     "ddnn": DDNNPlanner,
     "throughput-mincut": ThroughputMinCutPlanner,
     "throughput-dp": ThroughputDPPlanner,
+    "d2d": D2DPlanner,
     "jmdp": JointAllocationPlanner,
     "panda": PandaPlanner,
 }
