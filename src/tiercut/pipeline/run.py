@@ -8,6 +8,7 @@ when asked, the simulator's prediction of the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,16 +29,23 @@ class RunOutcome:
         result: the measured trace (:class:`tiercut.runtime.client.RunResult`).
         problem: the client-server problem it was planned on (None for a given upload plan).
         prediction: the simulator's (start_s, latency_s) of the same queries, when asked and comparable.
+        cut_compression: with ``cut_compression``: the plan's decision and what the run measured
+            (:class:`tiercut.pipeline.cut_compression.CutCompressionRun`), else None.
     """
 
     upload_plan: dict[str, Any]
     result: Any
     problem: Problem | None = None
     prediction: list[tuple[float, float]] | None = None
+    cut_compression: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints."""
-        return {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+        """``{"upload_plan", "run"}`` (and ``"cut_compression"`` when the cuts were compressed): what
+        ``tiercut run --json`` prints."""
+        out = {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+        if self.cut_compression is not None:
+            out["cut_compression"] = self.cut_compression.to_dict()
+        return out
 
 
 def read_upload_plan(path: str | Path) -> dict[str, Any]:
@@ -108,6 +116,10 @@ def run(
     profile: str | Path | None = None,
     compute_table: str | Path | None = None,
     predict: bool = False,
+    private_layers: int = 0,
+    queries_after_upload: int = 0,
+    cut_compression: str | None = None,
+    accuracy_loss_max: float | None = None,
     progress: Progress = SILENT,
     log: Callable[[str], None] | None = None,
 ) -> RunOutcome:
@@ -124,6 +136,12 @@ def run(
         artifact_format: ``aten-json`` or ``onnx`` (default: ``onnx`` for an ``.onnx`` model, whose
             partitions run in onnxruntime on workers started with ``--allow-onnx``; else ``aten-json``).
         predict: also simulate the same run (single server, real link figures, back-to-back queries).
+        private_layers: pin the model's first N layers to the source (privacy).
+        queries_after_upload: go on past ``queries`` until this many queries started after every upload arrived.
+        cut_compression: JALAD (``auto``, ``int8``, ``int4`` or ``off``): measure the codecs on the model, let the
+            planner decide per cut tensor under ``accuracy_loss_max``, and send the tensors the final placement
+            compresses quantized + zstd-coded on the wire; the outcome reports the bytes on the wire and the top-1
+            agreement with the uncompressed model (:mod:`tiercut.pipeline.cut_compression`).
         log: called with each line the run reports (uploads confirmed, workers' state).
     """
     from tiercut.env import load_environment
@@ -162,6 +180,10 @@ def run(
         raise TiercutError("give an upload plan or a tiled plan, not both")
     if upload_plan is None and tiled_plan is None:
         check_upload_algorithm(upload_algorithm)
+    compressing = _check_cut_compression(
+        cut_compression, accuracy_loss_max, upload_plan=upload_plan, tiled_plan=tiled_plan, onnx=onnx_file,
+        granularity=granularity,
+    )
     # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
     credentials = credentials or Credentials()
@@ -176,9 +198,10 @@ def run(
     settings = RunSettings(
         queries=queries, rate_hz=rate_hz, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown, client_torch_device=torch_device,
+        queries_after_upload=queries_after_upload,
     )
     environment = load_environment(env)
-    problem, tiled = None, ()
+    problem, tiled, captured, wire = None, (), None, None
     if tiled_plan is not None:
         from tiercut.runtime.tiled import load_tiled_plan
 
@@ -187,18 +210,30 @@ def run(
     elif upload_plan is None:
         full = problem_step(
             model, environment, source=source, input_shape=input_shape, granularity=granularity, profile=profile,
-            compute_s=compute_table, progress=progress,
+            compute_s=compute_table, private_layers=private_layers, progress=progress,
         )
+        if compressing:
+            from tiercut.pipeline.cut_compression import attach_cut_compression
+
+            captured = capture(model, input_shape, granularity=granularity, progress=progress)
+            full = attach_cut_compression(
+                full, model, str(cut_compression), accuracy_loss_max=accuracy_loss_max, captured=captured, progress=progress
+            )
         planned = plan_uploads(full, upload_algorithm, server=server, offloading=algorithm, progress=progress)
         problem = planned.problem
         plan = planned.plan.to_dict()
+        if compressing:
+            from tiercut.pipeline.cut_compression import decide_wire_codecs
+
+            wire = decide_wire_codecs(problem, planned.plan.stages[-1].placement)
+            settings = dataclasses.replace(settings, cut_compression=wire.wire_codecs, verify_outputs=True)
     elif isinstance(upload_plan, (str, Path)):
         plan = read_upload_plan(upload_plan)
     else:
         plan = dict(upload_plan)
     if onnx_file:
         captured = _onnx_captured(model, input_shape, granularity, progress)
-    else:
+    elif captured is None:
         captured = capture(model, input_shape, granularity=granularity, progress=progress)
     label = spec if isinstance(spec, str) else captured.graph.model
     plan_source = source or plan.get("source") or environment.default_source()
@@ -244,7 +279,36 @@ def run(
     prediction = None
     if predict and problem is not None and emulate_links and bandwidth_scale == 1.0 and rate_hz is None:
         prediction = predicted_queries(problem, plan, queries)
-    return RunOutcome(plan, result, problem, prediction)
+    measured = None
+    if wire is not None:
+        from tiercut.pipeline.cut_compression import measure_run
+        from tiercut.runtime.client import default_query_inputs
+
+        measured = measure_run(wire, result, captured, default_query_inputs(captured), final_stage=len(plan["stages"]) - 1)
+    return RunOutcome(plan, result, problem, prediction, measured)
+
+
+def _check_cut_compression(
+    mode: str | None, accuracy_loss_max: float | None, *, upload_plan: Any, tiled_plan: Any, onnx: bool, granularity: str
+) -> bool:
+    """Whether the run compresses cut tensors; a combination it cannot do is a one-line error."""
+    from tiercut.pipeline.cut_compression import check_accuracy_loss_max, codec_names
+
+    check_accuracy_loss_max(accuracy_loss_max)
+    if mode is None:
+        if accuracy_loss_max is not None:
+            raise TiercutError("--accuracy-loss-max bounds cut compression; add --cut-compression auto (or int8)")
+        return False
+    if codec_names(mode) is None:
+        return False
+    for option, given in (("--upload-plan", upload_plan), ("--tiled-plan", tiled_plan)):
+        if given is not None:
+            raise TiercutError(f"--cut-compression decides the cuts while planning the run; drop {option} (or --cut-compression)")
+    if onnx:
+        raise TiercutError("--cut-compression measures and cuts a torch model; an .onnx model runs its cuts raw (drop it)")
+    if granularity != "module":
+        raise TiercutError("cut compression measures the module graph; drop --granularity block or --cut-compression")
+    return True
 
 
 __all__ = ["RunOutcome", "predicted_queries", "read_upload_plan", "run"]
