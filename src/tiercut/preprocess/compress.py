@@ -7,12 +7,14 @@ Front door: :func:`compress` (a torch model -> :class:`Compressed`, the new
 extraction, latency measured here, accuracy).
 
 Methods (one module each): ``lowrank`` (:mod:`~tiercut.preprocess.lowrank`),
-``prune`` (:mod:`~tiercut.preprocess.prune`), ``int8`` and ``fp16``
-(:mod:`~tiercut.preprocess.quantize`).
+``prune`` (structured channel pruning, :mod:`~tiercut.preprocess.prune`, or
+unstructured magnitude pruning, :mod:`~tiercut.preprocess.magnitude`, by the
+``pruning`` setting), ``int8`` and ``fp16`` (:mod:`~tiercut.preprocess.quantize`).
 
 A compressed model on disk is a directory with ``model.safetensors`` (the
 state dict; an int8 tensor as its integer values plus scales and zero
-points) and ``tiercut-compressed.json``: the base model (a zoo name or a
+points; a tensor with enough zeros, e.g. magnitude-pruned, as a bitmap of its
+non-zeros plus their values) and ``tiercut-compressed.json``: the base model (a zoo name or a
 ``tiercut.*`` factory; any other factory only with ``--allow-code``), its
 inputs, and the stages, each a list of data edits from a closed vocabulary
 (``lowrank`` a layer at a rank, ``resize`` a layer's channels, a precision,
@@ -40,6 +42,8 @@ from tiercut.errors import TiercutError
 from tiercut.serialization import json_contract
 
 METHODS = ("lowrank", "prune", "int8", "fp16")
+#: ``prune``'s kinds: remove whole channels (FLOPs and bytes drop) or zero single weights (stored sparse)
+PRUNINGS = ("channel", "magnitude")
 FORMAT = "tiercut-compressed"
 FORMAT_VERSION = 1
 SPEC_FILE = "tiercut-compressed.json"
@@ -108,6 +112,7 @@ def compress(
     rank: int | None = None,
     ratio: float = 0.5,
     int8_mode: str = "auto",
+    pruning: str = "channel",
     calibration: Sequence[tuple[Any, ...]] | None = None,
 ) -> Compressed:
     """Compress ``model`` (not changed) by ``method``.
@@ -127,6 +132,13 @@ def compress(
         settings = LowRankSettings(energy=energy, rank=rank)
         new, edits = decompose(model, settings)
         return Compressed(new, Stage("lowrank", {"energy": energy, "rank": rank}, tuple(edits)))
+    if method == "prune" and pruning not in PRUNINGS:
+        raise TiercutError(f"pruning {pruning!r} is not known; use one of {', '.join(PRUNINGS)}")
+    if method == "prune" and pruning == "magnitude":
+        from tiercut.preprocess.magnitude import MagnitudeSettings, prune_magnitude
+
+        new, _ = prune_magnitude(model, MagnitudeSettings(sparsity=ratio))
+        return Compressed(new, Stage("prune", {"ratio": ratio, "pruning": "magnitude"}))
     if method == "prune":
         from tiercut.preprocess.prune import PruneSettings, prune_channels
 
@@ -187,9 +199,12 @@ def apply_stage(model: Any, stage: Stage, example_inputs: tuple[Any, ...], where
 
 
 # ------------------------------------------------------------------------------------- state dict files
-def _flatten_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A state dict as plain tensors (for safetensors) and a description of what they were."""
+def _flatten_state(state: Mapping[str, Any], sparse: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A state dict as plain tensors (for safetensors) and a description of what they were (``sparse``: a floating
+    tensor with enough zeros as bitmap + values, :mod:`tiercut.preprocess.magnitude`)."""
     import torch
+
+    from tiercut.preprocess.magnitude import sparse_encode, worth_sparse
 
     tensors: dict[str, Any] = {}
     layout: dict[str, Any] = {}
@@ -210,6 +225,9 @@ def _flatten_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
             tensors[f"{key}::scale"] = torch.tensor([value.q_scale()], dtype=torch.float64)
             tensors[f"{key}::zero_point"] = torch.tensor([value.q_zero_point()], dtype=torch.int64)
             return {"kind": "qtensor", "scheme": "per_tensor"}
+        if sparse and not value.is_sparse and worth_sparse(value):
+            tensors[f"{key}::bitmap"], tensors[f"{key}::values"] = sparse_encode(value)
+            return {"kind": "sparse", "shape": list(value.shape)}
         tensors[key] = value.detach().contiguous()
         return {"kind": "tensor"}
 
@@ -238,6 +256,10 @@ def _unflatten_state(tensors: Mapping[str, Any], layout: Mapping[str, Any], wher
                 return value
             if kind == "tensor":
                 return tensors[key]
+            if kind == "sparse":
+                from tiercut.preprocess.magnitude import sparse_decode
+
+                return sparse_decode(tensors[f"{key}::bitmap"], tensors[f"{key}::values"], info.get("shape"), f"{where}: {key!r}")
             if kind == "qtensor":
                 ints, scale, zero = tensors[f"{key}::int"], tensors[f"{key}::scale"], tensors[f"{key}::zero_point"]
                 if ints.dtype not in (torch.int8, torch.uint8, torch.int32):
@@ -382,6 +404,13 @@ def load_compressed(path: str | Path, *, allow_code: bool = False, seed: int = 0
     return model.eval(), loaded.example_inputs, spec
 
 
+def stored_weight_bytes(model: Any) -> int:
+    """Bytes of ``model``'s state as :func:`save_compressed` stores it (int8 as integers, sparse tensors as
+    bitmap + values): what a device receiving the file receives."""
+    tensors, _ = _flatten_state(model.state_dict())
+    return int(sum(t.numel() * t.element_size() for t in tensors.values()))
+
+
 def model_label(spec: Mapping[str, Any]) -> str:
     """``resnet18+prune+int8``: the base model and its compression stages."""
     return "+".join([str(spec.get("base", "")).rpartition(":")[2] or "model", *(s.method for s in spec["stages"])])
@@ -402,6 +431,11 @@ class CompressionReport:
         agreement: top-1 agreement with the uncompressed model on the evaluation inputs.
         relative_error: ``||y - y_ref|| / ||y_ref||`` of the outputs on those inputs.
         nodes: layer graph nodes.
+        stored_bytes: bytes of the state as a compressed model file stores it (sparse tensors as bitmap + values,
+            :func:`stored_weight_bytes`); ``weight_bytes`` is what the dense kernels hold in memory.
+        sparsity: the fraction of zeros among the Conv/Linear weights.
+        nonzero_flops: FLOPs if multiply-adds with zero weights were skipped (a bound for sparse kernels;
+            ``flops``, what torch's dense CPU kernels execute, is what the cost model counts).
     """
 
     method: str
@@ -414,6 +448,9 @@ class CompressionReport:
     relative_error: float | None = None
     nodes: int = 0
     note: str = ""
+    stored_bytes: int | None = None
+    sparsity: float | None = None
+    nonzero_flops: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -473,16 +510,20 @@ def measure_compression(
             agreement = float((out.argmax(1) == ref.argmax(1)).float().mean())
             denom = float(torch.linalg.vector_norm(ref))
             relative = float(torch.linalg.vector_norm(out - ref)) / denom if denom > 0 else math.inf
+    from tiercut.preprocess.magnitude import nonzero_flops, sparsity_of
+
     return CompressionReport(
         method=method, weight_bytes=graph.total_param_bytes, flops=graph.total_flops,
         latency_s=float(statistics.median(times)), runs=len(times), accuracy=accuracy, agreement=agreement,
         relative_error=relative, nodes=len(graph), note=f"latency: median of {len(times)} runs, {threads} torch thread(s)",
+        stored_bytes=stored_weight_bytes(model), sparsity=sparsity_of(model), nonzero_flops=nonzero_flops(graph, model),
     )
 
 
 __all__ = [
     "FORMAT",
     "METHODS",
+    "PRUNINGS",
     "SPEC_FILE",
     "WEIGHTS_FILE",
     "Compressed",
@@ -496,4 +537,5 @@ __all__ = [
     "model_label",
     "read_spec",
     "save_compressed",
+    "stored_weight_bytes",
 ]
