@@ -392,7 +392,7 @@ def plan(
         from tiercut.preprocess import parse_steps
 
         parse_steps(preprocess)
-        for option, given in (*combined, ("--cut-compression", cut_compression)):
+        for option, given in combined:
             if given:
                 raise TiercutError(f"--preprocess contracts one model's graph; drop {option} (or --preprocess)")
     cut_codecs = cut_compression_codecs(cut_compression, accuracy_loss_max, conflict)
@@ -409,13 +409,17 @@ def plan(
         raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     progress = progress_for(quiet)
-    problem = problem_options.problem(model, model_options, progress, preprocess=preprocess)
+    # the model's own graph first: cut compression is measured on it, then the graph is contracted (merge keeps the
+    # optimum with compression too: tiercut.preprocess.merge bounds each transfer over its codecs)
+    problem = problem_options.problem(model, model_options, progress)
     if cut_compression is not None and isinstance(problem, Problem):  # JALAD: measure the cut tensors' codecs
         from tiercut.pipeline.cut_compression import attach_cut_compression
 
         mode = cut_compression if cut_codecs is not None else "off"
         request = model_options.request(model)  # type: ignore[arg-type]
         problem = attach_cut_compression(problem, request, mode, accuracy_loss_max=accuracy_loss_max, progress=progress)
+    if preprocess is not None and isinstance(problem, Problem):
+        problem = _preprocess_with_note(problem, preprocess, algorithm, settings, progress)
     if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
         from tiercut.graph import parse_shape
         from tiercut.spatial.tiles import attach_stacks
@@ -439,6 +443,38 @@ def plan(
         _print_multi_plan(problem, result)  # type: ignore[arg-type]
     else:
         _print_plan(problem, result, baselines(problem))  # type: ignore[arg-type]
+
+
+#: ``plan --preprocess`` measures the optimality a non-exact step lost by also planning the full graph up to this size
+LOSS_CHECK_MAX_NODES = 2000
+
+
+def _preprocess_with_note(problem: Problem, steps: str, algorithm: str, settings: dict, progress: Any) -> Problem:
+    """``problem`` contracted by ``steps``, with one stderr line: nodes before/after per step and, for a step that
+    may lose optimality, the loss measured by planning the full graph with the same planner (graphs up to
+    :data:`LOSS_CHECK_MAX_NODES` nodes)."""
+    from tiercut.cli.options import warn
+    from tiercut.plan import plan as solve
+    from tiercut.preprocess import parse_steps
+    from tiercut.preprocess import preprocess as preprocess_problem
+
+    with progress.step(f"preprocessing {len(problem.graph)} nodes: {steps}"):
+        result = preprocess_problem(problem, parse_steps(steps))
+    reduced = result.problem or problem
+    note = result.summary()
+    if result.exact:
+        typer.echo(f"tiercut: --preprocess: {note}; the optimum is kept", err=True)
+        return reduced
+    if len(problem.graph) > LOSS_CHECK_MAX_NODES:
+        warn(f"--preprocess: {note}; loss not measured (over {LOSS_CHECK_MAX_NODES} nodes)")
+        return reduced
+    with progress.step("measuring the optimality preprocessing lost"):
+        before = float(solve(problem, algorithm, **settings).objective_value)
+        after = float(solve(reduced, algorithm, **settings).objective_value)
+    loss = after - before
+    relative = f" ({loss / before:+.2%})" if before not in (0.0, float("inf")) and math.isfinite(before) else ""
+    warn(f"--preprocess: {note}; objective {before:.6g} -> {after:.6g} with {algorithm}, loss {loss:.3g}{relative}")
+    return reduced
 
 
 def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str, Plan]:
