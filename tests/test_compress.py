@@ -337,3 +337,29 @@ def test_cli_magnitude_pruning_on_digits_reports_stored_bytes_and_accuracy(tmp_p
     assert payload["stored_bytes_ratio"] < 0.6 and payload["nonzero_flops_ratio"] < 0.7
     # half the weights of a trained digits CNN by magnitude, fine-tuned, re-pruned: accuracy stays close
     assert payload["compressed"]["accuracy"] >= payload["reference"]["accuracy"] - 0.05
+
+
+def test_fp16_agreement_on_the_fp32_path_is_scale_invariant():
+    """A deep net whose every weight is scaled by 1/8 (a power of two: fp16 rounding commutes with it) outputs
+    ~1e-8, which fp16 compute flushes to zero (the argmax is then meaningless); the dequantised path (weights
+    rounded to fp16, computed in float32) gives exactly the figures of the unscaled net."""
+    torch.manual_seed(0)
+
+    def deep() -> nn.Module:
+        layers = [m for _ in range(6) for m in (nn.Linear(16, 16, bias=False), nn.ReLU())]
+        return nn.Sequential(*layers, nn.Linear(16, 10, bias=False)).eval()
+
+    model, tiny = deep(), deep()
+    tiny.load_state_dict({k: v * 0.125 for k, v in model.state_dict().items()})
+    x = torch.randn(1, 16)
+    batch = torch.randn(64, 16)
+    reports = {}
+    for label, net in (("unit", model), ("tiny", tiny)):
+        half = compress(net, "fp16", (x,)).model
+        reports[label] = measure_compression("fp16", half, (x,), reference=net, eval_inputs=batch, runs=1)
+    unit, small = reports["unit"], reports["tiny"]
+    assert small.output_rms < 1e-7 < unit.output_rms
+    assert small.agreement < unit.agreement  # fp16 compute flushed the small outputs: not a weight error
+    assert small.agreement_fp32_path == unit.agreement_fp32_path >= 0.95
+    assert small.relative_error_fp32_path == pytest.approx(unit.relative_error_fp32_path, rel=1e-3)
+    assert 0 < small.relative_error_fp32_path < 1e-2

@@ -436,6 +436,11 @@ class CompressionReport:
         sparsity: the fraction of zeros among the Conv/Linear weights.
         nonzero_flops: FLOPs if multiply-adds with zero weights were skipped (a bound for sparse kernels;
             ``flops``, what torch's dense CPU kernels execute, is what the cost model counts).
+        output_rms: root mean square of the model's outputs on the evaluation inputs (random-weight zoo models
+            can output ~1e-9, below fp16's smallest normal number).
+        agreement_fp32_path, relative_error_fp32_path: fp16 only: the same comparison for the weights rounded to
+            fp16 and computed in float32 (the dequantised path): the error the stored weights cause, whatever the
+            output scale; the fp16-compute figures above may show underflow instead.
     """
 
     method: str
@@ -451,6 +456,9 @@ class CompressionReport:
     stored_bytes: int | None = None
     sparsity: float | None = None
     nonzero_flops: int | None = None
+    output_rms: float | None = None
+    agreement_fp32_path: float | None = None
+    relative_error_fp32_path: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -500,16 +508,17 @@ def measure_compression(
                 times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
-    accuracy = agreement = relative = None
+    accuracy = agreement = relative = rms = agreement_fp32 = relative_fp32 = None
     if eval_inputs is not None:
         out = _outputs(model, eval_inputs)
+        rms = float(out.double().pow(2).mean().sqrt())
         if eval_labels is not None:
             accuracy = float((out.argmax(1) == eval_labels).float().mean())
         if reference is not None:
             ref = _outputs(reference, eval_inputs)
-            agreement = float((out.argmax(1) == ref.argmax(1)).float().mean())
-            denom = float(torch.linalg.vector_norm(ref))
-            relative = float(torch.linalg.vector_norm(out - ref)) / denom if denom > 0 else math.inf
+            agreement, relative = _agreement(out, ref)
+            if method == "fp16":
+                agreement_fp32, relative_fp32 = _agreement(_outputs(fp16_weights_fp32_compute(reference), eval_inputs), ref)
     from tiercut.preprocess.magnitude import nonzero_flops, sparsity_of
 
     return CompressionReport(
@@ -517,7 +526,34 @@ def measure_compression(
         latency_s=float(statistics.median(times)), runs=len(times), accuracy=accuracy, agreement=agreement,
         relative_error=relative, nodes=len(graph), note=f"latency: median of {len(times)} runs, {threads} torch thread(s)",
         stored_bytes=stored_weight_bytes(model), sparsity=sparsity_of(model), nonzero_flops=nonzero_flops(graph, model),
+        output_rms=rms, agreement_fp32_path=agreement_fp32, relative_error_fp32_path=relative_fp32,
     )
+
+
+def _agreement(out: Any, ref: Any) -> tuple[float, float]:
+    """Top-1 agreement and relative error ``||out - ref|| / ||ref||`` in float64: both scale-invariant (the same
+    for any positive rescaling of both outputs)."""
+    import torch
+
+    out, ref = out.double(), ref.double()
+    agreement = float((out.argmax(1) == ref.argmax(1)).float().mean())
+    denom = float(torch.linalg.vector_norm(ref))
+    return agreement, (float(torch.linalg.vector_norm(out - ref)) / denom if denom > 0 else math.inf)
+
+
+def fp16_weights_fp32_compute(model: Any) -> Any:
+    """A float32 copy of ``model`` whose floating parameters and buffers are rounded to fp16 and back: the
+    dequantised path of fp16 weight storage."""
+    import copy
+
+    import torch
+
+    out = copy.deepcopy(model).float().eval()
+    with torch.no_grad():
+        for tensor in [*out.parameters(), *out.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return out
 
 
 __all__ = [
