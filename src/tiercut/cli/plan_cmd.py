@@ -359,6 +359,11 @@ def plan(
     preprocess: PreprocessOpt = None,
     cut_compression: CutCompressionOpt = None,
     accuracy_loss_max: AccuracyLossMaxOpt = None,
+    variants: Annotated[
+        Path | None,
+        typer.Option("--variants", help="variants file: choose the model variant and its placement under the budgets "
+                     "and its accuracy_min (MCDNN; --algorithm is the exact inner planner, ilp or brute-force)"),
+    ] = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
@@ -373,6 +378,14 @@ def plan(
         _list_planners()
         return
     opts = problem_options
+    if variants is not None:  # MCDNN (issue 19): the variants file names the models
+        from tiercut.cli.variants_cmd import plan_from_cli
+
+        given = (("MODEL", model), ("--users", opts.users), ("--spatial auto", spatial == "auto"), ("--exits", exits),
+                 ("--preprocess", preprocess), ("--cut-compression", cut_compression), ("--set", setting),
+                 ("--accuracy-min", accuracy_min), ("--latency-slo", latency_slo))
+        plan_from_cli(variants, algorithm, opts, model_options, as_json, out, progress_for(quiet), given)
+        return
     if model is None and opts.users is None:
         raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), --users FILE, or --list")
     if out is not None:

@@ -25,6 +25,7 @@ from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
 from tiercut.plan.spatial import SpatialPlanner
+from tiercut.plan.variants import MCDNNPlanner
 from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
 
 PLANNERS: dict[str, type[Planner]] = {
@@ -44,6 +45,7 @@ PLANNERS: dict[str, type[Planner]] = {
     "spatial": SpatialPlanner,
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
+    "mcdnn": MCDNNPlanner,
 }
 
 
