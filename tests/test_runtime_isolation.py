@@ -20,7 +20,15 @@ from runtime_programs import bundle_of, hand_program, node, ref
 from tiercut.errors import TiercutError
 from tiercut.runtime.artifact import sha256_hex, tensor_digest
 from tiercut.runtime.profiling import ProfileRequest, request_profile
-from tiercut.runtime.protocol import Connection, Credentials, RemoteError
+from tiercut.runtime.protocol import (
+    METHOD_UPLOAD,
+    ConfirmationResult,
+    Connection,
+    Credentials,
+    RemoteError,
+    UploadHeader,
+    encode_chunk,
+)
 from tiercut.runtime.route import Route, Step
 from tiercut.runtime.worker import Worker, WorkerConfig, read_client_tokens
 
@@ -257,3 +265,57 @@ def test_client_tokens_are_read_from_a_private_file(tmp_path):
             read_client_tokens(path)
     with pytest.raises(TiercutError, match="cannot read"):
         read_client_tokens(tmp_path / "missing")
+
+
+async def _incomplete_upload(name: str, address: str, partition_id: str) -> ConfirmationResult:
+    """Send the first of two 1 KiB chunks of an upload as client ``name``: the worker keeps it for a resend."""
+    import grpc
+
+    async def stream():
+        yield UploadHeader(partition_id, 2048, "ab" * 32, 1024).to_bytes()
+        yield encode_chunk(0, b"\1" * 1024)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        metadata = (("authorization", f"Bearer {TOKENS[name]}"),)
+        reply = await channel.stream_unary(METHOD_UPLOAD)(stream(), metadata=metadata, timeout=30)
+    return ConfirmationResult.from_bytes(reply)
+
+
+def test_one_client_cannot_take_every_slot_for_incomplete_uploads():
+    async def scenario():
+        worker, address = await _start(max_pending_uploads=4, max_pending_uploads_per_client=2)
+        try:
+            alice = [await _incomplete_upload("alice", address, f"a{i}") for i in range(3)]
+            bob = await _incomplete_upload("bob", address, "b0")
+            return alice, bob
+        finally:
+            await worker.stop()
+
+    alice, bob = _run(scenario())
+    assert [cr.code for cr in alice] == ["incomplete", "incomplete", "busy"]
+    assert "per client" in alice[2].reason and alice[2].retryable
+    assert bob.code == "incomplete"  # Alice's third was turned away, yet Bob still gets a slot
+
+
+def test_a_full_store_refuses_an_upload_of_weights_it_holds_like_any_other():
+    """Near a full store, whether an upload fits must not reveal that another client's weights are held."""
+    other_w = SECRET_W + 1  # same size, different bytes
+    program, weights = _times_weight(other_w)
+    novel = bundle_of("mul", program, weights)
+    size = len(ALICE.to_bytes())
+    held = sum(t.numel() * t.element_size() for t in ALICE.weights.values()) + sum(len(p.data) for p in ALICE.programs)
+
+    async def scenario():
+        # Alice's partition fits, and Bob's deduplicated copy would add nothing, but a novel one would not fit
+        worker, address = await _start(max_store_bytes=held + size - 1)
+        try:
+            alice, bob = _client("alice", address), _client("bob", address)
+            assert (await _upload(alice, ALICE)).ok
+            # Bob's copy of Alice's bundle, then one nobody holds: the same answer
+            return [await _upload(bob, bundle) for bundle in (ALICE, novel)]
+        finally:
+            await worker.stop()
+
+    outcomes = _run(scenario())
+    assert [cr.code for cr in outcomes] == ["too_large", "too_large"]
+    assert outcomes[0].reason == outcomes[1].reason  # same bytes counted, same held figure: nothing to tell them apart

@@ -117,6 +117,12 @@ def serve(
     ] = "1GiB",
     max_concurrent_rpcs: Annotated[int, typer.Option("--max-concurrent-rpcs", help="calls served at once")] = 64,
     max_concurrent_uploads: Annotated[int, typer.Option("--max-concurrent-uploads", help="uploads received at once")] = 8,
+    max_pending_uploads: Annotated[
+        int, typer.Option("--max-pending-uploads", help="incomplete uploads kept for a resend at once")
+    ] = 32,
+    max_pending_uploads_per_client: Annotated[
+        int, typer.Option("--max-pending-uploads-per-client", help="the same bound per client (token)")
+    ] = 8,
     max_queued_runs: Annotated[
         int, typer.Option("--max-queued-runs", help="partition runs waiting for a thread; more are turned away as busy")
     ] = 16,
@@ -208,6 +214,8 @@ def serve(
         max_pending_bytes_per_peer=parse_bytes(max_pending_bytes_per_peer),
         max_concurrent_rpcs=max_concurrent_rpcs,
         max_concurrent_uploads=max_concurrent_uploads,
+        max_pending_uploads=max_pending_uploads,
+        max_pending_uploads_per_client=max_pending_uploads_per_client,
         max_queued_runs=max_queued_runs,
         max_query_s=max_query_s,
         idle_s=idle_s,

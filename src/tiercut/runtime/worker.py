@@ -315,6 +315,8 @@ class WorkerConfig:
         max_chunks_per_upload: chunks one upload may announce.
         max_concurrent_uploads: uploads received at once.
         max_pending_uploads: incomplete uploads kept for a resend at once.
+        max_pending_uploads_per_client: the same, per client (token owner), so
+            one client cannot take every slot from the others.
         max_concurrent_rpcs: calls served at once (gRPC's ``maximum_concurrent_rpcs``).
         max_queued_runs: partition runs waiting for an execution thread; more
             are turned away as busy.
@@ -361,6 +363,7 @@ class WorkerConfig:
     max_chunks_per_upload: int = 1 << 16
     max_concurrent_uploads: int = 8
     max_pending_uploads: int = 32
+    max_pending_uploads_per_client: int = 8
     max_concurrent_rpcs: int = 64
     max_queued_runs: int = 16
     max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
@@ -388,6 +391,7 @@ class WorkerConfig:
             "max_chunks_per_upload",
             "max_concurrent_uploads",
             "max_pending_uploads",
+            "max_pending_uploads_per_client",
             "max_concurrent_rpcs",
             "max_run_bytes",
         ):
@@ -661,6 +665,16 @@ class Worker:
         partial = self._pending.get(key)
         if partial is None or partial.header != header:
             self._forget_pending(key)
+            own = sum(1 for pending_owner, _ in self._pending if pending_owner == owner)
+            if own >= config.max_pending_uploads_per_client:
+                self._count("uploads_busy")
+                return ConfirmationResult(
+                    False,
+                    header.partition_id,
+                    "busy",
+                    f"this client has {own} incomplete uploads here (the bound per client); "
+                    "finish or let them expire, then retry",
+                ).to_bytes()
             if len(self._pending) >= config.max_pending_uploads:
                 self._count("uploads_busy")
                 return ConfirmationResult(
@@ -669,7 +683,7 @@ class Worker:
                     "busy",
                     f"the worker keeps {len(self._pending)} incomplete uploads (its bound); retry later",
                 ).to_bytes()
-            try:
+            try:  # the whole upload counts, not what deduplication would add: fitting reveals no held weights
                 self.store.check_capacity(header.total_bytes)
             except StoreFullError as exc:
                 self._count("uploads_refused")
