@@ -140,7 +140,7 @@ def run(quick: bool) -> dict[str, Any]:
     """Variant selection under latency and energy budgets on the digits and the zoo families."""
     presets = PRESETS[:1] if quick else PRESETS
     points = 5 if quick else 9
-    out: dict[str, Any] = {"host": host_description(), "families": {}}
+    out: dict[str, Any] = {"host": host_description(), "quick": quick, "families": {}}
     for family, build in (("digits", digits_variants), ("zoo", zoo_variants)):
         for env in presets:
             start = time.perf_counter()
