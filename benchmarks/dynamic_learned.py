@@ -152,6 +152,12 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "dynamic_learned.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    report(result)
+    print(f"wrote {out}")
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the policies table of a :func:`run` result."""
     print(f"{result['scenario']['model']} on {result['scenario']['environment']}: "
           f"{len(result['candidates'])} candidates ({', '.join(c['label'] for c in result['candidates'])}), "
           f"built in {result['candidates_s']:.1f} s")
@@ -164,7 +170,6 @@ def main() -> None:
               f"{row['wins_vs_greedy']:>9}/{len(result['test_seeds'])}")
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, load {m['loadavg_before'][0]:.1f} -> {m['loadavg_after'][0]:.1f}")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,22 @@ def test_step_named_like_its_package_is_both():
     assert tiercut.graph(graph) is graph  # a graph passes through
 
 
+def test_a_captured_model_is_reused_by_every_step():
+    """Capture once, then graph, problem and profile it: no second trace, no file name made of the object."""
+    import torch
+
+    from fixtures_models import TinyNet
+
+    captured = tiercut.capture(TinyNet(), example_inputs=(torch.randn(*SHAPE),))
+    assert tiercut.capture(captured) is captured
+    assert tiercut.graph(captured) is captured.graph
+    problem = tiercut.problem(captured, "three-tier")
+    assert [n.name for n in problem.graph if not n.is_input] == list(NODES)
+    from tiercut.pipeline import profile as profile_step
+
+    assert list(profile_step(captured, repeats=1).nodes) == list(NODES)
+
+
 def test_load_model_needs_inputs_for_a_module():
     from fixtures_models import TinyNet
 

@@ -319,7 +319,10 @@ def test_every_from_dict_in_src_follows_the_contract():
 
 
 # ------------------------------------------------------------------ file schemas (editor completion)
-@pytest.mark.parametrize("kind, file", [("env", "environment.schema.json"), ("scenario", "scenario.schema.json")])
+@pytest.mark.parametrize(
+    "kind, file",
+    [("env", "environment.schema.json"), ("scenario", "scenario.schema.json"), ("grid", "grid.schema.json")],
+)
 def test_the_schemas_in_docs_are_the_ones_tiercut_exports(kind, file):
     """docs/schemas/ holds `tiercut schema KIND --out` output; regenerate it when a model changes."""
     from pathlib import Path

@@ -14,7 +14,7 @@ from tiercut.cli import env_cmd
 from tiercut.env import DeviceSpeed, Environment, list_presets, load_environment
 from tiercut.errors import TiercutError
 
-PRESETS = ("edge-cluster", "migration-12", "neurosurgeon-3g", "neurosurgeon-lte", "neurosurgeon-wifi", "three-tier")
+PRESETS = ("d2d-phones", "edge-cluster", "migration-12", "neurosurgeon-3g", "neurosurgeon-lte", "neurosurgeon-wifi", "three-tier")
 
 
 def minimal(**changes) -> dict:

@@ -146,7 +146,11 @@ def test_multi_user_contract(name):
         return
     result = planner.solve_multi(mp)
     assert isinstance(result, MultiPlan)
-    ev = evaluate_users(mp, result.placements)
+    # every figure recomputed from the JSON alone (with the plan's resource shares, if it has any)
+    data = json.loads(json.dumps({"problem": mp.to_dict(), "plan": result.to_dict()}))
+    again = MultiPlan.from_dict(data["plan"])
+    ev = evaluate_users(MultiUserProblem.from_dict(data["problem"]), again.placements, again.shares)
+    assert again.shares == result.shares
     assert result.latency_mean_s == pytest.approx(ev.latency_mean_s, rel=1e-9)
     assert result.objective_value == pytest.approx(ev.objective_value, rel=1e-9)
     assert result.feasible == ev.feasible

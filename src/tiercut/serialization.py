@@ -148,7 +148,7 @@ def json_contract(
 
 
 #: the file kinds :func:`file_schema` exports (``tiercut schema KIND``).
-SCHEMA_KINDS = ("env", "scenario")
+SCHEMA_KINDS = ("env", "scenario", "grid")
 
 
 def file_schema(kind: str) -> dict[str, Any]:
@@ -172,6 +172,12 @@ def file_schema(kind: str) -> dict[str, Any]:
         schema = ScenarioSpec.model_json_schema()
         title = "tiercut scenario"
         description = "Users joining, uploading partitions and issuing queries over an environment (tiercut simulate FILE)."
+    elif kind == "grid":
+        from tiercut.sweep.grid import GridModel
+
+        schema = GridModel.model_json_schema()
+        title = "tiercut sweep grid"
+        description = "Models x environments x planners x settings (x simulator replications) (tiercut sweep FILE)."
     else:
         raise TiercutError(f"no schema for {kind!r}; use one of {', '.join(SCHEMA_KINDS)}")
     return {

@@ -23,10 +23,12 @@ from tiercut.cli import (
     plan_cmd,
     profile_cmd,
     report_cmd,
+    route_cmd,
     run_cmd,
     schema_cmd,
     serve_cmd,
     simulate_cmd,
+    sweep_cmd,
     upload_cmd,
 )
 from tiercut.errors import TiercutError
@@ -97,12 +99,20 @@ app.command("serve")(serve_cmd.serve)
 app.command("run")(run_cmd.run)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("report")(report_cmd.report)
+app.command("sweep")(sweep_cmd.sweep)
 app.command("schema")(schema_cmd.schema)
 app.command("completion")(completion)
 exits_app = typer.Typer(help="Early exits: add exit branches to a model, train and measure them.", no_args_is_help=True)
 exits_app.command("add")(exits_cmd.exits_add)
 exits_app.command("show")(exits_cmd.exits_show)
 app.add_typer(exits_app, name="exits")
+route_app = typer.Typer(
+    help="Input-aware routing (AppealNet): a small model here, hard inputs to a big one.", no_args_is_help=True
+)
+route_app.command("train")(route_cmd.route_train)
+route_app.command("eval")(route_cmd.route_eval)
+route_app.command("run")(route_cmd.route_run)
+app.add_typer(route_app, name="route")
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:

@@ -206,6 +206,18 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     console.print(f"latency vs plan: each baseline's latency next to the {plan.algorithm} plan's")
 
 
+def _check_allocation(allocation: str | None, multi_user: bool, algorithm: str) -> None:
+    """``--allocation``'s value against the other options (one-line errors)."""
+    if allocation is None:
+        return
+    if allocation not in ("equal", "optimal"):
+        raise TiercutError(f"--allocation {allocation!r} is not known; use equal or optimal")
+    if not multi_user:
+        raise TiercutError("--allocation shares servers and links among users; give --users FILE (or drop it)")
+    if allocation == "equal" and algorithm == "jmdp":
+        raise TiercutError("jmdp plans the optimal shares with the placements; use --allocation optimal or another planner")
+
+
 def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
     from rich.table import Table
 
@@ -214,7 +226,8 @@ def _print_multi_plan(problem: MultiUserProblem, plan: MultiPlan) -> None:
     console = _console()
     console.print(
         f"[bold]{problem.name}[/bold]: {plan.algorithm} placement of {len(problem.users)} users "
-        f"(equal-share model, objective {problem.objective.describe()} over users, {problem.objective.aggregate})"
+        f"({'optimal resource shares' if plan.shares is not None else 'equal-share model'}, objective "
+        f"{problem.objective.describe()} over users, {problem.objective.aggregate})"
     )
     table = Table()
     for column in ("user", "source", "placement (layers on device, in order)", "latency", "source energy", "cost"):
@@ -364,11 +377,16 @@ def plan(
         typer.Option("--variants", help="variants file: choose the model variant and its placement under the budgets "
                      "and its accuracy_min (MCDNN; --algorithm is the exact inner planner, ilp or brute-force)"),
     ] = None,
+    allocation: Annotated[
+        str | None,
+        typer.Option("--allocation", help="with --users: equal (each of n users gets 1/n of a shared server or link) "
+                     "or optimal (the optimal shares for the plan's placements; jmdp plans them jointly)"),
+    ] = None,
 ) -> None:
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
     With --users FILE the users' models are planned jointly over shared devices (multi-user planners:
-    pso, ga, sa, greedy, best-response).
+    pso, ga, sa, greedy, best-response, jmdp).
     """
     from tiercut.pipeline import baselines, warm_imports
     from tiercut.pipeline import plan as plan_step
@@ -421,6 +439,7 @@ def plan(
     if latency_slo is not None or accuracy_min is not None:
         raise TiercutError("--latency-slo and --accuracy-min choose among exits; give the exits with --exits FILE")
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
+    _check_allocation(allocation, opts.users is not None, algorithm)
     progress = progress_for(quiet)
     # the model's own graph first: cut compression is measured on it, then the graph is contracted (merge keeps the
     # optimum with compression too: tiercut.preprocess.merge bounds each transfer over its codecs)
@@ -445,6 +464,10 @@ def plan(
                            base_settings=settings or None)  # fmt: skip
     else:
         result = plan_step(problem, algorithm, progress=progress, **settings)
+    if allocation == "optimal" and isinstance(problem, MultiUserProblem) and result.shares is None:  # type: ignore[union-attr]
+        from tiercut.plan.jmdp import with_optimal_allocation
+
+        result = with_optimal_allocation(problem, result)  # type: ignore[arg-type]
     payload = {"problem": problem.to_dict(), "plan": result.to_dict()}
     if out is not None:
         emit_json(payload, out)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tiercut.cli.adapt_opts import DEFAULT_ADAPT_OPTIONS, AdaptOptions
 from tiercut.cli.checks import check_finite, check_output_path, check_plot_path, write_output
 from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
@@ -55,6 +56,7 @@ def _plot(result: Any, plan: dict[str, Any], prediction: list[tuple[float, float
 
 @option_group("upload_options", UploadOptions)
 @option_group("model_options", ModelOptions)
+@option_group("adapt_options", AdaptOptions)
 def run(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     upload_options: UploadOptions = DEFAULT_UPLOAD_OPTIONS,
@@ -73,6 +75,10 @@ def run(
     ] = None,
     model_options: ModelOptions = DEFAULT_MODEL_OPTIONS,
     rate: Annotated[float | None, typer.Option("--rate", help="queries per second (default: back to back)")] = None,
+    in_flight: Annotated[
+        int,
+        typer.Option("--in-flight", help="queries in flight at once across the tiers (pipelining; answers stay in order)"),
+    ] = 1,
     token: Annotated[
         str | None, typer.Option("--token", envvar="TIERCUT_TOKEN", help="token of the --workers (also $TIERCUT_TOKEN)")
     ] = None,
@@ -121,6 +127,7 @@ def run(
     accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
     cut_compression: CutCompressionOpt = None,
     accuracy_loss_max: AccuracyLossMaxOpt = None,
+    adapt_options: AdaptOptions = DEFAULT_ADAPT_OPTIONS,
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
     from tiercut.pipeline import parse_algorithms
@@ -145,6 +152,21 @@ def run(
         raise TiercutError(f"--queries {queries} must be >= 1")
     if exits is not None and cut_compression is not None:
         raise TiercutError("--exits runs the exit plan's cuts raw; drop --cut-compression (or --exits)")
+    from tiercut.runtime.client import MAX_IN_FLIGHT
+
+    if not 1 <= in_flight <= MAX_IN_FLIGHT:
+        raise TiercutError(f"--in-flight {in_flight} must be within 1..{MAX_IN_FLIGHT}")
+    if exits is not None and in_flight != 1:
+        raise TiercutError("--in-flight pipelines plain runs; drop it with --exits (exit plans run one query at a time)")
+    adapt = adapt_options.settings(algorithm, upload_algorithm)
+    link_schedule = adapt_options.schedule()
+    fixed = exits is not None or upload_plan is not None or tiled_plan is not None
+    if (adapt is not None or link_schedule is not None) and fixed:
+        raise TiercutError("--adapt and --link-schedule re-plan the run's own plan; drop --exits, --upload-plan and --tiled-plan")
+    if (adapt is not None or link_schedule is not None) and in_flight != 1:
+        raise TiercutError("--adapt and --link-schedule switch plans between queries, one at a time; drop --in-flight")
+    if (adapt is not None or link_schedule is not None) and cut_compression is not None:
+        raise TiercutError("--cut-compression decides the codecs of one plan; drop it with --adapt or --link-schedule")
     if exits is not None:  # early exits (issue 15): plan with edgent/ddnn, run on workers, measure on held-out digits
         from tiercut.cli.exits_cmd import run_with_exits
         from tiercut.graph.model_spec import check_code_allowed
@@ -170,14 +192,14 @@ def run(
     outcome = run_step(
         request, env, upload_algorithm=upload_algorithm, algorithm=algorithm, server=opts.server, upload_plan=upload_plan,
         tiled_plan=tiled_plan,
-        queries=queries, rate_hz=rate, workers=addresses,
+        queries=queries, rate_hz=rate, in_flight=in_flight, workers=addresses,
         credentials=Credentials(token=token, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca), insecure=insecure,
         artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,
         source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=opts.source, profile=opts.profile,
         compute_table=opts.compute_table, predict=plot is not None, cut_compression=cut_compression,
         accuracy_loss_max=accuracy_loss_max, progress=progress_for(quiet),
-        log=(lambda line: typer.echo(line, err=True)) if not as_json else None,
+        log=(lambda line: typer.echo(line, err=True)) if not as_json else None, adapt=adapt, link_schedule=link_schedule,
     )
     if plot is not None:
         _plot(outcome.result, outcome.upload_plan, outcome.prediction, plot)
@@ -187,7 +209,7 @@ def run(
         if out is None:
             emit_json(outcome.to_dict(), None)
         return
-    for line in outcome.result.summary_lines():
+    for line in [*outcome.result.summary_lines(), *outcome.pipeline_lines()]:
         typer.echo(line)
     if outcome.cut_compression is not None:
         typer.echo(outcome.cut_compression.summary_line())

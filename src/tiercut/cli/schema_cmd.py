@@ -14,7 +14,7 @@ from tiercut.serialization import SCHEMA_KINDS, file_schema
 
 
 def schema(
-    kind: Annotated[str, typer.Argument(help="env (environment files) or scenario (simulation scenarios)")],
+    kind: Annotated[str, typer.Argument(help="env (environment files), scenario (simulation scenarios) or grid (sweeps)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the schema to this file instead of printing it")] = None,
 ) -> None:
     """Print (or write) the JSON Schema of environment or scenario files, for editor completion and checking.

@@ -34,6 +34,11 @@ def simulate(
     exits: Annotated[
         Path | None, typer.Option("--exits", help="exits file: simulate the exit plan of the scenario's one user")
     ] = None,
+    strategies: Annotated[
+        str | None,
+        typer.Option("--strategies", help="with a mobility: section, the hand-over strategies to compare, comma-separated "
+                     "(static, reactive, proactive, oracle; default: the scenario's)"),
+    ] = None,
 ) -> None:
     """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links."""
     from rich.console import Console
@@ -47,18 +52,24 @@ def simulate(
         if plot is not None or queries:
             raise TiercutError("--plot and --queries show a scenario's simulation; with --exits drop them (--json "
                                "prints the exit plan's simulated rates and latencies)")
+        if strategies is not None:
+            raise TiercutError("--strategies compares hand-over strategies of a mobility scenario; --exits simulates "
+                               "one user's exit plan: drop one of them")
 
         simulate_with_exits(scenario, exits, allow_code=allow_code, as_json=as_json)
         return
 
     if plot is not None:
         check_plot_path(plot)
-    run = simulate_scenario(scenario, allow_code=allow_code, progress=progress_for(quiet or not progress))
+    chosen = None if strategies is None else [s.strip() for s in strategies.split(",") if s.strip()]
+    run = simulate_scenario(scenario, allow_code=allow_code, progress=progress_for(quiet or not progress), strategies=chosen)
     result = run.result
     if plot is not None:
         from tiercut.sim.plot import plot_delays
 
         title = f"{run.name}: query delay while partitions upload"
+        if run.mobility is not None:
+            title = f"{run.name}: query delay, strategy {run.mobility.results[0].strategy}"
         write_output(plot, "--plot", lambda temporary: plot_delays(result, temporary, title=title))
     if as_json:
         typer.echo(json.dumps(run.to_dict(include_queries=queries), indent=1))
@@ -76,10 +87,40 @@ def simulate(
             f"{s.partitions_arrived}/{s.partitions_planned}", _fmt(s.upload_end_s), _fmt(s.energy_source_j, "J"),
         )
     console.print(table)
+    if run.mobility is not None:
+        console.print(_strategies_table(run))
     console.print(
         f"{result.events:,} events in {result.wall_s:.2f} s wall ({result.events_per_s:,.0f} events/s)"
         + (f"; plot: {plot}" if plot is not None else "")
     )
+
+
+def _bytes(value: int) -> str:
+    return f"{value / 1e6:.3g} MB"
+
+
+def _strategies_table(run: object) -> object:
+    """The per-strategy figures of a mobility scenario (:class:`tiercut.sim.mobile.StrategyFigures`)."""
+    from rich.table import Table
+
+    comparison = run.mobility  # type: ignore[attr-defined]
+    first = comparison.results[0]
+    table = Table(title=f"hand-over strategies: {first.figures().handovers} hand-overs; 'near' = queries started within "
+                        f"{first.window_s:g} s after one (users table above: {first.strategy})")  # fmt: skip
+    for column in ("strategy", "queries", "mean delay", "near: mean", "near: p95", "near: max", "uploaded", "wasted",
+                   "peak memory (max site)", "memory ok"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for f in comparison.figures():
+        peak_site = max(f.peak_memory_bytes, key=lambda s: f.peak_memory_bytes[s])
+        cap = f.memory_bytes[peak_site]
+        table.add_row(
+            f.strategy, str(f.queries), _fmt(f.mean_latency_s), _fmt(f.handover_mean_latency_s),
+            _fmt(f.handover_p95_latency_s), _fmt(f.handover_max_latency_s), _bytes(f.uploaded_bytes),
+            _bytes(f.wasted_bytes),
+            f"{_bytes(f.peak_memory_bytes[peak_site])} on {peak_site}" + ("" if cap is None else f" of {_bytes(cap)}"),
+            "no" if f.memory_exceeded else "yes",
+        )
+    return table
 
 
 __all__ = ["simulate"]

@@ -31,7 +31,8 @@ import numpy as np
 from tiercut.cost.model import Evaluation, evaluate, objective_value
 from tiercut.cost.vector import CompiledProblem, compile_problem, evaluate_many, transfer_mask
 from tiercut.errors import TiercutError
-from tiercut.problem import MultiUserProblem, Problem
+from tiercut.problem import MultiUserProblem, Problem, Shares
+from tiercut.problem.shares import link_name
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,16 @@ def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users
     )
 
 
-def evaluate_users(problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]]) -> MultiEvaluation:
-    """Every figure of a joint placement under the equal-share model."""
+def evaluate_users(
+    problem: MultiUserProblem, placements: Mapping[str, Mapping[str, str]], shares: Shares | None = None
+) -> MultiEvaluation:
+    """Every figure of a joint placement under the equal-share model, or under explicit resource ``shares``.
+
+    With ``shares`` (:class:`~tiercut.problem.Shares`, e.g. from :func:`tiercut.cost.allocation.allocate`)
+    user ``u``'s compute times on a device are divided by its fraction of the device and its ``out /
+    bandwidth`` terms on a link by its fraction of the link; every resource a user uses must have its
+    fraction there, unless no other user uses it (then it has the whole resource).
+    """
     for name in placements:
         problem.user(name)
     fulls: dict[str, dict[str, str]] = {}
@@ -138,9 +147,13 @@ def evaluate_users(problem: MultiUserProblem, placements: Mapping[str, Mapping[s
     memory = {d: 0 for d in problem.device_names}
     device_share = {d: float(max(1, n)) for d, n in device_users.items()}
     link_share = {k: float(max(1, n)) for k, n in link_users.items()}
+    per_user = _share_multipliers(problem, fulls, device_users, link_users, shares) if shares is not None else None
     for user in problem.users:
-        unshared = replace(user.problem, constraints=replace(user.problem.constraints, memory=False))
-        ev = evaluate(unshared, fulls[user.name], device_share=device_share, link_share=link_share)
+        unshared = user.problem.with_constraints(replace(user.problem.constraints, memory=False))  # routing kept
+        if per_user is not None:
+            ev = evaluate(unshared, fulls[user.name], device_share=per_user[user.name][0], link_share=per_user[user.name][1])
+        else:
+            ev = evaluate(unshared, fulls[user.name], device_share=device_share, link_share=link_share)
         evaluations[user.name] = ev
         violations.extend(f"user {user.name!r}: {v}" for v in ev.violations)
         for d, b in ev.memory_bytes.items():
@@ -174,6 +187,48 @@ def evaluate_users(problem: MultiUserProblem, placements: Mapping[str, Mapping[s
         valid=valid,
         violations=tuple(violations),
     )
+
+
+def _share_multipliers(
+    problem: MultiUserProblem,
+    fulls: Mapping[str, Mapping[str, str]],
+    device_users: Mapping[str, int],
+    link_users: Mapping[frozenset[str], int],
+    shares: Shares,
+) -> dict[str, tuple[dict[str, float], dict[frozenset[str], float]]]:
+    """user -> (device multipliers, link multipliers) of ``shares``; a used resource without a fraction is an error
+    unless the user is its only user."""
+    for name in (*shares.devices, *shares.links):
+        for user in (shares.devices.get(name) or shares.links.get(name) or {}):
+            problem.user(user)
+    known_links = {link_name(link.key) for link in problem.links}
+    for name in shares.devices:
+        if name not in problem.device_names:
+            raise TiercutError(
+                f"shares name device {name!r}, which is not a device; devices are {', '.join(problem.device_names)}"
+            )
+    for name in shares.links:
+        if name not in known_links:
+            raise TiercutError(f"shares name link {name!r}, which is not a link; name a link as 'a|b' (ends sorted)")
+    out: dict[str, tuple[dict[str, float], dict[frozenset[str], float]]] = {}
+    for user in problem.users:
+        devices, links = usage(user.problem, fulls[user.name])
+        dmult = shares.device_multipliers(user.name)
+        lmult = shares.link_multipliers(user.name)
+        for d in devices:
+            if d not in dmult:
+                if device_users.get(d, 0) > 1:
+                    raise TiercutError(f"shares give user {user.name!r} no fraction of device {d!r}, which it shares; add one")
+                dmult[d] = 1.0
+        for key in links:
+            if key not in lmult:
+                if link_users.get(key, 0) > 1:
+                    raise TiercutError(
+                        f"shares give user {user.name!r} no fraction of link {link_name(key)!r}, which it shares; add one"
+                    )
+                lmult[key] = 1.0
+        out[user.name] = (dmult, lmult)
+    return out
 
 
 def multi_objective_value(problem: MultiUserProblem, metrics: Mapping[str, float]) -> float:

@@ -130,11 +130,14 @@ def capture(
     """The fx graph runnable partitions are cut from, and its layer graph (a torch model only).
 
     ``model``: anything :func:`load_model` takes; a :class:`ModelRequest`
-    carries its own inputs, granularity and module types.
+    carries its own inputs, granularity and module types; a
+    :class:`CapturedModel` is returned as it is.
     """
     from tiercut.graph import ModuleTypes, capture_request
     from tiercut.graph.capture import capture as capture_source
 
+    if isinstance(model, CapturedModel):
+        return model
     examples = _examples(example_inputs)
     if _is_module(model) or examples is not None:
         check_granularity(granularity)
@@ -168,8 +171,8 @@ def graph(
 
     ``model``: a zoo name, ``package.module:factory``, ``file.py:factory``
     (with ``allow_code``), an ``nn.Module``, an ``.onnx`` file, a layer graph
-    or problem JSON file, a :class:`ModelRequest`, or a :class:`LayerGraph`
-    (returned as it is). ``example_inputs``: a tensor or a tuple of tensors the
+    or problem JSON file, a :class:`ModelRequest`, a :class:`CapturedModel`
+    (its layer graph), or a :class:`LayerGraph` (returned as it is). ``example_inputs``: a tensor or a tuple of tensors the
     model is traced with (a torch model only). A torch model named by its spec
     is read from the graph cache when it was traced before (``use_cache``).
     """
@@ -178,6 +181,8 @@ def graph(
 
     if isinstance(model, LayerGraph):
         return model
+    if isinstance(model, CapturedModel):
+        return model.graph
     examples = _examples(example_inputs)
     if _is_module(model) or examples is not None:
         return capture(

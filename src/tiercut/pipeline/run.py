@@ -29,6 +29,8 @@ class RunOutcome:
         result: the measured trace (:class:`tiercut.runtime.client.RunResult`).
         problem: the client-server problem it was planned on (None for a given upload plan).
         prediction: the simulator's (start_s, latency_s) of the same queries, when asked and comparable.
+        pipeline: with queries in flight, the pipelined model's stages of the final placement
+            (:class:`tiercut.runtime.pipelining.PipelinePrediction`; None without a problem).
         cut_compression: with ``cut_compression``: the plan's decision and what the run measured
             (:class:`tiercut.pipeline.cut_compression.CutCompressionRun`), else None.
     """
@@ -37,14 +39,42 @@ class RunOutcome:
     result: Any
     problem: Problem | None = None
     prediction: list[tuple[float, float]] | None = None
+    pipeline: Any = None
     cut_compression: Any = None
 
+    def pipeline_lines(self) -> list[str]:
+        """Measured throughput and latency under load beside the pipelined prediction (runs with ``in_flight > 1``)."""
+        from tiercut.runtime.pipelining import measure_pipeline
+
+        if getattr(self.result, "in_flight", 1) <= 1:
+            return []
+        measured = measure_pipeline(self.result)
+        line = (
+            f"  pipelined, {measured.in_flight} in flight (peak {measured.peak_in_flight}): "
+            f"{measured.throughput_qps:.2f} queries/s measured over {measured.queries} queries of stage {measured.stage}, "
+            f"latency p50 {measured.latency_p50_s * 1e3:.1f} ms, p95 {measured.latency_p95_s * 1e3:.1f} ms"
+        )
+        lines = [line]
+        if self.pipeline is not None and self.pipeline.stages:
+            lines.append(
+                f"  predicted: {self.pipeline.throughput_qps:.2f} queries/s (bottleneck {self.pipeline.bottleneck.name}, "
+                f"{self.pipeline.bottleneck_s * 1e3:.1f} ms per query)"
+            )
+        return lines
+
     def to_dict(self) -> dict[str, Any]:
-        """``{"upload_plan", "run"}`` (and ``"cut_compression"`` when the cuts were compressed): what
-        ``tiercut run --json`` prints."""
+        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints (``pipeline`` too with queries in flight,
+        ``cut_compression`` when the cuts were compressed)."""
         out = {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
         if self.cut_compression is not None:
             out["cut_compression"] = self.cut_compression.to_dict()
+        if getattr(self.result, "in_flight", 1) > 1:
+            from tiercut.runtime.pipelining import measure_pipeline
+
+            out["pipeline"] = {
+                "measured": measure_pipeline(self.result).to_dict(),
+                "predicted": self.pipeline.to_dict() if self.pipeline is not None else None,
+            }
         return out
 
 
@@ -86,6 +116,26 @@ def _onnx_captured(model: Any, input_shape: tuple[int, ...] | None, granularity:
         return load_onnx_captured(model, input_shape, granularity=granularity)
 
 
+def _checked_schedule(
+    link_schedule: Any, *, adaptive: bool, fixed_plan: bool, in_flight: int, emulate_links: bool
+) -> Any:
+    """The run's :class:`~tiercut.runtime.adapt.LinkSchedule` (parsed from its texts), with the adaptive run's
+    settings checked: the run plans its own problem, one query at a time, on emulated links for a schedule."""
+    if isinstance(link_schedule, (list, tuple)):
+        from tiercut.runtime.adapt import LinkSchedule
+
+        link_schedule = LinkSchedule.parse(link_schedule) if link_schedule else None
+    if not adaptive and link_schedule is None:
+        return None
+    if fixed_plan:
+        raise TiercutError("--adapt and --link-schedule run the problem planned here; drop --upload-plan and --tiled-plan")
+    if in_flight != 1:
+        raise TiercutError("--adapt and --link-schedule switch plans between queries, one at a time; drop --in-flight")
+    if link_schedule is not None and not emulate_links:
+        raise TiercutError("--link-schedule changes the emulated links' rates; drop --no-emulate-links")
+    return link_schedule
+
+
 def run(
     model: Any,
     env: str = "three-tier",
@@ -97,6 +147,7 @@ def run(
     tiled_plan: str | Path | None = None,
     queries: int = 20,
     rate_hz: float | None = None,
+    in_flight: int = 1,
     workers: Mapping[str, str] | None = None,
     credentials: Any = None,
     insecure: bool = False,
@@ -122,6 +173,8 @@ def run(
     accuracy_loss_max: float | None = None,
     progress: Progress = SILENT,
     log: Callable[[str], None] | None = None,
+    adapt: Any | None = None,
+    link_schedule: Any | None = None,
 ) -> RunOutcome:
     """Run ``model`` split over workers: uploads in the planned pieces while ``queries`` queries run.
 
@@ -135,6 +188,8 @@ def run(
         insecure: allow a token to travel in clear to non-loopback workers.
         artifact_format: ``aten-json`` or ``onnx`` (default: ``onnx`` for an ``.onnx`` model, whose
             partitions run in onnxruntime on workers started with ``--allow-onnx``; else ``aten-json``).
+        in_flight: queries in flight at once (pipelining, :mod:`tiercut.runtime.pipelining`); local workers then
+            run one partition at a time, each device one stage of the pipeline.
         predict: also simulate the same run (single server, real link figures, back-to-back queries).
         private_layers: pin the model's first N layers to the source (privacy).
         queries_after_upload: go on past ``queries`` until this many queries started after every upload arrived.
@@ -143,6 +198,10 @@ def run(
             compresses quantized + zstd-coded on the wire; the outcome reports the bytes on the wire and the top-1
             agreement with the uncompressed model (:mod:`tiercut.pipeline.cut_compression`).
         log: called with each line the run reports (uploads confirmed, workers' state).
+        adapt: an :class:`~tiercut.runtime.adapt.AdaptSettings`: estimate the links, re-plan with hysteresis,
+            upload new partitions in the background and switch between queries (:mod:`tiercut.runtime.adaptive`).
+        link_schedule: a :class:`~tiercut.runtime.adapt.LinkSchedule` (or its ``A-B=T:RATE,...`` texts): the
+            emulated links' rates over the run (with or without ``adapt``).
     """
     from tiercut.env import load_environment
     from tiercut.graph import ModelRequest, is_onnx_path
@@ -184,6 +243,13 @@ def run(
         cut_compression, accuracy_loss_max, upload_plan=upload_plan, tiled_plan=tiled_plan, onnx=onnx_file,
         granularity=granularity,
     )
+    link_schedule = _checked_schedule(
+        link_schedule, adaptive=adapt is not None, fixed_plan=upload_plan is not None or tiled_plan is not None,
+        in_flight=in_flight, emulate_links=emulate_links,
+    )
+    adaptive = adapt is not None or link_schedule is not None
+    if compressing and adaptive:
+        raise TiercutError("--cut-compression decides the codecs of one plan; drop it with --adapt or --link-schedule")
     # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
     credentials = credentials or Credentials()
@@ -198,7 +264,7 @@ def run(
     settings = RunSettings(
         queries=queries, rate_hz=rate_hz, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown, client_torch_device=torch_device,
-        queries_after_upload=queries_after_upload,
+        queries_after_upload=queries_after_upload, in_flight=in_flight,
     )
     environment = load_environment(env)
     problem, tiled, captured, wire = None, (), None, None
@@ -231,6 +297,8 @@ def run(
         plan = read_upload_plan(upload_plan)
     else:
         plan = dict(upload_plan)
+    if link_schedule is not None and problem is not None:
+        link_schedule.check_links(problem)
     if onnx_file:
         captured = _onnx_captured(model, input_shape, granularity, progress)
     elif captured is None:
@@ -245,20 +313,38 @@ def run(
         )
     link_env = environment if emulate_links else None
     running = f"running {queries} queries of {label} while its partitions upload"
-    if workers is not None:
-        with progress.step(running):
-            result = run_migration(
-                migration, workers, credentials=credentials, settings=settings, environment=link_env,
+
+    def run_on(addresses: Mapping[str, str], creds: Any) -> Any:
+        if not adaptive:
+            return run_migration(
+                migration, addresses, credentials=creds, settings=settings, environment=link_env,
                 bandwidth_scale=bandwidth_scale, log=note,
             )
+        from tiercut.runtime.adapt import AdaptSettings
+        from tiercut.runtime.session import run_adaptive
+
+        return run_adaptive(
+            problem, migration, plan["stages"][-1]["placement"], addresses, credentials=creds, settings=settings,
+            adapt=adapt or AdaptSettings(algorithm=algorithm, upload_algorithm=upload_algorithm), replan=adapt is not None,
+            schedule=link_schedule, environment=link_env, bandwidth_scale=bandwidth_scale, label=label, log=note,
+        )
+
+    if workers is not None:
+        with progress.step(running):
+            result = run_on(workers, credentials)
     else:
         import torch
 
         extra = ["--allow-onnx"] if artifact_format == "onnx" else []
         if torch_device != "cpu":
             extra += ["--torch-device", torch_device]
+        devices = [*migration.servers, *migration.relays]
+        if adaptive:  # a new plan may use any server of the problem
+            devices = [d for d in problem.device_names if d != problem.source]
+        if in_flight > 1:  # each device one pipeline stage, its queue long enough for every query in flight
+            extra += ["--concurrent-partitions", "1", "--max-queued-runs", str(max(16, in_flight))]
         cluster = LocalCluster(
-            [*migration.servers, *migration.relays], env=env if emulate_links else None,
+            devices, env=env if emulate_links else None,
             bandwidth_scale=bandwidth_scale, log_dir=log_dir, extra_args=extra,
         )
         threads = torch.get_num_threads()
@@ -268,10 +354,7 @@ def run(
                 cluster.start()
             try:
                 with progress.step(running):
-                    result = run_migration(
-                        migration, cluster.addresses, credentials=cluster.credentials(), settings=settings,
-                        environment=link_env, bandwidth_scale=bandwidth_scale, log=note,
-                    )
+                    result = run_on(cluster.addresses, cluster.credentials())
             finally:
                 cluster.stop()
         finally:
@@ -285,7 +368,8 @@ def run(
         from tiercut.runtime.client import default_query_inputs
 
         measured = measure_run(wire, result, captured, default_query_inputs(captured), final_stage=len(plan["stages"]) - 1)
-    return RunOutcome(plan, result, problem, prediction, measured)
+    return RunOutcome(plan, result, problem, prediction, pipeline=_pipeline_prediction(problem, plan, in_flight),
+                      cut_compression=measured)
 
 
 def _check_cut_compression(
@@ -309,6 +393,23 @@ def _check_cut_compression(
     if granularity != "module":
         raise TiercutError("cut compression measures the module graph; drop --granularity block or --cut-compression")
     return True
+
+
+def _pipeline_prediction(problem: Problem | None, plan: Mapping[str, Any], in_flight: int) -> Any:
+    """The pipelined model of the plan's final placement (None for one query at a time, or without a problem)."""
+    from tiercut.runtime.pipelining import pipeline_stages
+
+    stages = plan.get("stages")
+    if in_flight <= 1 or problem is None or not isinstance(stages, list) or not stages:
+        return None
+    placement = stages[-1].get("placement") if isinstance(stages[-1], dict) else None
+    if not isinstance(placement, dict):
+        return None
+    known = {n.name for n in problem.graph}
+    try:
+        return pipeline_stages(problem, {n: d for n, d in placement.items() if n in known})
+    except TiercutError:
+        return None
 
 
 __all__ = ["RunOutcome", "predicted_queries", "read_upload_plan", "run"]

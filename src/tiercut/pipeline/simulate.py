@@ -55,32 +55,69 @@ def simulate(
 
 @dataclass(frozen=True)
 class ScenarioRun:
-    """A simulated scenario: its name, result, and the plans and problems set up for it."""
+    """A simulated scenario: its name, result, and the plans and problems set up for it.
+
+    With mobility, ``mobility`` holds every strategy's run
+    (:class:`tiercut.sim.mobile.MobilityComparison`) and ``result`` is the first strategy's.
+    """
 
     name: str
     result: SimResult
     problems: dict[str, Problem]
     plans: dict[str, UserUploadPlan | None]
+    mobility: Any = None
 
     def to_dict(self, *, include_queries: bool = False) -> dict[str, Any]:
-        """``{"scenario", "result", "analytic"}``: what ``tiercut simulate --json`` prints."""
-        return {
+        """``{"scenario", "result", "analytic"}`` (and ``"mobility"``): what ``tiercut simulate --json`` prints."""
+        data = {
             "scenario": self.name,
             "result": self.result.to_dict(include_queries=include_queries),
             "analytic": {u: (None if p is None else p.metrics.to_dict()) for u, p in self.plans.items()},
         }
+        if self.mobility is not None:
+            data["mobility"] = self.mobility.to_dict(include_queries=include_queries)
+        return data
 
 
 def simulate_scenario(
-    scenario: str | Path | Any, *, allow_code: bool = False, progress: Progress = SILENT
-) -> ScenarioRun:
-    """Set up (graphs, problems, upload plans) and run a scenario file (or a parsed :class:`Scenario`)."""
+    scenario: str | Path | Any, *, allow_code: bool = False, progress: Progress = SILENT,
+    strategies: list[str] | None = None,
+) -> ScenarioRun:  # fmt: skip
+    """Set up (graphs, problems, upload plans) and run a scenario file (or a parsed :class:`Scenario`).
+
+    ``strategies``: with a ``mobility:`` section, the hand-over strategies to compare instead of the
+    scenario's (:data:`tiercut.sim.STRATEGIES`); each is simulated on the same users and movements.
+    """
     from tiercut.sim.scenario import Scenario, build_scenario, load_scenario
 
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, allow_code=allow_code)
     with progress.step(f"setting up scenario {loaded.label}: models, problems, upload plans"):
         built = build_scenario(loaded)
+    if strategies is not None and built.mobility is None:
+        raise TiercutError(f"--strategies compares hand-over strategies; scenario {loaded.label} has no mobility: section")
     duration = built.simulation.config.duration_s
+    if built.mobility is not None:
+        from dataclasses import replace
+
+        from tiercut.sim.mobile import MobileSimulation, MobilityComparison
+        from tiercut.sim.scenario import mobility_strategy
+
+        chosen = list(built.strategies)
+        if strategies is not None:
+            chosen = [mobility_strategy(loaded, name) for name in dict.fromkeys(strategies)]
+            if not chosen:
+                raise TiercutError("--strategies is empty; give e.g. static,reactive,proactive,oracle")
+        comparison = MobilityComparison()
+        sim = built.simulation
+        for strategy in chosen:
+            with progress.step(f"simulating {built.name} ({strategy.name})"):
+
+                def tick_m(now: float, total: float) -> None:
+                    progress.advance(round(now, 1), round(total, 1), "simulated s")
+
+                run = MobileSimulation(sim.users, sim.config, built.mobility, replace(strategy))
+                comparison.results.append(run.run(tick_m))
+        return ScenarioRun(built.name, comparison.results[0].result, built.problems, built.plans, comparison)
     with progress.step(f"simulating {built.name}"):
 
         def tick(now: float, total: float) -> None:

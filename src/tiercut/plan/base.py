@@ -39,7 +39,7 @@ import numpy as np
 
 from tiercut.cost import Evaluation, MultiEvaluation, evaluate, evaluate_users
 from tiercut.errors import TiercutError
-from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem, UserFigures
+from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem, Shares, UserFigures
 from tiercut.settings import Configurable
 
 #: the planner used when none is named (``plan()``, ``tiercut plan``, the multi-user best response's inner
@@ -75,12 +75,18 @@ class PlacementResult:
 
 @dataclass(frozen=True)
 class MultiPlacementResult:
-    """What a planner's ``_solve_multi`` returns: user -> placement, and what it proved."""
+    """What a planner's ``_solve_multi`` returns: user -> placement, and what it proved.
+
+    ``shares``: the resource shares the planner chose (JMDP/JPDRA; None: the equal-share model);
+    ``convergence``: its objective after each iteration, when it iterates.
+    """
 
     placements: Mapping[str, Mapping[str, str]]
     optimal: bool = False
     gap: float | None = None
     note: str = ""
+    shares: Shares | None = None
+    convergence: tuple[float, ...] = ()
 
 
 class Planner(Configurable):
@@ -339,8 +345,8 @@ def make_plan(
 def make_multi_plan(
     problem: MultiUserProblem, algorithm: str, result: MultiPlacementResult, solve_s: float, settings: Mapping[str, Any]
 ) -> MultiPlan:
-    """A :class:`MultiPlan` whose figures are the equal-share model's."""
-    ev = evaluate_users(problem, result.placements)
+    """A :class:`MultiPlan` whose figures are the equal-share model's (or those of the result's shares)."""
+    ev = evaluate_users(problem, result.placements, result.shares)
     return MultiPlan(
         algorithm=algorithm,
         placements={u: dict(e.placement) for u, e in ev.users.items()},
@@ -350,6 +356,8 @@ def make_multi_plan(
         latency_mean_s=ev.latency_mean_s,
         latency_max_s=ev.latency_max_s,
         **_outcome(ev, result, solve_s, settings),
+        shares=result.shares,
+        convergence=tuple(result.convergence),
     )
 
 

@@ -66,7 +66,12 @@ ACCEPT = ("joint", "selfish")
 START = ("local", "solo")
 
 
-def response_problem(problem: MultiUserProblem, placements: dict[str, dict[str, str]], user: str) -> Problem:
+def response_problem(
+    problem: MultiUserProblem,
+    placements: dict[str, dict[str, str]],
+    user: str,
+    multipliers: tuple[dict[str, float], dict[frozenset[str], float]] | None = None,
+) -> Problem:
     """User ``user``'s single-user problem with the other users' placements fixed.
 
     Compute times on a device are multiplied by 1 + the number of other users
@@ -74,7 +79,10 @@ def response_problem(problem: MultiUserProblem, placements: dict[str, dict[str, 
     sending over the link, device memory reduced by the other users'
     parameters; the objective is the multi-user objective's metrics. A
     placement's figures on this problem equal the user's figures under
-    :func:`tiercut.cost.evaluate_users` with the others fixed.
+    :func:`tiercut.cost.evaluate_users` with the others fixed. ``multipliers``
+    (device -> factor, link key -> factor; e.g. ``1 / share`` of resource
+    shares, :mod:`tiercut.plan.jmdp`) replace the equal-share factors of the
+    resources they name.
     """
     me = problem.user(user)
     device_users: dict[str, int] = {d: 1 for d in problem.device_names}
@@ -90,6 +98,9 @@ def response_problem(problem: MultiUserProblem, placements: dict[str, dict[str, 
             link_users[key] = link_users.get(key, 1) + 1
         for device, nbytes in memory_bytes(other.problem, placements[other.name]).items():
             others_bytes[device] += nbytes  # its distinct parameters per device (shared weights once)
+    if multipliers is not None:
+        device_users = {**device_users, **multipliers[0]}
+        link_users = {**link_users, **multipliers[1]}
     shared = shared_problem(me.problem, device_users, link_users)
     memory = any(u.problem.constraints.memory for u in problem.users)
     devices = tuple(

@@ -12,15 +12,18 @@ from tiercut.errors import TiercutError
 from tiercut.plan.base import DEFAULT_PLANNER, Planner
 from tiercut.plan.baselines import AllOnPlanner, LocalPlanner
 from tiercut.plan.brute_force import BruteForcePlanner
+from tiercut.plan.d2d import D2DPlanner
 from tiercut.plan.ddnn import DDNNPlanner
 from tiercut.plan.dp import DynamicProgrammingPlanner
 from tiercut.plan.edgent import EdgentPlanner
 from tiercut.plan.ga import GAPlanner
 from tiercut.plan.greedy import GreedyPlanner
 from tiercut.plan.ilp import ILPPlanner
+from tiercut.plan.jmdp import JointAllocationPlanner
 from tiercut.plan.mincut import MinCutPlanner
 from tiercut.plan.multiuser import BestResponsePlanner
 from tiercut.plan.neurosurgeon import NeurosurgeonPlanner
+from tiercut.plan.panda import PandaPlanner
 from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
@@ -46,6 +49,9 @@ PLANNERS: dict[str, type[Planner]] = {
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
     "mcdnn": MCDNNPlanner,
+    "d2d": D2DPlanner,
+    "jmdp": JointAllocationPlanner,
+    "panda": PandaPlanner,
 }
 
 

@@ -22,6 +22,7 @@ from tiercut.problem.build import (
 )
 from tiercut.problem.compression import CutCodec, CutCompression, TensorCompression
 from tiercut.problem.plan import MultiPlan, Plan, UserFigures
+from tiercut.problem.shares import Shares
 from tiercut.problem.types import (
     AGGREGATES,
     METRICS,
@@ -49,6 +50,7 @@ __all__ = [
     "Plan",
     "Problem",
     "ProblemDevice",
+    "Shares",
     "TensorCompression",
     "UserFigures",
     "UserProblem",

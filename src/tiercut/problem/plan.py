@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tiercut.problem.shares import Shares
 from tiercut.problem.types import SCHEMA_VERSION
 from tiercut.serialization import from_json_float, json_contract, json_float, jsonable, optional_float
 
@@ -140,6 +141,9 @@ class MultiPlan:
         energy_source_j, energy_total_j, cost: summed over users.
         objective_value: the multi-user objective's value.
         solve_s, feasible, optimal, gap, settings, violations, note: as in :class:`Plan`.
+        shares: each user's fraction of every resource it uses (resource allocation,
+            :mod:`tiercut.cost.allocation`); None: the equal-share model.
+        convergence: a joint planner's objective after each of its iterations (JMDP/JPDRA), else empty.
     """
 
     algorithm: str
@@ -158,12 +162,16 @@ class MultiPlan:
     settings: Mapping[str, Any] = field(default_factory=dict)
     violations: tuple[str, ...] = ()
     note: str = ""
+    shares: Shares | None = None
+    convergence: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "algorithm": self.algorithm,
             "placements": {u: dict(p) for u, p in self.placements.items()},
+            "shares": None if self.shares is None else self.shares.to_dict(),
+            "convergence": [json_float(v) for v in self.convergence],
             "users": {u: f.to_dict() for u, f in self.users.items()},
             "latency_mean_s": json_float(self.latency_mean_s),
             "latency_max_s": json_float(self.latency_max_s),
@@ -182,6 +190,8 @@ class MultiPlan:
             latency_max_s=from_json_float(data["latency_max_s"]),
             **_figures_from_dict(data),
             **_outcome_from_dict(data),
+            shares=None if data.get("shares") is None else Shares.from_dict(data["shares"]),
+            convergence=tuple(from_json_float(v) for v in data.get("convergence", ())),
         )
 
 

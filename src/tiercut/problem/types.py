@@ -411,7 +411,11 @@ class Problem:
         return replace(self, objective=objective)
 
     def with_constraints(self, constraints: Constraints) -> Problem:
-        return replace(self, constraints=constraints)
+        """This problem with other ``constraints``, keeping its routing (it depends on the devices and links
+        only), so evaluating under other constraints does not rebuild it."""
+        out = replace(self, constraints=constraints)
+        out._derived["routing"] = self.routing  # built once on this problem, shared with the copy
+        return out
 
     def with_cut_compression(self, cut_compression: CutCompression | None) -> Problem:
         return replace(self, cut_compression=cut_compression)

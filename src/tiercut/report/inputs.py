@@ -67,6 +67,8 @@ class SimulationTrace:
         queries: every query (user, index, start_s, end_s, latency_s, stage...)
             when the run was made with ``--queries``, else empty.
         analytic: user -> the IONN-model upload metrics planned for it (or None).
+        strategies: with mobility, one record per hand-over strategy
+            (``tiercut.sim.mobile.StrategyFigures.to_dict``); the other fields are then the first strategy's run.
     """
 
     scenario: str
@@ -76,6 +78,7 @@ class SimulationTrace:
     resources: tuple[Mapping[str, Any], ...]
     queries: tuple[Mapping[str, Any], ...]
     analytic: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    strategies: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,17 @@ def _simulation(data: Mapping[str, Any]) -> SimulationTrace:
         resources=_records(result.get("resources"), "result.resources"),
         queries=_records(result.get("query_trace"), "result.query_trace"),
         analytic=dict(analytic),
+        strategies=_strategies(data.get("mobility")),
     )
+
+
+def _strategies(mobility: Any) -> tuple[Mapping[str, Any], ...]:
+    """The per-strategy figures of ``simulate --json``'s ``mobility`` (none without it)."""
+    if mobility is None:
+        return ()
+    if not isinstance(mobility, Mapping):
+        raise TiercutError("its 'mobility' is not a JSON object")
+    return _records(mobility.get("strategies"), "mobility.strategies")
 
 
 def _run(data: Mapping[str, Any]) -> RunTrace:

@@ -16,6 +16,27 @@ MAX_USER_CURVES = 8
 MAX_MARKS = 200
 
 
+def _strategies_table(sim: SimulationTrace) -> str:
+    """Mobility: one row per hand-over strategy (``tiercut.sim.mobile.StrategyFigures``)."""
+    rows = []
+    for f in sim.strategies:
+        peaks = f.get("peak_memory_bytes") or {}
+        caps = f.get("memory_bytes") or {}
+        site = max(peaks, key=lambda k: peaks[k] or 0) if peaks else None
+        peak = "-" if site is None else f"{fmt.size(peaks[site])} on {text(site)}" + (
+            f" of {fmt.size(caps[site])}" if caps.get(site) is not None else "")
+        rows.append([text(f.get("strategy", "?")), str(f.get("queries", "-")), fmt.seconds(f.get("mean_latency_s")),
+                     str(f.get("handovers", "-")), fmt.seconds(f.get("handover_mean_latency_s")),
+                     fmt.seconds(f.get("handover_p95_latency_s")), fmt.seconds(f.get("handover_max_latency_s")),
+                     fmt.size(f.get("uploaded_bytes")), fmt.size(f.get("wasted_bytes")), peak,
+                     "no" if f.get("memory_exceeded") else "yes"])
+    return ("<h4>Hand-over strategies</h4><p class=\"note\">The same users and movements under each strategy; "
+            "'near' = queries started within the scenario's window after a hand-over; the tables above and below "
+            "are the first strategy's run.</p>" + table(
+                ["strategy", "queries", "mean delay", "hand-overs", "near: mean", "near: p95", "near: max",
+                 "uploaded", "wasted", "peak memory", "memory ok"], rows, cls="strategies", numeric_from=1))
+
+
 def simulation_section(case: Case, sim: SimulationTrace) -> str:
     rows = []
     for u in sim.users:
@@ -30,6 +51,8 @@ def simulation_section(case: Case, sim: SimulationTrace) -> str:
              f"queries completed in {fmt.seconds(sim.end_s)} of simulated time.</p>",
              table(["user", "queries", "in flight", "mean delay", "p95 delay", "max delay", "partitions",
                      "upload end", "client energy", "bytes moved"], rows, cls="sim-users")]
+    if sim.strategies:
+        parts.append(_strategies_table(sim))
     marks = [(float(a["arrives_s"]), f"{a.get('user', '')}: partition {int(a.get('index', 0)) + 1} on "
               f"{a.get('server', '')}") for a in sim.arrivals[:MAX_MARKS] if a.get("arrives_s") is not None]
     if sim.queries:

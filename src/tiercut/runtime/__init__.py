@@ -21,9 +21,16 @@ across processes on one machine or across hosts:
   thread; :mod:`tiercut.runtime.session`: local workers and a whole run
   (``tiercut run``);
 - :mod:`tiercut.runtime.k8s`: Kubernetes manifests for the workers
-  (``tiercut deploy k8s``).
+  (``tiercut deploy k8s``);
+- :mod:`tiercut.runtime.estimator`, :mod:`tiercut.runtime.adapt` and
+  :mod:`tiercut.runtime.adaptive`: link estimation from the client's own
+  transfers, re-planning with hysteresis, background uploads and switches
+  between queries (``tiercut run --adapt``), bandwidth schedules
+  (``--link-schedule``).
 """
 
+from tiercut.runtime.adapt import AdaptSettings, HysteresisController, LinkSchedule
+from tiercut.runtime.adaptive import AdaptiveClient, AdaptiveRunResult
 from tiercut.runtime.artifact import (
     ARTIFACT_FORMATS,
     DEFAULT_FORMAT,
@@ -37,25 +44,33 @@ from tiercut.runtime.artifact import (
 )
 from tiercut.runtime.client import MigrationClient, QueryRecord, RunResult, RunSettings, UploadAttempt
 from tiercut.runtime.codec import CodecError, Frame, decode_chunks, decode_frame, encode_chunks, encode_frame
+from tiercut.runtime.estimator import EwmaEstimator, LinkEstimates, WindowedEstimator
 from tiercut.runtime.links import FaultPlan, LinkShaper, LinkSpec, LinkTable
 from tiercut.runtime.migration import MigrationPlan, RuntimeStage, UploadItem, placement_plan, prepare_migration
 from tiercut.runtime.protocol import ConfirmationResult, Connection, Credentials, RemoteError
 from tiercut.runtime.route import HopRecord, Route, Step
-from tiercut.runtime.session import LocalCluster, run_migration
+from tiercut.runtime.session import LocalCluster, run_adaptive, run_migration
 from tiercut.runtime.store import PartitionStore
 from tiercut.runtime.worker import Worker, WorkerConfig, run_worker
 
 __all__ = [
     "ARTIFACT_FORMATS",
     "DEFAULT_FORMAT",
+    "AdaptSettings",
+    "AdaptiveClient",
+    "AdaptiveRunResult",
     "ArtifactError",
     "CodecError",
     "ConfirmationResult",
     "Connection",
     "Credentials",
+    "EwmaEstimator",
     "FaultPlan",
     "Frame",
     "HopRecord",
+    "HysteresisController",
+    "LinkEstimates",
+    "LinkSchedule",
     "LinkShaper",
     "LinkSpec",
     "LinkTable",
@@ -76,6 +91,7 @@ __all__ = [
     "Step",
     "UploadAttempt",
     "UploadItem",
+    "WindowedEstimator",
     "Worker",
     "WorkerConfig",
     "build_program",
@@ -86,6 +102,7 @@ __all__ = [
     "load_program",
     "placement_plan",
     "prepare_migration",
+    "run_adaptive",
     "run_migration",
     "run_worker",
 ]

@@ -52,6 +52,9 @@ _UNREACHABLE_CODES = frozenset({"unavailable", "timeout", "busy"})
 _SUSPECT_CODES = frozenset(
     {"UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "UNKNOWN", "CANCELLED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"}
 )
+#: most queries a client keeps in flight at once (each holds a thread and a call on every worker of its route;
+#: a worker serves ``max_concurrent_rpcs``, 64 by default)
+MAX_IN_FLIGHT = 32
 
 
 # --------------------------------------------------------------------- records
@@ -103,6 +106,8 @@ class RunResult:
         uploads: the uploads' descriptions (bytes, programs, planned figures).
         duration_s: wall time of the run.
         outputs: query index -> its output, kept when outputs are verified (for accuracy on labelled inputs).
+        in_flight: the queries allowed in flight at once (``RunSettings.in_flight``).
+        peak_in_flight: the most that were in flight at once (never above ``in_flight``).
     """
 
     model: str
@@ -117,6 +122,8 @@ class RunResult:
     uploads: tuple[Mapping[str, Any], ...]
     duration_s: float
     outputs: Mapping[int, Any] = field(default_factory=dict)
+    in_flight: int = 1
+    peak_in_flight: int = 0
 
     @property
     def failed_queries(self) -> int:
@@ -133,6 +140,8 @@ class RunResult:
             "algorithm": self.algorithm,
             "started_at": self.started_at,
             "duration_s": self.duration_s,
+            "in_flight": self.in_flight,
+            "peak_in_flight": self.peak_in_flight,
             "upload_end_s": self.upload_end_s,
             "abandoned": dict(self.abandoned),
             "uploads": [dict(u) for u in self.uploads],
@@ -217,9 +226,11 @@ class RunSettings:
             waiting for the uploads.
         source_slowdown: compute emulation of a client slower than this host:
             after each of its partitions the client idles ``(slowdown - 1)``
-            times the partition's measured time (1: this host's speed). For
-            experiments on one machine where the described client is slower
-            than the servers (the migration seed's 1.1 GHz clients).
+            times the CPU time the partition used (1: this host's speed; as a
+            worker's ``--compute-slowdown``, :func:`tiercut.runtime.worker.emulated_wait_s`),
+            its compute stage busy meanwhile. For experiments on one machine
+            where the described client is slower than the servers (the
+            migration seed's 1.1 GHz clients).
         cut_compression: value name -> ``(bits, granularity)``: those tensors
             cross devices quantized and zstd-coded (JALAD; the plan's
             ``cut_compression``, :func:`tiercut.runtime.cut_codec.plan_wire_codecs`),
@@ -229,6 +240,13 @@ class RunSettings:
             (``cpu`` or a resolved ``cuda:N``); values cross to and from the
             device at the partition's edges, so what the client sends stays on
             the CPU.
+        in_flight: queries in flight at once (pipelining across the tiers,
+            :mod:`tiercut.runtime.pipelining`): query ``i + in_flight`` is not
+            issued before query ``i``'s answer is delivered, and answers are
+            delivered in query order (one that comes back early waits for
+            those before it), so every stage (the client's compute, each
+            link, each worker) and the reordering buffer hold at most
+            ``in_flight`` queries. 1: one query at a time (the IONN model).
     """
 
     queries: int = 10
@@ -249,8 +267,11 @@ class RunSettings:
     source_slowdown: float = 1.0
     cut_compression: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     client_torch_device: str = "cpu"
+    in_flight: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.in_flight, bool) or not isinstance(self.in_flight, int) or not 1 <= self.in_flight <= MAX_IN_FLIGHT:
+            raise TiercutError(f"in-flight queries {self.in_flight!r} must be an integer in 1..{MAX_IN_FLIGHT}")
         if self.queries < 0:
             raise TiercutError(f"number of queries {self.queries} must be >= 0")
         if self.rate_hz is not None and not (math.isfinite(self.rate_hz) and self.rate_hz > 0):
@@ -382,6 +403,60 @@ class _State:
             return all(s in self.settled for s in self.servers)
 
 
+class _Window:
+    """At most ``size`` queries issued and not yet delivered; answers delivered in query order.
+
+    :meth:`enter` waits for a free slot (the backpressure of ``in_flight``);
+    :meth:`answered` takes a query's answer and returns every answer now
+    deliverable in order, freeing their slots (an answer that came back
+    before an earlier query's waits, holding its slot).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.peak = 0
+        self._next = 0  # the next index to deliver
+        self._issued: set[int] = set()
+        self._ready: dict[int, Any] = {}
+        self._lock = threading.Condition()
+
+    def enter(self, index: int, stops: Sequence[threading.Event], deadline: float) -> bool:
+        """Wait for a free slot and take it for ``index``; False if one of ``stops`` is set or ``deadline`` passes first."""
+        with self._lock:
+            while len(self._issued) >= self.size:
+                if any(stop.is_set() for stop in stops) or time.monotonic() >= deadline:
+                    return False
+                self._lock.wait(timeout=0.05)
+            self._issued.add(index)
+            self.peak = max(self.peak, len(self._issued))
+            return True
+
+    def answered(
+        self, index: int, answer: Any, deliver: Callable[[int, Any], None] | None = None
+    ) -> list[tuple[int, Any]]:
+        """Take ``index``'s answer; every answer now deliverable, in order, is passed to ``deliver`` (under the
+        window's lock, so two threads never interleave their deliveries) and returned."""
+        with self._lock:
+            self._ready[index] = answer
+            out = []
+            while self._next in self._ready:
+                item = (self._next, self._ready.pop(self._next))
+                if deliver is not None:
+                    deliver(*item)
+                out.append(item)
+                self._issued.discard(self._next)
+                self._next += 1
+            self._lock.notify_all()
+            return out
+
+    def abandon(self, index: int) -> None:
+        """A query that ended in an unexpected error: its slot is freed and later answers are not held for it."""
+        with self._lock:
+            self._issued.discard(index)
+            self._ready[index] = None
+            self._lock.notify_all()
+
+
 def _move(value: Any, device: str) -> Any:
     """``value`` with every tensor in it (nested tuples, lists, dicts) on ``device``; other leaves as they are."""
     if hasattr(value, "to") and hasattr(value, "device"):
@@ -412,13 +487,22 @@ class MigrationClient:
     query_inputs: Callable[[int], tuple[Any, ...]] | None = None
     log: Callable[[str], None] | None = None
     _on_device: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)  # partition -> module there
+    #: the client's compute is one pipeline stage: one of its partitions runs at a time, whatever is in flight
+    _compute_stage: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _peak_in_flight: int = field(default=0, init=False, repr=False)
 
     def _run_here(self, stage: RuntimeStage, index: int, values: Mapping[str, Any]) -> Mapping[str, Any]:
         """Run route step ``index`` of ``stage`` on the client: a partition, or a tiled stage's crop, tile or stitch."""
-        extra = stage.extra_steps.get(index)
-        if extra is not None:
-            return extra(values)
-        return self.run_partition(stage.split.partitions[index], values)
+        from tiercut.runtime.worker import _run_cpu_s, emulated_wait_s
+
+        slowdown, device = self.settings.source_slowdown, self.settings.client_torch_device
+        with self._compute_stage:  # held through the emulated wait: the slow device is busy meanwhile
+            start, cpu_start = time.perf_counter(), _run_cpu_s(device)
+            extra = stage.extra_steps.get(index)
+            outputs = extra(values) if extra is not None else self.run_partition(stage.split.partitions[index], values)
+            if slowdown > 1.0:
+                time.sleep(emulated_wait_s(slowdown, _run_cpu_s(device) - cpu_start, time.perf_counter() - start, device))
+            return outputs
 
     def run_partition(self, partition: Any, values: Mapping[str, Any]) -> dict[str, Any]:
         """Run one of the client's partitions on ``settings.client_torch_device``; its outputs come back on the CPU.
@@ -529,6 +613,8 @@ class MigrationClient:
             uploads=tuple(i.to_dict() for items in plan.uploads.values() for i in items),
             duration_s=duration,
             outputs=dict(outputs),
+            in_flight=settings.in_flight,
+            peak_in_flight=self._peak_in_flight,
         )
 
     # ----------------------------------------------------------- helpers
@@ -710,9 +796,31 @@ class MigrationClient:
         settings = self.settings
         after_upload = 0
         limit = settings.queries + settings.queries_after_upload + settings.max_extra_queries
+        window = _Window(settings.in_flight)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.in_flight, thread_name_prefix="tiercut-query")
+
+        def deliver(_: int, delivered: Any) -> None:  # called in query order
+            if delivered is None:  # a query that ended in an unexpected error (re-raised below)
+                return
+            ready, answer = delivered
+            queries.append(ready)
+            if settings.verify_outputs:
+                outputs[ready.index] = answer
+
+        def one(index: int, inputs: tuple[Any, ...]) -> None:
+            try:
+                record, output = self._one_query(loop, state, index, inputs, t0)
+            except BaseException:
+                failed.set()  # as the one-at-a-time loop: an unexpected error ends the queries
+                window.abandon(index)
+                raise
+            window.answered(index, (record, output), deliver)
+
+        failed = threading.Event()
+        running: list[concurrent.futures.Future[None]] = []
         try:
             for index in range(limit):
-                if state.stop.is_set() or time.monotonic() >= deadline:
+                if state.stop.is_set() or failed.is_set() or time.monotonic() >= deadline:
                     break
                 if index >= settings.queries and (
                     settings.queries_after_upload == 0 or after_upload >= settings.queries_after_upload
@@ -725,12 +833,19 @@ class MigrationClient:
                     wait = due - time.monotonic()
                     if wait > 0 and state.stop.wait(min(wait, max(0.0, deadline - time.monotonic()))):
                         break
+                if not window.enter(index, (failed, state.stop), deadline):  # backpressure: wait for a free slot
+                    break
                 inputs = inputs_of(index)
-                record, output = self._one_query(loop, state, index, inputs, t0)
-                queries.append(record)
-                if settings.verify_outputs:
-                    outputs[index] = output
+                if settings.in_flight == 1:  # one at a time, on this thread
+                    one(index, inputs)
+                else:
+                    running.append(pool.submit(one, index, inputs))
+                    running = [f for f in running if not f.done() or f.exception() is not None]
+            for future in running:
+                future.result()
         finally:
+            pool.shutdown(wait=True)
+            self._peak_in_flight = max(self._peak_in_flight, window.peak)
             state.queries_done.set()
             with state.lock:
                 state.lock.notify_all()
@@ -813,9 +928,6 @@ class MigrationClient:
         async def run_step(step: Any, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
             begin = time.perf_counter()
             outputs = await asyncio.get_running_loop().run_in_executor(None, self._run_here, stage, step.index, inputs)
-            seconds = time.perf_counter() - begin
-            if self.settings.source_slowdown > 1.0:
-                await asyncio.sleep(seconds * (self.settings.source_slowdown - 1.0))
             return outputs, time.perf_counter() - begin
 
         async def forward(device: str, at: int, sent: Mapping[str, Any], wanted: list[str], chain: list[str]) -> ForwardResult:
@@ -865,8 +977,6 @@ class MigrationClient:
         for step in stage.route.steps[position:]:
             begin = time.time()
             values.update(self._run_here(stage, step.index, {n: values[n] for n in step.input_names}))
-            if self.settings.source_slowdown > 1.0:
-                time.sleep((time.time() - begin) * (self.settings.source_slowdown - 1.0))
             records.append(HopRecord("run", self.plan.source, step.index, begin, time.time(), compute_s=time.time() - begin))
             if step.exit is not None and step.exit.fires(values[step.exit.value]):
                 exited.append(step.exit.name)

@@ -209,4 +209,58 @@ def run_migration(
     return client.run()
 
 
-__all__ = ["LocalCluster", "connections_for", "run_migration"]
+def run_adaptive(
+    problem: Any,
+    plan: MigrationPlan,
+    placement: Mapping[str, str],
+    addresses: Mapping[str, str],
+    *,
+    credentials: Credentials,
+    settings: RunSettings,
+    adapt: Any,
+    replan: bool = True,
+    schedule: Any | None = None,
+    environment: Any | None = None,
+    bandwidth_scale: float = 1.0,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    label: str = "",
+    query_inputs: Callable[[int], tuple[Any, ...]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run ``plan`` and adapt it to the links as measured (:class:`~tiercut.runtime.adaptive.AdaptiveClient`).
+
+    ``problem``: the problem ``plan`` was made for (the client and the servers it may use); every server of it
+    gets a connection, shaped like the client's links in ``environment``. ``schedule``: a
+    :class:`~tiercut.runtime.adapt.LinkSchedule` applied to those shapers (needs ``environment``).
+    ``replan=False``: the plan stays (the static baseline under the same schedule).
+    """
+    from tiercut.runtime.adaptive import AdaptiveClient
+    from tiercut.runtime.protocol import Connection
+
+    servers = [d for d in problem.device_names if d != problem.source]
+    missing = [s for s in servers if s not in addresses]
+    if missing:
+        raise TiercutError(f"no worker address for device {missing[0]!r}; pass --workers {missing[0]}=HOST:PORT")
+    if schedule is not None and environment is None:
+        raise TiercutError("--link-schedule changes the emulated links' rates; drop --no-emulate-links")
+    links = None
+    if environment is not None:
+        links = LinkTable.from_environment(environment, problem.source, bandwidth_scale=bandwidth_scale)
+    connections = {
+        server: Connection(
+            device=server,
+            address=addresses[server],
+            credentials=credentials,
+            shaper=links.shaper(server) if links is not None else None,
+            chunk_bytes=chunk_bytes,
+        )
+        for server in servers
+    }
+    client = AdaptiveClient(
+        problem, plan, dict(placement), connections, settings, adapt, label=label, schedule=schedule,
+        query_inputs=query_inputs, log=log, replan=replan,
+    )
+    return client.run()
+
+
+__all__ = ["LocalCluster", "connections_for", "run_adaptive", "run_migration"]

@@ -443,6 +443,7 @@ class Worker:
     _aux_executor: Any = field(default=None, init=False, repr=False)
     _run_slots: Any = field(default=None, init=False, repr=False)
     _runs_waiting: int = field(default=0, init=False, repr=False)
+    _runs_waiting_peak: int = field(default=0, init=False, repr=False)  # the most runs that waited at once
     _runs_active: int = field(default=0, init=False, repr=False)
     _uploads_active: int = field(default=0, init=False, repr=False)
     _budget: ByteBudget | None = field(default=None, init=False, repr=False)
@@ -811,6 +812,7 @@ class Worker:
             return outputs, time.perf_counter() - start
 
         self._runs_waiting += 1
+        self._runs_waiting_peak = max(self._runs_waiting_peak, self._runs_waiting)
         try:
             await self._run_slots.acquire()
         finally:
@@ -1134,6 +1136,8 @@ class Worker:
             "uploads_active": self._uploads_active,
             "runs_active": self._runs_active,
             "runs_waiting": self._runs_waiting,
+            "runs_waiting_peak": self._runs_waiting_peak,
+            "max_queued_runs": self.config.max_queued_runs,
             "counters": dict(self.counters),
             "cut_codec": cut_codec.WIRE_FORMAT if self.config.cut_compression else None,
             **memory_usage(),

@@ -32,7 +32,12 @@ layer. Processor sharing uses virtual time: with ``n`` jobs and rate ``r``
 every job attains service at ``r / n``; a job of ``w`` units that entered
 when the virtual clock read ``V`` leaves when it reads ``V + w``, so one
 timer for the earliest such job is all that is scheduled (stale timers are
-ignored by a generation number). A server with ``n`` jobs is thus
+ignored by a generation number). A job may carry a weight (generalised
+processor sharing, Parekh and Gallager, IEEE/ACM ToN 1(3), 1993): with
+weights ``w_j`` job ``j`` attains ``r w_j / sum w``, so the virtual clock runs at
+``r / sum w`` and a job of ``w`` units and weight ``w_j`` leaves at ``V + w / w_j``
+(a multi-user plan's resource shares; weight 1 for every job is the plain
+equal share). A server with ``n`` jobs is thus
 ``n`` times slower for each, the equal share of docs/DESIGN.md's analytic model
 made dynamic; a link shares its bandwidth equally among the transfers on it
 (max-min fair on one link).
@@ -213,6 +218,7 @@ class SharedResource:
         "_queue",
         "_seq",
         "_virtual",
+        "_wsum",
         "busy_s",
         "completed",
         "discipline",
@@ -232,7 +238,8 @@ class SharedResource:
         self.rate = float(rate)
         self.discipline = discipline
         self._fifo = discipline == "fifo"
-        self._heap: list[tuple[float, int, Callback]] = []  # ps: (virtual finish, seq, callback)
+        self._heap: list[tuple[float, int, Callback, float]] = []  # ps: (virtual finish, seq, callback, weight)
+        self._wsum = 0.0  # ps: the summed weight of the jobs present
         self._queue: deque[list[Any]] = deque()  # fifo: [remaining, callback]
         self._virtual = 0.0
         self._last = 0.0
@@ -261,11 +268,10 @@ class SharedResource:
                     self._queue[0][0] -= done
                     self.served += done
         else:
-            n = len(self._heap)
-            if n:
+            if self._heap:
                 self.busy_s += elapsed
                 if self.rate > 0.0:
-                    self._virtual += elapsed * self.rate / n
+                    self._virtual += elapsed * self.rate / self._wsum
                     self.served += elapsed * self.rate
 
     def _arm(self) -> None:
@@ -279,7 +285,7 @@ class SharedResource:
         else:
             if not self._heap:
                 return
-            delay = (self._heap[0][0] - self._virtual) * len(self._heap) / self.rate
+            delay = (self._heap[0][0] - self._virtual) * self._wsum / self.rate
         if delay < 0.0:
             delay = 0.0
         self.env.schedule(delay, self._fire, self._gen)
@@ -295,28 +301,34 @@ class SharedResource:
             callback()
             return
         heap = self._heap
-        finish, _, callback = heapq.heappop(heap)
+        finish, _, callback, weight = heapq.heappop(heap)
         self._virtual = finish  # the armed job is done by construction
+        self._wsum -= weight
         done = [callback]
         while heap and heap[0][0] <= finish:
-            done.append(heapq.heappop(heap)[2])
+            _, _, cb, w = heapq.heappop(heap)
+            done.append(cb)
+            self._wsum -= w
         if not heap:
             self._virtual = 0.0
+            self._wsum = 0.0
         self.completed += len(done)
         self._arm()
         for cb in done:
             cb()
 
     # ----------------------------------------------------------- API
-    def submit(self, amount: float, callback: Callback) -> None:
-        """Start a job of ``amount`` units; ``callback()`` runs when it completes."""
+    def submit(self, amount: float, callback: Callback, weight: float = 1.0) -> None:
+        """Start a job of ``amount`` units; ``callback()`` runs when it completes. ``weight`` (> 0): its share
+        weight under processor sharing (ignored by fifo)."""
         self._advance()
         if self._fifo:
             self._queue.append([float(amount), callback])
             if len(self._queue) == 1:
                 self._arm()
             return
-        heapq.heappush(self._heap, (self._virtual + amount, next(self._seq), callback))
+        heapq.heappush(self._heap, (self._virtual + amount / weight, next(self._seq), callback, weight))
+        self._wsum += weight
         self._arm()
 
     def set_rate(self, rate: float) -> None:

@@ -73,15 +73,17 @@ class _Bound:
 
     __slots__ = (
         "bytes_received", "bytes_sent", "children", "devices", "n_deps", "ops", "planned_latency_s", "program", "resources",
-        "stage",
+        "stage", "weights",
     )
 
     def __init__(
-        self, program: Program, resources: list[SharedResource], stage: int, planned_latency_s: float, source: str
+        self, program: Program, resources: list[SharedResource], stage: int, planned_latency_s: float, source: str,
+        weights: list[float] | None = None,
     ) -> None:
         self.program = program
         self.ops: tuple[Op, ...] = program.ops
         self.resources = resources
+        self.weights = weights if weights is not None else [1.0] * len(program.ops)
         self.stage = stage
         self.planned_latency_s = planned_latency_s
         self.devices = tuple(dict.fromkeys(op.where for op in program.ops if op.kind == COMPUTE))
@@ -166,12 +168,12 @@ class _Query:
         op = ops[self.i]
         self.t_op = self.run.env.now
         if op.kind == COMPUTE or op.latency_s <= 0.0:
-            self.bound.resources[self.i].submit(op.amount, self._seq_done)
+            self.bound.resources[self.i].submit(op.amount, self._seq_done, self.bound.weights[self.i])
         else:
             self.run.env.schedule(op.latency_s, self._seq_send)
 
     def _seq_send(self) -> None:
-        self.bound.resources[self.i].submit(self.bound.ops[self.i].amount, self._seq_done)
+        self.bound.resources[self.i].submit(self.bound.ops[self.i].amount, self._seq_done, self.bound.weights[self.i])
 
     def _seq_done(self) -> None:
         self._account(self.bound.ops[self.i], self.t_op)
@@ -192,12 +194,12 @@ class _Query:
         op = self.bound.ops[i]
         self.t_op[i] = self.run.env.now
         if op.kind == COMPUTE or op.latency_s <= 0.0:
-            self.bound.resources[i].submit(op.amount, functools.partial(self._dag_done, i))
+            self.bound.resources[i].submit(op.amount, functools.partial(self._dag_done, i), self.bound.weights[i])
         else:
             self.run.env.schedule(op.latency_s, self._dag_send, i)
 
     def _dag_send(self, i: int) -> None:
-        self.bound.resources[i].submit(self.bound.ops[i].amount, functools.partial(self._dag_done, i))
+        self.bound.resources[i].submit(self.bound.ops[i].amount, functools.partial(self._dag_done, i), self.bound.weights[i])
 
     def _dag_done(self, i: int) -> None:
         self._account(self.bound.ops[i], self.t_op[i])
@@ -295,7 +297,9 @@ class _Run:
 
     def bind(self, state: _UserState, program: Program, stage: int, planned_latency_s: float) -> _Bound:
         resources = [self.compute[op.where] if op.kind == COMPUTE else self.links[op.where] for op in program.ops]
-        return _Bound(program, resources, stage, planned_latency_s, state.user.problem.source)
+        shares = state.user.shares
+        weights = [float(shares.get(op.where, 1.0)) for op in program.ops] if shares else None
+        return _Bound(program, resources, stage, planned_latency_s, state.user.problem.source, weights)
 
     # ----------------------------------------------------------- processes
     def start(self) -> None:

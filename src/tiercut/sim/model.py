@@ -87,6 +87,9 @@ class SimUser:
         leave_s: when it stops issuing queries and uploading (None: never).
         max_queries: stop issuing after this many queries (None: no limit).
         seed: random seed of its arrival process.
+        shares: resource (a device name, or a link channel ``a|b`` / ``a>b``) -> this user's share weight
+            under processor sharing (a multi-user plan's resource shares, :class:`tiercut.problem.Shares`;
+            :func:`user_shares`); a resource not named weighs 1. Empty: equal sharing among jobs.
     """
 
     name: str
@@ -100,6 +103,7 @@ class SimUser:
     leave_s: float | None = None
     max_queries: int | None = None
     seed: int = 0
+    shares: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         label = f"user {self.name!r}"
@@ -120,6 +124,8 @@ class SimUser:
             times = arrivals.times_s
             if any(not math.isfinite(t) or t < 0 for t in times) or any(b < a for a, b in itertools.pairwise(times)):
                 raise TiercutError(f"{label}: trace times must be finite, >= 0 and increasing")
+        if any(not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0) for w in self.shares.values()):
+            raise TiercutError(f"{label}: every resource share must be a finite number > 0")
         if self.cut_compression and self.plan is not None:
             raise TiercutError(f"{label}: cut_compression goes with a fixed placement, not an upload plan")
         if self.tiled_stages and self.plan is not None:
@@ -188,6 +194,18 @@ class SimConfig:
                 raise TiercutError(f"discipline {discipline!r} of {device!r} is not known; use ps or fifo")
 
 
+def user_shares(shares: Any, user: str) -> dict[str, float]:
+    """``user``'s share weights for :attr:`SimUser.shares` from a multi-user plan's
+    :class:`tiercut.problem.Shares`: its device fractions, and each link fraction on the link's shared
+    channel (``a|b``) and on both directions' channels (``a>b``, ``b>a``) of a directional link."""
+    mine = shares.user(user)
+    out = dict(mine["devices"])
+    for name, share in mine["links"].items():
+        a, b = name.split("|")
+        out.update({name: share, f"{a}>{b}": share, f"{b}>{a}": share})
+    return out
+
+
 __all__ = [
     "EXECUTIONS",
     "ArrivalProcess",
@@ -198,4 +216,5 @@ __all__ = [
     "SimConfig",
     "SimUser",
     "TraceArrivals",
+    "user_shares",
 ]

@@ -18,6 +18,9 @@ settings::
       mode: per-user                   # ... or `joint` with a multi-user planner (pso, ga, ...)
       settings: {}                     # upload planner settings
       offloading_settings: {}
+      allocation: equal                # joint mode: `optimal` gives each user the optimal shares of the
+                                       # servers and links it shares (tiercut.cost.allocation; the jmdp
+                                       # planner always does) as processor-sharing weights
     users:                             # omit to take the environment's users
       - name: user1
         device: client1
@@ -60,6 +63,16 @@ from tiercut.errors import TiercutError
 from tiercut.graph.models import check_input_shape, data_model_spec
 from tiercut.problem import Problem
 from tiercut.sim.engine import Simulation
+from tiercut.sim.mobility import (
+    AttachmentTrace,
+    Backhaul,
+    Mobility,
+    Movement,
+    RandomWaypoint,
+    ShannonRadio,
+    Site,
+    WaypointPath,
+)
 from tiercut.sim.model import (
     ArrivalProcess,
     BackToBack,
@@ -113,6 +126,7 @@ class UploadSpec(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
     offloading_settings: dict[str, Any] = Field(default_factory=dict)
     n_queries: int | None = Field(default=None, ge=1)
+    allocation: Literal["equal", "optimal"] = "equal"
 
 
 class UserUploadSpec(_Strict):
@@ -161,6 +175,88 @@ class TraceSpec(_Strict):
         return self
 
 
+class SiteSpec(_Strict):
+    server: str = Field(min_length=1)
+    x_m: float
+    y_m: float
+
+
+class RandomWaypointSpec(_Strict):
+    width_m: float = Field(gt=0)
+    height_m: float = Field(gt=0)
+    speed_mps: tuple[float, float] = (1.0, 2.0)
+    pause_s: tuple[float, float] = (0.0, 0.0)
+    seed: int = 0
+    start: tuple[float, float] | None = None
+
+
+class MovementSpec(_Strict):
+    waypoints: list[tuple[float, float, float]] | None = None
+    random_waypoint: RandomWaypointSpec | None = None
+    attachments: list[tuple[float, str, float] | tuple[float, str, float, float]] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MovementSpec:
+        given = [k for k in ("waypoints", "random_waypoint", "attachments") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give a user's movement exactly one of waypoints, random_waypoint or attachments")
+        return self
+
+
+class RadioSpec(_Strict):
+    bandwidth_hz: float = Field(default=20e6, gt=0)
+    tx_power_dbm: float = 23.0
+    noise_dbm_per_hz: float = -174.0
+    noise_figure_db: float = 9.0
+    path_loss_db_at_1km: float = 128.1
+    path_loss_db_per_decade: float = 37.6
+    min_distance_m: float = Field(default=10.0, gt=0)
+    efficiency: float = Field(default=1.0, gt=0, le=1)
+    max_bytes_per_s: float | None = Field(default=None, gt=0)
+    latency_s: float = Field(default=0.01, ge=0)
+
+
+class BackhaulSpec(_Strict):
+    bandwidth_bytes_per_s: float = Field(gt=0)
+    latency_s: float = Field(default=0.0, ge=0)
+
+
+class MobilitySpec(_Strict):
+    strategies: list[Literal["static", "reactive", "proactive", "oracle"]] = Field(
+        default_factory=lambda: ["static", "reactive", "proactive", "oracle"], min_length=1
+    )
+    sites: list[SiteSpec] = Field(min_length=1)
+    users: dict[str, MovementSpec]
+    radio: RadioSpec = Field(default_factory=RadioSpec)
+    backhaul: BackhaulSpec | None = None
+    step_s: float = Field(default=1.0, gt=0)
+    window_s: float = Field(default=5.0, gt=0)
+    lookahead_s: float = Field(default=10.0, gt=0)
+    predictor: Literal["heading", "markov"] = "heading"
+    prefetch_fraction: float = Field(default=1.0, gt=0, le=1)
+
+    def build(self) -> Mobility:
+        movements: dict[str, Movement] = {}
+        for name, m in self.users.items():
+            if m.waypoints is not None:
+                movements[name] = WaypointPath(tuple((float(t), float(x), float(y)) for t, x, y in m.waypoints))
+            elif m.random_waypoint is not None:
+                movements[name] = RandomWaypoint(**m.random_waypoint.model_dump())
+            else:
+                movements[name] = AttachmentTrace(tuple((float(p[0]), p[1], *(float(v) for v in p[2:]))  # type: ignore[misc]
+                                                        for p in m.attachments or ()))  # fmt: skip
+        return Mobility(
+            sites=tuple(Site(s.server, s.x_m, s.y_m) for s in self.sites),
+            users=movements,
+            radio=ShannonRadio(**self.radio.model_dump()),
+            step_s=self.step_s,
+            window_s=self.window_s,
+            lookahead_s=self.lookahead_s,
+            predictor=self.predictor,
+            backhaul=None if self.backhaul is None else Backhaul(**self.backhaul.model_dump()),
+        )
+
+
 class ScenarioSpec(_Strict):
     schema_version: Literal[1]
     name: str = ""
@@ -176,6 +272,15 @@ class ScenarioSpec(_Strict):
     upload: UploadSpec = Field(default_factory=UploadSpec)
     users: list[UserSpec] | None = None
     bandwidth_traces: list[TraceSpec] = Field(default_factory=list)
+    mobility: MobilitySpec | None = None
+
+    @model_validator(mode="after")
+    def _mobile(self) -> ScenarioSpec:
+        if self.mobility is not None and self.duration_s is None:
+            raise ValueError("a scenario with mobility needs duration_s (movements are sampled over it)")
+        if self.mobility is not None and self.upload.mode == "joint":
+            raise ValueError("mobility strategies plan each user on its own; use upload mode per-user")
+        return self
 
 
 def _one_line(exc: ValidationError, label: str) -> TiercutError:
@@ -241,13 +346,18 @@ class BuiltScenario:
         name: the scenario's name.
         simulation: ready to :meth:`~tiercut.sim.Simulation.run`.
         problems: user -> its problem.
-        plans: user -> its upload plan (None when ``algorithm: none``).
+        plans: user -> its upload plan (None when ``algorithm: none``, and under mobility).
+        mobility: the scenario's mobility (None: users stay put); ``simulation`` is then a
+            :class:`~tiercut.sim.mobile.MobileSimulation` of the first strategy.
+        strategies: the hand-over strategies to compare (:mod:`tiercut.sim.strategies`).
     """
 
     name: str
     simulation: Simulation
     problems: dict[str, Problem]
     plans: dict[str, UserUploadPlan | None]
+    mobility: Mobility | None = None
+    strategies: tuple[Any, ...] = ()
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -374,6 +484,11 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
     names = [u.name for u in user_specs]
     if len(set(names)) != len(names):
         raise TiercutError(f"scenario {scenario.label}: two users share a name; rename one")
+    mobility = None
+    if spec.mobility is not None:
+        mobility, strategies = _mobility(scenario, user_specs)
+        sites = list(mobility.servers)
+        user_specs = [u.model_copy(update={"servers": sites}) for u in user_specs]
     graphs: dict[tuple, Any] = {}
     upload = spec.upload
     joint = upload.mode == "joint"
@@ -383,7 +498,7 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
     placements: dict[str, dict[str, str]] = {}
     tiles: dict[str, tuple[Any, ...]] = {}
     for user in user_specs:  # a user with a plan file runs that plan as it is
-        if user.plan is None:
+        if user.plan is None or mobility is not None:
             continue
         algorithm = (user.upload.algorithm if user.upload and user.upload.algorithm else None) or upload.algorithm
         if algorithm != "none" or joint:
@@ -393,19 +508,32 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
         placements[user.name] = dict(given.placement)
         plans[user.name] = None
         tiles[user.name] = tuple(getattr(given, "stages", ()))
+    shares: dict[str, dict[str, float]] = {}
+    if upload.allocation == "optimal" and not (joint and upload.algorithm == "none"):
+        raise TiercutError(f"scenario {scenario.label}: upload.allocation optimal shares servers among jointly planned "
+                           "users; set upload.mode joint and upload.algorithm none")
     if joint:
         multi = MultiUserProblem(tuple(UserProblem(n, problems[n]) for n in names), name=spec.name)
         if upload.algorithm == "none":
             offload = get_planner(upload.offloading, **upload.offloading_settings).solve_multi(multi)
             placements = {u: dict(p) for u, p in offload.placements.items()}
             plans = dict.fromkeys(names)
+            chosen = offload.shares
+            if chosen is None and upload.allocation == "optimal":
+                from tiercut.cost.allocation import allocate
+
+                chosen = allocate(multi, placements).shares
+            if chosen is not None:
+                from tiercut.sim.model import user_shares
+
+                shares = {n: user_shares(chosen, n) for n in names}
         else:
             multi_plan = plan_multi_upload(
                 multi, upload.algorithm, offloading=upload.offloading, offloading_settings=upload.offloading_settings,
                 n_queries=upload.n_queries, **upload.settings,
             )
             plans = dict(multi_plan.users)
-    else:
+    elif mobility is None:
         planner = get_planner(upload.offloading, **upload.offloading_settings)
         for user in user_specs:
             if user.plan is not None:
@@ -456,12 +584,59 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
             leave_s=u.leave_s,
             max_queries=u.max_queries,
             seed=u.seed if u.seed is not None else spec.seed + i,
+            shares=shares.get(u.name, {}),
         )
         for i, u in enumerate(user_specs)
     ]
+    if mobility is not None:
+        from tiercut.sim.mobile import MobileSimulation
+
+        plans = dict.fromkeys(names)
+        mobile = MobileSimulation(users, config, mobility, strategies[0])
+        try:
+            mobile.check()
+            for user in users:
+                from tiercut.sim.mobility import mobile_problem
+
+                mobile_problem(user.problem, mobility)
+        except TiercutError as exc:
+            raise TiercutError(f"scenario {scenario.label}: {exc}") from None
+        return BuiltScenario(spec.name or scenario.label, mobile, problems, plans, mobility, strategies)
     simulation = Simulation(users, config)
     simulation.check()
     return BuiltScenario(spec.name or scenario.label, simulation, problems, plans)
 
 
-__all__ = ["SCHEMA_VERSION", "BuiltScenario", "Scenario", "ScenarioSpec", "build_scenario", "load_scenario", "parse_scenario"]
+def mobility_strategy(scenario: Scenario, name: str) -> Any:
+    """The hand-over strategy ``name`` with the scenario's planners (its upload section) and mobility settings."""
+    from tiercut.sim.strategies import get_strategy
+
+    upload = scenario.spec.upload
+    settings: dict[str, Any] = dict(offloading=upload.offloading, upload=upload.algorithm,
+                                    offloading_settings=dict(upload.offloading_settings),
+                                    upload_settings=dict(upload.settings))  # fmt: skip
+    if name == "proactive" and scenario.spec.mobility is not None:
+        settings["prefetch_fraction"] = scenario.spec.mobility.prefetch_fraction
+    return get_strategy(name, **settings)
+
+
+def _mobility(scenario: Scenario, user_specs: list[UserSpec]) -> tuple[Mobility, tuple[Any, ...]]:
+    """The scenario's :class:`Mobility` and its strategies (planned with the scenario's upload section)."""
+    spec, label = scenario.spec, scenario.label
+    assert spec.mobility is not None
+    for user in user_specs:
+        if user.plan is not None or user.servers is not None:
+            raise TiercutError(f"scenario {label}: user {user.name!r}: under mobility the strategies choose the servers "
+                               "(the mobility sites) and plan; drop its plan/servers")  # fmt: skip
+    if spec.upload.algorithm == "none":
+        raise TiercutError(f"scenario {label}: mobility strategies upload partitions; give upload.algorithm (not none)")
+    try:
+        mobility = spec.mobility.build()
+    except TiercutError as exc:
+        raise TiercutError(f"scenario {label}: mobility: {exc}") from None
+    strategies = tuple(mobility_strategy(scenario, name) for name in dict.fromkeys(spec.mobility.strategies))
+    return mobility, strategies
+
+
+__all__ = ["SCHEMA_VERSION", "BuiltScenario", "Scenario", "ScenarioSpec", "build_scenario", "load_scenario", "mobility_strategy",
+           "parse_scenario"]

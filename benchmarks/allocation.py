@@ -1,0 +1,253 @@
+"""Issue 19's front door: shared resources and online decisions (allocation, Lyapunov, D2D, input routing).
+
+Sections (``--sections``, default all; each a ``run(quick) -> dict`` in :data:`SECTIONS`):
+
+- ``allocation``: on the ``migration-12`` preset with 2-20 users (users alternate between its two clients,
+  AlexNet on client1, VGG-19 on client2, as its own two users), the equal-share plan (``best-response``,
+  the multi-user planner of the equal-share model) against the joint plan (``jmdp``: alternating partition
+  and optimal shares), for the mean objective and for the max objective: mean and max user latency by the
+  analytic model, the allocation step alone on the equal plan's placements, the joint planner's rounds and
+  objective per round, and both plans in the discrete-event simulator (queries back to back; the joint plan's
+  shares as processor-sharing weights, the equal plan plain processor sharing).
+- ``lyapunov``: PANDA's drift-plus-penalty over a long random bandwidth trace (AlexNet on
+  ``neurosurgeon-wifi``; i.i.d. slots over 0.05x-2x the link's nominal bandwidth; the mobile's clock at 0.6,
+  0.8 or 1.0 of nominal with the cubic power model): average latency, average source energy and the largest
+  virtual-queue backlog against V, with the static optimum and the offline oracle (PNG + JSON).
+- ``d2d``: DCOSD2D's speed-up with 1-4 helper phones (``benchmarks/d2d.py``, which also runs alone).
+- ``routing``: AppealNet's accuracy against the fraction of inputs offloaded (``benchmarks/routing.py``).
+
+Writes benchmarks/results/allocation.json (and allocation_lyapunov.png) and prints a table. The machine's
+load average is recorded before and after: the figures are analytic or simulated, the solve times are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import d2d
+import routing
+from _common import RESULTS, host_description, write_result
+
+USER_COUNTS = (2, 4, 8, 12, 16, 20)
+QUICK_USER_COUNTS = (2, 4)
+VS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+SLOTS = 20_000
+QUICK_SLOTS = 2_000
+SIM_QUERIES = 10
+
+
+# ---------------------------------------------------------------- allocation
+def _users(n: int) -> list[Any]:
+    from tiercut.env import User
+
+    return [
+        User(f"user{i + 1}", f"client{i % 2 + 1}", "alexnet" if i % 2 == 0 else "torchvision.models:vgg19",
+             input_shape=None if i % 2 == 0 else (1, 3, 224, 224))
+        for i in range(n)
+    ]
+
+
+def _simulate(problem: Any, plan: Any) -> dict[str, float]:
+    from tiercut.sim import BackToBack, SimConfig, SimUser, simulate, user_shares
+
+    users = [
+        SimUser(u.name, u.problem, placement=plan.placements[u.name], arrivals=BackToBack(), max_queries=SIM_QUERIES,
+                shares=user_shares(plan.shares, u.name) if plan.shares is not None else {})
+        for u in problem.users
+    ]
+    result = simulate(users, SimConfig())
+    means = [s.mean_latency_s for s in result.summaries()]
+    return {"latency_mean_s": float(np.mean(means)), "latency_max_s": float(np.max(means))}
+
+
+def run_allocation(quick: bool) -> dict[str, Any]:
+    """Joint allocation (jmdp) against equal sharing (best-response) on migration-12 with 2-20 users."""
+    from dataclasses import replace
+
+    from tiercut.cost import evaluate_users
+    from tiercut.cost.allocation import allocate
+    from tiercut.pipeline import multi_user_problem
+    from tiercut.plan import plan
+    from tiercut.problem import Objective
+
+    rows = []
+    for n in QUICK_USER_COUNTS if quick else USER_COUNTS:
+        base = multi_user_problem("migration-12", _users(n), allow_code=True)
+        for aggregate in ("mean", "max"):
+            problem = replace(base, objective=Objective("latency", {}, aggregate))
+            t0 = time.perf_counter()
+            equal = plan(problem, "best-response")
+            t1 = time.perf_counter()
+            joint = plan(problem, "jmdp")
+            t2 = time.perf_counter()
+            alloc_only = allocate(problem, equal.placements)
+            ev_alloc = evaluate_users(problem, equal.placements, alloc_only.shares)
+            row = {
+                "users": n,
+                "objective": f"latency {aggregate}",
+                "equal": {"latency_mean_s": equal.latency_mean_s, "latency_max_s": equal.latency_max_s,
+                          "solve_s": t1 - t0},
+                "allocation_only": {"latency_mean_s": ev_alloc.latency_mean_s, "latency_max_s": ev_alloc.latency_max_s,
+                                    "method": alloc_only.method},
+                "joint": {"latency_mean_s": joint.latency_mean_s, "latency_max_s": joint.latency_max_s,
+                          "solve_s": t2 - t1, "convergence": list(joint.convergence), "note": joint.note,
+                          "shared_resources": sum(1 for row in (joint.shares.devices | joint.shares.links).values()
+                                                  if len(row) > 1) if joint.shares else 0},
+                "simulated": {"equal": _simulate(problem, equal), "joint": _simulate(problem, joint)},
+            }
+            key = "latency_mean_s" if aggregate == "mean" else "latency_max_s"
+            row["joint_over_equal"] = row["joint"][key] / row["equal"][key]
+            row["simulated_joint_over_equal"] = row["simulated"]["joint"][key] / row["simulated"]["equal"][key]
+            rows.append(row)
+            print(f"  {n:2d} users, {aggregate:4s}: equal {row['equal'][key] * 1e3:8.2f} ms, joint "
+                  f"{row['joint'][key] * 1e3:8.2f} ms (x{row['joint_over_equal']:.3f}), simulated x"
+                  f"{row['simulated_joint_over_equal']:.3f}, {len(joint.convergence) - 1} rounds", flush=True)
+    return {"preset": "migration-12", "queries_per_user_simulated": SIM_QUERIES, "rows": rows}
+
+
+# ---------------------------------------------------------------- lyapunov
+def run_lyapunov(quick: bool) -> dict[str, Any]:
+    """PANDA's V trade-off on a long random bandwidth trace, with the static optimum and the offline oracle."""
+    from tiercut.pipeline import problem as make_problem
+    from tiercut.plan.panda import LinkBandwidthSeries, build_menu, lyapunov_run, offline_oracle, static_optimum
+
+    problem = make_problem("alexnet", "neurosurgeon-wifi", private_layers=1)
+    link = problem.links[0]
+    factors = np.array([0.05, 0.1, 0.25, 0.5, 1.0, 2.0])
+    n_slots = QUICK_SLOTS if quick else SLOTS
+    bw = np.random.default_rng(19).choice(link.bandwidth_bytes_per_s * factors, size=n_slots)
+    series = [LinkBandwidthSeries(link.a, link.b, tuple(float(x) for x in bw))]
+    frequencies = (0.6, 0.8, 1.0)
+    t0 = time.perf_counter()
+    menu = build_menu(problem, series, frequencies=frequencies)
+    menu_s = time.perf_counter() - t0
+    frugal = max(float(menu.energy_j[s, h].min()) for s, h in enumerate(menu.hull))
+    unconstrained = offline_oracle(menu, 1e9)
+    budget = frugal + 0.5 * (unconstrained.mean_energy_j - frugal)
+    static = static_optimum(menu, budget)
+    oracle = offline_oracle(menu, budget)
+    curve = []
+    for V in VS:
+        t1 = time.perf_counter()
+        r = lyapunov_run(menu, V, budget)
+        curve.append({**r.summary(), "run_s": time.perf_counter() - t1,
+                      "energy_bound_j": budget + r.queue_bound_j / n_slots,
+                      "latency_bound_s": oracle.mean_latency_s + r.drift_constant / V})
+    out = {
+        "model": "alexnet", "env": "neurosurgeon-wifi", "privacy": "first layer pinned to the mobile",
+        "slots": n_slots, "bandwidth_factors": factors.tolist(), "nominal_bandwidth_bytes_per_s": link.bandwidth_bytes_per_s,
+        "frequencies": list(frequencies), "energy_budget_j": budget, "menu_s": menu_s,
+        "distinct_states": len(menu.hull), "choices": len(menu.choices),
+        "static": static.summary(), "oracle": {**oracle.summary(), "multiplier_s_per_j": oracle.multiplier},
+        "unconstrained": unconstrained.summary(), "curve": curve,
+    }
+    out["png"] = str(_plot(out))
+    return out
+
+
+def _plot(data: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    Vs = [c["V"] for c in data["curve"]]
+    ax1.semilogx(Vs, [c["mean_latency_s"] * 1e3 for c in data["curve"]], "o-", label="Lyapunov (PANDA)")
+    ax1.axhline(data["static"]["mean_latency_s"] * 1e3, color="grey", ls="--", label="static optimum")
+    ax1.axhline(data["oracle"]["mean_latency_s"] * 1e3, color="green", ls=":", label="offline oracle")
+    ax1.set_xlabel("V")
+    ax1.set_ylabel("mean latency (ms)")
+    ax1.legend()
+    ax2.semilogx(Vs, [c["mean_energy_j"] * 1e3 for c in data["curve"]], "o-", label="mean source energy")
+    ax2.axhline(data["energy_budget_j"] * 1e3, color="red", ls="--", label="budget")
+    ax3 = ax2.twinx()
+    ax3.semilogx(Vs, [c["max_queue_j"] for c in data["curve"]], "s:", color="purple", label="max queue (J)")
+    ax3.set_ylabel("max virtual queue (J)")
+    ax2.set_xlabel("V")
+    ax2.set_ylabel("mean source energy per query (mJ)")
+    ax2.legend(loc="upper left")
+    fig.suptitle(f"PANDA drift-plus-penalty, {data['model']} on {data['env']}, {data['slots']} slots")
+    fig.tight_layout()
+    path = RESULTS / "allocation_lyapunov.png"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+#: section name -> its run(quick); d2d and routing live in their own scripts (each also runs alone)
+SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "allocation": run_allocation,
+    "lyapunov": run_lyapunov,
+    "d2d": d2d.run,
+    "routing": routing.run,
+}
+#: section name -> what prints its table (the sections defined here print theirs in :func:`main`)
+REPORTS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "d2d": d2d.report,
+    "routing": routing.report,
+}
+
+
+def run(quick: bool, sections: list[str] | None = None) -> dict[str, Any]:
+    """Every section (or ``sections``), each under its name."""
+    out = {}
+    for name in sections or list(SECTIONS):
+        print(f"[{name}]", flush=True)
+        t0 = time.perf_counter()
+        out[name] = SECTIONS[name](quick)
+        out[name]["section_s"] = time.perf_counter() - t0
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 and 4 users, 2,000 slots")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        print(f"unknown section {unknown[0]!r}; use some of {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    load_before = list(os.getloadavg())
+    results = run(args.quick, sections)
+    path = write_result("allocation", {"load_average_before": load_before, "quick": args.quick, **results})
+    if "allocation" in results:
+        print("\nmigration-12: joint (jmdp) vs equal share (best-response), analytic ms [simulated ms]")
+        print(f"{'users':>5s} {'objective':>14s} {'equal':>18s} {'alloc only':>10s} {'joint':>18s} {'ratio':>6s} {'rounds':>6s}")
+        for r in results["allocation"]["rows"]:
+            key = "latency_mean_s" if r["objective"].endswith("mean") else "latency_max_s"
+            sim = r["simulated"]
+            print(f"{r['users']:5d} {r['objective']:>14s} {r['equal'][key] * 1e3:8.2f} [{sim['equal'][key] * 1e3:7.2f}] "
+                  f"{r['allocation_only'][key] * 1e3:10.2f} {r['joint'][key] * 1e3:8.2f} [{sim['joint'][key] * 1e3:7.2f}] "
+                  f"{r['joint_over_equal']:6.3f} {len(r['joint']['convergence']) - 1:6d}")
+    if "lyapunov" in results:
+        ly = results["lyapunov"]
+        print(f"\nPANDA on {ly['env']} ({ly['slots']} slots, budget {ly['energy_budget_j'] * 1e3:.2f} mJ): "
+              f"static {ly['static']['mean_latency_s'] * 1e3:.2f} ms, oracle {ly['oracle']['mean_latency_s'] * 1e3:.2f} ms")
+        print(f"{'V':>8s} {'latency ms':>10s} {'energy mJ':>10s} {'max Q (J)':>10s} {'Q bound':>10s}")
+        for c in ly["curve"]:
+            print(f"{c['V']:8.2f} {c['mean_latency_s'] * 1e3:10.3f} {c['mean_energy_j'] * 1e3:10.3f} "
+                  f"{c['max_queue_j']:10.3f} {c['queue_bound_j']:10.3f}")
+    for name, report in REPORTS.items():
+        if name in results:
+            print(f"\n[{name}]")
+            report(results[name])
+    print(f"\nwrote {path} (load average before {load_before}, after {list(os.getloadavg())}; "
+          f"cpu {host_description()['cpu']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
