@@ -239,17 +239,15 @@ def run(
         raise TiercutError("give an upload plan or a tiled plan, not both")
     if upload_plan is None and tiled_plan is None:
         check_upload_algorithm(upload_algorithm)
-    compressing = _check_cut_compression(
-        cut_compression, accuracy_loss_max, upload_plan=upload_plan, tiled_plan=tiled_plan, onnx=onnx_file,
-        granularity=granularity,
-    )
     link_schedule = _checked_schedule(
         link_schedule, adaptive=adapt is not None, fixed_plan=upload_plan is not None or tiled_plan is not None,
         in_flight=in_flight, emulate_links=emulate_links,
     )
     adaptive = adapt is not None or link_schedule is not None
-    if compressing and adaptive:
-        raise TiercutError("--cut-compression decides the codecs of one plan; drop it with --adapt or --link-schedule")
+    compressing = _check_cut_compression(
+        cut_compression, accuracy_loss_max, upload_plan=upload_plan, tiled_plan=tiled_plan, onnx=onnx_file,
+        granularity=granularity, adaptive=adaptive,
+    )
     # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
     credentials = credentials or Credentials()
@@ -279,20 +277,12 @@ def run(
             compute_s=compute_table, private_layers=private_layers, progress=progress,
         )
         if compressing:
-            from tiercut.pipeline.cut_compression import attach_cut_compression
-
             captured = capture(model, input_shape, granularity=granularity, progress=progress)
-            full = attach_cut_compression(
-                full, model, str(cut_compression), accuracy_loss_max=accuracy_loss_max, captured=captured, progress=progress
-            )
+            full = _with_cut_compression(full, model, str(cut_compression), accuracy_loss_max, captured, progress)
         planned = plan_uploads(full, upload_algorithm, server=server, offloading=algorithm, progress=progress)
         problem = planned.problem
         plan = planned.plan.to_dict()
-        if compressing:
-            from tiercut.pipeline.cut_compression import decide_wire_codecs
-
-            wire = decide_wire_codecs(problem, planned.plan.stages[-1].placement)
-            settings = dataclasses.replace(settings, cut_compression=wire.wire_codecs, verify_outputs=True)
+        wire, settings = _wire_settings(compressing, problem, planned.plan, settings)
     elif isinstance(upload_plan, (str, Path)):
         plan = read_upload_plan(upload_plan)
     else:
@@ -372,8 +362,29 @@ def run(
                       cut_compression=measured)
 
 
+def _wire_settings(compressing: bool, problem: Problem, upload: Any, settings: Any) -> tuple[Any, Any]:
+    """The cut codecs of the upload plan's final placement and the run settings sending them (outputs kept to
+    compare with the uncompressed model); ``(None, settings)`` without compression."""
+    if not compressing:
+        return None, settings
+    from tiercut.pipeline.cut_compression import decide_wire_codecs
+
+    wire = decide_wire_codecs(problem, upload.stages[-1].placement)
+    return wire, dataclasses.replace(settings, cut_compression=wire.wire_codecs, verify_outputs=True)
+
+
+def _with_cut_compression(
+    problem: Problem, model: Any, mode: str, accuracy_loss_max: float | None, captured: Any, progress: Progress
+) -> Problem:
+    from tiercut.pipeline.cut_compression import attach_cut_compression
+
+    return attach_cut_compression(problem, model, mode, accuracy_loss_max=accuracy_loss_max, captured=captured,
+                                  progress=progress)
+
+
 def _check_cut_compression(
-    mode: str | None, accuracy_loss_max: float | None, *, upload_plan: Any, tiled_plan: Any, onnx: bool, granularity: str
+    mode: str | None, accuracy_loss_max: float | None, *, upload_plan: Any, tiled_plan: Any, onnx: bool, granularity: str,
+    adaptive: bool = False,
 ) -> bool:
     """Whether the run compresses cut tensors; a combination it cannot do is a one-line error."""
     from tiercut.pipeline.cut_compression import check_accuracy_loss_max, codec_names
@@ -388,6 +399,8 @@ def _check_cut_compression(
     for option, given in (("--upload-plan", upload_plan), ("--tiled-plan", tiled_plan)):
         if given is not None:
             raise TiercutError(f"--cut-compression decides the cuts while planning the run; drop {option} (or --cut-compression)")
+    if adaptive:
+        raise TiercutError("--cut-compression decides the codecs of one plan; drop it with --adapt or --link-schedule")
     if onnx:
         raise TiercutError("--cut-compression measures and cuts a torch model; an .onnx model runs its cuts raw (drop it)")
     if granularity != "module":
