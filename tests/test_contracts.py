@@ -161,6 +161,24 @@ def _cases() -> dict[str, Case]:
         "UserUploadPlan": Case(UserUploadPlan, user_upload, "servers"),
         "MultiUploadPlan": Case(MultiUploadPlan, _multi_upload, "offloading"),
         **_spatial_cases(),
+        **_joint_cases(),
+    }
+
+
+def _joint_cases() -> dict[str, Case]:
+    """Issue 18's several DNNs on shared devices: the joint problem and plan."""
+    from tiercut.plan import plan_joint
+    from tiercut.problem import JointPlan, JointProblem, ModelFigures, Objective, UserProblem
+
+    def joint() -> JointProblem:
+        return JointProblem(tuple(UserProblem(u.name, u.problem, 2.0) for u in _multi_problem().users),
+                            Objective("throughput"))
+
+    return {
+        "JointProblem": Case(JointProblem, joint, "models"),
+        "JointPlan": Case(JointPlan, lambda: plan_joint(joint(), "independent"), "utilisation"),
+        "ModelFigures": Case(ModelFigures, lambda: next(iter(plan_joint(joint(), "independent").models.values())),
+                             "latency_s"),
     }
 
 
@@ -246,6 +264,8 @@ def test_the_top_level_documents_are_versioned():
         "MultiUploadPlan",
         "SpatialProblem",
         "TiledPlan",
+        "JointProblem",
+        "JointPlan",
     }
 
 

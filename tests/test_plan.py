@@ -43,6 +43,8 @@ def contract_problems() -> list[Problem]:
         (3, "series-parallel", "weighted:latency=1,cost=2", False),
         (3, "dag", "energy_total", True),
         (1, "chain", "latency", False),
+        (3, "dag", "throughput", False),
+        (2, "chain", "throughput", True),
     ):
         out.append(random_problem(rng, n_nodes=6, n_devices=n_devices, shape=shape, objective=objective,
                                   constraints=constraints, missing_compute=0.1))
@@ -101,9 +103,10 @@ def test_plans_keep_the_contract(name):
             with pytest.raises(TiercutError):
                 planner.solve(problem)
             continue
-        reason = planner.check(problem)
+        reason = planner.objective_reason(problem) or planner.check(problem)
         if reason is not None:
             assert isinstance(reason, str) and reason
+            assert not planner.applicable(problem)
             with pytest.raises(TiercutError, match=name):
                 planner.solve(problem)
             continue
@@ -125,6 +128,14 @@ def test_plans_keep_the_contract(name):
             assert (math.isinf(a) and math.isinf(b)) or a == pytest.approx(b, rel=1e-9)
         assert plan_again.feasible == ev.feasible
         assert plan_again.violations == ev.violations
+        # the pipelined figures (docs/cost-model.md "Throughput") recompute too
+        if ev.valid and plan_again.pipeline_stages:
+            assert plan_again.pipeline_stages == pytest.approx(dict(ev.pipeline_stages), rel=1e-9)
+            assert plan_again.bottleneck_s == pytest.approx(ev.bottleneck_s, rel=1e-9)
+            assert plan_again.bottleneck_s == pytest.approx(max(ev.pipeline_stages.values()), rel=1e-12)
+            assert data["plan"]["throughput_qps"] == pytest.approx(1 / ev.bottleneck_s, rel=1e-9)
+        if problem.objective.is_throughput:
+            assert plan_again.objective_value == pytest.approx(ev.bottleneck_s, rel=1e-9)
         if result.optimal:
             assert result.feasible
             best = plan(problem, "brute-force")

@@ -181,14 +181,15 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     console.print(where)
     console.print("predicted figures (docs/cost-model.md):")
     figures = Table()
-    for column in ("plan", "latency", "source energy", "total energy", "cost", "feasible", "optimal", "latency vs plan"):
+    for column in ("plan", "latency", "source energy", "total energy", "cost", "throughput", "feasible", "optimal",
+                   "latency vs plan"):
         figures.add_column(column, justify="left" if column == "plan" else "right")
     rows = {plan.algorithm: plan, **baselines}
     for label, p in rows.items():
         speedup = "-" if label == plan.algorithm else speedup_text(p, plan)
         figures.add_row(
             label, _human(p.latency_s, "s"), _human(p.energy_source_j, "J"), _human(p.energy_total_j, "J"),
-            f"{p.cost:.4g}", "yes" if p.feasible else "NO", "yes" if p.optimal else "-", speedup,
+            f"{p.cost:.4g}", _qps(p), "yes" if p.feasible else "NO", "yes" if p.optimal else "-", speedup,
         )
     console.print(figures)
     console.print(f"solved in {plan.solve_s * 1e3:.1f} ms; settings {dict(plan.settings)}")
@@ -204,6 +205,17 @@ def _print_plan(problem: Problem, plan: Plan, baselines: dict[str, Plan]) -> Non
     for violation in plan.violations:
         console.print(f"[red]violation:[/red] {violation}")
     console.print(f"latency vs plan: each baseline's latency next to the {plan.algorithm} plan's")
+    if plan.pipeline_stages and math.isfinite(plan.bottleneck_s):
+        stage = max(plan.pipeline_stages, key=lambda k: plan.pipeline_stages[k])
+        console.print(f"throughput: queries per second of a pipelined stream, 1 / the bottleneck stage "
+                      f"(here {stage}, {_human(plan.bottleneck_s, 's')} per query; docs/cost-model.md)")
+
+
+def _qps(plan: Plan) -> str:
+    """The plan's pipelined throughput in queries per second ('-' when it has no stage figures)."""
+    if not plan.pipeline_stages or not math.isfinite(plan.bottleneck_s):
+        return "-"
+    return f"{plan.throughput_qps:.4g}/s"
 
 
 def _check_allocation(allocation: str | None, multi_user: bool, algorithm: str) -> None:
@@ -271,7 +283,7 @@ ObjectiveOpt = Annotated[
     str | None,
     typer.Option(
         help="latency (default; a problem JSON keeps its own) | energy_source | energy_total | cost | "
-        "weighted:latency=1,energy_source=0.1"
+        "weighted:latency=1,energy_source=0.1 | throughput (a stream of queries: minimise the bottleneck stage)"
     ),
 ]
 MeasureOnOpt = Annotated[
@@ -279,6 +291,11 @@ MeasureOnOpt = Annotated[
     typer.Option("--measure-on", help="workers.yaml: measure the model on these running workers (and the client here)"),
 ]
 LatencyBudgetOpt = Annotated[float | None, typer.Option("--latency-budget", help="upper bound on latency (s)")]
+LatencyMaxOpt = Annotated[
+    float | None,
+    typer.Option("--latency-max-s", help="latency bound (s) of each query, e.g. with --objective throughput "
+                 "(the same constraint as --latency-budget)"),
+]
 EnergyBudgetOpt = Annotated[float | None, typer.Option("--energy-budget", help="upper bound on source-device energy (J)")]
 EnergyTotalBudgetOpt = Annotated[float | None, typer.Option("--energy-total-budget", help="upper bound on total energy (J)")]
 CostBudgetOpt = Annotated[float | None, typer.Option("--cost-budget", help="upper bound on monetary cost")]
@@ -315,12 +332,19 @@ class ProblemOptions:
     memory: MemoryOpt = True
     users: UsersOpt = None
     aggregate: AggregateOpt = "mean"
+    latency_max_s: LatencyMaxOpt = None
+
+    def latency_bound(self) -> float | None:
+        """``--latency-budget`` or its name for throughput plans ``--latency-max-s`` (not both)."""
+        if self.latency_max_s is not None and self.latency_budget is not None:
+            raise TiercutError("--latency-max-s and --latency-budget are the same bound; give one of them")
+        return self.latency_budget if self.latency_max_s is None else self.latency_max_s
 
     def single_user(self, model: ModelRequest | str, progress: Any = None, preprocess: str | None = None) -> Problem:
         """The one-model problem of ``model`` (:func:`build_cli_problem`)."""
         return build_cli_problem(
             model, self.env, objective=self.objective, source=self.source, profile=self.profile,
-            compute_table=self.compute_table, latency_budget=self.latency_budget, energy_budget=self.energy_budget,
+            compute_table=self.compute_table, latency_budget=self.latency_bound(), energy_budget=self.energy_budget,
             energy_total_budget=self.energy_total_budget, cost_budget=self.cost_budget, pins=self.pin,
             private_layers=self.private_layers, memory=self.memory, measure_on=self.measure_on, progress=progress,
             preprocess=preprocess,
@@ -334,7 +358,7 @@ class ProblemOptions:
             return self.single_user(model_options.request(model), progress, preprocess)  # type: ignore[arg-type]
         single_user_options = {
             "--source": self.source, **model_options.given(), "--compute-table": self.compute_table,
-            "--measure-on": self.measure_on, "--latency-budget": self.latency_budget,
+            "--measure-on": self.measure_on, "--latency-budget": self.latency_budget, "--latency-max-s": self.latency_max_s,
             "--energy-budget": self.energy_budget, "--energy-total-budget": self.energy_total_budget,
             "--cost-budget": self.cost_budget, "--pin": self.pin, "--private-layers": self.private_layers,
         }
@@ -377,6 +401,14 @@ def plan(
         typer.Option("--variants", help="variants file: choose the model variant and its placement under the budgets "
                      "and its accuracy_min (MCDNN; --algorithm is the exact inner planner, ilp or brute-force)"),
     ] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="several models planned jointly on shared devices, e.g. a,b "
+                                 "(with --rates; objective throughput or latency; joint planners joint-ilp, "
+                                 "independent, joint-brute-force)")
+    ] = None,
+    rates: Annotated[
+        str | None, typer.Option("--rates", help="with --models: each model's queries per second, e.g. 10,5")
+    ] = None,
     allocation: Annotated[
         str | None,
         typer.Option("--allocation", help="with --users: equal (each of n users gets 1/n of a shared server or link) "
@@ -386,7 +418,8 @@ def plan(
     """Decide where every layer of MODEL runs in an environment, and predict latency, energy and cost.
 
     With --users FILE the users' models are planned jointly over shared devices (multi-user planners:
-    pso, ga, sa, greedy, best-response, jmdp).
+    pso, ga, sa, greedy, best-response, jmdp). With --models a,b --rates x,y several models share the devices under
+    the shared-capacity model (docs/cost-model.md "Several DNNs").
     """
     from tiercut.pipeline import baselines, warm_imports
     from tiercut.pipeline import plan as plan_step
@@ -401,8 +434,16 @@ def plan(
 
         given = (("MODEL", model), ("--users", opts.users), ("--spatial auto", spatial == "auto"), ("--exits", exits),
                  ("--preprocess", preprocess), ("--cut-compression", cut_compression), ("--set", setting),
-                 ("--accuracy-min", accuracy_min), ("--latency-slo", latency_slo))
+                 ("--accuracy-min", accuracy_min), ("--latency-slo", latency_slo), ("--models", models),
+                 ("--allocation", allocation))
         plan_from_cli(variants, algorithm, opts, model_options, as_json, out, progress_for(quiet), given)
+        return
+    if models is not None or rates is not None:
+        _plan_models(model, models, rates, algorithm, settings=[*(setting or [])], problem_options=opts,
+                      model_options=model_options, as_json=as_json, out=out, quiet=quiet,
+                      others={"--users": opts.users, "--spatial auto": spatial == "auto", "--exits": exits,
+                              "--preprocess": preprocess, "--cut-compression": cut_compression,
+                              "--allocation": allocation, "--variants": variants})
         return
     if model is None and opts.users is None:
         raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), --users FILE, or --list")
@@ -511,6 +552,49 @@ def _preprocess_with_note(problem: Problem, steps: str, algorithm: str, settings
     relative = f" ({loss / before:+.2%})" if before not in (0.0, float("inf")) and math.isfinite(before) else ""
     warn(f"--preprocess: {note}; objective {before:.6g} -> {after:.6g} with {algorithm}, loss {loss:.3g}{relative}")
     return reduced
+
+
+def _plan_models(
+    model: str | None, models: str | None, rates: str | None, algorithm: str, *, settings: list[str],
+    problem_options: ProblemOptions, model_options: ModelOptions, as_json: bool, out: Path | None, quiet: bool,
+    others: dict[str, Any],
+) -> None:
+    """``plan --models a,b --rates x,y``: the joint plan (tiercut.cli.joint_cmd)."""
+    from tiercut.cli import joint_cmd
+    from tiercut.plan import DEFAULT_JOINT_PLANNER, get_joint_planner, plan_joint
+
+    if models is None:
+        raise TiercutError("--rates gives the rates of --models a,b; give --models too")
+    if model is not None:
+        raise TiercutError(f"give the models in --models, not also as MODEL ({model!r})")
+    for option, given in others.items():
+        if given:
+            raise TiercutError(f"--models plans several models jointly; drop {option}")
+    if problem_options.pin or problem_options.private_layers:
+        raise TiercutError("--pin and --private-layers name one model's layers; drop them with --models")
+    if out is not None:
+        check_output_path(out, "--out")
+    name = DEFAULT_JOINT_PLANNER if algorithm == DEFAULT_PLANNER else algorithm
+    planner = get_joint_planner(name, **dict(_parse_setting(s) for s in settings))
+    progress = progress_for(quiet)
+    objective = problem_options.objective
+    kind = "throughput" if objective is None else objective
+    joint_cmd.joint_objective(kind, problem_options.aggregate)  # a bad objective fails before any model work
+
+    def build_one(spec: str) -> Problem:
+        opts = ProblemOptions(**{**problem_options.__dict__, "objective": kind})
+        return opts.single_user(model_options.request(spec), progress)
+
+    problem = joint_cmd.build_joint_problem(models, rates, build_one, kind, problem_options.aggregate)
+    result = planner.solve(problem)
+    payload = {"problem": problem.to_dict(), "plan": result.to_dict()}
+    if out is not None:
+        emit_json(payload, out)
+    if as_json:
+        if out is None:
+            emit_json(payload, None)
+        return
+    joint_cmd.print_joint_plan(problem, result, plan_joint(problem, "independent"))
 
 
 def compare_plans(problem: Problem, names: list[str] | None = None) -> dict[str, Plan]:

@@ -66,6 +66,11 @@ def linear_form(problem: Problem | CompiledProblem, what: str | Objective | Mapp
     """The linear form of a metric name, of an :class:`Objective`, or of metric -> weight."""
     comp = problem if isinstance(problem, CompiledProblem) else compile_problem(problem)
     if isinstance(what, Objective):
+        if what.is_throughput:
+            raise TiercutError(
+                "the throughput objective (the bottleneck stage) is a max, not a linear form; use "
+                "tiercut.cost.throughput.stage_forms for its stages"
+            )
         weights = what.metric_weights()
     elif isinstance(what, str):
         if what not in METRICS:

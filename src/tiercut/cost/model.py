@@ -22,6 +22,9 @@ For a placement ``x: V -> D`` (graph inputs on the source):
   receiver for the hop's time (idle power is not part of it);
 - cost: ``sum_v price_per_s(x(v)) * c(v, x(v)) + sum_transfers out(u) *
   sum_hops price_per_byte(hop)``;
+- pipelined stages (:mod:`tiercut.cost.throughput`): each device's compute and
+  each link direction's transfer time per query; the bottleneck is the largest,
+  the throughput objective's value;
 - memory: per device, the bytes of the distinct parameters its nodes use (a
   parameter shared by several nodes is counted once per device that runs one
   of them; :meth:`tiercut.graph.LayerGraph.param_table`).
@@ -122,6 +125,10 @@ class Evaluation:
         compression: node -> cut codec of the tensors sent compressed (only
             tensors that cross devices).
         accuracy_loss: their summed accuracy loss.
+        pipeline_stages: pipeline stage -> busy seconds per query (every device and
+            link direction; :mod:`tiercut.cost.throughput`), empty when invalid.
+        bottleneck_s: the largest stage time (inf when invalid); the
+            throughput is ``1 / bottleneck_s`` queries per second.
     """
 
     placement: Mapping[str, str]
@@ -141,10 +148,19 @@ class Evaluation:
     violations: tuple[str, ...] = field(default_factory=tuple)
     compression: Mapping[str, str] = field(default_factory=dict)
     accuracy_loss: float = 0.0
+    pipeline_stages: Mapping[str, float] = field(default_factory=dict)
+    bottleneck_s: float = math.inf
 
     @property
     def feasible(self) -> bool:
         return not self.violations
+
+    @property
+    def throughput_qps(self) -> float:
+        """Queries per second of the pipelined stream (``1 / bottleneck_s``)."""
+        from tiercut.cost.throughput import throughput_qps
+
+        return throughput_qps(self.bottleneck_s)
 
     def metric(self, name: str) -> float:
         """A figure by metric name (``latency``, ``energy_source``, ``energy_total``, ``cost``)."""
@@ -351,7 +367,11 @@ def evaluate(
     energy_source = (
         src.power_compute_w * busy_compute + src.power_tx_w * busy_tx + src.power_rx_w * busy_rx + src.power_idle_w * idle
     )
-    metrics = {"latency": latency, "energy_source": energy_source, "energy_total": energy_total, "cost": cost}
+    from tiercut.cost.throughput import bottleneck, stage_times
+
+    stages = bottleneck(stage_times(problem, full, transfers))
+    metrics = {"latency": latency, "energy_source": energy_source, "energy_total": energy_total, "cost": cost,
+               "bottleneck": stages.bottleneck_s}
     violations.extend(constraint_violations(problem, full, metrics, memory))
     loss = accuracy_loss(problem, used)
     budget = None if problem.cut_compression is None else problem.cut_compression.accuracy_loss_max
@@ -375,6 +395,8 @@ def evaluate(
         violations=tuple(violations),
         compression=used,
         accuracy_loss=loss,
+        pipeline_stages=stages.stages,
+        bottleneck_s=stages.bottleneck_s,
     )
 
 

@@ -327,6 +327,9 @@ class BatchEvaluation:
         penalty: [P] 0 when feasible; else the summed relative excess over
             the memory limits and budgets plus one per misplaced pinned node
             (inf when not valid) — a smooth measure for metaheuristics.
+        bottleneck_s: [P] the largest pipeline stage time
+            (:mod:`tiercut.cost.throughput`; inf where not valid), computed
+            when the objective is ``throughput`` or ``stages=True``, else None.
     """
 
     latency_s: np.ndarray
@@ -338,6 +341,7 @@ class BatchEvaluation:
     valid: np.ndarray
     feasible: np.ndarray
     penalty: np.ndarray
+    bottleneck_s: np.ndarray | None = None
 
     def metric(self, name: str) -> np.ndarray:
         return {
@@ -376,11 +380,13 @@ def evaluate_many(
     *,
     device_share: np.ndarray | None = None,
     link_share: np.ndarray | None = None,
+    stages: bool = False,
 ) -> BatchEvaluation:
     """Score every row of ``placements`` ([P, n] device indices).
 
     ``device_share`` ([P, D]) and ``link_share`` ([P, D, D]) are the
-    equal-share multipliers of the multi-user model (default 1).
+    equal-share multipliers of the multi-user model (default 1). ``stages``:
+    also compute ``bottleneck_s`` (always done for the throughput objective).
     """
     comp = problem if isinstance(problem, CompiledProblem) else compile_problem(problem)
     X = np.asarray(placements)
@@ -411,6 +417,14 @@ def evaluate_many(
             start,
         )
     problem_obj = comp.problem.objective
+    bottleneck = None
+    if stages or problem_obj.is_throughput:
+        from tiercut.cost.throughput import stage_times_many
+
+        times = stage_times_many(comp, X)
+        bottleneck = times.max(axis=1) if times.shape[1] else np.zeros(P)
+        bottleneck = np.where(valid, bottleneck, np.inf)
+        out["bottleneck"] = bottleneck
     objective = np.zeros(P)
     for name, weight in problem_obj.metric_weights().items():
         objective = objective + weight * out[name]
@@ -442,6 +456,7 @@ def evaluate_many(
         valid=valid,
         feasible=feasible,
         penalty=penalty,
+        bottleneck_s=bottleneck,
     )
 
 

@@ -59,8 +59,10 @@ def plan(
 ) -> Plan | MultiPlan:
     """Solve ``problem`` with the planner registered as ``algorithm`` and its ``settings``."""
     from tiercut.plan import plan as solve
+    from tiercut.problem import JointProblem
 
-    parse_algorithms(algorithm)
+    if not isinstance(problem, JointProblem):  # a joint problem's planners are the joint ones (tiercut.plan.joint)
+        parse_algorithms(algorithm)
     warm_imports()
     with progress.step(f"planning with {algorithm}"):
         return solve(problem, algorithm, **settings)

@@ -536,8 +536,8 @@ def single_user_seeds(problem: Problem, comp: CompiledProblem) -> SeedSet:
         scores = Scores.of(evaluate_many(comp, splits))
         rows.append(splits[scores.best()])
         names.append(f"split-{problem.device_names[d]}")
-        if form is None:
-            form = linear_form(comp, problem.objective)
+        if form is None:  # the throughput objective's seeds: the latency cut (within #stages of its optimum)
+            form = linear_form(comp, "latency" if problem.objective.is_throughput else problem.objective)
         found = mincut_two_devices(comp, form, src, d)
         if found is not None:
             rows.append(found[0].astype(np.int64))
@@ -767,6 +767,7 @@ class HeuristicPlanner(Planner, metaclass=ABCMeta):
     """
 
     multi_user = True
+    plans_throughput = True
 
     def settings_problem(self) -> str | None:
         return None

@@ -106,6 +106,10 @@ class Planner(Configurable):
     #: the planner chooses the cut compression (JALAD) jointly with the placement (ilp, brute-force); the
     #: others get it by a post-pass on their placement (:func:`tiercut.cost.cut_compression.choose_compression`)
     decides_compression: ClassVar[bool] = False
+    #: the planner accepts the throughput objective (the bottleneck stage, :mod:`tiercut.cost.throughput`): it
+    #: scores placements with the cost model's objective, or builds its model from the stage forms; the
+    #: planners built on one linear form (mincut, dp, shortest-path...) refuse it
+    plans_throughput: ClassVar[bool] = False
 
     # ----------------------------------------------------------- applicability
     def check(self, problem: Problem) -> str | None:
@@ -121,7 +125,20 @@ class Planner(Configurable):
     def applicable(self, problem: Problem | MultiUserProblem) -> bool:
         if isinstance(problem, MultiUserProblem):
             return self.check_multi(problem) is None
-        return self.single_user and self.check(problem) is None
+        return self.single_user and self.objective_reason(problem) is None and self.check(problem) is None
+
+    def objective_reason(self, problem: Problem) -> str | None:
+        """Why this planner cannot optimise ``problem``'s objective (None: it can)."""
+        if not problem.objective.is_throughput:
+            return None
+        if not self.plans_throughput:
+            return (
+                "it does not optimise the throughput objective; use ilp, throughput-dp, throughput-mincut, "
+                "brute-force or a heuristic (greedy, ga, pso, sa)"
+            )
+        if problem.compresses_cuts:
+            return "the throughput objective does not model cut compression yet; plan without cut compression"
+        return None
 
     def scope(self, problem: Problem) -> list[str] | None:
         """The devices this planner's settings let it use (None: every device); the cheap candidates it is
@@ -135,7 +152,7 @@ class Planner(Configurable):
             raise TiercutError(f"planner {self.name!r}: a multi-user problem goes to solve_multi (or tiercut.plan.plan)")
         if not self.single_user:
             raise TiercutError(f"planner {self.name!r} plans multi-user problems only; give it a MultiUserProblem")
-        reason = self.check(problem)
+        reason = self.objective_reason(problem) or self.check(problem)
         if reason is not None:
             raise TiercutError(f"planner {self.name!r} cannot solve {problem.name or 'this problem'}: {reason}")
         start = time.perf_counter()
@@ -339,6 +356,8 @@ def make_plan(
         bound=result.bound,
         cut_compression=dict(ev.compression),
         accuracy_loss=ev.accuracy_loss,
+        pipeline_stages=dict(ev.pipeline_stages),
+        bottleneck_s=ev.bottleneck_s,
     )
 
 

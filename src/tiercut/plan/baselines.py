@@ -24,6 +24,7 @@ class LocalPlanner(Planner):
     """Every node on the source device (the "mobile-only" / local baseline)."""
 
     name = "local"
+    plans_throughput = True
     summary = "every layer on the source device (mobile-only baseline)"
     reference = "baseline of Neurosurgeon (Kang et al., ASPLOS'17) and DADS (Hu et al., INFOCOM'19)"
     guarantee = "none: a baseline"
@@ -57,6 +58,7 @@ class AllOnPlanner(Planner):
     """
 
     name = "all-on"
+    plans_throughput = True
     summary = "every layer on one device (cloud-only / edge-only baseline); default: the best reachable server"
     reference = "baseline of Neurosurgeon (Kang et al., ASPLOS'17) and DADS (Hu et al., INFOCOM'19)"
     guarantee = "none: a baseline (the best single server by the objective when no device is set)"

@@ -36,6 +36,7 @@ class BruteForcePlanner(Planner):
     """Try every placement (``max_placements`` caps the search)."""
 
     name = "brute-force"
+    plans_throughput = True
     summary = "exhaustive search over every placement (tiny problems, tests)"
     reference = "the problem's definition (survey Eq. 3-5); ground truth for the exact planners"
     guarantee = "optimal for every objective and constraint"

@@ -25,7 +25,10 @@ the coefficients are the cost model's linear forms,
   once to each device that needs it, however many consumers it has there.
   These rows make the LP relaxation tight where the textbook
   ``z >= x[u, a] + y[u, d] - 1`` makes transfers almost free;
-- objective and budgets: the linear forms over ``x`` and ``z``;
+- objective and budgets: the linear forms over ``x`` and ``z``; the
+  ``throughput`` objective (the bottleneck stage, docs/cost-model.md
+  "Throughput") is ``min B`` with one row ``stage_s <= B`` per pipeline stage
+  (:mod:`tiercut.plan.throughput_ilp`), without the device presolve;
 - memory: ``sum_p bytes(p) m[p, d] <= memory(d)`` with ``m[p, d] >= x[v, d]``
   for each node ``v`` using parameter ``p`` (a shared parameter counted once
   per device; a parameter of one node is its ``x``);
@@ -86,7 +89,7 @@ from scipy.sparse import csr_matrix
 
 from tiercut.cost import CompiledProblem, LinearForm, compile_problem, decode, encode, evaluate_many, linear_form
 from tiercut.plan.base import PlacementResult, Planner
-from tiercut.problem import Problem
+from tiercut.problem import Objective, Problem
 
 #: solvers: HiGHS through the API scipy bundles (MIP start, cutoff, tolerances), or scipy.optimize.milp (neither)
 SOLVERS = ("auto", "highs", "scipy")
@@ -123,6 +126,8 @@ class MILP:
     y: dict[tuple[int, str], int] = field(default_factory=dict)
     w: dict[tuple[int, int, int, str], int] = field(default_factory=dict)
     w_metrics: dict[tuple[int, int, int, str], dict[str, float]] = field(default_factory=dict)
+    #: the throughput objective's bottleneck variable B (:mod:`tiercut.plan.throughput_ilp`), if any
+    bottleneck: int | None = None
 
     @property
     def n_vars(self) -> int:
@@ -162,6 +167,12 @@ class MILP:
             values[col] = 1.0 if (row[u] == a and (u, d) in needed) else 0.0
         for (p, d), col in self.m.items():
             values[col] = 1.0 if any(row[v] == d for v in comp.shared_params[p][1]) else 0.0
+        if self.bottleneck is not None:  # B at the least value its rows (stage <= B) allow
+            A = self.matrix().tocsc()
+            coef = A[:, self.bottleneck].toarray().ravel()
+            lhs = A @ values
+            rows = coef < 0
+            values[self.bottleneck] = max(0.0, float((lhs[rows] / -coef[rows]).max(initial=0.0)))
         return values
 
 
@@ -640,6 +651,7 @@ class ILPPlanner(Planner):
         "cut compression; docs/cost-model.md"
     )
     decides_compression = True
+    plans_throughput = True
     guarantee = (
         "optimal for every objective and constraint when HiGHS proves it; on a time-out never worse than the "
         "warm start, with the proven bound and gap"
@@ -689,17 +701,26 @@ class ILPPlanner(Planner):
         answer fails the cost model's check), then the better of the answer and the warm start."""
         start_time = time.perf_counter()
         comp = compile_problem(problem)
-        objective = linear_form(comp, problem.objective)
+        throughput = problem.objective.is_throughput
         budgets = {m: (linear_form(comp, m), b) for m, b in problem.constraints.budgets().items()}
-        presolve = self.reduce_devices and not problem.compresses_cuts
-        merge = dominated_devices(comp, [objective, *(f for f, _ in budgets.values())]) if presolve else {}
+        if throughput:  # min max of the stages (tiercut.plan.throughput_ilp); no device presolve
+            merge: dict[int, int] = {}
+        else:
+            objective = linear_form(comp, problem.objective)
+            presolve = self.reduce_devices and not problem.compresses_cuts
+            merge = dominated_devices(comp, [objective, *(f for f, _ in budgets.values())]) if presolve else {}
         kept = [d for d in range(comp.n_devices) if d not in merge]
         best = self._warm_start(problem, comp, merge)
         if best.feasible and best.objective <= 0.0:
             # every coefficient is >= 0: a feasible placement of objective 0 is optimal
             note = f"warm start {best.name} is feasible with objective 0, the least possible"
             return PlacementResult(decode(comp, best.row), optimal=True, gap=0.0, bound=0.0, note=note)
-        model = build_milp(comp, objective, budgets, kept)
+        if throughput:
+            from tiercut.plan.throughput_ilp import build_bottleneck_milp
+
+            model = build_bottleneck_milp(comp, budgets, kept, best.objective if best.feasible else math.nan)
+        else:
+            model = build_milp(comp, objective, budgets, kept)
         solution, found = self._run(model, comp, best, merge, start_time)
 
         note = (
@@ -716,6 +737,9 @@ class ILPPlanner(Planner):
         else:
             proven = solution.status == "optimal" and _consistent(solution, found, self._tolerance())
         chosen = found if found is not None and not _better(best, found) else best
+        if throughput and chosen.feasible and math.isfinite(chosen.objective) and chosen.objective > 0:
+            chosen, tied = self._least_latency(comp, budgets, chosen, start_time)
+            note += tied
         if not proven:
             note += self._unproven_note(solution, time.perf_counter() - start_time)
             if chosen is best:
@@ -729,13 +753,31 @@ class ILPPlanner(Planner):
             decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note, compression=chosen.compression
         )
 
+    def _least_latency(
+        self, comp: CompiledProblem, budgets: dict, chosen: Candidate, start_time: float
+    ) -> tuple[Candidate, str]:
+        """The throughput objective's tie-break: among the placements as good as ``chosen``, one of least latency
+        (:func:`tiercut.plan.throughput_ilp.least_latency_at_bottleneck`)."""
+        from tiercut.plan.throughput_ilp import least_latency_at_bottleneck
+
+        remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
+        found = least_latency_at_bottleneck(comp, budgets, chosen.row, chosen.objective, remaining,
+                                            float(self.mip_rel_gap))
+        if found is None or not found.feasible or found.objective > chosen.objective * (1 + 1e-9):
+            return chosen, ""
+        latency = evaluate_many(comp, np.stack([chosen.row, found.row])).latency_s
+        if latency[1] >= latency[0]:
+            return chosen, ""
+        return replace(found, name=chosen.name), f"; least latency at that bottleneck ({latency[1]:.6g} s)"
+
     def _tolerance(self) -> float:
         """A proof holds to HiGHS's tolerances (see PROOF_RTOL); the reported gap says how close the bound is."""
         return max(float(self.mip_rel_gap), PROOF_RTOL)
 
     def _warm_start(self, problem: Problem, comp: CompiledProblem, merge: dict[int, int]) -> Candidate:
         """The best cheap candidate (Deb's rule), or the all-local placement without a warm start."""
-        candidates = cheap_candidates(reduced_problem(problem, merge), comp, with_dp=True) if self.warm_start else []
+        seeding = problem.with_objective(Objective("latency")) if problem.objective.is_throughput else problem
+        candidates = cheap_candidates(reduced_problem(seeding, merge), comp, with_dp=True) if self.warm_start else []
         if candidates:
             return candidates[0]
         local = problem.local_placement()

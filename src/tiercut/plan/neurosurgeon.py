@@ -35,6 +35,7 @@ class NeurosurgeonPlanner(Planner):
     """Best single split of the topological order between the source and a server."""
 
     name = "neurosurgeon"
+    plans_throughput = True
     summary = "best single split point of the layer order between the device and one server"
     reference = "Kang et al., Neurosurgeon, ASPLOS'17"
     guarantee = "best among single-cut placements (per server); not globally optimal"

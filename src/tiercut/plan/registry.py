@@ -28,8 +28,10 @@ from tiercut.plan.pso import PSOPlanner
 from tiercut.plan.sa import SAPlanner
 from tiercut.plan.shortest_path import ShortestPathPlanner
 from tiercut.plan.spatial import SpatialPlanner
+from tiercut.plan.throughput_dp import ThroughputDPPlanner
+from tiercut.plan.throughput_mincut import ThroughputMinCutPlanner
 from tiercut.plan.variants import MCDNNPlanner
-from tiercut.problem import MultiPlan, MultiUserProblem, Plan, Problem
+from tiercut.problem import JointPlan, JointProblem, MultiPlan, MultiUserProblem, Plan, Problem
 
 PLANNERS: dict[str, type[Planner]] = {
     "local": LocalPlanner,
@@ -49,6 +51,8 @@ PLANNERS: dict[str, type[Planner]] = {
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
     "mcdnn": MCDNNPlanner,
+    "throughput-mincut": ThroughputMinCutPlanner,
+    "throughput-dp": ThroughputDPPlanner,
     "d2d": D2DPlanner,
     "jmdp": JointAllocationPlanner,
     "panda": PandaPlanner,
@@ -67,8 +71,13 @@ def get_planner(algorithm: str, **settings: Any) -> Planner:
     return planner.set_params(**settings)
 
 
-def plan(problem: Problem | MultiUserProblem, algorithm: str = DEFAULT_PLANNER, **settings: Any) -> Plan | MultiPlan:
-    """Solve ``problem`` with the planner ``algorithm`` (a single- or multi-user problem; :data:`DEFAULT_PLANNER` by default)."""
+def plan(
+    problem: Problem | MultiUserProblem | JointProblem, algorithm: str = DEFAULT_PLANNER, **settings: Any
+) -> Plan | MultiPlan | JointPlan:
+    """Solve ``problem`` with the planner ``algorithm`` (a single- or multi-user problem; :data:`DEFAULT_PLANNER` by
+    default); a :class:`JointProblem` goes to the joint planners (``joint-ilp`` by default)."""
+    if isinstance(problem, JointProblem):  # several models on shared devices: the joint planners
+        return plan_joint(problem, DEFAULT_JOINT_PLANNER if algorithm == DEFAULT_PLANNER else algorithm, **settings)
     planner = get_planner(algorithm, **settings)
     if isinstance(problem, MultiUserProblem):
         return planner.solve_multi(problem)
@@ -84,4 +93,17 @@ def applicable_planners(problem: Problem | MultiUserProblem, names: list[str] | 
     return out
 
 
-__all__ = ["DEFAULT_PLANNER", "PLANNERS", "applicable_planners", "get_planner", "plan"]
+# several models on shared devices (JointProblem, the shared-capacity model): their own small registry
+from tiercut.plan.joint import DEFAULT_JOINT_PLANNER, JOINT_PLANNERS, get_joint_planner, plan_joint  # noqa: E402
+
+__all__ = [
+    "DEFAULT_JOINT_PLANNER",
+    "DEFAULT_PLANNER",
+    "JOINT_PLANNERS",
+    "PLANNERS",
+    "applicable_planners",
+    "get_joint_planner",
+    "get_planner",
+    "plan",
+    "plan_joint",
+]

@@ -21,6 +21,7 @@ from tiercut.problem.build import (
     resolve_devices,
 )
 from tiercut.problem.compression import CutCodec, CutCompression, TensorCompression
+from tiercut.problem.joint import JointPlan, JointProblem, ModelFigures
 from tiercut.problem.plan import MultiPlan, Plan, UserFigures
 from tiercut.problem.shares import Shares
 from tiercut.problem.types import (
@@ -44,6 +45,9 @@ __all__ = [
     "Constraints",
     "CutCodec",
     "CutCompression",
+    "JointPlan",
+    "JointProblem",
+    "ModelFigures",
     "MultiPlan",
     "MultiUserProblem",
     "Objective",

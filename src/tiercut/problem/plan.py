@@ -7,6 +7,7 @@ the problem alone (:func:`tiercut.cost.evaluate`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,11 @@ class Plan:
         cut_compression: node -> cut codec of each tensor sent compressed
             (JALAD; the problem's ``cut_compression`` options; empty: raw).
         accuracy_loss: the summed accuracy loss of those tensors.
+        pipeline_stages: pipeline stage (device, or link direction ``a->b``) -> busy
+            seconds per query (docs/cost-model.md "Throughput"); empty when the
+            placement is not evaluable or was evaluated by another layer.
+        bottleneck_s: the largest stage time; ``throughput_qps`` is its inverse
+            (inf / 0 when not evaluable).
     """
 
     algorithm: str
@@ -63,6 +69,15 @@ class Plan:
     bound: float | None = None
     cut_compression: Mapping[str, str] = field(default_factory=dict)
     accuracy_loss: float = 0.0
+    pipeline_stages: Mapping[str, float] = field(default_factory=dict)
+    bottleneck_s: float = math.inf
+
+    @property
+    def throughput_qps(self) -> float:
+        """Queries per second of the pipelined stream: ``1 / bottleneck_s``."""
+        if self.bottleneck_s <= 0:
+            return math.inf
+        return 0.0 if math.isinf(self.bottleneck_s) else 1.0 / self.bottleneck_s
 
     def metric(self, name: str) -> float:
         """A figure by metric name (``latency``, ``energy_source``, ``energy_total``, ``cost``)."""
@@ -88,6 +103,9 @@ class Plan:
             "memory_bytes": dict(self.memory_bytes),
             "cut_compression": dict(self.cut_compression),
             "accuracy_loss": self.accuracy_loss,
+            "pipeline_stages": dict(self.pipeline_stages),
+            "bottleneck_s": json_float(self.bottleneck_s),
+            "throughput_qps": json_float(self.throughput_qps),
         }
 
     @classmethod
@@ -103,6 +121,8 @@ class Plan:
             bound=optional_float(data.get("bound")),
             cut_compression={str(k): str(v) for k, v in dict(data.get("cut_compression", {})).items()},
             accuracy_loss=float(data.get("accuracy_loss", 0.0)),
+            pipeline_stages={str(k): float(v) for k, v in dict(data.get("pipeline_stages", {})).items()},
+            bottleneck_s=from_json_float(data.get("bottleneck_s")),
         )
 
 

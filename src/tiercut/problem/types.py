@@ -37,8 +37,11 @@ SCHEMA_VERSION = 1
 
 #: the figures a plan reports; also the keys of a weighted objective's weights.
 METRICS = ("latency", "energy_source", "energy_total", "cost")
-#: objective kinds: one metric, or a weighted sum of them.
-OBJECTIVES = (*METRICS, "weighted")
+#: objective kinds: one metric, a weighted sum of them, or ``throughput`` (minimise the bottleneck stage of the
+#: pipelined stage model, docs/cost-model.md "Throughput"; its value is ``bottleneck_s``).
+OBJECTIVES = (*METRICS, "weighted", "throughput")
+#: the figure the throughput objective minimises (seconds per query of the busiest pipeline stage).
+BOTTLENECK = "bottleneck"
 #: how a multi-user problem aggregates user latencies.
 AGGREGATES = ("mean", "max")
 
@@ -61,7 +64,10 @@ class Objective:
             device), ``cost`` (money), or ``weighted``.
         weights: for ``weighted``: metric -> weight; the objective is
             ``sum(weight * metric)`` in the metrics' own units (s, J, money),
-            so choose weights that make the terms comparable.
+            so choose weights that make the terms comparable; or
+            ``throughput``: maximise queries per second of a stream, i.e.
+            minimise the bottleneck stage (``bottleneck_s``, docs/cost-model.md
+            "Throughput"); a latency bound is the latency budget.
         aggregate: multi-user problems only: ``mean`` or ``max`` of the user
             latencies (energy and cost are summed over users).
     """
@@ -84,8 +90,16 @@ class Objective:
         if self.kind != "weighted" and self.weights:
             raise TiercutError(f"objective {self.kind!r} takes no weights; use kind 'weighted' to combine metrics")
 
+    @property
+    def is_throughput(self) -> bool:
+        """The objective is the pipelined bottleneck (not a sum of per-node and per-transfer terms)."""
+        return self.kind == "throughput"
+
     def metric_weights(self) -> dict[str, float]:
-        """metric -> weight of this objective (one metric with weight 1 unless weighted)."""
+        """metric -> weight of this objective (one metric with weight 1 unless weighted; ``bottleneck`` for
+        throughput)."""
+        if self.kind == "throughput":
+            return {BOTTLENECK: 1.0}
         if self.kind == "weighted":
             return {k: float(w) for k, w in self.weights.items() if w > 0}
         return {self.kind: 1.0}
@@ -554,6 +568,11 @@ class MultiUserProblem:
     def __post_init__(self) -> None:
         if not self.users:
             raise TiercutError("a multi-user problem needs at least one user")
+        if self.objective.is_throughput:
+            raise TiercutError(
+                "the equal-share multi-user model has no throughput objective; plan several models on shared devices "
+                "with a JointProblem (tiercut.plan.plan_joint, 'tiercut plan --models a,b --rates x,y')"
+            )
         first = self.users[0].problem
         names: set[str] = set()
         for user in self.users:
@@ -607,6 +626,7 @@ class MultiUserProblem:
 
 __all__ = [
     "AGGREGATES",
+    "BOTTLENECK",
     "METRICS",
     "OBJECTIVES",
     "SCHEMA_VERSION",
