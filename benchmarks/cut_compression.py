@@ -48,6 +48,13 @@ BUDGET = 0.01
 JALAD_REPORTED = {
     "source": "Li et al., JALAD, ICPADS 2018, pp. 671-678 (arXiv:1812.10027)",
     "verified": "abstract only: speed-up of edge-cloud inference 'with a guaranteed model accuracy loss' (no figure)",
+    "searched": (
+        "2026-12-01, the search tool's pages/docs/code corpora ('JALAD ... speedup', '... latency reduction 3G 4G "
+        "WiFi', '... Huffman ResNet VGG'): only the abstract is stored (https://deepai.org/publication/"
+        "jalad-joint-accuracy-and-latency-aware-deep-structure-decoupling-for-edge-cloud-execution, arXiv "
+        "1812.10027 listing, NTU record https://hdl.handle.net/10356/143195 giving ICPADS 2018 pp. 671-678); "
+        "the evaluation section's figures were not reachable, so no speed-up of theirs is compared numerically"
+    ),
     "survey": (
         "the partition survey (seed survey-dnn-partition-cloud-edge-end, its tables and Sec. on IP) lists JALAD as a "
         "cloud-end, two-part layer partition with an accuracy constraint, formulated as an integer linear program"

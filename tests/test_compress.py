@@ -213,6 +213,8 @@ def test_cli_compress_writes_a_model_graph_and_plan_read(tmp_path, capsys):
         (["--method", "int8", "--int8-mode", "fast"], "--int8-mode 'fast' is not known"),
         (["--method", "prune", "--finetune-epochs", "2"], "add --digits"),
         (["--method", "fp16", "--runs", "0"], "--runs 0 must be >= 1"),
+        (["--method", "prune", "--pruning", "random"], "--pruning 'random' is not known"),
+        (["--method", "fp16", "--pruning", "magnitude"], "goes with --method prune"),
     ],
 )
 def test_cli_compress_bad_input(tmp_path, capsys, extra, message):
@@ -259,3 +261,105 @@ def test_upload_planners_see_the_compressed_weights(method, tmp_path):
     new_bytes, new_s = times["compressed"]
     assert new_bytes <= 0.51 * ref_bytes
     assert new_s < ref_s
+
+
+# ----------------------------------------------------------------------------- magnitude pruning, stored sparse
+def test_magnitude_pruning_zeroes_the_smallest_weights_of_each_layer_exactly():
+    from tiercut.preprocess.magnitude import MagnitudeSettings, prune_magnitude
+
+    model = small_net()
+    pruned, layers = prune_magnitude(model, MagnitudeSettings(sparsity=0.75))
+    for row in layers:
+        before = model.get_submodule(row["module"]).weight.detach().abs().reshape(-1)
+        after = pruned.get_submodule(row["module"]).weight.detach().reshape(-1)
+        k = round(0.75 * before.numel())
+        assert row["zeros"] == int((after == 0).sum()) == k  # exactly that many (random weights have no ties)
+        # every survivor is at least as large as every pruned weight, and keeps its value
+        assert before[after != 0].min() >= before[after == 0].max()
+        assert torch.equal(after[after != 0], model.get_submodule(row["module"]).weight.detach().reshape(-1)[after != 0])
+    assert pruned is not model and (model.get_submodule(layers[0]["module"]).weight != 0).all()
+
+
+def test_sparse_storage_round_trips_and_refuses_a_lying_file():
+    from tiercut.preprocess.magnitude import sparse_bytes, sparse_decode, sparse_encode
+
+    t = torch.randn(6, 5, 3)
+    t[t.abs() < 1.0] = 0.0
+    bitmap, values = sparse_encode(t)
+    assert torch.equal(sparse_decode(bitmap, values, list(t.shape), "w"), t)
+    assert bitmap.numel() * bitmap.element_size() + values.numel() * 4 == sparse_bytes(t) < t.numel() * 4
+    with pytest.raises(TiercutError, match="bitmap has"):  # a shape the bitmap cannot cover allocates nothing
+        sparse_decode(bitmap, values, [10**6, 10**6], "w")
+    with pytest.raises(TiercutError, match="values for"):
+        sparse_decode(bitmap, values[:-1], list(t.shape), "w")
+    with pytest.raises(TiercutError, match="shape must be"):
+        sparse_decode(bitmap, values, "90", "w")
+
+
+def test_magnitude_pruned_model_is_stored_sparse_reloads_exactly_and_reports_dense_flops(tmp_path):
+    model = small_net()
+    x = torch.randn(1, 1, 8, 8)
+    result = compress(model, "prune", (x,), ratio=0.8, pruning="magnitude")
+    assert result.stage.settings == {"ratio": 0.8, "pruning": "magnitude"} and result.stage.edits == ()
+    dense_dir = save_compressed(tmp_path / "dense", compress(model, "fp16", (x,)).model.float(), BASE, INPUTS, [])
+    out = save_compressed(tmp_path / "m", result.model, BASE, INPUTS, [result.stage])
+    spec = json.loads((out / SPEC_FILE).read_text())
+    assert any(v["kind"] == "sparse" for v in spec["state"].values())
+    # the file really shrinks: 20% of the float32 weights plus a bit per element
+    assert (out / "model.safetensors").stat().st_size < 0.4 * (dense_dir / "model.safetensors").stat().st_size
+    loaded, _, _ = load_compressed(out)
+    batch = torch.randn(4, 1, 8, 8)
+    assert torch.equal(loaded(batch), result.model(batch))
+    # split execution of the pruned model equals the pruned model
+    cap = capture_model(loaded, example_inputs=(x,))
+    names = cap.graph.names
+    split = split_by_placement(cap, {n: ("end" if i <= len(names) // 2 else "cloud") for i, n in enumerate(names)}, verify=False)
+    assert torch.equal(split.run(x), loaded(x))
+    report = measure_compression("prune", result.model, (x,), reference=model, eval_inputs=batch, runs=2)
+    ref = measure_compression("reference", model, (x,), runs=2)
+    assert report.flops == ref.flops and report.weight_bytes == ref.weight_bytes  # dense kernels: the cost model's
+    assert report.nonzero_flops < 0.5 * ref.flops and report.stored_bytes < 0.4 * ref.stored_bytes
+    assert report.sparsity == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.slow
+def test_cli_magnitude_pruning_on_digits_reports_stored_bytes_and_accuracy(tmp_path, capsys):
+    from tiercut.cli import main
+
+    out = tmp_path / "sparse"
+    assert main(["compress", *CLI_MODEL, "--method", "prune", "--pruning", "magnitude", "--ratio", "0.5", "--digits",
+                 "--epochs", "6", "--finetune-epochs", "3", "--runs", "2", "--out", str(out), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["stage"]["settings"]["pruning"] == "magnitude"
+    assert payload["bytes_ratio"] == 1.0 and payload["flops_ratio"] == 1.0  # dense in memory and in the kernels
+    # the pruned weights are zero again after fine-tuning: still stored sparse
+    assert payload["compressed"]["sparsity"] >= 0.49
+    assert payload["stored_bytes_ratio"] < 0.6 and payload["nonzero_flops_ratio"] < 0.7
+    # half the weights of a trained digits CNN by magnitude, fine-tuned, re-pruned: accuracy stays close
+    assert payload["compressed"]["accuracy"] >= payload["reference"]["accuracy"] - 0.05
+
+
+def test_fp16_agreement_on_the_fp32_path_is_scale_invariant():
+    """A deep net whose every weight is scaled by 1/8 (a power of two: fp16 rounding commutes with it) outputs
+    ~1e-8, which fp16 compute flushes to zero (the argmax is then meaningless); the dequantised path (weights
+    rounded to fp16, computed in float32) gives exactly the figures of the unscaled net."""
+    torch.manual_seed(0)
+
+    def deep() -> nn.Module:
+        layers = [m for _ in range(6) for m in (nn.Linear(16, 16, bias=False), nn.ReLU())]
+        return nn.Sequential(*layers, nn.Linear(16, 10, bias=False)).eval()
+
+    model, tiny = deep(), deep()
+    tiny.load_state_dict({k: v * 0.125 for k, v in model.state_dict().items()})
+    x = torch.randn(1, 16)
+    batch = torch.randn(64, 16)
+    reports = {}
+    for label, net in (("unit", model), ("tiny", tiny)):
+        half = compress(net, "fp16", (x,)).model
+        reports[label] = measure_compression("fp16", half, (x,), reference=net, eval_inputs=batch, runs=1)
+    unit, small = reports["unit"], reports["tiny"]
+    assert small.output_rms < 1e-7 < unit.output_rms
+    assert small.agreement < unit.agreement  # fp16 compute flushed the small outputs: not a weight error
+    assert small.agreement_fp32_path == unit.agreement_fp32_path >= 0.95
+    assert small.relative_error_fp32_path == pytest.approx(unit.relative_error_fp32_path, rel=1e-3)
+    assert 0 < small.relative_error_fp32_path < 1e-2

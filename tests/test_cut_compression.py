@@ -402,6 +402,16 @@ def test_simulator_charges_a_compressed_cut_as_the_cost_model(execution):
     assert query.latency_s == pytest.approx(ev.latency_s, rel=1e-9) and ev.latency_s < raw.latency_s
     assert query.energy_source_j == pytest.approx(ev.energy_source_j, rel=1e-9)
     assert query.energy_total_j == pytest.approx(ev.energy_total_j, rel=1e-9)
+    # the bytes on the wire are the compressed ones the cost model charges, not the raw tensors
+    wire = sum(t.out_bytes if t.wire_bytes is None else t.wire_bytes for t in ev.transfers)
+    assert wire < sum(t.out_bytes for t in ev.transfers)
+    assert query.bytes_moved == round(wire) and query.bytes_moved < raw_query_bytes(problem, placement)
+
+
+def raw_query_bytes(problem, placement):
+    from tiercut.sim import SimUser, simulate
+
+    return simulate([SimUser("u", problem, placement=placement, max_queries=1)]).queries[0].bytes_moved
 
 
 @pytest.mark.slow

@@ -172,3 +172,66 @@ def test_cli_preprocess(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+
+
+# ----------------------------------------------------------------- with cut compression (JALAD)
+@pytest.mark.slow
+@settings(max_examples=25, **SETTINGS)
+@given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(2, 6), n_devices=st.integers(2, 3),
+       objective=OBJECTIVES, shape=st.sampled_from(["dag", "chain"]))
+def test_merge_keeps_the_brute_force_optimum_with_cut_compression(rng, n_nodes, n_devices, objective, shape):
+    """Each transfer bounded over its codecs: the contracted problem's optimum (placement and codecs jointly,
+    under the accuracy budget) is the original's."""
+    from tiercut.plan.synthetic import random_cut_compression
+
+    problem = random_problem(rng, n_nodes=n_nodes, n_devices=n_devices, shape=shape, objective=objective,
+                             missing_link=0.2)
+    problem = random_cut_compression(rng, problem.with_constraints(type(problem.constraints)()))
+    result = preprocess(problem, "merge")
+    assert result.exact and result.problem is not None and result.problem.cut_compression is not None
+    assert set(result.problem.cut_compression.tensors) <= set(result.problem.graph.names)
+    best, contracted = plan(problem, "brute-force"), plan(result.problem, "brute-force")
+    _same_optimum(best, contracted)
+    if contracted.feasible:  # the contracted plan maps back with its codecs and the same figures
+        expanded = evaluate(problem, result.expand(contracted.placement), compression=contracted.cut_compression or None)
+        assert expanded.objective_value == pytest.approx(contracted.objective_value, rel=1e-9, abs=1e-12)
+
+
+def test_merge_with_cut_compression_keeps_a_cut_that_only_compression_makes_best():
+    """A chain whose middle tensor is big: raw, the best cut is elsewhere and merge may fold the middle in; with a
+    codec that shrinks it 20x, the middle cut becomes best and merge must keep it."""
+    from tiercut.problem import CutCodec, CutCompression, TensorCompression
+
+    for seed in range(12):
+        problem = random_problem(random.Random(seed), n_nodes=6, n_devices=2, shape="chain")
+        problem = problem.with_constraints(type(problem.constraints)())
+        devices = problem.device_names
+        codec = CutCodec("int8", 8, "tensor", {d: 0.0 for d in devices}, {d: 0.0 for d in devices})
+        tensors = {n.name: {"int8": TensorCompression(0.05, 0.0)} for n in problem.graph}
+        compressed = problem.with_cut_compression(CutCompression((codec,), tensors, None, "test"))
+        with_cc = preprocess(compressed, "merge").problem
+        _same_optimum(plan(compressed, "brute-force"), plan(with_cc, "brute-force"))
+
+
+@pytest.mark.slow
+def test_cli_plan_preprocess_with_cut_compression_and_its_note(capsys):
+    import json
+
+    model = ["fixtures_models:tiny_net", "--allow-code", "--input-shape", "1,3,8,8", "--env", "neurosurgeon-3g"]
+    assert main(["plan", *model, "--preprocess", "merge", "--cut-compression", "auto", "--algorithm", "ilp",
+                 "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    note = [line for line in captured.err.splitlines() if "--preprocess" in line]
+    assert len(note) == 1 and "merge:" in note[0] and "nodes" in note[0] and "optimum is kept" in note[0]
+    names = {n["name"] for n in payload["problem"]["nodes"]}
+    assert set(payload["problem"]["cut_compression"]["tensors"]) <= names
+    assert set(payload["plan"]["cut_compression"]) <= names
+    # the same plan without preprocessing has the same optimum (merge is exact with compression too)
+    assert main(["plan", *model, "--cut-compression", "auto", "--algorithm", "ilp", "--json", "-q"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert payload["plan"]["objective_value"] == pytest.approx(full["plan"]["objective_value"], rel=1e-6)
+    # a step that may lose optimality says by how much, measured with the same planner
+    assert main(["plan", *model, "--preprocess", "blocks", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "blocks:" in err and " loss " in err and len(err.strip().splitlines()) == 1

@@ -24,7 +24,8 @@ def _print(run: dict, out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"{run['method']} ({run['data']})")
-    for column in ("model", "weights", "FLOPs", "latency here", "top-1", "agreement", "rel. error"):
+    columns = ("model", "weights", "stored", "FLOPs", "non-zero FLOPs", "latency here", "top-1", "agreement", "rel. error")
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for label in ("reference", "compressed"):
         r = run[label]
@@ -33,13 +34,20 @@ def _print(run: dict, out: Path) -> None:
             return "-" if v is None else f"{100 * v:.1f}%"
 
         error = "-" if r["relative_error"] is None else f"{r['relative_error']:.3g}"
-        table.add_row(label, _human_bytes(r["weight_bytes"]), f"{r['flops'] / 1e6:.2f} M",
+        stored = "-" if r.get("stored_bytes") is None else _human_bytes(r["stored_bytes"])
+        nonzero = "-" if r.get("nonzero_flops") is None else f"{r['nonzero_flops'] / 1e6:.2f} M"
+        table.add_row(label, _human_bytes(r["weight_bytes"]), stored, f"{r['flops'] / 1e6:.2f} M", nonzero,
                       f"{r['latency_s'] * 1e3:.3f} ms", pct(r["accuracy"]), pct(r["agreement"]), error)
     console = Console(width=None if Console().is_terminal else 160)
     console.print(table)
+    stored = f", stored bytes x{run['stored_bytes_ratio']:.3f}" if run.get("stored_bytes_ratio") else ""
     console.print(
-        f"bytes x{run['bytes_ratio']:.3f}, FLOPs x{run['flops_ratio']:.3f}, speed-up {run['speedup']:.2f}x; wrote {out}"
+        f"bytes x{run['bytes_ratio']:.3f}{stored}, FLOPs x{run['flops_ratio']:.3f}, speed-up {run['speedup']:.2f}x; wrote {out}"
     )
+    if run["stage"]["settings"].get("pruning") == "magnitude":
+        console.print("magnitude pruning: weights stored sparse (bitmap + values); torch's dense CPU kernels still "
+                      "multiply the zeros, so FLOPs (what the cost model counts) and latency stay; non-zero FLOPs is "
+                      "a sparse-kernel bound")
 
 
 def compress(
@@ -48,7 +56,15 @@ def compress(
     out: Annotated[Path, typer.Option("--out", "-o", help="the directory to write (new or empty)")],
     energy: Annotated[float, typer.Option("--energy", help="lowrank: keep this fraction of the squared singular values")] = 0.9,
     rank: Annotated[int | None, typer.Option("--rank", help="lowrank: a fixed rank instead of --energy")] = None,
-    ratio: Annotated[float, typer.Option("--ratio", help="prune: fraction of each layer's channels removed")] = 0.5,
+    ratio: Annotated[
+        float,
+        typer.Option("--ratio", help="prune: fraction of each layer's channels removed (channel) or weights zeroed (magnitude)"),
+    ] = 0.5,
+    pruning: Annotated[
+        str,
+        typer.Option("--pruning", help="prune: channel (remove L1-smallest channels) | magnitude (zero the smallest weights, "
+                     "stored sparse)"),
+    ] = "channel",
     int8_mode: Annotated[
         str, typer.Option("--int8-mode", help="int8: auto | static (FX, calibrated) | dynamic (Linear)")
     ] = "auto",
@@ -69,12 +85,16 @@ def compress(
     """
     from tiercut.cli.checks import check_finite
     from tiercut.graph.model_spec import load_model, parse_inputs
-    from tiercut.preprocess.compress import METHODS, Stage, is_compressed_dir, read_spec, save_compressed
+    from tiercut.preprocess.compress import METHODS, PRUNINGS, Stage, is_compressed_dir, read_spec, save_compressed
     from tiercut.preprocess.evaluation import run_compression
     from tiercut.preprocess.quantize import INT8_MODES
 
     if method not in METHODS:
         raise TiercutError(f"--method {method!r} is not known; use one of {', '.join(METHODS)}")
+    if pruning not in PRUNINGS:
+        raise TiercutError(f"--pruning {pruning!r} is not known; use one of {', '.join(PRUNINGS)}")
+    if pruning != "channel" and method != "prune":
+        raise TiercutError(f"--pruning {pruning} goes with --method prune, not {method}")
     if int8_mode not in INT8_MODES:
         raise TiercutError(f"--int8-mode {int8_mode!r} is not known; use one of {', '.join(INT8_MODES)}")
     check_finite("--energy", energy)
@@ -82,7 +102,7 @@ def compress(
     if not 0.0 < energy <= 1.0:
         raise TiercutError(f"--energy {energy} must lie in (0, 1], e.g. 0.9")
     if not 0.0 <= ratio < 1.0:
-        raise TiercutError(f"--ratio {ratio} must lie in [0, 1), the fraction of channels removed, e.g. 0.5")
+        raise TiercutError(f"--ratio {ratio} must lie in [0, 1), the fraction of channels (or weights) removed, e.g. 0.5")
     if rank is not None and rank < 1:
         raise TiercutError(f"--rank {rank} must be >= 1")
     if runs < 1:
@@ -102,6 +122,7 @@ def compress(
     run = run_compression(
         loaded.model, loaded.example_inputs, method, digits=digits, epochs=epochs, finetune_epochs=finetune_epochs,
         runs=runs, energy=energy, rank=rank, ratio=ratio, int8_mode=int8_mode,
+        **({"pruning": pruning} if method == "prune" else {}),
     )
     payload = run.to_dict()
     payload["model"] = model

@@ -396,6 +396,11 @@ def plan(
     preprocess: PreprocessOpt = None,
     cut_compression: CutCompressionOpt = None,
     accuracy_loss_max: AccuracyLossMaxOpt = None,
+    variants: Annotated[
+        Path | None,
+        typer.Option("--variants", help="variants file: choose the model variant and its placement under the budgets "
+                     "and its accuracy_min (MCDNN; --algorithm is the exact inner planner, ilp or brute-force)"),
+    ] = None,
     models: Annotated[
         str | None, typer.Option("--models", help="several models planned jointly on shared devices, e.g. a,b "
                                  "(with --rates; objective throughput or latency; joint planners joint-ilp, "
@@ -424,12 +429,21 @@ def plan(
         _list_planners()
         return
     opts = problem_options
+    if variants is not None:  # MCDNN (issue 19): the variants file names the models
+        from tiercut.cli.variants_cmd import plan_from_cli
+
+        given = (("MODEL", model), ("--users", opts.users), ("--spatial auto", spatial == "auto"), ("--exits", exits),
+                 ("--preprocess", preprocess), ("--cut-compression", cut_compression), ("--set", setting),
+                 ("--accuracy-min", accuracy_min), ("--latency-slo", latency_slo), ("--models", models),
+                 ("--allocation", allocation))
+        plan_from_cli(variants, algorithm, opts, model_options, as_json, out, progress_for(quiet), given)
+        return
     if models is not None or rates is not None:
         _plan_models(model, models, rates, algorithm, settings=[*(setting or [])], problem_options=opts,
                       model_options=model_options, as_json=as_json, out=out, quiet=quiet,
                       others={"--users": opts.users, "--spatial auto": spatial == "auto", "--exits": exits,
                               "--preprocess": preprocess, "--cut-compression": cut_compression,
-                              "--allocation": allocation})
+                              "--allocation": allocation, "--variants": variants})
         return
     if model is None and opts.users is None:
         raise TiercutError("plan needs a MODEL (e.g. 'tiercut plan vgg16 --env three-tier'), --users FILE, or --list")
@@ -450,7 +464,7 @@ def plan(
         from tiercut.preprocess import parse_steps
 
         parse_steps(preprocess)
-        for option, given in (*combined, ("--cut-compression", cut_compression)):
+        for option, given in combined:
             if given:
                 raise TiercutError(f"--preprocess contracts one model's graph; drop {option} (or --preprocess)")
     cut_codecs = cut_compression_codecs(cut_compression, accuracy_loss_max, conflict)
@@ -468,13 +482,17 @@ def plan(
     get_planner(algorithm, **settings)  # a bad name or setting fails before any model work
     _check_allocation(allocation, opts.users is not None, algorithm)
     progress = progress_for(quiet)
-    problem = problem_options.problem(model, model_options, progress, preprocess=preprocess)
+    # the model's own graph first: cut compression is measured on it, then the graph is contracted (merge keeps the
+    # optimum with compression too: tiercut.preprocess.merge bounds each transfer over its codecs)
+    problem = problem_options.problem(model, model_options, progress)
     if cut_compression is not None and isinstance(problem, Problem):  # JALAD: measure the cut tensors' codecs
         from tiercut.pipeline.cut_compression import attach_cut_compression
 
         mode = cut_compression if cut_codecs is not None else "off"
         request = model_options.request(model)  # type: ignore[arg-type]
         problem = attach_cut_compression(problem, request, mode, accuracy_loss_max=accuracy_loss_max, progress=progress)
+    if preprocess is not None and isinstance(problem, Problem):
+        problem = _preprocess_with_note(problem, preprocess, algorithm, settings, progress)
     if spatial == "auto":  # the model's fused conv/pool stacks, for the spatial planner to tile
         from tiercut.graph import parse_shape
         from tiercut.spatial.tiles import attach_stacks
@@ -502,6 +520,38 @@ def plan(
         _print_multi_plan(problem, result)  # type: ignore[arg-type]
     else:
         _print_plan(problem, result, baselines(problem))  # type: ignore[arg-type]
+
+
+#: ``plan --preprocess`` measures the optimality a non-exact step lost by also planning the full graph up to this size
+LOSS_CHECK_MAX_NODES = 2000
+
+
+def _preprocess_with_note(problem: Problem, steps: str, algorithm: str, settings: dict, progress: Any) -> Problem:
+    """``problem`` contracted by ``steps``, with one stderr line: nodes before/after per step and, for a step that
+    may lose optimality, the loss measured by planning the full graph with the same planner (graphs up to
+    :data:`LOSS_CHECK_MAX_NODES` nodes)."""
+    from tiercut.cli.options import warn
+    from tiercut.plan import plan as solve
+    from tiercut.preprocess import parse_steps
+    from tiercut.preprocess import preprocess as preprocess_problem
+
+    with progress.step(f"preprocessing {len(problem.graph)} nodes: {steps}"):
+        result = preprocess_problem(problem, parse_steps(steps))
+    reduced = result.problem or problem
+    note = result.summary()
+    if result.exact:
+        typer.echo(f"tiercut: --preprocess: {note}; the optimum is kept", err=True)
+        return reduced
+    if len(problem.graph) > LOSS_CHECK_MAX_NODES:
+        warn(f"--preprocess: {note}; loss not measured (over {LOSS_CHECK_MAX_NODES} nodes)")
+        return reduced
+    with progress.step("measuring the optimality preprocessing lost"):
+        before = float(solve(problem, algorithm, **settings).objective_value)
+        after = float(solve(reduced, algorithm, **settings).objective_value)
+    loss = after - before
+    relative = f" ({loss / before:+.2%})" if before not in (0.0, float("inf")) and math.isfinite(before) else ""
+    warn(f"--preprocess: {note}; objective {before:.6g} -> {after:.6g} with {algorithm}, loss {loss:.3g}{relative}")
+    return reduced
 
 
 def _plan_models(

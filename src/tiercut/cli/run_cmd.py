@@ -11,6 +11,8 @@ from tiercut.cli.adapt_opts import DEFAULT_ADAPT_OPTIONS, AdaptOptions
 from tiercut.cli.checks import check_finite, check_output_path, check_plot_path, write_output
 from tiercut.cli.model_opts import DEFAULT_MODEL_OPTIONS, MODEL_HELP, ModelOptions
 from tiercut.cli.options import (
+    AccuracyLossMaxOpt,
+    CutCompressionOpt,
     OldUploadOpt,
     OutJsonOpt,
     QuietOpt,
@@ -123,6 +125,8 @@ def run(
     ] = None,
     latency_slo: Annotated[str | None, typer.Option("--latency-slo", help="with --exits: latency requirement, e.g. 50ms")] = None,
     accuracy_min: Annotated[float | None, typer.Option("--accuracy-min", help="with --exits: accuracy floor, e.g. 0.95")] = None,
+    cut_compression: CutCompressionOpt = None,
+    accuracy_loss_max: AccuracyLossMaxOpt = None,
     adapt_options: AdaptOptions = DEFAULT_ADAPT_OPTIONS,
 ) -> None:
     """Run MODEL split for real: local (or given) workers, uploads with confirmations, queries on the partial model."""
@@ -146,6 +150,8 @@ def run(
     check_finite("--keep-uploading-s", keep_uploading_s, minimum=0.0)
     if queries < 1:
         raise TiercutError(f"--queries {queries} must be >= 1")
+    if exits is not None and cut_compression is not None:
+        raise TiercutError("--exits runs the exit plan's cuts raw; drop --cut-compression (or --exits)")
     from tiercut.runtime.client import MAX_IN_FLIGHT
 
     if not 1 <= in_flight <= MAX_IN_FLIGHT:
@@ -159,6 +165,8 @@ def run(
         raise TiercutError("--adapt and --link-schedule re-plan the run's own plan; drop --exits, --upload-plan and --tiled-plan")
     if (adapt is not None or link_schedule is not None) and in_flight != 1:
         raise TiercutError("--adapt and --link-schedule switch plans between queries, one at a time; drop --in-flight")
+    if (adapt is not None or link_schedule is not None) and cut_compression is not None:
+        raise TiercutError("--cut-compression decides the codecs of one plan; drop it with --adapt or --link-schedule")
     if exits is not None:  # early exits (issue 15): plan with edgent/ddnn, run on workers, measure on held-out digits
         from tiercut.cli.exits_cmd import run_with_exits
         from tiercut.graph.model_spec import check_code_allowed
@@ -189,7 +197,8 @@ def run(
         artifact_format=artifact_format, emulate_links=emulate_links, bandwidth_scale=bandwidth_scale, verify=verify,
         source_slowdown=source_slowdown, torch_device=torch_device, resume=resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, log_dir=log_dir, source=opts.source, profile=opts.profile,
-        compute_table=opts.compute_table, predict=plot is not None, progress=progress_for(quiet),
+        compute_table=opts.compute_table, predict=plot is not None, cut_compression=cut_compression,
+        accuracy_loss_max=accuracy_loss_max, progress=progress_for(quiet),
         log=(lambda line: typer.echo(line, err=True)) if not as_json else None, adapt=adapt, link_schedule=link_schedule,
     )
     if plot is not None:
@@ -202,5 +211,7 @@ def run(
         return
     for line in [*outcome.result.summary_lines(), *outcome.pipeline_lines()]:
         typer.echo(line)
+    if outcome.cut_compression is not None:
+        typer.echo(outcome.cut_compression.summary_line())
     if plot is not None:
         typer.echo(f"plot: {plot}")

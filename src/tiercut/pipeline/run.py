@@ -8,6 +8,7 @@ when asked, the simulator's prediction of the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class RunOutcome:
         prediction: the simulator's (start_s, latency_s) of the same queries, when asked and comparable.
         pipeline: with queries in flight, the pipelined model's stages of the final placement
             (:class:`tiercut.runtime.pipelining.PipelinePrediction`; None without a problem).
+        cut_compression: with ``cut_compression``: the plan's decision and what the run measured
+            (:class:`tiercut.pipeline.cut_compression.CutCompressionRun`), else None.
     """
 
     upload_plan: dict[str, Any]
@@ -37,6 +40,7 @@ class RunOutcome:
     problem: Problem | None = None
     prediction: list[tuple[float, float]] | None = None
     pipeline: Any = None
+    cut_compression: Any = None
 
     def pipeline_lines(self) -> list[str]:
         """Measured throughput and latency under load beside the pipelined prediction (runs with ``in_flight > 1``)."""
@@ -59,8 +63,11 @@ class RunOutcome:
         return lines
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints (``pipeline`` too with queries in flight)."""
+        """``{"upload_plan", "run"}``: what ``tiercut run --json`` prints (``pipeline`` too with queries in flight,
+        ``cut_compression`` when the cuts were compressed)."""
         out = {"upload_plan": self.upload_plan, "run": self.result.to_dict()}
+        if self.cut_compression is not None:
+            out["cut_compression"] = self.cut_compression.to_dict()
         if getattr(self.result, "in_flight", 1) > 1:
             from tiercut.runtime.pipelining import measure_pipeline
 
@@ -160,6 +167,10 @@ def run(
     profile: str | Path | None = None,
     compute_table: str | Path | None = None,
     predict: bool = False,
+    private_layers: int = 0,
+    queries_after_upload: int = 0,
+    cut_compression: str | None = None,
+    accuracy_loss_max: float | None = None,
     progress: Progress = SILENT,
     log: Callable[[str], None] | None = None,
     adapt: Any | None = None,
@@ -180,6 +191,12 @@ def run(
         in_flight: queries in flight at once (pipelining, :mod:`tiercut.runtime.pipelining`); local workers then
             run one partition at a time, each device one stage of the pipeline.
         predict: also simulate the same run (single server, real link figures, back-to-back queries).
+        private_layers: pin the model's first N layers to the source (privacy).
+        queries_after_upload: go on past ``queries`` until this many queries started after every upload arrived.
+        cut_compression: JALAD (``auto``, ``int8``, ``int4`` or ``off``): measure the codecs on the model, let the
+            planner decide per cut tensor under ``accuracy_loss_max``, and send the tensors the final placement
+            compresses quantized + zstd-coded on the wire; the outcome reports the bytes on the wire and the top-1
+            agreement with the uncompressed model (:mod:`tiercut.pipeline.cut_compression`).
         log: called with each line the run reports (uploads confirmed, workers' state).
         adapt: an :class:`~tiercut.runtime.adapt.AdaptSettings`: estimate the links, re-plan with hysteresis,
             upload new partitions in the background and switch between queries (:mod:`tiercut.runtime.adaptive`).
@@ -227,6 +244,10 @@ def run(
         in_flight=in_flight, emulate_links=emulate_links,
     )
     adaptive = adapt is not None or link_schedule is not None
+    compressing = _check_cut_compression(
+        cut_compression, accuracy_loss_max, upload_plan=upload_plan, tiled_plan=tiled_plan, onnx=onnx_file,
+        granularity=granularity, adaptive=adaptive,
+    )
     # the client's own partitions run there; so do local workers' (remote ones chose theirs: 'serve --torch-device')
     torch_device = resolve_torch_device(torch_device)
     credentials = credentials or Credentials()
@@ -241,10 +262,10 @@ def run(
     settings = RunSettings(
         queries=queries, rate_hz=rate_hz, verify_outputs=verify, fresh=not resume, max_run_s=max_run_s,
         keep_uploading_s=keep_uploading_s, source_slowdown=source_slowdown, client_torch_device=torch_device,
-        in_flight=in_flight,
+        queries_after_upload=queries_after_upload, in_flight=in_flight,
     )
     environment = load_environment(env)
-    problem, tiled = None, ()
+    problem, tiled, captured, wire = None, (), None, None
     if tiled_plan is not None:
         from tiercut.runtime.tiled import load_tiled_plan
 
@@ -253,11 +274,15 @@ def run(
     elif upload_plan is None:
         full = problem_step(
             model, environment, source=source, input_shape=input_shape, granularity=granularity, profile=profile,
-            compute_s=compute_table, progress=progress,
+            compute_s=compute_table, private_layers=private_layers, progress=progress,
         )
+        if compressing:
+            captured = capture(model, input_shape, granularity=granularity, progress=progress)
+            full = _with_cut_compression(full, model, str(cut_compression), accuracy_loss_max, captured, progress)
         planned = plan_uploads(full, upload_algorithm, server=server, offloading=algorithm, progress=progress)
         problem = planned.problem
         plan = planned.plan.to_dict()
+        wire, settings = _wire_settings(compressing, problem, planned.plan, settings)
     elif isinstance(upload_plan, (str, Path)):
         plan = read_upload_plan(upload_plan)
     else:
@@ -266,7 +291,7 @@ def run(
         link_schedule.check_links(problem)
     if onnx_file:
         captured = _onnx_captured(model, input_shape, granularity, progress)
-    else:
+    elif captured is None:
         captured = capture(model, input_shape, granularity=granularity, progress=progress)
     label = spec if isinstance(spec, str) else captured.graph.model
     plan_source = source or plan.get("source") or environment.default_source()
@@ -327,7 +352,60 @@ def run(
     prediction = None
     if predict and problem is not None and emulate_links and bandwidth_scale == 1.0 and rate_hz is None:
         prediction = predicted_queries(problem, plan, queries)
-    return RunOutcome(plan, result, problem, prediction, pipeline=_pipeline_prediction(problem, plan, in_flight))
+    measured = None
+    if wire is not None:
+        from tiercut.pipeline.cut_compression import measure_run
+        from tiercut.runtime.client import default_query_inputs
+
+        measured = measure_run(wire, result, captured, default_query_inputs(captured), final_stage=len(plan["stages"]) - 1)
+    return RunOutcome(plan, result, problem, prediction, pipeline=_pipeline_prediction(problem, plan, in_flight),
+                      cut_compression=measured)
+
+
+def _wire_settings(compressing: bool, problem: Problem, upload: Any, settings: Any) -> tuple[Any, Any]:
+    """The cut codecs of the upload plan's final placement and the run settings sending them (outputs kept to
+    compare with the uncompressed model); ``(None, settings)`` without compression."""
+    if not compressing:
+        return None, settings
+    from tiercut.pipeline.cut_compression import decide_wire_codecs
+
+    wire = decide_wire_codecs(problem, upload.stages[-1].placement)
+    return wire, dataclasses.replace(settings, cut_compression=wire.wire_codecs, verify_outputs=True)
+
+
+def _with_cut_compression(
+    problem: Problem, model: Any, mode: str, accuracy_loss_max: float | None, captured: Any, progress: Progress
+) -> Problem:
+    from tiercut.pipeline.cut_compression import attach_cut_compression
+
+    return attach_cut_compression(problem, model, mode, accuracy_loss_max=accuracy_loss_max, captured=captured,
+                                  progress=progress)
+
+
+def _check_cut_compression(
+    mode: str | None, accuracy_loss_max: float | None, *, upload_plan: Any, tiled_plan: Any, onnx: bool, granularity: str,
+    adaptive: bool = False,
+) -> bool:
+    """Whether the run compresses cut tensors; a combination it cannot do is a one-line error."""
+    from tiercut.pipeline.cut_compression import check_accuracy_loss_max, codec_names
+
+    check_accuracy_loss_max(accuracy_loss_max)
+    if mode is None:
+        if accuracy_loss_max is not None:
+            raise TiercutError("--accuracy-loss-max bounds cut compression; add --cut-compression auto (or int8)")
+        return False
+    if codec_names(mode) is None:
+        return False
+    for option, given in (("--upload-plan", upload_plan), ("--tiled-plan", tiled_plan)):
+        if given is not None:
+            raise TiercutError(f"--cut-compression decides the cuts while planning the run; drop {option} (or --cut-compression)")
+    if adaptive:
+        raise TiercutError("--cut-compression decides the codecs of one plan; drop it with --adapt or --link-schedule")
+    if onnx:
+        raise TiercutError("--cut-compression measures and cuts a torch model; an .onnx model runs its cuts raw (drop it)")
+    if granularity != "module":
+        raise TiercutError("cut compression measures the module graph; drop --granularity block or --cut-compression")
+    return True
 
 
 def _pipeline_prediction(problem: Problem | None, plan: Mapping[str, Any], in_flight: int) -> Any:

@@ -30,6 +30,7 @@ from tiercut.plan.shortest_path import ShortestPathPlanner
 from tiercut.plan.spatial import SpatialPlanner
 from tiercut.plan.throughput_dp import ThroughputDPPlanner
 from tiercut.plan.throughput_mincut import ThroughputMinCutPlanner
+from tiercut.plan.variants import MCDNNPlanner
 from tiercut.problem import JointPlan, JointProblem, MultiPlan, MultiUserProblem, Plan, Problem
 
 PLANNERS: dict[str, type[Planner]] = {
@@ -49,6 +50,7 @@ PLANNERS: dict[str, type[Planner]] = {
     "spatial": SpatialPlanner,
     "edgent": EdgentPlanner,
     "ddnn": DDNNPlanner,
+    "mcdnn": MCDNNPlanner,
     "throughput-mincut": ThroughputMinCutPlanner,
     "throughput-dp": ThroughputDPPlanner,
     "d2d": D2DPlanner,

@@ -7,12 +7,14 @@ Front door: :func:`compress` (a torch model -> :class:`Compressed`, the new
 extraction, latency measured here, accuracy).
 
 Methods (one module each): ``lowrank`` (:mod:`~tiercut.preprocess.lowrank`),
-``prune`` (:mod:`~tiercut.preprocess.prune`), ``int8`` and ``fp16``
-(:mod:`~tiercut.preprocess.quantize`).
+``prune`` (structured channel pruning, :mod:`~tiercut.preprocess.prune`, or
+unstructured magnitude pruning, :mod:`~tiercut.preprocess.magnitude`, by the
+``pruning`` setting), ``int8`` and ``fp16`` (:mod:`~tiercut.preprocess.quantize`).
 
 A compressed model on disk is a directory with ``model.safetensors`` (the
 state dict; an int8 tensor as its integer values plus scales and zero
-points) and ``tiercut-compressed.json``: the base model (a zoo name or a
+points; a tensor with enough zeros, e.g. magnitude-pruned, as a bitmap of its
+non-zeros plus their values) and ``tiercut-compressed.json``: the base model (a zoo name or a
 ``tiercut.*`` factory; any other factory only with ``--allow-code``), its
 inputs, and the stages, each a list of data edits from a closed vocabulary
 (``lowrank`` a layer at a rank, ``resize`` a layer's channels, a precision,
@@ -40,6 +42,8 @@ from tiercut.errors import TiercutError
 from tiercut.serialization import json_contract
 
 METHODS = ("lowrank", "prune", "int8", "fp16")
+#: ``prune``'s kinds: remove whole channels (FLOPs and bytes drop) or zero single weights (stored sparse)
+PRUNINGS = ("channel", "magnitude")
 FORMAT = "tiercut-compressed"
 FORMAT_VERSION = 1
 SPEC_FILE = "tiercut-compressed.json"
@@ -108,6 +112,7 @@ def compress(
     rank: int | None = None,
     ratio: float = 0.5,
     int8_mode: str = "auto",
+    pruning: str = "channel",
     calibration: Sequence[tuple[Any, ...]] | None = None,
 ) -> Compressed:
     """Compress ``model`` (not changed) by ``method``.
@@ -127,6 +132,13 @@ def compress(
         settings = LowRankSettings(energy=energy, rank=rank)
         new, edits = decompose(model, settings)
         return Compressed(new, Stage("lowrank", {"energy": energy, "rank": rank}, tuple(edits)))
+    if method == "prune" and pruning not in PRUNINGS:
+        raise TiercutError(f"pruning {pruning!r} is not known; use one of {', '.join(PRUNINGS)}")
+    if method == "prune" and pruning == "magnitude":
+        from tiercut.preprocess.magnitude import MagnitudeSettings, prune_magnitude
+
+        new, _ = prune_magnitude(model, MagnitudeSettings(sparsity=ratio))
+        return Compressed(new, Stage("prune", {"ratio": ratio, "pruning": "magnitude"}))
     if method == "prune":
         from tiercut.preprocess.prune import PruneSettings, prune_channels
 
@@ -187,9 +199,12 @@ def apply_stage(model: Any, stage: Stage, example_inputs: tuple[Any, ...], where
 
 
 # ------------------------------------------------------------------------------------- state dict files
-def _flatten_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A state dict as plain tensors (for safetensors) and a description of what they were."""
+def _flatten_state(state: Mapping[str, Any], sparse: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A state dict as plain tensors (for safetensors) and a description of what they were (``sparse``: a floating
+    tensor with enough zeros as bitmap + values, :mod:`tiercut.preprocess.magnitude`)."""
     import torch
+
+    from tiercut.preprocess.magnitude import sparse_encode, worth_sparse
 
     tensors: dict[str, Any] = {}
     layout: dict[str, Any] = {}
@@ -210,6 +225,9 @@ def _flatten_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
             tensors[f"{key}::scale"] = torch.tensor([value.q_scale()], dtype=torch.float64)
             tensors[f"{key}::zero_point"] = torch.tensor([value.q_zero_point()], dtype=torch.int64)
             return {"kind": "qtensor", "scheme": "per_tensor"}
+        if sparse and not value.is_sparse and worth_sparse(value):
+            tensors[f"{key}::bitmap"], tensors[f"{key}::values"] = sparse_encode(value)
+            return {"kind": "sparse", "shape": list(value.shape)}
         tensors[key] = value.detach().contiguous()
         return {"kind": "tensor"}
 
@@ -238,6 +256,10 @@ def _unflatten_state(tensors: Mapping[str, Any], layout: Mapping[str, Any], wher
                 return value
             if kind == "tensor":
                 return tensors[key]
+            if kind == "sparse":
+                from tiercut.preprocess.magnitude import sparse_decode
+
+                return sparse_decode(tensors[f"{key}::bitmap"], tensors[f"{key}::values"], info.get("shape"), f"{where}: {key!r}")
             if kind == "qtensor":
                 ints, scale, zero = tensors[f"{key}::int"], tensors[f"{key}::scale"], tensors[f"{key}::zero_point"]
                 if ints.dtype not in (torch.int8, torch.uint8, torch.int32):
@@ -382,6 +404,13 @@ def load_compressed(path: str | Path, *, allow_code: bool = False, seed: int = 0
     return model.eval(), loaded.example_inputs, spec
 
 
+def stored_weight_bytes(model: Any) -> int:
+    """Bytes of ``model``'s state as :func:`save_compressed` stores it (int8 as integers, sparse tensors as
+    bitmap + values): what a device receiving the file receives."""
+    tensors, _ = _flatten_state(model.state_dict())
+    return int(sum(t.numel() * t.element_size() for t in tensors.values()))
+
+
 def model_label(spec: Mapping[str, Any]) -> str:
     """``resnet18+prune+int8``: the base model and its compression stages."""
     return "+".join([str(spec.get("base", "")).rpartition(":")[2] or "model", *(s.method for s in spec["stages"])])
@@ -402,6 +431,16 @@ class CompressionReport:
         agreement: top-1 agreement with the uncompressed model on the evaluation inputs.
         relative_error: ``||y - y_ref|| / ||y_ref||`` of the outputs on those inputs.
         nodes: layer graph nodes.
+        stored_bytes: bytes of the state as a compressed model file stores it (sparse tensors as bitmap + values,
+            :func:`stored_weight_bytes`); ``weight_bytes`` is what the dense kernels hold in memory.
+        sparsity: the fraction of zeros among the Conv/Linear weights.
+        nonzero_flops: FLOPs if multiply-adds with zero weights were skipped (a bound for sparse kernels;
+            ``flops``, what torch's dense CPU kernels execute, is what the cost model counts).
+        output_rms: root mean square of the model's outputs on the evaluation inputs (random-weight zoo models
+            can output ~1e-9, below fp16's smallest normal number).
+        agreement_fp32_path, relative_error_fp32_path: fp16 only: the same comparison for the weights rounded to
+            fp16 and computed in float32 (the dequantised path): the error the stored weights cause, whatever the
+            output scale; the fp16-compute figures above may show underflow instead.
     """
 
     method: str
@@ -414,6 +453,12 @@ class CompressionReport:
     relative_error: float | None = None
     nodes: int = 0
     note: str = ""
+    stored_bytes: int | None = None
+    sparsity: float | None = None
+    nonzero_flops: int | None = None
+    output_rms: float | None = None
+    agreement_fp32_path: float | None = None
+    relative_error_fp32_path: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -463,26 +508,58 @@ def measure_compression(
                 times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
-    accuracy = agreement = relative = None
+    accuracy = agreement = relative = rms = agreement_fp32 = relative_fp32 = None
     if eval_inputs is not None:
         out = _outputs(model, eval_inputs)
+        rms = float(out.double().pow(2).mean().sqrt())
         if eval_labels is not None:
             accuracy = float((out.argmax(1) == eval_labels).float().mean())
         if reference is not None:
             ref = _outputs(reference, eval_inputs)
-            agreement = float((out.argmax(1) == ref.argmax(1)).float().mean())
-            denom = float(torch.linalg.vector_norm(ref))
-            relative = float(torch.linalg.vector_norm(out - ref)) / denom if denom > 0 else math.inf
+            agreement, relative = _agreement(out, ref)
+            if method == "fp16":
+                agreement_fp32, relative_fp32 = _agreement(_outputs(fp16_weights_fp32_compute(reference), eval_inputs), ref)
+    from tiercut.preprocess.magnitude import nonzero_flops, sparsity_of
+
     return CompressionReport(
         method=method, weight_bytes=graph.total_param_bytes, flops=graph.total_flops,
         latency_s=float(statistics.median(times)), runs=len(times), accuracy=accuracy, agreement=agreement,
         relative_error=relative, nodes=len(graph), note=f"latency: median of {len(times)} runs, {threads} torch thread(s)",
+        stored_bytes=stored_weight_bytes(model), sparsity=sparsity_of(model), nonzero_flops=nonzero_flops(graph, model),
+        output_rms=rms, agreement_fp32_path=agreement_fp32, relative_error_fp32_path=relative_fp32,
     )
+
+
+def _agreement(out: Any, ref: Any) -> tuple[float, float]:
+    """Top-1 agreement and relative error ``||out - ref|| / ||ref||`` in float64: both scale-invariant (the same
+    for any positive rescaling of both outputs)."""
+    import torch
+
+    out, ref = out.double(), ref.double()
+    agreement = float((out.argmax(1) == ref.argmax(1)).float().mean())
+    denom = float(torch.linalg.vector_norm(ref))
+    return agreement, (float(torch.linalg.vector_norm(out - ref)) / denom if denom > 0 else math.inf)
+
+
+def fp16_weights_fp32_compute(model: Any) -> Any:
+    """A float32 copy of ``model`` whose floating parameters and buffers are rounded to fp16 and back: the
+    dequantised path of fp16 weight storage."""
+    import copy
+
+    import torch
+
+    out = copy.deepcopy(model).float().eval()
+    with torch.no_grad():
+        for tensor in [*out.parameters(), *out.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return out
 
 
 __all__ = [
     "FORMAT",
     "METHODS",
+    "PRUNINGS",
     "SPEC_FILE",
     "WEIGHTS_FILE",
     "Compressed",
@@ -496,4 +573,5 @@ __all__ = [
     "model_label",
     "read_spec",
     "save_compressed",
+    "stored_weight_bytes",
 ]

@@ -37,6 +37,8 @@ class CompressionRun:
             "compressed": new.to_dict(),
             "bytes_ratio": new.weight_bytes / ref.weight_bytes if ref.weight_bytes else None,
             "flops_ratio": new.flops / ref.flops if ref.flops else None,
+            "stored_bytes_ratio": new.stored_bytes / ref.stored_bytes if ref.stored_bytes and new.stored_bytes else None,
+            "nonzero_flops_ratio": new.nonzero_flops / ref.flops if ref.flops and new.nonzero_flops is not None else None,
             "speedup": ref.latency_s / new.latency_s if new.latency_s else None,
         }
 
@@ -97,8 +99,12 @@ def run_compression(
     result = compress(model, method, example_inputs, calibration=calibration, **settings)
     if finetune_epochs:
         from tiercut.exits.train import TrainingSettings, train_jointly
+        from tiercut.preprocess.magnitude import masks, reapply_masks
 
+        kept = masks(result.model) if settings.get("pruning") == "magnitude" else None
         train_jointly(result.model, data, TrainingSettings(epochs=finetune_epochs, seed=seed))
+        if kept is not None:  # magnitude pruning: the pruned weights are zero again after fine-tuning
+            reapply_masks(result.model, kept)
         result.model.eval()
     with torch.no_grad():
         reference = measure_compression("reference", model, example_inputs, eval_inputs=eval_inputs,

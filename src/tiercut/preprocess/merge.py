@@ -44,6 +44,11 @@ contracting them keeps the optimum of every exact planner. Here
 
 ``f`` ranging over the devices the input's group may use.
 
+With cut compression (JALAD) each ``W[w, a, b]`` above is replaced by a bound
+over the ways ``w``'s tensor may travel (:func:`_transfer_bounds`): the lower
+one where a transfer disappears, the upper one where a transfer appears or
+changes its sender; the moved placement compresses nothing new.
+
 Proof. Take an optimal placement ``x`` with ``x(U) = a != x(V) = b`` (a
 group is on one device by induction over the merges already made). Moving
 ``V`` to ``a`` changes only: ``V``'s node terms (``NV[a] - NV[b]``); the
@@ -135,6 +140,47 @@ class _Groups:
         self.members[rv] = self.members.pop(ru) + self.members[rv]
 
 
+def _transfer_bounds(problem: Problem, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of each transfer's objective term ``W[w, a, b]`` over the ways ``w``'s tensor may be
+    sent (raw, or each cut codec the problem offers for it, :mod:`tiercut.cost.cut_compression`): without cut
+    compression both are the raw terms.
+
+    With compression the dominance test stays sound with the bounds: a transfer that disappears saves at least
+    ``W_lo``; one that appears, or changes its sender, costs at most ``W_hi`` (the tensor's codec, whichever it
+    is, applies to every transfer of it; a codec a device cannot encode or decode makes ``W_hi`` infinite there);
+    the moved placement compresses no tensor the original did not, so the accuracy-loss budget still holds.
+    """
+    if not problem.compresses_cuts:
+        return raw, raw
+    from tiercut.cost.cut_compression import transfer_figures
+
+    cc = problem.cut_compression
+    assert cc is not None
+    lo, hi = raw.copy(), raw.copy()
+    names, devices = problem.graph.names, problem.device_names
+    index = {name: i for i, name in enumerate(names)}
+    weights = problem.objective.metric_weights()
+    for tensor, offered in cc.tensors.items():
+        i = index.get(tensor)
+        if i is None or not offered:
+            continue
+        for a, da in enumerate(devices):
+            for b, db in enumerate(devices):
+                if a == b or not np.isfinite(raw[i, a, b]):
+                    continue
+                possible = set(cc.options(tensor, da, db))
+                for codec in offered:
+                    fig = transfer_figures(problem, tensor, da, db, codec) if codec in possible else None
+                    if fig is None:
+                        hi[i, a, b] = np.inf
+                        continue
+                    metrics = fig.metrics(problem)
+                    value = sum(w * metrics[m] for m, w in weights.items())
+                    lo[i, a, b] = min(lo[i, a, b], value)
+                    hi[i, a, b] = max(hi[i, a, b], value)
+    return lo, hi
+
+
 def exact_chain_groups(problem: Problem) -> tuple[list[list[str]], str]:
     """Groups (exit last) the dominance test of the module doc proves safe, and a note."""
     graph = problem.graph
@@ -144,7 +190,7 @@ def exact_chain_groups(problem: Problem) -> tuple[list[list[str]], str]:
     form = linear_form(comp, problem.objective)
     n, D = comp.n_nodes, comp.n_devices
     node = np.where(comp.allowed, form.node, np.inf)
-    W = form.transfer
+    W_lo, W_hi = _transfer_bounds(problem, form.transfer)
     src = comp.source
     limited = bool(np.isfinite(comp.memory_limit).any())
     names = graph.names
@@ -169,8 +215,8 @@ def exact_chain_groups(problem: Problem) -> tuple[list[list[str]], str]:
         ``f`` over the devices ``w``'s group may use that can reach ``origin`` (any other ``x`` is infeasible)."""
         total = 0.0
         for w in inputs:
-            possible = np.isfinite(groups.node[groups.find(w)]) & np.isfinite(W[w, :, origin])
-            costs = W[w, possible, target]
+            possible = np.isfinite(groups.node[groups.find(w)]) & np.isfinite(W_lo[w, :, origin])
+            costs = W_hi[w, possible, target]
             total += float(costs.max()) if costs.size else 0.0
         return total
 
@@ -191,12 +237,12 @@ def exact_chain_groups(problem: Problem) -> tuple[list[list[str]], str]:
         safe = bool(np.isfinite(NU + NV).any())
         for a in range(D):
             for b in range(D):
-                if a == b or not (np.isfinite(NU[a]) and np.isfinite(NV[b]) and np.isfinite(W[u, a, b])):
+                if a == b or not (np.isfinite(NU[a]) and np.isfinite(NV[b]) and np.isfinite(W_lo[u, a, b])):
                     continue
                 delta_a = np.inf
                 if move_v_ok and np.isfinite(NV[a]):
-                    old = np.where(dev == b, 0.0, W[v, b])
-                    new = np.where(dev == a, 0.0, W[v, a])
+                    old = np.where(dev == b, 0.0, W_lo[v, b])
+                    new = np.where(dev == a, 0.0, W_hi[v, a])
                     with np.errstate(invalid="ignore"):
                         change = new - old  # nan where both are inf: masked out below
                     feasible_dest = np.isfinite(old)
@@ -207,12 +253,12 @@ def exact_chain_groups(problem: Problem) -> tuple[list[list[str]], str]:
                         dest = change[src] + _top_positive(others, fanout[v])
                     else:
                         dest = _top_positive(np.where(feasible_dest, change, 0.0), fanout[v])
-                    delta_a = NV[a] - NV[b] - W[u, a, b] + input_bound(ins_v, b, a) + dest
+                    delta_a = NV[a] - NV[b] - W_lo[u, a, b] + input_bound(ins_v, b, a) + dest
                 if delta_a <= 0:
                     continue
                 delta_b = np.inf
                 if move_u_ok and np.isfinite(NU[b]):
-                    delta_b = NU[b] - NU[a] - W[u, a, b] + input_bound(ins_u, a, b)
+                    delta_b = NU[b] - NU[a] - W_lo[u, a, b] + input_bound(ins_u, a, b)
                 if not delta_b <= 0:
                     safe = False
                     break

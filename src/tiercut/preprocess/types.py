@@ -196,7 +196,9 @@ def reduce_problem(problem: Problem, graph: LayerGraph, groups: Mapping[str, Seq
 
     A group may run on a device when every member may (its compute time is
     the sum of theirs); a group is pinned where a member is (members pinned
-    to different devices are a :class:`TiercutError`).
+    to different devices are a :class:`TiercutError`). Cut-compression
+    options (JALAD) stay for the tensors that still cross: each group's exit,
+    whose name the group keeps.
     """
     compute: dict[str, dict[str, float]] = {}
     pinned: dict[str, str] = {}
@@ -214,7 +216,14 @@ def reduce_problem(problem: Problem, graph: LayerGraph, groups: Mapping[str, Seq
             pinned[node.name] = pins.pop()
     constraints = Constraints(**{**{f.name: getattr(problem.constraints, f.name)
                                     for f in dataclasses.fields(Constraints)}, "pinned": pinned})
-    return dataclasses.replace(problem, graph=graph, compute_s=compute, constraints=constraints)
+    cut_compression = problem.cut_compression
+    if cut_compression is not None:  # a group's output is its exit's tensor (named as the group): its options stay
+        kept = {node.name for node in graph}
+        cut_compression = dataclasses.replace(
+            cut_compression, tensors={n: row for n, row in cut_compression.tensors.items() if n in kept}
+        )
+    return dataclasses.replace(problem, graph=graph, compute_s=compute, constraints=constraints,
+                               cut_compression=cut_compression)
 
 
 __all__ = ["Preprocessed", "StepReport", "check_groups", "contract_graph", "reduce_problem"]

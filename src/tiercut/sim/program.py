@@ -95,7 +95,8 @@ class Program:
         placement: node -> device (the stage's, shared by reference).
         ops: operations (sequential: in order; overlapped: with ``deps``).
         execution: ``sequential`` or ``overlapped``.
-        bytes_moved: tensor bytes sent between devices.
+        bytes_moved: tensor bytes sent between devices, on every hop (a tensor sent compressed at a cut counts its
+            wire bytes, :func:`tiercut.cost.cut_compression.transfer_figures`).
         source powers: the source device's compute, tx, rx and idle powers.
     """
 
@@ -184,7 +185,8 @@ def compile_program(
             raise TiercutError(f"placement has no device for node {name!r}; place every node")
     src = problem.device(problem.source)
     ops = _sequential(problem, place, codecs) if execution == "sequential" else _overlapped(problem, place, codecs)
-    moved = sum(int(graph[n].out_bytes) for op in ops if op.kind == TRANSFER for n in op.nodes)
+    # the bytes each hop carries: a compressed tensor's wire bytes (the cost model's), not its raw size
+    moved = round(sum(op.amount for op in ops if op.kind == TRANSFER))
     return Program(placement, tuple(ops), execution, moved, src.power_compute_w, src.power_tx_w, src.power_rx_w, src.power_idle_w)
 
 
