@@ -53,7 +53,7 @@ MODEL = "mobilenet_v2"
 INPUT_SHAPE = (1, 3, 64, 64)
 
 
-def _environment(end_bytes_per_s: float, fast_bytes_per_s: float) -> dict[str, Any]:
+def environment_spec(end_bytes_per_s: float, fast_bytes_per_s: float) -> dict[str, Any]:
     """Three devices; the end device's two links at ``end_bytes_per_s`` (so the cost model routes nothing around
     the end-edge link), edge-cloud at ``fast_bytes_per_s`` (figures chosen for the experiment, not measured ones)."""
     return {
@@ -73,14 +73,14 @@ def _placement(nodes: list[str]) -> dict[str, str]:
     return dict(zip(nodes, tiers, strict=True))
 
 
-def _host_table(captured: Any, devices: list[str]) -> dict[str, dict[str, float]]:
+def host_table(captured: Any, devices: list[str]) -> dict[str, dict[str, float]]:
     from tiercut.profile.measure import StoppingRule, measure_profile
 
     profile = measure_profile(captured, threads=1, rule=StoppingRule().with_max_repeats(15), measure_host_roofline=False)
     return {name: {d: node.median_s for d in devices} for name, node in profile.nodes.items()}
 
 
-def _scenario(
+def measure_scenario(
     label: str, captured: Any, migration: Any, placement: dict[str, str], table: dict[str, Any], env: dict[str, Any],
     levels: list[int], queries: int, folder: Path, slowdown: float = 1.0,
 ) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def run(quick: bool) -> dict[str, Any]:
     nodes = [n.name for n in captured.graph.nodes]
     placement = _placement(nodes)
     migration = prepare_migration(captured, placement_plan(placement, "end"))
-    table = _host_table(captured, ["end", "edge", "cloud"])
+    table = host_table(captured, ["end", "edge", "cloud"])
     compute = {d: sum(row[d] for n, row in table.items() if placement.get(n) == d) for d in ("end", "edge", "cloud")}
     # the end -> edge tensors' bytes, to size the link-bound case: its transfer takes 2.5x the slowest compute stage
     consumers = {n.name: [m.name for m in captured.graph.nodes if n.name in m.inputs] for n in captured.graph.nodes}
@@ -166,8 +166,8 @@ def run(quick: bool) -> dict[str, Any]:
     )
     link_s = max(0.1, 2.5 * max(compute.values()))
     scenarios = {
-        "link-bound": (_environment(crossing / link_s, 1e9), 1.0),
-        "compute-bound": (_environment(1e9, 1e9), 30.0),
+        "link-bound": (environment_spec(crossing / link_s, 1e9), 1.0),
+        "compute-bound": (environment_spec(1e9, 1e9), 30.0),
     }
     out: dict[str, Any] = {
         "model": MODEL,
@@ -180,7 +180,7 @@ def run(quick: bool) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="tiercut-pipelining-") as folder:
         for label, (env, slowdown) in scenarios.items():
-            out["scenarios"][label] = _scenario(
+            out["scenarios"][label] = measure_scenario(
                 label, captured, migration, placement, table, env, levels, queries, Path(folder), slowdown
             )
     return out

@@ -26,11 +26,12 @@ Sections (figures are the cost model's predictions, docs/cost-model.md
    :data:`LATENCY_RATE_SCALE` x the rates, where the plans made alone
    overload a shared stage).
 
-The measured column: :data:`MEASURE_PIPELINED` is the hook for a runtime
-measurement of a plan's pipelined throughput (``fn(problem, plan) -> dict``
-with ``measured_qps``); issue 18's runtime pipelining (N queries in flight,
-``tiercut.runtime``) provides it and the lead wires it in after merging both.
-Until then every ``measured`` field is null.
+Measured (:func:`measured`, skipped with ``--no-measure``): the presets'
+devices cannot run here, so the latency-optimal and the throughput-optimal
+plan of benchmarks/pipelining.py's model are planned on a three-tier
+environment calibrated to this host and run on local workers with 1..4
+queries in flight (``tiercut run --in-flight``): measured throughput and
+latency beside the prediction.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import host_description, write_result
 
-#: the hook for the measured column: fn(problem, plan) -> {"measured_qps": ..., ...}; None: not wired yet
-MEASURE_PIPELINED: Callable[[Any, Any], dict[str, Any]] | None = None
+#: the measured section: benchmarks/pipelining.py's model on a three-tier environment calibrated to this host
+#: (every device this host, emulated MEASURED_SLOWDOWN times slower by sleeping, so stages sharing the 2 cores do
+#: not slow each other), the end device's links sized so that sending the input takes a quarter of the local run
+MEASURED_SLOWDOWN = 10.0
 
 PRESETS_QUICK = ("neurosurgeon-wifi", "three-tier")
 #: edge-cluster (7 devices) is left out: three MILPs per case without the dominated-device presolve ran into
@@ -100,7 +102,6 @@ _GRAPHS: dict[str, Any] = {}
 
 def _figures(plan: Any, problem: Any) -> dict[str, Any]:
     stage = max(plan.pipeline_stages, key=lambda k: plan.pipeline_stages[k]) if plan.pipeline_stages else ""
-    measured = MEASURE_PIPELINED(problem, plan) if MEASURE_PIPELINED is not None else None
     return {
         "algorithm": plan.algorithm,
         "latency_s": plan.latency_s,
@@ -111,7 +112,6 @@ def _figures(plan: Any, problem: Any) -> dict[str, Any]:
         "feasible": plan.feasible,
         "solve_s": plan.solve_s,
         "devices": sorted(set(plan.placement.values())),
-        "measured": measured,
     }
 
 
@@ -190,6 +190,51 @@ def multi(pairs: tuple, preset: str, time_limit_s: float) -> list[dict[str, Any]
     return rows
 
 
+def measured(quick: bool) -> dict[str, Any]:
+    """The latency-optimal and the throughput-optimal plan, predicted and measured with 1 and 4 queries in flight.
+
+    The presets' devices (a Tegra K1, a K40 server...) cannot run here, so this runs
+    benchmarks/pipelining.py's set-up instead: its model, every device this host emulated
+    :data:`MEASURED_SLOWDOWN` times slower, each device one pipeline stage on local workers.
+    """
+    import tempfile
+
+    import torch
+
+    import pipelining
+    from tiercut.env import environment_from_mapping
+    from tiercut.graph import capture_model
+    from tiercut.plan import plan as plan_with
+    from tiercut.problem import Objective, build_problem
+    from tiercut.runtime.migration import placement_plan, prepare_migration
+
+    torch.set_num_threads(1)
+    captured = capture_model(pipelining.MODEL, pipelining.INPUT_SHAPE)
+    table = pipelining.host_table(captured, ["end", "edge", "cloud"])
+    local_s = MEASURED_SLOWDOWN * sum(row["end"] for row in table.values())
+    input_bytes = sum(n.out_bytes for n in captured.graph.nodes if n.is_input)
+    env = pipelining.environment_spec(input_bytes / (local_s / 4), 1e9)
+    scaled = {n: {d: t * MEASURED_SLOWDOWN for d, t in row.items()} for n, row in table.items()}
+    problem = build_problem(captured.graph, environment_from_mapping(env), source="end", compute_s=scaled)
+    plans = {
+        "latency-optimal": plan_with(problem, "ilp"),
+        "throughput-optimal": plan_with(problem.with_objective(Objective("throughput")), "ilp"),
+    }
+    levels, queries = ([1, 4], 12) if quick else ([1, 2, 4], 30)
+    out: dict[str, Any] = {"model": pipelining.MODEL, "input_shape": list(pipelining.INPUT_SHAPE),
+                           "compute_slowdown": MEASURED_SLOWDOWN, "environment": env, "plans": {}}
+    with tempfile.TemporaryDirectory(prefix="tiercut-throughput-") as folder:
+        for label, chosen in plans.items():
+            placement = dict(chosen.placement)
+            migration = prepare_migration(captured, placement_plan(placement, "end"))
+            out["plans"][label] = {
+                "figures": _figures(chosen, problem),
+                **pipelining.measure_scenario(label, captured, migration, placement, table, env, levels, queries,
+                                              Path(folder), MEASURED_SLOWDOWN),
+            }
+    return out
+
+
 def summary(rows: list[dict[str, Any]], joint_rows: list[dict[str, Any]]) -> dict[str, Any]:
     gains = [r["throughput_gain_over_latency_plan"] for r in rows]
     local_gains = [r["throughput_gain_over_local"] for r in rows]
@@ -214,7 +259,7 @@ def summary(rows: list[dict[str, Any]], joint_rows: list[dict[str, Any]]) -> dic
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, measure: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     zoo, presets = (ZOO_QUICK, PRESETS_QUICK) if quick else (ZOO, PRESETS)
     time_limit = 30.0 if quick else 60.0
@@ -228,8 +273,7 @@ def run(quick: bool) -> dict[str, Any]:
         "dads_reported": DADS_REPORTED,
         "multi": joint_rows,
         "summary": summary(rows, joint_rows),
-        "measured_hook": "MEASURE_PIPELINED is None: the measured column is null until the runtime pipelining "
-        "(issue 18, tiercut.runtime) is wired in" if MEASURE_PIPELINED is None else "wired",
+        "measured": measured(quick) if measure else None,
         "wall_s": time.perf_counter() - start,
     }
 
@@ -237,8 +281,9 @@ def run(quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two models on two presets, one pair")
+    parser.add_argument("--no-measure", action="store_true", help="predicted figures only (no local workers)")
     args = parser.parse_args(argv)
-    result = run(args.quick)
+    result = run(args.quick, measure=not args.no_measure)
     path = write_result("throughput", result)
     s = result["summary"]
     print(f"\nthroughput-optimal over latency-optimal throughput: median {s['throughput_gain_over_latency_plan_median']:.2f}x,"
@@ -251,6 +296,15 @@ def main(argv: list[str] | None = None) -> None:
               f"max {s['dads_heavy_load_over_optimal_max']:.3f}x")
     for j in s["joint_over_independent"]:
         print(f"joint / independent {j['objective']:10s} {j['pair']}: {j['ratio']}")
+    if result["measured"] is not None:
+        m = result["measured"]
+        print(f"\nmeasured on local workers ({m['model']}, devices = this host x{m['compute_slowdown']:g}):")
+        for label, entry in m["plans"].items():
+            predicted = entry["predicted"]
+            for row in entry["levels"]:
+                print(f"  {label:18s} in flight {row['in_flight']}: {row['throughput_qps']:6.2f} q/s measured, "
+                      f"{predicted['throughput_qps']:6.2f} predicted (bottleneck {predicted['bottleneck']}), "
+                      f"p50 {row['latency_p50_s'] * 1e3:6.1f} ms")
     print(f"wrote {path}")
 
 

@@ -25,15 +25,14 @@ sequential ``T(x)``.
 
 :func:`pipeline_stages` computes the stages from
 :func:`tiercut.cost.model.evaluate`'s per-node compute and per-hop
-transfer figures; when the cost model carries its own bottleneck figure
-(the throughput objective), that figure is the one to use here.
+transfer figures: the stages of :mod:`tiercut.cost.throughput`, which the
+throughput objective's planners minimise the largest of.
 :func:`measure_pipeline` reads a run's trace: the throughput of the
 steady part of the stream and the latency percentiles under that load.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,38 +98,25 @@ class PipelinePrediction:
 def pipeline_stages(problem: Any, placement: Mapping[str, str]) -> PipelinePrediction:
     """The pipeline stages of ``placement`` under ``problem``'s cost model (see the module docstring).
 
-    A device's stage is ``sum c(v, d)`` over its nodes (plus its transfers'
-    encode / decode seconds); a link direction's stage is ``bytes /
-    bandwidth`` summed over the transfer hops on it (a routed transfer loads
-    every link of its path). Raises a :class:`TiercutError` for a placement
-    the cost model finds invalid.
+    The stages are the cost model's own (:func:`tiercut.cost.model.evaluate`'s
+    ``pipeline_stages``, :mod:`tiercut.cost.throughput`): a device's stage is
+    ``sum c(v, d)`` over its nodes plus its transfers' encode / decode
+    seconds; a link direction's stage is ``bytes / bandwidth`` summed over
+    the transfer hops on it. Stages without work are left out. Raises a
+    :class:`TiercutError` for a placement the cost model finds invalid.
     """
     from tiercut.cost.model import evaluate
 
     evaluation = evaluate(problem, placement)
     if not evaluation.valid:
         raise TiercutError(f"the placement cannot be pipelined: {'; '.join(evaluation.violations) or 'invalid'}")
-    compute: dict[str, float] = {}
-    for node in problem.graph:
-        device = evaluation.placement[node.name]
-        seconds = problem.compute_s.get(node.name, {}).get(device)
-        if seconds is not None:
-            compute[device] = compute.get(device, 0.0) + float(seconds)
-    links: dict[str, float] = {}
-    for transfer in evaluation.transfers:
-        nbytes = float(transfer.out_bytes if transfer.wire_bytes is None else transfer.wire_bytes)
-        compute[transfer.src] = compute.get(transfer.src, 0.0) + transfer.encode_s
-        compute[transfer.dst] = compute.get(transfer.dst, 0.0) + transfer.decode_s
-        path = transfer.path or (transfer.src, transfer.dst)
-        for a, b in itertools.pairwise(path):
-            link = problem.link(a, b)
-            if link is None:
-                raise TiercutError(f"the placement sends {transfer.node!r} over {a}-{b}, which has no link")
-            key = f"{a}->{b}"
-            links[key] = links.get(key, 0.0) + nbytes / float(link.direction(a, b).bandwidth_bytes_per_s)
-    stages = [PipelineStage(d, "compute", s) for d, s in compute.items() if s > 0]
-    stages += [PipelineStage(k, "link", s) for k, s in links.items() if s > 0]
-    return PipelinePrediction(tuple(stages), evaluation.latency_s)
+    links = {f"{a}->{b}" for link in problem.links for a, b in ((link.a, link.b), (link.b, link.a))}
+    stages = tuple(
+        PipelineStage(name, "link" if name in links else "compute", float(seconds))
+        for name, seconds in evaluation.pipeline_stages.items()
+        if seconds > 0
+    )
+    return PipelinePrediction(stages, evaluation.latency_s)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
