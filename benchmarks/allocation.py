@@ -1,4 +1,4 @@
-"""Issue 19's front door: shared resources and online decisions (allocation, Lyapunov, D2D, input routing).
+"""Issue 19's front door: shared resources and online decisions (allocation, Lyapunov, D2D, routing, variants).
 
 Sections (``--sections``, default all; each a ``run(quick) -> dict`` in :data:`SECTIONS`):
 
@@ -15,6 +15,8 @@ Sections (``--sections``, default all; each a ``run(quick) -> dict`` in :data:`S
   virtual-queue backlog against V, with the static optimum and the offline oracle (PNG + JSON).
 - ``d2d``: DCOSD2D's speed-up with 1-4 helper phones (``benchmarks/d2d.py``, which also runs alone).
 - ``routing``: AppealNet's accuracy against the fraction of inputs offloaded (``benchmarks/routing.py``).
+- ``variants``: MCDNN's choice of model variant and placement under latency and energy budgets
+  (``benchmarks/variants.py``).
 
 Writes benchmarks/results/allocation.json (and allocation_lyapunov.png) and prints a table. The machine's
 load average is recorded before and after: the figures are analytic or simulated, the solve times are not.
@@ -35,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import d2d
 import routing
+import variants
 from _common import RESULTS, host_description, write_result
 
 USER_COUNTS = (2, 4, 8, 12, 16, 20)
@@ -191,6 +194,7 @@ SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "lyapunov": run_lyapunov,
     "d2d": d2d.run,
     "routing": routing.run,
+    "variants": variants.run,  # prints its table as it goes
 }
 #: section name -> what prints its table (the sections defined here print theirs in :func:`main`)
 REPORTS: dict[str, Callable[[dict[str, Any]], None]] = {
