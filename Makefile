@@ -50,6 +50,16 @@ bench: $(STAMP)
 	$(PY) benchmarks/migration_experiment.py
 	$(PY) benchmarks/simulator.py
 	$(PY) benchmarks/runtime_fidelity.py
+	$(PY) benchmarks/neurosurgeon_table.py
+	$(PY) benchmarks/early_exit.py
+	$(PY) benchmarks/spatial.py
+	$(PY) benchmarks/compression.py
+	$(PY) benchmarks/cut_compression.py
+	$(PY) benchmarks/dynamic.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/pipelining.py
+	$(PY) benchmarks/sweep.py
+	$(PY) benchmarks/allocation.py
 
 clean:
 	rm -rf $(VENV) report
