@@ -160,7 +160,8 @@ def test_no_planner_is_worse_than_the_cheap_candidates(rng, n_nodes, n_devices, 
              "sa": {"chains": 2, "steps": 20}}
     for name in PLANNERS:
         planner = get_planner(name, **quick.get(name, {}))
-        if name in ("local", "all-on", "best-response") or not planner.applicable(problem):
+        # panda is one slot of an online loop: its energy budget is a long-term average, not met per query
+        if name in ("local", "all-on", "best-response", "panda") or not planner.applicable(problem):
             continue
         result = planner.solve(problem)
         if math.isfinite(best):

@@ -55,6 +55,9 @@ BOUNDS = {
     "--max-concurrent-rpcs": 12,
     "--idle-s": 2,
     "--max-queued-runs": 2,
+    # every attack here comes from one client and leaves incomplete uploads behind; the bound per client
+    # (tests/test_runtime_isolation.py) would otherwise turn the later attacks away before the bound they test
+    "--max-pending-uploads-per-client": 32,
 }
 VICTIM_W = torch.randn(64, generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))) * 1e3 + 12345
 SECRET = VICTIM_W.numpy().tobytes()  # the victim's weights, and one of its inputs, are made of this byte pattern
