@@ -28,9 +28,11 @@ chromium:
 		|| echo "chromium could not be installed with apt-get: the HTML report test will be skipped"; \
 	else echo "chromium is missing and apt-get is unavailable (or not root): the HTML report test will be skipped"; fi
 
+# Two processes, each test file on one of them (a file's module fixtures, such as a worker process or a
+# local Ray, start once).
 test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # Zoo-wide parametrisations keep one model here (tests/lanes.py); worker processes, long
 # hypothesis runs and whole-zoo sweeps are marked slow and run in `make test` only.
