@@ -74,6 +74,7 @@ def test_step_named_like_its_package_is_both():
     assert tiercut.graph(graph) is graph  # a graph passes through
 
 
+@pytest.mark.slow
 def test_a_captured_model_is_reused_by_every_step():
     """Capture once, then graph, problem and profile it: no second trace, no file name made of the object."""
     import torch

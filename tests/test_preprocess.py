@@ -197,6 +197,7 @@ def test_merge_keeps_the_brute_force_optimum_with_cut_compression(rng, n_nodes, 
         assert expanded.objective_value == pytest.approx(contracted.objective_value, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_merge_with_cut_compression_keeps_a_cut_that_only_compression_makes_best():
     """A chain whose middle tensor is big: raw, the best cut is elsewhere and merge may fold the middle in; with a
     codec that shrinks it 20x, the middle cut becomes best and merge must keep it."""
