@@ -93,7 +93,7 @@ def plan_from_cli(
 ) -> None:
     """``tiercut plan --variants FILE``: every check before any model work, then :func:`plan_variants`."""
     from tiercut.cli.checks import check_output_path
-    from tiercut.plan.variants import EXACT_INNER
+    from tiercut.plan.base import EXACT_INNER
 
     for option, value in given:
         if value:

@@ -89,6 +89,11 @@ class MultiPlacementResult:
     convergence: tuple[float, ...] = ()
 
 
+#: the planners that decide feasibility under budgets exactly: what a planner planning many sub-problems
+#: (exits, variants) must use inside to keep its own optimality claim
+EXACT_INNER = ("ilp", "brute-force")
+
+
 class Planner(Configurable):
     """Base class of every planner: settings in ``__init__``, work in :meth:`solve`."""
 
@@ -404,6 +409,7 @@ def _outcome(
 
 __all__ = [
     "DEFAULT_PLANNER",
+    "EXACT_INNER",
     "MultiPlacementResult",
     "PlacementResult",
     "Planner",

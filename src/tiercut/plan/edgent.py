@@ -33,11 +33,8 @@ import time
 from typing import Any
 
 from tiercut.errors import TiercutError
-from tiercut.plan.base import PlacementResult, Planner
+from tiercut.plan.base import EXACT_INNER, PlacementResult, Planner
 from tiercut.problem import Constraints, Objective, Plan, Problem
-
-#: inner planners that decide feasibility under budgets exactly
-EXACT_INNER = ("ilp", "brute-force")
 
 
 class EdgentPlanner(Planner):
@@ -134,4 +131,4 @@ class EdgentPlanner(Planner):
         return row["exit"], plan.placement, why
 
 
-__all__ = ["EXACT_INNER", "EdgentPlanner"]
+__all__ = ["EdgentPlanner"]

@@ -33,12 +33,9 @@ import math
 import time
 
 from tiercut.errors import TiercutError
-from tiercut.plan.base import PlacementResult, Planner
+from tiercut.plan.base import EXACT_INNER, PlacementResult, Planner
 from tiercut.problem import Plan, Problem
 from tiercut.problem.variants import VariantOutcome, VariantPlan, VariantProblem
-
-#: inner planners that decide feasibility under budgets exactly
-EXACT_INNER = ("ilp", "brute-force")
 
 
 class MCDNNPlanner(Planner):
@@ -135,4 +132,4 @@ def brute_force_variants(problem: VariantProblem) -> tuple[str, float]:
     return name, get_planner("brute-force").solve(problem.variant(name).problem).objective_value
 
 
-__all__ = ["EXACT_INNER", "MCDNNPlanner", "brute_force_variants"]
+__all__ = ["MCDNNPlanner", "brute_force_variants"]
