@@ -163,6 +163,18 @@ def test_programs_with_the_same_bytes_and_other_weights_are_two_programs():
     assert not all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_a_partition_readmitted_after_one_that_uses_its_weights_reopens(tmp_path):
+    """Admit 1, admit 2 (uses 1's weights), drop 1, admit 1: the index lists 2 before 1; both come back."""
+    b1, b2, _, _ = _two_bundles()
+    store = PartitionStore(directory=tmp_path)
+    for bundle in (b1, b2):
+        _admit(store, bundle)
+    store.drop(b1.partition_id)
+    _admit(store, b1)
+    report = PartitionStore(directory=tmp_path).open()
+    assert report.dropped == () and sorted(report.loaded) == sorted([b1.partition_id, b2.partition_id])
+
+
 @given(
     steps=st.lists(
         st.tuples(st.sampled_from(["admit", "drop"]), st.sampled_from(["alice", "bob"]), st.sampled_from([0, 1])),

@@ -432,6 +432,9 @@ class PartitionStore:
     def open(self) -> OpenReport:
         """Reload the partitions persisted in ``directory`` (in admission order), re-verifying each.
 
+        A partition that needs weights of one listed after it (an owner dropped
+        and re-admitted the other) is retried once that one is in.
+
         Carrier files (of dropped partitions) are read first, for the weights
         their owner's partitions use; a carrier no partition needs any more
         is deleted.
@@ -462,14 +465,23 @@ class PartitionStore:
                 self._carriers[(owner, bundle.partition_id)] = _stored(bundle, data, sha256, owner)
         loaded: list[str] = []
         dropped: list[tuple[str, str]] = []
-        for entry in entries:
-            owner = str(entry.get("owner", SHARED_OWNER))
-            try:
-                bundle, data, sha256 = self._read_file(entry)
-                self.admit(bundle, data, sha256, owner=owner, persist=False, carried=carried.get(owner))
-                loaded.append(bundle.partition_id)
-            except (OSError, TiercutError) as exc:
-                dropped.append((str(entry.get("partition_id", "")), str(exc)))
+        pending = entries
+        while pending:  # a partition re-admitted after one that uses its weights comes later in the index: retry
+            waiting: list[tuple[dict[str, Any], MissingWeightsError]] = []
+            for entry in pending:
+                owner = str(entry.get("owner", SHARED_OWNER))
+                try:
+                    bundle, data, sha256 = self._read_file(entry)
+                    self.admit(bundle, data, sha256, owner=owner, persist=False, carried=carried.get(owner))
+                    loaded.append(bundle.partition_id)
+                except MissingWeightsError as exc:
+                    waiting.append((entry, exc))
+                except (OSError, TiercutError) as exc:
+                    dropped.append((str(entry.get("partition_id", "")), str(exc)))
+            if len(waiting) == len(pending):  # nothing more can come in
+                dropped += [(str(entry.get("partition_id", "")), str(exc)) for entry, exc in waiting]
+                break
+            pending = [entry for entry, _ in waiting]
         with self._lock:
             self._purge_carriers()
             self._write_index()
