@@ -409,7 +409,11 @@ def test_local_worker_run_adapts_to_a_drop_and_a_recovery(three_regimes, tmp_pat
     assert all(q.output_matches for q in result.queries)
     # the drop: a switch to a new placement (uploaded in the background) once the gain held for the dwell
     first = next(s for s in trace.switches if s.decided_s > drop_s)
-    assert first.uploaded_bytes > 0 and first.to_plan != 0
+    assert first.to_plan != 0
+    # a new server placement goes up in the background; on a loaded machine the estimate may instead say
+    # all-local, which needs nothing uploaded: either way the bytes are the plan's own
+    offloads = trace.plans[first.to_plan]["offloaded"]
+    assert (first.uploaded_bytes > 0) == bool(offloads), (offloads, first)
     decision = next(d for d in trace.decisions if d.action == "switch" and d.at_s == first.decided_s)
     # held for the dwell, and switched at the first decision after it (decisions come between queries: one
     # query at the dropped rate, about 0.3 s, may separate two)
