@@ -46,18 +46,22 @@ def _budget(menu) -> float:
     return frugal + 0.5 * (fastest - frugal)  # binds, and strictly feasible in every slot
 
 
-def _one_user(n_slots: int, seed: int = 0, frequencies=(1.0,)):
+def _one_user(n_slots: int, seed: int = 0, frequencies=(1.0,), downlink_bytes_per_s: float | None = None):
     problem = panda_problem()
+    if downlink_bytes_per_s is not None:  # a directional link: the trace sets its uplink (phone -> edge) only
+        from dataclasses import replace
+
+        problem = replace(problem, links=(replace(problem.links[0], bandwidth_bytes_per_s_ba=downlink_bytes_per_s),))
     trace = _trace(problem, n_slots, seed)
     menu = build_menu(problem, [trace], SLOT_S, n_slots, frequencies)
     user = SimUser("u", problem, arrivals=Periodic(SLOT_S))
     return problem, trace, menu, user, SimConfig(duration_s=n_slots * SLOT_S, traces=(trace,))
 
 
-@pytest.mark.parametrize("frequencies", [(1.0,), (0.5, 0.75, 1.0)])
-def test_one_user_without_contention_is_the_cost_models_run(frequencies):
-    n = 300
-    _, _, menu, user, config = _one_user(n, seed=4, frequencies=frequencies)
+@pytest.mark.parametrize(("frequencies", "downlink"), [((1.0,), None), ((0.5, 0.75, 1.0), None), ((1.0,), 3e5)])
+def test_one_user_without_contention_is_the_cost_models_run(frequencies, downlink):
+    n = 150
+    _, _, menu, user, config = _one_user(n, seed=4, frequencies=frequencies, downlink_bytes_per_s=downlink)
     budget = _budget(menu)
     online = simulate_online([user], config, PandaControl(SLOT_S, VS, budget, frequencies))
     assert online.n_slots == n
@@ -87,9 +91,9 @@ def test_one_user_without_contention_is_the_cost_models_run(frequencies):
         assert used - {1.0}, "a lower clock level is chosen somewhere"
 
 
-# about 2 s: 5,000 slots, five simulated runs
+# about 1-2 s: 3,000 slots, five simulated runs
 def test_long_random_trace_budget_queue_bound_and_one_over_v():
-    n = 5_000
+    n = 3_000
     _, _, menu, user, config = _one_user(n, seed=11)
     budget = _budget(menu)
     online = simulate_online([user], config, PandaControl(SLOT_S, VS, budget))
@@ -273,3 +277,19 @@ def test_simulate_controller_scenario_conflicts_are_one_line(tmp_path, capsys, c
     assert main(["simulate", path, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.slow  # 6-17 s: AlexNet's graph, its hulls at six bandwidth levels, five simulated runs
+def test_the_example_scenario_runs(capsys):
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "panda-online.yaml"
+    assert main(["simulate", str(example), "--json", "--no-progress"]) == 0
+    online = json.loads(capsys.readouterr().out)["online"]
+    assert [r["policy"] for r in online["runs"]] == ["lyapunov"] * 3 + ["static", "oracle"]
+    for r in online["runs"]:
+        assert set(r["users"]) == {"app1", "app2"}
+        for u in r["users"].values():
+            assert u["mean_energy_j"] <= u["energy_bound_j"] + 1e-12
+    static, oracle = online["runs"][3], online["runs"][4]
+    assert oracle["mean_latency_s"] < static["mean_latency_s"]
