@@ -40,7 +40,10 @@ def simulate(
                      "(static, reactive, proactive, oracle; default: the scenario's)"),
     ] = None,
 ) -> None:
-    """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links."""
+    """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links.
+
+    A controller: section runs PANDA's online control once per V, then the static optimum and the offline oracle.
+    """
     from rich.console import Console
 
     from tiercut.pipeline import simulate_scenario
