@@ -169,3 +169,16 @@ def test_bad_input_is_a_one_line_error():
         static_optimum(menu, 1e-6)
     with pytest.raises(TiercutError, match="setting V=-1"):
         get_planner("panda", V=-1).solve(problem)
+
+
+def test_the_oracles_schedule_realises_its_lp_mix_within_the_budget(menu_and_budget):
+    """What the simulator replays: one choice per slot, its total energy within the budget, its mean latency
+    within one slot's worth of the LP mix's (the mix is split at one pair of choices)."""
+    _, menu, budget = menu_and_budget
+    oracle = offline_oracle(menu, budget)
+    n = menu.n_slots
+    assert oracle.energy_j.mean() <= budget * (1 + 1e-12)
+    spread = float(np.nanmax(np.where(np.isfinite(menu.latency_s), menu.latency_s, np.nan)))
+    assert oracle.mean_latency_s <= oracle.latency_s.mean() <= oracle.mean_latency_s + spread / n * 2
+    for t in (0, 5, n - 1):  # each slot's choice is a hull choice of its state
+        assert oracle.choice[t] in set(menu.hull[menu.state_of_slot[t]].tolist())
