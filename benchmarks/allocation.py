@@ -210,7 +210,10 @@ def run_lyapunov(quick: bool) -> dict[str, Any]:
             "users": k, "rate_hz_per_user": rate, "slots": n_multi, "simulate_s": time.perf_counter() - t2,
             "note": "the controller plans each user on the cost model (the mobile, link and cloud its own); the "
                     "simulator shares them (processor sharing), so simulated latency and energy exceed the planned "
-                    "ones and each user's queue absorbs the difference",
+                    "ones and each user's queue absorbs the difference. A query's source energy charges the idle "
+                    "power for its waiting time (docs/cost-model.md's E_source per query); with several apps on one "
+                    "phone that waiting is behind the other apps' work, so the sum over queries exceeds the phone's "
+                    "own energy (its CPU is busy then, charged to the other query)",
             "runs": [_online_row(r, n_multi) for r in shared.runs],
         })
     out["png"] = str(_plot(out))
