@@ -118,41 +118,104 @@ def run_allocation(quick: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- lyapunov
+#: slot length of the simulated online runs: longer than any choice's latency (AlexNet on neurosurgeon-wifi:
+#: 0.1 s at most, the mobile alone at 0.6 of its clock), so one query per slot ends within its slot
+LYAPUNOV_SLOT_S = 0.25
+#: the shared-mobile run: this many users (apps on the one mobile: its CPU, its wireless link, the cloud)
+LYAPUNOV_USERS, QUICK_LYAPUNOV_USERS = 4, 2
+#: ... each issuing Poisson queries at these rates (Hz): light (the mobile's CPU about a tenth busy if every
+#: query ran there) and heavy (about half busy)
+LYAPUNOV_RATES_HZ = (0.5, 2.5)
+
+
+def _online_row(r: Any, n_slots: int) -> dict[str, Any]:
+    users = list(r.users.values())
+    return {
+        "policy": r.policy, "V": None if r.V != r.V else r.V,
+        "mean_latency_s": r.mean_latency_s, "mean_energy_j": r.mean_energy_j, "max_queue_j": r.max_queue_j,
+        "queue_bound_j": max((u.queue_bound_j for u in users), default=None) if r.policy == "lyapunov" else None,
+        "energy_bound_j": max(u.energy_bound_j for u in users),
+        "planned_latency_s": float(np.mean([u.planned_latency_s for u in users])),
+        "planned_energy_j": float(np.mean([u.planned_energy_j for u in users])),
+        "queries": sum(u.queries for u in users), "events": r.result.events, "wall_s": r.result.wall_s,
+        "users": {u.user: u.to_dict() for u in users}, "slots": n_slots,
+    }
+
+
 def run_lyapunov(quick: bool) -> dict[str, Any]:
-    """PANDA's V trade-off on a long random bandwidth trace, with the static optimum and the offline oracle."""
+    """PANDA's V trade-off simulated on a long random bandwidth trace (tiercut.sim.online), with the static
+    optimum and the offline oracle replayed in the same simulator on the same trace; the cost model's slotted
+    figures beside them; then several users sharing the mobile, its link and the cloud."""
+    from dataclasses import replace as dc_replace
+
     from tiercut.pipeline import problem as make_problem
-    from tiercut.plan.panda import LinkBandwidthSeries, build_menu, lyapunov_run, offline_oracle, static_optimum
+    from tiercut.plan.panda import build_menu, lyapunov_run, offline_oracle, static_optimum
+    from tiercut.sim import BandwidthTrace, Periodic, Poisson, SimConfig, SimUser
+    from tiercut.sim.online import PandaControl, simulate_online
 
     problem = make_problem("alexnet", "neurosurgeon-wifi", private_layers=1)
     link = problem.links[0]
     factors = np.array([0.05, 0.1, 0.25, 0.5, 1.0, 2.0])
     n_slots = QUICK_SLOTS if quick else SLOTS
+    slot_s = LYAPUNOV_SLOT_S
     bw = np.random.default_rng(19).choice(link.bandwidth_bytes_per_s * factors, size=n_slots)
-    series = [LinkBandwidthSeries(link.a, link.b, tuple(float(x) for x in bw))]
+    trace = BandwidthTrace.from_slots(link.a, link.b, bw.tolist(), slot_s)  # the simulator's one trace type
     frequencies = (0.6, 0.8, 1.0)
     t0 = time.perf_counter()
-    menu = build_menu(problem, series, frequencies=frequencies)
+    menu = build_menu(problem, [trace], slot_s, n_slots, frequencies)
     menu_s = time.perf_counter() - t0
+    longest = float(max(menu.latency_s[s, h].max() for s, h in enumerate(menu.hull)))
+    assert longest < slot_s, f"a choice takes {longest:g} s, longer than the {slot_s:g} s slot"
     frugal = max(float(menu.energy_j[s, h].min()) for s, h in enumerate(menu.hull))
     unconstrained = offline_oracle(menu, 1e9)
     budget = frugal + 0.5 * (unconstrained.mean_energy_j - frugal)
-    static = static_optimum(menu, budget)
-    oracle = offline_oracle(menu, budget)
+    user = SimUser("mobile-user", problem, arrivals=Periodic(slot_s))
+    config = SimConfig(duration_s=n_slots * slot_s, traces=(trace,))
+    t1 = time.perf_counter()
+    online = simulate_online([user], config, PandaControl(slot_s, tuple(VS), budget, frequencies))
+    sim_s = time.perf_counter() - t1
     curve = []
     for V in VS:
-        t1 = time.perf_counter()
-        r = lyapunov_run(menu, V, budget)
-        curve.append({**r.summary(), "run_s": time.perf_counter() - t1,
-                      "energy_bound_j": budget + r.queue_bound_j / n_slots,
-                      "latency_bound_s": oracle.mean_latency_s + r.drift_constant / V})
-    out = {
+        sim = _online_row(online.run("lyapunov", V), n_slots)
+        analytic = lyapunov_run(menu, V, budget)
+        sim.update({"analytic_mean_latency_s": analytic.mean_latency_s, "analytic_mean_energy_j": analytic.mean_energy_j,
+                    "analytic_max_queue_j": analytic.max_queue_j,
+                    "latency_bound_s": offline_oracle(menu, budget).mean_latency_s + analytic.drift_constant / V})
+        curve.append(sim)
+    static_a, oracle_a = static_optimum(menu, budget), offline_oracle(menu, budget)
+    out: dict[str, Any] = {
         "model": "alexnet", "env": "neurosurgeon-wifi", "privacy": "first layer pinned to the mobile",
-        "slots": n_slots, "bandwidth_factors": factors.tolist(), "nominal_bandwidth_bytes_per_s": link.bandwidth_bytes_per_s,
-        "frequencies": list(frequencies), "energy_budget_j": budget, "menu_s": menu_s,
+        "simulated": "tiercut.sim.online: one query per slot at its start (Periodic(slot_s)); the controller picks the "
+                     "placement and clock at each slot boundary from the trace and the virtual queue; the queue takes "
+                     "the simulator's energy",
+        "slots": n_slots, "slot_s": slot_s, "bandwidth_factors": factors.tolist(),
+        "nominal_bandwidth_bytes_per_s": link.bandwidth_bytes_per_s, "frequencies": list(frequencies),
+        "energy_budget_j": budget, "menu_s": menu_s, "simulate_s": sim_s, "longest_choice_s": longest,
         "distinct_states": len(menu.hull), "choices": len(menu.choices),
-        "static": static.summary(), "oracle": {**oracle.summary(), "multiplier_s_per_j": oracle.multiplier},
+        "static": {**_online_row(online.run("static"), n_slots), "analytic_mean_latency_s": static_a.mean_latency_s},
+        "oracle": {**_online_row(online.run("oracle"), n_slots), "analytic_mean_latency_s": oracle_a.mean_latency_s,
+                   "multiplier_s_per_j": oracle_a.multiplier},
         "unconstrained": unconstrained.summary(), "curve": curve,
     }
+    # several users on the one mobile (apps sharing its CPU, its wireless link and the cloud): each its own queue
+    k = QUICK_LYAPUNOV_USERS if quick else LYAPUNOV_USERS
+    n_multi = n_slots // 4
+    multi_config = dc_replace(config, duration_s=n_multi * slot_s)
+    out["shared"] = []
+    for rate in LYAPUNOV_RATES_HZ:
+        users = [SimUser(f"app{i}", problem, arrivals=Poisson(rate), seed=i) for i in range(k)]
+        t2 = time.perf_counter()
+        shared = simulate_online(users, multi_config, PandaControl(slot_s, (0.1, 1.0, 10.0), budget, frequencies))
+        out["shared"].append({
+            "users": k, "rate_hz_per_user": rate, "slots": n_multi, "simulate_s": time.perf_counter() - t2,
+            "note": "the controller plans each user on the cost model (the mobile, link and cloud its own); the "
+                    "simulator shares them (processor sharing), so simulated latency and energy exceed the planned "
+                    "ones and each user's queue absorbs the difference. A query's source energy charges the idle "
+                    "power for its waiting time (docs/cost-model.md's E_source per query); with several apps on one "
+                    "phone that waiting is behind the other apps' work, so the sum over queries exceeds the phone's "
+                    "own energy (its CPU is busy then, charged to the other query)",
+            "runs": [_online_row(r, n_multi) for r in shared.runs],
+        })
     out["png"] = str(_plot(out))
     return out
 
@@ -165,27 +228,51 @@ def _plot(data: dict[str, Any]) -> Path:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     Vs = [c["V"] for c in data["curve"]]
-    ax1.semilogx(Vs, [c["mean_latency_s"] * 1e3 for c in data["curve"]], "o-", label="Lyapunov (PANDA)")
-    ax1.axhline(data["static"]["mean_latency_s"] * 1e3, color="grey", ls="--", label="static optimum")
-    ax1.axhline(data["oracle"]["mean_latency_s"] * 1e3, color="green", ls=":", label="offline oracle")
+    ax1.semilogx(Vs, [c["mean_latency_s"] * 1e3 for c in data["curve"]], "o-", label="Lyapunov (PANDA), simulated")
+    ax1.semilogx(Vs, [c["analytic_mean_latency_s"] * 1e3 for c in data["curve"]], "x:", color="black",
+                 label="Lyapunov, cost model")
+    ax1.axhline(data["static"]["mean_latency_s"] * 1e3, color="grey", ls="--", label="static optimum (simulated)")
+    ax1.axhline(data["oracle"]["mean_latency_s"] * 1e3, color="green", ls=":", label="offline oracle (simulated)")
     ax1.set_xlabel("V")
     ax1.set_ylabel("mean latency (ms)")
-    ax1.legend()
-    ax2.semilogx(Vs, [c["mean_energy_j"] * 1e3 for c in data["curve"]], "o-", label="mean source energy")
+    ax1.legend(fontsize=8)
+    ax2.semilogx(Vs, [c["mean_energy_j"] * 1e3 for c in data["curve"]], "o-", label="mean source energy (simulated)")
     ax2.axhline(data["energy_budget_j"] * 1e3, color="red", ls="--", label="budget")
     ax3 = ax2.twinx()
     ax3.semilogx(Vs, [c["max_queue_j"] for c in data["curve"]], "s:", color="purple", label="max queue (J)")
-    ax3.set_ylabel("max virtual queue (J)")
+    ax3.semilogx(Vs, [c["queue_bound_j"] for c in data["curve"]], "^--", color="purple", alpha=0.4, label="queue bound")
+    ax3.set_ylabel("virtual queue (J)")
+    ax3.legend(loc="lower right", fontsize=8)
     ax2.set_xlabel("V")
     ax2.set_ylabel("mean source energy per query (mJ)")
-    ax2.legend(loc="upper left")
-    fig.suptitle(f"PANDA drift-plus-penalty, {data['model']} on {data['env']}, {data['slots']} slots")
+    ax2.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"PANDA in the simulator, {data['model']} on {data['env']}, {data['slots']} slots of {data['slot_s']:g} s")
     fig.tight_layout()
     path = RESULTS / "allocation_lyapunov.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def report_lyapunov(ly: dict[str, Any]) -> None:
+    """The lyapunov section's table: simulated figures [cost model's] per V, the baselines, the shared run."""
+    print(f"\nPANDA in the simulator on {ly['env']} ({ly['slots']} slots of {ly['slot_s']:g} s, budget "
+          f"{ly['energy_budget_j'] * 1e3:.2f} mJ/query): static {ly['static']['mean_latency_s'] * 1e3:.2f} ms "
+          f"{ly['static']['mean_energy_j'] * 1e3:.2f} mJ, oracle {ly['oracle']['mean_latency_s'] * 1e3:.2f} ms "
+          f"{ly['oracle']['mean_energy_j'] * 1e3:.2f} mJ (simulated)")
+    print(f"{'V':>8s} {'latency ms [model]':>20s} {'energy mJ [model]':>20s} {'max Q (J)':>10s} {'Q bound':>10s}")
+    for c in ly["curve"]:
+        print(f"{c['V']:8.2f} {c['mean_latency_s'] * 1e3:9.3f} [{c['analytic_mean_latency_s'] * 1e3:8.3f}] "
+              f"{c['mean_energy_j'] * 1e3:9.3f} [{c['analytic_mean_energy_j'] * 1e3:8.3f}] "
+              f"{c['max_queue_j']:10.4f} {c['queue_bound_j']:10.4f}")
+    for sh in ly.get("shared", []):
+        print(f"{sh['users']} users sharing the mobile (Poisson {sh['rate_hz_per_user']:g} Hz each, {sh['slots']} slots): "
+              "simulated [planned]")
+        for r in sh["runs"]:
+            v = "-" if r["V"] is None else f"{r['V']:g}"
+            print(f"  {r['policy']:>8s} V={v:>4s} {r['mean_latency_s'] * 1e3:8.3f} ms [{r['planned_latency_s'] * 1e3:7.3f}] "
+                  f"{r['mean_energy_j'] * 1e3:8.3f} mJ [{r['planned_energy_j'] * 1e3:7.3f}] max Q {r['max_queue_j']:.4f} J")
 
 
 #: section name -> its run(quick); d2d and routing live in their own scripts (each also runs alone)
@@ -237,13 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['allocation_only'][key] * 1e3:10.2f} {r['joint'][key] * 1e3:8.2f} [{sim['joint'][key] * 1e3:7.2f}] "
                   f"{r['joint_over_equal']:6.3f} {len(r['joint']['convergence']) - 1:6d}")
     if "lyapunov" in results:
-        ly = results["lyapunov"]
-        print(f"\nPANDA on {ly['env']} ({ly['slots']} slots, budget {ly['energy_budget_j'] * 1e3:.2f} mJ): "
-              f"static {ly['static']['mean_latency_s'] * 1e3:.2f} ms, oracle {ly['oracle']['mean_latency_s'] * 1e3:.2f} ms")
-        print(f"{'V':>8s} {'latency ms':>10s} {'energy mJ':>10s} {'max Q (J)':>10s} {'Q bound':>10s}")
-        for c in ly["curve"]:
-            print(f"{c['V']:8.2f} {c['mean_latency_s'] * 1e3:10.3f} {c['mean_energy_j'] * 1e3:10.3f} "
-                  f"{c['max_queue_j']:10.3f} {c['queue_bound_j']:10.3f}")
+        report_lyapunov(results["lyapunov"])
     for name, report in REPORTS.items():
         if name in results:
             print(f"\n[{name}]")

@@ -40,7 +40,10 @@ def simulate(
                      "(static, reactive, proactive, oracle; default: the scenario's)"),
     ] = None,
 ) -> None:
-    """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links."""
+    """Simulate SCENARIO: users joining, uploading partitions and issuing queries over shared servers and links.
+
+    A controller: section runs PANDA's online control once per V, then the static optimum and the offline oracle.
+    """
     from rich.console import Console
 
     from tiercut.pipeline import simulate_scenario
@@ -89,10 +92,33 @@ def simulate(
     console.print(table)
     if run.mobility is not None:
         console.print(_strategies_table(run))
+    if run.online is not None:
+        console.print(_online_table(run.online))
     console.print(
         f"{result.events:,} events in {result.wall_s:.2f} s wall ({result.events_per_s:,.0f} events/s)"
         + (f"; plot: {plot}" if plot is not None else "")
     )
+
+
+def _online_table(online: object) -> object:
+    """PANDA's simulated runs per V and the baselines (:class:`tiercut.sim.online.OnlineComparison`)."""
+    from rich.table import Table
+
+    c = online.control  # type: ignore[attr-defined]
+    budget = c.energy_budget_j
+    budget_text = _fmt(budget, "J") if not isinstance(budget, dict) else "per user"
+    table = Table(title=f"PANDA online control, simulated: {online.n_slots} slots of {c.slot_s:g} s, energy budget "  # type: ignore[attr-defined]
+                        f"{budget_text}/query (users table above: the first run)")  # fmt: skip
+    for column in ("policy", "V", "queries", "mean delay", "mean energy", "max queue", "queue bound", "within budget"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for r in online.runs:  # type: ignore[attr-defined]
+        users = r.users.values()
+        bound = max((u.queue_bound_j for u in users), default=float("nan"))
+        ok = all(u.mean_energy_j <= u.energy_budget_j * (1 + 1e-9) for u in users if u.queries)
+        table.add_row(r.policy, "-" if r.V != r.V else f"{r.V:g}", str(sum(u.queries for u in users)),
+                      _fmt(r.mean_latency_s), _fmt(r.mean_energy_j, "J"), _fmt(r.max_queue_j, "J"),
+                      _fmt(bound, "J") if r.policy == "lyapunov" else "-", "yes" if ok else "no")  # fmt: skip
+    return table
 
 
 def _bytes(value: int) -> str:

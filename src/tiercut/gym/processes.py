@@ -9,7 +9,11 @@ equal-share model's number of users sharing the server: compute times on it
 are that many times longer, docs/cost-model.md "Multi-user").
 
 Three kinds, small and swappable (the simulator's scenario traces, or
-another generator, plug in the same way):
+another generator, plug in the same way). A link's bandwidth may also be the
+simulator's :class:`tiercut.sim.BandwidthTrace` itself (the project's one
+trace type: it has ``values``), and :meth:`tiercut.sim.BandwidthTrace.from_process`
+samples any of these processes into one (a random trace for the simulator
+and PANDA's online control):
 
 - :class:`PiecewiseConstant`: a recorded or scripted series, ``points`` of
   ``(time_s, value)`` as the simulator's bandwidth traces
@@ -108,10 +112,9 @@ class PiecewiseConstant:
         if self.period_s is not None:
             offset = float(rng.uniform(0.0, self.period_s)) if self.random_offset else 0.0
             times = np.mod(times + offset, self.period_s)
-        at = np.array([t for t, _ in self.points])
-        level = np.array([v for _, v in self.points], dtype=float)
-        index = np.clip(np.searchsorted(at, times, side="right") - 1, 0, None)
-        return level[index]
+        from tiercut.sim.model import piecewise_values  # one reading of a piecewise-constant series
+
+        return piecewise_values(self.points, times)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class ScenarioRun:
     problems: dict[str, Problem]
     plans: dict[str, UserUploadPlan | None]
     mobility: Any = None
+    online: Any = None
 
     def to_dict(self, *, include_queries: bool = False) -> dict[str, Any]:
         """``{"scenario", "result", "analytic"}`` (and ``"mobility"``): what ``tiercut simulate --json`` prints."""
@@ -76,6 +77,8 @@ class ScenarioRun:
         }
         if self.mobility is not None:
             data["mobility"] = self.mobility.to_dict(include_queries=include_queries)
+        if self.online is not None:  # a controller: scenario (tiercut.sim.online); "result" is its first run's
+            data["online"] = self.online.to_dict(include_slots=include_queries)
         return data
 
 
@@ -96,6 +99,17 @@ def simulate_scenario(
     if strategies is not None and built.mobility is None:
         raise TiercutError(f"--strategies compares hand-over strategies; scenario {loaded.label} has no mobility: section")
     duration = built.simulation.config.duration_s
+    if built.control is not None:  # PANDA's online control: one simulated run per V, then the baselines
+        from tiercut.sim.online import simulate_online
+
+        sim = built.simulation
+        with progress.step(f"simulating {built.name} under PANDA's controller"):
+
+            def tick_o(label: str, now: float, total: float) -> None:
+                progress.advance(round(now, 1), round(total, 1), f"simulated s ({label})")
+
+            online = simulate_online(sim.users, sim.config, built.control, progress=tick_o)
+        return ScenarioRun(built.name, online.runs[0].result, built.problems, built.plans, online=online)
     if built.mobility is not None:
         from dataclasses import replace
 

@@ -7,9 +7,9 @@ budget, by Lyapunov optimisation, with privacy as a constraint). Method:
 Neely, "Stochastic Network Optimization with Application to Communication and
 Queueing Systems", Morgan & Claypool 2010 (drift-plus-penalty, ch. 3-4).
 
-Per slot ``t`` the bandwidth of each traced link is known (a
-:class:`LinkBandwidthSeries`: piecewise constant, one value per slot); the
-controller picks the placement (and, with ``frequencies``, the source's
+Per slot ``t`` the bandwidth of each traced link is known (the simulator's
+:class:`tiercut.sim.BandwidthTrace`, the project's one trace type, sampled at
+each slot's start: :func:`slot_bandwidths`); the controller picks the placement (and, with ``frequencies``, the source's
 clock) minimising ``V * T(x, t) + Q(t) * E(x, t)`` where ``T`` is the cost
 model's latency and ``E`` the source energy of one query in that slot's
 conditions, then updates the virtual energy queue ``Q(t+1) = max(Q(t) +
@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -72,48 +72,53 @@ from tiercut.errors import TiercutError
 from tiercut.plan.base import DEFAULT_PLANNER, PlacementResult, Planner
 from tiercut.problem import Objective, Problem
 
+if TYPE_CHECKING:
+    from tiercut.sim.model import BandwidthTrace
+
 #: relative improvement a weighted solve must make over a hull edge to be a new vertex.
 HULL_RTOL = 1e-9
 
 
 # ---------------------------------------------------------------- the trace input
-@dataclass(frozen=True)
-class LinkBandwidthSeries:
-    """One link's bandwidth per time slot: slot ``k`` has ``bandwidth_bytes_per_s[k]`` (a -> b; the
-    ``b -> a`` direction scales by the same factor from the link's nominal figures).
+def slot_bandwidths(
+    problem: Problem, traces: Sequence[BandwidthTrace], slot_s: float, n_slots: int | None = None
+) -> tuple[tuple[tuple[str, str], ...], np.ndarray]:
+    """The traced channels ``(a, b)`` and ``[N, L]`` their bandwidth at the start of each slot of ``slot_s``.
 
-    The simulator's :class:`tiercut.sim.BandwidthTrace` is the same piecewise-constant series in
-    continuous time; :meth:`from_points` samples one at the slot starts.
+    The traces are the simulator's (:class:`tiercut.sim.BandwidthTrace`, one per link, as the simulator
+    replays them): before a trace's first point its link keeps the problem's figure. ``n_slots`` None: up
+    to the last trace point's slot.
     """
-
-    a: str
-    b: str
-    bandwidth_bytes_per_s: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if not self.bandwidth_bytes_per_s:
-            raise TiercutError(f"bandwidth series of link {self.a}-{self.b} has no slots; give one bandwidth per slot")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.bandwidth_bytes_per_s):
-            raise TiercutError(f"bandwidth series of link {self.a}-{self.b}: every bandwidth must be finite and > 0")
-
-    @property
-    def n_slots(self) -> int:
-        return len(self.bandwidth_bytes_per_s)
-
-    @classmethod
-    def from_points(
-        cls, a: str, b: str, points: Sequence[tuple[float, float]], slot_s: float, n_slots: int
-    ) -> LinkBandwidthSeries:
-        """Sample a piecewise-constant trace (``[(time_s, bytes_per_s), ...]``, times increasing, as
-        :class:`tiercut.sim.BandwidthTrace` holds) at the start of each of ``n_slots`` slots of ``slot_s``."""
-        if not (slot_s > 0 and n_slots >= 1):
-            raise TiercutError("slots need slot_s > 0 and n_slots >= 1")
-        times = [t for t, _ in points]
-        values = []
-        for k in range(n_slots):
-            i = int(np.searchsorted(times, k * slot_s, side="right")) - 1
-            values.append(float(points[max(i, 0)][1]))
-        return cls(a, b, tuple(values))
+    if not (isinstance(slot_s, (int, float)) and not isinstance(slot_s, bool) and math.isfinite(slot_s) and slot_s > 0):
+        raise TiercutError(f"slot_s {slot_s!r} must be a finite number of seconds > 0")
+    if n_slots is None:
+        last = max((t.points[-1][0] for t in traces), default=0.0)
+        n_slots = math.floor(last / slot_s + 1e-9) + 1
+    if not (isinstance(n_slots, int) and n_slots >= 1):
+        raise TiercutError(f"n_slots {n_slots!r} must be an integer >= 1")
+    channels: list[tuple[str, str]] = []
+    columns = []
+    seen: set[frozenset[str]] = set()
+    for trace in traces:
+        link = problem.link(trace.a, trace.b)
+        if link is None:
+            raise TiercutError(f"bandwidth trace names link {trace.a}-{trace.b}, which the problem does not have")
+        if link.key in seen:
+            raise TiercutError(f"two bandwidth traces for link {trace.a}-{trace.b}; give one per link")
+        seen.add(link.key)
+        nominal = link.direction(trace.a, trace.b).bandwidth_bytes_per_s
+        column = trace.slots(float(slot_s), n_slots, before=nominal)
+        bad = np.flatnonzero(~(column > 0))
+        if bad.size:
+            raise TiercutError(
+                f"bandwidth trace of link {trace.a}-{trace.b} is {column[bad[0]]:g} B/s in slot {int(bad[0])} (from "
+                f"{bad[0] * slot_s:g} s): PANDA needs every slot's bandwidth > 0 (a link that is down has no placement "
+                "to choose); raise it or drop the link"
+            )
+        channels.append((trace.a, trace.b))
+        columns.append(column)
+    table = np.array(columns, dtype=float).T if columns else np.zeros((n_slots, 0))
+    return tuple(channels), table
 
 
 # ---------------------------------------------------------------- per-state menus
@@ -135,6 +140,8 @@ class Menu:
         latency_s, energy_j: [S, K] each choice's latency and source energy in each state
             (inf where it breaks a per-slot constraint or is not evaluable).
         hull: per state, the indices of its lower-convex-hull choices.
+        conditions: per state, the traced channels' bandwidths ``{(a, b): bytes/s}`` (:func:`slot_problem`'s).
+        slot_s: the slot length (seconds).
     """
 
     choices: tuple[Choice, ...]
@@ -142,18 +149,38 @@ class Menu:
     latency_s: np.ndarray
     energy_j: np.ndarray
     hull: tuple[np.ndarray, ...]
+    conditions: tuple[Mapping[tuple[str, str], float], ...] = ()
+    slot_s: float = 1.0
+
+    def problem(self, problem: Problem, state: int, choice: int) -> Problem:
+        """``problem`` in state ``state``'s conditions at choice ``choice``'s clock (its figures are the menu's)."""
+        return slot_problem(problem, self.conditions[state], self.choices[choice].frequency)
 
     @property
     def n_slots(self) -> int:
         return int(self.state_of_slot.shape[0])
 
 
-def slot_problem(problem: Problem, bandwidths: Mapping[frozenset[str], float], frequency: float = 1.0) -> Problem:
-    """``problem`` in one slot's conditions: traced links at their slot bandwidth, the source at clock
-    ``frequency`` (times / f, compute power * f^3), no per-query energy budget (it is the long-term one)."""
+def _with_bandwidth(link: Any, key: Any, bandwidth: float) -> Any:
+    """``link`` with a trace's bandwidth as the simulator sets it: a symmetric link's one channel (both
+    directions), or the ``a -> b`` direction of a directional link (``key`` the ordered pair ``(a, b)``; a
+    frozenset key sets both directions)."""
+    ba = link.bandwidth_bytes_per_s_ba
+    if isinstance(key, frozenset) or not link.directional:
+        return replace(link, bandwidth_bytes_per_s=bandwidth, bandwidth_bytes_per_s_ba=None if ba is None else bandwidth)
+    if tuple(key) == (link.a, link.b):
+        return replace(link, bandwidth_bytes_per_s=bandwidth)
+    return replace(link, bandwidth_bytes_per_s_ba=bandwidth)
+
+
+def slot_problem(problem: Problem, bandwidths: Mapping[Any, float], frequency: float = 1.0) -> Problem:
+    """``problem`` in one slot's conditions: traced links at their slot bandwidth (keys: the trace's ordered
+    ``(a, b)`` -- a directional link's ``a -> b`` direction, as the simulator replays a trace -- or a link's
+    ``key`` for both directions), the source at clock ``frequency`` (times / f, compute power * f^3), no
+    per-query energy budget (it is the long-term one)."""
+    by_link = {frozenset(k): (k, v) for k, v in bandwidths.items()}
     links = tuple(
-        link.scaled(bandwidths[link.key] / link.bandwidth_bytes_per_s) if link.key in bandwidths else link
-        for link in problem.links
+        _with_bandwidth(link, *by_link[link.key]) if link.key in by_link else link for link in problem.links
     )
     devices = problem.devices
     compute = problem.compute_s
@@ -211,29 +238,21 @@ def lower_hull(problem: Problem, inner: Planner, max_vertices: int = 64) -> list
 
 def build_menu(
     problem: Problem,
-    series: Sequence[LinkBandwidthSeries],
+    traces: Sequence[BandwidthTrace],
+    slot_s: float = 1.0,
+    n_slots: int | None = None,
     frequencies: Sequence[float] = (1.0,),
     inner: str = DEFAULT_PLANNER,
     energy_budget_j: float | None = None,
 ) -> Menu:
-    """The exact per-state options of a run over ``series`` (module docstring)."""
+    """The exact per-state options of a run of ``n_slots`` slots of ``slot_s`` over ``traces`` (the
+    simulator's :class:`~tiercut.sim.BandwidthTrace`, sampled at each slot's start; module docstring)."""
     from tiercut.plan.registry import get_planner
 
     planner = get_planner(inner)
-    keys = {link.key: link for link in problem.links}
-    if not series:
-        raise TiercutError("give at least one link's bandwidth series (LinkBandwidthSeries)")
-    n = series[0].n_slots
-    for s in series:
-        if frozenset((s.a, s.b)) not in keys:
-            raise TiercutError(f"bandwidth series names link {s.a}-{s.b}, which the problem does not have")
-        if s.n_slots != n:
-            raise TiercutError(
-                f"bandwidth series of link {s.a}-{s.b} has {s.n_slots} slots, the first one {n}; give equal lengths"
-            )
-    if not frequencies or any(not (0 < f <= 1.0) for f in frequencies):
+    if not frequencies or any(not (isinstance(f, (int, float)) and 0 < f <= 1.0) for f in frequencies):
         raise TiercutError(f"frequencies {tuple(frequencies)!r} must be fractions of the nominal clock in (0, 1]")
-    table = np.array([s.bandwidth_bytes_per_s for s in series], dtype=float).T  # [N, L]
+    channels, table = slot_bandwidths(problem, traces, slot_s, n_slots)  # [N, L]
     states, state_of_slot = np.unique(table, axis=0, return_inverse=True)
     state_of_slot = np.asarray(state_of_slot).reshape(-1)
     choices: list[Choice] = []
@@ -248,8 +267,10 @@ def build_menu(
 
     hull_ids: list[list[int]] = []
     problems = []
+    conditions = []
     for row in states:
-        bw = {frozenset((s.a, s.b)): float(v) for s, v in zip(series, row, strict=True)}
+        bw = {c: float(v) for c, v in zip(channels, row, strict=True)}
+        conditions.append(bw)
         ids = []
         per_f = []
         for f in frequencies:
@@ -261,8 +282,7 @@ def build_menu(
     # static candidates: the exact planner on the trace-average problem (harmonic mean bandwidth) with the budget
     budget = energy_budget_j if energy_budget_j is not None else problem.constraints.energy_source_budget_j
     if budget is not None:
-        harmonic = {frozenset((s.a, s.b)): float(len(s.bandwidth_bytes_per_s) / np.sum(1.0 / np.asarray(s.bandwidth_bytes_per_s)))
-                    for s in series}
+        harmonic = {c: float(table.shape[0] / np.sum(1.0 / table[:, i])) for i, c in enumerate(channels)}
         for f in frequencies:
             avg = slot_problem(problem, harmonic, f)
             avg = replace(avg, objective=Objective("latency"),
@@ -282,7 +302,7 @@ def build_menu(
     for s in range(S):  # the state's own hull over every choice (a vertex of one frequency may be dominated)
         ids = np.array(sorted(set(hull_ids[s])), dtype=np.int64)
         hull.append(ids)
-    return Menu(tuple(choices), state_of_slot, latency, energy, tuple(hull))
+    return Menu(tuple(choices), state_of_slot, latency, energy, tuple(hull), tuple(conditions), float(slot_s))
 
 
 # ---------------------------------------------------------------- the controller and its baselines
@@ -390,7 +410,11 @@ def static_optimum(menu: Menu, energy_budget_j: float) -> OnlineRun:
 
 def offline_oracle(menu: Menu, energy_budget_j: float) -> OnlineRun:
     """Per slot ``argmin T + mu E`` with ``mu`` tuned on the whole trace so the average energy meets the budget
-    exactly (the two choices at ``mu*`` mixed): the LP relaxation's optimum, a lower bound for any policy."""
+    exactly (the two choices at ``mu*`` mixed): the LP relaxation's optimum, a lower bound for any policy.
+
+    ``mean_latency_s``/``mean_energy_j`` are the LP mix's; ``choice``/``latency_s``/``energy_j`` are a per-slot
+    schedule realising it (the slots where the two choices differ take the over-budget one in an evenly spread
+    share that keeps the total within the budget): what the simulator replays."""
     ids, lat, en = _hull_arrays(menu)
     states = menu.state_of_slot
     counts = np.bincount(states, minlength=len(ids)).astype(float)
@@ -416,16 +440,28 @@ def offline_oracle(menu: Menu, energy_budget_j: float) -> OnlineRun:
                 lo = mid
             else:
                 hi = mid
-        _, t_lo, e_lo = at(lo)  # over the budget
+        pick_lo, t_lo, e_lo = at(lo)  # over the budget
         pick, t_hi, e_hi = at(hi)  # within it
         theta = 0.0 if e_lo == e_hi else (energy_budget_j - e_hi) / (e_lo - e_hi)
         theta = min(max(theta, 0.0), 1.0)
         mt = t_hi + theta * (t_lo - t_hi)
         me = e_hi + theta * (e_lo - e_hi)
         mu = hi
-    choice = np.array([ids[s][pick[s]] for s in states], dtype=np.int64)
-    latency = np.array([lat[s][pick[s]] for s in states])
-    energy = np.array([en[s][pick[s]] for s in states])
+    else:
+        pick_lo, theta = pick, 0.0
+    # the per-slot schedule realising the mix: the slots whose two picks differ take the over-budget one in
+    # an evenly spread theta' of them, theta' such that the total energy stays within the budget
+    slot_pick = np.array([pick[s] for s in states], dtype=np.int64)
+    differ = np.flatnonzero(np.array([pick_lo[s] != pick[s] for s in states], dtype=bool))
+    if theta > 0 and differ.size:
+        extra = np.array([en[s][pick_lo[s]] - en[s][pick[s]] for s in states[differ]])
+        room = n * energy_budget_j - sum(en[s][pick[s]] for s in states)
+        spread = np.flatnonzero(np.floor((np.arange(differ.size) + 1) * theta) > np.floor(np.arange(differ.size) * theta))
+        take = spread[np.cumsum(extra[spread]) <= room + 1e-12 * abs(room)]
+        slot_pick[differ[take]] = [pick_lo[s] for s in states[differ[take]]]
+    choice = np.array([ids[s][slot_pick[t]] for t, s in enumerate(states)], dtype=np.int64)
+    latency = np.array([lat[s][slot_pick[t]] for t, s in enumerate(states)])
+    energy = np.array([en[s][slot_pick[t]] for t, s in enumerate(states)])
     return OnlineRun("oracle", math.nan, energy_budget_j, choice, latency, energy, np.zeros(n + 1), mt, me, multiplier=mu)
 
 
@@ -476,7 +512,6 @@ class PandaPlanner(Planner):
 
 __all__ = [
     "Choice",
-    "LinkBandwidthSeries",
     "Menu",
     "OnlineRun",
     "PandaPlanner",
@@ -484,6 +519,7 @@ __all__ = [
     "lower_hull",
     "lyapunov_run",
     "offline_oracle",
+    "slot_bandwidths",
     "slot_problem",
     "static_optimum",
 ]

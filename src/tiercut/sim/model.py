@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from tiercut.errors import TiercutError
 from tiercut.problem import Problem
@@ -138,9 +140,27 @@ class SimUser:
             )
 
 
+def piecewise_values(points: Sequence[tuple[float, float]], times_s: Any) -> np.ndarray:
+    """The value of a piecewise-constant series (from ``points[i][0]`` on it is ``points[i][1]``) at each of
+    ``times_s``; before the first point, the first value. Shared by :class:`BandwidthTrace` and the gym's
+    :class:`tiercut.gym.processes.PiecewiseConstant` so the two cannot read a series differently."""
+    at = np.array([float(t) for t, _ in points])
+    level = np.array([float(v) for _, v in points])
+    index = np.clip(np.searchsorted(at, np.asarray(times_s, dtype=float), side="right") - 1, 0, None)
+    return level[index]
+
+
 @dataclass(frozen=True)
 class BandwidthTrace:
-    """A link's bandwidth over time: from ``points[i][0]`` seconds on it is ``points[i][1]`` bytes/s."""
+    """A link's bandwidth over time: from ``points[i][0]`` seconds on it is ``points[i][1]`` bytes/s.
+
+    The project's one bandwidth-trace type: the simulator replays it on the link (``SimConfig.traces``,
+    before its first point the link keeps its nominal figure), PANDA's online control samples it once per
+    time slot (:meth:`slots`, :mod:`tiercut.plan.panda`, :mod:`tiercut.sim.online`), and the gym takes it as
+    a link's bandwidth process (:meth:`values`, the :class:`tiercut.gym.processes.ConditionProcess`
+    protocol). Random traces come from the gym's generators (Markov chain, log random walk) through
+    :meth:`from_process`; one value per slot through :meth:`from_slots`.
+    """
 
     a: str
     b: str
@@ -154,6 +174,52 @@ class BandwidthTrace:
             raise TiercutError(f"bandwidth trace of link {self.a}-{self.b}: times must be >= 0 and strictly increasing")
         if any(not (math.isfinite(bw) and bw >= 0) for _, bw in self.points):
             raise TiercutError(f"bandwidth trace of link {self.a}-{self.b}: bandwidths must be finite and >= 0")
+
+    @classmethod
+    def from_slots(cls, a: str, b: str, bandwidth_bytes_per_s: Sequence[float], slot_s: float = 1.0) -> BandwidthTrace:
+        """Slot ``k`` (from ``k * slot_s`` seconds) at ``bandwidth_bytes_per_s[k]`` (repeats merged)."""
+        if not (isinstance(slot_s, (int, float)) and math.isfinite(slot_s) and slot_s > 0):
+            raise TiercutError(f"bandwidth trace of link {a}-{b}: slot_s {slot_s!r} must be a finite number > 0")
+        if len(bandwidth_bytes_per_s) == 0:
+            raise TiercutError(f"bandwidth trace of link {a}-{b} has no slots; give one bandwidth per slot")
+        points: list[tuple[float, float]] = []
+        for k, value in enumerate(bandwidth_bytes_per_s):
+            if not points or points[-1][1] != float(value):
+                points.append((k * float(slot_s), float(value)))
+        return cls(a, b, tuple(points))
+
+    @classmethod
+    def from_process(cls, a: str, b: str, process: Any, times_s: Sequence[float], rng: np.random.Generator) -> BandwidthTrace:
+        """Sample a condition process (:mod:`tiercut.gym.processes`: Markov chain, log random walk, ...) at
+        ``times_s`` (increasing) into a trace: a random trace for the simulator and PANDA."""
+        values = np.asarray(process.values(np.asarray(times_s, dtype=float), rng), dtype=float)
+        points: list[tuple[float, float]] = []
+        for t, value in zip(times_s, values, strict=True):
+            if not points or points[-1][1] != float(value):
+                points.append((float(t), float(value)))
+        return cls(a, b, tuple(points))
+
+    def values(self, times_s: Any, rng: Any = None) -> np.ndarray:
+        """Bytes per second at each of ``times_s`` (before the first point, the first value); ``rng`` unused
+        (the gym's :class:`~tiercut.gym.processes.ConditionProcess` protocol: a trace is not random)."""
+        return piecewise_values(self.points, times_s)
+
+    def at(self, time_s: float) -> float | None:
+        """Bytes per second at ``time_s``; None before the first point (the link's nominal figure then)."""
+        if time_s < self.points[0][0]:
+            return None
+        return float(piecewise_values(self.points, [time_s])[0])
+
+    def slots(self, slot_s: float, n_slots: int, before: float | None = None) -> np.ndarray:
+        """[n_slots] the bandwidth at the start of each slot of ``slot_s`` (``before``: the value before the
+        first point, the link's nominal figure; None: the first value)."""
+        if not (math.isfinite(slot_s) and slot_s > 0 and n_slots >= 1):
+            raise TiercutError("slots need slot_s > 0 and n_slots >= 1")
+        times = np.arange(n_slots) * float(slot_s)
+        out = piecewise_values(self.points, times)
+        if before is not None:
+            out[times < self.points[0][0]] = before
+        return out
 
 
 @dataclass(frozen=True)
@@ -216,5 +282,6 @@ __all__ = [
     "SimConfig",
     "SimUser",
     "TraceArrivals",
+    "piecewise_values",
     "user_shares",
 ]

@@ -41,6 +41,14 @@ settings::
     bandwidth_traces:
       - {a: client1, b: edge5, points: [[0, 10.0e+6], [30, 2.0e+6]]}   # time_s, bytes/s
       - {a: client1, b: cloud1, file: uplink.csv}                       # CSV rows: time_s,bytes_per_s
+    controller:                        # optional: PANDA's online control (tiercut.sim.online); needs
+      kind: panda                      # duration_s, no uploads (the servers hold the weights) and no mobility
+      slot_s: 1.0                      # it decides every user's placement at each multiple of slot_s
+      V: [0.1, 1, 10]                  # one simulated run per trade-off value
+      energy_budget_j: 0.5             # long-term mean source energy per query (or {user: J, ...})
+      frequencies: [0.6, 0.8, 1.0]     # the source's clock levels (fractions of nominal; default [1.0])
+      inner: ilp                       # the exact single-user planner behind each slot's hull
+      baselines: true                  # also the static optimum and the offline oracle, same trace
 
 A trace sets a symmetric link's one channel, or the ``a -> b`` direction of
 a directional link.
@@ -54,13 +62,14 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tiercut.datafiles import read_data_file, read_json_file, read_text_file
 from tiercut.errors import TiercutError
 from tiercut.graph.models import check_input_shape, data_model_spec
+from tiercut.plan.base import DEFAULT_PLANNER
 from tiercut.problem import Problem
 from tiercut.sim.engine import Simulation
 from tiercut.sim.mobility import (
@@ -257,6 +266,26 @@ class MobilitySpec(_Strict):
         )
 
 
+class ControllerSpec(_Strict):
+    """An online controller choosing every user's placement once per slot (:mod:`tiercut.sim.online`)."""
+
+    kind: Literal["panda"] = "panda"
+    slot_s: float = Field(gt=0)
+    V: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    energy_budget_j: Annotated[float, Field(gt=0, allow_inf_nan=False)] | dict[
+        str, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    frequencies: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0], min_length=1)
+    inner: str = DEFAULT_PLANNER
+    baselines: bool = True
+
+    def build(self) -> Any:
+        from tiercut.sim.online import PandaControl
+
+        budget = dict(self.energy_budget_j) if isinstance(self.energy_budget_j, dict) else float(self.energy_budget_j)
+        return PandaControl(float(self.slot_s), tuple(float(v) for v in self.V), budget,
+                            tuple(float(f) for f in self.frequencies), self.inner, self.baselines)
+
+
 class ScenarioSpec(_Strict):
     schema_version: Literal[1]
     name: str = ""
@@ -273,6 +302,7 @@ class ScenarioSpec(_Strict):
     users: list[UserSpec] | None = None
     bandwidth_traces: list[TraceSpec] = Field(default_factory=list)
     mobility: MobilitySpec | None = None
+    controller: ControllerSpec | None = None
 
     @model_validator(mode="after")
     def _mobile(self) -> ScenarioSpec:
@@ -280,6 +310,16 @@ class ScenarioSpec(_Strict):
             raise ValueError("a scenario with mobility needs duration_s (movements are sampled over it)")
         if self.mobility is not None and self.upload.mode == "joint":
             raise ValueError("mobility strategies plan each user on its own; use upload mode per-user")
+        if self.controller is not None:
+            if self.duration_s is None:
+                raise ValueError("a scenario with a controller needs duration_s (it decides once per slot over it)")
+            if self.mobility is not None:
+                raise ValueError("a controller and mobility are not simulated together; drop one")
+            if self.upload.mode == "joint" or ("algorithm" in self.upload.model_fields_set and self.upload.algorithm != "none"):
+                raise ValueError("the controller chooses every user's placement each slot (no uploads are planned); "
+                                 "drop the upload section or set upload.algorithm none")  # fmt: skip
+            if any(u.plan is not None for u in self.users or []):
+                raise ValueError("the controller chooses every user's placement each slot; drop the users' plan files")
         return self
 
 
@@ -350,6 +390,8 @@ class BuiltScenario:
         mobility: the scenario's mobility (None: users stay put); ``simulation`` is then a
             :class:`~tiercut.sim.mobile.MobileSimulation` of the first strategy.
         strategies: the hand-over strategies to compare (:mod:`tiercut.sim.strategies`).
+        control: the scenario's online controller (:class:`tiercut.sim.online.PandaControl`; None: the
+            placements are planned once, as above); ``simulation`` then holds its users and config.
     """
 
     name: str
@@ -358,6 +400,7 @@ class BuiltScenario:
     plans: dict[str, UserUploadPlan | None]
     mobility: Mobility | None = None
     strategies: tuple[Any, ...] = ()
+    control: Any = None
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -536,7 +579,8 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
     elif mobility is None:
         planner = get_planner(upload.offloading, **upload.offloading_settings)
         for user in user_specs:
-            if user.plan is not None:
+            if user.plan is not None or spec.controller is not None:  # a controller places each user every slot
+                plans.setdefault(user.name, None)
                 continue
             problem = problems[user.name]
             placement = dict(planner.solve(problem).placement)
@@ -604,7 +648,20 @@ def build_scenario(scenario: Scenario) -> BuiltScenario:
         return BuiltScenario(spec.name or scenario.label, mobile, problems, plans, mobility, strategies)
     simulation = Simulation(users, config)
     simulation.check()
-    return BuiltScenario(spec.name or scenario.label, simulation, problems, plans)
+    return BuiltScenario(spec.name or scenario.label, simulation, problems, plans, control=_controller(scenario, users))
+
+
+def _controller(scenario: Scenario, users: list[SimUser]) -> Any:
+    """The scenario's online controller (:class:`tiercut.sim.online.PandaControl`), None without one."""
+    if scenario.spec.controller is None:
+        return None
+    try:
+        control = scenario.spec.controller.build()
+        for user in users:
+            control.budget(user.name)
+    except TiercutError as exc:
+        raise TiercutError(f"scenario {scenario.label}: controller: {exc}") from None
+    return control
 
 
 def mobility_strategy(scenario: Scenario, name: str) -> Any:
@@ -638,5 +695,5 @@ def _mobility(scenario: Scenario, user_specs: list[UserSpec]) -> tuple[Mobility,
     return mobility, strategies
 
 
-__all__ = ["SCHEMA_VERSION", "BuiltScenario", "Scenario", "ScenarioSpec", "build_scenario", "load_scenario", "mobility_strategy",
-           "parse_scenario"]
+__all__ = ["SCHEMA_VERSION", "BuiltScenario", "ControllerSpec", "Scenario", "ScenarioSpec", "build_scenario", "load_scenario",
+           "mobility_strategy", "parse_scenario"]
