@@ -9,6 +9,7 @@ it with the sum of the queries' figures; one query alone is the cost model's ``e
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from dataclasses import replace
@@ -49,7 +50,7 @@ def _device_power_integrals(result, problem: Problem, weights: dict[str, dict[st
     spans = [(q.user, s) for q in queries for s in q.spans]
     times = sorted({t for q in queries for t in (q.start_s, q.end_s)} | {t for _, s in spans for t in (s.start_s, s.end_s)})
     source_j = total_j = 0.0
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in itertools.pairwise(times):
         if b <= a:
             continue
         m = 0.5 * (a + b)
