@@ -209,11 +209,14 @@ def run_lyapunov(quick: bool) -> dict[str, Any]:
         out["shared"].append({
             "users": k, "rate_hz_per_user": rate, "slots": n_multi, "simulate_s": time.perf_counter() - t2,
             "note": "the controller plans each user on the cost model (the mobile, link and cloud its own); the "
-                    "simulator shares them (processor sharing), so simulated latency and energy exceed the planned "
-                    "ones and each user's queue absorbs the difference. A query's source energy charges the idle "
-                    "power for its waiting time (docs/cost-model.md's E_source per query); with several apps on one "
-                    "phone that waiting is behind the other apps' work, so the sum over queries exceeds the phone's "
-                    "own energy (its CPU is busy then, charged to the other query)",
+                    "simulator shares them (processor sharing), so simulated latency exceeds the planned one and each "
+                    "user's queue absorbs the difference. A query's source energy is its part of what the phone "
+                    "draws (docs/cost-model.md, Energy in the simulator: the idle power split among the apps' queries "
+                    "in flight, compute and radio to the query using them), so the apps no longer pay for each "
+                    "other's waiting (the static choice, all on the phone: exactly the planned energy). Simulated "
+                    "energy still exceeds planned for the offloading choices: queries slowed by contention run into "
+                    "the next slot, whose bandwidth (0.05x-2x nominal) their choice was not made for; with a constant "
+                    "link it is below planned (overlapping apps share the phone's idle time)",
             "runs": [_online_row(r, n_multi) for r in shared.runs],
         })
     out["png"] = str(_plot(out))

@@ -23,6 +23,26 @@ seed's query thread checking the confirmations); if the arrivals come in an
 order the plan did not foresee (contention), the best placement of what has
 arrived is solved then and cached.
 
+**Energy.** A query's figures are what the devices really draw, attributed
+to the queries in flight (docs/cost-model.md, "Energy in the simulator").
+Each device draws its idle power while at least one query whose source it is
+is in flight, plus, on top, each activity's power over idle: ``P_compute -
+P_idle`` while it computes, ``P_tx - P_idle`` / ``P_rx - P_idle`` while a
+channel it is an end of carries a hop it sends / receives. The engine lets a
+device compute and use its channels at once (separate resources, each its
+own bandwidth), so the increments add up -- the cost model's own algebra
+(``E = P_idle*T + sum (P_X - P_idle)*busy_X``, which ``evaluate_tiled``
+applies to overlapping tiles). Attribution (:class:`ShareMeter`): the idle
+power is split equally among the source's queries in flight; compute work to
+the query computing it (its work seconds: the device serves one second of
+work per second); a channel's time -- from a hop's start (its link latency,
+which the cost model charges as transmit/receive time) to its last byte --
+is split among the hops on it by their processor-sharing weights, and each
+hop is charged its sender's and receiver's power for its part. So the
+queries' energies sum to the devices' draw (nothing counted twice, however
+many queries overlap), and a query alone on idle resources gets exactly the
+cost model's ``E_source`` and ``E_total``.
+
 With one user issuing queries back to back, idle resources, sequential
 execution, a constant link and uploads on their own channel
 (``upload_shares_link=False``), every query takes exactly its stage's cost
@@ -68,21 +88,65 @@ PROGRESS_STEPS = 100
 Progress = Callable[[float, float], None]
 
 
+class ShareMeter:
+    """Time shared among the members present, in proportion to their weights: member ``j`` is credited
+    ``integral of w_j / W(t) dt`` over its stay, ``W`` the summed weight of those present.
+
+    One per channel (its airtime, shared by the query hops on it, latency included) and one per source device
+    (its awake time, shared equally by the queries in flight from it). The credits of everyone present sum to
+    the time at least one member was present, so nothing is counted twice; a member alone is credited its
+    whole stay. O(1) per enter/leave: a clock advancing at ``1 / W`` (reset when nobody is present).
+    """
+
+    __slots__ = ("clock", "env", "last", "n", "wsum")
+
+    def __init__(self, env: EventLoop) -> None:
+        self.env = env
+        self.clock = 0.0  # integral of dt / W since the meter was last empty
+        self.last = 0.0
+        self.n = 0
+        self.wsum = 0.0
+
+    def enter(self, weight: float) -> float:
+        """A member of ``weight`` arrives now; returns the clock reading to give back to :meth:`leave`."""
+        now = self.env.now
+        if self.n:
+            self.clock += (now - self.last) / self.wsum
+        self.last = now
+        self.n += 1
+        self.wsum += weight
+        return self.clock
+
+    def leave(self, weight: float, entered: float) -> float:
+        """The member that entered at clock ``entered`` leaves now; returns the seconds credited to it."""
+        now = self.env.now
+        self.clock += (now - self.last) / self.wsum
+        self.last = now
+        credit = weight * (self.clock - entered)
+        self.n -= 1
+        if self.n:
+            self.wsum -= weight
+        else:
+            self.clock = self.wsum = 0.0
+        return credit
+
+
 class _Bound:
     """A program with its operations bound to the run's resources."""
 
     __slots__ = (
-        "bytes_received", "bytes_sent", "children", "devices", "n_deps", "ops", "planned_latency_s", "program", "resources",
-        "stage", "weights",
+        "airtime", "bytes_received", "bytes_sent", "children", "devices", "n_deps", "ops", "planned_latency_s", "program",
+        "resources", "stage", "weights",
     )
 
     def __init__(
         self, program: Program, resources: list[SharedResource], stage: int, planned_latency_s: float, source: str,
-        weights: list[float] | None = None,
+        weights: list[float] | None = None, airtime: list[ShareMeter | None] | None = None,
     ) -> None:
         self.program = program
         self.ops: tuple[Op, ...] = program.ops
         self.resources = resources
+        self.airtime = airtime if airtime is not None else [None] * len(program.ops)  # a transfer's channel meter
         self.weights = weights if weights is not None else [1.0] * len(program.ops)
         self.stage = stage
         self.planned_latency_s = planned_latency_s
@@ -100,6 +164,7 @@ class _UserState:
     __slots__ = (
         "active",
         "arrived",
+        "awake",
         "bound",
         "completed",
         "issued",
@@ -126,12 +191,15 @@ class _UserState:
         self.active = False
         self.issued = 0
         self.completed = 0
+        self.awake: ShareMeter  # its source device's awake time (set by the run: users of one source share it)
 
 
 class _Query:
     """One query walking through its program (sequential or overlapped)."""
 
     __slots__ = (
+        "a_op",
+        "awake_in",
         "bound",
         "busy_c",
         "busy_rx",
@@ -152,7 +220,9 @@ class _Query:
         self.state = state
         self.bound = bound
         self.record = record
+        # busy_c: its compute work on the source; busy_tx/rx: the airtime credited to the hops the source sends/receives
         self.busy_c = self.busy_tx = self.busy_rx = self.e_total = 0.0
+        self.awake_in = state.awake.enter(1.0)  # in flight on its source from now to finish
         self.op_log: list[Span] | None = [] if run.config.record_ops else None
 
     # ----------------------------------------------------------- sequential
@@ -167,6 +237,9 @@ class _Query:
             return
         op = ops[self.i]
         self.t_op = self.run.env.now
+        meter = self.bound.airtime[self.i]
+        if meter is not None:
+            self.a_op = meter.enter(self.bound.weights[self.i])
         if op.kind == COMPUTE or op.latency_s <= 0.0:
             self.bound.resources[self.i].submit(op.amount, self._seq_done, self.bound.weights[self.i])
         else:
@@ -176,7 +249,9 @@ class _Query:
         self.bound.resources[self.i].submit(self.bound.ops[self.i].amount, self._seq_done, self.bound.weights[self.i])
 
     def _seq_done(self) -> None:
-        self._account(self.bound.ops[self.i], self.t_op)
+        meter = self.bound.airtime[self.i]
+        air = 0.0 if meter is None else meter.leave(self.bound.weights[self.i], self.a_op)
+        self._account(self.bound.ops[self.i], self.t_op, air)
         self.i += 1
         self._next()
 
@@ -186,6 +261,7 @@ class _Query:
         self.pending = list(bound.n_deps)
         self.done = 0
         self.t_op = [0.0] * len(bound.ops)
+        self.a_op = [0.0] * len(bound.ops)
         for i, n in enumerate(self.pending):
             if n == 0:
                 self._launch(i)
@@ -193,6 +269,9 @@ class _Query:
     def _launch(self, i: int) -> None:
         op = self.bound.ops[i]
         self.t_op[i] = self.run.env.now
+        meter = self.bound.airtime[i]
+        if meter is not None:
+            self.a_op[i] = meter.enter(self.bound.weights[i])
         if op.kind == COMPUTE or op.latency_s <= 0.0:
             self.bound.resources[i].submit(op.amount, functools.partial(self._dag_done, i), self.bound.weights[i])
         else:
@@ -202,7 +281,9 @@ class _Query:
         self.bound.resources[i].submit(self.bound.ops[i].amount, functools.partial(self._dag_done, i), self.bound.weights[i])
 
     def _dag_done(self, i: int) -> None:
-        self._account(self.bound.ops[i], self.t_op[i])
+        meter = self.bound.airtime[i]
+        air = 0.0 if meter is None else meter.leave(self.bound.weights[i], self.a_op[i])
+        self._account(self.bound.ops[i], self.t_op[i], air)
         self.done += 1
         for child in self.bound.children[i]:
             self.pending[child] -= 1
@@ -212,19 +293,20 @@ class _Query:
             self.run.finish(self)
 
     # ----------------------------------------------------------- bookkeeping
-    def _account(self, op: Op, started: float) -> None:
+    def _account(self, op: Op, started: float, air_s: float) -> None:
+        """Credit a finished operation: compute its work (the device serves one work-second per second, however
+        shared), a hop its part of its channel's airtime ``air_s`` (:class:`ShareMeter`)."""
         now = self.run.env.now
         if op.kind == COMPUTE:
             self.e_total += op.energy_j
             if op.role == ROLE_COMPUTE:
                 self.busy_c += op.amount
         else:
-            elapsed = now - started
-            self.e_total += op.power_w * elapsed
+            self.e_total += op.power_w * air_s
             if op.role == ROLE_TX:
-                self.busy_tx += elapsed
+                self.busy_tx += air_s
             elif op.role == ROLE_RX:
-                self.busy_rx += elapsed
+                self.busy_rx += air_s
         if self.op_log is not None:
             if op.kind == COMPUTE:
                 span = Span("compute", op.where, started, now, nodes=op.nodes, work_s=op.amount, where=op.where)
@@ -247,7 +329,11 @@ class _Run:
         self.link_latency: dict[str, float] = {}
         self.link_of: dict[str, Any] = {}
         self.upload_channels: dict[str, SharedResource] = {}
+        self.airtime: dict[str, ShareMeter] = {}  # channel key -> its airtime among the query hops on it
+        self.awake: dict[str, ShareMeter] = {}  # source device -> its awake time among the queries in flight from it
         self.states = [_UserState(u) for u in users]
+        for state in self.states:
+            state.awake = self.awake.setdefault(state.user.problem.source, ShareMeter(self.env))
         self._build(users)
 
     # ----------------------------------------------------------- resources
@@ -266,6 +352,7 @@ class _Run:
                     known = self.links.get(key)
                     if known is None:
                         self.links[key] = SharedResource(env, key, hop.bandwidth_bytes_per_s, "ps")
+                        self.airtime[key] = ShareMeter(env)
                         self.link_latency[key] = hop.latency_s
                         if not config.upload_shares_link:
                             self.upload_channels[key] = SharedResource(
@@ -299,7 +386,8 @@ class _Run:
         resources = [self.compute[op.where] if op.kind == COMPUTE else self.links[op.where] for op in program.ops]
         shares = state.user.shares
         weights = [float(shares.get(op.where, 1.0)) for op in program.ops] if shares else None
-        return _Bound(program, resources, stage, planned_latency_s, state.user.problem.source, weights)
+        airtime = [None if op.kind == COMPUTE else self.airtime[op.where] for op in program.ops]
+        return _Bound(program, resources, stage, planned_latency_s, state.user.problem.source, weights, airtime)
 
     # ----------------------------------------------------------- processes
     def start(self) -> None:
@@ -439,13 +527,15 @@ class _Run:
         record = query.record
         record.end_s = now
         program = query.bound.program
+        # idle power over its share of the source's awake time, each activity's power over idle for its own part:
+        # P_idle*awake + sum_X (P_X - P_idle)*busy_X, written as the cost model's formula (alone, awake = latency)
+        awake = query.state.awake.leave(1.0, query.awake_in)
         busy = query.busy_c + query.busy_tx + query.busy_rx
-        idle = max(0.0, (now - record.start_s) - busy)
         record.energy_source_j = (
             program.power_compute_w * query.busy_c
             + program.power_tx_w * query.busy_tx
             + program.power_rx_w * query.busy_rx
-            + program.power_idle_w * idle
+            + program.power_idle_w * (awake - busy)
         )
         record.energy_total_j = query.e_total
         if query.op_log is not None:
@@ -566,4 +656,4 @@ def simulate(users: Sequence[SimUser], config: SimConfig | None = None, progress
     return Simulation(users, config).run(progress)
 
 
-__all__ = ["PROGRESS_STEPS", "Simulation", "simulate"]
+__all__ = ["PROGRESS_STEPS", "ShareMeter", "Simulation", "simulate"]
