@@ -30,7 +30,13 @@ is convex (``1/s`` is convex on ``s > 0``; a max of convex functions is convex):
   competes on one resource only and the objective is latency alone, the
   resources separate and each is a **bisection** on its users' common
   latency ``t``: ``sum_i a_{i,r} / (t - L_i) = 1`` (water-filling; ``a`` the
-  user's latency coefficient, ``L_i`` the rest of its latency). Otherwise the
+  user's latency coefficient, ``L_i`` the rest of its latency). When users
+  compete on several resources each (latency alone), the Lagrangian dual is
+  the Rayleigh quotient of ``B = C C' + diag(L)`` (``C = sqrt(a)`` over the
+  contended resources): the least max latency is ``B``'s largest eigenvalue
+  and its Perron vector ``mu`` gives the shares ``s_{i,r} ∝ mu_i c_{i,r}``,
+  exactly (``perron``; :func:`_perron_shares`), one eigenproblem per group
+  of users linked by shared resources. With other metrics weighted in, the
   epigraph program ``min w t + sum_{i,r} K'_{i,r}/s_{i,r}`` s.t. ``L_i +
   sum_r a_{i,r}/s_{i,r} <= t`` is solved by ``scipy.optimize.minimize``
   (SLSQP, analytic gradients) from the equal shares, and the answer is
@@ -429,7 +435,8 @@ def allocate(
 ) -> Allocation:
     """The optimal shares of every shared device and link for ``placements`` (module docstring).
 
-    ``method``: ``auto`` (closed form for the mean, bisection or SLSQP for the max), ``equal`` (the
+    ``method``: ``auto`` (closed form for the mean; bisection or the Perron eigenvector for the max latency; SLSQP
+    for a max with other metrics), ``equal`` (the
     equal-share model, for comparison) or ``slsqp`` / ``trust-constr`` (the general solver). ``start``:
     shares to start the numerical solver from (a neighbouring allocation; resources or users it lacks
     start at their equal share). ``cache``: see :func:`share_terms`.
