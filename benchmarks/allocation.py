@@ -265,6 +265,20 @@ def run(quick: bool, sections: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
+def _kept_sections(run_now: list[str], quick: bool) -> dict[str, Any]:
+    """The sections of the last allocation.json of the same kind (quick or full) not run now, so running some
+    sections keeps the others' results (each section records its own load)."""
+    import json
+
+    try:
+        old = json.loads((RESULTS / "allocation.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("quick") != quick:
+        return {}
+    return {name: old[name] for name in SECTIONS if name not in run_now and name in old}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 and 4 users, 2,000 slots")
@@ -277,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_before = list(os.getloadavg())
     results = run(args.quick, sections)
-    path = write_result("allocation", {"load_average_before": load_before, "quick": args.quick, **results})
+    for name in results:
+        results[name]["load_average_before"] = load_before
+    path = write_result("allocation", {"load_average_before": load_before, "quick": args.quick,
+                                       **_kept_sections(sections, args.quick), **results})
     if "allocation" in results:
         print("\nmigration-12: joint (jmdp) vs equal share (best-response), analytic ms [simulated ms]")
         print(f"{'users':>5s} {'objective':>14s} {'equal':>18s} {'alloc only':>10s} {'joint':>18s} {'ratio':>6s} {'rounds':>6s}")
