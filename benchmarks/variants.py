@@ -2,8 +2,9 @@
 
 Run ``.venv/bin/python benchmarks/variants.py`` (``--quick``: fewer budgets, the 3G preset only).
 Writes ``benchmarks/results/variants.json`` and prints a table. Each variant's layer graph is traced once and
-planned on every preset (the compressed digits models are trained once); the full run took about 5 minutes on
-the shared 2-core machine at load 6.5 (most of it training the digits family), 47 s of it the first preset.
+planned on every preset (the compressed digits models are trained once); the full run took about 1 minute on
+the shared 2-core machine at load 6.4-6.8 (the first preset 47 s of it, training the digits family; the zoo's
+graphs came from the graph cache -- tracing them cold adds about 36 s).
 
 Sections:
 
