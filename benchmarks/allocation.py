@@ -61,8 +61,9 @@ WHY_PS_WINS = (
     "elsewhere or on a link). Executed as reservations (column 'reserved'), the shares reproduce the analytic "
     "figures exactly, and the joint plan beats the equal one there as the model says; executed work-conserving, "
     "both plans are much faster than the model (it over-counts contention) and the model's ranking need not "
-    "hold: (1) the joint planner picks placements for the static model, and under plain processor sharing "
-    "(column 'joint pl. PS') they can be slower than best response's; (2) for the mean objective the optimal "
+    "hold. GPS/PS = pl. x wt.: (1) pl., the joint planner picks placements for the static model, and under "
+    "plain processor sharing (column 'joint pl. PS') they can be slower than best response's; (2) wt., "
+    "the shares as GPS weights on those placements: for the mean objective the optimal "
     "static shares grow with the work (s ~ sqrt(work)), and as GPS weights that favours long jobs -- the "
     "opposite of shortest-remaining-first, optimal for the mean under work conservation (two jobs of 1 and 4 s "
     "on one server: static sqrt shares give 3 and 6 s, GPS with those weights 3 and 5 s, plain PS 2 and 5 s). "
@@ -160,6 +161,11 @@ def run_allocation(quick: bool) -> dict[str, Any]:
             key = "latency_mean_s" if aggregate == "mean" else "latency_max_s"
             row["joint_over_equal"] = row["joint"][key] / row["equal"][key]
             row["simulated_joint_over_equal"] = row["simulated"]["joint"][key] / row["simulated"]["equal"][key]
+            plain = row["simulated_decomposition"]["joint_placements_plain_ps"][key]
+            row["simulated_gap_factors"] = {  # their product is simulated_joint_over_equal
+                "placements_under_plain_ps": plain / row["simulated"]["equal"][key],
+                "shares_as_gps_weights": row["simulated"]["joint"][key] / plain,
+            }
             rows.append(row)
             print(f"  {n:2d} users, {aggregate:4s}: equal {row['equal'][key] * 1e3:8.2f} ms, joint "
                   f"{row['joint'][key] * 1e3:8.2f} ms (x{row['joint_over_equal']:.3f}), simulated x"
@@ -265,6 +271,35 @@ def run(quick: bool, sections: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
+def report_allocation(section: dict[str, Any]) -> None:
+    """The allocation section's tables: analytic mean and max user latency of both plans (simulated in brackets),
+    then where the simulated gap between them comes from."""
+    print("\nmigration-12: joint (jmdp) vs equal share (best-response), mean / max user latency, analytic ms "
+          "[simulated ms]")
+    print(f"{'users':>5s} {'objective':>12s} {'equal mean':>19s} {'equal max':>19s} {'joint mean':>19s} "
+          f"{'joint max':>19s} {'ratio':>6s} {'rounds':>6s} {'solve s':>7s}")
+    for r in section["rows"]:
+        sim = r["simulated"]
+        cells = [f"{r[plan][k] * 1e3:8.2f} [{sim[plan][k] * 1e3:8.2f}]" for plan in ("equal", "joint")
+                 for k in ("latency_mean_s", "latency_max_s")]
+        print(f"{r['users']:5d} {r['objective']:>12s} {cells[0]:>19s} {cells[1]:>19s} {cells[2]:>19s} {cells[3]:>19s} "
+              f"{r['joint_over_equal']:6.3f} {len(r['joint']['convergence']) - 1:6d} {r['joint']['solve_s']:7.1f}")
+    print("(ratio: joint / equal on the objective's figure, analytic; the allocation step alone on the equal plan's "
+          "placements is in the JSON, allocation_only)")
+    print("\nsimulated, ms (the objective's figure): equal plan and joint plan, work-conserving (PS / GPS with the"
+          " joint shares) and reserved (the static model executed)")
+    print(f"{'users':>5s} {'objective':>14s} {'equal PS':>9s} {'joint GPS':>9s} {'joint pl. PS':>12s} "
+          f"{'eq. reserved':>12s} {'jt. reserved':>12s} {'GPS/PS':>7s} {'= pl.':>6s} {'x wt.':>6s}")
+    for r in section["rows"]:
+        key = "latency_mean_s" if r["objective"].endswith("mean") else "latency_max_s"
+        sim, dec, gap = r["simulated"], r["simulated_decomposition"], r["simulated_gap_factors"]
+        print(f"{r['users']:5d} {r['objective']:>14s} {sim['equal'][key] * 1e3:9.2f} {sim['joint'][key] * 1e3:9.2f} "
+              f"{dec['joint_placements_plain_ps'][key] * 1e3:12.2f} {dec['equal_reserved'][key] * 1e3:12.2f} "
+              f"{dec['joint_reserved'][key] * 1e3:12.2f} {sim['joint'][key] / sim['equal'][key]:7.3f} "
+              f"{gap['placements_under_plain_ps']:6.3f} {gap['shares_as_gps_weights']:6.3f}")
+    print(textwrap.fill(WHY_PS_WINS, 110))
+
+
 def _kept_sections(run_now: list[str], quick: bool) -> dict[str, Any]:
     """The sections of the last allocation.json of the same kind (quick or full) not run now, so running some
     sections keeps the others' results (each section records its own load)."""
@@ -276,7 +311,10 @@ def _kept_sections(run_now: list[str], quick: bool) -> dict[str, Any]:
         return {}
     if old.get("quick") != quick:
         return {}
-    return {name: old[name] for name in SECTIONS if name not in run_now and name in old}
+    kept = {name: old[name] for name in SECTIONS if name not in run_now and isinstance(old.get(name), dict)}
+    for section in kept.values():
+        section.setdefault("load_average_before", old.get("load_average_before"))  # the run that made it
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,25 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result("allocation", {"load_average_before": load_before, "quick": args.quick,
                                        **_kept_sections(sections, args.quick), **results})
     if "allocation" in results:
-        print("\nmigration-12: joint (jmdp) vs equal share (best-response), analytic ms [simulated ms]")
-        print(f"{'users':>5s} {'objective':>14s} {'equal':>18s} {'alloc only':>10s} {'joint':>18s} {'ratio':>6s} {'rounds':>6s}")
-        for r in results["allocation"]["rows"]:
-            key = "latency_mean_s" if r["objective"].endswith("mean") else "latency_max_s"
-            sim = r["simulated"]
-            print(f"{r['users']:5d} {r['objective']:>14s} {r['equal'][key] * 1e3:8.2f} [{sim['equal'][key] * 1e3:7.2f}] "
-                  f"{r['allocation_only'][key] * 1e3:10.2f} {r['joint'][key] * 1e3:8.2f} [{sim['joint'][key] * 1e3:7.2f}] "
-                  f"{r['joint_over_equal']:6.3f} {len(r['joint']['convergence']) - 1:6d}")
-        print("\nsimulated, ms (the objective's figure): equal plan and joint plan, work-conserving (PS / GPS with the"
-              " joint shares) and reserved (the static model executed)")
-        print(f"{'users':>5s} {'objective':>14s} {'equal PS':>9s} {'joint GPS':>9s} {'joint pl. PS':>12s} "
-              f"{'eq. reserved':>12s} {'jt. reserved':>12s} {'GPS/PS':>7s}")
-        for r in results["allocation"]["rows"]:
-            key = "latency_mean_s" if r["objective"].endswith("mean") else "latency_max_s"
-            sim, dec = r["simulated"], r["simulated_decomposition"]
-            print(f"{r['users']:5d} {r['objective']:>14s} {sim['equal'][key] * 1e3:9.2f} {sim['joint'][key] * 1e3:9.2f} "
-                  f"{dec['joint_placements_plain_ps'][key] * 1e3:12.2f} {dec['equal_reserved'][key] * 1e3:12.2f} "
-                  f"{dec['joint_reserved'][key] * 1e3:12.2f} {sim['joint'][key] / sim['equal'][key]:7.3f}")
-        print(textwrap.fill(WHY_PS_WINS, 110))
+        report_allocation(results["allocation"])
     if "lyapunov" in results:
         ly = results["lyapunov"]
         print(f"\nPANDA on {ly['env']} ({ly['slots']} slots, budget {ly['energy_budget_j'] * 1e3:.2f} mJ): "
