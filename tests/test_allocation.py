@@ -264,3 +264,30 @@ def test_max_latency_uses_the_eigenvector_when_users_share_two_resources():
         if checked == 3:
             break
     assert checked >= 2
+
+
+def test_square_root_shares_as_gps_weights_favour_the_long_job():
+    """Why the mean's optimal static shares can lose to plain processor sharing when executed work-conserving
+    (benchmarks/allocation.py, docs/cost-model.md): jobs of 1 s and 4 s on one server, both present at 0."""
+    from tiercut.cost.allocation import ShareTerms, closed_form_shares
+    from tiercut.problem import METRICS
+    from tiercut.sim.core import SharedResource, SimEnvironment
+
+    def finish(weights):
+        env = SimEnvironment()
+        server = SharedResource(env, "server", 1.0)
+        done = {}
+        for name, work, weight in (("short", 1.0, weights[0]), ("long", 4.0, weights[1])):
+            server.submit(work, lambda name=name: done.setdefault(name, env.now), weight)
+        env.run()
+        return done["short"], done["long"]
+
+    uses = np.ones((2, 1), dtype=bool)
+    slope = np.array([[1.0], [4.0]])
+    terms = ShareTerms(("short", "long"), (("device", "server"),), uses, {m: np.zeros(2) for m in METRICS},
+                       {m: slope for m in METRICS})
+    S = closed_form_shares(terms, slope)[:, 0]
+    assert S == pytest.approx([1 / 3, 2 / 3])
+    assert terms.metrics(S[:, None])["latency"] == pytest.approx([3.0, 6.0])  # the static model: mean 4.5 s
+    assert finish(S) == pytest.approx((3.0, 5.0))  # GPS with those weights: mean 4 s
+    assert finish((1.0, 1.0)) == pytest.approx((2.0, 5.0))  # plain processor sharing: mean 3.5 s
