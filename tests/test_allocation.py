@@ -286,8 +286,8 @@ def test_square_root_shares_as_gps_weights_favour_the_long_job():
     slope = np.array([[1.0], [4.0]])
     terms = ShareTerms(("short", "long"), (("device", "server"),), uses, {m: np.zeros(2) for m in METRICS},
                        {m: slope for m in METRICS})
-    S = closed_form_shares(terms, slope)[:, 0]
-    assert S == pytest.approx([1 / 3, 2 / 3])
-    assert terms.metrics(S[:, None])["latency"] == pytest.approx([3.0, 6.0])  # the static model: mean 4.5 s
-    assert finish(S) == pytest.approx((3.0, 5.0))  # GPS with those weights: mean 4 s
+    shares = closed_form_shares(terms, slope)[:, 0]
+    assert shares == pytest.approx([1 / 3, 2 / 3])
+    assert terms.metrics(shares[:, None])["latency"] == pytest.approx([3.0, 6.0])  # the static model: mean 4.5 s
+    assert finish(shares) == pytest.approx((3.0, 5.0))  # GPS with those weights: mean 4 s
     assert finish((1.0, 1.0)) == pytest.approx((2.0, 5.0))  # plain processor sharing: mean 3.5 s
