@@ -70,10 +70,10 @@ def test_closed_form_is_optimal_for_the_mean(seed, n_users, objective):
 @FAST
 @given(seed=st.integers(0, 10_000), n_users=st.integers(2, 4))
 def test_max_latency_allocation_matches_trust_constr(seed, n_users):
-    """Min-max latency (bisection or SLSQP) against trust-constr from the equal shares."""
+    """Min-max latency (bisection or the Perron eigenvector) against trust-constr from the equal shares."""
     problem, placements = _instance(seed, n_users, Objective("latency", {}, "max"), servers_only=seed % 2 == 0)
     alloc = allocate(problem, placements)
-    assert alloc.method in ("bisection", "slsqp", "equal")
+    assert alloc.method in ("bisection", "perron", "equal")
     assert check_allocation(problem, placements, alloc) < 1e-9
     assert alloc.objective_value <= alloc.equal_objective_value * (1 + 1e-12)
     other = objective_of(problem, alloc.terms, numerical_shares(problem, alloc.terms, "trust-constr"))
@@ -172,3 +172,122 @@ def test_warm_start_and_cache_reach_the_same_optimum():
         assert len(cache) == 3
         again = allocate(problem, placements, cache=cache)
         assert again.objective_value == pytest.approx(cold.objective_value, rel=1e-9) and len(cache) == 3
+
+
+# ---------------------------------------------------------------- min-max latency over several shared resources
+def _synthetic_terms(data, n_users: int, n_resources: int, one_each: bool = False, idle: float = 0.1):
+    """Random affine terms: user i uses random resources (``one_each``: one resource each); a slope is 0 (no work
+    on a resource the user touches) with probability ``idle``."""
+    from tiercut.cost.allocation import ShareTerms
+    from tiercut.problem import METRICS
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31), label="seed"))
+    if one_each:
+        uses = np.zeros((n_users, n_resources), dtype=bool)
+        uses[np.arange(n_users), rng.integers(0, n_resources, n_users)] = True
+    else:
+        uses = rng.random((n_users, n_resources)) < 0.6
+        uses[np.arange(n_users), rng.integers(0, n_resources, n_users)] = True
+    scale = 10.0 ** rng.uniform(-3, 1, (n_users, n_resources))
+    slope = np.where(uses & (rng.random(uses.shape) >= idle), scale, 0.0)
+    constant = 10.0 ** rng.uniform(-3, 0, n_users) * (rng.random(n_users) > 0.2)
+    zeros = np.zeros(n_users)
+    terms = ShareTerms(tuple(f"u{i}" for i in range(n_users)), tuple(("device", f"r{j}") for j in range(n_resources)),
+                       uses, {m: (constant if m == "latency" else zeros) for m in METRICS},
+                       {m: (slope if m == "latency" else np.zeros_like(slope)) for m in METRICS})
+    return terms
+
+
+class _MaxLatency:
+    objective = Objective("latency", {}, "max")
+
+
+@pytest.mark.slow
+@FAST
+@given(data=st.data(), n_users=st.integers(2, 6), n_resources=st.integers(1, 4), idle=st.sampled_from([0.0, 0.15]))
+def test_perron_shares_are_min_max_optimal(data, n_users, n_resources, idle):
+    """The eigenvector allocation: feasible, no worse than SLSQP's epigraph program or any random feasible
+    shares, and every group of users linked by shared resources ends at one common latency. A user with no
+    work on a resource keeps a floor share of 1e-6 of the largest there, which costs the others up to that."""
+    from scipy.sparse.csgraph import connected_components
+
+    from tiercut.cost.allocation import _perron_shares
+
+    terms = _synthetic_terms(data, n_users, n_resources, idle=idle)
+    rtol = 1e-9 if idle == 0.0 else 1e-5
+    S = _perron_shares(terms)
+    assert np.all(S[terms.uses] > 0) and np.all(S.sum(axis=0) <= 1 + 1e-12)
+    lat = terms.metrics(S)["latency"]
+    best = objective_of(_MaxLatency, terms, S)
+    other = objective_of(_MaxLatency, terms, numerical_shares(_MaxLatency, terms, "SLSQP"))
+    assert best <= other * (1 + max(rtol, 1e-8))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        R = np.where(terms.uses, rng.uniform(0.01, 1.0, terms.uses.shape), 0.0)
+        R = np.where(terms.contended[None, :], R / np.maximum(R.sum(axis=0, keepdims=True), 1e-300), terms.uses)
+        assert best <= objective_of(_MaxLatency, terms, R) * (1 + rtol)
+    a = np.where(terms.uses & terms.contended[None, :], terms.slope["latency"], 0.0)
+    working = np.nonzero(a.sum(axis=1) > 0)[0]
+    if working.size:
+        linked = (np.sqrt(a) @ np.sqrt(a).T)[np.ix_(working, working)] > 0
+        _, label = connected_components(linked, directed=False)
+        for g in set(label.tolist()):
+            group = lat[working[label == g]]
+            assert group.max() == pytest.approx(group.min(), rel=rtol)
+
+
+@FAST
+@given(data=st.data(), n_users=st.integers(2, 6), n_resources=st.integers(1, 3))
+def test_perron_is_the_bisection_with_one_resource_each(data, n_users, n_resources):
+    from tiercut.cost.allocation import _bisection_shares, _perron_shares
+
+    terms = _synthetic_terms(data, n_users, n_resources, one_each=True, idle=0.0)
+    lat_p = terms.metrics(_perron_shares(terms))["latency"]
+    lat_b = terms.metrics(_bisection_shares(terms))["latency"]
+    assert lat_p == pytest.approx(lat_b, rel=1e-9)
+
+
+def test_max_latency_uses_the_eigenvector_when_users_share_two_resources():
+    """Random placements where some user competes on two resources: method perron, matching trust-constr."""
+    checked = 0
+    for seed in range(30):
+        problem, placements = _instance(seed, 3, Objective("latency", {}, "max"))
+        terms = share_terms(problem, placements)
+        if (terms.uses & terms.contended[None, :]).sum(axis=1).max(initial=0) < 2:
+            continue
+        checked += 1
+        alloc = allocate(problem, placements)
+        assert alloc.method in ("perron", "equal")
+        assert check_allocation(problem, placements, alloc) < 1e-9
+        other = objective_of(problem, alloc.terms, numerical_shares(problem, alloc.terms, "trust-constr"))
+        assert alloc.objective_value <= other * (1 + 1e-6)
+        if checked == 2:
+            break
+    assert checked == 2
+
+
+def test_square_root_shares_as_gps_weights_favour_the_long_job():
+    """Why the mean's optimal static shares can lose to plain processor sharing when executed work-conserving
+    (benchmarks/allocation.py, docs/cost-model.md): jobs of 1 s and 4 s on one server, both present at 0."""
+    from tiercut.cost.allocation import ShareTerms, closed_form_shares
+    from tiercut.problem import METRICS
+    from tiercut.sim.core import SharedResource, SimEnvironment
+
+    def finish(weights):
+        env = SimEnvironment()
+        server = SharedResource(env, "server", 1.0)
+        done = {}
+        for name, work, weight in (("short", 1.0, weights[0]), ("long", 4.0, weights[1])):
+            server.submit(work, lambda name=name: done.setdefault(name, env.now), weight)
+        env.run()
+        return done["short"], done["long"]
+
+    uses = np.ones((2, 1), dtype=bool)
+    slope = np.array([[1.0], [4.0]])
+    terms = ShareTerms(("short", "long"), (("device", "server"),), uses, {m: np.zeros(2) for m in METRICS},
+                       {m: slope for m in METRICS})
+    shares = closed_form_shares(terms, slope)[:, 0]
+    assert shares == pytest.approx([1 / 3, 2 / 3])
+    assert terms.metrics(shares[:, None])["latency"] == pytest.approx([3.0, 6.0])  # the static model: mean 4.5 s
+    assert finish(shares) == pytest.approx((3.0, 5.0))  # GPS with those weights: mean 4 s
+    assert finish((1.0, 1.0)) == pytest.approx((2.0, 5.0))  # plain processor sharing: mean 3.5 s

@@ -30,7 +30,13 @@ is convex (``1/s`` is convex on ``s > 0``; a max of convex functions is convex):
   competes on one resource only and the objective is latency alone, the
   resources separate and each is a **bisection** on its users' common
   latency ``t``: ``sum_i a_{i,r} / (t - L_i) = 1`` (water-filling; ``a`` the
-  user's latency coefficient, ``L_i`` the rest of its latency). Otherwise the
+  user's latency coefficient, ``L_i`` the rest of its latency). When users
+  compete on several resources each (latency alone), the Lagrangian dual is
+  the Rayleigh quotient of ``B = C C' + diag(L)`` (``C = sqrt(a)`` over the
+  contended resources): the least max latency is ``B``'s largest eigenvalue
+  and its Perron vector ``mu`` gives the shares ``s_{i,r} ∝ mu_i c_{i,r}``,
+  exactly (``perron``; :func:`_perron_shares`), one eigenproblem per group
+  of users linked by shared resources. With other metrics weighted in, the
   epigraph program ``min w t + sum_{i,r} K'_{i,r}/s_{i,r}`` s.t. ``L_i +
   sum_r a_{i,r}/s_{i,r} <= t`` is solved by ``scipy.optimize.minimize``
   (SLSQP, analytic gradients) from the equal shares, and the answer is
@@ -66,7 +72,7 @@ from tiercut.problem import METRICS, MultiUserProblem, Problem, Shares
 from tiercut.problem.shares import link_name
 
 #: how an allocation was solved.
-METHODS = ("closed-form", "bisection", "slsqp", "equal")
+METHODS = ("closed-form", "bisection", "perron", "slsqp", "equal")
 
 _FLOOR = 1e-6
 
@@ -272,6 +278,63 @@ def _bisection_shares(terms: ShareTerms) -> np.ndarray:
     return S
 
 
+def _perron_shares(terms: ShareTerms) -> np.ndarray:
+    """Min-max latency over any number of shared resources per user, exactly, by one symmetric eigenproblem.
+
+    With ``c_{i,r} = sqrt(a_{i,r})`` over the contended resources and ``L_i`` the rest of user ``i``'s latency,
+    the Lagrangian dual of ``min t`` s.t. ``L_i + sum_r a_{i,r} / s_{i,r} <= t``, ``sum_i s_{i,r} <= 1`` is
+    (the inner minimum over the shares is the square-root rule, weights ``lambda_i a_{i,r}``)::
+
+        max_{lambda >= 0, sum lambda = 1}  sum_i lambda_i L_i + sum_r (sum_i sqrt(lambda_i) c_{i,r})^2
+          = max_{mu != 0}  mu' B mu / mu' mu,      B = C C' + diag(L),  lambda = mu^2 / |mu|^2
+
+    a Rayleigh quotient: the optimum ``t*`` is ``B``'s largest eigenvalue, and the shares of its Perron vector
+    ``mu`` (``B >= 0``; ``mu > 0`` on a connected group of users), ``s_{i,r} = mu_i c_{i,r} / sum_j mu_j c_{j,r}``,
+    fill every resource (``sum_i s_{i,r} = 1``) and give every user of the group latency exactly ``t*`` (the
+    eigen-equation ``(C C' mu)_i = (t* - L_i) mu_i`` is ``L_i + sum_r a_{i,r} / s_{i,r} = t*``): primal value =
+    dual value, so the shares are optimal. Users who share no contended resource fall into separate groups
+    (``B`` block-diagonal), each solved on its own: every group gets its own least common latency, not only
+    the worst group (with one contended resource per user this is the bisection's water-filling).
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    S = terms.uses.astype(float)
+    contended = terms.contended
+    a = np.where(terms.uses, terms.slope["latency"], 0.0)
+    C = np.sqrt(np.maximum(a, 0.0)) * contended[None, :]
+    L = terms.constant["latency"] + (a * (~contended)[None, :]).sum(axis=1)
+    M = C @ C.T
+    working = np.nonzero(C.sum(axis=1) > 0)[0]
+    if working.size:
+        n_groups, label = connected_components(M[np.ix_(working, working)] > 0, directed=False)
+        for g in range(n_groups):
+            group = working[label == g]
+            B = M[np.ix_(group, group)] + np.diag(L[group])
+            values, vectors = np.linalg.eigh(B)
+            t = float(values[-1])
+            mu = np.abs(vectors[:, -1])
+            # one fixed-point step mu_i = (C C' mu)_i / (t - L_i): sums of non-negative terms, so it restores
+            # the relative accuracy of small components (eigh's is absolute); then t is mu's Rayleigh quotient
+            gap = t - L[group]
+            if np.all(gap > 0):
+                mu = (M[np.ix_(group, group)] @ mu) / gap
+                mu /= np.linalg.norm(mu)
+            Cg = C[group]
+            A = mu @ Cg  # [R] sum_j mu_j c_{j,r}
+            cols = np.nonzero(A > 0)[0]
+            S[np.ix_(group, cols)] = (mu[:, None] * Cg[:, cols]) / A[cols][None, :]
+    # a user with no work on a contended resource it touches: a floor share, then each resource back to <= 1
+    for j in np.nonzero(contended)[0]:
+        members = np.nonzero(terms.uses[:, j])[0]
+        s = np.where(C[members, j] > 0, S[members, j], 0.0)
+        if not np.any(s > 0):
+            S[members, j] = 1.0 / len(members)
+            continue
+        s = np.maximum(s, _FLOOR * s.max())
+        S[members, j] = s / max(1.0, s.sum())
+    return S
+
+
 def numerical_shares(
     problem: MultiUserProblem, terms: ShareTerms, method: str = "SLSQP", start: np.ndarray | None = None
 ) -> np.ndarray:
@@ -372,7 +435,8 @@ def allocate(
 ) -> Allocation:
     """The optimal shares of every shared device and link for ``placements`` (module docstring).
 
-    ``method``: ``auto`` (closed form for the mean, bisection or SLSQP for the max), ``equal`` (the
+    ``method``: ``auto`` (closed form for the mean; bisection or the Perron eigenvector for the max latency; SLSQP
+    for a max with other metrics), ``equal`` (the
     equal-share model, for comparison) or ``slsqp`` / ``trust-constr`` (the general solver). ``start``:
     shares to start the numerical solver from (a neighbouring allocation; resources or users it lacks
     start at their equal share). ``cache``: see :func:`share_terms`.
@@ -392,6 +456,8 @@ def allocate(
         S, used = closed_form_shares(terms, _summed_weights(problem, terms, with_latency=True)), "closed-form"
     elif set(weights) == {"latency"} and int((terms.uses & terms.contended[None, :]).sum(axis=1).max(initial=0)) <= 1:
         S, used = _bisection_shares(terms), "bisection"
+    elif set(weights) == {"latency"}:
+        S, used = _perron_shares(terms), "perron"
     else:
         S, used = numerical_shares(problem, terms, "SLSQP", _start_matrix(terms, start)), "slsqp"
     value = objective_of(problem, terms, S)

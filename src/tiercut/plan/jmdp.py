@@ -20,7 +20,9 @@ cost).
    (``start="local"``);
 2. **allocation step**: the optimal shares of every shared device and link
    for the current placements (:func:`tiercut.cost.allocation.allocate`:
-   closed form for the mean, bisection or SLSQP for the max);
+   closed form for the mean; for the max latency, bisection when every user
+   competes on one resource, else the Perron eigenvector (both exact); SLSQP
+   for a max with other metrics weighted in);
 3. **partition step**: for each user in turn, two proposals solved exactly
    by the single-user planner ``inner`` on the user's response problem
    (:func:`~tiercut.plan.multiuser.response_problem`): its compute times and
@@ -29,7 +31,10 @@ cost).
    each proposal is re-allocated (step 2) and adopted when the joint
    objective with its optimal shares improves (Deb's rule: feasible first,
    then the objective, by a relative ``1e-9``);
-4. repeat rounds of 3 until no user changes (converged) or ``max_rounds``.
+4. repeat rounds of 3 until no user changes (converged) or ``max_rounds``;
+   a user whose proposals were already solved on the current state (no
+   adoption since) is skipped: its response problems, hence its proposals
+   (the inner planner is deterministic), would be the same.
 
 The objective after the start's allocation and after each round is the
 plan's ``convergence`` (non-increasing by construction), and the plan's
@@ -140,10 +145,15 @@ class JointAllocationPlanner(Planner):
         cache: dict[Any, Any] = {}  # each user's share terms per placement, across rounds
         state = self._state(problem, placements, cache)
         run = JointRun(objective_per_round=[state.allocation.objective_value])
+        version = 0  # bumped whenever a proposal is adopted
+        solved_at: dict[str, int] = {}  # user -> the version its proposals were last solved on
         while run.rounds < self.max_rounds:
             run.rounds += 1
             changed = False
             for user in problem.users:
+                if solved_at.get(user.name) == version:
+                    continue  # nothing changed since: its response problems, so its proposals, are the same
+                solved_at[user.name] = version
                 best: _State | None = None
                 for multipliers in (self._share_multipliers(problem, state, user.name), None):
                     sub = response_problem(problem, state.placements, user.name, multipliers)
@@ -160,6 +170,7 @@ class JointAllocationPlanner(Planner):
                     state = best
                     changed = True
                     run.changes += 1
+                    version += 1
             run.objective_per_round.append(state.allocation.objective_value)
             if not changed:
                 run.converged = True
