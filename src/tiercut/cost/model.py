@@ -38,7 +38,15 @@ compressed tensors must stay within the problem's ``accuracy_loss_max``.
 The multi-user equal-share model reuses :func:`evaluate` with share
 multipliers: compute times on a device times its ``device_share`` and each
 hop's ``out / bandwidth`` term times its link's ``link_share`` (the paths stay
-the problem's own routes).
+the problem's own routes). The stretched times make the latency; energy and
+price are charged for the user's own work (the unstretched seconds: during
+the rest of a stretched second the shared resource does the other users'
+work), and the source's ``busy_*`` times are its own work, so its energy is
+``P_idle*T + sum_X (P_X - P_idle)*busy_X`` with ``T`` the stretched latency
+(docs/cost-model.md "Multi-user"; the simulator's attribution rule).
+``charge_stretched=True`` charges them for the stretched seconds instead: the
+multipliers then describe a slower resource, not a shared one (the gym's
+bandwidth and load processes, :mod:`tiercut.gym.task`).
 
 This module is the reference transcription of those formulas; the
 vectorised evaluator (:mod:`tiercut.cost.vector`) is tested against it.
@@ -114,7 +122,8 @@ class Evaluation:
         latency_s: T(x).
         energy_source_j, energy_total_j, cost: see the module docstring.
         compute_s, transfer_s: the two parts of ``latency_s``.
-        busy_compute_s, busy_tx_s, busy_rx_s: the source device's busy times.
+        busy_compute_s, busy_tx_s, busy_rx_s: the source device's busy times (its own
+            work: unstretched under share multipliers).
         transfers: every transfer, in topological order of the tensor.
         memory_bytes: device -> parameter bytes placed on it (every device).
         objective_value: the problem objective's value.
@@ -251,6 +260,7 @@ def evaluate(
     device_share: Mapping[str, float] | None = None,
     link_share: Mapping[frozenset[str], float] | None = None,
     compression: Mapping[str, str] | None = None,
+    charge_stretched: bool = False,
 ) -> Evaluation:
     """Every figure of ``placement`` under ``problem``'s cost model and constraints.
 
@@ -261,7 +271,10 @@ def evaluate(
     between devices no path of links joins) is evaluated as invalid with inf
     figures. ``device_share`` (device -> factor on its compute times) and
     ``link_share`` (link key -> factor on the ``out / bandwidth`` term of
-    every hop over it) are the multi-user equal-share multipliers (default 1).
+    every hop over it) are the multi-user equal-share multipliers (default 1):
+    they stretch the latency, while energy and price are charged for the
+    user's own (unstretched) work, unless ``charge_stretched`` (the
+    multipliers are a slower resource, not a shared one).
     ``compression`` (node -> cut codec, :mod:`tiercut.cost.cut_compression`)
     compresses those tensors' transfers; a tensor that crosses no device is
     dropped from it, an option the problem does not offer is a
@@ -293,8 +306,10 @@ def evaluate(
         if seconds is None:
             violations.append(f"node {node.name!r} cannot run on {device!r}")
             continue
-        seconds *= dshare.get(device, 1.0)
-        compute += seconds
+        stretched = seconds * dshare.get(device, 1.0)
+        compute += stretched
+        if charge_stretched:
+            seconds = stretched
         dev = devices[device]
         energy_total += dev.power_compute_w * seconds
         cost += dev.price_per_s * seconds
@@ -340,19 +355,22 @@ def evaluate(
             if path is None:
                 violations.append(f"{node.name!r} must go from {here!r} to {device!r}, which no path of links joins")
                 continue
+            own = path.hop_seconds(node.out_bytes)  # the hops' own work: radio energy is charged for it
             if lshare:
                 hops = tuple(
                     h.latency_s + node.out_bytes / h.bandwidth_bytes_per_s * lshare.get(frozenset((h.src, h.dst)), 1.0)
                     for h in path.hops
                 )
                 seconds = sum(hops)
+                if charge_stretched:
+                    own = hops
             else:
-                hops = path.hop_seconds(node.out_bytes)
+                hops = own
                 seconds = path.seconds(node.out_bytes)
             transfers.append(Transfer(node.name, here, device, node.out_bytes, seconds, path.devices, hops))
             transfer_total += seconds
             cost += node.out_bytes * path.price_per_byte
-            for hop, t in zip(path.hops, hops, strict=True):
+            for hop, t in zip(path.hops, own, strict=True):
                 energy_total += (devices[hop.src].power_tx_w + devices[hop.dst].power_rx_w) * t
                 if hop.src == source:
                     busy_tx += t

@@ -9,9 +9,16 @@ gives each ``1/n_l`` of its bandwidth: the ``out/bandwidth`` term of every hop
 over it is multiplied by ``n_l`` (the link latency is not shared). Transfers
 keep the paths of the problem's own routing (chosen on the links' nominal
 figures). Each user's figures are then its single-user figures
-(:func:`tiercut.cost.evaluate` with the share multipliers) with those
-stretched times; energies therefore charge a shared server's power for the
-user's stretched time (an upper bound of its real energy).
+(:func:`tiercut.cost.evaluate` with the share multipliers): its latency with
+those stretched times, its energy and cost for its own work (the unstretched
+seconds: during the rest of a stretched second the shared resource does the
+other users' work, charged to them), so ``n`` identical users on one server
+sum to ``n`` times one user's compute energy and price, not ``n^2``. The
+source's energy is ``P_idle*T + sum_X (P_X - P_idle)*work_X`` (``T`` the
+stretched latency, ``work_X`` its own compute/tx/rx seconds), the
+simulator's attribution with one query per user in flight; a user's source
+may also serve other users (they place nodes on it): its compute for them
+is in their ``energy_total``, not in this user's source energy.
 
 Aggregates: mean and max user latency, summed source energy, summed total
 energy, summed cost. The objective's ``latency`` term is the mean or the max
@@ -105,16 +112,31 @@ def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users
     bandwidths divided by the link's user count (memory checked jointly, so off).
 
     The transfers keep the paths the nominal links choose (``routing_links``),
-    as in :func:`evaluate_users`, so a placement's figures here are the
-    user's equal-share figures.
+    as in :func:`evaluate_users`. A device's compute power and price per
+    second are divided by its user count, so a stretched second is charged as
+    the user's own ``1/n`` of a second of work. A placement's latency and cost
+    here are the user's equal-share figures; its energies too except where a
+    single-user problem cannot express the share rule: the radio energy of a
+    hop over a shared link is charged for the stretched hop time (an upper
+    bound: the devices' tx/rx powers serve all their links), and a source
+    device that other users compute on has its idle power charged for the
+    user's stretched compute seconds only (this user's own work, not the
+    others': a lower bound there).
     """
+    n_users = {d.name: max(1.0, float(device_users.get(d.name, 0))) for d in problem.devices}
     compute = {
-        n: {d: s * max(1, device_users.get(d, 0)) for d, s in row.items()} for n, row in problem.compute_s.items()
+        n: {d: s * n_users.get(d, 1.0) for d, s in row.items()} for n, row in problem.compute_s.items()
     }
+    devices = tuple(
+        d if n_users[d.name] == 1.0
+        else replace(d, power_compute_w=d.power_compute_w / n_users[d.name], price_per_s=d.price_per_s / n_users[d.name])
+        for d in problem.devices
+    )
     links = tuple(link.scaled(1.0 / max(1, link_users.get(link.key, 0))) for link in problem.links)
     nominal = problem.routing_links if problem.routing_links is not None else problem.links
     return replace(
-        problem, compute_s=compute, links=links, routing_links=nominal, constraints=replace(problem.constraints, memory=False)
+        problem, devices=devices, compute_s=compute, links=links, routing_links=nominal,
+        constraints=replace(problem.constraints, memory=False),
     )
 
 

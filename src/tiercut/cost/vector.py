@@ -14,7 +14,9 @@ than direct ones.
 The multi-user equal-share model reuses the same kernel with per-placement
 speed shares: ``device_share[p, d]`` multiplies compute times on ``d`` (the
 number of users sharing it) and ``link_share[p, a, b]`` multiplies the
-bandwidth term of every hop over the link ``(a, b)``.
+bandwidth term of every hop over the link ``(a, b)``. They stretch the
+latency; energy and price are charged for the user's own (unstretched) work,
+as in :func:`tiercut.cost.evaluate` (``charge_stretched`` likewise).
 """
 
 from __future__ import annotations
@@ -381,12 +383,16 @@ def evaluate_many(
     device_share: np.ndarray | None = None,
     link_share: np.ndarray | None = None,
     stages: bool = False,
+    charge_stretched: bool = False,
 ) -> BatchEvaluation:
     """Score every row of ``placements`` ([P, n] device indices).
 
     ``device_share`` ([P, D]) and ``link_share`` ([P, D, D]) are the
-    equal-share multipliers of the multi-user model (default 1). ``stages``:
-    also compute ``bottleneck_s`` (always done for the throughput objective).
+    equal-share multipliers of the multi-user model (default 1): they stretch
+    the latency, energy and price are charged for the unstretched work unless
+    ``charge_stretched`` (a slower resource, not a shared one: the gym).
+    ``stages``: also compute ``bottleneck_s`` (always done for the throughput
+    objective).
     """
     comp = problem if isinstance(problem, CompiledProblem) else compile_problem(problem)
     X = np.asarray(placements)
@@ -415,6 +421,7 @@ def evaluate_many(
             memory,
             valid,
             start,
+            charge_stretched,
         )
     problem_obj = comp.problem.objective
     bottleneck = None
@@ -487,6 +494,7 @@ def _kernel(
     memory: np.ndarray,
     valid: np.ndarray,
     offset: int,
+    charge_stretched: bool = False,
 ) -> None:
     P, n = X.shape
     D = comp.n_devices
@@ -495,11 +503,15 @@ def _kernel(
     rows = np.arange(P)[:, None]
 
     c = comp.compute[np.arange(n)[None, :], X]  # [P, n]
-    if device_share is not None:
-        c = c * device_share[rows, X]
     ok = np.isfinite(c).all(axis=1)
     c = np.where(np.isfinite(c), c, 0.0)
-    compute_total = c.sum(axis=1)
+    if device_share is not None:  # latency: the stretched seconds; energy and price: the own work c
+        stretched = c * device_share[rows, X]
+        compute_total = stretched.sum(axis=1)
+        if charge_stretched:
+            c = stretched
+    else:
+        compute_total = c.sum(axis=1)
     on_source = s == X
     busy_compute = (c * on_source).sum(axis=1)
     energy_total = (comp.power_compute[X] * c).sum(axis=1)
@@ -516,6 +528,13 @@ def _kernel(
         out_bytes = comp.out_bytes[comp.senders][None, :, None]
         if link_share is None:
             tau = t.latency[k] + out_bytes * t.seconds_per_byte[k]
+            energy_tr = t.energy_latency[k] + out_bytes * t.energy_spb[k]
+            tx = t.tx_latency[k] + out_bytes * t.tx_spb[k]
+            rx = t.rx_latency[k] + out_bytes * t.rx_spb[k]
+        elif not charge_stretched:  # latency stretched; radio energy for the hops' own time
+            share = link_share.reshape(P, D * D)
+            prow = rows[:, :, None]
+            tau = t.latency[k] + out_bytes * (share @ t.hop_spb.T)[prow, k]
             energy_tr = t.energy_latency[k] + out_bytes * t.energy_spb[k]
             tx = t.tx_latency[k] + out_bytes * t.tx_spb[k]
             rx = t.rx_latency[k] + out_bytes * t.rx_spb[k]

@@ -309,6 +309,7 @@ class PartitionTask:
             np.tile(X, (T, 1)),
             device_share=np.repeat(device_share, K, axis=0),
             link_share=np.repeat(link_share, K, axis=0),
+            charge_stretched=True,  # a slower link or loaded server: its energy and price for the stretched time
         )
 
     def objectives(self, placements: np.ndarray, conditions: Conditions) -> np.ndarray:
