@@ -327,7 +327,6 @@ def test_allocation_slopes_of_energy_and_price_do_not_depend_on_the_shares():
     """share_terms reads the affine model off evaluate: energy_total and cost have no 1/s term any more, and the
     source energy's slope is its idle power times the latency's (the source idles while it waits)."""
     from allocation_fixtures import random_multi_problem, random_placements
-
     from tiercut.cost.allocation import allocate, share_terms
 
     for seed in range(4):

@@ -1,11 +1,14 @@
 """Optimal resource shares for given placements (JMDP / JPDRA's allocation step; docs/cost-model.md).
 
 With every user's placement fixed, user ``i``'s figures under shares ``s``
-(:class:`~tiercut.problem.Shares`) are affine in the inverse shares: each
-figure of the cost model is a sum of compute times (divided by the user's
-share of the device) and transfer hop times (their ``out / bandwidth`` term
-divided by the share of the link), times powers or prices. So for every metric
-``M`` (latency, source energy, total energy, cost)::
+(:class:`~tiercut.problem.Shares`) are affine in the inverse shares: the
+latency is a sum of compute times (divided by the user's share of the device)
+and transfer hop times (their ``out / bandwidth`` term divided by the share of
+the link); energy and price are charged for the user's own (unshared) work, so
+the total energy and the cost do not depend on the shares (slope 0) and the
+source energy only through its idle power over the latency (slope ``P_idle``
+times the latency's). So for every metric ``M`` (latency, source energy,
+total energy, cost)::
 
     M_i(s) = M_i^0 + sum_r k^M_{i,r} / s_{i,r}          (k >= 0)
 
@@ -140,8 +143,9 @@ def share_terms(
     """The affine model ``M_i(s) = M_i^0 + sum_r k_{i,r} / s_{i,r}`` of ``placements``, from the cost model.
 
     Each slope is ``evaluate`` with multiplier 2 on one resource minus ``evaluate`` with multiplier 1 (the
-    model is exactly affine in the multipliers: docs/cost-model.md's latency and energies are sums of
-    stretched times). An invalid placement (a node where it cannot run, an unreachable transfer) is an error.
+    model is exactly affine in the multipliers: docs/cost-model.md's latency is a sum of stretched times, the
+    source energy ``P_idle`` times the latency plus share-independent terms, total energy and cost
+    share-independent). An invalid placement (a node where it cannot run, an unreachable transfer) is an error.
     A user's terms depend on its own placement only: ``cache`` (a dict the caller keeps across calls, e.g.
     the rounds of :mod:`tiercut.plan.jmdp`) holds them per user and placement.
     """
