@@ -260,8 +260,9 @@ def test_shares_of_one_leave_a_user_alone_unchanged():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rng=st.randoms(use_true_random=False), n_devices=st.integers(2, 4), charge_stretched=st.booleans())
-def test_scalar_and_vectorised_shares_agree_on_every_figure(rng, n_devices, charge_stretched):
+@given(rng=st.randoms(use_true_random=False), n_devices=st.integers(2, 4), charge_stretched=st.booleans(),
+       source_users=st.sampled_from([1.0, 2.0, 3.0]))
+def test_scalar_and_vectorised_shares_agree_on_every_figure(rng, n_devices, charge_stretched, source_users):
     from tiercut.cost import compile_problem, encode, evaluate_many
 
     p = random_problem(rng, n_nodes=rng.randint(1, 6), n_devices=n_devices, missing_compute=0.2,
@@ -281,9 +282,10 @@ def test_scalar_and_vectorised_shares_agree_on_every_figure(rng, n_devices, char
         rows.append(encode(comp, placement))
         dshares.append(D)
         lshares.append(L)
-        scalar.append(evaluate(p, placement, device_share=dmult, link_share=lmult, charge_stretched=charge_stretched))
+        scalar.append(evaluate(p, placement, device_share=dmult, link_share=lmult, charge_stretched=charge_stretched,
+                               source_users=source_users))
     batch = evaluate_many(comp, np.stack(rows), device_share=np.stack(dshares), link_share=np.stack(lshares),
-                          charge_stretched=charge_stretched)
+                          charge_stretched=charge_stretched, source_users=source_users)
     for i, ev in enumerate(scalar):
         assert bool(batch.valid[i]) == ev.valid
         for got, want in ((batch.latency_s, ev.latency_s), (batch.energy_source_j, ev.energy_source_j),
@@ -297,8 +299,10 @@ def test_scalar_and_vectorised_shares_agree_on_every_figure(rng, n_devices, char
             assert ev.cost == pytest.approx(plain.cost, rel=1e-9, abs=1e-12)
             assert ev.latency_s >= plain.latency_s * (1 - 1e-12)
             src = p.device(p.source)
+            # the source: its idle power over the latency, split among the users whose source it is
             assert ev.energy_source_j == pytest.approx(
-                plain.energy_source_j + src.power_idle_w * (ev.latency_s - plain.latency_s), rel=1e-9, abs=1e-12)
+                plain.energy_source_j + src.power_idle_w * (ev.latency_s / source_users - plain.latency_s),
+                rel=1e-9, abs=1e-12)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -337,7 +341,7 @@ def test_allocation_slopes_of_energy_and_price_do_not_depend_on_the_shares():
         terms = share_terms(mp, placements)
         assert np.all(terms.slope["energy_total"] == 0.0)
         assert np.all(terms.slope["cost"] == 0.0)
-        idle = np.array([u.problem.device(u.problem.source).power_idle_w for u in mp.users])
+        idle = np.array([u.problem.device(u.problem.source).power_idle_w for u in mp.users])  # one user per source
         np.testing.assert_allclose(terms.slope["energy_source"], idle[:, None] * terms.slope["latency"],
                                    rtol=1e-9, atol=1e-12)
         # the allocation's objective is the model's figure under its shares
@@ -347,3 +351,39 @@ def test_allocation_slopes_of_energy_and_price_do_not_depend_on_the_shares():
         plain = evaluate_users(mp, placements)
         assert again.energy_total_j == pytest.approx(plain.energy_total_j, rel=1e-9)
         assert again.cost == pytest.approx(plain.cost, rel=1e-9)
+
+
+def test_users_on_one_source_split_its_idle_power():
+    from tiercut.cost.allocation import allocate, share_terms
+
+    graph = LayerGraph((Node("x", "input", out_bytes=200), Node("a", "conv2d", ("x",), out_bytes=50, is_output=True)),
+                       model="one-layer")
+    phone = ProblemDevice("phone", "end", power_compute_w=2.0, power_tx_w=1.5, power_rx_w=1.0, power_idle_w=0.25)
+    server = ProblemDevice("srv", "edge", power_compute_w=5.0, power_idle_w=1.0)
+    links = (Link("phone", "srv", 100.0, 0.01),)
+    apps = tuple(UserProblem(f"app{i}", Problem(graph, (phone, server), links, "phone", {"a": {"phone": 2.0, "srv": 0.5}}))
+                 for i in range(3))
+    mp = MultiUserProblem(apps, Objective("weighted", {"latency": 1.0, "energy_source": 1.0}))
+    placements = {"app0": {"a": "srv"}, "app1": {"a": "srv"}, "app2": {"a": "phone"}}
+    ev = evaluate_users(mp, placements)
+    for name, mine in ev.users.items():
+        alone = evaluate(apps[0].problem, placements[name])
+        own = (2.0 - 0.25) * alone.busy_compute_s + (1.5 - 0.25) * alone.busy_tx_s + (1.0 - 0.25) * alone.busy_rx_s
+        assert mine.energy_source_j == pytest.approx(0.25 * mine.latency_s / 3 + own, rel=1e-12)
+    # only app2 computes on the phone: its compute there is not stretched
+    assert ev.device_users["phone"] == 1 and ev.users["app2"].latency_s == pytest.approx(2.0)
+    cm = compile_users(mp)
+    row = np.concatenate([encode_row(cm, j, placements[u.name]) for j, u in enumerate(mp.users)])
+    batch = evaluate_users_many(cm, row[None, :])
+    for j, user in enumerate(mp.users):
+        assert float(batch.energy_source_j[0, j]) == pytest.approx(ev.users[user.name].energy_source_j, rel=1e-12)
+    terms = share_terms(mp, placements)
+    np.testing.assert_allclose(terms.slope["energy_source"], (0.25 / 3) * terms.slope["latency"], rtol=1e-9, atol=1e-15)
+    result = allocate(mp, placements)
+    assert result.objective_value == pytest.approx(evaluate_users(mp, placements, result.shares).objective_value, rel=1e-9)
+
+
+def encode_row(cm, j: int, placement: dict[str, str]) -> np.ndarray:
+    from tiercut.cost import encode
+
+    return encode(cm.users[j], {**placement, "x": cm.users[j].problem.source})

@@ -149,3 +149,35 @@ def test_analytic_and_simulated_energy_agree_for_users_that_do_not_contend():
             assert q.latency_s == pytest.approx(mine.latency_s, rel=1e-9)
             assert q.energy_source_j == pytest.approx(mine.energy_source_j, rel=1e-9)
             assert q.energy_total_j == pytest.approx(mine.energy_total_j, rel=1e-9)
+
+
+def test_users_on_one_source_split_its_idle_power_as_the_simulator_does():
+    """Two identical apps on one phone offload to one server (no link latency: see docs/cost-model.md, a shared
+    link's latency period): the analytic model splits the phone's idle power between them, as the simulator
+    splits it among the queries in flight, and both charge each app its own work."""
+    from tiercut.env import Link
+    from tiercut.graph.types import LayerGraph, Node
+    from tiercut.problem import MultiUserProblem, Objective, Problem, ProblemDevice, UserProblem
+
+    graph = LayerGraph((Node("x", "input", out_bytes=200), Node("a", "conv2d", ("x",), out_bytes=50, is_output=True)),
+                       model="one-layer")
+    phone = ProblemDevice("phone", "end", power_compute_w=2.0, power_tx_w=1.5, power_rx_w=1.0, power_idle_w=0.25)
+    server = ProblemDevice("srv", "edge", power_compute_w=5.0, power_tx_w=3.0, power_rx_w=2.0, power_idle_w=1.0)
+    links = (Link("phone", "srv", 100.0, 0.0),)
+    problem = MultiUserProblem(tuple(UserProblem(f"app{i}", Problem(graph, (phone, server), links, "phone",
+                                                                    {"a": {"phone": 2.0, "srv": 0.5}}))
+                                     for i in range(2)), Objective("energy_source"))
+    placements = {u.name: {"x": "phone", "a": "srv"} for u in problem.users}
+    ev = evaluate_users(problem, placements)
+    app = ev.users["app0"]
+    up, down = 2 * 200 / 100, 2 * 50 / 100  # the link is shared: half the bandwidth each
+    assert app.latency_s == pytest.approx(up + 2 * 0.5 + down)
+    assert app.energy_source_j == pytest.approx(0.25 * app.latency_s / 2 + (1.5 - 0.25) * up / 2 + (1.0 - 0.25) * down / 2)
+    result = simulate([SimUser(u.name, u.problem, placement=placements[u.name], arrivals=BackToBack(), max_queries=3)
+                       for u in problem.users], SimConfig())
+    assert len(result.queries) == 6
+    for q in result.queries:
+        mine = ev.users[q.user]
+        assert q.latency_s == pytest.approx(mine.latency_s, rel=1e-9)
+        assert q.energy_source_j == pytest.approx(mine.energy_source_j, rel=1e-9)
+        assert q.energy_total_j == pytest.approx(mine.energy_total_j, rel=1e-9)

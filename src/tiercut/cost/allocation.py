@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 
 from tiercut.cost.model import evaluate
-from tiercut.cost.multiuser import _full, evaluate_users, usage
+from tiercut.cost.multiuser import _full, evaluate_users, source_users, usage
 from tiercut.errors import TiercutError
 from tiercut.problem import METRICS, MultiUserProblem, Problem, Shares
 from tiercut.problem.shares import link_name
@@ -152,6 +152,7 @@ def share_terms(
     users = tuple(u.name for u in problem.users)
     for name in placements:
         problem.user(name)
+    sources = source_users(problem)
     rows = []
     for user in problem.users:
         if user.name not in placements:
@@ -160,7 +161,7 @@ def share_terms(
         key = (user.name, tuple(sorted(full.items())))
         row = cache.get(key) if cache is not None else None
         if row is None:
-            row = _user_terms(user.name, user.problem, full)
+            row = _user_terms(user.name, user.problem, full, sources[user.problem.source])
             if cache is not None:
                 cache[key] = row
         rows.append(row)
@@ -184,23 +185,23 @@ def share_terms(
 
 
 def _user_terms(
-    name: str, problem: Problem, full: Mapping[str, str]
+    name: str, problem: Problem, full: Mapping[str, str], n_source_users: float = 1.0
 ) -> tuple[dict[str, float], dict[tuple[str, str], dict[str, float]]]:
     """One user's constant figures and per-resource slopes (``share_terms``)."""
     devs, links = usage(problem, full)
     alone = problem.with_constraints(replace(problem.constraints, memory=False))
     dmult = dict.fromkeys(devs, 1.0)
     lmult = dict.fromkeys(links, 1.0)
-    base = evaluate(alone, full, device_share=dmult, link_share=lmult)
+    base = evaluate(alone, full, device_share=dmult, link_share=lmult, source_users=n_source_users)
     if not base.valid:
         raise TiercutError(f"user {name!r}'s placement is not valid ({base.violations[0]}); fix it first")
     total = {m: base.metric(m) for m in METRICS}
     slopes: dict[tuple[str, str], dict[str, float]] = {}
     for d in devs:
-        ev = evaluate(alone, full, device_share={**dmult, d: 2.0}, link_share=lmult)
+        ev = evaluate(alone, full, device_share={**dmult, d: 2.0}, link_share=lmult, source_users=n_source_users)
         slopes[("device", d)] = {m: max(0.0, ev.metric(m) - total[m]) for m in METRICS}
     for key in links:
-        ev = evaluate(alone, full, device_share=dmult, link_share={**lmult, key: 2.0})
+        ev = evaluate(alone, full, device_share=dmult, link_share={**lmult, key: 2.0}, source_users=n_source_users)
         slopes[("link", link_name(key))] = {m: max(0.0, ev.metric(m) - total[m]) for m in METRICS}
     constant = {m: total[m] - sum(sl[m] for sl in slopes.values()) for m in METRICS}
     return constant, slopes

@@ -261,6 +261,7 @@ def evaluate(
     link_share: Mapping[frozenset[str], float] | None = None,
     compression: Mapping[str, str] | None = None,
     charge_stretched: bool = False,
+    source_users: float = 1.0,
 ) -> Evaluation:
     """Every figure of ``placement`` under ``problem``'s cost model and constraints.
 
@@ -274,7 +275,11 @@ def evaluate(
     every hop over it) are the multi-user equal-share multipliers (default 1):
     they stretch the latency, while energy and price are charged for the
     user's own (unstretched) work, unless ``charge_stretched`` (the
-    multipliers are a slower resource, not a shared one).
+    multipliers are a slower resource, not a shared one). ``source_users``: the
+    number of users whose source this problem's source device is (the
+    multi-user model, one query of each in flight): the source's idle power over
+    the latency is split among them, ``E_source = P_idle*T/source_users +
+    sum_X (P_X - P_idle)*busy_X`` (the simulator's attribution rule).
     ``compression`` (node -> cut codec, :mod:`tiercut.cost.cut_compression`)
     compresses those tensors' transfers; a tensor that crosses no device is
     dropped from it, an option the problem does not offer is a
@@ -381,7 +386,8 @@ def evaluate(
 
     src = problem.device(source)
     latency = compute + transfer_total
-    idle = latency - busy_compute - busy_tx - busy_rx
+    awake = latency if source_users == 1.0 else latency / source_users  # its part of the source's idle draw
+    idle = awake - busy_compute - busy_tx - busy_rx
     energy_source = (
         src.power_compute_w * busy_compute + src.power_tx_w * busy_tx + src.power_rx_w * busy_rx + src.power_idle_w * idle
     )

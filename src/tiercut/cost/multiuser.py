@@ -16,9 +16,11 @@ other users' work, charged to them), so ``n`` identical users on one server
 sum to ``n`` times one user's compute energy and price, not ``n^2``. The
 source's energy is ``P_idle*T + sum_X (P_X - P_idle)*work_X`` (``T`` the
 stretched latency, ``work_X`` its own compute/tx/rx seconds), the
-simulator's attribution with one query per user in flight; a user's source
-may also serve other users (they place nodes on it): its compute for them
-is in their ``energy_total``, not in this user's source energy.
+simulator's attribution with one query per user in flight: users whose
+sources are one device split its idle power (``P_idle*T/m`` each, ``m`` of
+them). A user's source may also serve other users (they place nodes on it):
+its compute for them is in their ``energy_total``, not in this user's source
+energy.
 
 Aggregates: mean and max user latency, summed source energy, summed total
 energy, summed cost. The objective's ``latency`` term is the mean or the max
@@ -170,12 +172,15 @@ def evaluate_users(
     device_share = {d: float(max(1, n)) for d, n in device_users.items()}
     link_share = {k: float(max(1, n)) for k, n in link_users.items()}
     per_user = _share_multipliers(problem, fulls, device_users, link_users, shares) if shares is not None else None
+    sources = source_users(problem)
     for user in problem.users:
         unshared = user.problem.with_constraints(replace(user.problem.constraints, memory=False))  # routing kept
+        m = sources[user.problem.source]
         if per_user is not None:
-            ev = evaluate(unshared, fulls[user.name], device_share=per_user[user.name][0], link_share=per_user[user.name][1])
+            ev = evaluate(unshared, fulls[user.name], device_share=per_user[user.name][0], link_share=per_user[user.name][1],
+                          source_users=m)
         else:
-            ev = evaluate(unshared, fulls[user.name], device_share=device_share, link_share=link_share)
+            ev = evaluate(unshared, fulls[user.name], device_share=device_share, link_share=link_share, source_users=m)
         evaluations[user.name] = ev
         violations.extend(f"user {user.name!r}: {v}" for v in ev.violations)
         for d, b in ev.memory_bytes.items():
@@ -209,6 +214,14 @@ def evaluate_users(
         valid=valid,
         violations=tuple(violations),
     )
+
+
+def source_users(problem: MultiUserProblem) -> dict[str, float]:
+    """Source device -> the number of users whose source it is (they split its idle power)."""
+    out: dict[str, float] = {}
+    for user in problem.users:
+        out[user.problem.source] = out.get(user.problem.source, 0.0) + 1.0
+    return out
 
 
 def _share_multipliers(
@@ -356,8 +369,10 @@ def evaluate_users_many(problem: MultiUserProblem | CompiledMultiUser, placement
     valid = np.ones(P, dtype=bool)
     penalty = np.zeros(P)
     memory = np.zeros((P, D))
+    sources = source_users(mp)
     for j, (cu, Xu) in enumerate(zip(comp.users, parts, strict=True)):
-        batch = evaluate_many(cu, Xu, device_share=device_share, link_share=link_share)
+        batch = evaluate_many(cu, Xu, device_share=device_share, link_share=link_share,
+                              source_users=sources[cu.problem.source])
         for k in fig:
             fig[k][:, j] = batch.metric(k)
         valid &= batch.valid
@@ -407,5 +422,6 @@ __all__ = [
     "evaluate_users_many",
     "multi_objective_value",
     "shared_problem",
+    "source_users",
     "usage",
 ]

@@ -384,6 +384,7 @@ def evaluate_many(
     link_share: np.ndarray | None = None,
     stages: bool = False,
     charge_stretched: bool = False,
+    source_users: float = 1.0,
 ) -> BatchEvaluation:
     """Score every row of ``placements`` ([P, n] device indices).
 
@@ -391,8 +392,9 @@ def evaluate_many(
     equal-share multipliers of the multi-user model (default 1): they stretch
     the latency, energy and price are charged for the unstretched work unless
     ``charge_stretched`` (a slower resource, not a shared one: the gym).
-    ``stages``: also compute ``bottleneck_s`` (always done for the throughput
-    objective).
+    ``source_users``: users sharing the source device's idle power (as in
+    :func:`tiercut.cost.evaluate`). ``stages``: also compute ``bottleneck_s``
+    (always done for the throughput objective).
     """
     comp = problem if isinstance(problem, CompiledProblem) else compile_problem(problem)
     X = np.asarray(placements)
@@ -422,6 +424,7 @@ def evaluate_many(
             valid,
             start,
             charge_stretched,
+            source_users,
         )
     problem_obj = comp.problem.objective
     bottleneck = None
@@ -495,6 +498,7 @@ def _kernel(
     valid: np.ndarray,
     offset: int,
     charge_stretched: bool = False,
+    source_users: float = 1.0,
 ) -> None:
     P, n = X.shape
     D = comp.n_devices
@@ -556,7 +560,7 @@ def _kernel(
 
     latency = compute_total + transfer_total
     src_dev = comp.problem.devices[s]
-    idle = latency - busy_compute - busy_tx - busy_rx
+    idle = (latency if source_users == 1.0 else latency / source_users) - busy_compute - busy_tx - busy_rx
     energy_source = (
         src_dev.power_compute_w * busy_compute
         + src_dev.power_tx_w * busy_tx
