@@ -6,8 +6,8 @@ latency is a sum of compute times (divided by the user's share of the device)
 and transfer hop times (their ``out / bandwidth`` term divided by the share of
 the link); energy and price are charged for the user's own (unshared) work, so
 the total energy and the cost do not depend on the shares (slope 0) and the
-source energy only through its idle power over the latency (slope ``P_idle``
-times the latency's). So for every metric ``M`` (latency, source energy,
+source energy only through its idle power over the latency (slope ``P_idle / m``
+times the latency's, ``m`` the users sharing the source device). So for every metric ``M`` (latency, source energy,
 total energy, cost)::
 
     M_i(s) = M_i^0 + sum_r k^M_{i,r} / s_{i,r}          (k >= 0)
