@@ -109,7 +109,9 @@ def usage(problem: Problem, placement: Mapping[str, str]) -> tuple[set[str], set
     return devices, links
 
 
-def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users: Mapping[frozenset[str], int]) -> Problem:
+def shared_problem(
+    problem: Problem, device_users: Mapping[str, int], link_users: Mapping[frozenset[str], int], source_users: float = 1.0
+) -> Problem:
     """``problem`` with compute times stretched by the device's user count and
     bandwidths divided by the link's user count (memory checked jointly, so off).
 
@@ -123,7 +125,9 @@ def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users
     bound: the devices' tx/rx powers serve all their links), and a source
     device that other users compute on has its idle power charged for the
     user's stretched compute seconds only (this user's own work, not the
-    others': a lower bound there).
+    others': a lower bound there). ``source_users`` users sharing the source
+    device divide its idle power (over the source's idle time here, not its
+    whole latency: an upper bound when the source also works for the user).
     """
     n_users = {d.name: max(1.0, float(device_users.get(d.name, 0))) for d in problem.devices}
     compute = {
@@ -134,6 +138,9 @@ def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users
         else replace(d, power_compute_w=d.power_compute_w / n_users[d.name], price_per_s=d.price_per_s / n_users[d.name])
         for d in problem.devices
     )
+    if source_users != 1.0:
+        devices = tuple(replace(d, power_idle_w=d.power_idle_w / source_users) if d.name == problem.source else d
+                        for d in devices)
     links = tuple(link.scaled(1.0 / max(1, link_users.get(link.key, 0))) for link in problem.links)
     nominal = problem.routing_links if problem.routing_links is not None else problem.links
     return replace(

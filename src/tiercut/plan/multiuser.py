@@ -107,7 +107,8 @@ def response_problem(
     if multipliers is not None:
         device_users = {**device_users, **multipliers[0]}
         link_users = {**link_users, **multipliers[1]}
-    shared = shared_problem(me.problem, device_users, link_users)
+    sources = sum(1 for u in problem.users if u.problem.source == me.problem.source)
+    shared = shared_problem(me.problem, device_users, link_users, float(sources))
     memory = any(u.problem.constraints.memory for u in problem.users)
     devices = tuple(
         replace(d, memory_bytes=None if d.memory_bytes is None else max(0, d.memory_bytes - others_bytes[d.name]))
