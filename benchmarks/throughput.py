@@ -191,17 +191,24 @@ def multi(pairs: tuple, preset: str, time_limit_s: float) -> list[dict[str, Any]
 
 
 def measured(quick: bool) -> dict[str, Any]:
-    """The latency-optimal and the throughput-optimal plan, predicted and measured with 1 and 4 queries in flight.
+    """The latency-optimal and the throughput-optimal plan, predicted and measured with 1..4 queries in flight.
 
     The presets' devices (a Tegra K1, a K40 server...) cannot run here, so this runs
     benchmarks/pipelining.py's set-up instead: its model, every device this host emulated
     :data:`MEASURED_SLOWDOWN` times slower, each device one pipeline stage on local workers.
+
+    Twice: ``uncalibrated``, the cost model given the profile's node medians and the emulated links (what the
+    previous runs did); ``calibrated``, given what :func:`pipelining.calibrate_runtime` measured of the runtime
+    on other placements first (each executor's compute over the profile, the busy seconds per message, the
+    frame bytes per message and the per-message delay: docs/cost-model.md "Per-message costs"). Each plans
+    its own latency- and throughput-optimal plans and predicts them; the workers emulate the same links.
     """
     import tempfile
 
     import torch
 
     import pipelining
+    from tiercut.cost import evaluate
     from tiercut.env import environment_from_mapping
     from tiercut.graph import capture_model
     from tiercut.plan import plan as plan_with
@@ -214,24 +221,36 @@ def measured(quick: bool) -> dict[str, Any]:
     local_s = MEASURED_SLOWDOWN * sum(row["end"] for row in table.values())
     input_bytes = sum(n.out_bytes for n in captured.graph.nodes if n.is_input)
     env = pipelining.environment_spec(input_bytes / (local_s / 4), 1e9)
-    scaled = {n: {d: t * MEASURED_SLOWDOWN for d, t in row.items()} for n, row in table.items()}
-    problem = build_problem(captured.graph, environment_from_mapping(env), source="end", compute_s=scaled)
-    plans = {
-        "latency-optimal": plan_with(problem, "ilp"),
-        "throughput-optimal": plan_with(problem.with_objective(Objective("throughput")), "ilp"),
-    }
     levels, queries = ([1, 4], 12) if quick else ([1, 2, 4], 30)
     out: dict[str, Any] = {"model": pipelining.MODEL, "input_shape": list(pipelining.INPUT_SHAPE),
-                           "compute_slowdown": MEASURED_SLOWDOWN, "environment": env, "plans": {}}
+                           "compute_slowdown": MEASURED_SLOWDOWN, "environment": env}
     with tempfile.TemporaryDirectory(prefix="tiercut-throughput-") as folder:
-        for label, chosen in plans.items():
-            placement = dict(chosen.placement)
-            migration = prepare_migration(captured, placement_plan(placement, "end"))
-            out["plans"][label] = {
-                "figures": _figures(chosen, problem),
-                **pipelining.measure_scenario(label, captured, migration, placement, table, env, levels, queries,
-                                              Path(folder), MEASURED_SLOWDOWN),
+        calibration = pipelining.calibrate_runtime(captured, table, env, MEASURED_SLOWDOWN, Path(folder),
+                                                   queries=6 if quick else 10)
+        out["calibration"] = calibration
+        print(f"  calibration: compute x{', '.join(f'{d} {f:.2f}' for d, f in calibration['compute_factor'].items())}; "
+              f"message_s {', '.join(f'{d} {s * 1e3:.2f} ms' for d, s in calibration['message_s'].items())}; "
+              f"{calibration['message_overhead_bytes']:.0f} B and {calibration['message_latency_s'] * 1e3:.2f} ms "
+              "per message", flush=True)
+        for kind in ("uncalibrated", "calibrated"):
+            model_env, model_table = (env, table) if kind == "uncalibrated" else pipelining.calibrated(env, table, calibration)
+            scaled = {n: {d: t * MEASURED_SLOWDOWN for d, t in row.items()} for n, row in model_table.items()}
+            problem = build_problem(captured.graph, environment_from_mapping(model_env), source="end", compute_s=scaled)
+            plans = {
+                "latency-optimal": plan_with(problem, "ilp"),
+                "throughput-optimal": plan_with(problem.with_objective(Objective("throughput")), "ilp"),
             }
+            out[kind] = {"model_environment": model_env, "plans": {}}
+            for label, chosen in plans.items():
+                placement = dict(chosen.placement)
+                migration = prepare_migration(captured, placement_plan(placement, "end"))
+                out[kind]["plans"][label] = {
+                    "figures": _figures(chosen, problem),
+                    "transfers": len(evaluate(problem, placement).transfers),
+                    **pipelining.measure_scenario(f"{kind[:5]} {label}", captured, migration, placement, table, env,
+                                                  levels, queries, Path(folder), MEASURED_SLOWDOWN,
+                                                  model=(model_env, model_table)),
+                }
     return out
 
 
@@ -278,6 +297,18 @@ def run(quick: bool, measure: bool = True) -> dict[str, Any]:
     }
 
 
+def report_measured(m: dict[str, Any]) -> None:
+    print(f"\nmeasured on local workers ({m['model']}, devices = this host x{m['compute_slowdown']:g}):")
+    for kind in ("uncalibrated", "calibrated"):
+        for label, entry in m[kind]["plans"].items():
+            predicted = entry["predicted"]
+            for row in entry["levels"]:
+                print(f"  {kind:12s} {label:18s} in flight {row['in_flight']}: {row['throughput_qps']:6.2f} q/s "
+                      f"measured, {predicted['throughput_qps']:6.2f} predicted ({row['ratio_to_predicted']:.2f}x, "
+                      f"bottleneck {predicted['bottleneck']}), p50 {row['latency_p50_s'] * 1e3:6.1f} ms "
+                      f"(one query predicted {predicted['latency_s'] * 1e3:6.1f} ms)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two models on two presets, one pair")
@@ -297,14 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     for j in s["joint_over_independent"]:
         print(f"joint / independent {j['objective']:10s} {j['pair']}: {j['ratio']}")
     if result["measured"] is not None:
-        m = result["measured"]
-        print(f"\nmeasured on local workers ({m['model']}, devices = this host x{m['compute_slowdown']:g}):")
-        for label, entry in m["plans"].items():
-            predicted = entry["predicted"]
-            for row in entry["levels"]:
-                print(f"  {label:18s} in flight {row['in_flight']}: {row['throughput_qps']:6.2f} q/s measured, "
-                      f"{predicted['throughput_qps']:6.2f} predicted (bottleneck {predicted['bottleneck']}), "
-                      f"p50 {row['latency_p50_s'] * 1e3:6.1f} ms")
+        report_measured(result["measured"])
     print(f"wrote {path}")
 
 
