@@ -190,6 +190,22 @@ def multi(pairs: tuple, preset: str, time_limit_s: float) -> list[dict[str, Any]
     return rows
 
 
+def measured_setup() -> tuple[Any, dict[str, dict[str, float]], dict[str, Any]]:
+    """The measured section's model (captured), this host's node medians (one thread) and its three-tier
+    environment: the end device's links sized so that sending the input takes a quarter of the local run."""
+    import torch
+
+    import pipelining
+    from tiercut.graph import capture_model
+
+    torch.set_num_threads(1)
+    captured = capture_model(pipelining.MODEL, pipelining.INPUT_SHAPE)
+    table = pipelining.host_table(captured, ["end", "edge", "cloud"])
+    local_s = MEASURED_SLOWDOWN * sum(row["end"] for row in table.values())
+    input_bytes = sum(n.out_bytes for n in captured.graph.nodes if n.is_input)
+    return captured, table, pipelining.environment_spec(input_bytes / (local_s / 4), 1e9)
+
+
 def measured(quick: bool) -> dict[str, Any]:
     """The latency-optimal and the throughput-optimal plan, predicted and measured with 1..4 queries in flight.
 
@@ -205,22 +221,14 @@ def measured(quick: bool) -> dict[str, Any]:
     """
     import tempfile
 
-    import torch
-
     import pipelining
     from tiercut.cost import evaluate
     from tiercut.env import environment_from_mapping
-    from tiercut.graph import capture_model
     from tiercut.plan import plan as plan_with
     from tiercut.problem import Objective, build_problem
     from tiercut.runtime.migration import placement_plan, prepare_migration
 
-    torch.set_num_threads(1)
-    captured = capture_model(pipelining.MODEL, pipelining.INPUT_SHAPE)
-    table = pipelining.host_table(captured, ["end", "edge", "cloud"])
-    local_s = MEASURED_SLOWDOWN * sum(row["end"] for row in table.values())
-    input_bytes = sum(n.out_bytes for n in captured.graph.nodes if n.is_input)
-    env = pipelining.environment_spec(input_bytes / (local_s / 4), 1e9)
+    captured, table, env = measured_setup()
     levels, queries = ([1, 4], 12) if quick else ([1, 2, 4], 30)
     out: dict[str, Any] = {"model": pipelining.MODEL, "input_shape": list(pipelining.INPUT_SHAPE),
                            "compute_slowdown": MEASURED_SLOWDOWN, "environment": env}

@@ -21,7 +21,12 @@ direction's stage time is ``bytes / bandwidth`` of every transfer hop over
 it (the hop's latency is propagation: it delays a query without occupying
 the link, as the runtime's emulated links do), all from the plan's problem
 alone (:func:`pipeline_stages`). The latency of one query stays the
-sequential ``T(x)``.
+sequential ``T(x)``. With per-message costs in the problem (docs/cost-model.md
+"Per-message costs": a device's ``message_s``, a link's
+``message_overhead_bytes``), a device's stage also holds its seconds per
+message sent or received and a link direction's the frame bytes of every
+message over it -- what the runtime spends beyond the tensors and the node
+times (measured by ``benchmarks/pipelining.py``'s ``calibrate_runtime``).
 
 :func:`pipeline_stages` computes the stages from
 :func:`tiercut.cost.model.evaluate`'s per-node compute and per-hop
@@ -101,8 +106,9 @@ def pipeline_stages(problem: Any, placement: Mapping[str, str]) -> PipelinePredi
     The stages are the cost model's own (:func:`tiercut.cost.model.evaluate`'s
     ``pipeline_stages``, :mod:`tiercut.cost.throughput`): a device's stage is
     ``sum c(v, d)`` over its nodes plus its transfers' encode / decode
-    seconds; a link direction's stage is ``bytes / bandwidth`` summed over
-    the transfer hops on it. Stages without work are left out. Raises a
+    seconds (and ``message_s`` per message it sends or receives); a link direction's stage is ``bytes /
+    bandwidth`` summed over the transfer hops on it (with each message's overhead bytes). Stages without work
+    are left out. Raises a
     :class:`TiercutError` for a placement the cost model finds invalid.
     """
     from tiercut.cost.model import evaluate
