@@ -124,6 +124,8 @@ def measure_scenario(
                 {
                     **measured.to_dict(),
                     "ratio_to_predicted": measured.throughput_qps / predicted.throughput_qps,
+                    "bound_at_level_qps": predicted.throughput_bound_qps(level),
+                    "ratio_to_bound_at_level": measured.throughput_qps / predicted.throughput_bound_qps(level),
                     "little_qps": level / measured.latency_mean_s,  # Little's law: in flight / mean latency
                     "every_answer_once_in_order": indices == list(range(queries + level)),
                     "fallbacks": result.fallbacks,

@@ -227,6 +227,7 @@ def measured(quick: bool) -> dict[str, Any]:
     from tiercut.plan import plan as plan_with
     from tiercut.problem import Objective, build_problem
     from tiercut.runtime.migration import placement_plan, prepare_migration
+    from tiercut.runtime.pipelining import pipeline_stages
 
     captured, table, env = measured_setup()
     levels, queries = ([1, 4], 12) if quick else ([1, 2, 4], 30)
@@ -240,10 +241,14 @@ def measured(quick: bool) -> dict[str, Any]:
               f"message_s {', '.join(f'{d} {s * 1e3:.2f} ms' for d, s in calibration['message_s'].items())}; "
               f"{calibration['message_overhead_bytes']:.0f} B and {calibration['message_latency_s'] * 1e3:.2f} ms "
               "per message", flush=True)
-        for kind in ("uncalibrated", "calibrated"):
-            model_env, model_table = (env, table) if kind == "uncalibrated" else pipelining.calibrated(env, table, calibration)
-            scaled = {n: {d: t * MEASURED_SLOWDOWN for d, t in row.items()} for n, row in model_table.items()}
-            problem = build_problem(captured.graph, environment_from_mapping(model_env), source="end", compute_s=scaled)
+        models = {"uncalibrated": (env, table), "calibrated": pipelining.calibrated(env, table, calibration)}
+        problems = {
+            kind: build_problem(captured.graph, environment_from_mapping(model_env), source="end", compute_s={
+                n: {d: t * MEASURED_SLOWDOWN for d, t in row.items()} for n, row in model_table.items()})
+            for kind, (model_env, model_table) in models.items()
+        }
+        for kind, (model_env, model_table) in models.items():
+            problem = problems[kind]
             plans = {
                 "latency-optimal": plan_with(problem, "ilp"),
                 "throughput-optimal": plan_with(problem.with_objective(Objective("throughput")), "ilp"),
@@ -252,9 +257,13 @@ def measured(quick: bool) -> dict[str, Any]:
             for label, chosen in plans.items():
                 placement = dict(chosen.placement)
                 migration = prepare_migration(captured, placement_plan(placement, "end"))
+                again = pipeline_stages(problems["calibrated"], placement)  # an independent check of the calibration
                 out[kind]["plans"][label] = {
                     "figures": _figures(chosen, problem),
+                    "placement": placement,
                     "transfers": len(evaluate(problem, placement).transfers),
+                    "calibrated_model_prediction": {"throughput_qps": again.throughput_qps,
+                                                    "bottleneck": again.bottleneck.name, "latency_s": again.latency_s},
                     **pipelining.measure_scenario(f"{kind[:5]} {label}", captured, migration, placement, table, env,
                                                   levels, queries, Path(folder), MEASURED_SLOWDOWN,
                                                   model=(model_env, model_table)),
@@ -310,11 +319,16 @@ def report_measured(m: dict[str, Any]) -> None:
     for kind in ("uncalibrated", "calibrated"):
         for label, entry in m[kind]["plans"].items():
             predicted = entry["predicted"]
+            again = entry.get("calibrated_model_prediction")
             for row in entry["levels"]:
                 print(f"  {kind:12s} {label:18s} in flight {row['in_flight']}: {row['throughput_qps']:6.2f} q/s "
-                      f"measured, {predicted['throughput_qps']:6.2f} predicted ({row['ratio_to_predicted']:.2f}x, "
+                      f"measured, {predicted['throughput_qps']:6.2f} predicted ({row['ratio_to_predicted']:.2f}x; "
+                      f"{row.get('ratio_to_bound_at_level', math.nan):.2f}x of min(1/B, N/T), "
                       f"bottleneck {predicted['bottleneck']}), p50 {row['latency_p50_s'] * 1e3:6.1f} ms "
                       f"(one query predicted {predicted['latency_s'] * 1e3:6.1f} ms)")
+            if again is not None and kind == "uncalibrated":
+                print(f"  {'':12s} {label:18s} ({entry.get('transfers')} transfers) by the calibrated model: "
+                      f"{again['throughput_qps']:6.2f} q/s, one query {again['latency_s'] * 1e3:6.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> None:

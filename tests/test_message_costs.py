@@ -208,3 +208,13 @@ def test_a_relay_pays_its_message_seconds_twice():
     assert ev.pipeline_stages["r"] == pytest.approx(4 * 0.05)  # in and out both pass through r
     assert ev.pipeline_stages["c"] == pytest.approx(2 * 0.01)
     assert ev.latency_s == pytest.approx(1.0 + 2 * (0.01 + 2 * 0.05 + 0.001) + (100 + 100 + 10 + 10) / 1000)
+
+
+def test_the_throughput_bound_at_a_level_is_one_query_at_a_time_then_the_bottleneck():
+    from tiercut.runtime.pipelining import pipeline_stages
+
+    problem = chain_problem()
+    predicted = pipeline_stages(problem, {"a": "server", "b": "server"})
+    assert predicted.throughput_bound_qps(1) == pytest.approx(1 / predicted.latency_s)
+    assert predicted.throughput_bound_qps(100) == pytest.approx(predicted.throughput_qps)
+    assert predicted.throughput_bound_qps(2) == pytest.approx(min(2 / predicted.latency_s, 1 / predicted.bottleneck_s))

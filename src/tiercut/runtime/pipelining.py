@@ -90,6 +90,13 @@ class PipelinePrediction:
         """Queries per second of a full pipeline: ``1 / bottleneck_s``."""
         return math.inf if self.bottleneck_s <= 0 else 1.0 / self.bottleneck_s
 
+    def throughput_bound_qps(self, in_flight: int) -> float:
+        """Queries per second with ``in_flight`` queries kept in flight: at most ``min(1 / bottleneck_s,
+        in_flight / latency_s)`` (a closed system's asymptotic bounds, Lazowska et al., *Quantitative System
+        Performance*, 1984, ch. 5): one query at a time goes at ``1 / T(x)``, a full pipeline at ``1 / B(x)``."""
+        by_latency = math.inf if self.latency_s <= 0 else in_flight / self.latency_s
+        return min(self.throughput_qps, by_latency)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stages": [s.to_dict() for s in self.stages],
