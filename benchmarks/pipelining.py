@@ -88,8 +88,11 @@ def measure_scenario(
     """Run ``placement`` on local workers emulating ``env`` (devices ``slowdown`` x slower) at each level of queries
     in flight, beside the prediction from ``model`` (the environment and node table the cost model is given, e.g.
     :func:`calibrated`'s; default: ``env`` and ``table`` themselves)."""
+    import statistics
+
     import yaml
 
+    from tiercut.cost import evaluate
     from tiercut.env import environment_from_mapping
     from tiercut.problem import build_problem
     from tiercut.runtime.client import RunSettings
@@ -101,6 +104,7 @@ def measure_scenario(
     scaled = {n: {d: t * slowdown for d, t in row.items()} for n, row in model_table.items()}
     problem = build_problem(captured.graph, environment_from_mapping(model_env), source="end", compute_s=scaled)
     predicted = pipeline_stages(problem, placement)
+    model_hops = sum(len(t.path or (t.src, t.dst)) - 1 for t in evaluate(problem, placement).transfers)
     env_file = folder / f"{label}.yaml"
     env_file.write_text(yaml.safe_dump(env))
     rows = []
@@ -125,6 +129,10 @@ def measure_scenario(
                     **measured.to_dict(),
                     "ratio_to_predicted": measured.throughput_qps / predicted.throughput_qps,
                     "bound_at_level_qps": predicted.throughput_bound_qps(level),
+                    # the runtime's messages (two per forward: the call and its reply, results back along the chain)
+                    "runtime_messages_per_query": statistics.median(
+                        [2 * sum(sp.kind == "transfer" for sp in q.spans) for q in result.queries] or [0]),
+                    "model_hops_per_query": model_hops,
                     "ratio_to_bound_at_level": measured.throughput_qps / predicted.throughput_bound_qps(level),
                     "little_qps": level / measured.latency_mean_s,  # Little's law: in flight / mean latency
                     "every_answer_once_in_order": indices == list(range(queries + level)),

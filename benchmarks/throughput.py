@@ -31,7 +31,13 @@ devices cannot run here, so the latency-optimal and the throughput-optimal
 plan of benchmarks/pipelining.py's model are planned on a three-tier
 environment calibrated to this host and run on local workers with 1..4
 queries in flight (``tiercut run --in-flight``): measured throughput and
-latency beside the prediction.
+latency beside the prediction (``1 / B``, and ``min(1 / B, N / T)`` at N in
+flight). Twice: ``uncalibrated`` (node medians of the profile, emulated links
+alone: the runtime's per-message costs left out) and ``calibrated`` (the
+figures :func:`pipelining.calibrate_runtime` measures first on placements that
+are not the benchmarked ones: each executor's compute over the profile and the
+per-message costs of docs/cost-model.md). The uncalibrated plans are also
+predicted by the calibrated model (an independent check).
 """
 
 from __future__ import annotations

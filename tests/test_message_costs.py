@@ -194,6 +194,7 @@ def test_one_query_alone_in_the_simulator_takes_the_cost_models_latency(rng, n_n
         return
     result = simulate([SimUser("u", problem, placement=placement, max_queries=1)], SimConfig(execution="sequential"))
     assert result.queries[0].latency_s == pytest.approx(ev.latency_s, rel=1e-9)
+    assert result.queries[0].energy_source_j == pytest.approx(ev.energy_source_j, rel=1e-9, abs=1e-12)
     assert math.isfinite(result.queries[0].latency_s)
 
 
