@@ -139,6 +139,7 @@ def same_optimum(result, truth) -> None:
 @settings(max_examples=40, **SETTINGS)
 @given(rng=st.randoms(use_true_random=False), n_nodes=st.integers(1, 7), n_devices=st.integers(2, 3),
        objective=st.sampled_from(["latency", "energy_source", "cost"]))
+@pytest.mark.slow
 def test_exact_planners_equal_brute_force_with_message_costs(rng, n_nodes, n_devices, objective):
     problem = with_message_costs(random_problem(
         rng, n_nodes=n_nodes, n_devices=n_devices, shape="chain", objective=objective, missing_compute=0.2,
