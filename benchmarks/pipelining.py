@@ -134,6 +134,7 @@ def measure_scenario(
                         [2 * sum(sp.kind == "transfer" for sp in q.spans) for q in result.queries] or [0]),
                     "model_hops_per_query": model_hops,
                     "ratio_to_bound_at_level": measured.throughput_qps / predicted.throughput_bound_qps(level),
+                    "latency_bound_at_level_s": predicted.latency_bound_s(level),
                     "little_qps": level / measured.latency_mean_s,  # Little's law: in flight / mean latency
                     "every_answer_once_in_order": indices == list(range(queries + level)),
                     "fallbacks": result.fallbacks,

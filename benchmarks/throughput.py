@@ -331,7 +331,8 @@ def report_measured(m: dict[str, Any]) -> None:
                       f"measured, {predicted['throughput_qps']:6.2f} predicted ({row['ratio_to_predicted']:.2f}x; "
                       f"{row.get('ratio_to_bound_at_level', math.nan):.2f}x of min(1/B, N/T), "
                       f"bottleneck {predicted['bottleneck']}), p50 {row['latency_p50_s'] * 1e3:6.1f} ms "
-                      f"(one query predicted {predicted['latency_s'] * 1e3:6.1f} ms)")
+                      f"(one query predicted {predicted['latency_s'] * 1e3:6.1f} ms, at this level >= "
+                      f"{row.get('latency_bound_at_level_s', math.nan) * 1e3:6.1f} ms)")
             if again is not None and kind == "uncalibrated":
                 print(f"  {'':12s} {label:18s} ({entry.get('transfers')} transfers) by the calibrated model: "
                       f"{again['throughput_qps']:6.2f} q/s, one query {again['latency_s'] * 1e3:6.1f} ms")

@@ -220,3 +220,5 @@ def test_the_throughput_bound_at_a_level_is_one_query_at_a_time_then_the_bottlen
     assert predicted.throughput_bound_qps(1) == pytest.approx(1 / predicted.latency_s)
     assert predicted.throughput_bound_qps(100) == pytest.approx(predicted.throughput_qps)
     assert predicted.throughput_bound_qps(2) == pytest.approx(min(2 / predicted.latency_s, 1 / predicted.bottleneck_s))
+    assert predicted.latency_bound_s(1) == pytest.approx(predicted.latency_s)
+    assert predicted.latency_bound_s(100) == pytest.approx(100 * predicted.bottleneck_s)

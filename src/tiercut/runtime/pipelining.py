@@ -97,6 +97,11 @@ class PipelinePrediction:
         by_latency = math.inf if self.latency_s <= 0 else in_flight / self.latency_s
         return min(self.throughput_qps, by_latency)
 
+    def latency_bound_s(self, in_flight: int) -> float:
+        """Seconds from issue to answer with ``in_flight`` queries kept in flight: at least ``max(latency_s,
+        in_flight * bottleneck_s)`` (the same bounds by Little's law: ``in_flight / throughput``)."""
+        return max(self.latency_s, in_flight * self.bottleneck_s)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stages": [s.to_dict() for s in self.stages],
