@@ -353,3 +353,15 @@ def test_a_bad_address_fails_at_once_with_one_line(grid_dir, tmp_path, capsys):
         assert "\n" not in str(info.value)
     with pytest.raises(TiercutError, match=f"ray://127.0.0.1:{port}"):
         check_address(f"ray://127.0.0.1:{port}")
+
+
+@pytest.mark.slow  # Ray retries a refused token for about ten seconds
+def test_a_driver_without_the_clusters_token_gets_one_line(grid_dir, tmp_path, ray_cluster):
+    wrong = tmp_path / "token"
+    wrong.write_text("0" * 64)
+    env = _cluster_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(wrong))
+    code, _, err = _sweep_cli([grid_dir / "partial.yaml", "--address", ray_cluster.address, "-q",
+                                 "-o", tmp_path / "out"], env)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "refused this driver's auth token" in lines[0] and "RAY_AUTH_TOKEN_PATH" in lines[0]

@@ -38,7 +38,11 @@ and the grid itself is data (:mod:`tiercut.sweep.grid`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -315,8 +319,26 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
                            "ray start --head) or run without it for a local Ray") from None
 
 
+@contextlib.contextmanager
+def _stderr_to(sink: Any):
+    """File descriptor 2 (where Ray's C++ core writes) into ``sink`` (a binary temporary file) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to Ray (``address``) or start a local one; True when this call started it (the caller shuts it down)."""
+    """Connect to Ray (``address``) or start a local one; True when this call started it (the caller shuts it down).
+
+    Connecting to ``address``, Ray's C++ core writes a warning to stderr at every retry (a wrong auth token: one a
+    second for about ten seconds); they are caught and the failure is one line (naming the token when that is the
+    cause)."""
     try:
         import ray
     except ImportError:
@@ -327,15 +349,24 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-    try:
-        if address is not None:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=num_cpus, **options)
-    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TiercutError(f"cannot start or reach {where}: {first}; check --address (or run with --serial)") from None
+    with tempfile.TemporaryFile() as sink:
+        try:
+            if address is not None:
+                with _stderr_to(sink):
+                    ray.init(address=address, **options)
+            else:
+                ray.init(num_cpus=num_cpus, **options)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            sink.seek(0)
+            said = sink.read().decode(errors="replace") + str(exc)
+            if address is not None and ("InvalidAuthToken" in said or isinstance(exc, ray.exceptions.AuthenticationError)):
+                raise TiercutError(
+                    f"the Ray cluster at {address} refused this driver's auth token; give the cluster's token "
+                    "(RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token) or run with --serial"
+                ) from None
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TiercutError(f"cannot start or reach {where}: {first}; check --address (or run with --serial)") from None
     return True
 
 
