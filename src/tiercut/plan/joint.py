@@ -236,7 +236,7 @@ class JointILPPlanner(JointPlanner):
     )
     guarantee = (
         "optimal for the joint objective and every constraint when HiGHS proves it; never worse than the independent "
-        "plans"
+        "plans; throughput ties broken by least latency"
     )
     complexity = "NP-hard; the sum of the models' ILP sizes plus one row per stage"
 
@@ -271,9 +271,11 @@ class JointILPPlanner(JointPlanner):
             note += f"; HiGHS: {solution.message}"
         first = candidates[lexicographic_best(problem, [c[1] for c in candidates])][1]
         if problem.objective.kind == "throughput" and first.feasible and math.isfinite(first.max_utilisation):
-            tied = self._least_latency(problem, alone_ev, candidates, first, start)
+            tied, status = self._least_latency(problem, alone_ev, candidates, first, start)
             if tied is not None:
                 candidates.insert(0, (tied, evaluate_joint(problem, tied), "joint"))
+            if status != "optimal":  # the bottleneck stands; the latency among its ties may not be the least
+                note += f"; latency tie-break not proven ({status})"
         placements, ev, label = candidates[lexicographic_best(problem, [c[1] for c in candidates])]
         if ev is not first:
             note += f"; least latency at that bottleneck ({tie_latency_s(problem, ev):.6g} s)"
@@ -308,10 +310,11 @@ class JointILPPlanner(JointPlanner):
         return found
 
     def _least_latency(self, problem: JointProblem, alone: JointEvaluation, candidates: list, best: JointEvaluation,
-                       start: float) -> dict[str, dict[str, str]] | None:
+                       start: float) -> tuple[dict[str, dict[str, str]] | None, str]:
         """The throughput tie-break: of the joint placements whose ``U`` is at most ``best``'s (within ``TIE_RTOL``),
         one of least :func:`tie_latency_s` -- the stacked MILP with ``U <= U*`` rows and that latency as the
-        objective, started from ``best`` (None when HiGHS gives no answer)."""
+        objective, started from ``best``. Returns its placements (None when HiGHS gives no answer) and HiGHS's
+        status."""
         reference = tie_latency_s(problem, best)
         model, blocks = self._build(problem, alone, bottleneck=best.max_utilisation, latency_ref=reference)
         placements = next(c[0] for c in candidates if c[1] is best)
@@ -323,7 +326,7 @@ class JointILPPlanner(JointPlanner):
         if model.bottleneck is not None:  # the max aggregate's epigraph variable, in units of the reference
             values[model.bottleneck] = best.latency_max_s / (reference if reference > 0 else 1.0) * (1 + 1e-12)
         solution = self._run(model, reference, values, None, start)
-        return self._decoded(problem, blocks, solution)
+        return self._decoded(problem, blocks, solution), solution.status
 
     def _build(self, problem: JointProblem, alone: JointEvaluation, bottleneck: float | None = None,
                latency_ref: float | None = None):
