@@ -195,6 +195,7 @@ def test_ray_sweep_equals_serial_and_resumes_a_partial_grid(grid_dir, tmp_path, 
     done_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "cells").glob("*.json")}
     full = run_sweep(grid, tmp_path / "ray")
     assert (full.computed, full.reused, full.failed, full.workers) == (6, 6, 0, 2)
+    assert len(full.nodes) == 1 and full.graphs == {"wide": "file"}  # one local node; only the model with cells left
     assert {n: m for n, m in ((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "ray" / "cells").glob("*.json"))
             if n in done_before} == done_before  # finished cells were not recomputed
     assert _comparable(full.rows) == _comparable(serial.rows)
