@@ -304,6 +304,12 @@ def test_cli_sweep_with_address_runs_on_the_cluster_and_equals_serial(grid_dir, 
                                  "-o", tmp_path / "cluster"], env)
     assert code == 0, err
     assert (json.loads(out)["computed"], json.loads(out)["reused"]) == (0, 12)
+    # the Ray Client form of the address (ray://head:port) runs the same cells on the same cluster
+    code, out, err = _sweep_cli([grid_dir / "partial.yaml", "--address", ray_cluster.client_address, "-q", "--json",
+                                 "-o", tmp_path / "client"], env)
+    assert code == 0, err
+    assert json.loads(out)["computed"] == 6 and set(json.loads(out)["nodes"]) <= set(ray_cluster.ids)
+    assert _comparable(read_table(tmp_path / "client" / "results.parquet")) == _comparable(serial.rows[:6])
 
 
 @pytest.mark.slow  # traces a zoo model in a cluster task (torch import and tracing: tens of seconds)

@@ -92,6 +92,7 @@ class LocalRayCluster:
         self.object_store_bytes = object_store_bytes
         self.start_timeout_s = start_timeout_s
         self.port = 0
+        self.client_port = 0
         self.temp_dir = ""
         self.processes: list[subprocess.Popen] = []
         self.logs: list[Path] = []
@@ -99,6 +100,11 @@ class LocalRayCluster:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        """The head's Ray Client address (``ray://``)."""
+        return f"ray://127.0.0.1:{self.client_port}"
 
     @property
     def driver_env(self) -> dict[str, str]:
@@ -139,10 +145,11 @@ class LocalRayCluster:
         token.chmod(0o600)
         self.env.update(self.driver_env)
         self.port = free_port()
+        self.client_port = free_port()
         try:
             self._launch(["--head", "--port", str(self.port), "--node-ip-address", "127.0.0.1",
                           "--num-cpus", str(self.head_cpus), "--include-dashboard", "false",
-                          "--ray-client-server-port", str(free_port()), "--temp-dir", self.temp_dir,
+                          "--ray-client-server-port", str(self.client_port), "--temp-dir", self.temp_dir,
                           "--object-store-memory", str(self.object_store_bytes), *self._node_ports()], "head")
             self._wait_for_port()
             for i in range(self.worker_nodes):
