@@ -128,7 +128,7 @@ def _on_cluster(grid_path: Path, folder: Path, mode: str, head_cpus: int, worker
     startup_s = time.perf_counter() - begin
     walls, process_walls, shares, nodes_used, summary, rows = [], [], [], [], {}, None
     try:
-        ids = cluster.node_ids()
+        ids = cluster.ids
         for repeat in range(repeats):
             out = folder / f"{mode}-{repeat}"
             with OthersCpuShare() as share:

@@ -276,7 +276,6 @@ def ray_cluster(tmp_path_factory):
     except TiercutError as exc:
         pytest.skip(f"cannot start a local Ray cluster with ray start: {exc}")
     cluster.workers_cache = workers_cache
-    cluster.ids = cluster.node_ids()
     try:
         yield cluster
     finally:

@@ -96,6 +96,7 @@ class LocalRayCluster:
         self.temp_dir = ""
         self.processes: list[subprocess.Popen] = []
         self.logs: list[Path] = []
+        self.ids: list[str] = []  # the nodes' ids (hex), once started
 
     @property
     def address(self) -> str:
@@ -133,9 +134,20 @@ class LocalRayCluster:
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
             ))
 
-    def start(self) -> str:
-        """Start the nodes and wait until every one has registered; the head's address. Raises TiercutError (the
-        cluster stopped) when a node does not come up."""
+    def start(self, attempts: int = 2) -> str:
+        """Start the nodes and wait until every one has registered; the head's address. A cluster that does not come
+        up is stopped and started again with other ports (a free port may be taken between its choice and Ray's
+        bind), ``attempts`` times in all; then TiercutError."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except TiercutError:
+                if attempt == attempts:
+                    raise
+        raise TiercutError("attempts must be >= 1")
+
+    def _start_once(self) -> str:
+        self.processes, self.logs = [], []
         if not ray_executable().exists():
             raise TiercutError(f"no ray command at {ray_executable()}; install Ray into this Python's environment")
         # a short root: Ray's socket paths under it must stay below the 107-byte limit of a Unix socket path
@@ -156,9 +168,9 @@ class LocalRayCluster:
                 self._launch(["--address", self.address, "--node-ip-address", "127.0.0.1",
                               "--num-cpus", str(self.worker_cpus),
                               "--object-store-memory", str(self.object_store_bytes), *self._node_ports()], f"worker{i}")
-            self.node_ids()  # waits for every node
+            self.ids = self.node_ids()  # waits for every node
         except BaseException:
-            self.stop()
+            self.stop(keep_logs=True)  # the error names a log in it
             raise
         return self.address
 
@@ -205,10 +217,10 @@ class LocalRayCluster:
                                f"{self.start_timeout_s:g} s; see {', '.join(map(str, self.logs))}")
         return ids
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: bool = False) -> None:
         """End this cluster's processes only: SIGTERM to each node's process group, then SIGKILL to whatever is left
         of the sessions the nodes were started in (Ray's workers, agents; Ray's processes take SIGTERM slowly), waiting
-        until they are gone; then the cluster's temporary folder (its logs) is removed."""
+        until they are gone; then the cluster's temporary folder (its logs) is removed, unless ``keep_logs``."""
         sessions = {process.pid for process in self.processes}
         for process in reversed(self.processes):  # worker nodes first, then the head
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -227,7 +239,7 @@ class LocalRayCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5.0)
         self.processes = []
-        if self.temp_dir:
+        if self.temp_dir and not keep_logs:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRayCluster:
