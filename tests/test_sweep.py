@@ -276,10 +276,14 @@ def ray_cluster(tmp_path_factory):
     except TiercutError as exc:
         pytest.skip(f"cannot start a local Ray cluster with ray start: {exc}")
     cluster.workers_cache = workers_cache
+    sessions = {process.pid for process in cluster.processes}
     try:
         yield cluster
     finally:
         cluster.stop()
+    from tiercut.sweep.cluster import session_members
+
+    assert not session_members(sessions)  # every process of the cluster (nodes, Ray's workers) has ended
 
 
 @pytest.mark.slow  # a cluster of processes and a driver process: tens of seconds on a loaded machine
