@@ -204,9 +204,13 @@ class LocalRayCluster:
             "print(json.dumps(sorted(alive)))\n"
         )
         self._check_alive()
-        done = subprocess.run([sys.executable, "-c", script, self.address, str(1 + self.worker_nodes),
-                               str(self.start_timeout_s)], capture_output=True, text=True, env=self.env,
-                              timeout=self.start_timeout_s + 60)
+        try:
+            done = subprocess.run([sys.executable, "-c", script, self.address, str(1 + self.worker_nodes),
+                                   str(self.start_timeout_s)], capture_output=True, text=True, env=self.env,
+                                  timeout=self.start_timeout_s + 60)
+        except subprocess.TimeoutExpired:
+            raise TiercutError(f"listing the nodes of the Ray cluster at {self.address} took over "
+                               f"{self.start_timeout_s + 60:g} s; see {', '.join(map(str, self.logs))}") from None
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:
             raise TiercutError(f"cannot list the nodes of the Ray cluster at {self.address}: "
