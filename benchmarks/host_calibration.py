@@ -31,7 +31,15 @@ Robustness to a shared machine:
 
 Writes benchmarks/results/host_calibration.json.
 
-    PYTHONPATH=src python benchmarks/host_calibration.py [--runs 5] [--series wall-1,wall-2,cpu-1]
+``--runtime``: instead, measure the runtime's per-message constants on this
+host (docs/cost-model.md "Per-message costs": each executor's compute over
+the profile, ``message_s`` per device, ``message_overhead_bytes`` and the
+per-message delay) on benchmarks/throughput.py's measured set-up
+(:func:`pipelining.calibrate_runtime`, local workers); writes
+benchmarks/results/runtime_calibration.json. benchmarks/throughput.py measures
+them afresh before its own runs (they depend on the machine's load).
+
+    PYTHONPATH=src python benchmarks/host_calibration.py [--runs 5] [--series wall-1,wall-2,cpu-1] [--runtime]
 """
 
 from __future__ import annotations
@@ -118,11 +126,32 @@ def summarise(runs: list[dict[str, Any]], threads: int, cpus: int) -> dict[str, 
     }
 
 
+def runtime_constants() -> int:
+    """The per-message constants of the runtime on this host (see the module docstring)."""
+    import tempfile
+
+    import pipelining
+    import throughput
+
+    captured, table, env = throughput.measured_setup()
+    with tempfile.TemporaryDirectory(prefix="tiercut-calibration-") as folder:
+        result = pipelining.calibrate_runtime(captured, table, env, throughput.MEASURED_SLOWDOWN, Path(folder))
+    for key in ("compute_factor", "message_s"):
+        print(f"{key}: " + ", ".join(f"{d} {v:.4g}" for d, v in result[key].items()))
+    print(f"message_overhead_bytes {result['message_overhead_bytes']:.0f}, message latency "
+          f"{result['message_latency_s'] * 1e3:.2f} ms, load {result['load_average'][0]:.2f}")
+    print(f"wrote {write_result('runtime_calibration', {**result, 'environment': env})}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--series", default="wall-1,wall-2,cpu-1", help="comma-separated CLOCK-THREADS")
+    parser.add_argument("--runtime", action="store_true", help="measure the runtime's per-message constants instead")
     args = parser.parse_args()
+    if args.runtime:
+        return runtime_constants()
     cpus = os.cpu_count() or 1
     series = parse_series(args.series)
     runs: dict[str, list[dict[str, Any]]] = {f"{c}-{t}": [] for c, t in series}

@@ -31,7 +31,13 @@ devices cannot run here, so the latency-optimal and the throughput-optimal
 plan of benchmarks/pipelining.py's model are planned on a three-tier
 environment calibrated to this host and run on local workers with 1..4
 queries in flight (``tiercut run --in-flight``): measured throughput and
-latency beside the prediction.
+latency beside the prediction (``1 / B``, and ``min(1 / B, N / T)`` at N in
+flight). Twice: ``uncalibrated`` (node medians of the profile, emulated links
+alone: the runtime's per-message costs left out) and ``calibrated`` (the
+figures :func:`pipelining.calibrate_runtime` measures first on placements that
+are not the benchmarked ones: each executor's compute over the profile and the
+per-message costs of docs/cost-model.md). The uncalibrated plans are also
+predicted by the calibrated model (an independent check).
 """
 
 from __future__ import annotations
@@ -190,48 +196,84 @@ def multi(pairs: tuple, preset: str, time_limit_s: float) -> list[dict[str, Any]
     return rows
 
 
-def measured(quick: bool) -> dict[str, Any]:
-    """The latency-optimal and the throughput-optimal plan, predicted and measured with 1 and 4 queries in flight.
-
-    The presets' devices (a Tegra K1, a K40 server...) cannot run here, so this runs
-    benchmarks/pipelining.py's set-up instead: its model, every device this host emulated
-    :data:`MEASURED_SLOWDOWN` times slower, each device one pipeline stage on local workers.
-    """
-    import tempfile
-
+def measured_setup() -> tuple[Any, dict[str, dict[str, float]], dict[str, Any]]:
+    """The measured section's model (captured), this host's node medians (one thread) and its three-tier
+    environment: the end device's links sized so that sending the input takes a quarter of the local run."""
     import torch
 
     import pipelining
-    from tiercut.env import environment_from_mapping
     from tiercut.graph import capture_model
-    from tiercut.plan import plan as plan_with
-    from tiercut.problem import Objective, build_problem
-    from tiercut.runtime.migration import placement_plan, prepare_migration
 
     torch.set_num_threads(1)
     captured = capture_model(pipelining.MODEL, pipelining.INPUT_SHAPE)
     table = pipelining.host_table(captured, ["end", "edge", "cloud"])
     local_s = MEASURED_SLOWDOWN * sum(row["end"] for row in table.values())
     input_bytes = sum(n.out_bytes for n in captured.graph.nodes if n.is_input)
-    env = pipelining.environment_spec(input_bytes / (local_s / 4), 1e9)
-    scaled = {n: {d: t * MEASURED_SLOWDOWN for d, t in row.items()} for n, row in table.items()}
-    problem = build_problem(captured.graph, environment_from_mapping(env), source="end", compute_s=scaled)
-    plans = {
-        "latency-optimal": plan_with(problem, "ilp"),
-        "throughput-optimal": plan_with(problem.with_objective(Objective("throughput")), "ilp"),
-    }
+    return captured, table, pipelining.environment_spec(input_bytes / (local_s / 4), 1e9)
+
+
+def measured(quick: bool) -> dict[str, Any]:
+    """The latency-optimal and the throughput-optimal plan, predicted and measured with 1..4 queries in flight.
+
+    The presets' devices (a Tegra K1, a K40 server...) cannot run here, so this runs
+    benchmarks/pipelining.py's set-up instead: its model, every device this host emulated
+    :data:`MEASURED_SLOWDOWN` times slower, each device one pipeline stage on local workers.
+
+    Twice: ``uncalibrated``, the cost model given the profile's node medians and the emulated links (what the
+    previous runs did); ``calibrated``, given what :func:`pipelining.calibrate_runtime` measured of the runtime
+    on other placements first (each executor's compute over the profile, the busy seconds per message, the
+    frame bytes per message and the per-message delay: docs/cost-model.md "Per-message costs"). Each plans
+    its own latency- and throughput-optimal plans and predicts them; the workers emulate the same links.
+    """
+    import tempfile
+
+    import pipelining
+    from tiercut.cost import evaluate
+    from tiercut.env import environment_from_mapping
+    from tiercut.plan import plan as plan_with
+    from tiercut.problem import Objective, build_problem
+    from tiercut.runtime.migration import placement_plan, prepare_migration
+    from tiercut.runtime.pipelining import pipeline_stages
+
+    captured, table, env = measured_setup()
     levels, queries = ([1, 4], 12) if quick else ([1, 2, 4], 30)
     out: dict[str, Any] = {"model": pipelining.MODEL, "input_shape": list(pipelining.INPUT_SHAPE),
-                           "compute_slowdown": MEASURED_SLOWDOWN, "environment": env, "plans": {}}
+                           "compute_slowdown": MEASURED_SLOWDOWN, "environment": env}
     with tempfile.TemporaryDirectory(prefix="tiercut-throughput-") as folder:
-        for label, chosen in plans.items():
-            placement = dict(chosen.placement)
-            migration = prepare_migration(captured, placement_plan(placement, "end"))
-            out["plans"][label] = {
-                "figures": _figures(chosen, problem),
-                **pipelining.measure_scenario(label, captured, migration, placement, table, env, levels, queries,
-                                              Path(folder), MEASURED_SLOWDOWN),
+        calibration = pipelining.calibrate_runtime(captured, table, env, MEASURED_SLOWDOWN, Path(folder),
+                                                   queries=6 if quick else 10)
+        out["calibration"] = calibration
+        print(f"  calibration: compute x{', '.join(f'{d} {f:.2f}' for d, f in calibration['compute_factor'].items())}; "
+              f"message_s {', '.join(f'{d} {s * 1e3:.2f} ms' for d, s in calibration['message_s'].items())}; "
+              f"{calibration['message_overhead_bytes']:.0f} B and {calibration['message_latency_s'] * 1e3:.2f} ms "
+              "per message", flush=True)
+        models = {"uncalibrated": (env, table), "calibrated": pipelining.calibrated(env, table, calibration)}
+        problems = {
+            kind: build_problem(captured.graph, environment_from_mapping(model_env), source="end", compute_s={
+                n: {d: t * MEASURED_SLOWDOWN for d, t in row.items()} for n, row in model_table.items()})
+            for kind, (model_env, model_table) in models.items()
+        }
+        for kind, (model_env, model_table) in models.items():
+            problem = problems[kind]
+            plans = {
+                "latency-optimal": plan_with(problem, "ilp"),
+                "throughput-optimal": plan_with(problem.with_objective(Objective("throughput")), "ilp"),
             }
+            out[kind] = {"model_environment": model_env, "plans": {}}
+            for label, chosen in plans.items():
+                placement = dict(chosen.placement)
+                migration = prepare_migration(captured, placement_plan(placement, "end"))
+                again = pipeline_stages(problems["calibrated"], placement)  # an independent check of the calibration
+                out[kind]["plans"][label] = {
+                    "figures": _figures(chosen, problem),
+                    "placement": placement,
+                    "transfers": len(evaluate(problem, placement).transfers),
+                    "calibrated_model_prediction": {"throughput_qps": again.throughput_qps,
+                                                    "bottleneck": again.bottleneck.name, "latency_s": again.latency_s},
+                    **pipelining.measure_scenario(f"{kind[:5]} {label}", captured, migration, placement, table, env,
+                                                  levels, queries, Path(folder), MEASURED_SLOWDOWN,
+                                                  model=(model_env, model_table)),
+                }
     return out
 
 
@@ -278,6 +320,24 @@ def run(quick: bool, measure: bool = True) -> dict[str, Any]:
     }
 
 
+def report_measured(m: dict[str, Any]) -> None:
+    print(f"\nmeasured on local workers ({m['model']}, devices = this host x{m['compute_slowdown']:g}):")
+    for kind in ("uncalibrated", "calibrated"):
+        for label, entry in m[kind]["plans"].items():
+            predicted = entry["predicted"]
+            again = entry.get("calibrated_model_prediction")
+            for row in entry["levels"]:
+                print(f"  {kind:12s} {label:18s} in flight {row['in_flight']}: {row['throughput_qps']:6.2f} q/s "
+                      f"measured, {predicted['throughput_qps']:6.2f} predicted ({row['ratio_to_predicted']:.2f}x; "
+                      f"{row.get('ratio_to_bound_at_level', math.nan):.2f}x of min(1/B, N/T), "
+                      f"bottleneck {predicted['bottleneck']}), p50 {row['latency_p50_s'] * 1e3:6.1f} ms "
+                      f"(one query predicted {predicted['latency_s'] * 1e3:6.1f} ms, at this level >= "
+                      f"{row.get('latency_bound_at_level_s', math.nan) * 1e3:6.1f} ms)")
+            if again is not None and kind == "uncalibrated":
+                print(f"  {'':12s} {label:18s} ({entry.get('transfers')} transfers) by the calibrated model: "
+                      f"{again['throughput_qps']:6.2f} q/s, one query {again['latency_s'] * 1e3:6.1f} ms")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two models on two presets, one pair")
@@ -297,14 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     for j in s["joint_over_independent"]:
         print(f"joint / independent {j['objective']:10s} {j['pair']}: {j['ratio']}")
     if result["measured"] is not None:
-        m = result["measured"]
-        print(f"\nmeasured on local workers ({m['model']}, devices = this host x{m['compute_slowdown']:g}):")
-        for label, entry in m["plans"].items():
-            predicted = entry["predicted"]
-            for row in entry["levels"]:
-                print(f"  {label:18s} in flight {row['in_flight']}: {row['throughput_qps']:6.2f} q/s measured, "
-                      f"{predicted['throughput_qps']:6.2f} predicted (bottleneck {predicted['bottleneck']}), "
-                      f"p50 {row['latency_p50_s'] * 1e3:6.1f} ms")
+        report_measured(result["measured"])
     print(f"wrote {path}")
 
 

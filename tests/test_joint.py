@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,11 +17,13 @@ from tiercut.cost import evaluate
 from tiercut.cost.joint import evaluate_joint
 from tiercut.errors import TiercutError
 from tiercut.plan import JOINT_PLANNERS, get_joint_planner, plan_joint
+from tiercut.plan.joint import TIE_RTOL
 from tiercut.plan.synthetic import random_problem
 from tiercut.problem import JointPlan, JointProblem, Objective, Problem, UserProblem
 
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 OBJECTIVES = st.sampled_from([Objective("throughput"), Objective("latency", {}, "mean"), Objective("latency", {}, "max")])
+THROUGHPUT = st.sampled_from([Objective("throughput"), Objective("throughput", {}, "max")])
 
 
 def joint_problem(rng: random.Random, n_models: int, n_devices: int, max_nodes: int, objective: Objective,
@@ -51,6 +55,29 @@ def check_joint_against_brute_force(problem: JointProblem) -> None:
     if alone.feasible:  # the joint plan is never worse than the independent plans under the shared-capacity model
         assert joint.feasible
         assert joint.objective_value <= alone.objective_value * (1 + 1e-9)
+    if problem.objective.kind == "throughput" and truth.feasible:  # ties: the least latency (lexicographic)
+        assert tie_latency(problem, joint) == pytest.approx(tie_latency(problem, truth), rel=1e-6, abs=1e-12)
+        if alone.feasible and alone.objective_value <= joint.objective_value * (1 + TIE_RTOL):
+            assert tie_latency(problem, joint) <= tie_latency(problem, alone) * (1 + 1e-9)
+
+
+def tie_latency(problem: JointProblem, plan: JointPlan) -> float:
+    """The latency a throughput tie is broken by: the objective's aggregate (mean per query, or max)."""
+    return plan.latency_max_s if problem.objective.aggregate == "max" else plan.latency_mean_s
+
+
+def every_joint_placement(problem: JointProblem):
+    """Every joint placement's evaluation, enumerated here (the test's own reference, not the planner's)."""
+    from tiercut.cost import compile_problem, decode
+
+    per_model = []
+    for m in problem.models:
+        comp = compile_problem(m.problem)
+        rows = itertools.product(*[np.flatnonzero(comp.allowed[v]) for v in range(comp.n_nodes)])
+        per_model.append([decode(comp, np.array(row, dtype=np.int64)) for row in rows])
+    for combo in itertools.product(*per_model):
+        placements = {m.name: p for m, p in zip(problem.models, combo, strict=True)}
+        yield placements, evaluate_joint(problem, placements)
 
 
 @settings(max_examples=5, **SETTINGS)
@@ -67,6 +94,59 @@ def test_joint_ilp_equals_brute_force_and_is_never_worse_than_planning_alone(rng
                                                                                constrained):
     check_joint_against_brute_force(
         joint_problem(rng, n_models, n_devices, 4 if n_models < 3 else 2, objective, constrained))
+
+
+@settings(max_examples=8, **SETTINGS)
+@given(rng=st.randoms(use_true_random=False), objective=THROUGHPUT)
+def test_throughput_ties_are_broken_by_least_latency_fast_lane(rng, objective):
+    """Bottleneck equal to an enumeration's least; latency the least among the placements tied at it."""
+    problem = joint_problem(rng, 2, 3, 2, objective)
+    joint = plan_joint(problem, "joint-ilp")
+    every = [ev for _, ev in every_joint_placement(problem) if ev.feasible]
+    assert joint.feasible == bool(every)
+    if not every:
+        return
+    least = min(ev.max_utilisation for ev in every)
+    tied = [ev for ev in every if ev.max_utilisation <= least * (1 + TIE_RTOL)]
+    best = min(ev.latency_max_s if objective.aggregate == "max" else ev.latency_mean_s for ev in tied)
+    assert joint.max_utilisation == pytest.approx(least, rel=1e-6, abs=1e-12)
+    assert tie_latency(problem, joint) == pytest.approx(best, rel=1e-6, abs=1e-12)
+    truth = plan_joint(problem, "joint-brute-force")
+    assert truth.max_utilisation == pytest.approx(least, rel=1e-9, abs=1e-12)
+    assert tie_latency(problem, truth) == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(rng=st.randoms(use_true_random=False), n_models=st.integers(1, 3), n_devices=st.integers(2, 3),
+       objective=THROUGHPUT, constrained=st.booleans())
+@pytest.mark.slow
+def test_throughput_tie_break_equals_brute_force_and_never_loses_to_planning_alone(rng, n_models, n_devices,
+                                                                                   objective, constrained):
+    check_joint_against_brute_force(
+        joint_problem(rng, n_models, n_devices, 4 if n_models < 3 else 2, objective, constrained))
+
+
+def test_the_tie_break_lowers_latency_at_the_same_bottleneck():
+    """Model a's node is slow everywhere, so its device is the bottleneck whatever model b does; b's placement is
+    free up to that bottleneck, and the plan takes its fastest one (not merely any of the tied ones)."""
+    rng = random.Random(4)
+    base = random_problem(rng, n_nodes=1, n_devices=2, shape="chain")
+    models = []
+    for name, compute in (("a", {"d0": 10.0, "d1": 10.0}), ("b", {"d0": 2.0, "d1": 0.5})):
+        p = random_problem(rng, n_nodes=1, n_devices=2, shape="chain", extra_outputs=0.0)
+        node = p.graph.nodes[-1].name
+        models.append(UserProblem(name, Problem(p.graph, base.devices, base.links, "d0", {node: compute}), 1.0))
+    problem = JointProblem(tuple(models), Objective("throughput"))
+    joint = plan_joint(problem, "joint-ilp")
+    truth = plan_joint(problem, "joint-brute-force")
+    every = [(p, ev) for p, ev in every_joint_placement(problem) if ev.feasible]
+    least = min(ev.max_utilisation for _, ev in every)
+    tied = [(p, ev) for p, ev in every if ev.max_utilisation <= least * (1 + TIE_RTOL)]
+    assert len({ev.latency_mean_s for _, ev in tied}) > 1  # the tie is real: the tied placements differ in latency
+    best = min(ev.latency_mean_s for _, ev in tied)
+    for plan in (joint, truth):
+        assert plan.max_utilisation == pytest.approx(least, rel=1e-12)
+        assert plan.latency_mean_s == pytest.approx(best, rel=1e-12)
 
 
 def test_joint_beats_independent_when_both_models_want_the_same_server():

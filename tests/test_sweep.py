@@ -195,6 +195,7 @@ def test_ray_sweep_equals_serial_and_resumes_a_partial_grid(grid_dir, tmp_path, 
     done_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray" / "cells").glob("*.json")}
     full = run_sweep(grid, tmp_path / "ray")
     assert (full.computed, full.reused, full.failed, full.workers) == (6, 6, 0, 2)
+    assert len(full.nodes) == 1 and full.graphs == {"wide": "file"}  # one local node; only the model with cells left
     assert {n: m for n, m in ((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "ray" / "cells").glob("*.json"))
             if n in done_before} == done_before  # finished cells were not recomputed
     assert _comparable(full.rows) == _comparable(serial.rows)
@@ -233,3 +234,144 @@ def test_the_example_grid_loads():
 
     grid = load_grid(Path(__file__).parents[1] / "examples" / "sweep" / "presets.yaml")
     assert grid.size == 24 and [p.label for p in grid.planners] == ["mincut", "neurosurgeon", "ga(seed=0)"]
+
+
+# ----------------------------------------------------------------- on a multi-process Ray cluster (--address)
+def _cluster_env(**extra: str) -> dict[str, str]:
+    """The environment of a separate process importing this checkout's tiercut (the cluster's nodes, the driver)."""
+    import os
+    from pathlib import Path
+
+    import tiercut
+
+    src = str(Path(tiercut.__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": src + (os.pathsep + path if path else ""), **extra}
+
+
+def _sweep_cli(args, env):
+    """``tiercut sweep ARGS`` as a separate driver process: (exit code, stdout, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tiercut", "sweep", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)  # a hang guard, not a speed assertion
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A Ray cluster of separate processes on this machine: a head node (2 CPUs) and a worker node (1 CPU), both
+    ``ray start --block`` in their own sessions, their workers' graph cache in their own folder. Teardown ends those
+    processes only (not ``ray stop``, which would end every Ray of the user on the machine)."""
+    from tiercut.sweep.cluster import LocalRayCluster
+
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'tiercut[sweep]')")
+    workers_cache = tmp_path_factory.mktemp("workers-cache")
+    cluster = LocalRayCluster(head_cpus=2, worker_nodes=1, worker_cpus=1,
+                              env=_cluster_env(TIERCUT_CACHE_DIR=str(workers_cache)))
+    try:
+        cluster.start()
+    except TiercutError as exc:
+        pytest.skip(f"cannot start a local Ray cluster with ray start: {exc}")
+    cluster.workers_cache = workers_cache
+    sessions = {process.pid for process in cluster.processes}
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+    from tiercut.sweep.cluster import session_members
+
+    assert not session_members(sessions)  # every process of the cluster (nodes, Ray's workers) has ended
+
+
+@pytest.mark.slow  # a cluster of processes and a driver process: tens of seconds on a loaded machine
+def test_cli_sweep_with_address_runs_on_the_cluster_and_equals_serial(grid_dir, tmp_path, ray_cluster):
+    grid = load_grid(grid_dir / "grid.yaml")
+    serial = run_sweep(grid, tmp_path / "serial", serial=True)
+    env = _cluster_env(TIERCUT_CACHE_DIR=str(tmp_path / "driver-cache"), **ray_cluster.driver_env)
+    code, out, err = _sweep_cli([grid_dir / "grid.yaml", "--address", ray_cluster.address, "-q", "--json",
+                                 "-o", tmp_path / "cluster"], env)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["mode"], summary["computed"], summary["failed"]) == ("ray", 12, 0)
+    assert summary["workers"] == ray_cluster.cpus == 3  # the cluster's CPUs, not a local Ray's
+    assert summary["nodes"] and set(summary["nodes"]) <= set(ray_cluster.ids)  # every cell ran on the cluster
+    assert summary["graphs"] == {"small": "file", "wide": "file"}  # read by the driver, shipped by the object store
+    table = read_table(tmp_path / "cluster" / "results.parquet")
+    assert _comparable(table) == _comparable(read_table(tmp_path / "serial" / "results.parquet"))
+    assert _comparable(table) == _comparable(serial.rows)
+    # resumable against the cluster too: nothing is computed again
+    code, out, err = _sweep_cli([grid_dir / "grid.yaml", "--address", ray_cluster.address, "-q", "--json",
+                                 "-o", tmp_path / "cluster"], env)
+    assert code == 0, err
+    assert (json.loads(out)["computed"], json.loads(out)["reused"]) == (0, 12)
+    # the Ray Client form of the address (ray://head:port) runs the same cells on the same cluster
+    code, out, err = _sweep_cli([grid_dir / "partial.yaml", "--address", ray_cluster.client_address, "-q", "--json",
+                                 "-o", tmp_path / "client"], env)
+    assert code == 0, err
+    assert json.loads(out)["computed"] == 6 and set(json.loads(out)["nodes"]) <= set(ray_cluster.ids)
+    assert _comparable(read_table(tmp_path / "client" / "results.parquet")) == _comparable(serial.rows[:6])
+
+
+@pytest.mark.slow  # traces a zoo model in a cluster task (torch import and tracing: tens of seconds)
+def test_graph_cache_when_the_driver_and_the_workers_are_separate_processes(tmp_path, ray_cluster):
+    """The cache is per host and environment: a task traces into its node's cache, the graph comes back through
+    the object store into the driver's cache, and the next sweep reads the driver's cache (no task traces), even
+    when the workers' cache is gone (as on another host)."""
+    grid = {"name": "zoo", "models": [{"model": "mobilenet_v2", "input_shape": [1, 3, 32, 32], "name": "mnv2"}],
+            "environments": ["three-tier"], "planners": ["mincut", "local"]}
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    driver_cache = tmp_path / "driver-cache"
+    env = _cluster_env(TIERCUT_CACHE_DIR=str(driver_cache), **ray_cluster.driver_env)
+    first_code, first_out, first_err = _sweep_cli([path, "--address", ray_cluster.address, "-q", "--json",
+                                                   "-o", tmp_path / "a"], env)
+    assert first_code == 0, first_err
+    first = json.loads(first_out)
+    assert first["graphs"] == {"mnv2": "task"} and first["computed"] == 2
+    assert len(list((driver_cache / "graphs").glob("*.json"))) == 1  # the driver's cache has it now
+    worker_entries = list((ray_cluster.workers_cache / "graphs").glob("*.json"))
+    assert [p.name for p in worker_entries] == [p.name for p in (driver_cache / "graphs").glob("*.json")]
+    for entry in worker_entries:  # as if the workers were on another host, without this graph
+        entry.unlink()
+    code, out, err = _sweep_cli([path, "--address", ray_cluster.address, "-q", "--json", "-o", tmp_path / "b"], env)
+    assert code == 0, err
+    second = json.loads(out)
+    assert second["graphs"] == {"mnv2": "cache"} and second["computed"] == 2
+    assert not list((ray_cluster.workers_cache / "graphs").glob("*.json"))  # no task traced it again
+    assert _comparable(read_table(tmp_path / "b" / "results.csv")) == _comparable(read_table(tmp_path / "a" /
+                                                                                             "results.csv"))
+
+
+def test_a_bad_address_fails_at_once_with_one_line(grid_dir, tmp_path, capsys):
+    from tiercut.cli import main
+    from tiercut.sweep.cluster import free_port
+    from tiercut.sweep.runner import check_address
+
+    port = free_port()  # nothing listens on it
+    code = main(["sweep", str(grid_dir / "partial.yaml"), "--address", f"127.0.0.1:{port}", "-q",
+                 "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and "check --address" in err
+    assert not list((tmp_path / "out").glob("cells/*.json"))  # no cell computed
+    for bad in ("nohost", "host:abc", "ray://:10001", "h:0", "h:70000"):
+        with pytest.raises(TiercutError, match="is not host:port") as info:
+            check_address(bad)
+        assert "\n" not in str(info.value)
+    with pytest.raises(TiercutError, match=f"ray://127.0.0.1:{port}"):
+        check_address(f"ray://127.0.0.1:{port}")
+
+
+@pytest.mark.slow  # Ray retries a refused token for about ten seconds
+def test_a_driver_without_the_clusters_token_gets_one_line(grid_dir, tmp_path, ray_cluster):
+    wrong = tmp_path / "token"
+    wrong.write_text("0" * 64)
+    env = _cluster_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(wrong))
+    code, _, err = _sweep_cli([grid_dir / "partial.yaml", "--address", ray_cluster.address, "-q",
+                                 "-o", tmp_path / "out"], env)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "refused this driver's auth token" in lines[0] and "RAY_AUTH_TOKEN_PATH" in lines[0]

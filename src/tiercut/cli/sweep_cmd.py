@@ -55,6 +55,7 @@ def sweep(
         f"sweep {result.grid}: {len(result.rows)} cells ({result.computed} computed, {result.reused} reused"
         + (f", {result.failed} failed" if result.failed else "")
         + f") in {result.wall_s:.1f} s, {result.mode} on {result.workers} CPU(s)"
+        + (f" of {len(result.nodes)} Ray nodes" if len(result.nodes) > 1 else "")
     )
     for line in report_lines(result.rows, list(parsed.settings))[:42]:
         typer.echo(line)

@@ -12,6 +12,10 @@ For a placement ``x: V -> D`` (graph inputs on the source):
   ``latency + out(u) / bandwidth``; a pair without a path is unreachable;
 - ``T(x) = sum_v c(v, x(v)) + sum_transfers tau`` (sequential: one node or one
   transfer at a time, as in Neurosurgeon and DADS);
+- per-message costs (0 unless given): every hop is one message and also costs
+  its sender's and receiver's ``message_s`` and its link's
+  ``message_overhead_bytes / bandwidth`` (part of the hop's time, so of
+  ``tau``; :func:`tiercut.cost.routing.hop_fixed_s`);
 - source energy ``P_compute*busy_compute + P_tx*busy_tx + P_rx*busy_rx +
   P_idle*(T - busy_compute - busy_tx - busy_rx)`` with the source's powers;
   on a multi-hop transfer the source accrues only the hops it is an end of:
@@ -363,8 +367,8 @@ def evaluate(
             own = path.hop_seconds(node.out_bytes)  # the hops' own work: radio energy is charged for it
             if lshare:
                 hops = tuple(
-                    h.latency_s + node.out_bytes / h.bandwidth_bytes_per_s * lshare.get(frozenset((h.src, h.dst)), 1.0)
-                    for h in path.hops
+                    fixed + node.out_bytes / h.bandwidth_bytes_per_s * lshare.get(frozenset((h.src, h.dst)), 1.0)
+                    for fixed, h in zip(path.fixed_seconds(), path.hops, strict=True)
                 )
                 seconds = sum(hops)
                 if charge_stretched:

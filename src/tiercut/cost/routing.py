@@ -23,6 +23,13 @@ it is extended). :meth:`Routing.path` then picks, for a size, the first
 candidate of least time, candidates ordered by (latency, seconds per byte,
 hops, device order): the one tie-break every evaluator shares.
 
+Per-message costs (docs/cost-model.md "Per-message costs"): every hop is one
+message; it also costs ``message_s`` of its sender and of its receiver (the
+devices' busy seconds per message) and its link's ``message_overhead_bytes``
+over the bandwidth, so a hop of ``s`` bytes takes ``latency + message_s(src) +
+message_s(dst) + (message_overhead_bytes + s) / bandwidth``: a fixed part and
+a part per byte, as before (``L`` sums the fixed parts). All 0 by default.
+
 Costs along a path (:class:`Path`): the time is the sum of the hop times;
 energy charges each hop's sender its tx power and receiver its rx power for
 that hop's time; money charges each hop's price per byte. The source
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tiercut.env import Link, LinkDirection
@@ -52,7 +59,8 @@ class Path:
     Attributes:
         devices: the devices in order (``len(hops) + 1``; relays in between).
         hops: each hop's figures, in its direction of travel.
-        latency_s: summed hop latencies (``L``).
+        latency_s: summed fixed seconds of the hops (``L``): their latencies plus their per-message costs
+            (:func:`hop_fixed_s`; the latencies alone when those are 0).
         seconds_per_byte: summed ``1 / bandwidth`` of the hops (``R``).
         price_per_byte: summed hop prices.
     """
@@ -64,6 +72,8 @@ class Path:
     price_per_byte: float
     select_latency_s: float | None = None
     select_seconds_per_byte: float | None = None
+    #: each hop's fixed seconds (:func:`hop_fixed_s`); empty: the hops' latencies
+    hop_fixed_s: tuple[float, ...] = ()
 
     @property
     def selection(self) -> tuple[float, float]:
@@ -96,7 +106,12 @@ class Path:
 
     def hop_seconds(self, nbytes: float) -> tuple[float, ...]:
         """Each hop's time for ``nbytes`` (they sum to :meth:`seconds` up to rounding)."""
-        return tuple(h.latency_s + nbytes / h.bandwidth_bytes_per_s for h in self.hops)
+        fixed = self.hop_fixed_s or tuple(h.latency_s for h in self.hops)
+        return tuple(f + nbytes / h.bandwidth_bytes_per_s for f, h in zip(fixed, self.hops, strict=True))
+
+    def fixed_seconds(self) -> tuple[float, ...]:
+        """Each hop's fixed seconds (latency plus per-message costs)."""
+        return self.hop_fixed_s or tuple(h.latency_s for h in self.hops)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -105,6 +120,14 @@ class Path:
             "seconds_per_byte": self.seconds_per_byte,
             "price_per_byte": self.price_per_byte,
         }
+
+
+def hop_fixed_s(hop: LinkDirection, message_s: Mapping[str, float] | None = None) -> float:
+    """The fixed seconds of one message over ``hop``: ``latency + message_s(src) + message_s(dst) +
+    message_overhead_bytes / bandwidth`` (docs/cost-model.md "Per-message costs")."""
+    cost = message_s or {}
+    return (hop.latency_s + cost.get(hop.src, 0.0) + cost.get(hop.dst, 0.0)
+            + hop.message_overhead_bytes / hop.bandwidth_bytes_per_s)
 
 
 def _key(path: Path, order: dict[str, int]) -> tuple:
@@ -205,20 +228,28 @@ class Routing:
         return out
 
 
-def build_routing(device_names: Iterable[str], links: Iterable[Link], select_on: Iterable[Link] | None = None) -> Routing:
+def build_routing(
+    device_names: Iterable[str],
+    links: Iterable[Link],
+    select_on: Iterable[Link] | None = None,
+    *,
+    message_s: Mapping[str, float] | None = None,
+) -> Routing:
     """The envelope paths of every ordered pair (label setting with envelope pruning, one search per source).
 
     With ``select_on`` (the same device pairs as ``links``, other figures),
     the paths are found and chosen on those links' figures while their costs
     are ``links``'; the multi-user equal-share model uses this to keep each
-    user's nominal routes on links whose bandwidth it shares.
+    user's nominal routes on links whose bandwidth it shares. ``message_s``:
+    device -> seconds busy per message (absent: 0), part of every hop's fixed
+    seconds (:func:`hop_fixed_s`).
     """
     if select_on is not None:
         actual = {link.key: link for link in links}
-        nominal = build_routing(device_names, select_on)
+        nominal = build_routing(device_names, select_on, message_s=message_s)
         candidates = {}
         for pair, paths in nominal.candidates.items():
-            candidates[pair] = tuple(_recost(p, actual) for p in paths)
+            candidates[pair] = tuple(_recost(p, actual, message_s) for p in paths)
         return Routing(nominal.devices, candidates)
     names = tuple(device_names)
     order = {d: i for i, d in enumerate(names)}
@@ -244,12 +275,15 @@ def build_routing(device_names: Iterable[str], links: Iterable[Link], select_on:
                 w = hop.dst
                 if w in here.devices:
                     continue  # a loop never helps: every hop adds time
+                fixed = hop_fixed_s(hop, message_s)
                 new = Path(
                     (*here.devices, w),
                     (*here.hops, hop),
-                    here.latency_s + hop.latency_s,
+                    here.latency_s + fixed,
                     here.seconds_per_byte + 1.0 / hop.bandwidth_bytes_per_s,
                     here.price_per_byte + hop.price_per_byte,
+                    hop_fixed_s=(*here.fixed_seconds(), fixed) if message_s or any(
+                        h.message_overhead_bytes for h in (*here.hops, hop)) else (),
                 )
                 existing = labels[w]
                 twin = next(
@@ -274,18 +308,20 @@ def build_routing(device_names: Iterable[str], links: Iterable[Link], select_on:
     return Routing(names, candidates)
 
 
-def _recost(path: Path, links: dict[frozenset[str], Link]) -> Path:
+def _recost(path: Path, links: dict[frozenset[str], Link], message_s: Mapping[str, float] | None = None) -> Path:
     """``path`` with its hops' figures from ``links``, chosen still by its own figures."""
     hops = tuple(links[frozenset((h.src, h.dst))].direction(h.src, h.dst) for h in path.hops)
+    fixed = tuple(hop_fixed_s(h, message_s) for h in hops)
     return Path(
         path.devices,
         hops,
-        sum(h.latency_s for h in hops),
+        sum(fixed),
         sum(1.0 / h.bandwidth_bytes_per_s for h in hops),
         sum(h.price_per_byte for h in hops),
         select_latency_s=path.selection[0],
         select_seconds_per_byte=path.selection[1],
+        hop_fixed_s=fixed if message_s or any(h.message_overhead_bytes for h in hops) else (),
     )
 
 
-__all__ = ["ENVELOPE_RTOL", "Path", "Routing", "build_routing"]
+__all__ = ["ENVELOPE_RTOL", "Path", "Routing", "build_routing", "hop_fixed_s"]

@@ -15,6 +15,12 @@ A stream of queries runs through a placement as a pipeline. Its *stages* are
   the link, so it is not part of the stage. A relay forwards, it computes
   nothing: a relayed transfer occupies each hop's link stage only.
 
+Per-message costs (docs/cost-model.md "Per-message costs"; all 0 unless
+given): every hop of a transfer is one message. Its sender's and receiver's
+``message_s`` are part of their device stages (a relay's too: it receives and
+sends), and its link's ``message_overhead_bytes`` travel with the tensor's
+bytes (``(message_overhead_bytes + bytes) / bandwidth`` on the link stage).
+
 The bottleneck ``B(x) = max(max_d C_d(x), max_ab L_ab(x))`` [s per query]; in
 steady state with enough queries in flight the pipeline completes one query
 per ``B(x)``, so its throughput is ``1 / B(x)`` queries per second (the
@@ -58,12 +64,13 @@ def stage_names(problem: Problem) -> list[str]:
     return names
 
 
-def _bandwidth(problem: Problem, a: str, b: str) -> float:
+def _direction(problem: Problem, a: str, b: str) -> tuple[float, float]:
+    """(bandwidth, message overhead bytes) of the link direction ``a -> b``."""
     link = problem.link(a, b)
     assert link is not None, f"no link {a}-{b}"
     for direction in link.directions():
         if direction.src == a:
-            return float(direction.bandwidth_bytes_per_s)
+            return float(direction.bandwidth_bytes_per_s), float(direction.message_overhead_bytes)
     raise AssertionError(f"link {a}-{b} has no direction from {a}")
 
 
@@ -76,13 +83,17 @@ def stage_times(problem: Problem, placement: Mapping[str, str], transfers: Itera
             continue
         device = placement[node.name]
         times[device] += float(problem.compute_s[node.name][device])
+    message_s = {d.name: d.message_s for d in problem.devices}
     for tr in transfers:
         nbytes = float(tr.out_bytes if tr.wire_bytes is None else tr.wire_bytes)
         times[tr.src] += tr.encode_s
         times[tr.dst] += tr.decode_s
         path = tr.path or (tr.src, tr.dst)
         for a, b in itertools.pairwise(path):
-            times[link_stage_name(a, b)] += nbytes / _bandwidth(problem, a, b)
+            bandwidth, overhead_bytes = _direction(problem, a, b)
+            times[link_stage_name(a, b)] += (overhead_bytes + nbytes) / bandwidth if overhead_bytes else nbytes / bandwidth
+            times[a] += message_s[a]
+            times[b] += message_s[b]
     return times
 
 
@@ -155,6 +166,11 @@ def stage_times_many(problem: Problem | CompiledProblem, placements: np.ndarray)
         per_path = np.zeros((P, len(t.latency)))
         np.add.at(per_path, (np.repeat(np.arange(P), k.shape[1] * k.shape[2]), k.reshape(-1)), nbytes.reshape(-1))
         links = (per_path @ t.hop_spb)[:, columns]
+        if t.message_device_s is not None and (t.message_device_s.any() or t.hop_message_link_s.any()):
+            counts = np.zeros((P, len(t.latency)))  # messages per path (the empty path's row is all 0)
+            np.add.at(counts, (np.repeat(np.arange(P), k.shape[1] * k.shape[2]), k.reshape(-1)), mask.reshape(-1) * 1.0)
+            links = links + (counts @ t.hop_message_link_s)[:, columns]
+            devices = devices + counts @ t.message_device_s
     return np.concatenate([devices, links], axis=1)
 
 
@@ -170,12 +186,19 @@ def stage_forms(problem: Problem | CompiledProblem) -> list[tuple[str, LinearFor
     node_inf = np.where(np.isfinite(comp.compute), 0.0, np.inf)
     tr_inf = np.where(unreachable[None, :, :], np.inf, 0.0) * np.ones((n, 1, 1))
     forms: list[tuple[str, LinearForm]] = []
+    paths = comp.paths
+    messages = paths.message_device_s is not None and bool(paths.message_device_s.any() or paths.hop_message_link_s.any())
     for d in range(D):
         node = node_inf.copy()
         node[:, d] += c[:, d]
-        forms.append((names[d], LinearForm(node, tr_inf.copy())))
+        transfer = tr_inf.copy()
+        if messages:  # its message seconds on every routed transfer's path (0 for the empty path)
+            transfer = transfer + paths.message_device_s[:, d][comp.route]
+        forms.append((names[d], LinearForm(node, transfer)))
     for col, name in zip(_stage_columns(comp), names[D:], strict=True):
-        transfer = comp.out_bytes[:, None, None] * comp.paths.hop_spb[:, col][comp.route] + tr_inf
+        transfer = comp.out_bytes[:, None, None] * paths.hop_spb[:, col][comp.route] + tr_inf
+        if messages:
+            transfer = transfer + paths.hop_message_link_s[:, col][comp.route]
         forms.append((name, LinearForm(node_inf.copy(), transfer)))
     return forms
 

@@ -51,6 +51,10 @@ class PathTable:
         tx_latency, hop_tx_spb: the hops the source sends.
         rx_latency, hop_rx_spb: the hops the source receives.
         devices: each path's devices (``()`` for the empty row).
+        hop_message_link_s: [K + 1, D * D] seconds each directed hop's link is busy per message besides its
+            bytes (``message_overhead_bytes / bandwidth``; docs/cost-model.md "Per-message costs").
+        message_device_s: [K + 1, D] seconds each device is busy per message of the path (``message_s`` per
+            hop it sends or receives, relays included).
     """
 
     latency: np.ndarray
@@ -64,6 +68,8 @@ class PathTable:
     rx_latency: np.ndarray
     hop_rx_spb: np.ndarray
     devices: tuple[tuple[str, ...], ...]
+    hop_message_link_s: np.ndarray | None = None
+    message_device_s: np.ndarray | None = None
     energy_spb: np.ndarray = field(init=False, repr=False)
     tx_spb: np.ndarray = field(init=False, repr=False)
     rx_spb: np.ndarray = field(init=False, repr=False)
@@ -182,26 +188,32 @@ def _path_table(
     tx_spb = np.zeros((K + 1, D * D))
     rx_lat = np.zeros(K + 1)
     rx_spb = np.zeros((K + 1, D * D))
+    link_msg = np.zeros((K + 1, D * D))
+    device_msg = np.zeros((K + 1, D))
+    message_s = np.array([getattr(d, "message_s", 0.0) for d in devs])
     for k, path in enumerate(rows):
         latency[k] = path.latency_s
         spb[k] = path.seconds_per_byte
         price[k] = path.price_per_byte
-        for hop in path.hops:
+        for hop, fixed in zip(path.hops, path.fixed_seconds(), strict=True):
             flat = index[hop.src] * D + index[hop.dst]
             w = 1.0 / hop.bandwidth_bytes_per_s
             power = devs[index[hop.src]].power_tx_w + devs[index[hop.dst]].power_rx_w
             hop_spb[k, flat] += w
-            e_lat[k] += power * hop.latency_s
+            e_lat[k] += power * fixed
             e_spb[k, flat] += power * w
+            link_msg[k, flat] += hop.message_overhead_bytes * w
+            device_msg[k, index[hop.src]] += message_s[index[hop.src]]
+            device_msg[k, index[hop.dst]] += message_s[index[hop.dst]]
             if hop.src == src:
-                tx_lat[k] += hop.latency_s
+                tx_lat[k] += fixed
                 tx_spb[k, flat] += w
             if hop.dst == src:
-                rx_lat[k] += hop.latency_s
+                rx_lat[k] += fixed
                 rx_spb[k, flat] += w
     table = PathTable(
         latency, spb, price, hop_spb, e_lat, e_spb, tx_lat, tx_spb, rx_lat, rx_spb,
-        (*tuple(p.devices for p in rows), ()),
+        (*tuple(p.devices for p in rows), ()), link_msg, device_msg,
     )
     selection = np.array([p.selection for p in rows] + [(0.0, 0.0)], dtype=np.float64).reshape(K + 1, 2)
     return table, by_pair, selection

@@ -237,6 +237,8 @@ class DeviceModel(_Strict):
     power_rx_w: Watts = Field(default=None, ge=0, allow_inf_nan=False)
     power_idle_w: Watts = Field(default=None, ge=0, allow_inf_nan=False)
     price_per_s: PricePerSecond = Field(default=0.0, ge=0, allow_inf_nan=False)
+    #: seconds busy per message sent or received (docs/cost-model.md "Per-message costs"); 0: not modelled
+    message_s: Seconds = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @field_validator("spec", mode="before")
     @classmethod
@@ -309,6 +311,8 @@ class LinkModel(_Strict):
     price_per_byte_ba: OptionalPricePerByte = Field(
         default=None, ge=0, allow_inf_nan=False, validation_alias=AliasChoices("price_ba", "price_per_byte_ba")
     )
+    #: bytes every message carries besides its tensor, either way (docs/cost-model.md "Per-message costs")
+    message_overhead_bytes: Bytes = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _pair_or_tiers(self) -> LinkModel:
@@ -358,6 +362,7 @@ class LinkModel(_Strict):
             bandwidth_bytes_per_s_ba=self.rate_ba(),
             latency_s_ba=self.latency_s_ba,
             price_per_byte_ba=self.price_per_byte_ba,
+            message_overhead_bytes=float(self.message_overhead_bytes or 0.0),
         )
 
 
@@ -490,6 +495,7 @@ def _build_devices(model: EnvironmentModel, env_name: str, base_dir: Any) -> tup
                 power_idle_w=d.power_idle_w,
                 price_per_s=d.price_per_s,
                 precision=d.precision,
+                message_s=d.message_s,
             )
         )
     return tuple(devices)

@@ -95,6 +95,9 @@ class Device:
             computing, sending, receiving, idle; None = the catalog entry's
             figure where it has one, else 0.
         price_per_s: money per second of compute on this device.
+        message_s: seconds this device is busy per message it sends or receives
+            (framing, codec, system calls, dispatch: docs/cost-model.md
+            "Per-message costs"); 0, the default, leaves them out.
     """
 
     name: str
@@ -107,6 +110,7 @@ class Device:
     power_idle_w: float | None = None
     price_per_s: float = 0.0
     precision: str | None = None
+    message_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "tier": self.tier}
@@ -121,6 +125,8 @@ class Device:
         data["price_per_s"] = self.price_per_s
         if self.precision is not None:
             data["precision"] = self.precision
+        if self.message_s:
+            data["message_s"] = self.message_s
         return data
 
 
@@ -137,6 +143,7 @@ class LinkDirection:
         bandwidth_bytes_per_s: BYTES per second.
         latency_s: one-way latency added to every transfer.
         price_per_byte: money per byte sent this way.
+        message_overhead_bytes: bytes every message carries besides its tensor (framing, metadata).
     """
 
     src: str
@@ -144,9 +151,11 @@ class LinkDirection:
     bandwidth_bytes_per_s: float
     latency_s: float
     price_per_byte: float
+    message_overhead_bytes: float = 0.0
 
     def seconds(self, nbytes: float) -> float:
-        """``latency_s + nbytes / bandwidth_bytes_per_s``: one tensor over this hop."""
+        """``latency_s + nbytes / bandwidth_bytes_per_s``: one tensor over this hop (without the per-message
+        costs, which :class:`tiercut.cost.routing.Path` adds)."""
         return self.latency_s + nbytes / self.bandwidth_bytes_per_s
 
 
@@ -168,6 +177,9 @@ class Link:
         price_per_byte: money per byte sent from ``a`` to ``b``.
         bandwidth_bytes_per_s_ba, latency_s_ba, price_per_byte_ba: the same
             from ``b`` to ``a`` (None: as from ``a`` to ``b``).
+        message_overhead_bytes: bytes every message over the link carries
+            besides its tensor, either way (framing, metadata; they occupy the
+            link: docs/cost-model.md "Per-message costs"); 0 by default.
     """
 
     a: str
@@ -178,6 +190,7 @@ class Link:
     bandwidth_bytes_per_s_ba: float | None = None
     latency_s_ba: float | None = None
     price_per_byte_ba: float | None = None
+    message_overhead_bytes: float = 0.0
 
     @property
     def key(self) -> frozenset[str]:
@@ -196,7 +209,8 @@ class Link:
     def direction(self, src: str, dst: str) -> LinkDirection:
         """The figures of a transfer from ``src`` to ``dst`` (the link's two ends, either order)."""
         if (src, dst) == (self.a, self.b):
-            return LinkDirection(src, dst, self.bandwidth_bytes_per_s, self.latency_s, self.price_per_byte)
+            return LinkDirection(src, dst, self.bandwidth_bytes_per_s, self.latency_s, self.price_per_byte,
+                                 self.message_overhead_bytes)
         if (src, dst) == (self.b, self.a):
             return LinkDirection(
                 src,
@@ -204,6 +218,7 @@ class Link:
                 self.bandwidth_bytes_per_s if self.bandwidth_bytes_per_s_ba is None else self.bandwidth_bytes_per_s_ba,
                 self.latency_s if self.latency_s_ba is None else self.latency_s_ba,
                 self.price_per_byte if self.price_per_byte_ba is None else self.price_per_byte_ba,
+                self.message_overhead_bytes,
             )
         raise TiercutError(f"link {self.a}-{self.b} does not join {src!r} and {dst!r}")
 
@@ -232,6 +247,8 @@ class Link:
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
+        if self.message_overhead_bytes:
+            data["message_overhead_bytes"] = self.message_overhead_bytes
         return data
 
     @classmethod
@@ -259,6 +276,7 @@ class Link:
                 bandwidth_bytes_per_s_ba=optional("bandwidth_bytes_per_s_ba"),
                 latency_s_ba=optional("latency_s_ba"),
                 price_per_byte_ba=optional("price_per_byte_ba"),
+                message_overhead_bytes=float(data.get("message_overhead_bytes", 0.0)),
             )
         except KeyError as exc:
             raise TiercutError(f"{label} lacks the field {exc}; add it") from None

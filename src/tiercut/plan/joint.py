@@ -24,7 +24,8 @@ registry, the figures always from :func:`tiercut.cost.joint.evaluate_joint`):
   plans; the answer is the better of the two by Deb's rule, so it is never
   worse than planning each alone;
 - ``joint-brute-force``: every combination of every model's placements
-  (tiny problems; the reference the tests check the others against).
+  (tiny problems; the reference the tests check the others against), with
+  the same throughput tie-break.
 """
 
 from __future__ import annotations
@@ -78,6 +79,28 @@ def _key(ev: JointEvaluation) -> tuple[int, float]:
     if ev.feasible:
         return (0, ev.objective_value)
     return (1, float(len(ev.violations))) if ev.valid else (2, 0.0)
+
+
+#: throughput ties: a joint placement whose largest utilisation is within this relative tolerance of the least is
+#: tied with it, and the tie is broken by latency (the single-model ilp's tolerance)
+TIE_RTOL = 1e-9
+
+
+def tie_latency_s(problem: JointProblem, ev: JointEvaluation) -> float:
+    """The latency that breaks a throughput tie: the objective's aggregate (``mean`` per query, or ``max``)."""
+    return ev.latency_max_s if problem.objective.aggregate == "max" else ev.latency_mean_s
+
+
+def lexicographic_best(problem: JointProblem, evaluations: list[JointEvaluation]) -> int:
+    """The index of the best of ``evaluations``: Deb's rule (:func:`_key`); under the throughput objective, of the
+    feasible ones whose ``U`` is within ``TIE_RTOL`` of the least, the one of least :func:`tie_latency_s` (the
+    first on equal latency)."""
+    best = min(range(len(evaluations)), key=lambda i: _key(evaluations[i]))
+    if problem.objective.kind != "throughput" or not evaluations[best].feasible:
+        return best
+    limit = evaluations[best].max_utilisation * (1 + TIE_RTOL)
+    tied = [i for i, ev in enumerate(evaluations) if ev.feasible and ev.max_utilisation <= limit]
+    return min(tied, key=lambda i: tie_latency_s(problem, evaluations[i]))
 
 
 class JointPlanner(Configurable):
@@ -193,6 +216,11 @@ class JointBruteForcePlanner(JointPlanner):
         value = np.where(valid, value, np.inf)
         feasible = valid & own_ok
         pick = int(np.argmin(np.where(feasible, value, np.inf))) if feasible.any() else int(np.argmin(value))
+        if problem.objective.kind == "throughput" and feasible.any():  # ties: least latency (lexicographic)
+            r = np.array(rates)
+            tie = latency.max(axis=1) if problem.objective.aggregate == "max" else latency @ r / r.sum()
+            tied = feasible & (value <= value[pick] * (1 + TIE_RTOL))
+            pick = int(np.argmin(np.where(tied, tie, np.inf)))
         placements = {m.name: decode(p[0], p[1][i[pick]]) for m, p, i in zip(problem.models, parts, index, strict=True)}
         return JointResult(placements, optimal=bool(feasible.any()), note=f"{len(index[0]):,} joint placements")
 
@@ -208,7 +236,7 @@ class JointILPPlanner(JointPlanner):
     )
     guarantee = (
         "optimal for the joint objective and every constraint when HiGHS proves it; never worse than the independent "
-        "plans"
+        "plans; throughput ties broken by least latency"
     )
     complexity = "NP-hard; the sum of the models' ILP sizes plus one row per stage"
 
@@ -225,47 +253,89 @@ class JointILPPlanner(JointPlanner):
         return IndependentPlanner(self.planner).check(problem)
 
     def _solve(self, problem: JointProblem) -> JointResult:
-        from tiercut.plan.ilp import _highs_class, objective_scale, solve_highs, solve_scipy
-
         start = time.perf_counter()
         alone = IndependentPlanner(self.planner)._solve(problem)
         alone_ev = evaluate_joint(problem, alone.placements)
         model, blocks = self._build(problem, alone_ev)
         reference = alone_ev.objective_value if alone_ev.feasible else math.nan
-        scale = objective_scale(model, reference)
-        cutoff = reference if math.isfinite(reference) else None
-        remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start))
-        if _highs_class()[0] is not None:
-            solution = solve_highs(model, scale, None, cutoff, remaining, float(self.mip_rel_gap))
-        else:
-            solution = solve_scipy(model, scale, cutoff, remaining, float(self.mip_rel_gap), cutoff_row=True)
+        solution = self._run(model, reference, None, reference if math.isfinite(reference) else None, start)
         note = f"{model.n_vars:,} variables, {model.n_rows:,} rows over {len(problem.models)} models"
-        found = None
-        if solution.values is not None:
-            found = {}
-            for m, (comp, x_cols) in zip(problem.models, blocks, strict=True):
-                row = np.full(comp.n_nodes, comp.source, dtype=np.int64)
-                for (v, d), col in x_cols.items():
-                    if solution.values[col] > 0.5:
-                        row[v] = d
-                found[m.name] = decode(comp, row)
+        found = self._decoded(problem, blocks, solution)
         candidates = [(alone.placements, alone_ev, "independent")]
         if found is not None:
-            candidates.append((found, evaluate_joint(problem, found), "joint"))
-        placements, ev, label = min(candidates, key=lambda c: (_key(c[1]), c[2] != "joint"))
+            candidates.insert(0, (found, evaluate_joint(problem, found), "joint"))
         proven = solution.status in ("optimal", "cut_off")
         if solution.status == "cut_off":
             note += "; HiGHS proved nothing beats the independent plans"
         elif solution.status != "optimal":
             note += f"; HiGHS: {solution.message}"
+        first = candidates[lexicographic_best(problem, [c[1] for c in candidates])][1]
+        if problem.objective.kind == "throughput" and first.feasible and math.isfinite(first.max_utilisation):
+            tied, status = self._least_latency(problem, alone_ev, candidates, first, start)
+            if tied is not None:
+                candidates.insert(0, (tied, evaluate_joint(problem, tied), "joint"))
+            if status != "optimal":  # the bottleneck stands; the latency among its ties may not be the least
+                note += f"; latency tie-break not proven ({status})"
+        placements, ev, label = candidates[lexicographic_best(problem, [c[1] for c in candidates])]
+        if ev is not first:
+            note += f"; least latency at that bottleneck ({tie_latency_s(problem, ev):.6g} s)"
         if solution.bound is not None and ev.feasible and math.isfinite(ev.objective_value):
             tol = max(float(self.mip_rel_gap), 1e-4) * max(abs(ev.objective_value), 1e-300)
             proven = proven and (solution.status == "cut_off" or ev.objective_value <= solution.bound + tol)
         note += f"; {label} plan kept (independent: {alone_ev.objective_value:.6g})"
         return JointResult(placements, optimal=proven, note=note)
 
-    def _build(self, problem: JointProblem, alone: JointEvaluation):
-        """The stacked MILP and, per model, (compiled problem, (node, device) -> column)."""
+    def _run(self, model, reference: float, start_values: np.ndarray | None, cutoff: float | None, start: float):
+        """Solve ``model`` by HiGHS (scipy's when the HiGHS API is missing) in the time left."""
+        from tiercut.plan.ilp import _highs_class, objective_scale, solve_highs, solve_scipy
+
+        scale = objective_scale(model, reference)
+        remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start))
+        if _highs_class()[0] is not None:
+            return solve_highs(model, scale, start_values, cutoff, remaining, float(self.mip_rel_gap))
+        return solve_scipy(model, scale, cutoff, remaining, float(self.mip_rel_gap), cutoff_row=cutoff is not None)
+
+    @staticmethod
+    def _decoded(problem: JointProblem, blocks, solution) -> dict[str, dict[str, str]] | None:
+        """Model -> placement of a solver answer (None without one)."""
+        if solution.values is None:
+            return None
+        found = {}
+        for m, (comp, x_cols, _, _) in zip(problem.models, blocks, strict=True):
+            row = np.full(comp.n_nodes, comp.source, dtype=np.int64)
+            for (v, d), col in x_cols.items():
+                if solution.values[col] > 0.5:
+                    row[v] = d
+            found[m.name] = decode(comp, row)
+        return found
+
+    def _least_latency(self, problem: JointProblem, alone: JointEvaluation, candidates: list, best: JointEvaluation,
+                       start: float) -> tuple[dict[str, dict[str, str]] | None, str]:
+        """The throughput tie-break: of the joint placements whose ``U`` is at most ``best``'s (within ``TIE_RTOL``),
+        one of least :func:`tie_latency_s` -- the stacked MILP with ``U <= U*`` rows and that latency as the
+        objective, started from ``best``. Returns its placements (None when HiGHS gives no answer) and HiGHS's
+        status."""
+        reference = tie_latency_s(problem, best)
+        model, blocks = self._build(problem, alone, bottleneck=best.max_utilisation, latency_ref=reference)
+        placements = next(c[0] for c in candidates if c[1] is best)
+        values = np.zeros(model.n_vars)
+        for m, (comp, _, block, offset) in zip(problem.models, blocks, strict=True):
+            own = comp.problem
+            row = np.array([own.device_index(placements[m.name][n.name]) for n in own.graph], dtype=np.int64)
+            values[offset:offset + block.n_vars] = block.column_values(comp, row)
+        if model.bottleneck is not None:  # the max aggregate's epigraph variable, in units of the reference
+            values[model.bottleneck] = best.latency_max_s / (reference if reference > 0 else 1.0) * (1 + 1e-12)
+        solution = self._run(model, reference, values, None, start)
+        return self._decoded(problem, blocks, solution), solution.status
+
+    def _build(self, problem: JointProblem, alone: JointEvaluation, bottleneck: float | None = None,
+               latency_ref: float | None = None):
+        """The stacked MILP and, per model, (compiled problem, (node, device) -> column, its block, column offset).
+
+        ``bottleneck`` (throughput only): the tie-break's MILP instead -- every stage's utilisation at most
+        ``bottleneck`` (within ``TIE_RTOL``) and the objective's latency aggregate as the objective (in units of
+        ``latency_ref`` for the ``max`` epigraph, whose variable is then ``model.bottleneck``).
+        """
         from tiercut.plan.ilp import MILP, build_milp
 
         throughput = problem.objective.kind == "throughput"
@@ -273,7 +343,9 @@ class JointILPPlanner(JointPlanner):
         model = MILP()
         blocks = []
         shared: list[dict[int, float]] | None = None
+        shared_fixed: np.ndarray | None = None  # sum_m r_m x the graph inputs' (constant) share of every stage
         latency_cols: list[dict[int, float]] = []
+        latency_fixed: list[float] = []
         ref = alone.objective_value if alone.feasible and math.isfinite(alone.objective_value) and \
             alone.objective_value > 0 else 1.0
         enforce = any(m.problem.constraints.memory for m in problem.models)
@@ -304,12 +376,13 @@ class JointILPPlanner(JointPlanner):
             model.row_hi += block.row_hi
             x_cols = {k: c + offset for k, c in block.x.items()}
             z_cols = {k: c + offset for k, c in block.z.items()}
-            blocks.append((comp, x_cols))
+            blocks.append((comp, x_cols, block, offset))
             for (v, d), col in x_cols.items():
                 if comp.private_param_bytes[v] > 0:
                     memory_terms[d][col] = float(comp.private_param_bytes[v])
             for (p, d), col in block.m.items():
                 memory_terms[d][col + offset] = float(comp.shared_params[p][0])
+            inputs = [v for v, node in enumerate(comp.problem.graph) if node.is_input]
 
             def terms(form, x_cols=x_cols, z_cols=z_cols, weight=1.0) -> dict[int, float]:
                 out: dict[int, float] = {}
@@ -319,34 +392,51 @@ class JointILPPlanner(JointPlanner):
                     out[col] = out.get(col, 0.0) + weight * float(form.transfer[u, a, d])
                 return out
 
+            def fixed(form, comp=comp, inputs=inputs) -> float:  # graph inputs sit on the source: constants
+                return float(sum(float(form.node[v, comp.source]) for v in inputs))
+
             stage_terms = [terms(form, weight=m.query_rate_hz) for _, form in forms]
+            stage_fixed = np.array([m.query_rate_hz * fixed(form) for _, form in forms])
             if shared is None:
-                shared = stage_terms
+                shared, shared_fixed = stage_terms, stage_fixed
             else:
                 for acc, extra in zip(shared, stage_terms, strict=True):
                     for col, val in extra.items():
                         acc[col] = acc.get(col, 0.0) + val
+                shared_fixed = shared_fixed + stage_fixed
             latency_cols.append(terms(latency))
-        assert shared is not None
+            latency_fixed.append(fixed(latency))
+        assert shared is not None and shared_fixed is not None
         for device, terms in zip(devices, memory_terms, strict=True):  # every model's parameters on one device
             if enforce and device.memory_bytes is not None and terms:
                 norm = max(float(device.memory_bytes), 1.0)
                 model.row({c: v / norm for c, v in terms.items()}, -math.inf, float(device.memory_bytes) / norm)
-        if throughput:
+        if throughput and bottleneck is None:
             u = model.var(ref, False, 0.0, math.inf)
-            for row in shared:
-                model.row({**{c: v / ref for c, v in row.items()}, u: -1.0}, -math.inf, 0.0)
+            for row, const in zip(shared, shared_fixed, strict=True):
+                model.row({**{c: v / ref for c, v in row.items()}, u: -1.0}, -math.inf, -const / ref)
             return model, blocks
-        for row in shared:  # keep up with every rate
-            model.row(row, -math.inf, 1.0)
+        if throughput:  # the tie-break: no stage above the least U found
+            assert bottleneck is not None
+            norm = bottleneck if bottleneck > 0 else 1.0
+            for row, const in zip(shared, shared_fixed, strict=True):
+                model.row({c: v / norm for c, v in row.items()}, -math.inf,
+                          (bottleneck * (1 + TIE_RTOL) - const) / norm)
+            if latency_ref is not None and math.isfinite(latency_ref) and latency_ref > 0:
+                ref = latency_ref
+        else:
+            for row, const in zip(shared, shared_fixed, strict=True):  # keep up with every rate
+                model.row(row, -math.inf, 1.0 - const)
         if problem.objective.aggregate == "mean":
-            for m, cols in zip(problem.models, latency_cols, strict=True):
+            for m, cols, const in zip(problem.models, latency_cols, latency_fixed, strict=True):
                 for col, val in cols.items():
                     model.c[col] += val * m.query_rate_hz / total_rate
+                model.offset += const * m.query_rate_hz / total_rate
             return model, blocks
         t = model.var(ref, False, 0.0, math.inf)
-        for cols in latency_cols:
-            model.row({**{c: v / ref for c, v in cols.items()}, t: -1.0}, -math.inf, 0.0)
+        model.bottleneck = t
+        for cols, const in zip(latency_cols, latency_fixed, strict=True):
+            model.row({**{c: v / ref for c, v in cols.items()}, t: -1.0}, -math.inf, -const / ref)
         return model, blocks
 
 
@@ -377,12 +467,15 @@ def plan_joint(problem: JointProblem, algorithm: str = DEFAULT_JOINT_PLANNER, **
 __all__ = [
     "DEFAULT_JOINT_PLANNER",
     "JOINT_PLANNERS",
+    "TIE_RTOL",
     "IndependentPlanner",
     "JointBruteForcePlanner",
     "JointILPPlanner",
     "JointPlanner",
     "JointResult",
     "get_joint_planner",
+    "lexicographic_best",
     "make_joint_plan",
     "plan_joint",
+    "tie_latency_s",
 ]

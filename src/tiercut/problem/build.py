@@ -68,6 +68,7 @@ def resolve_devices(
                 power_idle_w=power(device.power_idle_w, "power_idle_w"),
                 price_per_s=float(device.price_per_s),
                 memory_bytes=device.memory_bytes,
+                message_s=float(device.message_s),
             )
         )
     return specs, tuple(devices), provenance

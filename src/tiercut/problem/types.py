@@ -225,9 +225,11 @@ class ProblemDevice:
     power_idle_w: float = 0.0
     price_per_s: float = 0.0
     memory_bytes: int | None = None
+    #: seconds busy per message sent or received (docs/cost-model.md "Per-message costs"); JSON: absent = 0
+    message_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "tier": self.tier,
             "power_compute_w": self.power_compute_w,
@@ -237,6 +239,9 @@ class ProblemDevice:
             "price_per_s": self.price_per_s,
             "memory_bytes": self.memory_bytes,
         }
+        if self.message_s:
+            data["message_s"] = self.message_s
+        return data
 
     @classmethod
     @json_contract("problem device", hint="pass the 'problem' object of 'tiercut plan --json'")
@@ -251,6 +256,7 @@ class ProblemDevice:
             power_idle_w=_finite_nonneg(data.get("power_idle_w", 0.0), "power_idle_w"),
             price_per_s=_finite_nonneg(data.get("price_per_s", 0.0), "price_per_s"),
             memory_bytes=None if memory is None else int(memory),
+            message_s=_finite_nonneg(data.get("message_s", 0.0), "message_s"),
         )
 
 
@@ -332,6 +338,7 @@ class Problem:
                     )
                 _finite_nonneg(hop.latency_s, f"latency_s of link {hop.src}->{hop.dst}")
                 _finite_nonneg(hop.price_per_byte, f"price_per_byte of link {hop.src}->{hop.dst}")
+                _finite_nonneg(hop.message_overhead_bytes, f"message_overhead_bytes of link {hop.src}->{hop.dst}")
             if link.key in self._links:
                 raise TiercutError(f"problem {label!r} has two links between {link.a!r} and {link.b!r}; keep one")
             self._links[link.key] = link
@@ -397,7 +404,10 @@ class Problem:
         if routing is None:
             from tiercut.cost.routing import build_routing
 
-            routing = self._derived["routing"] = build_routing(self.device_names, self.links, self.routing_links)
+            message_s = {d.name: d.message_s for d in self.devices if d.message_s}
+            routing = self._derived["routing"] = build_routing(
+                self.device_names, self.links, self.routing_links, message_s=message_s or None
+            )
         return routing
 
     def reachable(self, a: str, b: str) -> bool:

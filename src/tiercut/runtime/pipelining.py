@@ -21,7 +21,12 @@ direction's stage time is ``bytes / bandwidth`` of every transfer hop over
 it (the hop's latency is propagation: it delays a query without occupying
 the link, as the runtime's emulated links do), all from the plan's problem
 alone (:func:`pipeline_stages`). The latency of one query stays the
-sequential ``T(x)``.
+sequential ``T(x)``. With per-message costs in the problem (docs/cost-model.md
+"Per-message costs": a device's ``message_s``, a link's
+``message_overhead_bytes``), a device's stage also holds its seconds per
+message sent or received and a link direction's the frame bytes of every
+message over it -- what the runtime spends beyond the tensors and the node
+times (measured by ``benchmarks/pipelining.py``'s ``calibrate_runtime``).
 
 :func:`pipeline_stages` computes the stages from
 :func:`tiercut.cost.model.evaluate`'s per-node compute and per-hop
@@ -85,6 +90,18 @@ class PipelinePrediction:
         """Queries per second of a full pipeline: ``1 / bottleneck_s``."""
         return math.inf if self.bottleneck_s <= 0 else 1.0 / self.bottleneck_s
 
+    def throughput_bound_qps(self, in_flight: int) -> float:
+        """Queries per second with ``in_flight`` queries kept in flight: at most ``min(1 / bottleneck_s,
+        in_flight / latency_s)`` (a closed system's asymptotic bounds, Lazowska et al., *Quantitative System
+        Performance*, 1984, ch. 5): one query at a time goes at ``1 / T(x)``, a full pipeline at ``1 / B(x)``."""
+        by_latency = math.inf if self.latency_s <= 0 else in_flight / self.latency_s
+        return min(self.throughput_qps, by_latency)
+
+    def latency_bound_s(self, in_flight: int) -> float:
+        """Seconds from issue to answer with ``in_flight`` queries kept in flight: at least ``max(latency_s,
+        in_flight * bottleneck_s)`` (the same bounds by Little's law: ``in_flight / throughput``)."""
+        return max(self.latency_s, in_flight * self.bottleneck_s)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stages": [s.to_dict() for s in self.stages],
@@ -101,8 +118,9 @@ def pipeline_stages(problem: Any, placement: Mapping[str, str]) -> PipelinePredi
     The stages are the cost model's own (:func:`tiercut.cost.model.evaluate`'s
     ``pipeline_stages``, :mod:`tiercut.cost.throughput`): a device's stage is
     ``sum c(v, d)`` over its nodes plus its transfers' encode / decode
-    seconds; a link direction's stage is ``bytes / bandwidth`` summed over
-    the transfer hops on it. Stages without work are left out. Raises a
+    seconds (and ``message_s`` per message it sends or receives); a link direction's stage is ``bytes /
+    bandwidth`` summed over the transfer hops on it (with each message's overhead bytes). Stages without work
+    are left out. Raises a
     :class:`TiercutError` for a placement the cost model finds invalid.
     """
     from tiercut.cost.model import evaluate

@@ -153,7 +153,10 @@ def _hop_ops(problem: Problem, amount: float, a: str, b: str, nodes: tuple[str, 
         role = ROLE_TX if hop.src == problem.source else (ROLE_RX if hop.dst == problem.source else ROLE_NONE)
         power = problem.device(hop.src).power_tx_w + problem.device(hop.dst).power_rx_w
         where = channel_key(link, hop.src, hop.dst)
-        ops.append(Op(TRANSFER, where, amount, hop.latency_s, hop.src, hop.dst, nodes, 0.0, power, role))
+        # per-message costs (docs/cost-model.md): the overhead bytes share the link, the ends' message seconds delay
+        delay = hop.latency_s + problem.device(hop.src).message_s + problem.device(hop.dst).message_s
+        ops.append(Op(TRANSFER, where, amount + hop.message_overhead_bytes, delay, hop.src, hop.dst, nodes, 0.0, power,
+                      role))
     return ops
 
 

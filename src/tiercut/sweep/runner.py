@@ -16,6 +16,21 @@
    in this process (no Ray), the reference a Ray sweep must equal;
 4. writes the table (Parquet and CSV, grid order) and the report.
 
+The graph cache (:mod:`tiercut.graph.cache`) is per host: each process
+reads and writes the cache folder of its own machine and environment
+(``TIERCUT_CACHE_DIR``; a cluster's workers have their node's ``ray start``
+environment, not the driver's). So the driver is the cache that counts: it
+looks a zoo model up in its own cache first (a hit ships the graph through
+the object store, no task traces it), and a graph a task traced on any node
+comes back through the object store and is stored in the driver's cache
+(when the worker's cache key -- tiercut and torch versions -- is the
+driver's). A cluster on other hosts therefore needs no shared filesystem;
+it needs tiercut (the same version) importable on every node.
+
+``address``: the reachable ``host:port`` is checked first (a TCP connect of
+a few seconds), so a wrong address fails at once with one line instead of
+Ray's minute of retries.
+
 Ray moves the cells and rows between its own processes; what a cell
 carries is plain data (names, numbers, the graph and environment as JSON),
 and the grid itself is data (:mod:`tiercut.sweep.grid`).
@@ -23,7 +38,11 @@ and the grid itself is data (:mod:`tiercut.sweep.grid`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +69,10 @@ class SweepResult:
         workers: CPUs Ray offered the cells (1 for serial, 0 when every cell was reused).
         wall_s: wall time of the whole sweep (graphs, cells, table).
         paths: the table files and the report written.
+        nodes: the Ray node ids (hex) the computed cells ran on (empty: serial or nothing computed).
+        graphs: model label -> where its graph came from this run: ``file`` (read by the driver), ``cache``
+            (the driver's graph cache), ``traced`` (by the driver, serial), ``task`` (a Ray task traced it, or read
+            it from its node's cache), ``error``; models without cells left are absent.
     """
 
     grid: str
@@ -61,6 +84,8 @@ class SweepResult:
     workers: int
     wall_s: float
     paths: tuple[Path, ...] = field(default_factory=tuple)
+    nodes: tuple[str, ...] = field(default_factory=tuple)
+    graphs: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +98,8 @@ class SweepResult:
             "workers": self.workers,
             "wall_s": self.wall_s,
             "paths": [str(p) for p in self.paths],
+            "nodes": list(self.nodes),
+            "graphs": dict(self.graphs),
         }
 
 
@@ -170,6 +197,8 @@ def run_sweep(
     for _ in range(reused):
         bar.advance()
     failed = 0
+    nodes: list[str] = []
+    sources: dict[str, str] = {}
 
     def finished(cell: Cell, row: Mapping[str, Any], *, store_it: bool = True) -> None:
         if store_it:
@@ -186,12 +215,17 @@ def run_sweep(
             for cell in pending:
                 key = _model_key(cell.model)
                 if key not in graphs:
-                    graphs[key] = _graph_or_error(cell.model, grid.granularity)
+                    cached = _cached_graph_data(cell.model, grid.granularity) if "zoo" in cell.model.identity else None
+                    graphs[key] = cached if cached is not None else _graph_or_error(cell.model, grid.granularity)
+                    sources[cell.model.label] = (
+                        "error" if isinstance(graphs[key], str) else "cache" if cached is not None
+                        else "traced" if "zoo" in cell.model.identity else "file"
+                    )
                 finished(cell, run_cell(cell, graphs[key]))
         elif not pending:
             workers = 0  # every cell was finished: no Ray needed
         else:
-            workers, failed = _run_on_ray(pending, grid.granularity, address, num_cpus, finished)
+            workers, failed = _run_on_ray(pending, grid.granularity, address, num_cpus, finished, nodes, sources)
     finally:
         bar.stop()
     columns = ["position", "key", "model", "environment", "planner", *grid.settings, "replication", *METRIC_COLUMNS,
@@ -204,36 +238,135 @@ def run_sweep(
     return SweepResult(
         grid=grid.name, rows=ordered, computed=len(pending) - failed, reused=reused, failed=failed,
         mode="serial" if serial else "ray", workers=workers, wall_s=time.perf_counter() - started, paths=tuple(paths),
+        nodes=tuple(sorted(set(nodes))), graphs=sources,
     )
 
 
-def _ray_graph_task(model: ModelChoice, granularity: str) -> dict[str, Any] | str:
-    return _graph_or_error(model, granularity)
+def _model_request(model: ModelChoice, granularity: str):
+    """The graph request :func:`tiercut.sweep.cell.extract_graph` makes (its cache key is the graph's)."""
+    from tiercut.pipeline.model import model_request
+
+    return model_request(model.spec, model.input_shape, granularity=granularity)
+
+
+def _graph_cache_key(model: ModelChoice, granularity: str) -> str | None:
+    """This process's graph-cache key (SHA-256 hex) of ``model``'s graph, None when it has none."""
+    from tiercut.graph.cache import cache_key
+
+    try:
+        keyed = cache_key(_model_request(model, granularity))
+    except TiercutError:
+        return None
+    return None if keyed is None else keyed[0]
+
+
+def _cached_graph_data(model: ModelChoice, granularity: str) -> dict[str, Any] | None:
+    """``model``'s graph JSON from this process's graph cache, None on a miss (nothing is traced)."""
+    from tiercut.graph.cache import cache_dir, cache_key, read_entry
+
+    try:
+        keyed = cache_key(_model_request(model, granularity))
+    except TiercutError:
+        return None
+    if keyed is None:
+        return None
+    graph = read_entry(cache_dir() / f"{keyed[0]}.json", keyed[1])
+    return None if graph is None else graph.to_dict()
+
+
+def _store_graph_data(model: ModelChoice, granularity: str, data: dict[str, Any] | str, key: str | None) -> None:
+    """Store a graph a task traced (maybe on another host) in this process's cache, if its key is this one's."""
+    from tiercut.graph.cache import store_graph
+    from tiercut.graph.types import LayerGraph
+
+    if isinstance(data, str) or key is None or key != _graph_cache_key(model, granularity):
+        return
+    store_graph(_model_request(model, granularity), LayerGraph.from_dict(data))
+
+
+def _ray_graph_task(model: ModelChoice, granularity: str) -> tuple[dict[str, Any] | str, str | None]:
+    """The graph (or its error) and the worker's cache key of it (the driver stores it under the same key only)."""
+    return _graph_or_error(model, granularity), _graph_cache_key(model, granularity)
 
 
 def _ray_cell_task(cell: Cell, graph_data: dict[str, Any] | str) -> dict[str, Any]:
-    return run_cell(cell, graph_data)
+    """The cell's row and the id of the Ray node that computed it."""
+    import ray
+
+    return {"row": run_cell(cell, graph_data), "node": ray.get_runtime_context().get_node_id()}
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """Raise a one-line TiercutError unless something accepts a TCP connection at ``address``'s host and port
+    (``host:port`` or ``ray://host:port``; ``auto`` and ``local`` are left to Ray)."""
+    import socket
+
+    text = address.strip()
+    if text in ("auto", "local"):
+        return
+    rest = text[len("ray://"):] if text.startswith("ray://") else text
+    host, sep, port_text = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise TiercutError(f"--address {address!r} is not host:port; give the head's host:port (ray start --head "
+                           "prints it, 6379 by default) or ray://host:10001")
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TiercutError(f"cannot reach the Ray cluster at {address}: {reason}; check --address (start one with "
+                           "ray start --head) or run without it for a local Ray") from None
+
+
+@contextlib.contextmanager
+def _stderr_to(sink: Any):
+    """File descriptor 2 (where Ray's C++ core writes) into ``sink`` (a binary temporary file) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to Ray (``address``) or start a local one; True when this call started it (the caller shuts it down)."""
+    """Connect to Ray (``address``) or start a local one; True when this call started it (the caller shuts it down).
+
+    Connecting to ``address``, Ray's C++ core writes a warning to stderr at every retry (a wrong auth token: one a
+    second for about ten seconds); they are caught and the failure is one line (naming the token when that is the
+    cause)."""
     try:
         import ray
     except ImportError:
         raise TiercutError("Ray is not installed: pip install 'tiercut[sweep]' (or run the sweep with --serial)") from None
 
+    if address is not None:  # a wrong address fails at once, even when this process already runs a Ray
+        check_address(address)
     if ray.is_initialized():
         return False
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-    try:
-        if address is not None:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=num_cpus, **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TiercutError(f"cannot start or reach {where}: {first}; check --address (or run with --serial)") from None
+    with tempfile.TemporaryFile() as sink:
+        try:
+            if address is not None:
+                with _stderr_to(sink):
+                    ray.init(address=address, **options)
+            else:
+                ray.init(num_cpus=num_cpus, **options)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            sink.seek(0)
+            said = sink.read().decode(errors="replace") + str(exc)
+            if address is not None and ("InvalidAuthToken" in said or isinstance(exc, ray.exceptions.AuthenticationError)):
+                raise TiercutError(
+                    f"the Ray cluster at {address} refused this driver's auth token; give the cluster's token "
+                    "(RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token) or run with --serial"
+                ) from None
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TiercutError(f"cannot start or reach {where}: {first}; check --address (or run with --serial)") from None
     return True
 
 
@@ -243,25 +376,40 @@ def _run_on_ray(
     address: str | None,
     num_cpus: int | None,
     finished: Callable[..., None],
+    nodes: list[str] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> tuple[int, int]:
     import ray
+
+    nodes = [] if nodes is None else nodes
+    sources = {} if sources is None else sources
 
     started_here = start_ray(address, num_cpus)
     try:
         workers = int(ray.cluster_resources().get("CPU", 1))
         if not pending:
             return workers, 0
-        graph_task = ray.remote(num_cpus=1, max_retries=1)(_ray_graph_task)
+        graph_task = ray.remote(num_cpus=1, max_retries=1, num_returns=2)(_ray_graph_task)
         cell_task = ray.remote(num_cpus=1, max_retries=1)(_ray_cell_task)
         graphs: dict[Any, Any] = {}
+        traced: list[tuple[ModelChoice, Any, Any]] = []
         for cell in pending:  # one extraction per model; its result stays in the object store, shared by its cells
             key = _model_key(cell.model)
             if key in graphs:
                 continue
-            if "zoo" in cell.model.identity:  # traced in a task, on any node
-                graphs[key] = graph_task.remote(cell.model, granularity)
+            if "zoo" in cell.model.identity:
+                cached = _cached_graph_data(cell.model, granularity)
+                if cached is not None:  # in the driver's cache: shipped through the object store, not traced again
+                    graphs[key] = ray.put(cached)
+                    sources[cell.model.label] = "cache"
+                else:  # traced in a task, on any node; the driver stores it in its cache when it is back
+                    graphs[key], cache_key_ref = graph_task.remote(cell.model, granularity)
+                    traced.append((cell.model, graphs[key], cache_key_ref))
+                    sources[cell.model.label] = "task"
             else:  # a file only this machine may have: read here, its graph shipped through the object store
-                graphs[key] = ray.put(_graph_or_error(cell.model, granularity))
+                data = _graph_or_error(cell.model, granularity)
+                graphs[key] = ray.put(data)
+                sources[cell.model.label] = "error" if isinstance(data, str) else "file"
         running = {cell_task.remote(cell, graphs[_model_key(cell.model)]): cell for cell in pending}
         failed = 0
         while running:
@@ -269,16 +417,26 @@ def _run_on_ray(
             for ref in done:
                 cell = running.pop(ref)
                 try:
-                    row = ray.get(ref)
+                    answer = ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     failed += 1
                     finished(cell, _crashed(cell, exc), store_it=False)
                     continue
-                finished(cell, row)
+                nodes.append(str(answer["node"]))
+                finished(cell, answer["row"])
+        for model, graph_ref, cache_key_ref in traced:
+            try:
+                data, key = ray.get([graph_ref, cache_key_ref])
+            except ray.exceptions.RayError:
+                sources[model.label] = "error"
+                continue
+            if isinstance(data, str):
+                sources[model.label] = "error"
+            _store_graph_data(model, granularity, data, key)
         return workers, failed
     finally:
         if started_here:
             ray.shutdown()
 
 
-__all__ = ["SweepResult", "run_sweep", "start_ray"]
+__all__ = ["SweepResult", "check_address", "run_sweep", "start_ray"]
