@@ -417,8 +417,12 @@ def test_response_problem_gives_the_users_shared_figures(rng, n_nodes, seed):
         mine = evaluate(sub, placements[user.name])
         theirs = joint.users[user.name]
         assert mine.latency_s == pytest.approx(theirs.latency_s, rel=1e-12)
-        assert mine.energy_total_j == pytest.approx(theirs.energy_total_j, rel=1e-12)
         assert mine.cost == pytest.approx(theirs.cost, rel=1e-12)
+        # energy and price are charged for the user's own work: exact for compute (a shared server's power is
+        # divided by its users), the radio on a shared link charged for the stretched hop (an upper bound)
+        assert mine.energy_total_j >= theirs.energy_total_j * (1 - 1e-12) - 1e-15
+        if max(joint.link_users.values(), default=0) <= 1:
+            assert mine.energy_total_j == pytest.approx(theirs.energy_total_j, rel=1e-12)
 
 
 @settings(max_examples=15, **SETTINGS)
@@ -440,9 +444,10 @@ def test_best_response_converges_and_is_no_worse_than_local(rng, n_nodes, object
 
 
 def test_best_response_continues_from_a_better_cheap_candidate():
-    # seed 40: the run from all-local stops at a point worse than every user on one device; the planner
+    # seed 156: the run from all-local stops at a point worse than every user on one device; the planner
     # must respond from that candidate rather than return it unexamined and still claim convergence
-    mp = two_user_problem(random.Random(40), n_nodes=4, n_devices=3, objective="weighted:latency=1,cost=1")
+    # (seed 40 until the shared model charged price for each user's own work only)
+    mp = two_user_problem(random.Random(156), n_nodes=4, n_devices=3, objective="weighted:latency=1,cost=1")
     result = plan(mp, "best-response")
     assert "restarted from every user on one device" in result.note
     assert result.note.split(";")[0].endswith("converged (no user changed in the last round)")

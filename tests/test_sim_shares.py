@@ -92,3 +92,92 @@ def test_scenario_gives_users_their_optimal_shares(tmp_path):
         assert built.simulation.run().queries
     with pytest.raises(TiercutError, match=r"upload\.allocation optimal"):
         _scenario(tmp_path, "ilp", "optimal", mode="per-user")
+
+
+def _identical_users(n: int):
+    from tiercut.env import Link
+    from tiercut.graph.types import LayerGraph, Node
+    from tiercut.problem import MultiUserProblem, Objective, Problem, ProblemDevice, UserProblem
+
+    graph = LayerGraph((Node("x", "input", out_bytes=200), Node("a", "conv2d", ("x",), out_bytes=50, is_output=True)),
+                       model="one-layer")
+    clients = tuple(ProblemDevice(f"p{i}", "end", power_compute_w=2.0, power_tx_w=1.5, power_rx_w=1.0, power_idle_w=0.25)
+                    for i in range(n))
+    server = ProblemDevice("srv", "edge", power_compute_w=5.0, power_tx_w=3.0, power_rx_w=2.0, power_idle_w=1.0)
+    links = tuple(Link(f"p{i}", "srv", 100.0, 0.02) for i in range(n))
+    users = tuple(UserProblem(f"u{i}", Problem(graph, (*clients, server), links, f"p{i}", {"a": {f"p{i}": 2.0, "srv": 0.5}}))
+                  for i in range(n))
+    return MultiUserProblem(users, Objective("energy_total"))
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_analytic_and_simulated_energy_agree_for_identical_users_on_one_server(n):
+    """n identical users, each on its own client and link, offload to one server, queries back to back: their
+    phases stay aligned, so the simulator's processor sharing is the equal-share model exactly -- latency n*c on
+    the server, and energy (the simulator's attribution rule) the analytic model's own-work figures."""
+    problem = _identical_users(n)
+    placements = {u.name: {"x": u.problem.source, "a": "srv"} for u in problem.users}
+    ev = evaluate_users(problem, placements)
+    result = simulate([SimUser(u.name, u.problem, placement=placements[u.name], arrivals=BackToBack(), max_queries=3)
+                       for u in problem.users], SimConfig())
+    assert len(result.queries) == 3 * n
+    for q in result.queries:
+        mine = ev.users[q.user]
+        assert q.latency_s == pytest.approx(mine.latency_s, rel=1e-9)
+        assert q.energy_source_j == pytest.approx(mine.energy_source_j, rel=1e-9)
+        assert q.energy_total_j == pytest.approx(mine.energy_total_j, rel=1e-9)
+
+
+def test_analytic_and_simulated_energy_agree_for_users_that_do_not_contend():
+    """Users on resources of their own (each its own server, or its own client): one query at a time each,
+    the simulated queries have the analytic figures."""
+    for seed in range(4):
+        problem = random_multi_problem(random.Random(seed), 2, n_nodes=3)
+        servers = problem.device_names[-2:]
+        placements = {}
+        for i, u in enumerate(problem.users):
+            mine = servers[i]
+            placements[u.name] = {n.name: (mine if not n.is_input and mine in u.problem.compute_s[n.name]
+                                           else u.problem.source) for n in u.problem.graph}
+        ev = evaluate_users(problem, placements)
+        if max(ev.link_users.values(), default=0) > 1 or max(ev.device_users.values()) > 1:
+            continue  # a relayed path through another user's resource: they contend
+        result = simulate([SimUser(u.name, u.problem, placement=placements[u.name], arrivals=BackToBack(),
+                                   max_queries=2) for u in problem.users], SimConfig())
+        for q in result.queries:
+            mine = ev.users[q.user]
+            assert q.latency_s == pytest.approx(mine.latency_s, rel=1e-9)
+            assert q.energy_source_j == pytest.approx(mine.energy_source_j, rel=1e-9)
+            assert q.energy_total_j == pytest.approx(mine.energy_total_j, rel=1e-9)
+
+
+def test_users_on_one_source_split_its_idle_power_as_the_simulator_does():
+    """Two identical apps on one phone offload to one server (no link latency: see docs/cost-model.md, a shared
+    link's latency period): the analytic model splits the phone's idle power between them, as the simulator
+    splits it among the queries in flight, and both charge each app its own work."""
+    from tiercut.env import Link
+    from tiercut.graph.types import LayerGraph, Node
+    from tiercut.problem import MultiUserProblem, Objective, Problem, ProblemDevice, UserProblem
+
+    graph = LayerGraph((Node("x", "input", out_bytes=200), Node("a", "conv2d", ("x",), out_bytes=50, is_output=True)),
+                       model="one-layer")
+    phone = ProblemDevice("phone", "end", power_compute_w=2.0, power_tx_w=1.5, power_rx_w=1.0, power_idle_w=0.25)
+    server = ProblemDevice("srv", "edge", power_compute_w=5.0, power_tx_w=3.0, power_rx_w=2.0, power_idle_w=1.0)
+    links = (Link("phone", "srv", 100.0, 0.0),)
+    problem = MultiUserProblem(tuple(UserProblem(f"app{i}", Problem(graph, (phone, server), links, "phone",
+                                                                    {"a": {"phone": 2.0, "srv": 0.5}}))
+                                     for i in range(2)), Objective("energy_source"))
+    placements = {u.name: {"x": "phone", "a": "srv"} for u in problem.users}
+    ev = evaluate_users(problem, placements)
+    app = ev.users["app0"]
+    up, down = 2 * 200 / 100, 2 * 50 / 100  # the link is shared: half the bandwidth each
+    assert app.latency_s == pytest.approx(up + 2 * 0.5 + down)
+    assert app.energy_source_j == pytest.approx(0.25 * app.latency_s / 2 + (1.5 - 0.25) * up / 2 + (1.0 - 0.25) * down / 2)
+    result = simulate([SimUser(u.name, u.problem, placement=placements[u.name], arrivals=BackToBack(), max_queries=3)
+                       for u in problem.users], SimConfig())
+    assert len(result.queries) == 6
+    for q in result.queries:
+        mine = ev.users[q.user]
+        assert q.latency_s == pytest.approx(mine.latency_s, rel=1e-9)
+        assert q.energy_source_j == pytest.approx(mine.energy_source_j, rel=1e-9)
+        assert q.energy_total_j == pytest.approx(mine.energy_total_j, rel=1e-9)

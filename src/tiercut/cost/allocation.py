@@ -1,11 +1,14 @@
 """Optimal resource shares for given placements (JMDP / JPDRA's allocation step; docs/cost-model.md).
 
 With every user's placement fixed, user ``i``'s figures under shares ``s``
-(:class:`~tiercut.problem.Shares`) are affine in the inverse shares: each
-figure of the cost model is a sum of compute times (divided by the user's
-share of the device) and transfer hop times (their ``out / bandwidth`` term
-divided by the share of the link), times powers or prices. So for every metric
-``M`` (latency, source energy, total energy, cost)::
+(:class:`~tiercut.problem.Shares`) are affine in the inverse shares: the
+latency is a sum of compute times (divided by the user's share of the device)
+and transfer hop times (their ``out / bandwidth`` term divided by the share of
+the link); energy and price are charged for the user's own (unshared) work, so
+the total energy and the cost do not depend on the shares (slope 0) and the
+source energy only through its idle power over the latency (slope ``P_idle / m``
+times the latency's, ``m`` the users sharing the source device). So for every metric ``M`` (latency, source energy,
+total energy, cost)::
 
     M_i(s) = M_i^0 + sum_r k^M_{i,r} / s_{i,r}          (k >= 0)
 
@@ -66,7 +69,7 @@ from typing import Any
 import numpy as np
 
 from tiercut.cost.model import evaluate
-from tiercut.cost.multiuser import _full, evaluate_users, usage
+from tiercut.cost.multiuser import _full, evaluate_users, source_users, usage
 from tiercut.errors import TiercutError
 from tiercut.problem import METRICS, MultiUserProblem, Problem, Shares
 from tiercut.problem.shares import link_name
@@ -140,14 +143,16 @@ def share_terms(
     """The affine model ``M_i(s) = M_i^0 + sum_r k_{i,r} / s_{i,r}`` of ``placements``, from the cost model.
 
     Each slope is ``evaluate`` with multiplier 2 on one resource minus ``evaluate`` with multiplier 1 (the
-    model is exactly affine in the multipliers: docs/cost-model.md's latency and energies are sums of
-    stretched times). An invalid placement (a node where it cannot run, an unreachable transfer) is an error.
+    model is exactly affine in the multipliers: docs/cost-model.md's latency is a sum of stretched times, the
+    source energy ``P_idle`` times the latency plus share-independent terms, total energy and cost
+    share-independent). An invalid placement (a node where it cannot run, an unreachable transfer) is an error.
     A user's terms depend on its own placement only: ``cache`` (a dict the caller keeps across calls, e.g.
     the rounds of :mod:`tiercut.plan.jmdp`) holds them per user and placement.
     """
     users = tuple(u.name for u in problem.users)
     for name in placements:
         problem.user(name)
+    sources = source_users(problem)
     rows = []
     for user in problem.users:
         if user.name not in placements:
@@ -156,7 +161,7 @@ def share_terms(
         key = (user.name, tuple(sorted(full.items())))
         row = cache.get(key) if cache is not None else None
         if row is None:
-            row = _user_terms(user.name, user.problem, full)
+            row = _user_terms(user.name, user.problem, full, sources[user.problem.source])
             if cache is not None:
                 cache[key] = row
         rows.append(row)
@@ -180,23 +185,23 @@ def share_terms(
 
 
 def _user_terms(
-    name: str, problem: Problem, full: Mapping[str, str]
+    name: str, problem: Problem, full: Mapping[str, str], n_source_users: float = 1.0
 ) -> tuple[dict[str, float], dict[tuple[str, str], dict[str, float]]]:
     """One user's constant figures and per-resource slopes (``share_terms``)."""
     devs, links = usage(problem, full)
     alone = problem.with_constraints(replace(problem.constraints, memory=False))
     dmult = dict.fromkeys(devs, 1.0)
     lmult = dict.fromkeys(links, 1.0)
-    base = evaluate(alone, full, device_share=dmult, link_share=lmult)
+    base = evaluate(alone, full, device_share=dmult, link_share=lmult, source_users=n_source_users)
     if not base.valid:
         raise TiercutError(f"user {name!r}'s placement is not valid ({base.violations[0]}); fix it first")
     total = {m: base.metric(m) for m in METRICS}
     slopes: dict[tuple[str, str], dict[str, float]] = {}
     for d in devs:
-        ev = evaluate(alone, full, device_share={**dmult, d: 2.0}, link_share=lmult)
+        ev = evaluate(alone, full, device_share={**dmult, d: 2.0}, link_share=lmult, source_users=n_source_users)
         slopes[("device", d)] = {m: max(0.0, ev.metric(m) - total[m]) for m in METRICS}
     for key in links:
-        ev = evaluate(alone, full, device_share=dmult, link_share={**lmult, key: 2.0})
+        ev = evaluate(alone, full, device_share=dmult, link_share={**lmult, key: 2.0}, source_users=n_source_users)
         slopes[("link", link_name(key))] = {m: max(0.0, ev.metric(m) - total[m]) for m in METRICS}
     constant = {m: total[m] - sum(sl[m] for sl in slopes.values()) for m in METRICS}
     return constant, slopes

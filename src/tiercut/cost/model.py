@@ -42,7 +42,15 @@ compressed tensors must stay within the problem's ``accuracy_loss_max``.
 The multi-user equal-share model reuses :func:`evaluate` with share
 multipliers: compute times on a device times its ``device_share`` and each
 hop's ``out / bandwidth`` term times its link's ``link_share`` (the paths stay
-the problem's own routes).
+the problem's own routes). The stretched times make the latency; energy and
+price are charged for the user's own work (the unstretched seconds: during
+the rest of a stretched second the shared resource does the other users'
+work), and the source's ``busy_*`` times are its own work, so its energy is
+``P_idle*T + sum_X (P_X - P_idle)*busy_X`` with ``T`` the stretched latency
+(docs/cost-model.md "Multi-user"; the simulator's attribution rule).
+``charge_stretched=True`` charges them for the stretched seconds instead: the
+multipliers then describe a slower resource, not a shared one (the gym's
+bandwidth and load processes, :mod:`tiercut.gym.task`).
 
 This module is the reference transcription of those formulas; the
 vectorised evaluator (:mod:`tiercut.cost.vector`) is tested against it.
@@ -118,7 +126,8 @@ class Evaluation:
         latency_s: T(x).
         energy_source_j, energy_total_j, cost: see the module docstring.
         compute_s, transfer_s: the two parts of ``latency_s``.
-        busy_compute_s, busy_tx_s, busy_rx_s: the source device's busy times.
+        busy_compute_s, busy_tx_s, busy_rx_s: the source device's busy times (its own
+            work: unstretched under share multipliers).
         transfers: every transfer, in topological order of the tensor.
         memory_bytes: device -> parameter bytes placed on it (every device).
         objective_value: the problem objective's value.
@@ -255,6 +264,8 @@ def evaluate(
     device_share: Mapping[str, float] | None = None,
     link_share: Mapping[frozenset[str], float] | None = None,
     compression: Mapping[str, str] | None = None,
+    charge_stretched: bool = False,
+    source_users: float = 1.0,
 ) -> Evaluation:
     """Every figure of ``placement`` under ``problem``'s cost model and constraints.
 
@@ -265,7 +276,14 @@ def evaluate(
     between devices no path of links joins) is evaluated as invalid with inf
     figures. ``device_share`` (device -> factor on its compute times) and
     ``link_share`` (link key -> factor on the ``out / bandwidth`` term of
-    every hop over it) are the multi-user equal-share multipliers (default 1).
+    every hop over it) are the multi-user equal-share multipliers (default 1):
+    they stretch the latency, while energy and price are charged for the
+    user's own (unstretched) work, unless ``charge_stretched`` (the
+    multipliers are a slower resource, not a shared one). ``source_users``: the
+    number of users whose source this problem's source device is (the
+    multi-user model, one query of each in flight): the source's idle power over
+    the latency is split among them, ``E_source = P_idle*T/source_users +
+    sum_X (P_X - P_idle)*busy_X`` (the simulator's attribution rule).
     ``compression`` (node -> cut codec, :mod:`tiercut.cost.cut_compression`)
     compresses those tensors' transfers; a tensor that crosses no device is
     dropped from it, an option the problem does not offer is a
@@ -297,8 +315,10 @@ def evaluate(
         if seconds is None:
             violations.append(f"node {node.name!r} cannot run on {device!r}")
             continue
-        seconds *= dshare.get(device, 1.0)
-        compute += seconds
+        stretched = seconds * dshare.get(device, 1.0)
+        compute += stretched
+        if charge_stretched:
+            seconds = stretched
         dev = devices[device]
         energy_total += dev.power_compute_w * seconds
         cost += dev.price_per_s * seconds
@@ -344,19 +364,22 @@ def evaluate(
             if path is None:
                 violations.append(f"{node.name!r} must go from {here!r} to {device!r}, which no path of links joins")
                 continue
+            own = path.hop_seconds(node.out_bytes)  # the hops' own work: radio energy is charged for it
             if lshare:
                 hops = tuple(
                     fixed + node.out_bytes / h.bandwidth_bytes_per_s * lshare.get(frozenset((h.src, h.dst)), 1.0)
                     for fixed, h in zip(path.fixed_seconds(), path.hops, strict=True)
                 )
                 seconds = sum(hops)
+                if charge_stretched:
+                    own = hops
             else:
-                hops = path.hop_seconds(node.out_bytes)
+                hops = own
                 seconds = path.seconds(node.out_bytes)
             transfers.append(Transfer(node.name, here, device, node.out_bytes, seconds, path.devices, hops))
             transfer_total += seconds
             cost += node.out_bytes * path.price_per_byte
-            for hop, t in zip(path.hops, hops, strict=True):
+            for hop, t in zip(path.hops, own, strict=True):
                 energy_total += (devices[hop.src].power_tx_w + devices[hop.dst].power_rx_w) * t
                 if hop.src == source:
                     busy_tx += t
@@ -367,7 +390,8 @@ def evaluate(
 
     src = problem.device(source)
     latency = compute + transfer_total
-    idle = latency - busy_compute - busy_tx - busy_rx
+    awake = latency if source_users == 1.0 else latency / source_users  # its part of the source's idle draw
+    idle = awake - busy_compute - busy_tx - busy_rx
     energy_source = (
         src.power_compute_w * busy_compute + src.power_tx_w * busy_tx + src.power_rx_w * busy_rx + src.power_idle_w * idle
     )

@@ -9,9 +9,18 @@ gives each ``1/n_l`` of its bandwidth: the ``out/bandwidth`` term of every hop
 over it is multiplied by ``n_l`` (the link latency is not shared). Transfers
 keep the paths of the problem's own routing (chosen on the links' nominal
 figures). Each user's figures are then its single-user figures
-(:func:`tiercut.cost.evaluate` with the share multipliers) with those
-stretched times; energies therefore charge a shared server's power for the
-user's stretched time (an upper bound of its real energy).
+(:func:`tiercut.cost.evaluate` with the share multipliers): its latency with
+those stretched times, its energy and cost for its own work (the unstretched
+seconds: during the rest of a stretched second the shared resource does the
+other users' work, charged to them), so ``n`` identical users on one server
+sum to ``n`` times one user's compute energy and price, not ``n^2``. The
+source's energy is ``P_idle*T + sum_X (P_X - P_idle)*work_X`` (``T`` the
+stretched latency, ``work_X`` its own compute/tx/rx seconds), the
+simulator's attribution with one query per user in flight: users whose
+sources are one device split its idle power (``P_idle*T/m`` each, ``m`` of
+them). A user's source may also serve other users (they place nodes on it):
+its compute for them is in their ``energy_total``, not in this user's source
+energy.
 
 Aggregates: mean and max user latency, summed source energy, summed total
 energy, summed cost. The objective's ``latency`` term is the mean or the max
@@ -100,21 +109,43 @@ def usage(problem: Problem, placement: Mapping[str, str]) -> tuple[set[str], set
     return devices, links
 
 
-def shared_problem(problem: Problem, device_users: Mapping[str, int], link_users: Mapping[frozenset[str], int]) -> Problem:
+def shared_problem(
+    problem: Problem, device_users: Mapping[str, int], link_users: Mapping[frozenset[str], int], source_users: float = 1.0
+) -> Problem:
     """``problem`` with compute times stretched by the device's user count and
     bandwidths divided by the link's user count (memory checked jointly, so off).
 
     The transfers keep the paths the nominal links choose (``routing_links``),
-    as in :func:`evaluate_users`, so a placement's figures here are the
-    user's equal-share figures.
+    as in :func:`evaluate_users`. A device's compute power and price per
+    second are divided by its user count, so a stretched second is charged as
+    the user's own ``1/n`` of a second of work. A placement's latency and cost
+    here are the user's equal-share figures; its energies too except where a
+    single-user problem cannot express the share rule: the radio energy of a
+    hop over a shared link is charged for the stretched hop time (an upper
+    bound: the devices' tx/rx powers serve all their links), and a source
+    device that other users compute on has its idle power charged for the
+    user's stretched compute seconds only (this user's own work, not the
+    others': a lower bound there). ``source_users`` users sharing the source
+    device divide its idle power (over the source's idle time here, not its
+    whole latency: an upper bound when the source also works for the user).
     """
+    n_users = {d.name: max(1.0, float(device_users.get(d.name, 0))) for d in problem.devices}
     compute = {
-        n: {d: s * max(1, device_users.get(d, 0)) for d, s in row.items()} for n, row in problem.compute_s.items()
+        n: {d: s * n_users.get(d, 1.0) for d, s in row.items()} for n, row in problem.compute_s.items()
     }
+    devices = tuple(
+        d if n_users[d.name] == 1.0
+        else replace(d, power_compute_w=d.power_compute_w / n_users[d.name], price_per_s=d.price_per_s / n_users[d.name])
+        for d in problem.devices
+    )
+    if source_users != 1.0:
+        devices = tuple(replace(d, power_idle_w=d.power_idle_w / source_users) if d.name == problem.source else d
+                        for d in devices)
     links = tuple(link.scaled(1.0 / max(1, link_users.get(link.key, 0))) for link in problem.links)
     nominal = problem.routing_links if problem.routing_links is not None else problem.links
     return replace(
-        problem, compute_s=compute, links=links, routing_links=nominal, constraints=replace(problem.constraints, memory=False)
+        problem, devices=devices, compute_s=compute, links=links, routing_links=nominal,
+        constraints=replace(problem.constraints, memory=False),
     )
 
 
@@ -148,12 +179,15 @@ def evaluate_users(
     device_share = {d: float(max(1, n)) for d, n in device_users.items()}
     link_share = {k: float(max(1, n)) for k, n in link_users.items()}
     per_user = _share_multipliers(problem, fulls, device_users, link_users, shares) if shares is not None else None
+    sources = source_users(problem)
     for user in problem.users:
         unshared = user.problem.with_constraints(replace(user.problem.constraints, memory=False))  # routing kept
+        m = sources[user.problem.source]
         if per_user is not None:
-            ev = evaluate(unshared, fulls[user.name], device_share=per_user[user.name][0], link_share=per_user[user.name][1])
+            ev = evaluate(unshared, fulls[user.name], device_share=per_user[user.name][0], link_share=per_user[user.name][1],
+                          source_users=m)
         else:
-            ev = evaluate(unshared, fulls[user.name], device_share=device_share, link_share=link_share)
+            ev = evaluate(unshared, fulls[user.name], device_share=device_share, link_share=link_share, source_users=m)
         evaluations[user.name] = ev
         violations.extend(f"user {user.name!r}: {v}" for v in ev.violations)
         for d, b in ev.memory_bytes.items():
@@ -187,6 +221,14 @@ def evaluate_users(
         valid=valid,
         violations=tuple(violations),
     )
+
+
+def source_users(problem: MultiUserProblem) -> dict[str, float]:
+    """Source device -> the number of users whose source it is (they split its idle power)."""
+    out: dict[str, float] = {}
+    for user in problem.users:
+        out[user.problem.source] = out.get(user.problem.source, 0.0) + 1.0
+    return out
 
 
 def _share_multipliers(
@@ -334,8 +376,10 @@ def evaluate_users_many(problem: MultiUserProblem | CompiledMultiUser, placement
     valid = np.ones(P, dtype=bool)
     penalty = np.zeros(P)
     memory = np.zeros((P, D))
+    sources = source_users(mp)
     for j, (cu, Xu) in enumerate(zip(comp.users, parts, strict=True)):
-        batch = evaluate_many(cu, Xu, device_share=device_share, link_share=link_share)
+        batch = evaluate_many(cu, Xu, device_share=device_share, link_share=link_share,
+                              source_users=sources[cu.problem.source])
         for k in fig:
             fig[k][:, j] = batch.metric(k)
         valid &= batch.valid
@@ -385,5 +429,6 @@ __all__ = [
     "evaluate_users_many",
     "multi_objective_value",
     "shared_problem",
+    "source_users",
     "usage",
 ]

@@ -14,7 +14,9 @@ than direct ones.
 The multi-user equal-share model reuses the same kernel with per-placement
 speed shares: ``device_share[p, d]`` multiplies compute times on ``d`` (the
 number of users sharing it) and ``link_share[p, a, b]`` multiplies the
-bandwidth term of every hop over the link ``(a, b)``.
+bandwidth term of every hop over the link ``(a, b)``. They stretch the
+latency; energy and price are charged for the user's own (unstretched) work,
+as in :func:`tiercut.cost.evaluate` (``charge_stretched`` likewise).
 """
 
 from __future__ import annotations
@@ -393,12 +395,18 @@ def evaluate_many(
     device_share: np.ndarray | None = None,
     link_share: np.ndarray | None = None,
     stages: bool = False,
+    charge_stretched: bool = False,
+    source_users: float = 1.0,
 ) -> BatchEvaluation:
     """Score every row of ``placements`` ([P, n] device indices).
 
     ``device_share`` ([P, D]) and ``link_share`` ([P, D, D]) are the
-    equal-share multipliers of the multi-user model (default 1). ``stages``:
-    also compute ``bottleneck_s`` (always done for the throughput objective).
+    equal-share multipliers of the multi-user model (default 1): they stretch
+    the latency, energy and price are charged for the unstretched work unless
+    ``charge_stretched`` (a slower resource, not a shared one: the gym).
+    ``source_users``: users sharing the source device's idle power (as in
+    :func:`tiercut.cost.evaluate`). ``stages``: also compute ``bottleneck_s``
+    (always done for the throughput objective).
     """
     comp = problem if isinstance(problem, CompiledProblem) else compile_problem(problem)
     X = np.asarray(placements)
@@ -427,6 +435,8 @@ def evaluate_many(
             memory,
             valid,
             start,
+            charge_stretched,
+            source_users,
         )
     problem_obj = comp.problem.objective
     bottleneck = None
@@ -499,6 +509,8 @@ def _kernel(
     memory: np.ndarray,
     valid: np.ndarray,
     offset: int,
+    charge_stretched: bool = False,
+    source_users: float = 1.0,
 ) -> None:
     P, n = X.shape
     D = comp.n_devices
@@ -507,11 +519,15 @@ def _kernel(
     rows = np.arange(P)[:, None]
 
     c = comp.compute[np.arange(n)[None, :], X]  # [P, n]
-    if device_share is not None:
-        c = c * device_share[rows, X]
     ok = np.isfinite(c).all(axis=1)
     c = np.where(np.isfinite(c), c, 0.0)
-    compute_total = c.sum(axis=1)
+    if device_share is not None:  # latency: the stretched seconds; energy and price: the own work c
+        stretched = c * device_share[rows, X]
+        compute_total = stretched.sum(axis=1)
+        if charge_stretched:
+            c = stretched
+    else:
+        compute_total = c.sum(axis=1)
     on_source = s == X
     busy_compute = (c * on_source).sum(axis=1)
     energy_total = (comp.power_compute[X] * c).sum(axis=1)
@@ -528,6 +544,13 @@ def _kernel(
         out_bytes = comp.out_bytes[comp.senders][None, :, None]
         if link_share is None:
             tau = t.latency[k] + out_bytes * t.seconds_per_byte[k]
+            energy_tr = t.energy_latency[k] + out_bytes * t.energy_spb[k]
+            tx = t.tx_latency[k] + out_bytes * t.tx_spb[k]
+            rx = t.rx_latency[k] + out_bytes * t.rx_spb[k]
+        elif not charge_stretched:  # latency stretched; radio energy for the hops' own time
+            share = link_share.reshape(P, D * D)
+            prow = rows[:, :, None]
+            tau = t.latency[k] + out_bytes * (share @ t.hop_spb.T)[prow, k]
             energy_tr = t.energy_latency[k] + out_bytes * t.energy_spb[k]
             tx = t.tx_latency[k] + out_bytes * t.tx_spb[k]
             rx = t.rx_latency[k] + out_bytes * t.rx_spb[k]
@@ -549,7 +572,7 @@ def _kernel(
 
     latency = compute_total + transfer_total
     src_dev = comp.problem.devices[s]
-    idle = latency - busy_compute - busy_tx - busy_rx
+    idle = (latency if source_users == 1.0 else latency / source_users) - busy_compute - busy_tx - busy_rx
     energy_source = (
         src_dev.power_compute_w * busy_compute
         + src_dev.power_tx_w * busy_tx

@@ -24,8 +24,9 @@ Figures under changing conditions come from the cost model, never from a
 formula of this module: a plan's figures at bandwidths ``b`` and loads ``s``
 are :func:`tiercut.cost.evaluate_many` of its placement with the equal-share
 multipliers ``link_share = nominal / b`` and ``device_share = s``
-(docs/cost-model.md "Multi-user": the same kernel the multi-user model uses),
-which equal :func:`tiercut.cost.evaluate` of the problem with its links
+(docs/cost-model.md "Multi-user": the same kernel the multi-user model uses,
+with ``charge_stretched=True``: a slower link or loaded server is charged
+energy and price for the stretched time, unlike a share), which equal :func:`tiercut.cost.evaluate` of the problem with its links
 scaled to ``b`` and its servers' times multiplied by ``s``
 (:meth:`PartitionTask.problem_at`; tested). Transfers keep the paths the
 nominal links choose, as in the multi-user model. Upload seconds are
@@ -309,6 +310,7 @@ class PartitionTask:
             np.tile(X, (T, 1)),
             device_share=np.repeat(device_share, K, axis=0),
             link_share=np.repeat(link_share, K, axis=0),
+            charge_stretched=True,  # a slower link or loaded server: its energy and price for the stretched time
         )
 
     def objectives(self, placements: np.ndarray, conditions: Conditions) -> np.ndarray:

@@ -15,13 +15,18 @@ This module adds the other classic multi-user scheme, iterative best response
 computational resource allocation for collaborative edge intelligence", IEEE
 IoT Journal 2020, the survey's IAO; best-response dynamics of congestion
 games, Rosenthal 1973). With the other users' placements fixed, one user's
-figures under equal sharing are exactly its single-user figures on a problem
-whose device times are multiplied by ``1 + (other users on the device)`` and
-whose link bandwidths are divided by ``1 + (other users on the link)`` (the
-user counts itself wherever it places a node or sends a tensor), with each
-device's memory reduced by the other users' parameters. So each user's *best
-response* is solved exactly by a single-user planner (``inner``, default the
-ILP, which keeps the user's budgets, pins and the remaining memory).
+latency and cost under equal sharing are exactly its single-user figures on a
+problem whose device times are multiplied by ``1 + (other users on the
+device)`` (that device's compute power and price per second divided by it:
+the user is charged its own work) and whose link bandwidths are divided by
+``1 + (other users on the link)`` (the user counts itself wherever it places
+a node or sends a tensor), with each device's memory reduced by the other
+users' parameters. So each user's *best response* is solved exactly by a
+single-user planner (``inner``, default the ILP, which keeps the user's
+budgets, pins and the remaining memory) for latency and cost objectives; its
+energies are exact too except for the radio on a shared link and the idle
+power of a source other users compute on, which a single-user problem cannot
+express (:func:`tiercut.cost.multiuser.shared_problem`; docs/cost-model.md).
 
 :class:`BestResponsePlanner`, exactly:
 
@@ -78,8 +83,9 @@ def response_problem(
     computing there, link bandwidths divided by 1 + the number of other users
     sending over the link, device memory reduced by the other users'
     parameters; the objective is the multi-user objective's metrics. A
-    placement's figures on this problem equal the user's figures under
-    :func:`tiercut.cost.evaluate_users` with the others fixed. ``multipliers``
+    placement's latency and cost on this problem equal the user's figures under
+    :func:`tiercut.cost.evaluate_users` with the others fixed, its energies
+    too except where :func:`~tiercut.cost.multiuser.shared_problem` says. ``multipliers``
     (device -> factor, link key -> factor; e.g. ``1 / share`` of resource
     shares, :mod:`tiercut.plan.jmdp`) replace the equal-share factors of the
     resources they name.
@@ -101,7 +107,8 @@ def response_problem(
     if multipliers is not None:
         device_users = {**device_users, **multipliers[0]}
         link_users = {**link_users, **multipliers[1]}
-    shared = shared_problem(me.problem, device_users, link_users)
+    sources = sum(1 for u in problem.users if u.problem.source == me.problem.source)
+    shared = shared_problem(me.problem, device_users, link_users, float(sources))
     memory = any(u.problem.constraints.memory for u in problem.users)
     devices = tuple(
         replace(d, memory_bytes=None if d.memory_bytes is None else max(0, d.memory_bytes - others_bytes[d.name]))
