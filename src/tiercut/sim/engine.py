@@ -35,7 +35,9 @@ own bandwidth), so the increments add up -- the cost model's own algebra
 applies to overlapping tiles). Attribution (:class:`ShareMeter`): the idle
 power is split equally among the source's queries in flight; compute work to
 the query computing it (its work seconds: the device serves one second of
-work per second); a channel's time -- from a hop's start (its link latency,
+work per second), and a hop end's message work (``message_s``, a job on the
+device's compute resource) alike, at the hop's tx + rx powers, in the
+source's busy transmit/receive time when it is the hop's sender/receiver; a channel's time -- from a hop's start (its link latency,
 which the cost model charges as transmit/receive time) to its last byte --
 is split among the hops on it by their processor-sharing weights, and each
 hop is charged its sender's and receiver's power for its part. So the

@@ -18,14 +18,19 @@ takes exactly the cost model's ``T(x)`` in ``sequential`` execution:
 A transfer follows the cost model's routing (:mod:`tiercut.cost.routing`):
 the path of links its size travels fastest, one operation per hop (the
 hop's latency, then its bytes on that link's channel), store-and-forward:
-a hop starts when the previous one has ended. A symmetric link is one
+a hop starts when the previous one has ended. With per-message costs
+(a device's ``message_s``) each end of a hop also does its message seconds
+as work on its device (a :data:`MESSAGE` operation on the device's compute
+resource), the sender before the hop, the receiver after it, so that under
+load they queue with that device's layers as in the pipelined stages. A symmetric link is one
 channel that both directions share; a link with different figures per
 direction (an uplink slower than the downlink) is two channels, one per
 direction (:func:`channel_key`).
 
 Energy coefficients follow the cost model: compute energy is the device's
 compute power times the work; a hop costs its sender's tx power plus its
-receiver's rx power for as long as it takes; the source's energy is
+receiver's rx power for as long as it takes (its message work too, for its
+work seconds); the source's energy is
 ``P_compute * busy_compute + P_tx * busy_tx + P_rx * busy_rx + P_idle * rest``
 (busy transmitting or receiving on the hops it is an end of).
 """
