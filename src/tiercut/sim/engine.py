@@ -37,8 +37,9 @@ power is split equally among the source's queries in flight; compute work to
 the query computing it (its work seconds: the device serves one second of
 work per second), and a hop end's message work (``message_s``, a job on the
 device's compute resource) alike, at the hop's tx + rx powers, in the
-source's busy transmit/receive time when it is the hop's sender/receiver; a channel's time -- from a hop's start (its link latency,
-which the cost model charges as transmit/receive time) to its last byte --
+source's busy transmit/receive time when it is the hop's sender/receiver; a
+channel's time -- from a hop's start (its link latency, which the cost model
+charges as transmit/receive time) to its last byte --
 is split among the hops on it by their processor-sharing weights, and each
 hop is charged its sender's and receiver's power for its part. So the
 queries' energies sum to the devices' draw (nothing counted twice, however
@@ -321,9 +322,8 @@ class _Query:
         if self.op_log is not None:
             if op.kind == COMPUTE:
                 span = Span("compute", op.where, started, now, nodes=op.nodes, work_s=op.amount, where=op.where)
-            elif op.kind == MESSAGE:
-                peer = op.dst if op.where == op.src else op.src
-                span = Span("message", op.where, started, now, peer=peer, nodes=op.nodes, work_s=op.amount, where=op.where)
+            elif op.kind == MESSAGE:  # like a transfer's: the hop's sender and receiver; where: the end doing the work
+                span = Span("message", op.src, started, now, peer=op.dst, nodes=op.nodes, work_s=op.amount, where=op.where)
             else:
                 span = Span("transfer", op.src, started, now, peer=op.dst, nodes=op.nodes, nbytes=int(op.amount), where=op.where)
             self.op_log.append(span)
