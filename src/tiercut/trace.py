@@ -35,8 +35,11 @@ class Span:
 
     Attributes:
         kind: ``compute`` (layers ran on ``device``), ``transfer`` (tensors
-            sent from ``device`` to ``peer``) or ``relay`` (a message passed on
-            by ``device`` to ``peer``, nothing computed; runtime only).
+            sent from ``device`` to ``peer``), ``relay`` (a message passed on
+            by ``device`` to ``peer``, nothing computed; runtime only) or
+            ``message`` (the per-message work of one end, ``where``, of a hop
+            from ``device`` to ``peer``; ``work_s`` its ``message_s``;
+            simulator only).
         device: where it computed, or the sender.
         start_s, end_s: bounds in the trace's seconds (since its t = 0).
         peer: the receiver of a transfer or relay ("" for compute).

@@ -35,8 +35,11 @@ own bandwidth), so the increments add up -- the cost model's own algebra
 applies to overlapping tiles). Attribution (:class:`ShareMeter`): the idle
 power is split equally among the source's queries in flight; compute work to
 the query computing it (its work seconds: the device serves one second of
-work per second); a channel's time -- from a hop's start (its link latency,
-which the cost model charges as transmit/receive time) to its last byte --
+work per second), and a hop end's message work (``message_s``, a job on the
+device's compute resource) alike, at the hop's tx + rx powers, in the
+source's busy transmit/receive time when it is the hop's sender/receiver; a
+channel's time -- from a hop's start (its link latency, which the cost model
+charges as transmit/receive time) to its last byte --
 is split among the hops on it by their processor-sharing weights, and each
 hop is charged its sender's and receiver's power for its part. So the
 queries' energies sum to the devices' draw (nothing counted twice, however
@@ -67,9 +70,11 @@ from tiercut.sim.core import EventLoop, SharedResource, SimEnvironment
 from tiercut.sim.model import BackToBack, BandwidthTrace, Periodic, Poisson, SimConfig, SimUser, TraceArrivals
 from tiercut.sim.program import (
     COMPUTE,
+    MESSAGE,
     ROLE_COMPUTE,
     ROLE_RX,
     ROLE_TX,
+    TRANSFER,
     Op,
     Program,
     channel_key,
@@ -151,8 +156,8 @@ class _Bound:
         self.stage = stage
         self.planned_latency_s = planned_latency_s
         self.devices = tuple(dict.fromkeys(op.where for op in program.ops if op.kind == COMPUTE))
-        self.bytes_sent = int(sum(op.amount for op in program.ops if op.kind != COMPUTE and op.src == source))
-        self.bytes_received = int(sum(op.amount for op in program.ops if op.kind != COMPUTE and op.dst == source))
+        self.bytes_sent = int(sum(op.amount for op in program.ops if op.kind == TRANSFER and op.src == source))
+        self.bytes_received = int(sum(op.amount for op in program.ops if op.kind == TRANSFER and op.dst == source))
         self.n_deps = [len(op.deps) for op in program.ops]
         self.children: list[list[int]] = [[] for _ in program.ops]
         for i, op in enumerate(program.ops):
@@ -240,7 +245,7 @@ class _Query:
         meter = self.bound.airtime[self.i]
         if meter is not None:
             self.a_op = meter.enter(self.bound.weights[self.i])
-        if op.kind == COMPUTE or op.latency_s <= 0.0:
+        if op.kind != TRANSFER or op.latency_s <= 0.0:
             self.bound.resources[self.i].submit(op.amount, self._seq_done, self.bound.weights[self.i])
         else:
             self.run.env.schedule(op.latency_s, self._seq_send)
@@ -272,7 +277,7 @@ class _Query:
         meter = self.bound.airtime[i]
         if meter is not None:
             self.a_op[i] = meter.enter(self.bound.weights[i])
-        if op.kind == COMPUTE or op.latency_s <= 0.0:
+        if op.kind != TRANSFER or op.latency_s <= 0.0:
             self.bound.resources[i].submit(op.amount, functools.partial(self._dag_done, i), self.bound.weights[i])
         else:
             self.run.env.schedule(op.latency_s, self._dag_send, i)
@@ -295,12 +300,19 @@ class _Query:
     # ----------------------------------------------------------- bookkeeping
     def _account(self, op: Op, started: float, air_s: float) -> None:
         """Credit a finished operation: compute its work (the device serves one work-second per second, however
-        shared), a hop its part of its channel's airtime ``air_s`` (:class:`ShareMeter`)."""
+        shared), a message its work seconds as the hop's transmit/receive time (the cost model's hop time), a hop
+        its part of its channel's airtime ``air_s`` (:class:`ShareMeter`)."""
         now = self.run.env.now
         if op.kind == COMPUTE:
             self.e_total += op.energy_j
             if op.role == ROLE_COMPUTE:
                 self.busy_c += op.amount
+        elif op.kind == MESSAGE:
+            self.e_total += op.energy_j
+            if op.role == ROLE_TX:
+                self.busy_tx += op.amount
+            elif op.role == ROLE_RX:
+                self.busy_rx += op.amount
         else:
             self.e_total += op.power_w * air_s
             if op.role == ROLE_TX:
@@ -310,6 +322,8 @@ class _Query:
         if self.op_log is not None:
             if op.kind == COMPUTE:
                 span = Span("compute", op.where, started, now, nodes=op.nodes, work_s=op.amount, where=op.where)
+            elif op.kind == MESSAGE:  # like a transfer's: the hop's sender and receiver; where: the end doing the work
+                span = Span("message", op.src, started, now, peer=op.dst, nodes=op.nodes, work_s=op.amount, where=op.where)
             else:
                 span = Span("transfer", op.src, started, now, peer=op.dst, nodes=op.nodes, nbytes=int(op.amount), where=op.where)
             self.op_log.append(span)
@@ -383,10 +397,10 @@ class _Run:
         return f"{trace.a}>{trace.b}"
 
     def bind(self, state: _UserState, program: Program, stage: int, planned_latency_s: float) -> _Bound:
-        resources = [self.compute[op.where] if op.kind == COMPUTE else self.links[op.where] for op in program.ops]
+        resources = [self.links[op.where] if op.kind == TRANSFER else self.compute[op.where] for op in program.ops]
         shares = state.user.shares
         weights = [float(shares.get(op.where, 1.0)) for op in program.ops] if shares else None
-        airtime = [None if op.kind == COMPUTE else self.airtime[op.where] for op in program.ops]
+        airtime = [self.airtime[op.where] if op.kind == TRANSFER else None for op in program.ops]
         return _Bound(program, resources, stage, planned_latency_s, state.user.problem.source, weights, airtime)
 
     # ----------------------------------------------------------- processes

@@ -18,14 +18,19 @@ takes exactly the cost model's ``T(x)`` in ``sequential`` execution:
 A transfer follows the cost model's routing (:mod:`tiercut.cost.routing`):
 the path of links its size travels fastest, one operation per hop (the
 hop's latency, then its bytes on that link's channel), store-and-forward:
-a hop starts when the previous one has ended. A symmetric link is one
+a hop starts when the previous one has ended. With per-message costs
+(a device's ``message_s``) each end of a hop also does its message seconds
+as work on its device (a :data:`MESSAGE` operation on the device's compute
+resource), the sender before the hop, the receiver after it, so that under
+load they queue with that device's layers as in the pipelined stages. A symmetric link is one
 channel that both directions share; a link with different figures per
 direction (an uplink slower than the downlink) is two channels, one per
 direction (:func:`channel_key`).
 
 Energy coefficients follow the cost model: compute energy is the device's
 compute power times the work; a hop costs its sender's tx power plus its
-receiver's rx power for as long as it takes; the source's energy is
+receiver's rx power for as long as it takes (its message work too, for its
+work seconds); the source's energy is
 ``P_compute * busy_compute + P_tx * busy_tx + P_rx * busy_rx + P_idle * rest``
 (busy transmitting or receiving on the hops it is an end of).
 """
@@ -41,6 +46,8 @@ from tiercut.problem import Problem
 
 COMPUTE = 0
 TRANSFER = 1
+#: a device's per-message work (its ``message_s``) for one end of a hop: a job on that device, like compute
+MESSAGE = 2
 
 #: the source's role in an operation
 ROLE_NONE, ROLE_COMPUTE, ROLE_TX, ROLE_RX = 0, 1, 2, 3
@@ -62,15 +69,17 @@ class Op:
     """One operation of a query.
 
     Attributes:
-        kind: :data:`COMPUTE` or :data:`TRANSFER`.
-        where: the device (compute) or the channel key of the hop's link (transfer, :func:`channel_key`).
-        amount: work seconds (compute) or bytes (transfer).
+        kind: :data:`COMPUTE`, :data:`TRANSFER` or :data:`MESSAGE`.
+        where: the device (compute, message) or the channel key of the hop's link (transfer, :func:`channel_key`).
+        amount: work seconds (compute, message) or bytes (transfer).
         latency_s: link latency paid before the bytes move (transfers).
-        src, dst: the two ends of a transfer's hop (``src == dst == where`` for compute).
+        src, dst: the two ends of a transfer's or a message's hop (``src == dst == where`` for compute).
         nodes: layers run, or tensors moved.
-        energy_j: fixed total energy (compute: power x work).
+        energy_j: fixed total energy (compute: power x work; message: the hop's sender tx + receiver rx power
+            x work, as the cost model charges the hop's message seconds).
         power_w: power drawn while a transfer lasts (sender tx + receiver rx).
-        role: the source device's part (:data:`ROLE_COMPUTE`, :data:`ROLE_TX`, :data:`ROLE_RX`).
+        role: the source device's part (:data:`ROLE_COMPUTE`, :data:`ROLE_TX`, :data:`ROLE_RX`; a message op
+            has its hop's role: the source's message seconds and its peer's are transmit/receive time).
         deps: indices of the operations that must finish first (overlapped).
     """
 
@@ -141,8 +150,13 @@ def _transfer_ops(problem: Problem, node: str, a: str, b: str, codec: str | None
     return _hop_ops(problem, float(problem.graph[node].out_bytes), a, b, (node,))
 
 
-def _hop_ops(problem: Problem, amount: float, a: str, b: str, nodes: tuple[str, ...]) -> list[Op]:
-    """One operation per hop of the path ``amount`` bytes take from ``a`` to ``b`` (deps left to the caller)."""
+def _hop_ops(problem: Problem, amount: float, a: str, b: str, nodes: tuple[str, ...], occupy: bool = True) -> list[Op]:
+    """The operations of the path ``amount`` bytes take from ``a`` to ``b`` (deps left to the caller, to chain them
+    in order): per hop, its sender's message work (a :data:`MESSAGE` job on the sender, when its ``message_s`` is
+    not 0), the transfer (latency, then the bytes and the link's overhead bytes on its channel), its receiver's
+    message work. Alone on idle resources the three take the cost model's hop time; under load the message
+    seconds occupy the devices (the pipelined stages' device stages). ``occupy=False``: the message seconds only
+    delay the transfer (added to its latency), occupying no device."""
     path = problem.routing.path(a, b, amount)
     if path is None:
         raise TiercutError(f"placement sends {nodes[0]!r} from {a!r} to {b!r}, which no path of links joins")
@@ -153,10 +167,15 @@ def _hop_ops(problem: Problem, amount: float, a: str, b: str, nodes: tuple[str, 
         role = ROLE_TX if hop.src == problem.source else (ROLE_RX if hop.dst == problem.source else ROLE_NONE)
         power = problem.device(hop.src).power_tx_w + problem.device(hop.dst).power_rx_w
         where = channel_key(link, hop.src, hop.dst)
-        # per-message costs (docs/cost-model.md): the overhead bytes share the link, the ends' message seconds delay
-        delay = hop.latency_s + problem.device(hop.src).message_s + problem.device(hop.dst).message_s
-        ops.append(Op(TRANSFER, where, amount + hop.message_overhead_bytes, delay, hop.src, hop.dst, nodes, 0.0, power,
-                      role))
+        # per-message costs (docs/cost-model.md): the overhead bytes share the link, the ends' message seconds are
+        # work on the ends' devices before sending / after receiving
+        send_s, receive_s = problem.device(hop.src).message_s, problem.device(hop.dst).message_s
+        delay = hop.latency_s if occupy else hop.latency_s + send_s + receive_s
+        if occupy and send_s > 0:
+            ops.append(Op(MESSAGE, hop.src, send_s, 0.0, hop.src, hop.dst, nodes, power * send_s, power, role))
+        ops.append(Op(TRANSFER, where, amount + hop.message_overhead_bytes, delay, hop.src, hop.dst, nodes, 0.0, power, role))
+        if occupy and receive_s > 0:
+            ops.append(Op(MESSAGE, hop.dst, receive_s, 0.0, hop.src, hop.dst, nodes, power * receive_s, power, role))
     return ops
 
 
@@ -213,7 +232,7 @@ def _sequential(
 
     def push(op: Op) -> None:
         last = ops[-1] if ops else None
-        if isinstance(last, Op) and last.kind == op.kind and last.src == op.src and last.dst == op.dst:
+        if isinstance(last, Op) and last.kind == op.kind and op.kind != MESSAGE and last.src == op.src and last.dst == op.dst:
             ops[-1] = _merge(last, op)
         else:
             ops.append(op)
@@ -270,7 +289,9 @@ def compile_tiled_program(problem: Problem, placement: Mapping[str, str], stages
     :func:`tiercut.cost.tiled.evaluate_tiled`'s latency; with other queries
     the tiles contend for devices and links like any operation (so two
     stages' tiles on one device share it, and a gather may wait on a busy
-    link -- the gather order stays the uncontended one).
+    link -- the gather order stays the uncontended one). A tiled stage's hops
+    keep their ends' ``message_s`` as a delay (``_hop_ops(occupy=False)``):
+    its schedule does not serialise them with the tiles on the devices.
     """
     from tiercut.cost.tiled import evaluate_tiled, stage_placement
 
@@ -316,7 +337,7 @@ def _stage_ops(problem: Problem, block: _StageBlock, entry: tuple[int, ...], ops
     for i, t in enumerate(timing.tiles):  # scatter, in tile order
         if t.tile.device != home:
             label = (f"{block.names[0]}..{block.names[-1]} tile {i} in",)
-            arrived[i] = chain(_hop_ops(problem, float(t.in_bytes), home, t.tile.device, label), sent)
+            arrived[i] = chain(_hop_ops(problem, float(t.in_bytes), home, t.tile.device, label, occupy=False), sent)
             sent = (arrived[i],)
     last_on: dict[str, int] = {}
     computed: dict[int, int] = {}
@@ -336,7 +357,7 @@ def _stage_ops(problem: Problem, block: _StageBlock, entry: tuple[int, ...], ops
         t = timing.tiles[i]
         label = (f"{block.names[0]}..{block.names[-1]} tile {i} out",)
         deps = tuple(sorted({computed[i], *received}))
-        received = (chain(_hop_ops(problem, float(t.out_bytes), t.tile.device, home, label), deps),)
+        received = (chain(_hop_ops(problem, float(t.out_bytes), t.tile.device, home, label, occupy=False), deps),)
     return tuple(sorted({*received, *own}))
 
 
@@ -413,6 +434,7 @@ def _overlapped(problem: Problem, place: Mapping[str, str], codecs: Mapping[str,
 
 __all__ = [
     "COMPUTE",
+    "MESSAGE",
     "ROLE_COMPUTE",
     "ROLE_NONE",
     "ROLE_RX",
