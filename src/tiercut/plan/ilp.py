@@ -28,7 +28,8 @@ the coefficients are the cost model's linear forms,
 - objective and budgets: the linear forms over ``x`` and ``z``; the
   ``throughput`` objective (the bottleneck stage, docs/cost-model.md
   "Throughput") is ``min B`` with one row ``stage_s <= B`` per pipeline stage
-  (:mod:`tiercut.plan.throughput_ilp`), without the device presolve;
+  (:mod:`tiercut.plan.throughput_ilp`), without the device presolve, its
+  optimum verified by a feasibility program (HiGHS has cut off its optimum);
 - memory: ``sum_p bytes(p) m[p, d] <= memory(d)`` with ``m[p, d] >= x[v, d]``
   for each node ``v`` using parameter ``p`` (a shared parameter counted once
   per device; a parameter of one node is its ``x``);
@@ -718,7 +719,8 @@ class ILPPlanner(Planner):
         if throughput:
             from tiercut.plan.throughput_ilp import build_bottleneck_milp
 
-            model = build_bottleneck_milp(comp, budgets, kept, best.objective if best.feasible else math.nan)
+            warm = best.objective if best.feasible else math.nan
+            model = build_bottleneck_milp(comp, budgets, kept, warm, warm if self.warm_start and best.feasible else None)
         else:
             model = build_milp(comp, objective, budgets, kept)
         solution, found = self._run(model, comp, best, merge, start_time)
@@ -737,10 +739,19 @@ class ILPPlanner(Planner):
         else:
             proven = solution.status == "optimal" and _consistent(solution, found, self._tolerance())
         chosen = found if found is not None and not _better(best, found) else best
+        explained = False  # why no optimum is claimed, when the note already says it
         if throughput and chosen.feasible and math.isfinite(chosen.objective) and chosen.objective > 0:
+            answer = chosen
+            chosen, verified, checked = self._verified(comp, budgets, chosen, start_time)
+            note += checked
+            if verified:
+                proven, bound = True, chosen.objective
+            elif proven or chosen is not answer:  # HiGHS's proof is not trusted unchecked, its bound not after a miss
+                proven, explained = False, True
+                bound = bound if chosen is answer else None
             chosen, tied = self._least_latency(comp, budgets, chosen, start_time)
             note += tied
-        if not proven:
+        if not proven and not explained:
             note += self._unproven_note(solution, time.perf_counter() - start_time)
             if chosen is best:
                 note += f"; returning the best cheap candidate ({best.name})"
@@ -752,6 +763,25 @@ class ILPPlanner(Planner):
         return PlacementResult(
             decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note, compression=chosen.compression
         )
+
+    def _verified(
+        self, comp: CompiledProblem, budgets: dict, chosen: Candidate, start_time: float
+    ) -> tuple[Candidate, bool, str]:
+        """The throughput objective's proof: HiGHS's own (with an objective, which HiGHS 1.12 has been seen to get
+        wrong on this program) is checked by feasibility programs
+        (:func:`tiercut.plan.throughput_ilp.verified_bottleneck`), which also find the better placement when there
+        is one. Returns the answer, whether it is verified, and a note."""
+        from tiercut.plan.throughput_ilp import VERIFY_RTOL, verified_bottleneck
+
+        remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
+        checked, verified = verified_bottleneck(comp, budgets, chosen, remaining)
+        note = ""
+        if checked is not chosen:
+            note = f"; a feasibility check found a better bottleneck than HiGHS's answer ({checked.objective:.6g} s)"
+            checked = replace(checked, name=chosen.name)
+        if verified:
+            return checked, True, note + f"; verified: no placement's bottleneck is below it by {VERIFY_RTOL:g}"
+        return checked, False, note + "; the feasibility check of the bottleneck did not finish: optimality not claimed"
 
     def _least_latency(
         self, comp: CompiledProblem, budgets: dict, chosen: Candidate, start_time: float
@@ -799,13 +829,20 @@ class ILPPlanner(Planner):
         scale = objective_scale(model, best.objective if best.feasible else math.nan)
         backend = self.backend()
 
+        # the throughput program bounds its B by the cutoff itself (tiercut.plan.throughput_ilp: HiGHS's objective
+        # limit has cut off its optimum); "infeasible" then means nothing beats the warm start
+        in_bounds = model.bottleneck is not None and cutoff is not None
+        limit = None if in_bounds else cutoff
+
         def run(with_start: bool) -> tuple[Solution, Candidate | None]:
             remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
             if backend == "highs":
                 start = start_values if with_start else None
-                solution = solve_highs(model, scale, start, cutoff, remaining, float(self.mip_rel_gap))
+                solution = solve_highs(model, scale, start, limit, remaining, float(self.mip_rel_gap))
             else:
-                solution = solve_scipy(model, scale, cutoff, remaining, float(self.mip_rel_gap), cutoff_row=False)
+                solution = solve_scipy(model, scale, limit, remaining, float(self.mip_rel_gap), cutoff_row=False)
+            if in_bounds and solution.status == "infeasible":
+                solution = replace(solution, status="cut_off")
             return solution, _decoded(comp, model, solution)
 
         solution, found = run(with_start=True)
