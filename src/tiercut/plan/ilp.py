@@ -69,7 +69,8 @@ relative ones; budget and memory rows are normalised by their bounds.
 Guarantee: optimal for every objective and every constraint when HiGHS
 proves it (relative gap ``mip_rel_gap``; the answer's cost-model objective
 is then checked to lie within :data:`PROOF_RTOL` of HiGHS's bound, else the
-proof is not claimed); on a time-out the result is the
+proof is not claimed; for ``throughput`` the proof is a feasibility program's,
+:func:`tiercut.plan.throughput_ilp.verified_bottleneck`); on a time-out the result is the
 better of HiGHS's incumbent and the warm start, never worse than any cheap
 candidate, with HiGHS's proven lower bound and the gap (``bound``, ``gap``);
 a problem HiGHS proves infeasible returns the least-violating candidate,
@@ -719,8 +720,7 @@ class ILPPlanner(Planner):
         if throughput:
             from tiercut.plan.throughput_ilp import build_bottleneck_milp
 
-            warm = best.objective if best.feasible else math.nan
-            model = build_bottleneck_milp(comp, budgets, kept, warm, warm if self.warm_start and best.feasible else None)
+            model = build_bottleneck_milp(comp, budgets, kept, best.objective if best.feasible else math.nan)
         else:
             model = build_milp(comp, objective, budgets, kept)
         solution, found = self._run(model, comp, best, merge, start_time)
@@ -740,6 +740,7 @@ class ILPPlanner(Planner):
             proven = solution.status == "optimal" and _consistent(solution, found, self._tolerance())
         chosen = found if found is not None and not _better(best, found) else best
         explained = False  # why no optimum is claimed, when the note already says it
+        gap = solution.gap
         if throughput and chosen.feasible and math.isfinite(chosen.objective) and chosen.objective > 0:
             answer = chosen
             chosen, verified, checked = self._verified(comp, budgets, chosen, start_time)
@@ -748,14 +749,14 @@ class ILPPlanner(Planner):
                 proven, bound = True, chosen.objective
             elif proven or chosen is not answer:  # HiGHS's proof is not trusted unchecked, its bound not after a miss
                 proven, explained = False, True
-                bound = bound if chosen is answer else None
+                if chosen is not answer:
+                    bound = gap = None
             chosen, tied = self._least_latency(comp, budgets, chosen, start_time)
             note += tied
         if not proven and not explained:
             note += self._unproven_note(solution, time.perf_counter() - start_time)
             if chosen is best:
                 note += f"; returning the best cheap candidate ({best.name})"
-        gap = solution.gap
         if bound is not None and chosen.feasible and math.isfinite(chosen.objective):
             gap = max(0.0, (chosen.objective - bound) / max(abs(chosen.objective), 1e-300))
             note += f"; bound {bound:.6g}, gap {100 * gap:.3g}%"
@@ -829,20 +830,13 @@ class ILPPlanner(Planner):
         scale = objective_scale(model, best.objective if best.feasible else math.nan)
         backend = self.backend()
 
-        # the throughput program bounds its B by the cutoff itself (tiercut.plan.throughput_ilp: HiGHS's objective
-        # limit has cut off its optimum); "infeasible" then means nothing beats the warm start
-        in_bounds = model.bottleneck is not None and cutoff is not None
-        limit = None if in_bounds else cutoff
-
         def run(with_start: bool) -> tuple[Solution, Candidate | None]:
             remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
             if backend == "highs":
                 start = start_values if with_start else None
-                solution = solve_highs(model, scale, start, limit, remaining, float(self.mip_rel_gap))
+                solution = solve_highs(model, scale, start, cutoff, remaining, float(self.mip_rel_gap))
             else:
-                solution = solve_scipy(model, scale, limit, remaining, float(self.mip_rel_gap), cutoff_row=False)
-            if in_bounds and solution.status == "infeasible":
-                solution = replace(solution, status="cut_off")
+                solution = solve_scipy(model, scale, cutoff, remaining, float(self.mip_rel_gap), cutoff_row=False)
             return solution, _decoded(comp, model, solution)
 
         solution, found = run(with_start=True)

@@ -20,22 +20,20 @@ objective is ``throughput``; the dominated-device presolve is off (moving a
 device's nodes onto another raises that one's stage).
 
 HiGHS's proof is not taken unchecked (issue 18): HiGHS 1.12 (the one scipy
-1.17 bundles; 1.15.1 too) has been seen to cut off this program's optimum
-once it has an objective limit -- its ``objective_bound``, the value of its
-MIP start, or an incumbent of its own -- and to report a worse point as
-optimal (about 1 in 1000 random small problems; the same program solved
-without the limit, the cost model and brute force agree). So
-
-- the answer is verified by :func:`verified_bottleneck`: a *feasibility*
-  program (no objective, so no objective limit takes part) with
-  ``B <= (1 - VERIFY_RTOL)`` times the answer's bottleneck; infeasible
-  proves the answer, a point found is a better answer and the check repeats
-  from it. Optimality is claimed only when this check proves it;
-- ``B`` is bounded by the warm start's bottleneck (a column bound, instead of
-  HiGHS's objective limit) and never unbounded above (at most the most any
-  stage can take): an unbounded ``B`` is one trigger of the miss, and HiGHS
-  solves faster so (mobilenet_v2 on migration-12: proven in about 15 s,
-  where the objective limit left a 64% gap at 120 s).
+1.17 bundles; highspy 1.15.1 too) has been seen to cut off this program's
+optimum once it has an objective limit -- the cutoff (``objective_bound``),
+the value of its MIP start, or an incumbent of its own -- and to report a
+worse point as optimal (about 1 in 1000 random small problems; the same
+program solved without the limit, the cost model and brute force agree).
+So the answer is checked by :func:`verified_bottleneck`: a *feasibility*
+program (no objective, so no objective limit takes part) with
+``B <= (1 - VERIFY_RTOL)`` times the answer's bottleneck; infeasible proves
+the answer, a point found is a better answer and the check repeats from it.
+Optimality is claimed only when this check proves it. (Bounding ``B`` in the
+main program instead -- by the warm start, or by the most any stage can
+take -- makes HiGHS miss less often but is no proof, and its speed swings
+both ways: resnet18 on migration-12 from 8 s to over 90 s, mobilenet_v2 from
+over 90 s to 3-10 s.)
 """
 
 from __future__ import annotations
@@ -56,9 +54,8 @@ def build_bottleneck_milp(
     """The MILP ``min B`` with a row ``stage_s <= B`` per stage (module docstring), over the devices ``kept``.
 
     ``reference`` (seconds, e.g. the warm start's bottleneck) normalises the stage rows: ``B`` is in units of
-    it, and its objective coefficient is ``reference``, so the objective is in seconds. ``B``'s upper bound is
-    the most any stage can take, or ``cutoff`` (seconds, e.g. the warm start's bottleneck) when that is less:
-    the cutoff is a bound of the program, not an objective limit handed to the solver (module docstring).
+    it, and its objective coefficient is ``reference``, so the objective is in seconds. ``cutoff`` (seconds)
+    bounds ``B`` (the feasibility check of :func:`verified_bottleneck`); without it ``B`` is unbounded above.
     """
     from tiercut.plan.ilp import build_milp
 
@@ -72,23 +69,16 @@ def build_bottleneck_milp(
     model.bottleneck = b
     src = comp.source
     is_input = np.array([node.is_input for node in comp.problem.graph])
-    largest = 0.0  # the most any stage can take (in units of ref): B's upper bound
     for form in forms:
         terms: dict[int, float] = {b: -1.0}
         fixed = sum(float(form.node[v, src]) for v in np.flatnonzero(is_input))
-        most: dict[int, float] = {}  # node -> its largest term (one device per node)
         for (v, d), col in model.x.items():
             terms[col] = terms.get(col, 0.0) + float(form.node[v, d]) / ref
-            most[v] = max(most.get(v, 0.0), float(form.node[v, d]) / ref)
         for (u, a, d), col in model.z.items():
             terms[col] = terms.get(col, 0.0) + float(form.transfer[u, a, d]) / ref
         model.row(terms, -math.inf, -fixed / ref)
-        transfers = sum(float(form.transfer[key]) / ref for key in model.z)
-        largest = max(largest, fixed / ref + sum(most.values()) + transfers)
-    upper = largest * (1 + 1e-9) + 1e-12 if math.isfinite(largest) else math.inf  # never binding
     if cutoff is not None and math.isfinite(cutoff):
-        upper = min(upper, cutoff / ref * (1 + 1e-9) + 1e-12)
-    model.ub[b] = upper
+        model.ub[b] = cutoff / ref * (1 + 1e-9) + 1e-12
     return model
 
 
