@@ -28,7 +28,8 @@ the coefficients are the cost model's linear forms,
 - objective and budgets: the linear forms over ``x`` and ``z``; the
   ``throughput`` objective (the bottleneck stage, docs/cost-model.md
   "Throughput") is ``min B`` with one row ``stage_s <= B`` per pipeline stage
-  (:mod:`tiercut.plan.throughput_ilp`), without the device presolve;
+  (:mod:`tiercut.plan.throughput_ilp`), without the device presolve, its
+  optimum verified by a feasibility program (HiGHS has cut off its optimum);
 - memory: ``sum_p bytes(p) m[p, d] <= memory(d)`` with ``m[p, d] >= x[v, d]``
   for each node ``v`` using parameter ``p`` (a shared parameter counted once
   per device; a parameter of one node is its ``x``);
@@ -68,7 +69,8 @@ relative ones; budget and memory rows are normalised by their bounds.
 Guarantee: optimal for every objective and every constraint when HiGHS
 proves it (relative gap ``mip_rel_gap``; the answer's cost-model objective
 is then checked to lie within :data:`PROOF_RTOL` of HiGHS's bound, else the
-proof is not claimed); on a time-out the result is the
+proof is not claimed; for ``throughput`` the proof is a feasibility program's,
+:func:`tiercut.plan.throughput_ilp.verified_bottleneck`); on a time-out the result is the
 better of HiGHS's incumbent and the warm start, never worse than any cheap
 candidate, with HiGHS's proven lower bound and the gap (``bound``, ``gap``);
 a problem HiGHS proves infeasible returns the least-violating candidate,
@@ -737,14 +739,24 @@ class ILPPlanner(Planner):
         else:
             proven = solution.status == "optimal" and _consistent(solution, found, self._tolerance())
         chosen = found if found is not None and not _better(best, found) else best
+        explained = False  # why no optimum is claimed, when the note already says it
+        gap = solution.gap
         if throughput and chosen.feasible and math.isfinite(chosen.objective) and chosen.objective > 0:
+            answer = chosen
+            chosen, verified, checked = self._verified(comp, budgets, chosen, start_time)
+            note += checked
+            if verified:
+                proven, bound = True, chosen.objective
+            elif proven or chosen is not answer:  # HiGHS's proof is not trusted unchecked, its bound not after a miss
+                proven, explained = False, True
+                if chosen is not answer:
+                    bound = gap = None
             chosen, tied = self._least_latency(comp, budgets, chosen, start_time)
             note += tied
-        if not proven:
+        if not proven and not explained:
             note += self._unproven_note(solution, time.perf_counter() - start_time)
             if chosen is best:
                 note += f"; returning the best cheap candidate ({best.name})"
-        gap = solution.gap
         if bound is not None and chosen.feasible and math.isfinite(chosen.objective):
             gap = max(0.0, (chosen.objective - bound) / max(abs(chosen.objective), 1e-300))
             note += f"; bound {bound:.6g}, gap {100 * gap:.3g}%"
@@ -752,6 +764,25 @@ class ILPPlanner(Planner):
         return PlacementResult(
             decode(comp, chosen.row), optimal=optimal, gap=gap, bound=bound, note=note, compression=chosen.compression
         )
+
+    def _verified(
+        self, comp: CompiledProblem, budgets: dict, chosen: Candidate, start_time: float
+    ) -> tuple[Candidate, bool, str]:
+        """The throughput objective's proof: HiGHS's own (with an objective, which HiGHS 1.12 has been seen to get
+        wrong on this program) is checked by feasibility programs
+        (:func:`tiercut.plan.throughput_ilp.verified_bottleneck`), which also find the better placement when there
+        is one. Returns the answer, whether it is verified, and a note."""
+        from tiercut.plan.throughput_ilp import VERIFY_RTOL, verified_bottleneck
+
+        remaining = max(1e-3, float(self.time_limit_s) - (time.perf_counter() - start_time))
+        checked, verified = verified_bottleneck(comp, budgets, chosen, remaining)
+        note = ""
+        if checked is not chosen:
+            note = f"; a feasibility check found a better bottleneck than HiGHS's answer ({checked.objective:.6g} s)"
+            checked = replace(checked, name=chosen.name)
+        if verified:
+            return checked, True, note + f"; verified: no placement's bottleneck is below it by {VERIFY_RTOL:g}"
+        return checked, False, note + "; the feasibility check of the bottleneck did not finish: optimality not claimed"
 
     def _least_latency(
         self, comp: CompiledProblem, budgets: dict, chosen: Candidate, start_time: float
