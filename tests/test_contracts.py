@@ -246,27 +246,29 @@ def test_a_non_object_is_one_line(name):
     _one_line(exc)
 
 
-VERSIONED = [n for n in NAMES if "schema_version" in CASES[n].make().to_dict()]
+#: the top-level documents (each carries a schema_version); written out so that collecting this module builds
+#: no case (some measure a profile): the test below checks the list against the cases
+VERSIONED = [
+    "LayerGraph",
+    "Profile",
+    "Predictor",
+    "ComputeTable",
+    "Environment",
+    "Problem",
+    "Plan",
+    "MultiUserProblem",
+    "MultiPlan",
+    "UploadPlan",
+    "MultiUploadPlan",
+    "SpatialProblem",
+    "TiledPlan",
+    "JointProblem",
+    "JointPlan",
+]
 
 
 def test_the_top_level_documents_are_versioned():
-    assert set(VERSIONED) == {
-        "LayerGraph",
-        "Profile",
-        "Predictor",
-        "ComputeTable",
-        "Environment",
-        "Problem",
-        "Plan",
-        "MultiUserProblem",
-        "MultiPlan",
-        "UploadPlan",
-        "MultiUploadPlan",
-        "SpatialProblem",
-        "TiledPlan",
-        "JointProblem",
-        "JointPlan",
-    }
+    assert {n for n in NAMES if "schema_version" in CASES[n].make().to_dict()} == set(VERSIONED)
 
 
 @pytest.mark.parametrize("name", VERSIONED)

@@ -32,6 +32,9 @@ from tiercut.problem import (
 )
 
 NAMES = list(PLANNERS)
+#: the searching contract tests keep one population planner (ga) in the fast lane; sa and pso, the slowest there
+#: (3-4 s each on two cores), run in `make test` (tests/lanes.py)
+SEARCHING = [pytest.param(n, marks=pytest.mark.slow) if n in ("sa", "pso") else n for n in NAMES]
 
 
 def contract_problems() -> list[Problem]:
@@ -94,7 +97,7 @@ def test_settings_are_constructor_keywords(name):
         get_planner(name, bogus=1)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SEARCHING)
 def test_plans_keep_the_contract(name):
     planner = get_planner(name)
     solved = 0
@@ -168,7 +171,7 @@ def test_multi_user_contract(name):
     assert plan(mp, name).placements == result.placements
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SEARCHING)
 def test_constraint_violations_are_never_feasible(name):
     planner = get_planner(name)
     if not planner.single_user:
