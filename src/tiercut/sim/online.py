@@ -49,6 +49,7 @@ mean energy over its ``n`` completed queries is at most ``E_budget + Q_final / n
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,14 +241,15 @@ class OnlineComparison:
 
 
 # ---------------------------------------------------------------- the run
-class _Policy:
+class _Policy(ABC):
     """Per slot and user, the menu index to run (``queue_j``: the user's queue now)."""
 
     name = "lyapunov"
     V = math.nan
 
+    @abstractmethod
     def pick(self, user: str, slot: int, state: int, queue_j: float) -> int:
-        raise NotImplementedError
+        """The menu index ``user`` runs in ``slot`` (bandwidth state ``state``)."""
 
 
 class _Lyapunov(_Policy):
